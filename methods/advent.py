@@ -1,0 +1,209 @@
+"""ADVENT: adversarial entropy minimisation (Vu et al., CVPR 2019).
+
+Algorithm (one iteration, multi-level DeepLab-v2 G, discriminators D_main, D_aux):
+  1. source:  L_seg = CE(G_main(x_s), y_s) + λ_seg_aux · CE(G_aux(x_s), y_s)
+  2. target:  I_t = -p log p / log C  (weighted self-information maps of G(x_t))
+     AdvEnt:  G fools D: L_adv = λ_adv_main · BCE(D_main(I_t), source) + λ_adv_aux · BCE(D_aux(I_t), source)
+     MinEnt:  L_ent = λ_ent_main · H(G_main(x_t)) + λ_ent_aux · H(G_aux(x_t))
+  3. D learns source maps -> 0 and target maps -> 1 (on detached maps).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from udalab.methods import register
+from udalab.methods.deeplab import DeepLabV2
+from udalab.methods.discriminator import FCDiscriminator, bce_to
+from udalab.methods.engine import (ConfigError, LossMeter, Run, autocast, batches, check_finite, eval_mode,
+                                   make_hparams, unwrap)
+from udalab.methods.evaluate import evaluate
+from udalab.methods.losses import entropy_loss, seg_ce, self_information
+from udalab.methods.optim import adam_discriminator, poly, sgd_head_10x
+from udalab.methods.uda_data import build_uda_data
+
+SOURCE, TARGET = 0.0, 1.0  # discriminator labels (ADVENT reference)
+
+
+@dataclass
+class AdventConfig:
+    # model: DeepLab-v2, ResNet-101, ImageNet init, output stride 8 (Vu et al. 2019, Sec. 4.1)
+    backbone_depth: int = 101
+    pretrained: str = "imagenet"
+    output_stride: int = 8
+    freeze_bn: bool = True                 # batch 1: BN frozen (ADVENT reference)
+    # data: GTA5 resized to 1280x720, Cityscapes to 1024x512, 1 + 1 images per step (REFERENCE_FACTS)
+    source_size: tuple = (1280, 720)
+    target_size: tuple = (1024, 512)
+    batch_size: int = 1
+    # optimisation: SGD 2.5e-4, momentum 0.9, wd 5e-4, poly 0.9, head x10; early stop 120k (ADVENT ref.)
+    iterations: int = 120_000
+    lr: float = 2.5e-4
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+    lr_d: float = 1e-4                     # Adam (0.9, 0.99) for D (ADVENT reference)
+    ndf: int = 64                          # discriminator width (Tsai et al. 2018, Sec. 4.1)
+    # losses (ADVENT reference config, REFERENCE_FACTS)
+    lambda_seg_aux: float = 0.1
+    variant: str = "adv"                   # "adv" = AdvEnt, "minent" = MinEnt
+    lambda_adv_main: float = 0.001
+    lambda_adv_aux: float = 0.0002
+    lambda_ent_main: float = 0.001
+    lambda_ent_aux: float = 0.0002
+    # evaluation: Cityscapes val at 1024x512, upsampled to the 2048x1024 labels
+    eval_every: int = 2000
+    eval_size: tuple = (1024, 512)
+    precision: str = "fp32"                # "bf16": autocast forward passes (the papers train in fp32)
+
+    def validate(self) -> None:
+        if self.variant not in ("adv", "minent"):
+            raise ConfigError(f"variant must be 'adv' or 'minent', got {self.variant!r}")
+        if self.iterations <= 0 or self.eval_every <= 0:
+            raise ConfigError("iterations and eval_every must be positive")
+
+
+# The embedded mini data: 128-px images, a small ResNet trained from scratch (no ImageNet
+# weights offline), BN in train mode with 4 + 4 images, a larger LR for random init.
+MINI = dict(backbone_depth=18, pretrained="none", output_stride=16, freeze_bn=False,
+            source_size=(128, 72), target_size=(128, 64), eval_size=(128, 64), batch_size=4,
+            iterations=600, eval_every=200, lr=0.01)
+# --smoke: seconds-scale runs for CI and first checks.
+SMOKE = {**MINI, "source_size": (64, 36), "target_size": (64, 32), "eval_size": (64, 32), "batch_size": 2,
+         "iterations": 4, "eval_every": 2, "ndf": 16}
+PRESETS = {"mini": MINI, "smoke": SMOKE}
+
+
+class AdventStage:
+    """One adversarial entropy alignment: G against D_main / D_aux on self-information maps.
+
+    IntraDA runs two of these: inter (source vs target) and intra (easy vs hard target).
+    """
+
+    def __init__(self, run: Run, hp: AdventConfig, G: torch.nn.Module, num_classes: int, total_iters: int):
+        self.hp = hp
+        self.G = G
+        self.D_main = run.prepare(FCDiscriminator(num_classes, hp.ndf))
+        self.D_aux = run.prepare(FCDiscriminator(num_classes, hp.ndf))
+        self.opt_G = sgd_head_10x(unwrap(G), hp.lr, hp.momentum, hp.weight_decay)
+        self.opt_D = adam_discriminator([*self.D_main.parameters(), *self.D_aux.parameters()], hp.lr_d)
+        self.sched_G = poly(self.opt_G, total_iters, hp.poly_power)
+        self.sched_D = poly(self.opt_D, total_iters, hp.poly_power)
+        self.amp = lambda: autocast(run.device, hp.precision)
+
+    def step(self, x_s: torch.Tensor, y_s: torch.Tensor, x_t: torch.Tensor) -> dict[str, torch.Tensor]:
+        hp = self.hp
+        discriminators = (self.D_main, self.D_aux)
+        self.opt_G.zero_grad(set_to_none=True)
+        self.opt_D.zero_grad(set_to_none=True)
+
+        # 1. supervised segmentation on the (pseudo-)labelled domain
+        with self.amp():
+            s_main, s_aux = self.G(x_s)
+            seg_main, seg_aux = seg_ce(s_main, y_s), seg_ce(s_aux, y_s)
+        (seg_main + hp.lambda_seg_aux * seg_aux).backward()
+
+        # 2. align the unlabelled domain: fool D (AdvEnt) or minimise entropy (MinEnt)
+        with self.amp():
+            t_main, t_aux = self.G(x_t)
+        t_main, t_aux = t_main.float(), t_aux.float()
+        losses = {"seg_main": seg_main.detach(), "seg_aux": seg_aux.detach()}
+        if hp.variant == "minent":
+            ent_main, ent_aux = entropy_loss(t_main), entropy_loss(t_aux)
+            (hp.lambda_ent_main * ent_main + hp.lambda_ent_aux * ent_aux).backward()
+            losses.update(ent_main=ent_main.detach(), ent_aux=ent_aux.detach())
+        else:
+            i_t_main, i_t_aux = _maps(t_main), _maps(t_aux)
+            for D in discriminators:
+                D.requires_grad_(False)
+            adv_main, adv_aux = bce_to(self.D_main(i_t_main), SOURCE), bce_to(self.D_aux(i_t_aux), SOURCE)
+            (hp.lambda_adv_main * adv_main + hp.lambda_adv_aux * adv_aux).backward()
+            for D in discriminators:
+                D.requires_grad_(True)
+
+            # 3. discriminators: source maps -> SOURCE, target maps -> TARGET
+            s_main, s_aux = s_main.float(), s_aux.float()
+            d_src = (bce_to(self.D_main(_maps(s_main.detach())), SOURCE)
+                     + bce_to(self.D_aux(_maps(s_aux.detach())), SOURCE)) / 2
+            d_tgt = (bce_to(self.D_main(i_t_main.detach()), TARGET)
+                     + bce_to(self.D_aux(i_t_aux.detach()), TARGET)) / 2
+            (d_src + d_tgt).backward()
+            losses.update(adv_main=adv_main.detach(), adv_aux=adv_aux.detach(), d_src=d_src.detach(),
+                          d_tgt=d_tgt.detach())
+
+        self.opt_G.step()
+        self.opt_D.step()
+        self.sched_G.step()
+        self.sched_D.step()
+        return losses
+
+    def state_dict(self) -> dict:
+        return {"G": unwrap(self.G).state_dict(), "D_main": unwrap(self.D_main).state_dict(),
+                "D_aux": unwrap(self.D_aux).state_dict(), "opt_G": self.opt_G.state_dict(),
+                "opt_D": self.opt_D.state_dict(), "sched_G": self.sched_G.state_dict(),
+                "sched_D": self.sched_D.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        unwrap(self.G).load_state_dict(state["G"])
+        unwrap(self.D_main).load_state_dict(state["D_main"])
+        unwrap(self.D_aux).load_state_dict(state["D_aux"])
+        for name in ("opt_G", "opt_D", "sched_G", "sched_D"):
+            getattr(self, name).load_state_dict(state[name])
+
+    def train(self) -> None:
+        for m in (self.G, self.D_main, self.D_aux):
+            m.train()
+
+
+def _maps(logits: torch.Tensor) -> torch.Tensor:
+    return self_information(F.softmax(logits, dim=1))
+
+
+def build_model(run: Run, hp: AdventConfig, num_classes: int) -> torch.nn.Module:
+    return run.prepare(DeepLabV2(num_classes, hp.backbone_depth, hp.pretrained, hp.output_stride,
+                                 multi_level=True, freeze_bn=hp.freeze_bn))
+
+
+def evaluate_main(run: Run, G: torch.nn.Module, data, hp: AdventConfig) -> dict:
+    """Target-val metrics of G's main classifier (rank 0 only; other ranks get {})."""
+    if run.rank != 0:
+        return {}
+    with eval_mode(G):
+        return evaluate(lambda x: unwrap(G)(x)[0], data.target_val, num_classes=data.num_classes,
+                        class_names=data.class_names, device=run.device, input_size=hp.eval_size)
+
+
+@register("advent")
+def train_loop(config: dict) -> None:
+    run = Run.start(config)
+    hp = make_hparams(AdventConfig, config, PRESETS)
+    data = build_uda_data(config, hp.source_size, hp.target_size)
+    G = build_model(run, hp, data.num_classes)
+    stage = AdventStage(run, hp, G, data.num_classes, hp.iterations)
+
+    start = 0
+    if (state := run.restore()) is not None:
+        stage.load_state_dict(state["stage"])
+        start = state["iteration"]
+    if run.finished_before(hp.iterations):
+        return
+
+    source = batches(data.source, hp.batch_size, seed=run.seed, stream=0, start=start,
+                     rank=run.rank, world=run.world, device=run.device)
+    target = batches(data.target, hp.batch_size, seed=run.seed, stream=1, start=start,
+                     rank=run.rank, world=run.world, device=run.device)
+    meter = LossMeter()
+    stage.train()
+    for it in range(start, hp.iterations):
+        s, t = next(source), next(target)
+        losses = stage.step(s["image"], s["label"], t["image"])
+        check_finite(losses, it)
+        meter.add(**losses)
+
+        if (it + 1) % hp.eval_every == 0 or it + 1 == hp.iterations:
+            run.report({"iteration": it + 1, "stage": "inter", **evaluate_main(run, G, data, hp), **meter.pop(),
+                        "done": it + 1 == hp.iterations},
+                       state={"iteration": it + 1, "stage": stage.state_dict()})

@@ -1,0 +1,136 @@
+"""DeepLab-v2 with multi-level outputs on a torchvision ResNet (ADVENT / AdaptSegNet / IntraDA).
+
+Chen et al., TPAMI 2017; the multi-level variant of Tsai et al. (CVPR 2018) and Vu et al.
+(CVPR 2019): an ASPP classifier (atrous rates 6, 12, 18, 24, summed) on layer4 gives the
+main prediction, a second one on layer3 the auxiliary prediction. The backbone is
+torchvision's ResNet with dilation instead of stride in the last stages (output stride 8
+in the papers). ImageNet weights come through torchvision's weights API (its cache,
+$TORCH_HOME/hub/checkpoints) or a local file; without them the model starts from random
+init and says so.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+log = logging.getLogger("udalab")
+
+ASPP_RATES = (6, 12, 18, 24)  # DeepLab-v2 (Chen et al. 2017, Sec. 3.3 ASPP-L)
+
+
+class ASPPClassifier(nn.Module):
+    """DeepLab-v2 classifier: parallel atrous 3x3 convs to the classes, outputs summed."""
+
+    def __init__(self, in_channels: int, num_classes: int, rates=ASPP_RATES):
+        super().__init__()
+        self.branches = nn.ModuleList(
+            nn.Conv2d(in_channels, num_classes, 3, padding=r, dilation=r, bias=True) for r in rates
+        )
+        for conv in self.branches:
+            nn.init.normal_(conv.weight, 0.0, 0.01)  # as in the DeepLab-v2 reference
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return sum(branch(x) for branch in self.branches)
+
+
+def _dilate(layer: nn.Sequential, dilation: int) -> None:
+    """Replace the stride of a ResNet stage by dilation (works for Basic and Bottleneck blocks)."""
+    for i, block in enumerate(layer):
+        for name, m in block.named_modules():
+            if isinstance(m, nn.Conv2d):
+                if m.stride == (2, 2):
+                    m.stride = (1, 1)
+                if m.kernel_size == (3, 3):
+                    # the first block keeps the previous stage's rate in its strided conv
+                    d = dilation // 2 if (i == 0 and dilation > 1) else dilation
+                    d = max(d, 1)
+                    m.dilation, m.padding = (d, d), (d, d)
+
+
+def load_imagenet_backbone(depth: int, pretrained: str) -> nn.Module:
+    """torchvision ResNet-`depth`; `pretrained` = 'imagenet', 'none' or a path to a state dict."""
+    builders = {18: torchvision.models.resnet18, 34: torchvision.models.resnet34,
+                50: torchvision.models.resnet50, 101: torchvision.models.resnet101,
+                152: torchvision.models.resnet152}
+    if depth not in builders:
+        raise ValueError(f"ResNet depth {depth} is not available; choose one of {sorted(builders)}")
+    net = builders[depth](weights=None)
+    if pretrained == "none":
+        log.info("backbone ResNet-%d: random initialisation (pretrained='none')", depth)
+    elif pretrained == "imagenet":
+        weights = torchvision.models.get_model_weights(f"resnet{depth}").DEFAULT
+        try:
+            state = weights.get_state_dict(progress=False, check_hash=True)
+        except Exception as e:  # offline and not in the cache
+            log.warning("backbone ResNet-%d: ImageNet weights %s are not available (%s); "
+                        "RANDOM INITIALISATION. Put %s in $TORCH_HOME/hub/checkpoints or pass "
+                        "pretrained=<path>.", depth, weights, type(e).__name__, Path(weights.url).name)
+        else:
+            net.load_state_dict(state)
+            log.info("backbone ResNet-%d: ImageNet weights %s", depth, weights)
+    else:
+        path = Path(pretrained)
+        if not path.is_file():
+            raise FileNotFoundError(f"pretrained weights {path} do not exist; pass 'imagenet', 'none' or a .pth file")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        log.info("backbone ResNet-%d: weights from %s (missing %d, unexpected %d keys)",
+                 depth, path, len(missing), len(unexpected))
+    return net
+
+
+class DeepLabV2(nn.Module):
+    """Multi-level DeepLab-v2: returns (main logits, aux logits) at feature resolution."""
+
+    def __init__(self, num_classes: int, depth: int = 101, pretrained: str = "imagenet",
+                 output_stride: int = 8, multi_level: bool = True, freeze_bn: bool = True):
+        super().__init__()
+        net = load_imagenet_backbone(depth, pretrained)
+        if output_stride not in (8, 16, 32):
+            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        if output_stride <= 16:
+            _dilate(net.layer4, 2 if output_stride == 16 else 4)
+        if output_stride == 8:
+            _dilate(net.layer3, 2)
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        c3 = self.layer3[-1].conv2.out_channels * (4 if depth >= 50 else 1)
+        c4 = c3 * 2
+        self.head = ASPPClassifier(c4, num_classes)
+        self.aux_head = ASPPClassifier(c3, num_classes) if multi_level else None
+        self.freeze_bn = freeze_bn
+        if freeze_bn:  # batch 1 in the papers: BatchNorm statistics and affine stay ImageNet's
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    for p in m.parameters():
+                        p.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.freeze_bn:
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
+        return self
+
+    def backbone_parameters(self):
+        return [p for n, p in self.named_parameters() if not n.startswith(("head", "aux_head")) and p.requires_grad]
+
+    def head_parameters(self):
+        return [p for n, p in self.named_parameters() if n.startswith(("head", "aux_head"))]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = self.layer2(self.layer1(self.stem(x)))
+        f3 = self.layer3(x)
+        f4 = self.layer4(f3)
+        return self.head(f4), (self.aux_head(f3) if self.aux_head is not None else None)
+
+
+def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear upsampling of logits to (H, W), as all these papers do before the loss."""
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)

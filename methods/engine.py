@@ -1,0 +1,399 @@
+"""The engine every method loop runs on: with Ray Train or without it.
+
+A method is a function `train_loop(config: dict)`. Ray Train's `TorchTrainer` calls it
+once per worker; `run_local(name, config)` calls it in this process (tests, GPU
+benchmarks, the lent GPU machine that has no Ray). Inside, the loop asks
+`Run.start(config)` for its context: device, rank, world size, the checkpoint to resume
+from, and `report()` which sends metrics (and a checkpoint) to Ray Train or keeps them
+locally.
+
+Reproducibility contract: a run is a pure function of (config, seed). Every sample is
+loaded under a torch seed derived from (seed, stream, iteration, slot), and every
+epoch's order from (seed, stream, epoch), so a run resumed from the checkpoint at
+iteration k sees exactly the batches an uninterrupted run sees from k on. Checkpoints
+also carry the global RNG states for anything else that draws random numbers.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+log = logging.getLogger("udalab")
+
+# Keys of a run config that are not hyperparameters of the method.
+RUN_KEYS = {"method", "seed", "source", "target", "data_root", "scale", "row", "num_workers_data"}
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; the trial stops, its last checkpoint is kept."""
+
+
+class ConfigError(ValueError):
+    """A run config names an unknown hyperparameter or gives it a wrong value."""
+
+
+# ---------------------------------------------------------------------------------------
+# Hyperparameters: one dataclass per method, paper defaults, presets for the mini data.
+
+
+def make_hparams(cls: type, config: dict, presets: dict[str, dict] | None = None):
+    """Build a method's hyperparameter dataclass: paper defaults < preset[scale] < config.
+
+    `scale` selects a preset ("paper" = the dataclass defaults, "mini" = the embedded
+    mini data). Any other key of `config` that is not a run key must be a field.
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    scale = config.get("scale", "mini")
+    presets = presets or {}
+    if scale != "paper" and scale not in presets:
+        raise ConfigError(f"scale={scale!r} is not known for {cls.__name__}; use 'paper' or one of {sorted(presets)}")
+    values: dict[str, Any] = dict(presets.get(scale, {}))
+    for key, value in config.items():
+        if key in RUN_KEYS:
+            continue
+        if key not in fields:
+            raise ConfigError(
+                f"unknown hyperparameter {key!r} for {cls.__name__}; "
+                f"valid names: {', '.join(sorted(fields))}"
+            )
+        values[key] = value
+    for key, value in values.items():
+        default = fields[key].default
+        if isinstance(default, bool) and not isinstance(value, (bool, np.bool_)):
+            raise ConfigError(f"{cls.__name__}.{key} must be true/false, got {value!r}")
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool):
+                raise ConfigError(f"{cls.__name__}.{key} must be a number, got {value!r}")
+            if isinstance(default, int) and float(value) != int(value):
+                raise ConfigError(f"{cls.__name__}.{key} must be an integer, got {value!r}")
+            values[key] = type(default)(value)
+        if isinstance(default, tuple) and isinstance(value, list):
+            values[key] = tuple(value)
+    hp = cls(**values)
+    if hasattr(hp, "validate"):
+        hp.validate()
+    return hp
+
+
+# ---------------------------------------------------------------------------------------
+# Seeding and deterministic batches.
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from integer parts (stable across processes and Python versions)."""
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class _SeededSamples(Dataset):
+    """Loads `dataset[idx]` with torch's RNG seeded by the sample's own seed."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]):
+        idx, sample_seed = item
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed)
+            return self.dataset[idx]
+
+
+class _IterationBatches:
+    """Batch sampler: batch `it` of this rank, for it = start, start+1, ... forever."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, stream: int, start: int, rank: int, world: int):
+        self.n, self.bs, self.seed, self.stream = n, batch_size, seed, stream
+        self.start, self.rank, self.world = start, rank, world
+        self._perm_epoch, self._perm = -1, None
+
+    def _index(self, k: int) -> int:
+        epoch, pos = divmod(k, self.n)
+        if epoch != self._perm_epoch:
+            rng = np.random.default_rng(derive_seed(self.seed, self.stream, epoch))
+            self._perm, self._perm_epoch = rng.permutation(self.n), epoch
+        return int(self._perm[pos])
+
+    def __iter__(self):
+        it = self.start
+        while True:
+            batch = []
+            for slot in range(self.bs):
+                k = (it * self.world + self.rank) * self.bs + slot
+                batch.append((self._index(k), derive_seed(self.seed, self.stream, it, self.rank, slot)))
+            yield batch
+            it += 1
+
+
+def batches(dataset: Dataset, batch_size: int, *, seed: int, stream: int, start: int = 0,
+            rank: int = 0, world: int = 1, workers: int = 0, device: torch.device | str = "cpu") -> Iterator[dict]:
+    """Endless iterator of collated batches for iterations start, start+1, ...
+
+    `stream` separates independent sample streams of one run (source, target, ...).
+    """
+    if len(dataset) == 0:
+        raise ValueError("cannot draw batches from an empty dataset")
+    loader = DataLoader(
+        _SeededSamples(dataset),
+        batch_sampler=_IterationBatches(len(dataset), batch_size, seed, stream, start, rank, world),
+        num_workers=workers,
+        pin_memory=torch.device(device).type == "cuda",
+        persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(derive_seed(seed, stream)),  # not the global RNG
+    )
+    for batch in loader:
+        yield {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+# ---------------------------------------------------------------------------------------
+# Loss bookkeeping and the finite-loss guard.
+
+
+class LossMeter:
+    """Running means of named losses between two reports."""
+
+    def __init__(self):
+        self._sums: dict[str, float] = {}
+        self._n: dict[str, int] = {}
+
+    def add(self, **losses) -> None:
+        for k, v in losses.items():
+            self._sums[k] = self._sums.get(k, 0.0) + float(v)
+            self._n[k] = self._n.get(k, 0) + 1
+
+    def pop(self) -> dict[str, float]:
+        out = {f"loss.{k}": self._sums[k] / self._n[k] for k in self._sums}
+        self._sums, self._n = {}, {}
+        return out
+
+
+def check_finite(losses: dict[str, torch.Tensor | float], iteration: int, stage: str = "") -> None:
+    for name, value in losses.items():
+        v = float(value)
+        if not math.isfinite(v):
+            where = f"iteration {iteration}" + (f" (stage '{stage}')" if stage else "")
+            raise NonFiniteLossError(
+                f"loss '{name}' is {v} at {where}. The trial stops here; its last checkpoint is kept. "
+                f"Lower the learning rate or the weight of '{name}', or check the input data."
+            )
+
+
+# ---------------------------------------------------------------------------------------
+# The run context.
+
+
+@dataclasses.dataclass
+class _LocalSession:
+    checkpoint_dir: Path | None
+    reports: list[dict] = dataclasses.field(default_factory=list)
+
+
+_LOCAL: _LocalSession | None = None
+
+
+class Run:
+    """What a method loop needs from the outside world."""
+
+    def __init__(self, config: dict, *, ray: bool, rank: int, world: int, device: torch.device):
+        self.config = config
+        self.seed = int(config.get("seed", 0))
+        self.ray, self.rank, self.world, self.device = ray, rank, world, device
+        self.history: list[dict] = []
+        self.resumed_at: int | None = None
+        self.train_seconds = 0.0
+        self._t0 = time.perf_counter()
+
+    @classmethod
+    def start(cls, config: dict) -> "Run":
+        if _LOCAL is not None:
+            device = torch.device(config.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
+            run = cls(config, ray=False, rank=0, world=1, device=device)
+        else:
+            import ray.train
+            import ray.train.torch
+
+            ctx = ray.train.get_context()
+            run = cls(config, ray=True, rank=ctx.get_world_rank(), world=ctx.get_world_size(),
+                      device=ray.train.torch.get_device())
+        if run.device.type == "cuda":
+            torch.backends.cudnn.benchmark = bool(config.get("cudnn_benchmark", False))
+        seed_everything(run.seed)
+        return run
+
+    # -- models ---------------------------------------------------------------------------
+    def prepare(self, module: torch.nn.Module) -> torch.nn.Module:
+        """Move to the device; wrap in DistributedDataParallel when there are several workers."""
+        if self.ray and self.world > 1:
+            import ray.train.torch
+
+            return ray.train.torch.prepare_model(module)
+        return module.to(self.device)
+
+    # -- resume ---------------------------------------------------------------------------
+    def restore(self) -> dict | None:
+        """The state saved by the latest checkpoint, or None for a fresh run."""
+        if self.ray:
+            import ray.train
+
+            ckpt = ray.train.get_checkpoint()
+            if ckpt is None:
+                return None
+            with ckpt.as_directory() as d:
+                state = self._load_dir(Path(d))
+        else:
+            d = _LOCAL.checkpoint_dir
+            if d is None or not (d / "state.pt").exists():
+                return None
+            state = self._load_dir(d)
+        if state is not None:
+            self.history = state.pop("_history", [])
+            self.resumed_at = state.get("iteration")
+            self.train_seconds = state.pop("_train_seconds", 0.0)
+            set_rng_state(state.pop("_rng"))
+            log.info("resumed from iteration %s", state.get("iteration"))
+        return state
+
+    @staticmethod
+    def _load_dir(d: Path) -> dict:
+        state = torch.load(d / "state.pt", map_location="cpu", weights_only=False)
+        history_file = d / "history.json"
+        if history_file.exists():
+            state["_history"] = json.loads(history_file.read_text())
+        return state
+
+    # -- reporting ------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        return self.train_seconds + time.perf_counter() - self._t0
+
+    def report(self, metrics: dict, state: dict | None = None) -> None:
+        """Report metrics; with `state`, also save a checkpoint to resume from.
+
+        All workers must call this together (Ray Train's rule); only rank 0's checkpoint
+        and metrics are kept.
+        """
+        metrics = {"train_seconds": round(self.elapsed(), 3), **metrics}
+        metrics = {k: (float(v) if isinstance(v, (np.floating, torch.Tensor)) else v) for k, v in metrics.items()}
+        self.history.append(metrics)
+        if state is not None:
+            state = {**state, "_rng": rng_state(), "_train_seconds": self.elapsed()}
+        if not self.ray:
+            _LOCAL.reports.append(metrics)
+            if state is not None and _LOCAL.checkpoint_dir is not None:
+                self._save_dir(_LOCAL.checkpoint_dir, state)
+            return
+        import ray.train
+
+        if state is None or self.rank != 0:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            self._save_dir(Path(tmp), state)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+    def finished_before(self, total_iterations: int) -> bool:
+        """True if the checkpoint resumed from is the run's last one: then its final metrics are
+        reported again (Tune needs a result from every run) and the loop has nothing left to do."""
+        if self.resumed_at is None or self.resumed_at < total_iterations or not self.history:
+            return False
+        final = dict(self.history[-1])
+        self.history.pop()
+        self.report(final)
+        return True
+
+    def _save_dir(self, d: Path, state: dict) -> None:
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / "state.pt.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, d / "state.pt")  # atomic: a kill never leaves half a checkpoint
+        (d / "history.json").write_text(json.dumps(self.history, default=_json_default))
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    return str(o)
+
+
+def run_local(method: str | Callable[[dict], Any], config: dict, checkpoint_dir: str | Path | None = None) -> list[dict]:
+    """Run a method loop in this process, without Ray. Returns every report.
+
+    With `checkpoint_dir`, checkpoints are written there and a later call with the same
+    directory resumes from them (the same contract as a Ray Train run).
+    """
+    global _LOCAL
+    from udalab.methods import get_method
+
+    fn = get_method(method) if isinstance(method, str) else method
+    if _LOCAL is not None:
+        raise RuntimeError("run_local is not re-entrant")
+    _LOCAL = _LocalSession(Path(checkpoint_dir) if checkpoint_dir is not None else None)
+    try:
+        fn(config)
+        return _LOCAL.reports
+    finally:
+        _LOCAL = None
+
+
+@contextlib.contextmanager
+def eval_mode(*modules: torch.nn.Module):
+    """Put modules in eval mode and restore their previous modes afterwards."""
+    modes = [m.training for m in modules]
+    try:
+        for m in modules:
+            m.eval()
+        yield
+    finally:
+        for m, mode in zip(modules, modes):
+            m.train(mode)
+
+
+def autocast(device: torch.device, precision: str):
+    """Mixed precision for forward passes: "fp32" (off) or "bf16" (no loss scaling needed)."""
+    if precision not in ("fp32", "bf16"):
+        raise ConfigError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DistributedDataParallel wrapper (or the module itself)."""
+    return module.module if hasattr(module, "module") and isinstance(
+        module, torch.nn.parallel.DistributedDataParallel) else module

@@ -1,0 +1,67 @@
+"""The shared evaluator: whole-image or sliding-window inference, scored like Cityscapes.
+
+Predictions are made on the image resized to `input_size` and upsampled to the label's own
+resolution (the full-resolution protocol of the Cityscapes benchmark), then accumulated in
+one confusion matrix; the summary is the `miou` / `pixel_acc` / `iou.<class>` dict of the
+report contract.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from udalab.analysis.metrics import ConfusionMatrix
+
+Predictor = Callable[[torch.Tensor], torch.Tensor]  # image batch -> logits (N, C, h, w)
+
+
+def slide_inference(predict: Predictor, image: torch.Tensor, num_classes: int,
+                    window: tuple[int, int], stride: tuple[int, int]) -> torch.Tensor:
+    """Average logits over overlapping windows (h, w) moved by stride (sh, sw); returns (N, C, H, W).
+
+    Windows are placed so that the last one ends at the image border (as mmseg's slide mode).
+    """
+    n, _, H, W = image.shape
+    wh, ww = min(window[0], H), min(window[1], W)
+    sh, sw = stride
+    rows = max(H - wh + sh - 1, 0) // sh + 1
+    cols = max(W - ww + sw - 1, 0) // sw + 1
+    logits = image.new_zeros((n, num_classes, H, W))
+    count = image.new_zeros((1, 1, H, W))
+    for r in range(rows):
+        for c in range(cols):
+            y0 = min(r * sh, H - wh)
+            x0 = min(c * sw, W - ww)
+            out = predict(image[:, :, y0:y0 + wh, x0:x0 + ww])
+            out = F.interpolate(out, size=(wh, ww), mode="bilinear", align_corners=False)
+            logits[:, :, y0:y0 + wh, x0:x0 + ww] += out
+            count[:, :, y0:y0 + wh, x0:x0 + ww] += 1
+    return logits / count
+
+
+@torch.no_grad()
+def evaluate(predict: Predictor, dataset: Dataset, *, num_classes: int, class_names, device,
+             input_size: tuple[int, int] | None = None, window: tuple[int, int] | None = None,
+             stride: tuple[int, int] | None = None, batch_size: int = 1, workers: int = 0) -> dict:
+    """Score `predict` on every sample of `dataset` (labels at their native size).
+
+    input_size (W, H): resize each image to it before inference (None: as loaded).
+    window/stride (h, w): sliding-window inference on the resized image (None: whole image).
+    """
+    cm = ConfusionMatrix(num_classes)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    for batch in loader:
+        image = batch["image"].to(device)
+        label = batch["label"].to(device)
+        if input_size is not None and tuple(image.shape[-2:]) != (input_size[1], input_size[0]):
+            image = F.interpolate(image, size=(input_size[1], input_size[0]), mode="bilinear", align_corners=False)
+        if window is not None:
+            logits = slide_inference(predict, image, num_classes, window, stride or window)
+        else:
+            logits = predict(image)
+        logits = F.interpolate(logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False)
+        cm.update(logits.argmax(1), label)
+    return cm.summary(class_names)

@@ -1,0 +1,107 @@
+"""The `udalab` command."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import pkgutil
+import sys
+
+
+def _studies() -> list[str]:
+    import udalab.studies as pkg
+
+    skip = {"study", "cli"}
+    return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if m.name not in skip and not m.name.startswith("_"))
+
+
+def _load_study(name: str):
+    if name not in _studies():
+        raise SystemExit(f"unknown study {name!r}; available: {', '.join(_studies())}")
+    return importlib.import_module(f"udalab.studies.{name}").STUDY
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="udalab", description="Domain-adaptive segmentation studies on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_run = sub.add_parser("run", help="run (or resume) a study: udalab run STUDY [study options]",
+                           add_help=False)
+    p_run.add_argument("study")
+    sub.add_parser("studies", help="list the studies")
+    sub.add_parser("methods", help="list the methods")
+
+    p_train = sub.add_parser("train", help="run one method loop in this process, without Ray")
+    p_train.add_argument("method")
+    p_train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="run config / hyperparameter override (JSON values), repeatable")
+    p_train.add_argument("--checkpoint-dir", default=None, help="save checkpoints here and resume from them")
+
+    p_report = sub.add_parser("report", help="write results/<study>/trials.parquet and report.html")
+    p_report.add_argument("study", help="study name (a folder under --results), e.g. intrada_split")
+    p_report.add_argument("--results", default="results")
+    p_report.add_argument("--scale", default="mini", choices=["mini", "smoke", "paper"],
+                          help="what data the study ran on (the report says so)")
+
+    p_eval = sub.add_parser("eval", help="score saved prediction PNGs like cityscapesScripts")
+    from udalab.analysis.evaluate import add_eval_arguments
+
+    add_eval_arguments(p_eval)
+
+    if argv[:1] == ["run"]:
+        if len(argv) < 2 or argv[1].startswith("-"):
+            print("usage: udalab run STUDY [--smoke] [--optuna] [--data-root DIR] [--address ADDR] ...\n"
+                  f"studies: {', '.join(_studies())}")
+            return 0 if "-h" in argv or "--help" in argv else 2
+        from udalab.studies.study import main as study_main
+
+        return study_main(_load_study(argv[1]), argv[2:])
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "studies":
+        for name in _studies():
+            print(f"{name:28s} {(_load_study(name).description or '').strip()}")
+    elif args.command == "methods":
+        from udalab.methods import list_methods
+
+        print("\n".join(list_methods()))
+    elif args.command == "train":
+        from udalab.methods.engine import run_local
+
+        config = {"method": args.method}
+        for item in args.set:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
+            config[key] = _parse_value(value)
+        for r in run_local(args.method, config, checkpoint_dir=args.checkpoint_dir):
+            print(json.dumps({k: v for k, v in r.items() if not k.startswith("iou.")}))
+    elif args.command == "report":
+        from pathlib import Path
+
+        from udalab.analysis import store
+        from udalab.analysis.report import write_report
+
+        study = _load_study(args.study.removesuffix("_smoke").removesuffix("_optuna"))
+        study_dir = str(Path(args.results).resolve() / args.study)
+        print(store.write_trials(study_dir))
+        print(write_report(study_dir, study.report, data_scale=args.scale))
+    elif args.command == "eval":
+        from udalab.analysis.evaluate import run_eval
+
+        run_eval(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,382 @@
+"""Study declaration and the Ray Tune runner every study script shares.
+
+A study declares what to run; this module runs it:
+
+    Study(method, data, rows/search space, seeds, metric, budget, report)
+      -> ray.tune.Tuner (grid_search over table rows x seeds, or OptunaSearch; ASHA optional)
+      -> one trial = a Tune function that runs a Ray Train TorchTrainer(method.train_loop)
+      -> results/<study>/ (restorable), trials.parquet, report.html
+
+Re-running a study resumes it (Tuner.restore: finished trials kept, errored and unfinished
+ones continue from their last checkpoint); --restart moves the old results aside.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("udalab")
+
+# Ray settings for this project (../shared/RAY_NOTES.md).
+_RAY_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "0",
+}
+DRIVER_RESOURCE = "TRAIN_DRIVER"  # custom resource that gates how many trial drivers a node hosts
+
+
+@dataclasses.dataclass
+class Study:
+    """What a study runs. Only declarations: the runner below does the rest.
+
+    rows:    the table's rows for a grid study; each row is a dict with "method" (default:
+             `method`) and hyperparameter overrides named as the method's dataclass fields.
+             Every row runs once per seed.
+    search:  an Optuna search space {name: tune.uniform(...) ...} over `method`'s
+             hyperparameters, `num_samples` trials (used with --optuna).
+    fixed:   hyperparameter overrides for every trial (e.g. shorter schedules).
+    smoke_rows: indices of the rows --smoke keeps (it also uses one seed and the "smoke" scale).
+    """
+
+    name: str
+    method: str
+    report: Any = None                                   # analysis.report.ReportSpec
+    source: str = "gta5"
+    target: str = "cityscapes"
+    rows: list[dict] = dataclasses.field(default_factory=lambda: [{}])
+    seeds: tuple[int, ...] = (0, 1, 2)
+    search: dict | None = None
+    num_samples: int = 16
+    metric: str = "miou"
+    mode: str = "max"
+    fixed: dict = dataclasses.field(default_factory=dict)
+    smoke_rows: tuple[int, ...] = (0, 1)
+    description: str = ""
+
+    def grid_rows(self) -> list[dict]:
+        return [{"method": self.method, **row} for row in self.rows]
+
+
+# ---------------------------------------------------------------------------------------
+# Command line.
+
+
+def build_parser(study: Study | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"python studies/{study.name}.py" if study else "udalab run",
+        description=(study.description or f"Run the {study.name} study") if study else "Run a study",
+    )
+    p.add_argument("--smoke", action="store_true", help="seconds-scale run (tiny schedule, one seed, few rows)")
+    p.add_argument("--optuna", action="store_true", help="run the study's Optuna search instead of its grid")
+    p.add_argument("--asha", action="store_true", help="stop weak trials early with ASHA")
+    p.add_argument("--num-samples", type=int, default=None, help="Optuna trials (default: the study's)")
+    p.add_argument("--data-root", default=None,
+                   help="folder holding the real datasets as <root>/<name> (gta5/, cityscapes/); "
+                        "unset: the embedded mini data")
+    p.add_argument("--scale", default=None, choices=["mini", "paper", "smoke"],
+                   help="hyperparameter preset (default: paper with --data-root, else mini)")
+    p.add_argument("--results", default="results", help="results folder (local path or s3://...)")
+    p.add_argument("--address", default=None, help="Ray cluster address ('auto' on a cluster started by ray up)")
+    p.add_argument("--workers", type=int, default=1, help="Ray Train workers (data-parallel) per trial")
+    p.add_argument("--gpus-per-trial", type=float, default=None,
+                   help="GPUs per trial, split over its workers (default: 1 per worker if the cluster has GPUs)")
+    p.add_argument("--cpus-per-trial", type=float, default=1, help="CPUs per trial, split over its workers")
+    p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: what fits)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a hyperparameter of every trial (JSON value), e.g. --set iterations=2000")
+    p.add_argument("--restart", action="store_true", help="move the old results aside and start over")
+    p.add_argument("--no-report", action="store_true", help="skip writing report.html at the end")
+    return p
+
+
+def main(study: Study, argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser(study).parse_args(argv)
+    return run_study(study, args)
+
+
+# ---------------------------------------------------------------------------------------
+# The trial: a Tune function that runs one Ray Train run.
+
+
+def _trial(config: dict, settings: dict) -> None:
+    """One Tune trial = one Ray Train run of the method, resumable under a fixed name."""
+    import ray.tune
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from udalab.methods import get_method
+
+    trial_id = ray.tune.get_context().get_trial_id()
+    run_config = trial_run_config(config, settings)
+    workers = settings["workers"]
+    per_worker = {"CPU": settings["cpus_per_trial"] / workers}
+    if settings["gpus_per_trial"]:
+        per_worker["GPU"] = settings["gpus_per_trial"] / workers
+    trainer = TorchTrainer(
+        get_method(run_config["method"]),
+        train_loop_config=run_config,
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(settings["gpus_per_trial"]),
+                                     resources_per_worker=per_worker),
+        run_config=RunConfig(
+            name=f"train-{trial_id}",                    # fixed name: a re-run resumes this run
+            storage_path=settings["train_storage"],
+            callbacks=[TuneReportCallback()],
+            failure_config=FailureConfig(max_failures=0),
+        ),
+    )
+    trainer.fit()
+
+
+def trial_run_config(config: dict, settings: dict) -> dict:
+    """The method's run config of one trial: row (grid) or searched values, seed, data, scale."""
+    run_config = dict(settings["fixed"])
+    row = config.get("row", {})
+    run_config.update({k: v for k, v in config.items() if k != "row"})
+    run_config.update(row)
+    run_config.setdefault("method", settings["method"])
+    run_config.update(source=settings["source"], target=settings["target"], data_root=settings["data_root"],
+                      scale=settings["scale"])
+    return run_config
+
+
+# ---------------------------------------------------------------------------------------
+# The runner.
+
+
+def _trials_table_callback():
+    from ray.tune import Callback
+
+    class TrialsTable(Callback):
+        """Keeps results/<study>/trials.parquet current while the study runs."""
+
+        def __init__(self, study_dir: str, every_s: float = 30.0):
+            self.study_dir, self.every_s, self._last = study_dir, every_s, 0.0
+
+        def _write(self, force: bool = False) -> None:
+            if not force and time.time() - self._last < self.every_s:
+                return
+            self._last = time.time()
+            from udalab.analysis import store
+
+            try:
+                store.write_trials(self.study_dir)
+            except Exception as e:  # the table is a convenience while running; never kill the study
+                log.warning("could not update trials.parquet: %s", e)
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self._write()
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._write(force=True)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._write(force=True)
+
+    return TrialsTable
+
+
+def study_dir_name(study: Study, args) -> str:
+    name = study.name + ("_optuna" if args.optuna else "")
+    return name + ("_smoke" if args.smoke else "")
+
+
+def run_study(study: Study, args) -> int:
+    for k, v in _RAY_ENV.items():
+        os.environ.setdefault(k, v)
+    import ray
+    from ray import tune
+    from ray.tune import RunConfig, TuneConfig, Tuner
+
+    from udalab.analysis import store
+
+    TrialsTable = _trials_table_callback()
+    results = _abs_uri(args.results)
+    name = study_dir_name(study, args)
+    study_dir = f"{results.rstrip('/')}/{name}"
+    scale = args.scale or ("smoke" if args.smoke else ("paper" if args.data_root else "mini"))
+    data_root = _data_roots(args.data_root, (study.source, study.target))
+
+    if args.restart and _exists(study_dir):
+        moved = f"{study_dir}.old-{time.strftime('%Y%m%d-%H%M%S')}"
+        _move(study_dir, moved)
+        print(f"--restart: the previous results were moved to {moved}")
+
+    fixed = {**study.fixed, **_parse_sets(args.set)}
+    options = {"scale": scale, "data_root": data_root, "fixed": fixed, "source": study.source,
+               "target": study.target}
+    _check_same_options(study_dir, options)
+
+    _init_ray(args)
+    cluster = ray.cluster_resources()
+    gpus = args.gpus_per_trial if args.gpus_per_trial is not None else (
+        float(args.workers) if cluster.get("GPU", 0) >= 1 else 0.0)
+    settings = dict(method=study.method, source=study.source, target=study.target, data_root=data_root,
+                    scale=scale, fixed=fixed, workers=args.workers,
+                    cpus_per_trial=args.cpus_per_trial, gpus_per_trial=gpus,
+                    train_storage=f"{study_dir}/_train")
+    trainable = tune.with_resources(tune.with_parameters(_trial, settings=settings), {DRIVER_RESOURCE: 1})
+
+    max_concurrent = args.max_concurrent or _fits(cluster, args.cpus_per_trial, gpus)
+    param_space, tune_config = _search(study, args, max_concurrent)
+
+    restored = Tuner.can_restore(study_dir)
+    if restored:
+        print(f"Resuming {name} from {study_dir} (finished trials are kept; --restart to start over)")
+        tuner = Tuner.restore(study_dir, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                              param_space=param_space)
+    else:
+        tuner = Tuner(trainable, param_space=param_space, tune_config=tune_config,
+                      run_config=RunConfig(name=name, storage_path=results,
+                                           callbacks=[TrialsTable(study_dir)]))
+    t0 = time.time()
+    grid = tuner.fit()
+    store_path = store.write_trials(study_dir)
+    df = store.load_trials(study_dir)
+    counts = df["status"].value_counts().to_dict() if len(df) else {}
+    print(f"\n{name}: {len(df)} trials {counts} in {time.time() - t0:.0f} s -> {store_path}")
+    if study.report is not None and not args.no_report:
+        from udalab.analysis.report import write_report
+
+        report = write_report(study_dir, study.report, df=df, data_scale=scale)
+        print(f"report: {report}")
+    unfinished = int((df["status"] != "TERMINATED").sum()) if len(df) else 0
+    if grid.errors:
+        for r in grid.errors:
+            print(f"ERROR in trial: {r.error}", file=sys.stderr)
+    if unfinished:
+        print(f"{unfinished} trial(s) did not finish; run the same command again to resume them.", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _parse_sets(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE, e.g. --set iterations=2000")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+OPTIONS_FILE = "udalab_study.json"
+
+
+def _check_same_options(study_dir: str, options: dict) -> None:
+    """A resumed study must run with the options it started with, or its rows would mix."""
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(study_dir)
+    file = f"{path}/{OPTIONS_FILE}"
+    if fs.get_file_info(file).type == pafs.FileType.File:
+        with fs.open_input_stream(file) as f:
+            before = json.loads(f.read())
+        if before != json.loads(json.dumps(options)):
+            changed = sorted(k for k in set(before) | set(options) if before.get(k) != options.get(k))
+            raise SystemExit(
+                f"{study_dir} was started with other options ({', '.join(changed)}: was "
+                f"{ {k: before.get(k) for k in changed} }, now { {k: options.get(k) for k in changed} }). "
+                f"Re-run with the same options to resume, or add --restart to start over "
+                f"(the old results are moved aside, not deleted).")
+        return
+    fs.create_dir(path, recursive=True)
+    with fs.open_output_stream(file) as f:
+        f.write(json.dumps(options, indent=1).encode())
+
+
+def _search(study: Study, args, max_concurrent: int):
+    from ray import tune
+    from ray.tune import TuneConfig
+    from ray.tune.schedulers import ASHAScheduler
+
+    scheduler = None
+    if args.asha:
+        scheduler = ASHAScheduler(time_attr="training_iteration", metric=study.metric, mode=study.mode,
+                                  grace_period=1, reduction_factor=2)
+    if args.optuna:
+        if not study.search:
+            raise SystemExit(f"study {study.name} declares no Optuna search space")
+        from ray.tune.search.optuna import OptunaSearch
+
+        space = {"method": study.method, **study.search, "seed": study.seeds[0]}
+        n = args.num_samples or (2 if args.smoke else study.num_samples)
+        searcher = OptunaSearch(metric=study.metric, mode=study.mode, seed=study.seeds[0])
+        cfg = TuneConfig(search_alg=searcher, num_samples=n, max_concurrent_trials=max_concurrent,
+                         scheduler=scheduler)
+        return space, cfg
+    rows = study.grid_rows()
+    seeds = list(study.seeds)
+    if args.smoke:
+        rows, seeds = [rows[i] for i in study.smoke_rows], seeds[:1]
+    space = {"row": tune.grid_search(rows), "seed": tune.grid_search(seeds)}
+    metric_mode = {} if scheduler else {"metric": study.metric, "mode": study.mode}
+    return space, TuneConfig(num_samples=1, max_concurrent_trials=max_concurrent, scheduler=scheduler,
+                             **metric_mode)
+
+
+def _init_ray(args) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if args.address:
+        ray.init(address=args.address)
+        return
+    cpus = os.cpu_count() or 2
+    # Each trial's driver holds one TRAIN_DRIVER; as many as trials can run at once.
+    ray.init(num_cpus=cpus, resources={DRIVER_RESOURCE: cpus}, include_dashboard=False,
+             log_to_driver=True, configure_logging=False)
+
+
+def _fits(cluster: dict, cpus_per_trial: float, gpus_per_trial: float) -> int:
+    n = int(cluster.get("CPU", 1) // max(cpus_per_trial, 1e-9))
+    if gpus_per_trial:
+        n = min(n, int(cluster.get("GPU", 0) // gpus_per_trial))
+    n = min(n, int(cluster.get(DRIVER_RESOURCE, n)))
+    return max(n, 1)
+
+
+def _data_roots(root: str | None, names) -> dict | None:
+    if not root:
+        return None
+    roots = {name: str(Path(root) / name) for name in names}
+    for name, path in roots.items():
+        if not Path(path).is_dir():
+            raise SystemExit(f"--data-root {root}: expected the {name} dataset in {path} (a folder named "
+                             f"'{name}' under the data root); download it there or leave --data-root unset "
+                             f"to use the embedded mini data")
+    return roots
+
+
+def _abs_uri(path: str) -> str:
+    return path if "://" in path else str(Path(path).resolve())
+
+
+def _exists(uri: str) -> bool:
+    import pyarrow.fs as pafs
+
+    fs, p = pafs.FileSystem.from_uri(uri)
+    return fs.get_file_info(p).type != pafs.FileType.NotFound
+
+
+def _move(src: str, dst: str) -> None:
+    import pyarrow.fs as pafs
+
+    fs, p = pafs.FileSystem.from_uri(src)
+    _, q = pafs.FileSystem.from_uri(dst)
+    fs.move(p, q)

@@ -1,0 +1,139 @@
+"""Engine pieces: hyperparameters, deterministic batches, finite-loss guard, models, inference."""
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from udalab.methods.deeplab import DeepLabV2
+from udalab.methods.discriminator import FCDiscriminator
+from udalab.methods.engine import (ConfigError, NonFiniteLossError, batches, check_finite, derive_seed,
+                                   make_hparams)
+from udalab.methods.evaluate import slide_inference
+from udalab.methods.losses import entropy_map, self_information
+
+
+@dataclass
+class HP:
+    lr: float = 0.1          # paper default
+    iterations: int = 100
+    flag: bool = True
+    size: tuple = (8, 4)
+
+
+def test_hparams_paper_defaults_preset_then_config():
+    assert make_hparams(HP, {"scale": "paper"}) == HP()
+    hp = make_hparams(HP, {"scale": "mini", "lr": 0.5, "seed": 3, "method": "x"}, {"mini": {"lr": 0.2, "iterations": 7}})
+    assert (hp.lr, hp.iterations) == (0.5, 7)
+    assert make_hparams(HP, {"size": [16, 8], "scale": "paper"}).size == (16, 8)
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"lrr": 1.0}, "unknown hyperparameter 'lrr'"),
+    ({"iterations": 2.5}, "must be an integer"),
+    ({"lr": "fast"}, "must be a number"),
+    ({"flag": 1}, "must be true/false"),
+    ({"scale": "huge"}, "scale='huge'"),
+])
+def test_hparams_bad_config_names_the_value(config, message):
+    with pytest.raises(ConfigError, match=message):
+        make_hparams(HP, {"scale": "paper", **config} if "scale" not in config else config)
+
+
+class Numbers(Dataset):
+    """Sample i = (i, a random draw): shows both the order and the per-sample RNG."""
+
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, i):
+        return {"index": torch.tensor(i), "noise": torch.rand(())}
+
+
+def _take(it, n):
+    return [next(it) for _ in range(n)]
+
+
+def test_batches_resume_mid_stream_is_identical():
+    full = _take(batches(Numbers(), 3, seed=5, stream=0), 8)
+    resumed = _take(batches(Numbers(), 3, seed=5, stream=0, start=5), 3)
+    for a, b in zip(full[5:], resumed):
+        assert torch.equal(a["index"], b["index"]) and torch.equal(a["noise"], b["noise"])
+    # every epoch is a permutation, epochs differ, streams and seeds differ
+    first_epoch = torch.cat([b["index"] for b in full])[:10]
+    assert sorted(first_epoch.tolist()) == list(range(10))
+    other = _take(batches(Numbers(), 3, seed=6, stream=0), 2)
+    assert not torch.equal(torch.cat([b["index"] for b in other]), torch.cat([b["index"] for b in full[:2]]))
+    stream1 = _take(batches(Numbers(), 3, seed=5, stream=1), 1)[0]
+    assert not torch.equal(stream1["noise"], full[0]["noise"])
+
+
+def test_batches_do_not_disturb_global_rng():
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    _take(batches(Numbers(), 2, seed=1, stream=0), 2)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_batches_split_across_workers_without_overlap():
+    ranks = [_take(batches(Numbers(), 2, seed=0, stream=0, rank=r, world=2), 2) for r in range(2)]
+    seen = torch.cat([b["index"] for r in ranks for b in r]).tolist()
+    assert sorted(seen[:8]) == sorted(set(seen[:8]))  # 2 iterations x 2 ranks x 2 = 8 distinct samples
+
+
+def test_derive_seed_is_stable_and_spreads():
+    assert derive_seed(1, 2, 3) == derive_seed(1, 2, 3)
+    assert len({derive_seed(0, i) for i in range(100)}) == 100
+
+
+def test_check_finite_names_loss_and_iteration():
+    check_finite({"seg": torch.tensor(1.0)}, 3)
+    with pytest.raises(NonFiniteLossError, match=r"loss 'adv_main' is nan at iteration 17 \(stage 'inter'\)"):
+        check_finite({"seg": 1.0, "adv_main": torch.tensor(float("nan"))}, 17, "inter")
+    with pytest.raises(NonFiniteLossError, match="inf"):
+        check_finite({"seg": float("inf")}, 0)
+
+
+@pytest.mark.parametrize("depth, stride", [(18, 16), (18, 8), (50, 8)])
+def test_deeplab_v2_multilevel_shapes(depth, stride):
+    model = DeepLabV2(19, depth=depth, pretrained="none", output_stride=stride, freeze_bn=False)
+    main, aux = model(torch.randn(2, 3, 64, 128))
+    assert main.shape == aux.shape == (2, 19, 64 // stride, 128 // stride)
+    assert set(map(id, model.head_parameters())).isdisjoint(map(id, model.backbone_parameters()))
+
+
+def test_deeplab_frozen_bn_stays_in_eval_and_untrained():
+    model = DeepLabV2(5, depth=18, pretrained="none", output_stride=16, freeze_bn=True).train()
+    bn = model.stem[1]
+    assert not bn.training and not any(p.requires_grad for p in bn.parameters())
+    before = bn.running_mean.clone()
+    model(torch.randn(2, 3, 32, 32))
+    assert torch.equal(bn.running_mean, before)
+
+
+def test_missing_pretrained_file_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        DeepLabV2(5, depth=18, pretrained=str(tmp_path / "nope.pth"), output_stride=16)
+
+
+def test_discriminator_patch_output():
+    d = FCDiscriminator(19, ndf=8)
+    assert d(torch.randn(2, 19, 64, 64)).shape == (2, 1, 2, 2)
+
+
+def test_entropy_maps():
+    uniform = torch.full((1, 4, 2, 2), 0.25)
+    onehot = torch.zeros(1, 4, 2, 2)
+    onehot[:, 0] = 1
+    assert torch.allclose(entropy_map(uniform), torch.ones(1, 2, 2))
+    assert torch.allclose(entropy_map(onehot), torch.zeros(1, 2, 2))
+    assert self_information(uniform).shape == uniform.shape
+
+
+def test_slide_inference_covers_every_pixel_and_matches_pointwise_model():
+    image = torch.randn(1, 3, 37, 53)
+    weight = torch.randn(6, 3, 1, 1)
+    predict = lambda x: torch.nn.functional.conv2d(x, weight)  # noqa: E731 - a pointwise "model"
+    out = slide_inference(predict, image, 6, window=(16, 24), stride=(8, 12))
+    assert torch.allclose(out, predict(image), atol=1e-5)
