@@ -164,25 +164,25 @@ def _trials_table_callback():
         def __init__(self, study_dir: str, every_s: float = 30.0):
             self.study_dir, self.every_s, self._last = study_dir, every_s, 0.0
 
-        def _write(self, force: bool = False) -> None:
+        def _write(self, trials, force: bool = False) -> None:
             if not force and time.time() - self._last < self.every_s:
                 return
             self._last = time.time()
             from udalab.analysis import store
 
             try:
-                store.write_trials(self.study_dir)
+                store.write_trials(self.study_dir, live_status={t.trial_id: t.status for t in trials})
             except Exception as e:  # the table is a convenience while running; never kill the study
                 log.warning("could not update trials.parquet: %s", e)
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            self._write()
+            self._write(trials)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            self._write(force=True)
+            self._write(trials, force=True)
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            self._write(force=True)
+            self._write(trials, force=True)
 
     return TrialsTable
 

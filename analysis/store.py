@@ -1,0 +1,403 @@
+"""The result store: a study's Ray Tune experiment directory -> one pandas DataFrame / trials.parquet.
+
+What is read (docs/architecture.md, results layout), local paths or URIs (s3://...) alike,
+through `pyarrow.fs.FileSystem.from_uri`:
+
+* the newest `experiment_state-<timestamp>.json` of the study directory (Ray Tune's own
+  choice: the largest name). Its `trial_data` is a list of `[trial_json, runtime_json]`
+  string pairs: the first holds `trial_id`, `status`, the resolved `config` and
+  `relative_logdir` (the trial folder, relative to the study directory); the second holds
+  `last_result` (the last result Tune had when it saved the state) and `error_filename`.
+* each trial folder's `result.json` (one JSON object per report; the last complete line is
+  the newest result, fresher than the state file while a study runs) and, for ERROR trials,
+  its `error.txt` (the exception line of the traceback goes into the `error` column).
+
+Trial folders are only ever found through the experiment state. The study may still be
+running: statuses are then those of the last state save (pass `live_status` to override),
+metrics those of the latest report. No Ray import, no `ray.init`.
+
+    df = load_trials("results/intrada_split")       # one row per trial
+    write_trials("results/intrada_split")           # -> results/intrada_split/trials.parquet
+    load_history("results/intrada_split", trial_id) # learning curve (history.json of the Train checkpoint)
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+__all__ = ["SCHEMA_COLUMNS", "METRIC_COLUMNS", "load_trials", "write_trials", "load_history",
+           "config_columns", "metric_columns", "StoreError"]
+
+# The fixed columns of trials.parquet (docs/architecture.md). Between `method` and `seed` sit the
+# searched hyperparameters (named as in the search space), between `pixel_acc` and `iterations`
+# the `iou.<class>` columns, in the order the method reports them.
+SCHEMA_COLUMNS: tuple[str, ...] = ("trial_id", "status", "method", "seed", "miou", "pixel_acc",
+                                   "iterations", "train_seconds", "error")
+# Scalar metrics kept when reported (iiou: the multi-decoder study's instance-level IoU).
+METRIC_COLUMNS: tuple[str, ...] = ("miou", "pixel_acc", "iiou")
+
+TRIALS_FILE = "trials.parquet"
+_STATE_RE = re.compile(r"^experiment_state-.*\.json$")
+_ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
+_STRING_COLUMNS = ("trial_id", "status", "method", "error")
+
+
+class StoreError(Exception):
+    """The study directory cannot be read; the message names the path and the fix."""
+
+
+# ---------------------------------------------------------------------------------------
+# File system helpers (local paths and URIs).
+
+
+def _fs(uri: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
+    uri = str(uri)
+    if "://" not in uri:
+        return pafs.LocalFileSystem(), os.path.abspath(uri)
+    fs, path = pafs.FileSystem.from_uri(uri)
+    return fs, path.rstrip("/")
+
+
+def _join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
+
+
+def _info(fs: pafs.FileSystem, path: str) -> pafs.FileInfo:
+    return fs.get_file_info(path)
+
+
+def _ls(fs: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:
+    try:
+        return fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    except (FileNotFoundError, OSError):
+        return []
+
+
+def _read_text(fs: pafs.FileSystem, path: str) -> str | None:
+    try:
+        with fs.open_input_stream(path) as f:
+            return f.read().decode("utf-8", errors="replace")
+    except (FileNotFoundError, OSError):
+        return None
+
+
+def _is_local(uri: str | os.PathLike) -> bool:
+    return "://" not in str(uri) or str(uri).startswith("file://")
+
+
+# ---------------------------------------------------------------------------------------
+# Ray Tune's files.
+
+
+def _experiment_state(fs: pafs.FileSystem, study_path: str) -> dict | None:
+    """The newest readable experiment_state-*.json (older ones if the newest is half written)."""
+    names = sorted((i.base_name for i in _ls(fs, study_path) if _STATE_RE.match(i.base_name)), reverse=True)
+    for name in names:
+        text = _read_text(fs, _join(study_path, name))
+        if not text:
+            continue
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            continue
+    return None
+
+
+def _loads(x: Any) -> dict:
+    if isinstance(x, dict):
+        return x
+    if isinstance(x, str):
+        try:
+            out = json.loads(x)
+        except json.JSONDecodeError:
+            return {}
+        return out if isinstance(out, dict) else {}
+    return {}
+
+
+def _trial_entries(state: dict) -> list[tuple[dict, dict]]:
+    out = []
+    for entry in state.get("trial_data", []) or []:
+        if isinstance(entry, (list, tuple)):
+            trial = _loads(entry[0]) if entry else {}
+            runtime = _loads(entry[1]) if len(entry) > 1 else {}
+        else:
+            trial, runtime = _loads(entry), {}
+        if trial.get("trial_id"):
+            out.append((trial, runtime))
+    return sorted(out, key=lambda e: str(e[0]["trial_id"]))
+
+
+def _last_json_line(text: str | None) -> dict | None:
+    if not text:
+        return None
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line being written right now
+        if isinstance(obj, dict):
+            return obj
+    return None
+
+
+def _error_line(text: str | None) -> str | None:
+    """The exception line ('ValueError: ...') of a Ray error.txt traceback."""
+    if not text:
+        return None
+    lines = [_ANSI_RE.sub("", l).rstrip() for l in text.splitlines()]
+    lines = [l for l in lines if l.strip()]
+    if not lines:
+        return None
+    for line in reversed(lines):
+        if not line[0].isspace() and not line.startswith(("Traceback", "File ", "Failure #", "ray::")):
+            if not set(line.strip()) <= set("^~ "):
+                return line.strip()
+    return lines[-1].strip()
+
+
+def _scalar(v: Any) -> Any:
+    """A config value as a Parquet-friendly scalar (lists/dicts/pickled values -> JSON text)."""
+    if isinstance(v, dict) and v.get("_type") == "CLOUDPICKLE_FALLBACK":
+        return "<pickled value>"
+    if isinstance(v, (dict, list, tuple)):
+        return json.dumps(v, sort_keys=True, default=str)
+    return v
+
+
+def _flatten_config(config: Mapping) -> tuple[str | None, Any, dict]:
+    """(method, seed, {hyperparameter: value}) of a trial config; a grid `row` dict is flattened."""
+    params: dict[str, Any] = {}
+    for k, v in config.items():
+        if k in ("row", "seed", "method"):
+            continue
+        params[k] = _scalar(v)
+    row = config.get("row")
+    method = config.get("method")
+    if isinstance(row, dict):
+        for k, v in row.items():
+            if k == "method":
+                method = v
+            elif k == "seed":
+                continue
+            else:
+                params[k] = _scalar(v)  # the row wins over a top-level key, as in the trial's run config
+    seed = config.get("seed", row.get("seed") if isinstance(row, dict) else None)
+    return (None if method is None else str(method)), seed, params
+
+
+# ---------------------------------------------------------------------------------------
+# Columns.
+
+
+def _num(v: Any) -> float:
+    if v is None or isinstance(v, bool):
+        return float("nan") if v is None else float(v)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _int_or_none(v: Any) -> int | None:
+    f = _num(v)
+    return None if math.isnan(f) or math.isinf(f) else int(f)
+
+
+def _param_series(values: list) -> pd.Series:
+    """A hyperparameter column with the narrowest dtype that holds all its values."""
+    present = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not present:
+        return pd.Series(values, dtype="float64")
+    if all(isinstance(v, (bool, np.bool_)) for v in present):
+        return pd.Series(values, dtype="boolean")
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in present):
+        return pd.Series(values, dtype="Int64")
+    if all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in present):
+        return pd.Series([_num(v) for v in values], dtype="float64")
+    if all(isinstance(v, str) for v in present):
+        return pd.Series(values, dtype="str")
+    return pd.Series([None if v is None else (v if isinstance(v, str) else json.dumps(v, default=str))
+                      for v in values], dtype="str")
+
+
+def metric_columns(df: pd.DataFrame) -> list[str]:
+    """Metric columns of a trials frame: miou, pixel_acc (iiou) and iou.<class>."""
+    return [c for c in df.columns if c in METRIC_COLUMNS or str(c).startswith("iou.")]
+
+
+def config_columns(df: pd.DataFrame) -> list[str]:
+    """Columns that identify a configuration: method and the searched hyperparameters (not seed)."""
+    fixed = set(SCHEMA_COLUMNS) | set(METRIC_COLUMNS)
+    rest = [c for c in df.columns if c not in fixed and not str(c).startswith("iou.")]
+    return (["method"] if "method" in df.columns else []) + rest
+
+
+def _empty_frame() -> pd.DataFrame:
+    return pd.DataFrame({
+        "trial_id": pd.Series([], dtype="str"), "status": pd.Series([], dtype="str"),
+        "method": pd.Series([], dtype="str"), "seed": pd.Series([], dtype="Int64"),
+        "miou": pd.Series([], dtype="float64"), "pixel_acc": pd.Series([], dtype="float64"),
+        "iterations": pd.Series([], dtype="Int64"), "train_seconds": pd.Series([], dtype="float64"),
+        "error": pd.Series([], dtype="str"),
+    })
+
+
+# ---------------------------------------------------------------------------------------
+# Public API.
+
+
+def load_trials(study_dir: str | os.PathLike, live_status: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """One row per trial of the study's Tune experiment directory (also while it runs).
+
+    Columns: trial_id, status, method, <hyperparameters as named in the search space>, seed,
+    miou, pixel_acc, [iiou], iou.<class>..., iterations, train_seconds, error.
+    dtypes: strings as pandas "str", seed/iterations "Int64" (nullable: a trial without a
+    report has none), metrics float64 in percent (NaN when absent), hyperparameters the
+    narrowest of boolean / Int64 / float64 / str (lists and dicts as JSON text).
+
+    live_status: {trial_id: status} overriding the state file's (e.g. from a Tune callback,
+    whose `trials` are newer than the last state save).
+    """
+    fs, path = _fs(study_dir)
+    if _info(fs, path).type != pafs.FileType.Directory:
+        raise StoreError(f"study directory {study_dir} does not exist; run the study first or pass the "
+                         f"folder that holds experiment_state-*.json (results/<study>)")
+    state = _experiment_state(fs, path)
+    if state is None:  # built but not yet saved by Tune
+        return _empty_frame()
+
+    rows: list[dict] = []
+    param_order: list[str] = []
+    iou_order: list[str] = []
+    for trial, runtime in _trial_entries(state):
+        tid = str(trial["trial_id"])
+        status = str((live_status or {}).get(tid) or trial.get("status") or "PENDING")
+        config = trial.get("config") or {}
+        if not isinstance(config, dict):
+            config = {}
+        method, seed, params = _flatten_config(config)
+        for k in params:
+            if k not in param_order:
+                param_order.append(k)
+        logdir = trial.get("relative_logdir")
+        trial_path = _join(path, logdir) if logdir else None
+        result = _last_json_line(_read_text(fs, _join(trial_path, "result.json"))) if trial_path else None
+        if not result:
+            last = runtime.get("last_result")
+            result = last if isinstance(last, dict) and last else {}
+        for k in result:
+            if isinstance(k, str) and k.startswith("iou.") and k not in iou_order:
+                iou_order.append(k)
+        error = None
+        if status == "ERROR" and trial_path:
+            error_file = runtime.get("error_filename") or "error.txt"
+            error = _error_line(_read_text(fs, _join(trial_path, error_file)))
+            if error is None:
+                error = f"trial failed; see {_join(trial_path, error_file)}"
+        train_seconds = result.get("train_seconds", result.get("time_total_s"))
+        rows.append(dict(trial_id=tid, status=status, method=method, params=params, seed=seed,
+                         result=result, iterations=result.get("iteration"), train_seconds=train_seconds,
+                         error=error))
+
+    if not rows:
+        return _empty_frame()
+    cols: dict[str, pd.Series] = {
+        "trial_id": pd.Series([r["trial_id"] for r in rows], dtype="str"),
+        "status": pd.Series([r["status"] for r in rows], dtype="str"),
+        "method": pd.Series([r["method"] for r in rows], dtype="str"),
+    }
+    for k in param_order:
+        if k in cols or k in SCHEMA_COLUMNS:
+            continue
+        cols[k] = _param_series([r["params"].get(k) for r in rows])
+    cols["seed"] = pd.Series([_int_or_none(r["seed"]) for r in rows], dtype="Int64")
+    for k in ("miou", "pixel_acc"):
+        cols[k] = pd.Series([_num(r["result"].get(k)) for r in rows], dtype="float64")
+    if any("iiou" in r["result"] for r in rows):
+        cols["iiou"] = pd.Series([_num(r["result"].get("iiou")) for r in rows], dtype="float64")
+    for k in iou_order:
+        cols[k] = pd.Series([_num(r["result"].get(k)) for r in rows], dtype="float64")
+    cols["iterations"] = pd.Series([_int_or_none(r["iterations"]) for r in rows], dtype="Int64")
+    cols["train_seconds"] = pd.Series([_num(r["train_seconds"]) for r in rows], dtype="float64")
+    cols["error"] = pd.Series([r["error"] for r in rows], dtype="str")
+    return pd.DataFrame(cols)
+
+
+def write_trials(study_dir: str | os.PathLike, df: pd.DataFrame | None = None,
+                 live_status: Mapping[str, str] | None = None) -> Path | str:
+    """Write `<study_dir>/trials.parquet` (atomically: a temporary file, then a rename).
+
+    Returns the file's Path (its URI string for a remote study directory).
+    """
+    if df is None:
+        df = load_trials(study_dir, live_status=live_status)
+    fs, path = _fs(study_dir)
+    fs.create_dir(path, recursive=True)
+    target = _join(path, TRIALS_FILE)
+    tmp = _join(path, f".{TRIALS_FILE}.{os.getpid()}.tmp")
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    # plain `string` (not pandas' default large_string) for readers other than pyarrow
+    schema = pa.schema([f.with_type(pa.string()) if pa.types.is_large_string(f.type) else f for f in table.schema],
+                       metadata=table.schema.metadata)
+    table = table.cast(schema)
+    pq.write_table(table, tmp, filesystem=fs)
+    fs.move(tmp, target)
+    if _is_local(study_dir):
+        return Path(target)
+    return str(study_dir).rstrip("/") + "/" + TRIALS_FILE
+
+
+def _trial_logdir(fs: pafs.FileSystem, path: str, trial_id: str) -> str | None:
+    state = _experiment_state(fs, path)
+    for trial, _runtime in _trial_entries(state or {}):
+        if str(trial["trial_id"]) == str(trial_id) and trial.get("relative_logdir"):
+            return _join(path, trial["relative_logdir"])
+    return None
+
+
+def load_history(study_dir: str | os.PathLike, trial_id: str) -> pd.DataFrame:
+    """The learning curve of one trial: one row per report, columns as reported.
+
+    Read from the latest checkpoint's `history.json` under `_train/train-<trial_id>/checkpoint_*/`
+    (complete across resumes); without one, from the Tune trial folder's progress.csv (which a
+    resume restarts).
+    """
+    fs, path = _fs(study_dir)
+    train_dir = _join(path, "_train", f"train-{trial_id}")
+    checkpoints = sorted((i.base_name for i in _ls(fs, train_dir)
+                          if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")),
+                         reverse=True)
+    for name in checkpoints:
+        text = _read_text(fs, _join(train_dir, name, "history.json"))
+        if text is None:
+            continue
+        try:
+            history = json.loads(text)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(history, list):
+            return pd.DataFrame(history)
+    logdir = _trial_logdir(fs, path, trial_id)
+    if logdir is not None:
+        text = _read_text(fs, _join(logdir, "progress.csv"))
+        if text:
+            df = pd.read_csv(io.StringIO(text))
+            return df[[c for c in df.columns if not str(c).startswith("config/")]]
+    raise StoreError(f"no history for trial {trial_id}: neither {train_dir}/checkpoint_*/history.json nor a "
+                     f"progress.csv in its Tune trial folder (is the trial id right? see the trial_id column "
+                     f"of load_trials({str(study_dir)!r}))")

@@ -1,0 +1,399 @@
+"""analysis: metrics, prediction-PNG evaluation, the result store on a real Tune experiment,
+published reference numbers, the HTML report."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+
+for _k, _v in {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
+               "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0"}.items():
+    os.environ.setdefault(_k, _v)
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from udalab.analysis import reference as ref_mod
+from udalab.analysis import store
+from udalab.analysis.evaluate import EvaluationError, add_eval_arguments, evaluate_predictions, run_eval
+from udalab.analysis.metrics import ConfusionMatrix
+from udalab.analysis.report import ReportSpec, render_report, write_report
+from udalab.datasets.labels import CLASS_NAMES, TRAIN_ID_TO_ID
+
+INTRADA_SPEC = ReportSpec(title="IntraDA: split ratio λ (GTA5 → Cityscapes)", x="lambda_split",
+                          reference="intrada", baseline={"method": "source_only"})
+
+# ---------------------------------------------------------------------------------------
+# ConfusionMatrix
+
+
+def test_confusion_matrix_hand_computed_with_ignore():
+    # C = 3; the last pixel is ignored (its prediction 2 must not count as a FP of class 2)
+    target = np.array([0, 0, 1, 1, 2, 255])
+    pred = np.array([0, 1, 1, 1, 0, 2])
+    cm = ConfusionMatrix(3).update(pred, target)
+    # class 0: TP 1, FP 1 (gt 2 -> 0), FN 1 (gt 0 -> 1) -> 1/3
+    # class 1: TP 2, FP 1, FN 0 -> 2/3; class 2: TP 0, FP 0, FN 1 -> 0
+    np.testing.assert_allclose(cm.iou(), [1 / 3, 2 / 3, 0.0])
+    assert cm.miou() == pytest.approx(1 / 3)
+    assert cm.pixel_accuracy() == pytest.approx(3 / 5)
+    assert cm.total == 5
+    assert cm.matrix.dtype == torch.int64 and tuple(cm.matrix.shape) == (3, 4)
+
+
+def test_confusion_matrix_absent_class_is_nan_and_excluded():
+    target = np.array([0, 0, 1, 1, 2, 255])
+    pred = np.array([0, 1, 1, 1, 0, 2])
+    cm = ConfusionMatrix(4).update(pred, target)
+    iou = cm.iou()
+    assert math.isnan(iou[3])
+    assert cm.miou() == pytest.approx(1 / 3)          # nanmean over the 3 present classes
+    s = cm.summary(["a", "b", "c", "d"])
+    assert s["miou"] == pytest.approx(100 / 3) and s["pixel_acc"] == pytest.approx(60.0)
+    assert math.isnan(s["iou.d"]) and s["iou.b"] == pytest.approx(200 / 3)
+
+
+def test_confusion_matrix_out_of_range_predictions_are_wrong():
+    target = torch.tensor([[0, 0], [1, 255]])
+    pred = torch.tensor([[0, 7], [-1, 0]])
+    cm = ConfusionMatrix(2).update(pred, target)
+    # class 0: TP 1, FN 1 (7), FP 0 -> 1/2; class 1: TP 0, FN 1 (-1) -> 0; no FP from invalid values
+    np.testing.assert_allclose(cm.iou(), [0.5, 0.0])
+    assert cm.matrix[:, 2].tolist() == [1, 1]
+    assert cm.pixel_accuracy() == pytest.approx(1 / 3)
+
+
+def test_confusion_matrix_torch_numpy_merge_and_errors():
+    rng = np.random.default_rng(0)
+    t = rng.integers(0, 5, size=(2, 6, 7))
+    t[0, 0, :3] = 255
+    p = rng.integers(0, 5, size=t.shape)
+    a = ConfusionMatrix(5).update(p[0], t[0])
+    b = ConfusionMatrix(5).update(torch.from_numpy(p[1]).to(torch.uint8), torch.from_numpy(t[1]))
+    whole = ConfusionMatrix(5).update(torch.from_numpy(p), torch.from_numpy(t))
+    assert torch.equal((a + b).matrix, whole.matrix)
+    assert torch.equal(sum([a, b]).matrix, whole.matrix)
+    a.merge(b)
+    assert torch.equal(a.matrix, whole.matrix)
+    if torch.cuda.is_available():
+        g = ConfusionMatrix(5).update(torch.from_numpy(p).cuda(), torch.from_numpy(t).cuda())
+        assert torch.equal(g.matrix.cpu(), whole.matrix)
+    with pytest.raises(ValueError, match="outside"):
+        ConfusionMatrix(5).update(np.array([0]), np.array([9]))
+    with pytest.raises(ValueError, match="shape"):
+        ConfusionMatrix(5).update(np.zeros((2, 3), int), np.zeros((3, 2), int))
+    s = ConfusionMatrix(19).update(np.zeros(4, int), np.zeros(4, int)).summary()
+    assert s["iou.road"] == 100.0 and "iou.traffic light" in s and math.isnan(s["iou.bicycle"])
+
+
+# ---------------------------------------------------------------------------------------
+# evaluate_predictions on a tiny Cityscapes tree
+
+# label ids; 0 = unlabeled (ignored), 7 road, 8 sidewalk, 23 sky, 26 car
+GT = {
+    ("aachen", "aachen_000000_000019"): [[7, 7, 26, 0], [7, 8, 26, 26]],
+    ("bochum", "bochum_000000_000313"): [[23, 23, 0, 0], [7, 7, 7, 7]],
+}
+# predictions in train ids (0 road, 1 sidewalk, 5 pole, 10 sky, 13 car)
+PRED = {
+    "aachen_000000_000019": [[0, 1, 13, 5], [0, 1, 0, 13]],
+    "bochum_000000_000313": [[10, 10, 10, 10], [0, 0, 0, 0]],
+}
+# road: TP 6 FP 1 FN 1 -> 6/8; sidewalk: TP 1 FP 1 -> 1/2; car: TP 2 FN 1 -> 2/3; sky: 1
+EXPECTED_IOU = {"road": 75.0, "sidewalk": 50.0, "car": 200 / 3, "sky": 100.0}
+EXPECTED_MIOU = sum(EXPECTED_IOU.values()) / 4
+EXPECTED_ACC = 100 * 11 / 13
+
+
+def _cityscapes(tmp_path, fmt="trainid", mode="L"):
+    root, preds = tmp_path / "cityscapes", tmp_path / f"pred_{fmt}"
+    for (city, stem), gt in GT.items():
+        d = root / "gtFine" / "val" / city
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.array(gt, np.uint8), mode="L").save(d / f"{stem}_gtFine_labelIds.png")
+        pred = np.array(PRED[stem], np.uint8)
+        if fmt == "labelid":
+            pred = TRAIN_ID_TO_ID[pred]
+        (preds / city).mkdir(parents=True, exist_ok=True)  # nested: the search is recursive
+        im = Image.fromarray(pred, mode="L")
+        if mode == "P":
+            im = im.convert("P")
+            im.putpalette([v for i in range(256) for v in (i, i, i)])
+        im.save(preds / city / f"{stem}_leftImg8bit.png")
+    return root, preds
+
+
+@pytest.mark.parametrize("fmt, mode", [("trainid", "L"), ("labelid", "L"), ("trainid", "P")])
+def test_evaluate_predictions_hand_computed(tmp_path, fmt, mode):
+    root, preds = _cityscapes(tmp_path, fmt, mode)
+    for pred_format in ("auto", fmt):
+        s = evaluate_predictions(root, "val", preds, pred_format=pred_format)
+        assert s["miou"] == pytest.approx(EXPECTED_MIOU)
+        assert s["pixel_acc"] == pytest.approx(EXPECTED_ACC)
+        for name, v in EXPECTED_IOU.items():
+            assert s[f"iou.{name}"] == pytest.approx(v)
+        assert math.isnan(s["iou.bicycle"]) and len(s) == 2 + len(CLASS_NAMES)
+
+
+def test_evaluate_wrong_format_changes_numbers(tmp_path):
+    root, preds = _cityscapes(tmp_path, "labelid")
+    s = evaluate_predictions(root, "val", preds, pred_format="trainid")  # label ids read as train ids: wrong
+    assert s["miou"] < EXPECTED_MIOU
+
+
+def test_run_eval_prints_table_and_writes_json(tmp_path, capsys):
+    root, preds = _cityscapes(tmp_path, "labelid")
+    parser = add_eval_arguments(argparse.ArgumentParser())
+    out = tmp_path / "out" / "eval.json"
+    args = parser.parse_args(["--dataset", "cityscapes", "--root", str(root), "--pred-dir", str(preds),
+                              "--json", str(out)])
+    s = run_eval(args)
+    text = capsys.readouterr().out
+    assert "label ids" in text and "mIoU" in text and "traffic light" in text
+    saved = json.loads(out.read_text())
+    assert saved["miou"] == pytest.approx(s["miou"]) and saved["iou.bicycle"] is None
+
+
+def test_evaluate_missing_duplicate_and_size_errors(tmp_path):
+    root, preds = _cityscapes(tmp_path)
+    target = preds / "bochum" / "bochum_000000_000313_leftImg8bit.png"
+    dup = preds / "copy_bochum_000000_000313.png"
+    dup.write_bytes(target.read_bytes())
+    with pytest.raises(EvaluationError, match="2 predictions match") as e:
+        evaluate_predictions(root, "val", preds)
+    assert "bochum_000000_000313_gtFine_labelIds.png" in str(e.value)
+    dup.unlink()
+    target.unlink()
+    with pytest.raises(EvaluationError, match="no prediction for ground truth") as e:
+        evaluate_predictions(root, "val", preds)
+    assert "bochum_000000_000313_gtFine_labelIds.png" in str(e.value) and "'bochum_000000_000313'" in str(e.value)
+    Image.fromarray(np.zeros((3, 4), np.uint8), mode="L").save(target)
+    with pytest.raises(EvaluationError, match="size mismatch") as e:
+        evaluate_predictions(root, "val", preds)
+    assert str(target) in str(e.value) and "4x3" in str(e.value) and "4x2" in str(e.value)
+    with pytest.raises(EvaluationError, match="gtFine"):
+        evaluate_predictions(tmp_path / "nowhere", "val", preds)
+    Image.fromarray(np.zeros((2, 4, 3), np.uint8)).save(target)
+    with pytest.raises(EvaluationError, match="single-channel"):
+        evaluate_predictions(root, "val", preds)
+
+
+# ---------------------------------------------------------------------------------------
+# The store on a real (tiny) Ray Tune experiment
+
+
+@pytest.fixture(scope="session")
+def tune_study(tmp_path_factory):
+    ray = pytest.importorskip("ray")
+    from ray import tune
+
+    # defined here, not at module level: Ray workers cannot import the test module, and cloudpickle
+    # ships a nested function by value
+    def _trainable(config, study_dir=None):
+        from ray import tune
+
+        row, seed = config["row"], config["seed"]
+        history = []
+        for i in range(2):
+            m = {"iteration": 10 * (i + 1), "stage": "source", "miou": 20.0 + 5 * i + seed,
+                 "pixel_acc": 70.0 + i, "iou.road": 80.0 + i, "iou.traffic light": float("nan"),
+                 "train_seconds": 1.5 * (i + 1), "loss.seg": 0.5, "done": i == 1}
+            history.append(m)
+            if row["method"] == "intrada" and seed == 1 and i == 1:
+                raise ValueError("boom: loss diverged at iteration 20")
+            if row["method"] == "intrada" and seed == 0 and i == 1:  # a Train checkpoint with history.json
+                tid = tune.get_context().get_trial_id()
+                d = os.path.join(study_dir, "_train", f"train-{tid}", "checkpoint_2026-01-01_00-00-0%d.000000" % i)
+                os.makedirs(d, exist_ok=True)
+                with open(os.path.join(d, "history.json"), "w") as f:
+                    json.dump(history, f)
+            tune.report(m)
+
+    storage = tmp_path_factory.mktemp("results")
+    study_dir = storage / "study"
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    try:
+        tuner = tune.Tuner(
+            tune.with_parameters(_trainable, study_dir=str(study_dir)),
+            param_space={"row": tune.grid_search([{"method": "source_only"},
+                                                  {"method": "intrada", "lambda_split": 0.67}]),
+                         "seed": tune.grid_search([0, 1])},
+            run_config=tune.RunConfig(name="study", storage_path=str(storage), verbose=0),
+        )
+        tuner.fit()
+    finally:
+        if started:
+            ray.shutdown()
+    return study_dir
+
+
+@pytest.mark.ray
+def test_store_schema_flattened_rows_and_status(tune_study):
+    df = store.load_trials(tune_study)
+    assert list(df.columns) == ["trial_id", "status", "method", "lambda_split", "seed", "miou", "pixel_acc",
+                                "iou.road", "iou.traffic light", "iterations", "train_seconds", "error"]
+    assert set(store.SCHEMA_COLUMNS) <= set(df.columns) and "row" not in df.columns
+    assert df["seed"].dtype == "Int64" and df["iterations"].dtype == "Int64"
+    for c in ("miou", "pixel_acc", "iou.road", "train_seconds", "lambda_split"):
+        assert df[c].dtype == np.float64, c
+    for c in ("trial_id", "status", "method", "error"):
+        assert pd.api.types.is_string_dtype(df[c]), c
+    assert len(df) == 4 and df["trial_id"].is_unique
+    by = {(r.method, int(r.seed)): r for r in df.itertuples()}
+    assert by[("source_only", 0)].status == "TERMINATED" and math.isnan(by[("source_only", 0)].lambda_split)
+    assert by[("intrada", 0)].lambda_split == pytest.approx(0.67)
+    ok = by[("source_only", 1)]
+    assert (ok.miou, ok.iterations, ok.train_seconds) == (26.0, 20, 3.0) and pd.isna(ok.error)
+    bad = by[("intrada", 1)]
+    assert bad.status == "ERROR" and "ValueError: boom: loss diverged" in bad.error
+    assert bad.miou == 21.0 and bad.iterations == 10          # the last report before the failure
+    assert df["iou.traffic light"].isna().all()
+    assert store.config_columns(df) == ["method", "lambda_split"]
+    # URIs go through pyarrow.fs; live statuses override the state file's
+    uri_df = store.load_trials(f"file://{tune_study}", live_status={ok.trial_id: "RUNNING"})
+    assert uri_df.drop(columns="status").equals(df.drop(columns="status"))
+    assert (uri_df["status"] == "RUNNING").sum() == 1
+
+
+@pytest.mark.ray
+def test_store_parquet_round_trip_and_history(tune_study):
+    path = store.write_trials(tune_study)
+    assert path == tune_study / "trials.parquet" and path.exists()
+    df = store.load_trials(tune_study)
+    back = pd.read_parquet(path)
+    pd.testing.assert_frame_equal(back, df)
+    schema = pq.read_schema(path)
+    assert schema.field("trial_id").type == pa.string() and schema.field("error").type == pa.string()
+    assert schema.field("seed").type == pa.int64() and schema.field("miou").type == pa.float64()
+    intrada0 = df[(df["method"] == "intrada") & (df["seed"] == 0)]["trial_id"].item()
+    hist = store.load_history(tune_study, intrada0)                # from the checkpoint's history.json
+    assert hist["iteration"].tolist() == [10, 20] and "stage" in hist
+    src0 = df[(df["method"] == "source_only") & (df["seed"] == 0)]["trial_id"].item()
+    hist = store.load_history(tune_study, src0)                    # fallback: progress.csv
+    assert hist["iteration"].tolist() == [10, 20] and hist["miou"].tolist() == [20.0, 25.0]
+    with pytest.raises(store.StoreError, match="no history"):
+        store.load_history(tune_study, "nope_00000")
+
+
+def _state_entry(tid, status, config, logdir, last_result=None):
+    trial = {"trial_id": tid, "status": status, "config": config, "relative_logdir": logdir}
+    runtime = {"last_result": last_result or {}, "error_filename": None}
+    return [json.dumps(trial), json.dumps(runtime)]
+
+
+def test_store_reads_a_running_optuna_study(tmp_path):
+    """Hand-written state in Ray's format: top-level (Optuna) config, a result line being written,
+    a pending trial without folder, a trial whose result.json is not there yet."""
+    (tmp_path / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": []}))
+    cfg = lambda lam: {"method": "intrada", "lambda_split": lam, "seed": 0, "crop": [512, 512]}  # noqa: E731
+    state = {"trial_data": [
+        _state_entry("ab_00001", "PENDING", cfg(0.9), None),
+        _state_entry("ab_00000", "RUNNING", cfg(0.3), "t0", {"iteration": 1, "miou": 1.0}),
+        _state_entry("ab_00002", "RUNNING", cfg(0.5), "t2", {"iteration": 5, "miou": 3.0, "iou.road": 9.0}),
+    ]}
+    (tmp_path / "experiment_state-2026-01-02_00-00-00.json").write_text(json.dumps(state))
+    (tmp_path / "t0").mkdir()
+    lines = [json.dumps({"iteration": i, "miou": float(i), "iou.road": 1.0, "train_seconds": 2.0 * i})
+             for i in (10, 20)]
+    (tmp_path / "t0" / "result.json").write_text("\n".join(lines) + '\n{"iteration": 30, "mi')
+    df = store.load_trials(tmp_path)
+    assert df["trial_id"].tolist() == ["ab_00000", "ab_00001", "ab_00002"]
+    assert df["status"].tolist() == ["RUNNING", "PENDING", "RUNNING"]
+    assert list(df.columns[:6]) == ["trial_id", "status", "method", "lambda_split", "crop", "seed"]
+    assert df["crop"].tolist() == ["[512, 512]"] * 3 and df["lambda_split"].tolist() == [0.3, 0.9, 0.5]
+    assert df["miou"].tolist()[0] == 20.0 and df["iterations"].tolist()[0] == 20       # last complete line
+    assert math.isnan(df["miou"][1]) and pd.isna(df["iterations"][1])                  # pending: nothing yet
+    assert df["miou"][2] == 3.0 and df["iou.road"][2] == 9.0                          # state's last_result
+    text = render_report(df, INTRADA_SPEC, data_scale="mini")
+    assert "0 finished, 2 running, 0 errored, 1 pending" in text and 'id="fig-metric"' in text
+
+
+def test_store_empty_and_missing(tmp_path):
+    empty = store.load_trials(tmp_path)                            # Tune has not saved a state yet
+    assert list(empty.columns) == list(store.SCHEMA_COLUMNS) and len(empty) == 0
+    with pytest.raises(store.StoreError, match="does not exist"):
+        store.load_trials(tmp_path / "missing")
+
+
+# ---------------------------------------------------------------------------------------
+# Published reference numbers
+
+
+def test_reference_data():
+    assert {"intrada", "daformer", "hrda", "udas_steps", "udas_data", "mml_ablation", "mml_comparison",
+            "multidecoder", "multidecoder_schedule"} <= set(ref_mod.REFERENCES)
+    r = ref_mod.reference("intrada")
+    assert {"label", "method", "lambda_split", "miou", "source", "benchmark"} <= set(r.columns)
+    got = {row.label: row.miou for row in r.itertuples()}
+    assert sorted(got.values()) == [43.8, 45.1, 45.5, 46.3, 47.0]
+    assert r[r["method"] == "advent"]["miou"].tolist() == [43.8]
+    assert ref_mod.matching_rows("intrada", {"method": "intrada", "lambda_split": 0.67})["miou"].tolist() == [46.3]
+    assert ref_mod.matching_rows("intrada", {"method": "intrada", "lambda_split": 1.0})["miou"].tolist() == [45.5]
+    assert ref_mod.matching_rows("intrada", {"method": "source_only"}).empty
+    assert (r["benchmark"] == "GTA5→Cityscapes").all() and r["source"].str.len().gt(0).all()
+    assert ref_mod.reference_info("intrada")["facts"]["best_lambda_split"] == 0.67
+    assert ref_mod.reference("daformer")["miou"].item() == 68.3
+    assert ref_mod.reference("hrda")["miou"].item() == 73.8
+    assert ref_mod.reference("udas_steps")["miou"].tolist() == [28.5, 30.8, 36.6, 44.4, 63.5]
+    assert ref_mod.reference("mml_ablation")["miou"].tolist() == [61.1, 66.6, 70.4, 78.2]
+    md = ref_mod.reference("multidecoder_schedule")
+    assert md["miou"].max() == pytest.approx(77.89) and md["pixel_acc"].max() == pytest.approx(99.74)
+    with pytest.raises(KeyError, match="available"):
+        ref_mod.reference("nope")
+
+
+# ---------------------------------------------------------------------------------------
+# Report
+
+
+
+@pytest.mark.ray
+def test_write_report_on_tune_study(tune_study):
+    path = write_report(tune_study, INTRADA_SPEC, data_scale="mini")
+    assert path == tune_study / "report.html"
+    text = path.read_text(encoding="utf-8")
+    assert text.count("plotly.js v") >= 1 and len(text) > 1_000_000   # plotly.js embedded, opens offline
+    assert "<script src=" not in text
+    assert 'id="fig-metric"' in text and "Plotly.newPlot" in text
+    assert "46.3" in text and "mini data: compare the shape, not the level" in text
+    assert "3 finished, 0 running, 1 errored" in text and "ValueError: boom" in text
+    assert "Δ vs baseline" in text and "<b>" in text
+
+
+def _synthetic_trials() -> pd.DataFrame:
+    rows = []
+    for i, (method, lam, seed, status, miou) in enumerate([
+        ("source_only", None, 0, "TERMINATED", 10.0), ("source_only", None, 1, "TERMINATED", 12.0),
+        ("intrada", 0.0, 0, "TERMINATED", 11.0), ("intrada", 0.67, 0, "TERMINATED", 14.0),
+        ("intrada", 0.67, 1, "RUNNING", float("nan")), ("intrada", 1.0, 0, "PENDING", float("nan")),
+    ]):
+        rows.append({"trial_id": f"t_{i:05d}", "status": status, "method": method, "lambda_split": lam,
+                     "seed": seed, "miou": miou, "pixel_acc": miou + 50, "iou.road": miou + 60,
+                     "iterations": None if math.isnan(miou) else 100, "train_seconds": 1.0, "error": None})
+    df = pd.DataFrame(rows)
+    return df.astype({"seed": "Int64", "iterations": "Int64", "lambda_split": "float64", "error": "str"})
+
+
+def test_render_report_running_nan_and_escaping(tmp_path):
+    df = _synthetic_trials()
+    spec = ReportSpec(title="<script>alert('x')</script> & λ", x="lambda_split", reference="intrada",
+                      baseline={"method": "source_only"})
+    text = render_report(df, spec, data_scale="paper", study_name="s")
+    assert "<script>alert" not in text and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; λ" in text
+    assert "2 finished" not in text and "4 finished, 1 running, 0 errored, 1 pending" in text
+    assert "mini data" not in text and 'id="fig-metric"' in text
+    assert "<b>14.0</b>" in text and "11.0 ± 1.4" in text and "+3.0" in text   # best, mean ± std, Δ
+    assert "46.3 (IntraDA (λ = 0.67))" in text and "1 running" in text
+    # no x: a bar chart per configuration; no reference; no trials at all
+    text = render_report(df, ReportSpec(title="t"), data_scale="smoke")
+    assert 'id="fig-metric"' in text and "smoke run" in text
+    empty = write_report(tmp_path, ReportSpec(title="t"), df=store.load_trials(tmp_path))
+    assert "No trials yet" in empty.read_text(encoding="utf-8")

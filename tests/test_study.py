@@ -1,0 +1,107 @@
+"""The study runner end to end on Ray: the real script, a real Tune + Train sweep, resume."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from udalab.methods.engine import make_hparams, run_local
+from udalab.methods.intrada import PRESETS, IntraDAConfig
+
+pytestmark = pytest.mark.ray
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "studies" / "intrada_split.py"
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300"}
+
+
+def _run(results: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), "--results", str(results), *args], env=ENV,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _checkpoints(study: Path) -> dict[str, list[str]]:
+    return {run.name: sorted(c.name for c in run.glob("checkpoint_*")) for run in (study / "_train").glob("train-*")}
+
+
+def _result_lines(study: Path) -> dict[str, list[dict]]:
+    out = {}
+    for trial_dir in study.iterdir():
+        if (trial_dir / "result.json").exists():
+            params = json.loads((trial_dir / "params.json").read_text())
+            out[params["row"]["method"]] = [json.loads(l) for l in (trial_dir / "result.json").read_text().splitlines()]
+    return out
+
+
+def test_smoke_study_runs_end_to_end_and_rerun_resumes(tmp_path, mini_data):
+    first = _run(tmp_path, "--smoke")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    study = tmp_path / "intrada_split_smoke"
+    df = pd.read_parquet(study / "trials.parquet")
+    assert sorted(df["method"]) == ["intrada", "source_only"]
+    assert set(df["status"]) == {"TERMINATED"}
+    assert df.loc[df["method"] == "intrada", "lambda_split"].item() == pytest.approx(0.67)
+    assert df["miou"].between(0, 100).all() and (df["iterations"] > 0).all()
+    assert (study / "report.html").stat().st_size > 100_000  # plotly.js embedded
+    before = _checkpoints(study)
+
+    again = _run(tmp_path, "--smoke")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Resuming" in again.stdout
+    assert _checkpoints(study) == before  # nothing ran again
+
+    changed = _run(tmp_path, "--smoke", "--set", "iterations=8")
+    assert changed.returncode != 0 and "other options" in changed.stderr + changed.stdout
+
+
+def test_sigkill_midway_resumes_unfinished_trial_from_checkpoint(tmp_path, mini_data):
+    """kill -9 the sweep while the 2nd trial runs; re-run: the 1st is kept, the 2nd continues
+    from its checkpoint and ends at the metric of an uninterrupted run with the same seed."""
+    args = ("--smoke", "--max-concurrent", "1", "--set", "iterations=30", "--set", "eval_every=2")
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--results", str(tmp_path), *args], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    study = tmp_path / "intrada_split_smoke"
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline:
+            ckpts = _checkpoints(study) if (study / "_train").exists() else {}
+            if len(ckpts) == 2 and all(ckpts.values()):
+                break
+            assert proc.poll() is None, "the study ended before it could be interrupted"
+            time.sleep(0.2)
+        else:
+            pytest.fail("the second trial never wrote a checkpoint")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    killed_at = _checkpoints(study)
+    lines_before = _result_lines(study)
+    assert lines_before["source_only"][-1]["done"] is True  # the first trial had finished
+
+    resumed = _run(tmp_path, *args)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    df = pd.read_parquet(study / "trials.parquet")
+    assert set(df["status"]) == {"TERMINATED"} and len(df) == 2
+
+    # the finished trial did not run again: same results, no new checkpoint
+    lines_after = _result_lines(study)
+    assert lines_after["source_only"] == lines_before["source_only"]
+    finished_run = f"train-{lines_before['source_only'][-1]['trial_id']}"
+    assert _checkpoints(study)[finished_run] == killed_at[finished_run]
+    # the unfinished one continued from its checkpoint, not from iteration 0
+    after = lines_after["intrada"]
+    total = make_hparams(IntraDAConfig, {"scale": "smoke", "iterations": 30}, PRESETS).total_iterations
+    assert after[0]["iteration"] > 2, [r["iteration"] for r in after]
+    assert after[-1]["done"] is True and after[-1]["iteration"] == total
+
+    # ... and reached the same final metric as an uninterrupted run with the same seed
+    row = df[df["method"] == "intrada"].iloc[0]
+    torch.set_num_threads(1)  # as in the Ray worker (1 CPU)
+    uninterrupted = run_local("intrada", {"method": "intrada", "lambda_split": 0.67, "seed": int(row["seed"]),
+                                          "scale": "smoke", "iterations": 30, "eval_every": 2})
+    assert row["miou"] == pytest.approx(uninterrupted[-1]["miou"], abs=1e-6)
