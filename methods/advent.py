@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from udalab.methods import register
-from udalab.methods.deeplab import DeepLabV2
+from udalab.methods.deeplab import DeepLabV2, upsample
 from udalab.methods.discriminator import FCDiscriminator, bce_to
 from udalab.methods.engine import (ConfigError, LossMeter, Run, autocast, batches, check_finite, eval_mode,
                                    make_hparams, unwrap)
@@ -102,13 +102,13 @@ class AdventStage:
 
         # 1. supervised segmentation on the (pseudo-)labelled domain
         with self.amp():
-            s_main, s_aux = self.G(x_s)
+            s_main, s_aux = (upsample(p, x_s.shape[-2:]) for p in self.G(x_s))  # maps at input size (ADVENT)
             seg_main, seg_aux = seg_ce(s_main, y_s), seg_ce(s_aux, y_s)
         (seg_main + hp.lambda_seg_aux * seg_aux).backward()
 
         # 2. align the unlabelled domain: fool D (AdvEnt) or minimise entropy (MinEnt)
         with self.amp():
-            t_main, t_aux = self.G(x_t)
+            t_main, t_aux = (upsample(p, x_t.shape[-2:]) for p in self.G(x_t))
         t_main, t_aux = t_main.float(), t_aux.float()
         losses = {"seg_main": seg_main.detach(), "seg_aux": seg_aux.detach()}
         if hp.variant == "minent":
@@ -200,7 +200,7 @@ def train_loop(config: dict) -> None:
     for it in range(start, hp.iterations):
         s, t = next(source), next(target)
         losses = stage.step(s["image"], s["label"], t["image"])
-        check_finite(losses, it)
+        check_finite(losses, it + 1)
         meter.add(**losses)
 
         if (it + 1) % hp.eval_every == 0 or it + 1 == hp.iterations:

@@ -205,6 +205,7 @@ class LossMeter:
 
 
 def check_finite(losses: dict[str, torch.Tensor | float], iteration: int, stage: str = "") -> None:
+    """Raise NonFiniteLossError naming the loss; `iteration` counts steps from 1, as reports do."""
     for name, value in losses.items():
         v = float(value)
         if not math.isfinite(v):

@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader, Subset
 from udalab.methods import register
 from udalab.methods.advent import PRESETS as ADVENT_PRESETS
 from udalab.methods.advent import AdventConfig, AdventStage, build_model, evaluate_main
-from udalab.methods.engine import ConfigError, LossMeter, Run, batches, check_finite, eval_mode, make_hparams, unwrap
+from udalab.methods.engine import (ConfigError, LossMeter, Run, batches, check_finite, derive_seed, eval_mode,
+                                   make_hparams, unwrap)
 from udalab.methods.losses import entropy_map, seg_ce
 from udalab.methods.uda_data import build_uda_data
 
@@ -101,7 +102,7 @@ def train_loop(config: dict) -> None:
         for it in range(start, hp.iterations):
             s, t = next(source), next(target)
             losses = inter.step(s["image"], s["label"], t["image"])
-            check_finite(losses, it, "inter")
+            check_finite(losses, it + 1, "inter")
             meter.add(**losses)
             if (it + 1) % hp.eval_every == 0 or it + 1 == hp.iterations:
                 report(it + 1, "inter", G_inter, {"inter": inter.state_dict()})
@@ -127,6 +128,7 @@ def train_loop(config: dict) -> None:
         return
 
     # ---- 3. intra-domain adaptation (ADVENT, easy + pseudo labels -> hard) ---------------
+    torch.manual_seed(derive_seed(run.seed, 3))  # stage 3's networks start the same, resumed or not
     G_intra = build_model(run, hp, data.num_classes)
     if hp.intra_init == "inter":
         unwrap(G_intra).load_state_dict(unwrap(G_inter).state_dict())
@@ -149,7 +151,7 @@ def train_loop(config: dict) -> None:
             losses = intra.step(e["image"], pseudo, next(hard_batches)["image"])
         else:  # λ = 1: self-training only
             losses = self_train_step(intra, e["image"], pseudo)
-        check_finite(losses, it, "intra")
+        check_finite(losses, it + 1, "intra")
         meter.add(**losses)
         if (k + 1) % hp.eval_every == 0 or k + 1 == hp.intra_iterations:
             report(it + 1, "intra", G_intra, {"intra": intra.state_dict(), **ranking})

@@ -49,11 +49,11 @@ def train_loop(config: dict) -> None:
             main, aux = G(s["image"])
             loss_main, loss_aux = seg_ce(main, s["label"]), seg_ce(aux, s["label"])
         loss = loss_main + hp.lambda_seg_aux * loss_aux
-        check_finite({"seg_main": loss_main, "seg_aux": loss_aux}, it)
+        check_finite({"seg_main": loss_main.detach(), "seg_aux": loss_aux.detach()}, it + 1)
         loss.backward()
         opt.step()
         sched.step()
-        meter.add(seg_main=loss_main, seg_aux=loss_aux)
+        meter.add(seg_main=loss_main.detach(), seg_aux=loss_aux.detach())
 
         if (it + 1) % hp.eval_every == 0 or it + 1 == hp.iterations:
             metrics = {}

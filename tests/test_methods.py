@@ -1,0 +1,100 @@
+"""Method loops on the mini data, without Ray: they learn, resume bit-for-bit, fail loudly."""
+import math
+
+import pytest
+import torch
+
+from udalab.methods import get_method, list_methods
+from udalab.methods.engine import ConfigError, NonFiniteLossError, run_local
+from udalab.methods.intrada import rank_by_entropy
+
+SMOKE = {"scale": "smoke", "seed": 0}
+
+
+def test_registry_lists_the_methods():
+    assert {"source_only", "advent", "intrada"} <= set(list_methods())
+    with pytest.raises(KeyError, match="unknown method 'nope'"):
+        get_method("nope")
+
+
+@pytest.mark.parametrize("method", ["source_only", "advent", "intrada"])
+def test_method_reports_contract_metrics(method, mini_data):
+    reports = run_local(method, {"method": method, **SMOKE})
+    last = reports[-1]
+    assert last["done"] is True
+    assert 0.0 <= last["miou"] <= 100.0 and 0.0 <= last["pixel_acc"] <= 100.0
+    assert "iou.road" in last and "iou.bicycle" in last
+    assert last["iteration"] == (6 if method == "intrada" else 4)
+    assert [r["iteration"] for r in reports] == sorted(r["iteration"] for r in reports)
+    assert all(math.isfinite(v) for k, v in last.items() if k.startswith("loss."))
+    if method == "advent":
+        assert {"loss.adv_main", "loss.d_src", "loss.d_tgt"} <= set(last)
+
+
+def _strip_time(reports):
+    return [{k: v for k, v in r.items() if k != "train_seconds"} for r in reports]
+
+
+@pytest.mark.parametrize("method, stop_after", [("advent", 2), ("intrada", 4)])
+def test_resume_continues_bit_for_bit(method, stop_after, tmp_path, mini_data):
+    """Kill after the checkpoint at `stop_after`, resume: same metrics as one uninterrupted run."""
+    config = {"method": method, **SMOKE, "seed": 1}
+    full = run_local(method, config)
+
+    ckpt = tmp_path / "ckpt"
+
+    class Stop(Exception):
+        pass
+
+    fn = get_method(method)
+
+    def until_checkpoint(cfg):
+        from udalab.methods import engine
+
+        original = engine.Run.report
+
+        def report(self, metrics, state=None):
+            original(self, metrics, state)
+            if metrics["iteration"] >= stop_after:
+                raise Stop
+
+        engine.Run.report = report
+        try:
+            fn(cfg)
+        finally:
+            engine.Run.report = original
+
+    with pytest.raises(Stop):
+        run_local(until_checkpoint, config, checkpoint_dir=ckpt)
+    resumed = run_local(method, config, checkpoint_dir=ckpt)
+    assert resumed[0]["iteration"] > stop_after  # did not start over
+    by_it = {r["iteration"]: r for r in _strip_time(full)}
+    for r in _strip_time(resumed):
+        assert r == pytest.approx(by_it[r["iteration"]], nan_ok=True), r["iteration"]
+
+
+def test_nan_loss_stops_with_name_and_iteration(mini_data):
+    with pytest.raises(NonFiniteLossError, match=r"loss 'seg_main' is nan at iteration 2"):
+        run_local("source_only", {"method": "source_only", **SMOKE, "lr": float("nan")})
+
+
+def test_unknown_hyperparameter_is_rejected(mini_data):
+    with pytest.raises(ConfigError, match="unknown hyperparameter 'lambda_spilt'"):
+        run_local("intrada", {"method": "intrada", **SMOKE, "lambda_spilt": 0.5})
+    with pytest.raises(ConfigError, match="lambda_split must lie in"):
+        run_local("intrada", {"method": "intrada", **SMOKE, "lambda_split": 1.5})
+
+
+def test_entropy_ranking_splits_by_lambda(mini_data):
+    from udalab.datasets import build_dataset
+    from udalab.methods.deeplab import DeepLabV2
+    from udalab.methods.engine import Run
+
+    target = torch.utils.data.Subset(build_dataset("cityscapes", split="train", size=(64, 32)), range(12))
+    G = DeepLabV2(19, depth=18, pretrained="none", output_stride=16, freeze_bn=False)
+    run = Run({"seed": 0}, ray=False, rank=0, world=1, device=torch.device("cpu"))
+    easy, hard, scores = rank_by_entropy(run, G, target, 0.67)
+    assert len(easy) == int(12 * 0.67) and sorted(easy + hard) == list(range(12))
+    assert max(scores[i] for i in easy) <= min(scores[i] for i in hard)
+    assert rank_by_entropy(run, G, target, 0.0)[0] == []
+    assert rank_by_entropy(run, G, target, 1.0)[1] == []
