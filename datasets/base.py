@@ -58,7 +58,7 @@ class SegmentationDataset(Dataset):
     def _check_root(self, *required: str, hint: str) -> None:
         if not self.root.is_dir():
             raise DatasetError(f"{type(self).__name__} root {self.root} does not exist. {hint} "
-                               f"Or leave the data root unset to use the embedded mini data.")
+                               f"Or leave --data-root unset to use the embedded mini data.")
         for sub in required:
             if not (self.root / sub).is_dir():
                 raise DatasetError(f"{type(self).__name__}: {self.root / sub} is missing. {hint}")
@@ -66,7 +66,7 @@ class SegmentationDataset(Dataset):
     def _pair(self, images: list[Path], label_of) -> None:
         if not images:
             raise DatasetError(f"{type(self).__name__}: no images for split '{self.split}' under {self.root}; "
-                               f"check the split name and the folder layout")
+                               f"check the split name and that the folder holds the dataset's own layout")
         for img in images:
             lbl = label_of(img)
             if not lbl.is_file():

@@ -13,7 +13,7 @@ the real ones do:
   vignetting and exposure/white-balance changes per image, a little blur, and the ego
   vehicle's bonnet at the bottom (label id 1, ignored in training and evaluation).
 
-The domain gap this leaves is measured in docs/results.md.
+The domain gap this leaves is measured by benchmarks/mini_adaptation.py (docs/mini_adaptation.json).
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
+from udalab.datasets.errors import DatasetError
 from udalab.datasets.labels import LABELS
 
 VERSION = 1
@@ -65,32 +66,45 @@ def mini_cache() -> Path:
 
 def mini_root(name: str) -> Path:
     """Folder of the mini twin `name`, generated on first use (safe for concurrent callers)."""
-    if name not in MINI_DATASETS:
-        from udalab.datasets.errors import DatasetError
-
-        raise DatasetError(f"no mini twin of {name!r}; available: {', '.join(MINI_DATASETS)}")
+    _check_name(name)
     final = mini_cache() / f"{name}-v{VERSION}"
     if (final / ".complete").exists():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    make_mini(name, tmp)
-    (tmp / ".complete").write_text(f"udalab mini {name} v{VERSION}\n")
+    try:
+        make_mini(name, tmp)
+        (tmp / ".complete").write_text(f"udalab mini {name} v{VERSION}\n")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     try:
         os.rename(tmp, final)  # atomic; fails if another process finished first
-    except OSError:
+    except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if not (final / ".complete").exists():
-            raise
+            raise DatasetError(f"cannot create the mini data folder {final} ({e}); if it exists without its "
+                               f".complete marker it is left over from an interrupted run: delete it and retry, "
+                               f"or point UDALAB_DATA_CACHE at a writable folder") from e
     return final
+
+
+def _check_name(name: str) -> None:
+    if name not in MINI_DATASETS:
+        raise DatasetError(f"no mini twin of {name!r}; available: {', '.join(MINI_DATASETS)} "
+                           f"(other datasets need --data-root)")
 
 
 def make_mini(name: str, out_dir, seed: int = 0, count: dict | None = None) -> Path:
     """Write the mini twin `name` into out_dir. count overrides images per split."""
+    _check_name(name)
     out = Path(out_dir)
     spec = SPECS[name]
     W, H = spec["size"]
-    for split_index, (split, n) in enumerate((count or spec["splits"]).items()):
+    for split, n in (count or spec["splits"]).items():
+        if split not in spec["splits"]:
+            raise DatasetError(f"mini {name} has no split {split!r}; use {', '.join(spec['splits'])}")
+        split_index = list(spec["splits"]).index(split)
         for i in range(n):
             rng = np.random.default_rng(np.random.SeedSequence([seed, VERSION, hash_name(name), split_index, i]))
             label, image = render_scene(rng, W, H, name)

@@ -1,7 +1,10 @@
-"""Loaders on their mini twins, the generator, transforms and every planted error."""
+"""Dataset layer: the mini generator, both loaders on their mini twins, the joint transforms,
+and every planted error. The mini twins go into a temporary UDALAB_DATA_CACHE."""
 import hashlib
 import multiprocessing as mp
+import re
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -9,11 +12,15 @@ import pytest
 import torch
 from PIL import Image
 
-from udalab.datasets import DatasetError, build_dataset
+from udalab.datasets import DATASETS, DatasetError, build_dataset, mini_root
+from udalab.datasets import mini
 from udalab.datasets.cityscapes import Cityscapes
 from udalab.datasets.gta5 import GTA5
-from udalab.datasets.labels import ID_TO_TRAIN_ID, NUM_CLASSES
-from udalab.datasets.mini import make_mini, mini_root
+from udalab.datasets.labels import CLASS_NAMES, ID_TO_TRAIN_ID, LABELS, NUM_CLASSES
+from udalab.datasets.mini import MINI_DATASETS, make_mini
+from udalab.datasets.transforms import denormalize
+
+VALID = set(range(NUM_CLASSES)) | {255}
 
 
 def _digest(folder: Path) -> str:
@@ -25,11 +32,24 @@ def _digest(folder: Path) -> str:
 
 
 @pytest.fixture(scope="module")
+def twins(tmp_path_factory):
+    """The full mini twins, generated once through mini_root into a temporary cache."""
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp_:
+        mp_.setenv("UDALAB_DATA_CACHE", str(cache))
+        yield {name: mini_root(name) for name in MINI_DATASETS}
+
+
+@pytest.fixture(scope="module")
 def small(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mini")
+    """A handful of images per dataset, for tests that modify files."""
+    root = tmp_path_factory.mktemp("small")
     make_mini("gta5", root / "gta5", count={"train": 6})
     make_mini("cityscapes", root / "cityscapes", count={"train": 6, "val": 3})
     return root
+
+
+# --------------------------------------------------------------------------- generator
 
 
 def test_generator_is_deterministic_and_seeded(small, tmp_path):
@@ -37,68 +57,172 @@ def test_generator_is_deterministic_and_seeded(small, tmp_path):
     make_mini("gta5", tmp_path / "other", seed=1, count={"train": 6})
     assert _digest(tmp_path / "again") == _digest(small / "gta5")
     assert _digest(tmp_path / "other") != _digest(small / "gta5")
+    with pytest.raises(DatasetError, match="no mini twin of 'kitti'"):
+        make_mini("kitti", tmp_path / "k")
 
 
-def test_real_layouts_and_encodings(small):
-    gta_label = Image.open(small / "gta5" / "labels" / "00001.png")
-    assert gta_label.mode == "P"  # palette PNG of label ids, as the real GTA5
-    cs = sorted((small / "cityscapes" / "gtFine" / "val").glob("*/*_gtFine_labelIds.png"))
-    assert len(cs) == 3 and {p.parent.name for p in cs} == {"frankfurt", "lindau", "munster"}
-    ids = np.unique(np.array(Image.open(cs[0])))
-    assert ids.max() <= 33
+def test_mini_twins_use_the_real_layouts_and_encodings(twins):
+    assert twins["gta5"].name == f"gta5-v{mini.VERSION}" and (twins["gta5"] / ".complete").exists()
+    gta = twins["gta5"]
+    assert len(list((gta / "images").glob("*.png"))) == 300
+    lab = Image.open(gta / "labels" / "00001.png")
+    assert lab.mode == "P" and lab.size == (256, 144)  # palette PNG of label ids, as the real GTA5
+    pal = np.array(lab.getpalette()[: 3 * 34]).reshape(34, 3)
+    assert all(tuple(pal[lb.id]) == lb.color for lb in LABELS)  # Cityscapes colours as palette
+    assert Image.open(gta / "images" / "00001.png").mode == "RGB"
+
+    cs = twins["cityscapes"]
+    pattern = re.compile(r"([a-z]+)_\d{6}_\d{6}_leftImg8bit\.png")
+    for split, n, cities in (("train", 300, {"aachen", "bochum", "bremen"}),
+                             ("val", 90, {"frankfurt", "lindau", "munster"})):
+        imgs = sorted((cs / "leftImg8bit" / split).glob("*/*.png"))
+        assert len(imgs) == n and {p.parent.name for p in imgs} == cities
+        assert all(pattern.fullmatch(p.name) and pattern.fullmatch(p.name).group(1) == p.parent.name for p in imgs)
+    gt = Image.open(sorted((cs / "gtFine" / "val").glob("*/*_gtFine_labelIds.png"))[0])
+    assert gt.mode == "L" and gt.size == (256, 128)
+
+
+def test_mini_class_frequencies_look_like_driving_scenes(twins):
+    counts = np.zeros(256, np.int64)
+    for p in sorted((twins["cityscapes"] / "gtFine" / "train").glob("*/*.png"))[:40]:
+        counts += np.bincount(np.array(Image.open(p)).ravel(), minlength=256)
+    freq = np.bincount(ID_TO_TRAIN_ID, weights=counts, minlength=256)[:NUM_CLASSES] / counts.sum()
+    big = {CLASS_NAMES[i] for i in np.argsort(freq)[::-1][:5]}
+    assert {"road", "building", "sky"} <= big
+    for name in ("pole", "traffic sign", "person", "car"):
+        assert 0 < freq[CLASS_NAMES.index(name)] < 0.2, name
+
+
+# --------------------------------------------------------------------------- loaders
 
 
 @pytest.mark.parametrize("name, split, n", [("gta5", "train", 300), ("cityscapes", "train", 300),
                                              ("cityscapes", "val", 90)])
-def test_loader_contract_on_full_mini_twin(name, split, n, mini_data):
+def test_loader_contract_on_mini_twin(twins, monkeypatch, name, split, n):
+    monkeypatch.setenv("UDALAB_DATA_CACHE", str(twins[name].parent))
     ds = build_dataset(name, split=split, size=(128, 64))
-    assert len(ds) == n and ds.num_classes == NUM_CLASSES and ds.ignore_index == 255
+    assert isinstance(ds, DATASETS[name]) and ds.root == twins[name] and ds.split == split
+    assert len(ds) == n == len(ds.files) and all(i.is_file() and lb.is_file() for i, lb in ds.files)
+    assert ds.num_classes == NUM_CLASSES and ds.class_names == CLASS_NAMES and ds.ignore_index == 255
     s = ds[0]
+    assert s["name"] == ds.files[0][0].name
     assert s["image"].dtype == torch.float32 and s["image"].shape == (3, 64, 128)
     assert s["label"].dtype == torch.int64 and s["label"].shape == (64, 128)
-    values = torch.cat([ds[i]["label"].unique() for i in range(0, n, max(n // 10, 1))]).unique()
-    assert set(values.tolist()) <= set(range(NUM_CLASSES)) | {255}
-    assert {0, 2, 10, 13} <= set(values.tolist())  # road, building, sky, car
-    assert abs(float(s["image"].mean())) < 2.0  # ImageNet-normalised
+    assert abs(float(s["image"].mean())) < 1.5 and float(s["image"].std()) > 0.2  # ImageNet-normalised
+    values = set(torch.cat([ds[i]["label"].unique() for i in range(0, n, 15)]).tolist())
+    assert values <= VALID
+    assert {0, 1, 2, 5, 8, 10, 11, 13} <= values  # road sidewalk building pole vegetation sky person car
+
+    torch.manual_seed(0)
+    c = build_dataset(name, split=split, size=(192, 96), crop=(64, 48), flip=True)[3]
+    assert c["image"].shape == (3, 48, 64) and c["label"].shape == (48, 64) and set(c["label"].unique().tolist()) <= VALID
 
 
-def test_cityscapes_ego_vehicle_is_ignored(mini_data):
-    ds = build_dataset("cityscapes", split="val")
-    assert any((ds[i]["label"] == 255).any() for i in range(5))
+@pytest.mark.parametrize("name, ignored_ids", [("gta5", {0}), ("cityscapes", {1})])
+def test_ego_vehicle_and_unlabeled_become_255(twins, name, ignored_ids):
+    ds = DATASETS[name](twins[name], split="train")
+    hits = 0
+    for i in range(12):
+        raw = np.array(Image.open(ds.files[i][1]))
+        label = ds[i]["label"].numpy()
+        assert (label == ID_TO_TRAIN_ID[raw]).all()
+        ignored = np.isin(raw, list(ignored_ids))
+        if ignored.any():
+            hits += 1
+            assert (label[ignored] == 255).all()
+    assert hits >= 2  # some images carry an unlabeled patch (GTA5) / the ego-vehicle bonnet (Cityscapes)
 
 
-def test_label_id_mapping_on_a_hand_made_label(tmp_path):
+def test_label_id_mapping_on_hand_made_labels(tmp_path):
+    ids = np.array([[7, 8, 11, 26], [0, 1, 33, 24]], np.uint8)
+    expected = [[0, 1, 2, 13], [255, 255, 18, 11]]
     root = tmp_path / "cs"
     (root / "leftImg8bit/val/x").mkdir(parents=True)
     (root / "gtFine/val/x").mkdir(parents=True)
-    Image.fromarray(np.zeros((2, 4, 3), np.uint8)).save(root / "leftImg8bit/val/x/x_0_0_leftImg8bit.png")
-    ids = np.array([[7, 8, 11, 26], [0, 1, 33, 24]], np.uint8)
-    Image.fromarray(ids, mode="L").save(root / "gtFine/val/x/x_0_0_gtFine_labelIds.png")
-    label = Cityscapes(root, "val")[0]["label"]
-    assert label.tolist() == [[0, 1, 2, 13], [255, 255, 18, 11]]
-    assert ID_TO_TRAIN_ID[ids].tolist() == label.tolist()
+    Image.fromarray(np.zeros((2, 4, 3), np.uint8)).save(root / "leftImg8bit/val/x/x_000000_000001_leftImg8bit.png")
+    Image.fromarray(ids).save(root / "gtFine/val/x/x_000000_000001_gtFine_labelIds.png")
+    assert Cityscapes(root, "val")[0]["label"].tolist() == expected
+
+    # GTA5: a palette PNG whose colours differ from its indices; the indices are the label ids
+    root = tmp_path / "gta"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    Image.fromarray(np.zeros((2, 4, 3), np.uint8)).save(root / "images/00001.png")
+    lab = Image.fromarray(ids).convert("P")
+    lab.putpalette([(7 * i) % 256 for i in range(768)])
+    lab.save(root / "labels/00001.png")
+    assert Image.open(root / "labels/00001.png").mode == "P"
+    assert GTA5(root)[0]["label"].tolist() == expected
 
 
-def test_flip_keeps_image_and_label_aligned(small):
-    ds = GTA5(small / "gta5", flip=True)
-    plain = GTA5(small / "gta5")
-    seen_flip = False
-    for seed in range(8):
+def _pattern_root(tmp_path) -> Path:
+    """One 16x8 GTA5 image whose red channel encodes the column; the label ids are column bands."""
+    root = tmp_path / "pattern"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    x = np.arange(16)
+    img = np.zeros((8, 16, 3), np.uint8)
+    img[..., 0] = 16 * x + 8
+    img[..., 1] = 10 * np.arange(8)[:, None]
+    Image.fromarray(img).save(root / "images/00001.png")
+    ids = np.where(x < 4, 7, np.where(x < 11, 26, 21)).astype(np.uint8)  # road | car | vegetation
+    Image.fromarray(np.repeat(ids[None], 8, 0)).save(root / "labels/00001.png")
+    return root
+
+
+def _train_id_of_column(col: torch.Tensor) -> torch.Tensor:
+    return torch.where(col < 4, 0, torch.where(col < 11, 13, 8))
+
+
+def test_flip_and_crop_keep_image_and_label_aligned(tmp_path):
+    ds = GTA5(_pattern_root(tmp_path), crop=(10, 5), flip=True)
+    flipped = unflipped = 0
+    for seed in range(12):
         torch.manual_seed(seed)
         s = ds[0]
-        ref = plain[0]
-        if torch.equal(s["label"], ref["label"].flip(-1)):
-            assert torch.allclose(s["image"], ref["image"].flip(-1))
-            seen_flip = True
-        else:
-            assert torch.equal(s["label"], ref["label"]) and torch.allclose(s["image"], ref["image"])
-    assert seen_flip
+        red = denormalize(s["image"])[0] * 255
+        col = torch.round((red - 8) / 16).long()
+        assert torch.equal(s["label"], _train_id_of_column(col))
+        step = col[0, 1] - col[0, 0]
+        flipped, unflipped = flipped + int(step == -1), unflipped + int(step == 1)
+    assert flipped and unflipped
 
 
-def test_crop_and_resize_sizes(small):
+def test_transforms_draw_from_torch_global_rng(small):
+    ds = GTA5(small / "gta5", size=(128, 72), crop=(48, 32), flip=True)
+    torch.manual_seed(5)
+    a = ds[2]
+    torch.manual_seed(5)
+    b = ds[2]
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
+    others = []
+    for seed in range(6, 10):
+        torch.manual_seed(seed)
+        others.append(ds[2]["image"])
+    assert any(not torch.equal(a["image"], o) for o in others)
+
+
+def test_crop_larger_than_image_pads_label_with_ignore(tmp_path):
     torch.manual_seed(0)
-    s = GTA5(small / "gta5", size=(128, 72), crop=(64, 32))[0]
-    assert s["image"].shape == (3, 32, 64) and s["label"].shape == (32, 64)
+    s = GTA5(_pattern_root(tmp_path), crop=(20, 10))[0]
+    assert s["label"].shape == (10, 20) and (s["label"] == 255).sum() == 20 * 10 - 16 * 8
+
+
+def test_resize_uses_nearest_for_labels(small):
+    s = GTA5(small / "gta5", size=(100, 57))[0]
+    assert s["label"].shape == (57, 100) and set(s["label"].unique().tolist()) <= VALID
+    raw = set(ID_TO_TRAIN_ID[np.array(Image.open(small / "gta5" / "labels" / "00001.png"))].ravel().tolist())
+    assert set(s["label"].unique().tolist()) <= raw  # no interpolated, made-up classes
+
+
+def test_denormalize_inverts_normalisation(small):
+    s = GTA5(small / "gta5")[0]
+    raw = np.array(Image.open(small / "gta5" / "images" / "00001.png"))
+    back = (denormalize(s["image"]) * 255).round().permute(1, 2, 0).numpy()
+    assert np.abs(back - raw).max() <= 1
+
+
+# --------------------------------------------------------------------------- planted errors
 
 
 def _copy(small, tmp_path, name):
@@ -107,30 +231,61 @@ def _copy(small, tmp_path, name):
     return dst
 
 
-def test_missing_root_names_the_folder(tmp_path):
-    with pytest.raises(DatasetError, match=str(tmp_path / "nowhere")):
-        build_dataset("cityscapes", root=tmp_path / "nowhere")
-    with pytest.raises(DatasetError, match="unknown dataset 'kitti'"):
-        build_dataset("kitti")
+def _raises(match_parts, fn):
+    with pytest.raises(DatasetError) as e:
+        fn()
+    msg = str(e.value)
+    for part in match_parts:
+        assert str(part) in msg, (part, msg)
+    return msg
 
 
-def test_image_without_label(small, tmp_path):
+def test_missing_root_names_the_folder_and_the_fix(tmp_path):
+    _raises([tmp_path / "nowhere", "leftImg8bit/ and gtFine/", "--data-root"],
+            lambda: build_dataset("cityscapes", root=tmp_path / "nowhere"))
+    _raises([tmp_path / "nowhere", "images/ and labels/", "--data-root"],
+            lambda: build_dataset("gta5", root=tmp_path / "nowhere"))
+    (tmp_path / "cs" / "leftImg8bit" / "train").mkdir(parents=True)
+    _raises([tmp_path / "cs" / "gtFine" / "train", "is missing"], lambda: Cityscapes(tmp_path / "cs"))
+    _raises(["unknown dataset 'kitti'", "cityscapes, gta5"], lambda: build_dataset("kitti"))
+
+
+def test_empty_split_and_unknown_split(small, tmp_path):
+    root = tmp_path / "cs"
+    (root / "leftImg8bit" / "val").mkdir(parents=True)
+    (root / "gtFine" / "val").mkdir(parents=True)
+    _raises(["no images for split 'val'", root], lambda: Cityscapes(root, "val"))
+    _raises(["no split 'val'", small / "gta5" / "val.txt"], lambda: GTA5(small / "gta5", "val"))
+
+
+def test_gta5_split_file(small, tmp_path):
+    root = _copy(small, tmp_path, "gta5")
+    (root / "val.txt").write_text("00002.png\n00005.png\n")
+    assert [p.name for p, _ in GTA5(root, "val").files] == ["00002.png", "00005.png"]
+    (root / "val.txt").write_text("00002.png\n09999.png\n")
+    _raises([root / "val.txt", root / "images" / "09999.png"], lambda: GTA5(root, "val"))
+
+
+def test_image_without_label_names_both_paths(small, tmp_path):
     root = _copy(small, tmp_path, "gta5")
     (root / "labels" / "00003.png").unlink()
-    with pytest.raises(DatasetError, match=r"00003\.png has no label: expected .*labels/00003\.png"):
-        GTA5(root)
+    _raises([root / "images" / "00003.png", root / "labels" / "00003.png", "has no label"], lambda: GTA5(root))
+    root = _copy(small, tmp_path, "cityscapes")
+    lbl = sorted((root / "gtFine" / "train").glob("*/*.png"))[2]
+    lbl.unlink()
+    img = root / "leftImg8bit" / "train" / lbl.parent.name / lbl.name.replace("_gtFine_labelIds", "_leftImg8bit")
+    _raises([img, lbl], lambda: Cityscapes(root))
 
 
 def test_corrupt_png_names_the_file(small, tmp_path):
     root = _copy(small, tmp_path, "cityscapes")
-    img = sorted((root / "leftImg8bit" / "val").glob("*/*.png"))[0]
-    img.write_bytes(img.read_bytes()[:100])
-    with pytest.raises(DatasetError, match=f"cannot decode image {img}"):
-        Cityscapes(root, "val")[0]
-    lbl = sorted((root / "gtFine" / "val").glob("*/*.png"))[1]
-    lbl.write_bytes(b"not a png")
-    with pytest.raises(DatasetError, match=f"cannot decode label {lbl}"):
-        Cityscapes(root, "val")[1]
+    ds = Cityscapes(root, "val")
+    ds.files[0][0].write_bytes(ds.files[0][0].read_bytes()[:100])  # truncated image
+    _raises([f"cannot decode image {ds.files[0][0]}", "re-extract"], lambda: ds[0])
+    ds.files[1][1].write_bytes(b"not a png")
+    _raises([f"cannot decode label {ds.files[1][1]}"], lambda: ds[1])
+    ds.files[2][1].write_bytes(ds.files[2][1].read_bytes()[:200])  # truncated label
+    _raises([f"cannot decode label {ds.files[2][1]}"], lambda: ds[2])
 
 
 def test_unknown_label_id_names_file_and_ids(small, tmp_path):
@@ -138,32 +293,71 @@ def test_unknown_label_id_names_file_and_ids(small, tmp_path):
     path = root / "labels" / "00002.png"
     arr = np.array(Image.open(path))
     arr[0, :5] = 40
-    Image.fromarray(arr, mode="L").save(path)
-    with pytest.raises(DatasetError, match=rf"{path} holds ids \[40\] outside"):
-        GTA5(root)[1]
+    arr[1, :2] = 77
+    Image.fromarray(arr).save(path)
+    _raises([path, "[40, 77]", "0..33"], lambda: GTA5(root)[1])
+    GTA5(root)[0]  # the others still load
 
 
 def test_size_mismatch_names_both_sizes(small, tmp_path):
     root = _copy(small, tmp_path, "gta5")
     path = root / "labels" / "00001.png"
     Image.open(path).resize((128, 72), Image.NEAREST).save(path)
-    with pytest.raises(DatasetError, match=r"size mismatch: image .*00001\.png is 256x144 but label .* is 128x72"):
-        GTA5(root)[0]
+    _raises([root / "images" / "00001.png", "256x144", path, "128x72"], lambda: GTA5(root)[0])
+
+
+# --------------------------------------------------------------------------- mini_root
+
+
+def test_mini_root_unknown_name_and_lost_race(tmp_path, monkeypatch):
+    monkeypatch.setenv("UDALAB_DATA_CACHE", str(tmp_path))
+    _raises(["no mini twin of 'synthia2'"], lambda: mini_root("synthia2"))
+    real = mini.make_mini
+
+    def slow_make(name, out_dir, seed=0, count=None):  # another process finishes meanwhile
+        real(name, out_dir, count={"train": 2})
+        other = tmp_path / f"{name}-v{mini.VERSION}"
+        real(name, other, count={"train": 2})
+        (other / ".complete").write_text("other\n")
+        (other / "winner").write_text("")
+
+    monkeypatch.setattr(mini, "make_mini", slow_make)
+    root = mini_root("gta5")
+    assert (root / "winner").exists() and not list(tmp_path.glob(".tmp-*"))
+    assert mini_root("gta5") == root  # complete: no regeneration
+
+    broken = tmp_path / f"cityscapes-v{mini.VERSION}"
+    (broken / "leftImg8bit").mkdir(parents=True)  # left over, no .complete marker
+    monkeypatch.setattr(mini, "make_mini", lambda name, out_dir, **k: real(name, out_dir, count={"train": 1}))
+    _raises([broken, "delete it"], lambda: mini_root("cityscapes"))
+    assert not list(tmp_path.glob(".tmp-*"))
 
 
 def _ask(cache):
     import os
 
     os.environ["UDALAB_DATA_CACHE"] = cache
-    from udalab.datasets import mini
+    from udalab.datasets import mini as m
 
-    mini.SPECS = {**mini.SPECS, "gta5": {**mini.SPECS["gta5"], "splits": {"train": 4}}}
-    return str(mini.mini_root("gta5"))
+    m.SPECS = {**m.SPECS, "gta5": {**m.SPECS["gta5"], "splits": {"train": 12}}}
+    real = m.make_mini
+
+    def counting_make(name, out_dir, seed=0, count=None):
+        Path(cache, f"generated-{os.getpid()}").touch()
+        return real(name, out_dir, seed, count)
+
+    m.make_mini = counting_make
+    Path(cache, f"ready-{os.getpid()}").touch()
+    deadline = time.time() + 30
+    while len(list(Path(cache).glob("ready-*"))) < 2 and time.time() < deadline:  # start together
+        time.sleep(0.002)
+    return str(m.mini_root("gta5"))
 
 
 def test_concurrent_first_use_yields_one_complete_folder(tmp_path):
     with mp.get_context("spawn").Pool(2) as pool:
-        a, b = pool.map(_ask, [str(tmp_path)] * 2)
+        a, b = pool.map(_ask, [str(tmp_path)] * 2, chunksize=1)
     assert a == b and (Path(a) / ".complete").exists()
-    assert len(list((Path(a) / "images").glob("*.png"))) == 4
-    assert not list(tmp_path.glob(".tmp-*"))  # the loser cleaned up
+    assert len(list((Path(a) / "images").glob("*.png"))) == 12
+    assert len(list((Path(a) / "labels").glob("*.png"))) == 12
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == [Path(a).name]  # the loser cleaned up
