@@ -86,10 +86,11 @@ class AdventStage:
     """
 
     def __init__(self, run: Run, hp: AdventConfig, G: torch.nn.Module, num_classes: int, total_iters: int):
-        self.hp = hp
+        self.hp, self.run = hp, run
         self.G = G
-        self.D_main = run.prepare(FCDiscriminator(num_classes, hp.ndf))
-        self.D_aux = run.prepare(FCDiscriminator(num_classes, hp.ndf))
+        # D sees source and target maps in separate forward passes: no DDP, gradients synced by hand
+        self.D_main = run.prepare(FCDiscriminator(num_classes, hp.ndf), ddp=False)
+        self.D_aux = run.prepare(FCDiscriminator(num_classes, hp.ndf), ddp=False)
         self.opt_G = sgd_head_10x(unwrap(G), hp.lr, hp.momentum, hp.weight_decay)
         self.opt_D = adam_discriminator([*self.D_main.parameters(), *self.D_aux.parameters()], hp.lr_d)
         self.sched_G = poly(self.opt_G, total_iters, hp.poly_power)
@@ -136,6 +137,7 @@ class AdventStage:
             losses.update(adv_main=adv_main.detach(), adv_aux=adv_aux.detach(), d_src=d_src.detach(),
                           d_tgt=d_tgt.detach())
 
+        self.run.sync_grads(self.D_main, self.D_aux)
         self.opt_G.step()
         self.opt_D.step()
         self.sched_G.step()

@@ -259,13 +259,29 @@ class Run:
         return run
 
     # -- models ---------------------------------------------------------------------------
-    def prepare(self, module: torch.nn.Module) -> torch.nn.Module:
-        """Move to the device; wrap in DistributedDataParallel when there are several workers."""
-        if self.ray and self.world > 1:
+    def prepare(self, module: torch.nn.Module, ddp: bool = True) -> torch.nn.Module:
+        """Move to the device; with several workers wrap in DistributedDataParallel.
+
+        ddp=False for networks that run several forward passes per backward (GAN
+        discriminators): DDP forbids that; call `sync_grads` on them before their step.
+        """
+        if self.ray and self.world > 1 and ddp:
             import ray.train.torch
 
             return ray.train.torch.prepare_model(module)
         return module.to(self.device)
+
+    def sync_grads(self, *modules: torch.nn.Module) -> None:
+        """Average the gradients of non-DDP modules over the workers (no-op for one worker)."""
+        if self.world == 1:
+            return
+        import torch.distributed as dist
+
+        for m in modules:
+            for p in m.parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= self.world
 
     # -- resume ---------------------------------------------------------------------------
     def restore(self) -> dict | None:

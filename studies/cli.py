@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print("\n".join(list_methods()))
     elif args.command == "train":
-        from udalab.methods.engine import run_local
+        from udalab.datasets import DatasetError
+        from udalab.methods.engine import ConfigError, NonFiniteLossError, run_local
 
         config = {"method": args.method}
         for item in args.set:
@@ -84,7 +85,12 @@ def main(argv: list[str] | None = None) -> int:
             if not sep:
                 raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
             config[key] = _parse_value(value)
-        for r in run_local(args.method, config, checkpoint_dir=args.checkpoint_dir):
+        try:
+            reports = run_local(args.method, config, checkpoint_dir=args.checkpoint_dir)
+        except (ConfigError, DatasetError, NonFiniteLossError, KeyError) as e:
+            print(f"udalab train: {e}", file=sys.stderr)
+            return 2
+        for r in reports:
             print(json.dumps({k: v for k, v in r.items() if not k.startswith("iou.")}))
     elif args.command == "report":
         from pathlib import Path
