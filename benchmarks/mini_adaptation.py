@@ -35,15 +35,21 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--lambda-split", type=float, default=0.67)
     p.add_argument("--scale", default="mini")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="steps of source-only / ADVENT / IntraDA stage 1 (stage 2 gets half); default: the preset's")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     base = {"scale": args.scale}
+    if args.iterations:
+        base["iterations"] = args.iterations
+    intra = {"intra_iterations": args.iterations // 2} if args.iterations else {}
     jobs = []
     for seed in args.seeds:
         jobs += [
             {"row": "source only", "method": "source_only", "config": {**base, "seed": seed}},
-            {"row": "intrada", "method": "intrada", "config": {**base, "seed": seed, "lambda_split": args.lambda_split}},
+            {"row": "intrada", "method": "intrada", "config": {**base, **intra, "seed": seed,
+                                                                 "lambda_split": args.lambda_split}},
             {"row": "oracle", "method": "source_only", "config": {**base, "seed": seed, "source": "cityscapes"}},
         ]
     jobs.sort(key=lambda j: j["method"] != "intrada")  # longest first
@@ -59,7 +65,7 @@ def main(argv=None):
             rows.setdefault(f"IntraDA (λ={args.lambda_split})", []).append(reports[-1]["miou"])
         else:
             rows.setdefault(d["row"], []).append(reports[-1]["miou"])
-    print(f"mini GTA5 -> mini Cityscapes val, mIoU (%), seeds {args.seeds}")
+    print(f"mini GTA5 -> mini Cityscapes val, mIoU (%), seeds {args.seeds}, iterations {args.iterations or 'preset'}")
     print(f"| {'row':22s} | mean ± std | per seed |")
     print("|---|---|---|")
     for name in ("source only", "ADVENT", f"IntraDA (λ={args.lambda_split})", "oracle"):

@@ -105,3 +105,12 @@ def test_sigkill_midway_resumes_unfinished_trial_from_checkpoint(tmp_path, mini_
     uninterrupted = run_local("intrada", {"method": "intrada", "lambda_split": 0.67, "seed": int(row["seed"]),
                                           "scale": "smoke", "iterations": 30, "eval_every": 2})
     assert row["miou"] == pytest.approx(uninterrupted[-1]["miou"], abs=1e-6)
+
+
+def test_optuna_variant_searches_lambda(tmp_path, mini_data):
+    out = _run(tmp_path, "--smoke", "--optuna", "--num-samples", "2")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    df = pd.read_parquet(tmp_path / "intrada_split_optuna_smoke" / "trials.parquet")
+    assert len(df) == 2 and set(df["status"]) == {"TERMINATED"} and set(df["method"]) == {"intrada"}
+    assert df["lambda_split"].between(0, 1).all() and df["lambda_split"].nunique() == 2
+    assert list((tmp_path / "intrada_split_optuna_smoke").glob("searcher-state-*.pkl"))

@@ -1,0 +1,83 @@
+"""Study runner plumbing without starting Ray: cluster config, data roots, trial configs, CLI."""
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from udalab.studies import study as runner
+from udalab.studies.intrada_split import STUDY
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_cluster_yaml_is_valid_for_the_ray_autoscaler():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    validate_config(prepare_config(copy.deepcopy(config)))
+    assert config["available_node_types"]["gpu_worker"]["resources"]["GPU"] == 1
+    assert runner.DRIVER_RESOURCE in config["available_node_types"]["head"]["resources"]
+    broken = copy.deepcopy(config)
+    broken["available_node_types"]["gpu_worker"]["resources"]["GPU"] = 0.5
+    with pytest.raises(Exception):
+        validate_config(prepare_config(broken))
+
+
+def test_trial_config_merges_row_seed_and_study_options():
+    settings = {"method": "intrada", "source": "gta5", "target": "cityscapes", "data_root": None,
+                "scale": "mini", "fixed": {"iterations": 10}}
+    cfg = runner.trial_run_config({"row": {"method": "advent"}, "seed": 2}, settings)
+    assert cfg == {"iterations": 10, "seed": 2, "method": "advent", "source": "gta5", "target": "cityscapes",
+                   "data_root": None, "scale": "mini"}
+    optuna = runner.trial_run_config({"method": "intrada", "lambda_split": 0.3, "seed": 0}, settings)
+    assert optuna["lambda_split"] == 0.3 and optuna["method"] == "intrada"
+
+
+def test_intrada_study_declares_the_table():
+    rows = STUDY.grid_rows()
+    assert rows[0] == {"method": "source_only"} and rows[1] == {"method": "advent"}
+    lambdas = [r["lambda_split"] for r in rows if r["method"] == "intrada"]
+    assert lambdas[0] == 0.0 and lambdas[-1] == 1.0 and 0.67 in lambdas
+    assert [rows[i]["method"] for i in STUDY.smoke_rows] == ["source_only", "intrada"]
+
+
+def test_data_root_layout_is_checked(tmp_path):
+    (tmp_path / "gta5").mkdir()
+    with pytest.raises(SystemExit, match=r"expected the cityscapes dataset in .*cityscapes"):
+        runner._data_roots(str(tmp_path), ("gta5", "cityscapes"))
+    (tmp_path / "cityscapes").mkdir()
+    assert runner._data_roots(str(tmp_path), ("gta5", "cityscapes")) == {
+        "gta5": str(tmp_path / "gta5"), "cityscapes": str(tmp_path / "cityscapes")}
+
+
+def test_changed_options_on_resume_are_refused(tmp_path):
+    study_dir = str(tmp_path / "s")
+    runner._check_same_options(study_dir, {"scale": "mini", "fixed": {}})
+    runner._check_same_options(study_dir, {"scale": "mini", "fixed": {}})  # same: fine
+    with pytest.raises(SystemExit, match=r"other options \(scale: was \{'scale': 'mini'\}"):
+        runner._check_same_options(study_dir, {"scale": "paper", "fixed": {}})
+
+
+def test_bad_set_value_is_a_clear_error():
+    assert runner._parse_sets(["iterations=20", "variant=minent"]) == {"iterations": 20, "variant": "minent"}
+    with pytest.raises(SystemExit, match="expected KEY=VALUE"):
+        runner._parse_sets(["iterations"])
+
+
+def test_udalab_command_lists_and_trains(tmp_path, mini_data):
+    def udalab(*args):
+        return subprocess.run([sys.executable, "-m", "udalab.studies.cli", *args], capture_output=True, text=True,
+                              timeout=300)
+
+    assert "intrada_split" in udalab("studies").stdout
+    assert set(udalab("methods").stdout.split()) >= {"source_only", "advent", "intrada"}
+    out = udalab("train", "advent", "--set", "scale=smoke", "--set", "seed=3", "--checkpoint-dir", str(tmp_path))
+    assert out.returncode == 0, out.stderr[-2000:]
+    last = json.loads(out.stdout.strip().splitlines()[-1])
+    assert last["done"] and last["iteration"] == 4 and (tmp_path / "state.pt").exists()
+    bad = udalab("train", "advent", "--set", "scale=smoke", "--set", "lamda_adv_main=1")
+    assert bad.returncode != 0 and "unknown hyperparameter 'lamda_adv_main'" in bad.stderr
