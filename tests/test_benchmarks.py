@@ -1,0 +1,22 @@
+"""The benchmark scripts run (tiny sizes on CPU); their timings are not asserted here."""
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_train_step_benchmark_times_every_method_and_precision(tmp_path):
+    bench = _load("train_step")
+    out = tmp_path / "bench.json"
+    rows = bench.main(["--device", "cpu", "--size-scale", "0.08", "--depth", "18", "--warmup", "1", "--iters", "1",
+                       "--methods", "source_only", "advent", "intrada", "--json", str(out)])
+    assert [(r["method"], r["precision"]) for r in rows] == [
+        (m, p) for m in ("source_only", "advent", "intrada") for p in ("fp32", "bf16")]
+    assert all(r["ms_median"] > 0 for r in rows) and out.exists()
