@@ -339,8 +339,10 @@ def _init_ray(args) -> None:
         return
     cpus = os.cpu_count() or 2
     # Each trial's driver holds one TRAIN_DRIVER; as many as trials can run at once.
-    ray.init(num_cpus=cpus, resources={DRIVER_RESOURCE: cpus}, include_dashboard=False,
-             log_to_driver=True, configure_logging=False)
+    # The dashboard must run: Ray Train's placement-group cleaner asks its State API, and
+    # without it finished trials' worker resources are never freed (RAY_NOTES.md).
+    ray.init(num_cpus=cpus, resources={DRIVER_RESOURCE: cpus}, include_dashboard=True,
+             dashboard_host="127.0.0.1", log_to_driver=True, configure_logging=False)
 
 
 def _fits(cluster: dict, cpus_per_trial: float, gpus_per_trial: float) -> int:

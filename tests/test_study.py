@@ -114,3 +114,14 @@ def test_optuna_variant_searches_lambda(tmp_path, mini_data):
     assert len(df) == 2 and set(df["status"]) == {"TERMINATED"} and set(df["method"]) == {"intrada"}
     assert df["lambda_split"].between(0, 1).all() and df["lambda_split"].nunique() == 2
     assert list((tmp_path / "intrada_split_optuna_smoke").glob("searcher-state-*.pkl"))
+
+
+def test_two_workers_per_trial_and_freed_resources(tmp_path, mini_data):
+    """DDP over 2 Ray Train workers (gloo on CPU), each trial taking all CPUs: the second
+    trial only starts if the first one's worker placement group was freed."""
+    env = {**ENV, "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "120"}
+    out = subprocess.run([sys.executable, str(SCRIPT), "--results", str(tmp_path), "--smoke", "--workers", "2",
+                          "--cpus-per-trial", "2"], env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    df = pd.read_parquet(tmp_path / "intrada_split_smoke" / "trials.parquet")
+    assert set(df["status"]) == {"TERMINATED"} and len(df) == 2
