@@ -368,7 +368,7 @@ def _main_table(agg: pd.DataFrame, spec: ReportSpec, cfg_cols: list[str], ref, r
     base_mean = agg.loc[base_i, "mean"] if base_i is not None else math.nan
     best = agg["mean"].max() if agg["mean"].notna().any() else math.nan
     headers = cfg_cols + [f"{metric} mean ± std", "n seeds", "trials",
-                          f"Δ vs baseline" if base_i is not None else "Δ"]
+                          "Δ vs baseline" if base_i is not None else "Δ"]
     if ref is not None:
         headers.append(f"published {metric}")
     rows = []

@@ -9,7 +9,6 @@ Algorithm (one iteration, multi-level DeepLab-v2 G, discriminators D_main, D_aux
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch

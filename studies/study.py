@@ -197,7 +197,7 @@ def run_study(study: Study, args) -> int:
         os.environ.setdefault(k, v)
     import ray
     from ray import tune
-    from ray.tune import RunConfig, TuneConfig, Tuner
+    from ray.tune import RunConfig, Tuner
 
     from udalab.analysis import store
 
