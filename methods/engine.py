@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 log = logging.getLogger("udalab")
 
 # Keys of a run config that are not hyperparameters of the method.
-RUN_KEYS = {"method", "seed", "source", "target", "data_root", "scale", "row", "num_workers_data"}
+RUN_KEYS = {"method", "seed", "source", "target", "data_root", "scale", "device"}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -253,8 +253,6 @@ class Run:
             ctx = ray.train.get_context()
             run = cls(config, ray=True, rank=ctx.get_world_rank(), world=ctx.get_world_size(),
                       device=ray.train.torch.get_device())
-        if run.device.type == "cuda":
-            torch.backends.cudnn.benchmark = bool(config.get("cudnn_benchmark", False))
         seed_everything(run.seed)
         return run
 

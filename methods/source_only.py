@@ -7,10 +7,8 @@ adapted rows is the adaptation.
 from __future__ import annotations
 
 from udalab.methods import register
-from udalab.methods.advent import PRESETS, AdventConfig
-from udalab.methods.deeplab import DeepLabV2
-from udalab.methods.engine import LossMeter, Run, autocast, batches, check_finite, eval_mode, make_hparams, unwrap
-from udalab.methods.evaluate import evaluate
+from udalab.methods.advent import PRESETS, AdventConfig, build_model, evaluate_main
+from udalab.methods.engine import LossMeter, Run, autocast, batches, check_finite, make_hparams, unwrap
 from udalab.methods.losses import seg_ce
 from udalab.methods.optim import poly, sgd_head_10x
 from udalab.methods.uda_data import build_uda_data
@@ -24,8 +22,7 @@ def train_loop(config: dict) -> None:
     hp = make_hparams(SourceOnlyConfig, config, PRESETS)
     data = build_uda_data(config, hp.source_size, hp.target_size)
 
-    G = run.prepare(DeepLabV2(data.num_classes, hp.backbone_depth, hp.pretrained, hp.output_stride,
-                              multi_level=True, freeze_bn=hp.freeze_bn))
+    G = build_model(run, hp, data.num_classes)
     opt = sgd_head_10x(unwrap(G), hp.lr, hp.momentum, hp.weight_decay)
     sched = poly(opt, hp.iterations, hp.poly_power)
 
@@ -56,12 +53,7 @@ def train_loop(config: dict) -> None:
         meter.add(seg_main=loss_main.detach(), seg_aux=loss_aux.detach())
 
         if (it + 1) % hp.eval_every == 0 or it + 1 == hp.iterations:
-            metrics = {}
-            if run.rank == 0:
-                with eval_mode(G):
-                    metrics = evaluate(lambda x: unwrap(G)(x)[0], data.target_val, num_classes=data.num_classes,
-                                       class_names=data.class_names, device=run.device, input_size=hp.eval_size)
-            run.report({"iteration": it + 1, "stage": "source", **metrics, **meter.pop(),
+            run.report({"iteration": it + 1, "stage": "source", **evaluate_main(run, G, data, hp), **meter.pop(),
                         "done": it + 1 == hp.iterations},
                        state={"iteration": it + 1, "G": unwrap(G).state_dict(), "opt": opt.state_dict(),
                               "sched": sched.state_dict()})
