@@ -194,18 +194,22 @@ class LossMeter:
         self._n: dict[str, int] = {}
 
     def add(self, **losses) -> None:
-        for k, v in losses.items():
-            self._sums[k] = self._sums.get(k, 0.0) + float(v)
+        for k, v in losses.items():  # tensors stay on their device: no sync in the training step
+            self._sums[k] = self._sums.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else v)
             self._n[k] = self._n.get(k, 0) + 1
 
     def pop(self) -> dict[str, float]:
-        out = {f"loss.{k}": self._sums[k] / self._n[k] for k in self._sums}
+        out = {f"loss.{k}": float(self._sums[k]) / self._n[k] for k in self._sums}
         self._sums, self._n = {}, {}
         return out
 
 
 def check_finite(losses: dict[str, torch.Tensor | float], iteration: int, stage: str = "") -> None:
     """Raise NonFiniteLossError naming the loss; `iteration` counts steps from 1, as reports do."""
+    tensors = [v.detach().float().reshape(()) for v in losses.values() if torch.is_tensor(v)]
+    others = [float(v) for v in losses.values() if not torch.is_tensor(v)]
+    if (not tensors or bool(torch.isfinite(torch.stack(tensors)).all())) and all(map(math.isfinite, others)):
+        return  # one device sync per step
     for name, value in losses.items():
         v = float(value)
         if not math.isfinite(v):

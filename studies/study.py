@@ -30,7 +30,6 @@ _RAY_ENV = {
     "RAY_AUTH_MODE": "disabled",
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
     "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300",
-    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "0",
 }
 DRIVER_RESOURCE = "TRAIN_DRIVER"  # custom resource that gates how many trial drivers a node hosts
 
@@ -231,8 +230,7 @@ def run_study(study: Study, args) -> int:
     max_concurrent = args.max_concurrent or _fits(cluster, args.cpus_per_trial, gpus)
     param_space, tune_config = _search(study, args, max_concurrent)
 
-    restored = Tuner.can_restore(study_dir)
-    if restored:
+    if Tuner.can_restore(study_dir):
         print(f"Resuming {name} from {study_dir} (finished trials are kept; --restart to start over)")
         tuner = Tuner.restore(study_dir, trainable=trainable, resume_unfinished=True, resume_errored=True,
                               param_space=param_space)
