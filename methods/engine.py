@@ -328,6 +328,7 @@ class Run:
         and metrics are kept.
         """
         metrics = {"train_seconds": round(self.elapsed(), 3), **metrics}
+        metrics.setdefault("gpu", torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")
         metrics = {k: (float(v) if isinstance(v, (np.floating, torch.Tensor)) else v) for k, v in metrics.items()}
         self.history.append(metrics)
         if state is not None:
