@@ -36,21 +36,22 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-__all__ = ["SCHEMA_COLUMNS", "METRIC_COLUMNS", "load_trials", "write_trials", "load_history",
+__all__ = ["SCHEMA_COLUMNS", "METRIC_COLUMNS", "load_trials", "write_trials", "read_trials", "load_history",
            "config_columns", "metric_columns", "StoreError"]
 
 # The fixed columns of trials.parquet (docs/architecture.md). Between `method` and `seed` sit the
 # searched hyperparameters (named as in the search space), between `pixel_acc` and `iterations`
 # the `iou.<class>` columns, in the order the method reports them.
 SCHEMA_COLUMNS: tuple[str, ...] = ("trial_id", "status", "method", "seed", "miou", "pixel_acc",
-                                   "iterations", "train_seconds", "error")
+                                   "iterations", "train_seconds", "wall_seconds", "gpu", "error")
+SCHEMA_VERSION = 2  # stored in trials.parquet's metadata (key b"udalab"); bump on a breaking change
 # Scalar metrics kept when reported (iiou: the multi-decoder study's instance-level IoU).
 METRIC_COLUMNS: tuple[str, ...] = ("miou", "pixel_acc", "iiou")
 
 TRIALS_FILE = "trials.parquet"
 _STATE_RE = re.compile(r"^experiment_state-.*\.json$")
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
-_STRING_COLUMNS = ("trial_id", "status", "method", "error")
+_STRING_COLUMNS = ("trial_id", "status", "method", "gpu", "error")
 
 
 class StoreError(Exception):
@@ -61,8 +62,10 @@ class StoreError(Exception):
 # File system helpers (local paths and URIs).
 
 
-def _fs(uri: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
+def _fs(uri: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -> tuple[pafs.FileSystem, str]:
     uri = str(uri)
+    if filesystem is not None:  # a path inside the given file system (e.g. a SubTreeFileSystem, an S3FileSystem)
+        return filesystem, uri.rstrip("/") or "/"
     if "://" not in uri:
         return pafs.LocalFileSystem(), os.path.abspath(uri)
     fs, path = pafs.FileSystem.from_uri(uri)
@@ -253,6 +256,7 @@ def _empty_frame() -> pd.DataFrame:
         "method": pd.Series([], dtype="str"), "seed": pd.Series([], dtype="Int64"),
         "miou": pd.Series([], dtype="float64"), "pixel_acc": pd.Series([], dtype="float64"),
         "iterations": pd.Series([], dtype="Int64"), "train_seconds": pd.Series([], dtype="float64"),
+        "wall_seconds": pd.Series([], dtype="float64"), "gpu": pd.Series([], dtype="str"),
         "error": pd.Series([], dtype="str"),
     })
 
@@ -261,19 +265,25 @@ def _empty_frame() -> pd.DataFrame:
 # Public API.
 
 
-def load_trials(study_dir: str | os.PathLike, live_status: Mapping[str, str] | None = None) -> pd.DataFrame:
+def load_trials(study_dir: str | os.PathLike, live_status: Mapping[str, str] | None = None,
+                filesystem: pafs.FileSystem | None = None) -> pd.DataFrame:
     """One row per trial of the study's Tune experiment directory (also while it runs).
 
     Columns: trial_id, status, method, <hyperparameters as named in the search space>, seed,
-    miou, pixel_acc, [iiou], iou.<class>..., iterations, train_seconds, error.
+    miou, pixel_acc, [iiou], iou.<class>..., iterations, train_seconds, wall_seconds, gpu, error.
     dtypes: strings as pandas "str", seed/iterations "Int64" (nullable: a trial without a
     report has none), metrics float64 in percent (NaN when absent), hyperparameters the
     narrowest of boolean / Int64 / float64 / str (lists and dicts as JSON text).
+    train_seconds: seconds inside the method loop (summed over resumes); wall_seconds: Tune's
+    wall time of the trial (time_total_s, Ray Train start-up included); gpu: the device the
+    trial reported ("NVIDIA H100 80GB HBM3", "cpu"; null before the first report).
 
     live_status: {trial_id: status} overriding the state file's (e.g. from a Tune callback,
     whose `trials` are newer than the last state save).
+    filesystem: a pyarrow FileSystem that `study_dir` is a path in (default: from the URI, s3://...,
+    or the local file system).
     """
-    fs, path = _fs(study_dir)
+    fs, path = _fs(study_dir, filesystem)
     if _info(fs, path).type != pafs.FileType.Directory:
         raise StoreError(f"study directory {study_dir} does not exist; run the study first or pass the "
                          f"folder that holds experiment_state-*.json (results/<study>)")
@@ -310,9 +320,11 @@ def load_trials(study_dir: str | os.PathLike, live_status: Mapping[str, str] | N
             if error is None:
                 error = f"trial failed; see {_join(trial_path, error_file)}"
         train_seconds = result.get("train_seconds", result.get("time_total_s"))
+        gpu = result.get("gpu")
         rows.append(dict(trial_id=tid, status=status, method=method, params=params, seed=seed,
                          result=result, iterations=result.get("iteration"), train_seconds=train_seconds,
-                         error=error))
+                         wall_seconds=result.get("time_total_s"),
+                         gpu=None if gpu is None else str(gpu), error=error))
 
     if not rows:
         return _empty_frame()
@@ -334,32 +346,44 @@ def load_trials(study_dir: str | os.PathLike, live_status: Mapping[str, str] | N
         cols[k] = pd.Series([_num(r["result"].get(k)) for r in rows], dtype="float64")
     cols["iterations"] = pd.Series([_int_or_none(r["iterations"]) for r in rows], dtype="Int64")
     cols["train_seconds"] = pd.Series([_num(r["train_seconds"]) for r in rows], dtype="float64")
+    cols["wall_seconds"] = pd.Series([_num(r["wall_seconds"]) for r in rows], dtype="float64")
+    cols["gpu"] = pd.Series([r["gpu"] for r in rows], dtype="str")
     cols["error"] = pd.Series([r["error"] for r in rows], dtype="str")
     return pd.DataFrame(cols)
 
 
 def write_trials(study_dir: str | os.PathLike, df: pd.DataFrame | None = None,
-                 live_status: Mapping[str, str] | None = None) -> Path | str:
+                 live_status: Mapping[str, str] | None = None,
+                 filesystem: pafs.FileSystem | None = None) -> Path | str:
     """Write `<study_dir>/trials.parquet` (atomically: a temporary file, then a rename).
 
     Returns the file's Path (its URI string for a remote study directory).
     """
     if df is None:
-        df = load_trials(study_dir, live_status=live_status)
-    fs, path = _fs(study_dir)
+        df = load_trials(study_dir, live_status=live_status, filesystem=filesystem)
+    fs, path = _fs(study_dir, filesystem)
     fs.create_dir(path, recursive=True)
     target = _join(path, TRIALS_FILE)
     tmp = _join(path, f".{TRIALS_FILE}.{os.getpid()}.tmp")
     table = pa.Table.from_pandas(df, preserve_index=False)
     # plain `string` (not pandas' default large_string) for readers other than pyarrow
+    meta = dict(table.schema.metadata or {})
+    meta[b"udalab"] = json.dumps({"schema_version": SCHEMA_VERSION,
+                                  "study": str(study_dir).rstrip("/").rsplit("/", 1)[-1]}).encode()
     schema = pa.schema([f.with_type(pa.string()) if pa.types.is_large_string(f.type) else f for f in table.schema],
-                       metadata=table.schema.metadata)
+                       metadata=meta)
     table = table.cast(schema)
     pq.write_table(table, tmp, filesystem=fs)
     fs.move(tmp, target)
-    if _is_local(study_dir):
+    if filesystem is None and _is_local(study_dir):
         return Path(target)
     return str(study_dir).rstrip("/") + "/" + TRIALS_FILE
+
+
+def read_trials(study_dir: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -> pd.DataFrame:
+    """The study's trials.parquet as written by write_trials (no Tune files read)."""
+    fs, path = _fs(study_dir, filesystem)
+    return pd.read_parquet(_join(path, TRIALS_FILE), filesystem=fs)
 
 
 def _trial_logdir(fs: pafs.FileSystem, path: str, trial_id: str) -> str | None:
@@ -370,14 +394,15 @@ def _trial_logdir(fs: pafs.FileSystem, path: str, trial_id: str) -> str | None:
     return None
 
 
-def load_history(study_dir: str | os.PathLike, trial_id: str) -> pd.DataFrame:
+def load_history(study_dir: str | os.PathLike, trial_id: str, filesystem: pafs.FileSystem | None = None
+                 ) -> pd.DataFrame:
     """The learning curve of one trial: one row per report, columns as reported.
 
     Read from the latest checkpoint's `history.json` under `_train/train-<trial_id>/checkpoint_*/`
     (complete across resumes); without one, from the Tune trial folder's progress.csv (which a
     resume restarts).
     """
-    fs, path = _fs(study_dir)
+    fs, path = _fs(study_dir, filesystem)
     train_dir = _join(path, "_train", f"train-{trial_id}")
     checkpoints = sorted((i.base_name for i in _ls(fs, train_dir)
                           if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")),

@@ -14,6 +14,7 @@ for _k, _v in {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -239,12 +240,13 @@ def tune_study(tmp_path_factory):
 def test_store_schema_flattened_rows_and_status(tune_study):
     df = store.load_trials(tune_study)
     assert list(df.columns) == ["trial_id", "status", "method", "lambda_split", "seed", "miou", "pixel_acc",
-                                "iou.road", "iou.traffic light", "iterations", "train_seconds", "error"]
+                                "iou.road", "iou.traffic light", "iterations", "train_seconds", "wall_seconds",
+                                "gpu", "error"]
     assert set(store.SCHEMA_COLUMNS) <= set(df.columns) and "row" not in df.columns
     assert df["seed"].dtype == "Int64" and df["iterations"].dtype == "Int64"
-    for c in ("miou", "pixel_acc", "iou.road", "train_seconds", "lambda_split"):
+    for c in ("miou", "pixel_acc", "iou.road", "train_seconds", "wall_seconds", "lambda_split"):
         assert df[c].dtype == np.float64, c
-    for c in ("trial_id", "status", "method", "error"):
+    for c in ("trial_id", "status", "method", "gpu", "error"):
         assert pd.api.types.is_string_dtype(df[c]), c
     assert len(df) == 4 and df["trial_id"].is_unique
     by = {(r.method, int(r.seed)): r for r in df.itertuples()}
@@ -256,6 +258,7 @@ def test_store_schema_flattened_rows_and_status(tune_study):
     assert bad.status == "ERROR" and "ValueError: boom: loss diverged" in bad.error
     assert bad.miou == 21.0 and bad.iterations == 10          # the last report before the failure
     assert df["iou.traffic light"].isna().all()
+    assert (df["wall_seconds"] > 0).all() and df["gpu"].isna().all()   # this trainable reports no "gpu"
     assert store.config_columns(df) == ["method", "lambda_split"]
     # URIs go through pyarrow.fs; live statuses override the state file's
     uri_df = store.load_trials(f"file://{tune_study}", live_status={ok.trial_id: "RUNNING"})
@@ -273,6 +276,8 @@ def test_store_parquet_round_trip_and_history(tune_study):
     schema = pq.read_schema(path)
     assert schema.field("trial_id").type == pa.string() and schema.field("error").type == pa.string()
     assert schema.field("seed").type == pa.int64() and schema.field("miou").type == pa.float64()
+    assert schema.field("gpu").type == pa.string() and schema.field("wall_seconds").type == pa.float64()
+    assert json.loads(schema.metadata[b"udalab"]) == {"schema_version": store.SCHEMA_VERSION, "study": "study"}
     intrada0 = df[(df["method"] == "intrada") & (df["seed"] == 0)]["trial_id"].item()
     hist = store.load_history(tune_study, intrada0)                # from the checkpoint's history.json
     assert hist["iteration"].tolist() == [10, 20] and "stage" in hist
@@ -357,7 +362,7 @@ def test_reference_data():
 
 @pytest.mark.ray
 def test_write_report_on_tune_study(tune_study):
-    path = write_report(tune_study, INTRADA_SPEC, data_scale="mini")
+    path = write_report(tune_study, INTRADA_SPEC, data_scale="mini", static_figures=False)
     assert path == tune_study / "report.html"
     text = path.read_text(encoding="utf-8")
     assert text.count("plotly.js v") >= 1 and len(text) > 1_000_000   # plotly.js embedded, opens offline
@@ -365,7 +370,30 @@ def test_write_report_on_tune_study(tune_study):
     assert 'id="fig-metric"' in text and "Plotly.newPlot" in text
     assert "46.3" in text and "mini data: compare the shape, not the level" in text
     assert "3 finished, 0 running, 1 errored" in text and "ValueError: boom" in text
-    assert "Δ vs baseline" in text and "<b>" in text
+    assert "Δ mIoU" in text and "<b>" in text and '<tr class="published"' in text
+
+
+@pytest.mark.ray
+def test_experiment_analysis_and_other_file_systems(tune_study):
+    """The study folder is a plain Tune experiment (ExperimentAnalysis reads it); the store reads it
+    through any pyarrow file system: a SubTreeFileSystem (as an s3 bucket prefix would be) or a file:// URI."""
+    from ray.tune import ExperimentAnalysis
+
+    ea = ExperimentAnalysis(str(tune_study))
+    df = store.load_trials(tune_study)
+    assert sorted(t.trial_id for t in ea.trials) == sorted(df["trial_id"])
+    assert {t.trial_id: t.status for t in ea.trials} == dict(zip(df["trial_id"], df["status"]))
+    ea_df = ea.dataframe(metric="miou", mode="max")
+    assert set(ea_df["trial_id"]) == set(df["trial_id"])
+
+    sub = pafs.SubTreeFileSystem(str(tune_study.parent), pafs.LocalFileSystem())
+    via_sub = store.load_trials("study", filesystem=sub)
+    pd.testing.assert_frame_equal(via_sub, df)
+    assert store.write_trials("study", via_sub, filesystem=sub) == "study/trials.parquet"
+    pd.testing.assert_frame_equal(store.read_trials("study", filesystem=sub), df)
+    pd.testing.assert_frame_equal(store.read_trials(f"file://{tune_study}"), df)
+    hist = store.load_history("study", df["trial_id"][0], filesystem=sub)
+    assert hist["iteration"].tolist() == [10, 20]
 
 
 def _synthetic_trials() -> pd.DataFrame:
@@ -391,7 +419,7 @@ def test_render_report_running_nan_and_escaping(tmp_path):
     assert "2 finished" not in text and "4 finished, 1 running, 0 errored, 1 pending" in text
     assert "mini data" not in text and 'id="fig-metric"' in text
     assert "<b>14.0</b>" in text and "11.0 ± 1.4" in text and "+3.0" in text   # best, mean ± std, Δ
-    assert "46.3 (IntraDA (λ = 0.67))" in text and "1 running" in text
+    assert '<tr class="published"' in text and "<i>" not in text and "46.3" in text and "(1 running)" in text
     # no x: a bar chart per configuration; no reference; no trials at all
     text = render_report(df, ReportSpec(title="t"), data_scale="smoke")
     assert 'id="fig-metric"' in text and "smoke run" in text

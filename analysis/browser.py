@@ -1,0 +1,176 @@
+"""Open a report in headless Chromium over the Chrome DevTools Protocol: which figures rendered,
+which JavaScript errors were raised, and a screenshot.
+
+    result = check_page("results/intrada_split/report.html", screenshot="docs/report.png")
+    result.figures      # {div id: True if it holds a rendered plot (.main-svg)}
+    result.errors       # uncaught exceptions, console.error calls, error log entries
+
+Used by tests/test_report_browser.py and to make the screenshot in docs/. Needs a Chromium or
+Chrome (`apt-get install chromium`); aiohttp (a Ray dependency) speaks the protocol.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import itertools
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+__all__ = ["PageCheck", "check_page", "chromium_path", "CHROMIUM_FLAGS"]
+
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio")
+
+
+def chromium_path() -> str | None:
+    """$BROWSER_PATH, else chromium / google-chrome on PATH."""
+    from udalab.analysis.report import find_browser
+
+    return find_browser()
+
+
+@dataclasses.dataclass
+class PageCheck:
+    url: str
+    figures: dict[str, bool]            # plotly div id -> rendered (.main-svg inside)
+    errors: list[str]                   # JavaScript exceptions and console errors
+    title: str = ""
+    screenshot: str | None = None
+
+
+_JS_FIGURES = """JSON.stringify(Array.from(document.querySelectorAll('.plotly-graph-div')).map(
+  d => [d.id, d.querySelector('.main-svg') !== null && d.querySelectorAll('.main-svg').length > 0
+        && d.getBoundingClientRect().height > 50]))"""
+
+
+async def _check(url: str, screenshot: str | None, width: int, height: int, timeout: float,
+                 full_page: bool) -> PageCheck:
+    import aiohttp
+
+    exe = chromium_path()
+    if exe is None:
+        raise FileNotFoundError("no Chromium / Chrome found: apt-get install chromium, or set BROWSER_PATH")
+    profile = tempfile.mkdtemp(prefix="udalab-chromium-")
+    proc = subprocess.Popen([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0",
+                             f"--window-size={width},{height}", "about:blank"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        ws_url = None
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            line = await asyncio.get_running_loop().run_in_executor(None, proc.stderr.readline)
+            m = re.search(r"DevTools listening on (ws://\S+)", line or "")
+            if m:
+                ws_url = m.group(1)
+                break
+            if not line and proc.poll() is not None:
+                break
+        if ws_url is None:
+            raise RuntimeError(f"{exe} did not start its DevTools endpoint (exit code {proc.poll()})")
+        errors: list[str] = []
+        ids = itertools.count(1)
+        async with aiohttp.ClientSession() as http, http.ws_connect(ws_url, max_msg_size=0) as ws:
+            pending: dict[int, asyncio.Future] = {}
+            events: asyncio.Queue = asyncio.Queue()
+
+            async def reader():
+                async for msg in ws:
+                    data = json.loads(msg.data)
+                    if "id" in data and data["id"] in pending:
+                        pending.pop(data["id"]).set_result(data)
+                    else:
+                        await events.put(data)
+
+            task = asyncio.create_task(reader())
+
+            async def call(method, params=None, session=None):
+                i = next(ids)
+                fut = asyncio.get_running_loop().create_future()
+                pending[i] = fut
+                msg = {"id": i, "method": method, "params": params or {}}
+                if session:
+                    msg["sessionId"] = session
+                await ws.send_str(json.dumps(msg))
+                res = await asyncio.wait_for(fut, timeout)
+                if "error" in res:
+                    raise RuntimeError(f"{method}: {res['error']}")
+                return res.get("result", {})
+
+            target = (await call("Target.createTarget", {"url": "about:blank"}))["targetId"]
+            session = (await call("Target.attachToTarget", {"targetId": target, "flatten": True}))["sessionId"]
+            for domain in ("Page", "Runtime", "Log"):
+                await call(f"{domain}.enable", session=session)
+            await call("Emulation.setDeviceMetricsOverride",
+                       {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}, session)
+            await call("Page.navigate", {"url": url}, session)
+            loaded = False
+            while not loaded:
+                ev = await asyncio.wait_for(events.get(), timeout)
+                loaded = _collect(ev, errors) == "load"
+            # plotly draws synchronously on load; give queued callbacks a moment, then collect late errors
+            await asyncio.sleep(0.5)
+            while not events.empty():
+                _collect(events.get_nowait(), errors)
+            res = await call("Runtime.evaluate", {"expression": _JS_FIGURES, "returnByValue": True}, session)
+            figures = {k: bool(v) for k, v in json.loads(res["result"]["value"])}
+            title = (await call("Runtime.evaluate", {"expression": "document.title", "returnByValue": True},
+                                session))["result"].get("value", "")
+            shot = None
+            if screenshot:
+                params = {"format": "png"}
+                if full_page:
+                    dims = (await call("Runtime.evaluate", {"expression": "JSON.stringify([document.documentElement"
+                                       ".scrollWidth, document.documentElement.scrollHeight])",
+                                       "returnByValue": True}, session))["result"]["value"]
+                    w, h = json.loads(dims)
+                    await call("Emulation.setDeviceMetricsOverride",
+                               {"width": width, "height": min(int(h), 20000), "deviceScaleFactor": 1,
+                                "mobile": False}, session)
+                    await asyncio.sleep(0.5)
+                data = (await call("Page.captureScreenshot", params, session))["data"]
+                Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
+                Path(screenshot).write_bytes(base64.b64decode(data))
+                shot = str(screenshot)
+            while not events.empty():
+                _collect(events.get_nowait(), errors)
+            task.cancel()
+        return PageCheck(url, figures, errors, title, shot)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _collect(ev: dict, errors: list[str]) -> str | None:
+    method, p = ev.get("method"), ev.get("params", {})
+    if method == "Runtime.exceptionThrown":
+        d = p.get("exceptionDetails", {})
+        errors.append("exception: " + (d.get("exception", {}).get("description") or d.get("text", "")))
+    elif method == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
+        errors.append("console.error: " + " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", [])))
+    elif method == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
+        errors.append("log: " + p["entry"].get("text", ""))
+    elif method == "Page.loadEventFired":
+        return "load"
+    return None
+
+
+def check_page(path_or_url: str | os.PathLike, screenshot: str | os.PathLike | None = None, width: int = 1280,
+               height: int = 900, timeout: float = 60.0, full_page: bool = False) -> PageCheck:
+    """Load a page (a file path or a URL) in headless Chromium; see PageCheck."""
+    s = str(path_or_url)
+    url = s if "://" in s else Path(s).resolve().as_uri()
+    return asyncio.run(_check(url, None if screenshot is None else str(screenshot), width, height, timeout,
+                              full_page))

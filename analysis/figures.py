@@ -1,0 +1,445 @@
+"""Plotly figures of a study, from its trials frame (analysis.store) and published reference rows.
+
+    metric_curve(agg, x="lambda_split", ...)   metric vs one hyperparameter, mean over seeds with a
+                                               ±1 std band, one curve per value of `group`,
+                                               configurations without x as horizontal lines,
+                                               published points beside (λ split, λ_d, confidence
+                                               threshold, δ ramp, crop size; with x_log the
+                                               data-dependency curve: labelled images -> mIoU)
+    ablation_bars(agg, ...)                    grouped bars per configuration (mean ± std), published
+    class_heatmap(agg, ...)                    per-class IoU heatmap, configurations x classes
+    optuna_history(df, ...)                    a search's value per trial and best so far
+    param_importance(df, ...)                  Optuna's hyperparameter importance of a search
+    parallel_coordinates(df, ...)              the searched hyperparameters and the metric per trial
+    cost_per_trial(df)                         wall and training seconds per trial (GPU in the hover)
+
+Every builder returns a `plotly.graph_objects.Figure` (or None when there is nothing to draw).
+Published numbers go on a second y axis when the study ran on mini data (`published_axis=
+"secondary"`: shapes compare, levels do not) and on the same axis for full-size data.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from udalab.analysis.reference import _is_missing, config_matches
+from udalab.analysis.tables import METRIC_LABELS, _norm, config_label
+
+__all__ = ["PALETTE", "metric_curve", "ablation_bars", "class_heatmap", "optuna_history", "param_importance",
+           "parallel_coordinates", "cost_per_trial", "search_params"]
+
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
+           "#7f7f7f", "#bcbd22"]
+_LAYOUT = dict(template="plotly_white", legend=dict(orientation="h", yanchor="top", y=-0.2),
+               margin=dict(t=60, b=40, l=60, r=60))
+
+
+def _band(c: str, alpha: float = 0.18) -> str:
+    r, g, b = int(c[1:3], 16), int(c[3:5], 16), int(c[5:7], 16)
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def _mlabel(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric)
+
+
+def _make(published_axis: str | None):
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    return make_subplots(specs=[[{"secondary_y": True}]]) if published_axis == "secondary" else go.Figure()
+
+
+def _add(fig, trace, secondary: bool = False):
+    if getattr(fig, "_has_secondary_y", None) or _is_subplots(fig):
+        fig.add_trace(trace, secondary_y=secondary)
+    else:
+        fig.add_trace(trace)
+
+
+def _is_subplots(fig) -> bool:
+    try:
+        return fig._grid_ref is not None
+    except AttributeError:
+        return False
+
+
+def _finish_axes(fig, metric: str, published_axis: str | None, have_published: bool, pub_metric_label: str = ""):
+    label = _mlabel(metric)
+    if _is_subplots(fig):
+        fig.update_yaxes(title_text=f"measured {label} (%)", secondary_y=False)
+        fig.update_yaxes(title_text=f"published {pub_metric_label or label} (%)" if have_published else "",
+                         secondary_y=True, showgrid=False, visible=have_published)
+    else:
+        fig.update_yaxes(title_text=f"{label} (%)" + (" — measured and published" if have_published else ""))
+
+
+def metric_curve(agg: pd.DataFrame, x: str, metric: str = "miou", group: str | None = "method",
+                 cfg_cols: Sequence[str] = (), varying: Sequence[str] = (), ref: pd.DataFrame | None = None,
+                 ref_config: Sequence[str] = (), published_axis: str | None = "secondary", x_log: bool = False,
+                 labels: Mapping[str, str] | None = None, title: str | None = None):
+    """metric vs x: mean over seeds (line), ±1 std (band), one curve per value of `group` (when it is a
+    column; else per combination of the other config columns). Configurations without an x value
+    (e.g. source only) are dashed horizontal lines with their band. Published points: stars in the
+    curve's colour when their config matches the curve's, black otherwise."""
+    import plotly.graph_objects as go
+
+    labels = dict(labels or {})
+    fig = _make(published_axis if ref is not None else None)
+    secondary = _is_subplots(fig)
+    has_x = agg[x].map(lambda v: not _is_missing(v)) if x in agg else pd.Series(False, index=agg.index)
+    curves, flat = agg[has_x], agg[~has_x]
+    xs = pd.to_numeric(curves[x], errors="coerce").dropna() if len(curves) else pd.Series(dtype=float)
+    if ref is not None and x in ref.columns:
+        xs = pd.concat([xs, pd.to_numeric(ref[x], errors="coerce").dropna()])
+    x0, x1 = (float(xs.min()), float(xs.max())) if len(xs) else (0.0, 1.0)
+    if x0 == x1:
+        x0, x1 = x0 - 0.5, x1 + 0.5
+    use_group = bool(group) and group in agg.columns and group != x
+    curve_keys = [group] if use_group else [c for c in cfg_cols if c != x]
+    groups: dict[tuple, list] = {}
+    for i, row in curves.iterrows():
+        groups.setdefault(tuple(_norm(row[c]) for c in curve_keys), []).append(i)
+
+    color_i = 0
+    have_published = False
+    curve_colors: list[tuple[dict, str]] = []
+    for key, idx in groups.items():
+        sub = curves.loc[idx].copy()
+        sub["_x"] = pd.to_numeric(sub[x], errors="coerce")
+        if use_group and sub["_x"].duplicated().any():   # several configurations at one x: pool them
+            sub = _pool(sub, "_x")
+        sub = sub.sort_values("_x")
+        color = PALETTE[color_i % len(PALETTE)]
+        color_i += 1
+        name = str(key[0]) if use_group else config_label(dict(zip(curve_keys, key)), curve_keys, varying, group,
+                                                           labels)
+        curve_colors.append((dict(zip(curve_keys, key)), color, curves.loc[idx].to_dict("records")))
+        std = sub["std"].fillna(0.0)
+        upper, lower = sub["mean"] + std, sub["mean"] - std
+        _add(fig, go.Scatter(x=list(sub["_x"]) + list(sub["_x"])[::-1], y=list(upper) + list(lower)[::-1],
+                             fill="toself", fillcolor=_band(color), line=dict(width=0), hoverinfo="skip",
+                             showlegend=False, name=f"{name} ±std"))
+        _add(fig, go.Scatter(x=list(sub["_x"]), y=list(sub["mean"]), mode="lines+markers",
+                             name=f"{name} (mean over seeds)", line=dict(color=color),
+                             customdata=np.stack([sub["std"].to_numpy(dtype=float), sub["n"].to_numpy(dtype=float)],
+                                                 axis=1),
+                             hovertemplate=f"{labels.get(x, x)}=%{{x}}<br>{_mlabel(metric)}=%{{y:.2f}} ± "
+                                           f"%{{customdata[0]:.2f}}<br>n=%{{customdata[1]}}<extra>{name}</extra>"))
+    for _, row in flat.iterrows():
+        if _is_missing(row["mean"]):
+            continue
+        color = PALETTE[color_i % len(PALETTE)]
+        color_i += 1
+        name = config_label(row, cfg_cols, varying, group, labels)
+        std = 0.0 if _is_missing(row["std"]) else float(row["std"])
+        m = float(row["mean"])
+        _add(fig, go.Scatter(x=[x0, x1, x1, x0], y=[m + std, m + std, m - std, m - std], fill="toself",
+                             fillcolor=_band(color, 0.12), line=dict(width=0), hoverinfo="skip", showlegend=False,
+                             name=f"{name} ±std"))
+        _add(fig, go.Scatter(x=[x0, x1], y=[m, m], mode="lines", line=dict(color=color, dash="dash"),
+                             name=f"{name} (no {labels.get(x, x)}; n={int(row['n'])})",
+                             hovertemplate=f"{name}: %{{y:.2f}} ± {std:.2f}<extra></extra>"))
+
+    if ref is not None and metric in ref.columns:
+        pts = ref[ref[metric].notna()]
+        pub_sec = secondary
+        if x in pts.columns:
+            with_x = pts[pts[x].map(lambda v: not _is_missing(v))]
+            for cfg, color, rows in curve_colors:
+                keep = [_belongs(p, cfg, rows, ref_config, x) for p in with_x.to_dict("records")]
+                hit = with_x[pd.Series(keep, index=with_x.index, dtype=bool)] if len(with_x) else with_x
+                if not len(hit):
+                    continue
+                have_published = True
+                name = "published" + (f" {next(iter(cfg.values()))}" if use_group and cfg else "")
+                _add(fig, go.Scatter(x=list(pd.to_numeric(hit[x])), y=list(hit[metric]), mode="markers+lines",
+                                     line=dict(color=color, dash="dot", width=1),
+                                     marker=dict(symbol="star", size=13, color=color,
+                                                 line=dict(color="black", width=1)),
+                                     text=list(hit["label"]),
+                                     hovertemplate="%{text}: %{y}<extra>published</extra>",
+                                     name=name + (" (right axis)" if pub_sec else "")), pub_sec)
+            no_x = pts[pts[x].map(_is_missing)]
+        else:
+            no_x = pts
+        for _, prow in no_x.iterrows():   # published numbers of the configurations drawn as lines
+            if not any(config_matches(prow, r, ref_config) for r in flat.to_dict("records")):
+                continue
+            have_published = True
+            _add(fig, go.Scatter(x=[x0, x1], y=[prow[metric]] * 2, mode="lines",
+                                 line=dict(color="black", dash="dot", width=1),
+                                 name=f"published: {prow['label']}" + (" (right axis)" if pub_sec else "")), pub_sec)
+    fig.update_xaxes(title_text=labels.get(x, x), type="log" if x_log else None)
+    _finish_axes(fig, metric, published_axis, have_published)
+    fig.update_layout(title=title or f"{_mlabel(metric)} vs {labels.get(x, x)}: mean over seeds, band ±1 std",
+                      height=480, **_LAYOUT)
+    return fig
+
+
+def _belongs(p: Mapping, cfg: Mapping, rows: list[dict], ref_config: Sequence[str], x: str) -> bool:
+    """A published point with an x value belongs to a curve when each config value it sets (x aside)
+    equals the curve's group value or that of one of the curve's configurations."""
+    from udalab.analysis.reference import _equal
+
+    for c in ref_config:
+        pv = p.get(c)
+        if c == x or _is_missing(pv):
+            continue
+        if c in cfg:
+            if not _equal(cfg[c], pv):
+                return False
+        elif not any(_equal(r.get(c), pv) for r in rows):
+            return False
+    return True
+
+
+def _pool(sub: pd.DataFrame, key: str) -> pd.DataFrame:
+    """Merge configurations that share one x value (their trials pooled: n-weighted mean, pooled std)."""
+    rows = []
+    for xv, g in sub.groupby(key, sort=True):
+        n = g["n"].astype(float)
+        mean = float((g["mean"] * n).sum() / n.sum()) if n.sum() else math.nan
+        var = float((((g["std"].fillna(0) ** 2) * (n - 1).clip(lower=0)).sum()
+                     + (n * (g["mean"] - mean) ** 2).sum()) / max(n.sum() - 1, 1))
+        rows.append({key: xv, "mean": mean, "std": math.sqrt(var) if n.sum() > 1 else math.nan, "n": int(n.sum())})
+    return pd.DataFrame(rows)
+
+
+def ablation_bars(agg: pd.DataFrame, metrics: Sequence[str] = ("miou",), cfg_cols: Sequence[str] = (),
+                  varying: Sequence[str] = (), group: str | None = "method", ref: pd.DataFrame | None = None,
+                  ref_config: Sequence[str] = (), published_axis: str | None = "secondary",
+                  labels: Mapping[str, str] | None = None, title: str | None = None):
+    """Grouped bars: one group per configuration, one bar per metric (mean, ±std error bar);
+    published values as a bar beside (same axis) or as stars on a second axis (mini data)."""
+    import plotly.graph_objects as go
+
+    labels = dict(labels or {})
+    names = [config_label(r, cfg_cols, varying, group, labels) for r in agg.to_dict("records")]
+    fig = _make(published_axis if ref is not None else None)
+    secondary = _is_subplots(fig)
+    have_published = False
+    for k, m in enumerate(metrics):
+        mean_col, std_col = (f"{m}.mean", f"{m}.std") if f"{m}.mean" in agg else ("mean", "std")
+        color = PALETTE[k % len(PALETTE)]
+        _add(fig, go.Bar(x=names, y=list(agg[mean_col]), name=f"{_mlabel(m)} measured (mean ± std)",
+                         marker_color=color,
+                         error_y=dict(type="data", array=list(agg[std_col].fillna(0.0)), visible=True)))
+        if ref is not None and m in ref.columns:
+            ys = []
+            for r in agg.to_dict("records"):
+                hit = [p for p in ref.to_dict("records") if config_matches(p, r, ref_config) and not _is_missing(p[m])]
+                ys.append(hit[0][m] if hit else None)
+            if any(y is not None for y in ys):
+                have_published = True
+                if secondary:
+                    _add(fig, go.Scatter(x=names, y=ys, mode="markers", name=f"{_mlabel(m)} published (right axis)",
+                                         marker=dict(symbol="star", size=14, color=color,
+                                                     line=dict(color="black", width=1))), True)
+                else:
+                    _add(fig, go.Bar(x=names, y=ys, name=f"{_mlabel(m)} published", marker_color=_band(color, 0.45),
+                                     marker_line=dict(color=color, width=1.5), marker_pattern_shape="/"))
+    _finish_axes(fig, metrics[0], published_axis, have_published)
+    fig.update_layout(barmode="group", height=460,
+                      title=title or "Per configuration: mean ± std over seeds", **_LAYOUT)
+    return fig
+
+
+def class_heatmap(agg: pd.DataFrame, classes: Sequence[str], cfg_cols: Sequence[str] = (),
+                  varying: Sequence[str] = (), group: str | None = "method", ref: pd.DataFrame | None = None,
+                  ref_config: Sequence[str] = (), class_groups: Mapping[str, Sequence[str]] | None = None,
+                  labels: Mapping[str, str] | None = None):
+    """Per-class IoU (mean over seeds) as a heatmap: configurations x classes, the published rows
+    that match a configuration below their measured row ("published: ..."), classes ordered by
+    group with the group name on the axis."""
+    import plotly.graph_objects as go
+
+    if class_groups:
+        ordered = [c for g in class_groups.values() for c in g if c in classes]
+        ordered += [c for c in classes if c not in ordered]
+        gname = {c: g for g, ms in class_groups.items() for c in ms}
+        xlabels = [f"{c} ({gname.get(c, 'other')})" for c in ordered]
+    else:
+        ordered, xlabels = list(classes), list(classes)
+    if not ordered or not len(agg):
+        return None
+    z, ylabels = [], []
+    for r in agg.to_dict("records"):
+        z.append([r.get(f"iou.{c}", math.nan) for c in ordered])
+        ylabels.append(config_label(r, cfg_cols, varying, group, labels))
+        if ref is not None:
+            for p in ref.to_dict("records"):
+                if config_matches(p, r, ref_config) and any(not _is_missing(p.get(f"iou.{c}")) for c in ordered):
+                    z.append([p.get(f"iou.{c}", math.nan) for c in ordered])
+                    ylabels.append(f"published: {p['label']}")
+    zz = np.array([[math.nan if _is_missing(v) else float(v) for v in row] for row in z], dtype=float)
+    text = [["–" if math.isnan(v) else f"{v:.1f}" for v in row] for row in zz]
+    # unique y labels (plotly merges equal categories)
+    seen: dict[str, int] = {}
+    for i, l in enumerate(ylabels):
+        seen[l] = seen.get(l, 0) + 1
+        if seen[l] > 1:
+            ylabels[i] = f"{l} #{seen[l]}"
+    fig = go.Figure(go.Heatmap(z=zz, x=xlabels, y=ylabels, colorscale="Viridis", zmin=0, zmax=100,
+                               text=text, texttemplate="%{text}", hovertemplate="%{y}<br>%{x}: %{z:.1f}<extra></extra>",
+                               colorbar=dict(title="IoU %")))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(title="Per-class IoU (%), mean over seeds" + (", published rows beside" if ref is not None else ""),
+                      height=max(320, 60 + 34 * len(ylabels)), template="plotly_white",
+                      margin=dict(t=60, b=120, l=200, r=40))
+    return fig
+
+
+def search_params(df: pd.DataFrame, cfg_cols: Sequence[str]) -> list[str]:
+    """The config columns that vary across trials (the searched hyperparameters), method excluded."""
+    out = []
+    for c in cfg_cols:
+        if c == "method" or c not in df.columns:
+            continue
+        if df[c].dropna().map(lambda v: repr(_norm(v))).nunique() > 1:
+            out.append(c)
+    return out
+
+
+def _order(df: pd.DataFrame) -> pd.DataFrame:
+    return df.sort_values("trial_id", kind="stable").reset_index(drop=True)
+
+
+def optuna_history(df: pd.DataFrame, metric: str = "miou", mode: str = "max"):
+    """The search's metric per trial (in the order Tune created them) and the best so far."""
+    import plotly.graph_objects as go
+
+    d = _order(df)
+    vals = pd.to_numeric(d[metric], errors="coerce")
+    if vals.notna().sum() == 0:
+        return None
+    n = np.arange(len(d))
+    best = (vals.cummax() if mode == "max" else vals.cummin()).ffill()
+    status = d["status"].astype(str)
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=n, y=vals, mode="markers", name=f"{_mlabel(metric)} per trial",
+                             marker=dict(size=9, color=["#1f77b4" if s == "TERMINATED" else "#ff7f0e" for s in status]),
+                             text=[f"{t} ({s})" for t, s in zip(d["trial_id"], status)],
+                             hovertemplate="trial %{x}: %{y:.2f}<br>%{text}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=n, y=best, mode="lines", line=dict(shape="hv", color="#d62728"),
+                             name="best so far"))
+    fig.update_layout(title="Optimization history (orange: not finished)", height=400,
+                      xaxis_title="trial", yaxis_title=f"{_mlabel(metric)} (%)", **_LAYOUT)
+    return fig
+
+
+def importances(df: pd.DataFrame, params: Sequence[str], metric: str = "miou", mode: str = "max") -> dict[str, float]:
+    """Optuna's hyperparameter importance (its default evaluator) of the finished trials of a search,
+    from an in-memory Optuna study rebuilt from the trials frame. {} with fewer than 2 usable trials."""
+    import optuna
+
+    d = df[df["status"].astype(str) == "TERMINATED"]
+    d = d[pd.to_numeric(d[metric], errors="coerce").notna()]
+    params = [p for p in params if p in d.columns and d[p].notna().all()]
+    if len(d) < 2 or not params:
+        return {}
+    dists = {}
+    for p in params:
+        col = d[p]
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            lo, hi = float(col.min()), float(col.max())
+            if lo == hi:
+                continue
+            dists[p] = optuna.distributions.FloatDistribution(lo, hi)
+        else:
+            choices = tuple(sorted({str(v) for v in col}))
+            if len(choices) < 2:
+                continue
+            dists[p] = optuna.distributions.CategoricalDistribution(choices)
+    if not dists:
+        return {}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
+    for _, r in d.iterrows():
+        values = {p: (float(r[p]) if isinstance(dist, optuna.distributions.FloatDistribution) else str(r[p]))
+                  for p, dist in dists.items()}
+        study.add_trial(optuna.trial.create_trial(params=values, distributions=dists, value=float(r[metric])))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # PED-ANOVA's "importances will be equal" on tiny searches
+            return dict(optuna.importance.get_param_importances(study))
+    except Exception:  # too few / degenerate trials for the evaluator
+        return {}
+
+
+def param_importance(df: pd.DataFrame, params: Sequence[str], metric: str = "miou", mode: str = "max",
+                     labels: Mapping[str, str] | None = None):
+    import plotly.graph_objects as go
+
+    imp = importances(df, params, metric, mode)
+    if not imp:
+        return None
+    labels = dict(labels or {})
+    items = sorted(imp.items(), key=lambda kv: kv[1])
+    fig = go.Figure(go.Bar(x=[v for _, v in items], y=[labels.get(k, k) for k, _ in items], orientation="h",
+                           marker_color="#2ca02c", hovertemplate="%{y}: %{x:.3f}<extra></extra>"))
+    fig.update_layout(title=f"Hyperparameter importance for {_mlabel(metric)} (Optuna)", height=max(260, 80 + 40 * len(items)),
+                      xaxis_title="importance (sums to 1)", **_LAYOUT)
+    return fig
+
+
+def parallel_coordinates(df: pd.DataFrame, params: Sequence[str], metric: str = "miou",
+                         labels: Mapping[str, str] | None = None):
+    """One line per trial through its hyperparameter values and its metric, coloured by the metric."""
+    import plotly.graph_objects as go
+
+    labels = dict(labels or {})
+    d = df[pd.to_numeric(df[metric], errors="coerce").notna()]
+    if not len(d) or not params:
+        return None
+    dims = []
+    for p in params:
+        col = d[p]
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            v = pd.to_numeric(col, errors="coerce")
+            dims.append(dict(label=labels.get(p, p), values=list(v.fillna(v.min() if v.notna().any() else 0))))
+        else:
+            cats = sorted({fmt for fmt in col.map(lambda v: "–" if _is_missing(v) else str(_norm(v)))})
+            code = {c: i for i, c in enumerate(cats)}
+            dims.append(dict(label=labels.get(p, p), values=[code["–" if _is_missing(v) else str(_norm(v))] for v in col],
+                             tickvals=list(range(len(cats))), ticktext=cats))
+    m = pd.to_numeric(d[metric], errors="coerce")
+    dims.append(dict(label=_mlabel(metric), values=list(m)))
+    fig = go.Figure(go.Parcoords(line=dict(color=list(m), colorscale="Viridis", showscale=True,
+                                           colorbar=dict(title=_mlabel(metric))), dimensions=dims))
+    fig.update_layout(title=f"Parallel coordinates: {len(d)} trials", height=420, template="plotly_white",
+                      margin=dict(t=80, b=40, l=60, r=60))
+    return fig
+
+
+def cost_per_trial(df: pd.DataFrame, cfg_cols: Sequence[str] = (), varying: Sequence[str] = (),
+                   group: str | None = "method", labels: Mapping[str, str] | None = None):
+    """Wall seconds (Tune, start-up included) and training seconds (the method loop) per trial."""
+    import plotly.graph_objects as go
+
+    d = _order(df)
+    wall = pd.to_numeric(d.get("wall_seconds", pd.Series(dtype=float)), errors="coerce")
+    train = pd.to_numeric(d.get("train_seconds", pd.Series(dtype=float)), errors="coerce")
+    if not len(d) or (wall.notna().sum() == 0 and train.notna().sum() == 0):
+        return None
+    names = [config_label(r, cfg_cols, varying, group, labels) + (f", seed {r['seed']}" if not _is_missing(r.get("seed")) else "")
+             for r in d.to_dict("records")]
+    x = [f"{t.rsplit('_', 1)[-1]}: {n}" for t, n in zip(d["trial_id"], names)]
+    gpu = d["gpu"].fillna("?").astype(str) if "gpu" in d else pd.Series(["?"] * len(d))
+    iters = d["iterations"].astype("Float64").fillna(np.nan).to_numpy(dtype=float) if "iterations" in d else np.full(len(d), np.nan)
+    custom = np.stack([gpu.to_numpy(dtype=object), iters.astype(object)], axis=1)
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=x, y=list(wall), name="wall seconds (Tune trial, start-up included)", marker_color="#7f7f7f",
+                         customdata=custom, hovertemplate="%{x}<br>%{y:.0f} s wall<br>GPU: %{customdata[0]}<br>"
+                                                          "iterations: %{customdata[1]}<extra></extra>"))
+    fig.add_trace(go.Bar(x=x, y=list(train), name="training seconds (method loop)", marker_color="#1f77b4",
+                         customdata=custom, hovertemplate="%{x}<br>%{y:.0f} s training<br>GPU: %{customdata[0]}<extra></extra>"))
+    total_h = float(np.nansum(wall.to_numpy(dtype=float))) / 3600
+    devices = ", ".join(sorted(set(gpu) - {"?"})) or "unknown"
+    fig.update_layout(barmode="group", height=420, yaxis_title="seconds",
+                      title=f"Cost per trial: {total_h:.2f} trial-hours in all, device: {devices}", **_LAYOUT)
+    return fig
