@@ -228,7 +228,7 @@ def run_study(study: Study, args) -> int:
     trainable = tune.with_resources(tune.with_parameters(_trial, settings=settings), {DRIVER_RESOURCE: 1})
 
     max_concurrent = args.max_concurrent or _fits(cluster, args.cpus_per_trial, gpus)
-    param_space, tune_config = _search(study, args, max_concurrent)
+    param_space, tune_config = _search(study, args, max_concurrent, study_dir=study_dir, study_name=name)
 
     if Tuner.can_restore(study_dir):
         print(f"Resuming {name} from {study_dir} (finished trials are kept; --restart to start over)")
@@ -297,7 +297,27 @@ def _check_same_options(study_dir: str, options: dict) -> None:
         f.write(json.dumps(options, indent=1).encode())
 
 
-def _search(study: Study, args, max_concurrent: int):
+OPTUNA_DB = "optuna.db"
+
+
+def optuna_storage(study_dir: str):
+    """The Optuna RDB storage of a search: sqlite:///<study_dir>/optuna.db (local results only;
+    None for s3://..., where the searcher keeps its study in memory and in Tune's searcher state).
+
+    OptunaSearch pickles its storage with its state; RDBStorage pickles its URL and reconnects on
+    restore, so a resumed study keeps writing to the same file. `optuna-dashboard sqlite:///...` opens it.
+    """
+    if "://" in study_dir and not study_dir.startswith("file://"):
+        return None
+    import optuna
+
+    path = Path(study_dir.removeprefix("file://")).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.RDBStorage(f"sqlite:///{path / OPTUNA_DB}",
+                                      engine_kwargs={"connect_args": {"timeout": 60}})
+
+
+def _search(study: Study, args, max_concurrent: int, study_dir: str | None = None, study_name: str | None = None):
     from ray import tune
     from ray.tune import TuneConfig
     from ray.tune.schedulers import ASHAScheduler
@@ -313,7 +333,9 @@ def _search(study: Study, args, max_concurrent: int):
 
         space = {"method": study.method, **study.search, "seed": study.seeds[0]}
         n = args.num_samples or (2 if args.smoke else study.num_samples)
-        searcher = OptunaSearch(metric=study.metric, mode=study.mode, seed=study.seeds[0])
+        storage = optuna_storage(study_dir) if study_dir else None
+        searcher = OptunaSearch(metric=study.metric, mode=study.mode, seed=study.seeds[0], storage=storage,
+                                study_name=study_name or study.name)
         cfg = TuneConfig(search_alg=searcher, num_samples=n, max_concurrent_trials=max_concurrent,
                          scheduler=scheduler)
         return space, cfg
