@@ -22,13 +22,18 @@ class Cityscapes(SegmentationDataset):
     num_classes = NUM_CLASSES
     class_names = CLASS_NAMES
 
-    def __init__(self, root, split: str = "train", size=None, crop=None, flip: bool = False):
-        super().__init__(root, split, size, crop, flip)
+    def __init__(self, root, split: str = "train", size=None, crop=None, flip: bool = False, strict: bool = True):
+        super().__init__(root, split, size, crop, flip, strict)
         self._check_root(f"leftImg8bit/{split}", f"gtFine/{split}",
                          hint="Pass the folder that holds leftImg8bit/ and gtFine/ (leftImg8bit_trainvaltest.zip "
                               "and gtFine_trainvaltest.zip from cityscapes-dataset.com, unpacked).")
         images = sorted((self.root / "leftImg8bit" / split).glob(f"*/*{IMAGE_SUFFIX}"))
         self._pair(images, self.label_path)
+
+    @classmethod
+    def available_splits(cls, root) -> list[str]:
+        found = sorted(p.name for p in (Path(root) / "leftImg8bit").glob("*") if p.is_dir())
+        return found or list(cls.SPLITS)
 
     def label_path(self, image: Path) -> Path:
         stem = image.name[: -len(IMAGE_SUFFIX)]

@@ -20,8 +20,10 @@ class GTA5(SegmentationDataset):
     num_classes = NUM_CLASSES
     class_names = CLASS_NAMES
 
-    def __init__(self, root, split: str = "train", size=None, crop=None, flip: bool = False):
-        super().__init__(root, split, size, crop, flip)
+    SPLITS = ("train",)
+
+    def __init__(self, root, split: str = "train", size=None, crop=None, flip: bool = False, strict: bool = True):
+        super().__init__(root, split, size, crop, flip, strict)
         self._check_root("images", "labels",
                          hint="Pass the folder that holds images/ and labels/ (the GTA5 'Playing for Data' "
                               "archives unpacked into one folder).")
@@ -37,6 +39,11 @@ class GTA5(SegmentationDataset):
             raise DatasetError(f"GTA5 has no split '{split}': use 'train' (all images) or put {split_file} "
                                f"listing the image names")
         self._pair(images, lambda img: self.root / "labels" / img.name)
+
+    @classmethod
+    def available_splits(cls, root) -> list[str]:
+        root = Path(root)
+        return ["train"] + sorted(p.stem for p in root.glob("*.txt") if p.stem != "train")
 
     def encode(self, raw: np.ndarray, path: Path) -> np.ndarray:
         return map_ids(raw, ID_TO_TRAIN_ID, MAX_LABEL_ID, path, "Cityscapes label-id (GTA5)")

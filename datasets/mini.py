@@ -1,5 +1,8 @@
-"""The embedded mini data: miniature GTA5 and Cityscapes, generated deterministically in
-the real datasets' on-disk layouts and label encodings, so they go through the real loaders.
+"""The embedded mini data: miniature GTA5, Cityscapes, SYNTHIA, MFNet and PASCAL VOC, generated
+deterministically in the real datasets' on-disk layouts and label encodings, so they go
+through the real loaders. This module holds the street scenes of GTA5, Cityscapes and
+SYNTHIA and the cache logic; MFNet and VOC have their own renderers (mini_mfnet.py,
+mini_voc.py).
 
 Scenes are procedural street views in perspective (road to a vanishing point, sidewalks,
 buildings, vegetation, terrain, fences, poles with signs and lights, cars, trucks, buses,
@@ -12,6 +15,11 @@ the real ones do:
   reddish sidewalks, olive vegetation, desaturated cars), texture and sensor noise,
   vignetting and exposure/white-balance changes per image, a little blur, and the ego
   vehicle's bonnet at the bottom (label id 1, ignored in training and evaluation).
+* SYNTHIA, "random viewpoints of a rendered city": the camera sits much higher (horizon in
+  the upper third, more road and sidewalk, objects seen from above), more pedestrians, its
+  own rendered palette (brownish road, pale sidewalks, dark green vegetation, pastel
+  buildings), per-image coloured light with a lighting gradient, no terrain and no trucks
+  (SYNTHIA's 16 classes), lane markings labelled as SYNTHIA's "lanemarking" (ignored).
 
 The domain gap this leaves is measured by benchmarks/mini_adaptation.py (docs/mini_adaptation.json).
 """
@@ -28,12 +36,16 @@ from PIL import Image, ImageFilter
 from udalab.datasets.errors import DatasetError
 from udalab.datasets.labels import LABELS
 
-VERSION = 1
-MINI_DATASETS = ("gta5", "cityscapes")
+VERSION = 1  # of gta5 / cityscapes (kept so that their caches stay valid)
+VERSIONS = {"gta5": VERSION, "cityscapes": VERSION, "synthia": 1, "mfnet": 1, "voc": 1}
+MINI_DATASETS = ("gta5", "cityscapes", "synthia", "mfnet", "voc")
 SPECS = {
     "gta5": {"size": (256, 144), "splits": {"train": 300}},
     "cityscapes": {"size": (256, 128), "splits": {"train": 300, "val": 90},
                    "cities": {"train": ("aachen", "bochum", "bremen"), "val": ("frankfurt", "lindau", "munster")}},
+    "synthia": {"size": (256, 152), "splits": {"train": 300}},   # 1280x760 / 5
+    "mfnet": {"size": (160, 120), "splits": {"train": 200, "val": 60, "test": 60}},  # 640x480 / 4
+    "voc": {"size": None, "splits": {"train": 200, "val": 80}},  # sizes vary per image, as in VOC
 }
 ID = {label.name: label.id for label in LABELS}
 
@@ -53,11 +65,21 @@ COLORS = {
         "person": None, "rider": None, "car": None, "truck": (160, 160, 160), "bus": (190, 170, 120),
         "bicycle": (50, 50, 55), "motorcycle": (90, 80, 80), "unlabeled": (40, 40, 40),
     },
+    "synthia": {
+        "sky": (150, 185, 215), "road": (96, 86, 78), "sidewalk": (196, 190, 176), "building": None,
+        "wall": (196, 176, 150), "fence": (110, 100, 92), "pole": (60, 64, 72), "traffic light": (30, 34, 30),
+        "traffic sign": (40, 90, 200), "vegetation": (40, 92, 40), "terrain": (40, 92, 40),
+        "person": None, "rider": None, "car": None, "truck": (120, 120, 160), "bus": (210, 60, 50),
+        "bicycle": (150, 150, 40), "motorcycle": (40, 40, 140), "unlabeled": (60, 60, 60),
+    },
 }
 GAME_PAINT = [(220, 30, 30), (30, 80, 220), (240, 240, 240), (250, 200, 0), (20, 160, 60), (20, 20, 20), (160, 30, 200)]
 CAMERA_PAINT = [(70, 70, 75), (150, 150, 155), (210, 210, 215), (25, 25, 30), (60, 70, 100), (110, 90, 80)]
 GAME_BUILDING = [(200, 120, 90), (230, 210, 150), (150, 150, 210), (190, 80, 70), (220, 220, 220)]
 CAMERA_BUILDING = [(120, 112, 105), (150, 140, 125), (95, 95, 100), (135, 120, 110), (170, 165, 155)]
+SYNTH_PAINT = [(180, 40, 120), (40, 150, 150), (200, 200, 120), (90, 60, 160), (220, 120, 60), (100, 110, 120)]
+SYNTH_BUILDING = [(230, 190, 200), (180, 210, 230), (220, 220, 180), (200, 170, 140), (160, 190, 170)]
+LANE_MARK = 250  # placeholder id of SYNTHIA's lane markings on the canvas (no Cityscapes label id)
 
 
 def mini_cache() -> Path:
@@ -67,14 +89,15 @@ def mini_cache() -> Path:
 def mini_root(name: str) -> Path:
     """Folder of the mini twin `name`, generated on first use (safe for concurrent callers)."""
     _check_name(name)
-    final = mini_cache() / f"{name}-v{VERSION}"
+    version = VERSIONS[name]
+    final = mini_cache() / f"{name}-v{version}"
     if (final / ".complete").exists():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         make_mini(name, tmp)
-        (tmp / ".complete").write_text(f"udalab mini {name} v{VERSION}\n")
+        (tmp / ".complete").write_text(f"udalab mini {name} v{version}\n")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -100,16 +123,31 @@ def make_mini(name: str, out_dir, seed: int = 0, count: dict | None = None) -> P
     _check_name(name)
     out = Path(out_dir)
     spec = SPECS[name]
-    W, H = spec["size"]
-    for split, n in (count or spec["splits"]).items():
+    for split in count or {}:
         if split not in spec["splits"]:
             raise DatasetError(f"mini {name} has no split {split!r}; use {', '.join(spec['splits'])}")
+    counts = count or spec["splits"]
+    if name == "mfnet":
+        from udalab.datasets.mini_mfnet import make_mfnet
+
+        make_mfnet(out, spec["size"], counts, seed, VERSIONS[name], hash_name(name))
+        return out
+    if name == "voc":
+        from udalab.datasets.mini_voc import make_voc
+
+        make_voc(out, counts, seed, VERSIONS[name], hash_name(name))
+        return out
+    W, H = spec["size"]
+    version = VERSIONS[name]
+    for split, n in counts.items():
         split_index = list(spec["splits"]).index(split)
         for i in range(n):
-            rng = np.random.default_rng(np.random.SeedSequence([seed, VERSION, hash_name(name), split_index, i]))
+            rng = np.random.default_rng(np.random.SeedSequence([seed, version, hash_name(name), split_index, i]))
             label, image = render_scene(rng, W, H, name)
             if name == "gta5":
                 _write_gta5(out, i + 1, image, label)
+            elif name == "synthia":
+                _write_synthia(out, i, image, label)
             else:
                 city = spec["cities"][split][i % len(spec["cities"][split])]
                 _write_cityscapes(out, split, city, i, image, label)
@@ -138,6 +176,33 @@ def _write_gta5(out: Path, index: int, image: np.ndarray, label: np.ndarray) -> 
     lab = Image.fromarray(label, mode="L").convert("P")
     lab.putpalette(_palette())
     lab.save(out / "labels" / f"{index:05d}.png")
+
+
+def _synthia_lut() -> np.ndarray:
+    """Canvas (Cityscapes label id) -> SYNTHIA class id; unmapped -> 0 (void)."""
+    from udalab.datasets.synthia import TRAIN_TO_SYNTHIA
+
+    lut = np.zeros(256, np.uint16)
+    for label in LABELS:
+        if label.train_id in TRAIN_TO_SYNTHIA:
+            lut[label.id] = TRAIN_TO_SYNTHIA[label.train_id]
+    lut[LANE_MARK] = 22
+    return lut
+
+
+def _write_synthia(out: Path, i: int, image: np.ndarray, label: np.ndarray) -> None:
+    """RGB/NNNNNNN.png and GT/LABELS/NNNNNNN.png: 16-bit, class in channel 0, an instance id in channel 1."""
+    from udalab.datasets.base import write_png16
+
+    (out / "RGB").mkdir(parents=True, exist_ok=True)
+    (out / "GT" / "LABELS").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(out / "RGB" / f"{i:07d}.png")
+    cls = _synthia_lut()[label]
+    gt = np.zeros(label.shape + (3,), np.uint16)
+    gt[..., 0] = cls
+    things = np.isin(cls, (8, 10, 11, 12, 17, 19))  # car, pedestrian, bicycle, motorcycle, rider, bus
+    gt[..., 1] = np.where(things, 1000 + cls, 0)    # an instance-like id > 255: only a 16-bit read keeps it
+    write_png16(out / "GT" / "LABELS" / f"{i:07d}.png", gt)
 
 
 def _write_cityscapes(out: Path, split: str, city: str, i: int, image: np.ndarray, label: np.ndarray) -> None:
@@ -185,10 +250,14 @@ def _jitter(rng, color, amount: float) -> np.ndarray:
 def render_scene(rng: np.random.Generator, W: int, H: int, domain: str) -> tuple[np.ndarray, np.ndarray]:
     """(label ids uint8 [H,W], image uint8 [H,W,3]) of one street scene."""
     cam = domain == "cityscapes"
+    syn = domain == "synthia"  # draws differ only inside `if syn` branches: gta5/cityscapes stay as they were
     C = COLORS[domain]
     col = lambda name, amount=6.0: _jitter(rng, C[name], amount * (2.0 if cam else 1.0))  # noqa: E731
     cv = _Canvas(W, H)
-    horizon = H * (rng.uniform(0.36, 0.46) if cam else rng.uniform(0.40, 0.50))  # camera height differs
+    if syn:  # SYNTHIA's random viewpoints: a camera well above the street
+        horizon = H * rng.uniform(0.12, 0.34)
+    else:
+        horizon = H * (rng.uniform(0.36, 0.46) if cam else rng.uniform(0.40, 0.50))  # camera height differs
     vx = W * rng.uniform(0.38, 0.62)
     depth = lambda y: np.clip((y - horizon) / (H - horizon), 0, 1)  # noqa: E731  0 at horizon, 1 at bottom
 
@@ -200,7 +269,8 @@ def render_scene(rng: np.random.Generator, W: int, H: int, domain: str) -> tuple
     left_edge, right_edge = vx - d * road_half, vx + d * road_half
     ground = cv.yy >= horizon
     side = rng.random() < 0.35  # one side has terrain/vegetation instead of buildings
-    cv.paint(ground, "terrain" if side else "sidewalk", col("terrain" if side else "sidewalk"))
+    terrain = "vegetation" if syn else "terrain"  # SYNTHIA's 16 classes have no terrain
+    cv.paint(ground, terrain if side else "sidewalk", col(terrain if side else "sidewalk"))
     cv.paint(ground & (cv.xx > vx), "sidewalk", col("sidewalk"))
     cv.paint(ground & (cv.xx > left_edge - d * walk) & (cv.xx < right_edge + d * walk) & (d > 0), "sidewalk",
              col("sidewalk"))
@@ -208,6 +278,8 @@ def render_scene(rng: np.random.Generator, W: int, H: int, domain: str) -> tuple
     # lane marking (road colour, brighter): texture only, still road
     lane = ground & (np.abs(cv.xx - vx) < 0.6 + d * 2) & ((cv.yy // 6) % 2 == 0)
     cv.color[lane] = np.clip(cv.color[lane] + 70, 0, 255)
+    if syn:
+        cv.label[lane] = LANE_MARK  # SYNTHIA labels lane markings (id 22, ignored)
 
     # buildings / vegetation along both sides, taller near the image border
     for side_sign in (-1, 1):
@@ -225,7 +297,7 @@ def render_scene(rng: np.random.Generator, W: int, H: int, domain: str) -> tuple
                 cv.paint(cols & (cv.yy >= cy) & (cv.yy < base) & (np.abs(cv.xx - x - w / 2) < 2), "vegetation",
                          col("vegetation", 10))
             else:
-                palette = CAMERA_BUILDING if cam else GAME_BUILDING
+                palette = CAMERA_BUILDING if cam else (SYNTH_BUILDING if syn else GAME_BUILDING)
                 base_col = _jitter(rng, palette[rng.integers(len(palette))], 12 if cam else 6)
                 m = cols & (cv.yy >= top) & (cv.yy < base)
                 cv.paint(m, "building", base_col)
@@ -249,14 +321,15 @@ def render_scene(rng: np.random.Generator, W: int, H: int, domain: str) -> tuple
     objects = []
     for _ in range(rng.integers(2, 7)):
         objects.append(("car", rng.uniform(0.08, 1.0)))
-    for _ in range(rng.integers(0, 5)):
+    for _ in range(rng.integers(2, 9) if syn else rng.integers(0, 5)):  # SYNTHIA: crowds of pedestrians
         objects.append(("person", rng.uniform(0.1, 1.0)))
     for _ in range(rng.integers(1, 4)):
         objects.append(("pole", rng.uniform(0.1, 0.9)))
     if rng.random() < 0.5:
         objects.append(("rider", rng.uniform(0.15, 1.0)))
     if rng.random() < 0.25:
-        objects.append(("truck" if rng.random() < 0.5 else "bus", rng.uniform(0.1, 0.7)))
+        big = "truck" if rng.random() < 0.5 else "bus"
+        objects.append(("bus" if syn else big, rng.uniform(0.1, 0.7)))
     objects.sort(key=lambda o: o[1])
     for kind, t in objects:
         y = horizon + t * (H - horizon)
@@ -266,7 +339,8 @@ def render_scene(rng: np.random.Generator, W: int, H: int, domain: str) -> tuple
             cx = vx + lane_pos * t * road_half
             w = s * W * (0.16 if kind == "car" else 0.24)
             h = w * (0.55 if kind == "car" else 0.9)
-            paint = (CAMERA_PAINT if cam else GAME_PAINT)[rng.integers(len(CAMERA_PAINT if cam else GAME_PAINT))]
+            paints = SYNTH_PAINT if syn else (CAMERA_PAINT if cam else GAME_PAINT)
+            paint = paints[rng.integers(len(paints))]
             color = _jitter(rng, paint, 8) if kind == "car" else col(kind)
             cv.rect(cx - w / 2, y - h, cx + w / 2, y, kind, color)
             cv.rect(cx - w * 0.35, y - h * (1.35 if kind == "car" else 1.0), cx + w * 0.35, y - h, kind,
@@ -311,7 +385,7 @@ def render_scene(rng: np.random.Generator, W: int, H: int, domain: str) -> tuple
     if cam and rng.random() < 0.8:
         bonnet = cv.yy > H - (H * 0.07 + 6 * np.cos((cv.xx / W - 0.5) * np.pi) ** 2)
         cv.paint(bonnet, "ego vehicle", (30, 30, 35))
-    elif not cam and rng.random() < 0.3:
+    elif not cam and not syn and rng.random() < 0.3:
         x0 = rng.uniform(0, W - 20)
         cv.rect(x0, H - 6, x0 + 20, H, "unlabeled", col("unlabeled"))
 
@@ -334,6 +408,16 @@ def _appearance(rng: np.random.Generator, color: np.ndarray, domain: str) -> np.
         img *= (1 - 0.25 * r2)[..., None]
         out = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.7))
         return np.asarray(out)
+    if domain == "synthia":
+        # rendered look: coloured light per image, a lighting gradient across the frame, soft shading noise
+        yy, xx = np.mgrid[0:H, 0:W]
+        angle = rng.uniform(0, 2 * np.pi)
+        ramp = (np.cos(angle) * (xx / W - 0.5) + np.sin(angle) * (yy / H - 0.5))[..., None]
+        img = img * rng.uniform(0.6, 1.15) * rng.uniform(0.8, 1.15, 3) * (1 + 0.5 * ramp)
+        coarse = rng.normal(0, 8, (H // 16 + 2, W // 16 + 2)).astype(np.float32)
+        img += np.asarray(Image.fromarray(coarse, mode="F").resize((W, H), Image.BICUBIC))[..., None]
+        img += rng.normal(0, 2.5, (H, W, 3))
+        return np.clip(img, 0, 255).astype(np.uint8)
     # game look: flat colours, slight global brightness change only
     img *= rng.uniform(0.95, 1.1)
     return np.clip(img, 0, 255).astype(np.uint8)

@@ -37,7 +37,7 @@ def twins(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
     with pytest.MonkeyPatch.context() as mp_:
         mp_.setenv("UDALAB_DATA_CACHE", str(cache))
-        yield {name: mini_root(name) for name in MINI_DATASETS}
+        yield {name: mini_root(name) for name in ("gta5", "cityscapes")}
 
 
 @pytest.fixture(scope="module")

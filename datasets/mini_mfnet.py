@@ -1,0 +1,231 @@
+"""mini-MFNet: paired RGB + thermal street scenes in MFNet's layout (4-channel PNGs).
+
+One scene is rendered once with a label, a colour and a temperature per pixel, so RGB and
+thermal show exactly the same scene. The gaps the MFNet methods adapt across:
+
+* RGB vs thermal: thermal is a temperature image, not a colour image: persons and the
+  engines/wheels of cars warm, sky cold, the road warm by day; smooth (blurred, little
+  texture, low noise), per-image gain/offset (automatic gain control).
+* day vs night: night RGB is dark (x0.12-0.3), noisy, lit by street lamps and head/tail
+  lights; night thermal has another temperature distribution (cold sky and road, persons
+  and engines standing out much more, cooled car bodies and bicycles).
+
+Names are 5 digits + D/N as MFNet's (half day, half night, interleaved); splits in
+train.txt / val.txt / test.txt. Classes 0..8: unlabeled, car, person, bike, curve (the
+curb), car_stop, guardrail, color_cone, bump.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+UNLABELED, CAR, PERSON, BIKE, CURVE, CAR_STOP, GUARDRAIL, CONE, BUMP = range(9)
+
+# temperature (0 cold .. 1 hot) of scene parts by day and by night
+TEMP = {
+    "day": {"sky": 0.12, "building": 0.48, "tree": 0.40, "road": 0.62, "sidewalk": 0.56, "curb": 0.50,
+            "body": 0.52, "engine": 0.80, "person": 0.78, "bike": 0.47, "cone": 0.45, "bump": 0.66,
+            "rail": 0.44, "stop": 0.58, "lamp": 0.55},
+    "night": {"sky": 0.02, "building": 0.34, "tree": 0.22, "road": 0.28, "sidewalk": 0.25, "curb": 0.33,
+              "body": 0.36, "engine": 0.92, "person": 0.88, "bike": 0.24, "cone": 0.20, "bump": 0.31,
+              "rail": 0.18, "stop": 0.30, "lamp": 0.75},
+}
+
+
+class _Scene:
+    def __init__(self, W, H, night: bool):
+        self.W, self.H = W, H
+        self.t = TEMP["night" if night else "day"]
+        self.label = np.zeros((H, W), np.uint8)
+        self.rgb = np.zeros((H, W, 3), np.float32)
+        self.temp = np.zeros((H, W), np.float32)
+        self.yy, self.xx = np.mgrid[0:H, 0:W]
+
+    def paint(self, mask, label, rgb, temp_key, dtemp=0.0):
+        self.label[mask] = label
+        self.rgb[mask] = rgb
+        self.temp[mask] = self.t[temp_key] + dtemp
+
+    def rect(self, x0, y0, x1, y1, *a, **k):
+        m = (self.xx >= x0) & (self.xx < x1) & (self.yy >= y0) & (self.yy < y1)
+        self.paint(m, *a, **k)
+        return m
+
+    def ellipse(self, cx, cy, rx, ry, *a, **k):
+        m = ((self.xx - cx) / max(rx, 0.5)) ** 2 + ((self.yy - cy) / max(ry, 0.5)) ** 2 <= 1
+        self.paint(m, *a, **k)
+        return m
+
+
+def _c(rng, rgb, amount=10.0):
+    return np.clip(np.asarray(rgb, np.float32) + rng.normal(0, amount, 3), 0, 255)
+
+
+def render(rng: np.random.Generator, W: int, H: int, night: bool):
+    """(label uint8 [H,W], rgb uint8 [H,W,3], thermal uint8 [H,W]) of one scene."""
+    sc = _Scene(W, H, night)
+    horizon = H * rng.uniform(0.38, 0.5)
+    vx = W * rng.uniform(0.4, 0.6)
+    road_half = W * rng.uniform(0.5, 0.75)
+    d = np.clip((sc.yy - horizon) / (H - horizon), 0, 1)
+    ground = sc.yy >= horizon
+    sc.paint(~ground, UNLABELED, _c(rng, (140, 175, 215)), "sky")
+    # background: buildings and trees along the horizon
+    x = 0.0
+    while x < W:
+        w = rng.uniform(8, 30)
+        top = horizon - rng.uniform(0.08, 0.35) * H
+        if rng.random() < 0.3:
+            sc.ellipse(x + w / 2, top + 0.1 * H, w * 0.6, 0.12 * H, UNLABELED, _c(rng, (50, 100, 45)), "tree",
+                       dtemp=rng.normal(0, 0.03))
+        else:
+            sc.rect(x, top, x + w, horizon + 1, UNLABELED, _c(rng, (150, 140, 130), 25), "building",
+                    dtemp=rng.normal(0, 0.04))
+        x += w
+    left, right = vx - d * road_half, vx + d * road_half
+    sc.paint(ground, UNLABELED, _c(rng, (160, 155, 150)), "sidewalk")
+    sc.paint(ground & (sc.xx >= left) & (sc.xx <= right), UNLABELED, _c(rng, (90, 90, 95)), "road")
+    # curbs ("curve"): a band along each road edge, widening with depth
+    for edge in (left, right):
+        band = ground & (np.abs(sc.xx - edge) <= 0.5 + d * 2.5) & (d > 0.05)
+        sc.paint(band, CURVE, _c(rng, (200, 195, 185)), "curb")
+    # a speed bump across the road
+    if rng.random() < 0.35:
+        t = rng.uniform(0.35, 0.9)
+        y = horizon + t * (H - horizon)
+        m = ground & (np.abs(sc.yy - y) <= 1 + t * 2.5) & (sc.xx > vx - t * road_half) & (sc.xx < vx + t * road_half)
+        sc.paint(m, BUMP, (220, 200, 40), "bump")
+        stripes = m & ((sc.xx // 4) % 2 == 0)
+        sc.rgb[stripes] = (30, 30, 30)
+    # a guardrail along one side
+    if rng.random() < 0.4:
+        sgn = rng.choice([-1, 1])
+        edge = vx + sgn * (d * road_half * 1.15)
+        ok = ground & (d > 0.05)
+        rail_y = horizon + np.abs(sc.xx - vx) / (road_half * 1.15) * (H - horizon)
+        m = ok & (sc.yy <= rail_y) & (sc.yy >= rail_y - 2 - 0.08 * H * np.clip((rail_y - horizon) / (H - horizon), 0, 1))
+        m &= (sc.xx - vx) * sgn > 0
+        sc.paint(m, GUARDRAIL, _c(rng, (170, 170, 175)), "rail")
+        del edge
+    objects = [("car", rng.uniform(0.1, 1.0)) for _ in range(rng.integers(1, 5))]
+    objects += [("person", rng.uniform(0.15, 1.0)) for _ in range(rng.integers(0, 4))]
+    objects += [("bike", rng.uniform(0.2, 1.0)) for _ in range(rng.integers(0, 3))]
+    objects += [("cone", rng.uniform(0.3, 1.0)) for _ in range(rng.integers(0, 3) if rng.random() < 0.5 else 0)]
+    objects += [("stop", rng.uniform(0.3, 1.0)) for _ in range(rng.integers(0, 3) if rng.random() < 0.4 else 0)]
+    objects.sort(key=lambda o: o[1])
+    lights = []
+    for kind, t in objects:
+        y = horizon + t * (H - horizon)
+        s = 0.15 + t
+        if kind == "car":
+            cx = vx + rng.uniform(-0.7, 0.7) * t * road_half
+            w, h = s * W * 0.2, s * W * 0.2 * 0.55
+            paint = _c(rng, [(200, 30, 30), (30, 60, 160), (220, 220, 220), (30, 30, 30), (120, 120, 125)][rng.integers(5)])
+            sc.rect(cx - w / 2, y - h, cx + w / 2, y, CAR, paint, "body", dtemp=rng.normal(0, 0.03))
+            sc.rect(cx - w * 0.35, y - h * 1.4, cx + w * 0.35, y - h, CAR, paint * 0.85, "body")
+            sc.rect(cx - w * 0.3, y - h * 1.3, cx + w * 0.3, y - h * 1.05, CAR, (60, 70, 90), "body", dtemp=-0.05)
+            sc.rect(cx - w / 2, y - h * 0.25, cx - w * 0.3, y, CAR, (20, 20, 20), "engine")  # wheels, warm
+            sc.rect(cx + w * 0.3, y - h * 0.25, cx + w / 2, y, CAR, (20, 20, 20), "engine")
+            sc.rect(cx - w * 0.25, y - h * 0.5, cx + w * 0.25, y - h * 0.3, CAR, paint * 0.9, "engine", dtemp=-0.08)
+            lights += [(cx - w * 0.4, y - h * 0.55, max(1.0, w * 0.08)), (cx + w * 0.4, y - h * 0.55, max(1.0, w * 0.08))]
+        elif kind == "person":
+            cx = vx + rng.choice([-1, 1]) * t * road_half * rng.uniform(0.8, 1.4)
+            h = s * H * 0.4
+            shirt = _c(rng, [(200, 40, 40), (40, 40, 60), (230, 230, 230), (60, 120, 60)][rng.integers(4)], 20)
+            sc.ellipse(cx, y - h * 0.55, h * 0.13, h * 0.3, PERSON, shirt, "person", dtemp=rng.normal(0, 0.03))
+            sc.ellipse(cx, y - h * 0.92, h * 0.08, h * 0.08, PERSON, _c(rng, (200, 160, 130)), "person", dtemp=0.05)
+            sc.rect(cx - h * 0.09, y - h * 0.3, cx + h * 0.09, y, PERSON, shirt * 0.5, "person", dtemp=-0.06)
+        elif kind == "bike":
+            cx = vx + rng.choice([-1, 1]) * t * road_half * rng.uniform(0.6, 1.1)
+            h = s * H * 0.4
+            frame = _c(rng, (40, 40, 45), 15)
+            for dx in (-0.25, 0.25):
+                ring = (((sc.xx - cx - dx * h) / (h * 0.15)) ** 2 + ((sc.yy - y + h * 0.15) / (h * 0.15)) ** 2)
+                sc.paint((ring <= 1) & (ring >= 0.35), BIKE, frame, "bike")
+            sc.rect(cx - h * 0.25, y - h * 0.35, cx + h * 0.25, y - h * 0.25, BIKE, frame, "bike")
+            if rng.random() < 0.7:  # a rider: a person on the bike
+                sc.ellipse(cx, y - h * 0.68, h * 0.11, h * 0.24, PERSON, _c(rng, (60, 60, 70), 20), "person")
+                sc.ellipse(cx, y - h * 0.97, h * 0.08, h * 0.08, PERSON, _c(rng, (200, 160, 130)), "person", dtemp=0.05)
+        elif kind == "cone":
+            cx = vx + rng.uniform(-0.9, 0.9) * t * road_half
+            h = max(3.0, s * H * 0.12)
+            m = (sc.yy <= y) & (sc.yy >= y - h) & (np.abs(sc.xx - cx) <= (sc.yy - (y - h)) * 0.35 + 0.5)
+            sc.paint(m, CONE, (240, 110, 20), "cone")
+            band = m & (np.abs(sc.yy - (y - h * 0.5)) < max(0.6, h * 0.1))
+            sc.rgb[band] = (240, 240, 240)
+        else:  # car stop: a low concrete block beside the road
+            cx = vx + rng.choice([-1, 1]) * t * road_half * rng.uniform(1.05, 1.3)
+            w, h = s * W * 0.08, max(2.0, s * H * 0.03)
+            sc.rect(cx - w / 2, y - h, cx + w / 2, y, CAR_STOP, _c(rng, (190, 185, 120)), "stop")
+    # street lamps (visible at night)
+    lamps = [(W * rng.uniform(0, 1), horizon - H * rng.uniform(0.05, 0.25)) for _ in range(rng.integers(1, 4))]
+    rgb = _rgb(rng, sc, night, lights, lamps)
+    thermal = _thermal(rng, sc)
+    return sc.label, rgb, thermal
+
+
+def _rgb(rng, sc: _Scene, night: bool, lights, lamps) -> np.ndarray:
+    H, W = sc.H, sc.W
+    img = sc.rgb.copy()
+    coarse = rng.normal(0, 10, (H // 8 + 2, W // 8 + 2)).astype(np.float32)
+    img += np.asarray(Image.fromarray(coarse, mode="F").resize((W, H), Image.BILINEAR))[..., None]
+    img += rng.normal(0, 4, (H, W, 3))
+    if night:
+        img *= rng.uniform(0.12, 0.3)
+        img *= np.array([1.05, 0.95, 0.8])  # sodium light cast
+        glow = np.zeros((H, W), np.float32)
+        for x, y in lamps:
+            glow += 120 * np.exp(-((sc.xx - x) ** 2 + (sc.yy - y) ** 2) / (2 * (0.06 * W) ** 2))
+        for x, y, r in lights:
+            glow += 230 * np.exp(-((sc.xx - x) ** 2 + (sc.yy - y) ** 2) / (2 * (r * 1.5) ** 2))
+        img += glow[..., None] * np.array([1.0, 0.9, 0.7])
+        img += rng.normal(0, 9, (H, W, 1)) + rng.normal(0, 5, (H, W, 3))  # high-gain sensor noise
+    else:
+        img = (img - 128) * rng.uniform(0.85, 1.05) + 128 * rng.uniform(0.9, 1.1)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _blur(a: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur of a float [H,W] array (edges replicated)."""
+    r = int(3 * sigma + 0.5)
+    k = np.exp(-np.arange(-r, r + 1) ** 2 / (2 * sigma ** 2))
+    k /= k.sum()
+    p = np.pad(a, r, mode="edge")
+    p = sum(w * p[:, j:j + a.shape[1]] for j, w in enumerate(k))
+    return sum(w * p[j:j + a.shape[0], :] for j, w in enumerate(k))
+
+
+def _thermal(rng, sc: _Scene) -> np.ndarray:
+    H, W = sc.H, sc.W
+    t = sc.temp + rng.normal(0, 0.01, (H, W))
+    t = _blur(t.astype(np.float32), 1.2)
+    # automatic gain control: per-image offset/gain, a smooth non-uniformity, low sensor noise
+    gain, offset = rng.uniform(0.85, 1.15), rng.uniform(-0.06, 0.06)
+    yy = sc.yy / H
+    img = (t * gain + offset + 0.04 * (yy - 0.5)) * 255 + rng.normal(0, 1.5, (H, W))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def make_mfnet(out: Path, size, counts: dict, seed: int, version: int, name_hash: int) -> None:
+    W, H = size
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "labels").mkdir(parents=True, exist_ok=True)
+    order = ["train", "val", "test"]
+    k = 0
+    for split in order:
+        n = counts.get(split, 0)
+        if split not in counts:
+            continue
+        names = []
+        for i in range(n):
+            k += 1
+            night = i % 2 == 1
+            name = f"{k:05d}{'N' if night else 'D'}"
+            rng = np.random.default_rng(np.random.SeedSequence([seed, version, name_hash, order.index(split), i]))
+            label, rgb, thermal = render(rng, W, H, night)
+            Image.fromarray(np.dstack([rgb, thermal]), mode="RGBA").save(out / "images" / f"{name}.png")
+            Image.fromarray(label, mode="L").save(out / "labels" / f"{name}.png")
+            names.append(name)
+        (out / f"{split}.txt").write_text("".join(f"{n}\n" for n in names))
