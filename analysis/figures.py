@@ -306,7 +306,8 @@ def search_params(df: pd.DataFrame, cfg_cols: Sequence[str]) -> list[str]:
 
 
 def _order(df: pd.DataFrame) -> pd.DataFrame:
-    return df.sort_values("trial_id", kind="stable").reset_index(drop=True)
+    """Trials in creation order (the store's row order)."""
+    return df.reset_index(drop=True)
 
 
 def optuna_history(df: pd.DataFrame, metric: str = "miou", mode: str = "max"):

@@ -43,7 +43,7 @@ from udalab.analysis import tables as T
 from udalab.analysis.reference import _is_missing, config_matches, reference, reference_info
 from udalab.analysis.tables import aggregate, baseline_index as _baseline_index  # noqa: F401  (public names)
 
-__all__ = ["ReportSpec", "write_report", "render_report", "aggregate", "write_index", "render_index",
+__all__ = ["ReportSpec", "write_report", "render_report", "aggregate", "write_index", "render_index", "study_dirs",
            "build_report", "export_figures", "find_browser"]
 
 log = logging.getLogger("udalab")
@@ -627,6 +627,12 @@ def write_report(study_dir: str | os.PathLike, spec: ReportSpec | None, df: pd.D
 
 # ---------------------------------------------------------------------------------------
 # results/index.html
+
+
+def study_dirs(results_dir: str | os.PathLike) -> list[str]:
+    """The study folders under a results folder (those holding a Tune state or a trials.parquet)."""
+    fs, root = store._fs(results_dir)
+    return _study_dirs(fs, root)
 
 
 def _study_dirs(fs, root: str) -> list[str]:

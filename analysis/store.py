@@ -12,7 +12,8 @@ through `pyarrow.fs.FileSystem.from_uri`:
   the newest result, fresher than the state file while a study runs) and, for ERROR trials,
   its `error.txt` (the exception line of the traceback goes into the `error` column).
 
-Trial folders are only ever found through the experiment state. The study may still be
+Rows are in the order Tune created the trials. Trial folders are only ever found through the
+experiment state. The study may still be
 running: statuses are then those of the last state save (pass `live_status` to override),
 metrics those of the latest report. No Ray import, no `ray.init`.
 
@@ -139,7 +140,15 @@ def _trial_entries(state: dict) -> list[tuple[dict, dict]]:
             trial, runtime = _loads(entry), {}
         if trial.get("trial_id"):
             out.append((trial, runtime))
-    return sorted(out, key=lambda e: str(e[0]["trial_id"]))
+    return sorted(out, key=_creation_order)
+
+
+def _creation_order(entry: tuple[dict, dict]) -> tuple[float, str]:
+    """Trials in the order Tune created them: the counter that starts Tune's experiment_tag
+    ("2_lambda_split=0.7152,..."; searchers' trial ids are random), then the trial id."""
+    trial = entry[0]
+    m = re.match(r"^(\d+)(_|$)", str(trial.get("experiment_tag") or ""))
+    return (float(m.group(1)) if m else math.inf, str(trial["trial_id"]))
 
 
 def _last_json_line(text: str | None) -> dict | None:

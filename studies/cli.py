@@ -46,11 +46,14 @@ def main(argv: list[str] | None = None) -> int:
                          help="run config / hyperparameter override (JSON values), repeatable")
     p_train.add_argument("--checkpoint-dir", default=None, help="save checkpoints here and resume from them")
 
-    p_report = sub.add_parser("report", help="write results/<study>/trials.parquet and report.html")
-    p_report.add_argument("study", help="study name (a folder under --results), e.g. intrada_split")
-    p_report.add_argument("--results", default="results")
-    p_report.add_argument("--scale", default="mini", choices=["mini", "smoke", "paper"],
-                          help="what data the study ran on (the report says so)")
+    p_report = sub.add_parser("report", help="write results/<study>/trials.parquet, report.html and "
+                                             "results/index.html")
+    p_report.add_argument("study", nargs="*", help="study folder(s) under --results, e.g. intrada_split "
+                                                   "(default: every study there)")
+    p_report.add_argument("--results", default="results", help="results folder (local path or s3://...)")
+    p_report.add_argument("--scale", default=None, choices=["mini", "smoke", "paper"],
+                          help="what data the study ran on (default: as recorded in udalab_study.json)")
+    p_report.add_argument("--no-figures", action="store_true", help="skip the PNG/SVG export of the figures")
 
     p_eval = sub.add_parser("eval", help="score saved prediction PNGs like cityscapesScripts")
     from udalab.analysis.evaluate import add_eval_arguments
@@ -93,20 +96,44 @@ def main(argv: list[str] | None = None) -> int:
         for r in reports:
             print(json.dumps({k: v for k, v in r.items() if not k.startswith("iou.")}))
     elif args.command == "report":
-        from pathlib import Path
-
-        from udalab.analysis import store
-        from udalab.analysis.report import write_report
-
-        study = _load_study(args.study.removesuffix("_smoke").removesuffix("_optuna"))
-        study_dir = str(Path(args.results).resolve() / args.study)
-        print(store.write_trials(study_dir))
-        print(write_report(study_dir, study.report, data_scale=args.scale))
+        return _report(args)
     elif args.command == "eval":
         from udalab.analysis.evaluate import run_eval
 
         run_eval(args)
     return 0
+
+
+def _report(args) -> int:
+    from pathlib import Path
+
+    from udalab.analysis import store
+    from udalab.analysis.report import ReportSpec, study_dirs, write_index, write_report
+
+    results = args.results if "://" in args.results else str(Path(args.results).resolve())
+    names = args.study or study_dirs(results)
+    if not names:
+        print(f"no studies under {results}: run one first, e.g. python studies/intrada_split.py --smoke",
+              file=sys.stderr)
+    status = 0
+    for name in names:
+        study_dir = f"{results.rstrip('/')}/{name}"
+        base = name.removesuffix("_smoke").removesuffix("_optuna")
+        spec = _load_study(base).report if base in _studies() else None
+        if spec is None:
+            spec = ReportSpec(title=name)
+        try:
+            df = store.load_trials(study_dir)
+        except store.StoreError as e:
+            print(f"udalab report: {e}", file=sys.stderr)
+            status = 2
+            continue
+        if len(df):
+            print(store.write_trials(study_dir, df))
+        print(write_report(study_dir, spec, df=df, data_scale=args.scale,
+                           static_figures=False if args.no_figures else None, index=False))
+    print(write_index(results))
+    return status
 
 
 if __name__ == "__main__":
