@@ -26,6 +26,13 @@ import torch
 __all__ = ["ConfusionMatrix"]
 
 
+def _check_classes(classes: Sequence[int], num_classes: int) -> list[int]:
+    out = [int(c) for c in classes]
+    if not out or any(c < 0 or c >= num_classes for c in out) or len(set(out)) != len(out):
+        raise ValueError(f"eval_classes {list(classes)} must be distinct class indices in [0, {num_classes})")
+    return out
+
+
 def _as_tensor(x, device: torch.device | None = None) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         t = x
@@ -157,9 +164,15 @@ class ConfusionMatrix:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(denom > 0, tp / np.where(denom > 0, denom, 1), np.nan)
 
-    def miou(self) -> float:
-        """Mean IoU over the classes present in GT or prediction (Cityscapes convention); NaN if none."""
+    def miou(self, eval_classes: Sequence[int] | None = None) -> float:
+        """Mean IoU over the classes present in GT or prediction (Cityscapes convention); NaN if none.
+
+        eval_classes: average over these class indices only (e.g. SYNTHIA's 16 of the 19
+        Cityscapes classes, MFNet's car/person/bike); IoUs still come from the full matrix.
+        """
         iou = self.iou()
+        if eval_classes is not None:
+            iou = iou[_check_classes(eval_classes, self.num_classes)]
         return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
 
     def pixel_accuracy(self) -> float:
@@ -173,11 +186,13 @@ class ConfusionMatrix:
         """Number of evaluated (non-ignored) pixels."""
         return int(self.matrix.sum())
 
-    def summary(self, class_names: Sequence[str] | None = None) -> dict:
+    def summary(self, class_names: Sequence[str] | None = None, eval_classes: Sequence[int] | None = None) -> dict:
         """The reported metrics of the contract, in percent.
 
         {"miou": .., "pixel_acc": .., "iou.<class name>": ..}; absent classes are NaN.
         class_names defaults to the Cityscapes train-id names for 19 classes, else class_<i>.
+        eval_classes: score only these class indices (mIoU over them, iou.* for them only;
+        pixel accuracy stays over all evaluated pixels).
         """
         if class_names is None:
             if self.num_classes == 19:
@@ -186,9 +201,11 @@ class ConfusionMatrix:
                 class_names = [f"class_{i}" for i in range(self.num_classes)]
         if len(class_names) != self.num_classes:
             raise ValueError(f"{len(class_names)} class names for {self.num_classes} classes")
-        out = {"miou": 100.0 * self.miou(), "pixel_acc": 100.0 * self.pixel_accuracy()}
-        for name, v in zip(class_names, self.iou()):
-            out[f"iou.{name}"] = 100.0 * float(v)
+        keep = range(self.num_classes) if eval_classes is None else _check_classes(eval_classes, self.num_classes)
+        out = {"miou": 100.0 * self.miou(eval_classes), "pixel_acc": 100.0 * self.pixel_accuracy()}
+        iou = self.iou()
+        for c in keep:
+            out[f"iou.{class_names[c]}"] = 100.0 * float(iou[c])
         return out
 
     def __repr__(self) -> str:

@@ -45,12 +45,17 @@ def slide_inference(predict: Predictor, image: torch.Tensor, num_classes: int,
 @torch.no_grad()
 def evaluate(predict: Predictor, dataset: Dataset, *, num_classes: int, class_names, device,
              input_size: tuple[int, int] | None = None, window: tuple[int, int] | None = None,
-             stride: tuple[int, int] | None = None, batch_size: int = 1, workers: int = 0) -> dict:
+             stride: tuple[int, int] | None = None, batch_size: int = 1, workers: int = 0,
+             eval_classes=None) -> dict:
     """Score `predict` on every sample of `dataset` (labels at their native size).
 
     input_size (W, H): resize each image to it before inference (None: as loaded).
     window/stride (h, w): sliding-window inference on the resized image (None: whole image).
+    eval_classes: class indices that mIoU averages over (None: the dataset's own
+    `eval_classes`, set by build_uda_data, e.g. SYNTHIA->Cityscapes' 16; if that is None too, all).
     """
+    if eval_classes is None:
+        eval_classes = getattr(dataset, "eval_classes", None)
     cm = ConfusionMatrix(num_classes)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
     for batch in loader:
@@ -64,4 +69,4 @@ def evaluate(predict: Predictor, dataset: Dataset, *, num_classes: int, class_na
             logits = predict(image)
         logits = F.interpolate(logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False)
         cm.update(logits.argmax(1), label)
-    return cm.summary(class_names)
+    return cm.summary(class_names, eval_classes=eval_classes)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from udalab.datasets import build_dataset
+from udalab.datasets import build_dataset, root_key
 
 
 @dataclass
@@ -14,17 +14,32 @@ class UDAData:
     target_val: object
     num_classes: int
     class_names: tuple
+    eval_classes: tuple | None = None  # train ids scored (None: all), e.g. SYNTHIA->Cityscapes: 16 of 19
 
 
 def build_uda_data(config: dict, source_size, target_size, crop=None, flip: bool = False) -> UDAData:
     """Datasets named by config['source'] / config['target']; config['data_root'] maps a
-    dataset name to its folder (absent or None: the embedded mini twin)."""
+    dataset's root key (root_key(name): the name, or "mfnet" for every MFNet view) to its
+    folder (absent or None: the embedded mini twin).
+
+    eval_classes: the target's own subset if its name selects one ("mfnet_thermal@3"), else the
+    source's when the source labels fewer classes (SYNTHIA -> Cityscapes: 16), else None (all).
+    It is also set on target_val, so that the shared evaluator scores only those classes."""
     roots = config.get("data_root") or {}
     src_name, tgt_name = config.get("source", "gta5"), config.get("target", "cityscapes")
-    source = build_dataset(src_name, root=roots.get(src_name), split="train", size=source_size, crop=crop, flip=flip)
-    target = build_dataset(tgt_name, root=roots.get(tgt_name), split="train", size=target_size, crop=crop, flip=flip)
+
+    def root(name):
+        return roots.get(name, roots.get(root_key(name)))
+
+    source = build_dataset(src_name, root=root(src_name), split="train", size=source_size, crop=crop, flip=flip)
+    target = build_dataset(tgt_name, root=root(tgt_name), split="train", size=target_size, crop=crop, flip=flip)
     # validation labels at their native resolution; the evaluator resizes the image only
-    target_val = build_dataset(tgt_name, root=roots.get(tgt_name), split="val")
+    target_val = build_dataset(tgt_name, root=root(tgt_name), split="val")
     if source.num_classes != target.num_classes:
         raise ValueError(f"{src_name} has {source.num_classes} classes but {tgt_name} has {target.num_classes}")
-    return UDAData(source, target, target_val, target.num_classes, tuple(target.class_names))
+    eval_classes = target_val.eval_classes
+    src_eval = source.eval_classes
+    if eval_classes is None and src_eval is not None and len(src_eval) < source.num_classes:
+        eval_classes = tuple(src_eval)
+    target_val.eval_classes = eval_classes
+    return UDAData(source, target, target_val, target.num_classes, tuple(target.class_names), eval_classes)

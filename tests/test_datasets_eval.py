@@ -1,0 +1,73 @@
+"""Evaluation subsets: ConfusionMatrix.summary(eval_classes), the shared evaluator, and
+build_uda_data choosing SYNTHIA's 16 classes / MFNet's 3."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from udalab.analysis.metrics import ConfusionMatrix
+from udalab.datasets import mini
+from udalab.datasets.synthia import EVAL_13, EVAL_16
+from udalab.methods.evaluate import evaluate
+from udalab.methods.uda_data import UDAData, build_uda_data
+
+
+def test_summary_over_a_subset():
+    cm = ConfusionMatrix(4)
+    target = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    pred = np.array([0, 0, 1, 0, 2, 3, 0, 0])
+    cm.update(pred, target)
+    iou = cm.iou()  # 0: 2/(2+3)=.4  1: 1/2  2: 1/2  3: 0/(0+1+2)=0
+    assert np.allclose(iou, [0.4, 0.5, 0.5, 0.0])
+    full = cm.summary(list("abcd"))
+    sub = cm.summary(list("abcd"), eval_classes=(1, 2))
+    assert full["miou"] == pytest.approx(100 * 1.4 / 4) and sub["miou"] == pytest.approx(50.0)
+    assert set(sub) == {"miou", "pixel_acc", "iou.b", "iou.c"} and sub["pixel_acc"] == full["pixel_acc"]
+    assert cm.miou((0, 3)) == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="eval_classes"):
+        cm.summary(list("abcd"), eval_classes=(1, 4))
+
+
+class _Fixed(torch.utils.data.Dataset):
+    def __init__(self, label, eval_classes=None):
+        self.label = torch.as_tensor(label)
+        self.eval_classes = eval_classes
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, i):
+        return {"image": torch.zeros(3, *self.label.shape), "label": self.label, "name": "x"}
+
+
+def test_evaluator_uses_the_datasets_eval_classes():
+    label = torch.tensor([[0, 0, 1, 1], [2, 2, 2, 2]])
+    logits = torch.zeros(1, 3, 2, 4)
+    logits[0, 0, 0, :2] = logits[0, 1, 0, 2:] = 1  # row 0 right, row 1 predicted as class 0
+    predict = lambda x: logits  # noqa: E731
+    kw = dict(num_classes=3, class_names=("a", "b", "c"), device="cpu")
+    full = evaluate(predict, _Fixed(label), **kw)
+    assert full["miou"] == pytest.approx(100 * (2 / 6 + 1 + 0) / 3)
+    sub = evaluate(predict, _Fixed(label, eval_classes=(1,)), **kw)
+    assert sub["miou"] == pytest.approx(100.0) and "iou.a" not in sub
+    over = evaluate(predict, _Fixed(label, eval_classes=(1,)), eval_classes=(0, 1), **kw)
+    assert over["miou"] == pytest.approx(100 * (2 / 6 + 1) / 2)
+
+
+def test_build_uda_data_picks_the_subset(tmp_path):
+    roots = {"synthia": mini.make_mini("synthia", tmp_path / "s", count={"train": 2}),
+             "cityscapes": mini.make_mini("cityscapes", tmp_path / "c", count={"train": 2, "val": 2}),
+             "gta5": mini.make_mini("gta5", tmp_path / "g", count={"train": 2}),
+             "mfnet": mini.make_mini("mfnet", tmp_path / "m", count={"train": 4, "val": 2})}
+    d = build_uda_data({"source": "synthia", "target": "cityscapes", "data_root": roots}, None, None)
+    assert d.eval_classes == EVAL_16 and d.target_val.eval_classes == EVAL_16 and d.num_classes == 19
+    d = build_uda_data({"source": "synthia@13", "target": "cityscapes", "data_root": roots}, None, None)
+    assert d.eval_classes == EVAL_13
+    d = build_uda_data({"source": "gta5", "target": "cityscapes", "data_root": roots}, None, None)
+    assert d.eval_classes is None and d.target_val.eval_classes is None
+    d = build_uda_data({"source": "mfnet_rgb_day", "target": "mfnet_thermal@3", "data_root": roots}, None, None)
+    assert d.eval_classes == (1, 2, 3) and d.num_classes == 9 and len(d.source) == 2 and len(d.target) == 4
+    assert d.target_val.files[0][0].parent.parent == roots["mfnet"]
+    # UDAData keeps its old positional form
+    assert UDAData(1, 2, 3, 19, ()).eval_classes is None
