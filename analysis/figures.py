@@ -125,7 +125,7 @@ def metric_curve(agg: pd.DataFrame, x: str, metric: str = "miou", group: str | N
                              fill="toself", fillcolor=_band(color), line=dict(width=0), hoverinfo="skip",
                              showlegend=False, name=f"{name} ±std"))
         _add(fig, go.Scatter(x=list(sub["_x"]), y=list(sub["mean"]), mode="lines+markers",
-                             name=f"{name} (mean over seeds)", line=dict(color=color),
+                             name=f"{name} (mean over seeds)", line=dict(color=color), marker=dict(size=9),
                              customdata=np.stack([sub["std"].to_numpy(dtype=float), sub["n"].to_numpy(dtype=float)],
                                                  axis=1),
                              hovertemplate=f"{labels.get(x, x)}=%{{x}}<br>{_mlabel(metric)}=%{{y:.2f}} ± "
@@ -439,8 +439,12 @@ def cost_per_trial(df: pd.DataFrame, cfg_cols: Sequence[str] = (), varying: Sequ
                                                           "iterations: %{customdata[1]}<extra></extra>"))
     fig.add_trace(go.Bar(x=x, y=list(train), name="training seconds (method loop)", marker_color="#1f77b4",
                          customdata=custom, hovertemplate="%{x}<br>%{y:.0f} s training<br>GPU: %{customdata[0]}<extra></extra>"))
-    total_h = float(np.nansum(wall.to_numpy(dtype=float))) / 3600
+    use, what = (wall, "wall") if wall.notna().any() else (train, "training")
+    total_h = float(np.nansum(use.to_numpy(dtype=float))) / 3600
     devices = ", ".join(sorted(set(gpu) - {"?"})) or "unknown"
-    fig.update_layout(barmode="group", height=420, yaxis_title="seconds",
-                      title=f"Cost per trial: {total_h:.2f} trial-hours in all, device: {devices}", **_LAYOUT)
+    fig.update_layout(barmode="group", height=460, yaxis_title="seconds",
+                      title=f"Cost per trial: {total_h:.2f} trial-hours ({what}) in all, device: {devices}",
+                      **{**_LAYOUT, "margin": dict(t=90, b=140, l=60, r=40),
+                         "legend": dict(orientation="h", yanchor="bottom", y=1.0, x=0)})
+    fig.update_xaxes(tickangle=-35, automargin=True)
     return fig

@@ -35,6 +35,8 @@ STUDY = Study(
         x="lambda_split",
         reference="intrada",
         baseline={"method": "source_only"},
+        labels={"lambda_split": "λ"},
+        class_groups="stuff_thing",
     ),
 )
 
