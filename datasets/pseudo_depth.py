@@ -29,11 +29,11 @@ from udalab.datasets.voc import DEPTH_DIR, DEPTH_META, VOC, voc_dir
 
 Estimator = Callable[[Image.Image], np.ndarray]  # RGB image -> float depth [h, w] (any size)
 
-INSTALL_HINT = ("pip install 'transformers>=4.45' (into this environment); the weights must already be on this "
-                "machine: pass --model a local folder holding config.json and model.safetensors (e.g. made on a "
-                "machine with internet by `huggingface-cli download depth-anything/Depth-Anything-V2-Small-hf "
-                "--local-dir DIR`) or a model id already in the Hugging Face cache (~/.cache/huggingface/hub, "
-                "or $HF_HOME)")
+WEIGHTS_HINT = ("The weights must be on this machine: pass --model a local folder holding config.json, "
+                "preprocessor_config.json and model.safetensors (made on a machine with internet by e.g. "
+                "`huggingface-cli download depth-anything/Depth-Anything-V2-Small-hf --local-dir DIR`) or a model id "
+                "already in the Hugging Face cache (~/.cache/huggingface/hub, or $HF_HOME).")
+INSTALL_HINT = f"install it with `pip install 'transformers>=4.45'` into this environment. {WEIGHTS_HINT}"
 
 
 def encode_depth(depth: np.ndarray) -> tuple[np.ndarray, float]:
@@ -116,26 +116,33 @@ def fill_pseudo_depth(root, estimator: Estimator, model: str, kind: str = "relat
 
 
 def load_estimator(model: str, device: str | None = None) -> tuple[Estimator, str]:
-    """A Hugging Face depth-estimation pipeline from a local path or the cache, as an Estimator,
-    and the kind of depth it predicts ("metric" for models fine-tuned on metric depth, else "relative")."""
+    """A Hugging Face depth-estimation model (DINOv2-based DPT / Depth Anything) from a local
+    folder or the local cache only, as an Estimator, and the kind of depth it predicts
+    ("metric" for models fine-tuned on metric depth, e.g. *-kitti / *-nyu; else "relative":
+    Depth Anything predicts relative inverse depth)."""
     try:
-        from transformers import pipeline
+        import transformers
     except ImportError as e:
         raise DatasetError(f"udalab data pseudo-depth needs Hugging Face transformers, which is not installed: "
                            f"{INSTALL_HINT}") from e
     local = Path(model).expanduser()
-    source = str(local) if local.exists() else model
     if local.exists() and not (local / "config.json").is_file():
-        raise DatasetError(f"{local} holds no config.json: it is not a Hugging Face model folder. {INSTALL_HINT}")
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        raise DatasetError(f"{local} holds no config.json: it is not a Hugging Face model folder. {WEIGHTS_HINT}")
+    source = str(local) if local.exists() else model
     try:
-        pipe = pipeline("depth-estimation", model=source, device=dev, model_kwargs={"local_files_only": True})
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"cannot load the depth model {model!r} from local files ({e}). {INSTALL_HINT}") from e
+        processor = transformers.AutoImageProcessor.from_pretrained(source, local_files_only=True)
+        net = transformers.AutoModelForDepthEstimation.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError, KeyError) as e:
+        raise DatasetError(f"cannot load the depth model {model!r} from local files: its weights are not on this "
+                           f"machine ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
+                           f"{WEIGHTS_HINT}") from e
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    net = net.to(dev).eval()
     kind = "metric" if any(k in source.lower() for k in ("kitti", "nyu", "metric")) else "relative"
 
+    @torch.no_grad()
     def estimate(image: Image.Image) -> np.ndarray:
-        out = pipe(image)
-        return out["predicted_depth"].squeeze().float().cpu().numpy()
+        inputs = {k: v.to(dev) for k, v in processor(images=image, return_tensors="pt").items()}
+        return net(**inputs).predicted_depth.squeeze().float().cpu().numpy()
 
     return estimate, kind

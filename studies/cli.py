@@ -60,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
 
     add_eval_arguments(p_eval)
 
+    from udalab.datasets.cli import add_arguments as add_data_arguments
+
+    add_data_arguments(sub)
+
     if argv[:1] == ["run"]:
         if len(argv) < 2 or argv[1].startswith("-"):
             print("usage: udalab run STUDY [--smoke] [--optuna] [--data-root DIR] [--address ADDR] ...\n"
@@ -97,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({k: v for k, v in r.items() if not k.startswith("iou.")}))
     elif args.command == "report":
         return _report(args)
+    elif args.command == "data":
+        from udalab.datasets.cli import run as run_data
+
+        return run_data(args)
     elif args.command == "eval":
         from udalab.analysis.evaluate import run_eval
 
