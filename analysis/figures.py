@@ -167,8 +167,8 @@ def metric_curve(agg: pd.DataFrame, x: str, metric: str = "miou", group: str | N
             no_x = pts[pts[x].map(_is_missing)]
         else:
             no_x = pts
-        for _, prow in no_x.iterrows():   # published numbers of the configurations drawn as lines
-            if not any(config_matches(prow, r, ref_config) for r in flat.to_dict("records")):
+        for _, prow in no_x.iterrows():   # published numbers without x: a level line (e.g. HRDA's 73.8)
+            if not any(config_matches(prow, r, ref_config) for r in agg.to_dict("records")):
                 continue
             have_published = True
             _add(fig, go.Scatter(x=[x0, x1], y=[prow[metric]] * 2, mode="lines",

@@ -183,15 +183,17 @@ def reproduction_summary(agg: pd.DataFrame, spec: ReportSpec, ref: pd.DataFrame 
         out["verdict"] = "No published numbers to compare with." if ref is None else \
             f"The published table has no {spec.metric}."
         return out
-    for r in agg.to_dict("records"):
-        if _is_missing(r["mean"]):
+    records = agg.to_dict("records")
+    unique, ambiguous = T.published_matches(ref, info["config"], records)
+    for pos, r in enumerate(records):
+        hits = [p for p in unique.get(pos, []) if not _is_missing(p.get(spec.metric))]
+        if _is_missing(r["mean"]) or not hits:
             continue
-        hits = [p for p in ref.to_dict("records") if config_matches(p, r, info["config"])
-                and not _is_missing(p.get(spec.metric))]
-        if hits:
-            p = hits[0]
-            out["pairs"].append((T.config_label(r, cfg_cols, varying, spec.group, spec.labels), float(r["mean"]),
-                                 r["std"], int(r["n"]), float(p[spec.metric]), str(p["label"])))
+        p = hits[0]
+        out["pairs"].append((T.config_label(r, cfg_cols, varying, spec.group, spec.labels), float(r["mean"]),
+                             r["std"], int(r["n"]), float(p[spec.metric]), str(p["label"])))
+    out["ambiguous"] = [f"{p['label']} ({p[spec.metric]:g}) matches {n} configurations" for p, n in ambiguous
+                        if not _is_missing(p.get(spec.metric))]
     pairs = out["pairs"]
     sign = 1 if spec.mode == "max" else -1
     if pairs:
@@ -244,6 +246,9 @@ def _summary_html(s: dict, spec: ReportSpec, data_scale: str) -> str:
         parts.append(f'<div class="scroll"><table class="paper"><thead><tr><th>configuration</th><th>measured {m}</th>'
                      f"<th>published {m}</th><th>published row</th><th>Δ</th></tr></thead><tbody>"
                      + "".join(rows) + "</tbody></table></div>")
+    if s.get("ambiguous"):
+        parts.append(f'<p class="note">Not compared, the published configuration is not pinned down by the reference '
+                     f"data: {_e('; '.join(s['ambiguous']))}.</p>")
     for what, measured, published in s["facts"]:
         parts.append(f"<p>{_e(what)}: measured <b>{_e(measured)}</b>, published <b>{_e(published)}</b>.</p>")
     parts.append("</div>")

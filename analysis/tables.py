@@ -35,6 +35,7 @@ from udalab.analysis import store
 from udalab.analysis.reference import _equal, _is_missing, config_matches, reference, reference_info
 
 __all__ = ["Cell", "Column", "Row", "Table", "aggregate", "ablation_table", "class_table", "STUFF_THING",
+           "published_matches",
            "varying_columns", "config_label", "fmt_value", "baseline_index"]
 
 METRIC_LABELS = {"miou": "mIoU", "pixel_acc": "pixel acc.", "iiou": "iIoU"}
@@ -397,15 +398,26 @@ def _table_config_columns(df: pd.DataFrame, agg: pd.DataFrame, config: Sequence[
     return varying or cfg_cols[:1]
 
 
-def _published_for(ref: pd.DataFrame | None, info: Mapping | None, rec: Mapping, used: set) -> list[dict]:
+def published_matches(ref: pd.DataFrame | None, config_columns: Sequence[str], records: Sequence[Mapping]
+                      ) -> tuple[dict[int, list[dict]], list[tuple[dict, int]]]:
+    """Pair published rows with configurations (position in `records`).
+
+    Returns ({position: [published rows that match that configuration and no other]},
+    [(published row, number of configurations it matches)] for rows matching several: e.g. HRDA's
+    73.8, published for one crop setting, when the reference row names only the method).
+    Published rows matching no configuration are left out.
+    """
+    unique: dict[int, list[dict]] = {}
+    ambiguous: list[tuple[dict, int]] = []
     if ref is None:
-        return []
-    out = []
-    for i, p in enumerate(ref.to_dict("records")):
-        if i not in used and config_matches(p, rec, info["config"]):
-            used.add(i)
-            out.append(p)
-    return out
+        return unique, ambiguous
+    for p in ref.to_dict("records"):
+        hits = [i for i, r in enumerate(records) if config_matches(p, r, config_columns)]
+        if len(hits) == 1:
+            unique.setdefault(hits[0], []).append(p)
+        elif len(hits) > 1:
+            ambiguous.append((p, len(hits)))
+    return unique, ambiguous
 
 
 def _load_reference(reference_name: str | None):
@@ -446,8 +458,8 @@ def ablation_table(df: pd.DataFrame, metrics: Sequence[str] = ("miou",), baselin
 
     best = {m: _best(agg[f"{m}.mean"] if len(agg) else pd.Series(dtype=float), mode) for m in metrics}
     rows: list[Row] = []
-    used: set = set()
-    for i, r in agg.iterrows():
+    unique, ambiguous = published_matches(ref, info["config"] if info else (), agg.to_dict("records"))
+    for pos, (i, r) in enumerate(agg.iterrows()):
         rec = r.to_dict()
         cells = _config_cells(rec, cols, kinds)
         for m in metrics:
@@ -464,14 +476,11 @@ def ablation_table(df: pd.DataFrame, metrics: Sequence[str] = ("miou",), baselin
         notes = [f"{int(r[k])} {k}" for k in ("running", "errored", "pending") if r[k]]
         cells["seeds"] = Cell(str(int(r["n"])), note=", ".join(notes))
         rows.append(Row(cells, "baseline" if i == base_i else "measured"))
-        for p in _published_for(ref, info, rec, used):
-            pc = _config_cells({**rec, **{k: v for k, v in p.items() if not _is_missing(v)}}, cols, kinds)
-            for m in metrics:
-                pc[m] = Cell(p.get(m), kind="number", digits=_pub_digits(ref, m))
-            for m in delta:
-                pc[f"Δ{m}"] = Cell(None)
-            pc["seeds"] = Cell("published")
-            rows.append(Row(pc, "published", source=f"{p['label']}: {p['source']}"))
+        for p in unique.get(pos, []):
+            rows.append(_published_row(p, rec, cols, kinds, metrics, delta, ref))
+    for p, n in ambiguous:   # published for a setting the reference does not pin down: listed last
+        rows.append(_published_row(p, {}, cols, kinds, metrics, delta, ref,
+                                   f"published ({p['label']}; matches {n} configurations)"))
     notes = ["Mean ± sample std over seeds; best measured value per column in bold."]
     if baseline:
         notes.append("Δ: difference of the means to the baseline ("
@@ -480,6 +489,16 @@ def ablation_table(df: pd.DataFrame, metrics: Sequence[str] = ("miou",), baselin
     if ref is not None and any(r.kind == "published" for r in rows):
         notes.append(f"Published rows (italic): {info['title']}, {info['benchmark']}.")
     return Table(columns, rows, caption=caption, notes=notes)
+
+
+def _published_row(p: Mapping, rec: Mapping, cols, kinds, metrics, delta, ref, seeds: str = "published") -> Row:
+    pc = _config_cells({**rec, **{k: v for k, v in p.items() if not _is_missing(v)}}, cols, kinds)
+    for m in metrics:
+        pc[m] = Cell(p.get(m), kind="number", digits=_pub_digits(ref, m))
+    for m in delta:
+        pc[f"Δ{m}"] = Cell(None)
+    pc["seeds"] = Cell(seeds)
+    return Row(pc, "published", source=f"{p['label']}: {p['source']}")
 
 
 def _best(values: pd.Series, mode: str = "max") -> float:
@@ -559,8 +578,8 @@ def class_table(df: pd.DataFrame, classes: Sequence[str] | None = None,
     best = {k: _best(gagg[f"{k}.mean"] if f"{k}.mean" in gagg else pd.Series(dtype=float), "max")
             for k in value_keys}
     rows: list[Row] = []
-    used: set = set()
-    for i, r in gagg.iterrows():
+    unique, _ambiguous = published_matches(ref, info["config"] if info else (), gagg.to_dict("records"))
+    for pos, (i, r) in enumerate(gagg.iterrows()):
         rec = r.to_dict()
         cells = _config_cells(rec, cols, kinds)
         for k in value_keys:
@@ -570,7 +589,7 @@ def class_table(df: pd.DataFrame, classes: Sequence[str] | None = None,
                             bold=not _is_missing(mean) and not _is_missing(best[k]) and bool(np.isclose(mean, best[k])),
                             title="" if _is_missing(std) else f"± {std:.{digits}f} (std over {int(r[f'{k}.n'])} seeds)")
         rows.append(Row(cells, "measured"))
-        for p in _published_for(ref, info, rec, used):
+        for p in unique.get(pos, []):
             if not any(not _is_missing(p.get(f"iou.{c}")) for c in classes):
                 continue
             pc = _config_cells({**rec, **{k: v for k, v in p.items() if not _is_missing(v)}}, cols, kinds)
