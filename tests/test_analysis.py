@@ -425,3 +425,17 @@ def test_render_report_running_nan_and_escaping(tmp_path):
     assert 'id="fig-metric"' in text and "smoke run" in text
     empty = write_report(tmp_path, ReportSpec(title="t"), df=store.load_trials(tmp_path))
     assert "No trials yet" in empty.read_text(encoding="utf-8")
+
+
+@pytest.mark.ray
+def test_cli_report_writes_every_study_and_the_index(tune_study, capsys):
+    from udalab.studies.cli import main as cli
+
+    assert cli(["report", "--results", str(tune_study.parent), "--no-figures"]) == 0
+    out = capsys.readouterr().out
+    assert str(tune_study / "report.html") in out and str(tune_study.parent / "index.html") in out
+    index = (tune_study.parent / "index.html").read_text(encoding="utf-8")
+    assert 'href="study/report.html"' in index and "errors" in index and "4: 1 error, 3 terminated" in index
+    text = (tune_study / "report.html").read_text(encoding="utf-8")
+    assert "<title>study</title>" in text and "ValueError: boom" in text
+    assert cli(["report", "missing", "--results", str(tune_study.parent), "--no-figures"]) == 2

@@ -7,10 +7,12 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
 import torch
 
+from udalab.analysis.report import find_browser
 from udalab.methods.engine import make_hparams, run_local
 from udalab.methods.intrada import PRESETS, IntraDAConfig
 
@@ -48,6 +50,17 @@ def test_smoke_study_runs_end_to_end_and_rerun_resumes(tmp_path, mini_data):
     assert df.loc[df["method"] == "intrada", "lambda_split"].item() == pytest.approx(0.67)
     assert df["miou"].between(0, 100).all() and (df["iterations"] > 0).all()
     assert (study / "report.html").stat().st_size > 100_000  # plotly.js embedded
+    assert set(df["gpu"]) == {"cpu"} and (df["wall_seconds"] >= df["train_seconds"]).all()
+    assert {"results.md", "results.tex", "classes.md", "classes.tex"} <= {p.name for p in (study / "tables").iterdir()}
+    assert 'href="intrada_split_smoke/report.html"' in (tmp_path / "index.html").read_text(encoding="utf-8")
+    if find_browser():  # kaleido's static export next to the report
+        assert {"metric.png", "metric.svg", "classes.png", "cost.svg"} <= {p.name for p in (study / "figures").iterdir()}
+    # the study folder is a plain Tune experiment
+    from ray.tune import ExperimentAnalysis
+
+    ea = ExperimentAnalysis(str(study))
+    assert sorted(t.trial_id for t in ea.trials) == sorted(df["trial_id"])
+    assert ea.get_best_trial("miou", "max").last_result["miou"] == pytest.approx(df["miou"].max())
     before = _checkpoints(study)
 
     again = _run(tmp_path, "--smoke")
@@ -113,7 +126,20 @@ def test_optuna_variant_searches_lambda(tmp_path, mini_data):
     df = pd.read_parquet(tmp_path / "intrada_split_optuna_smoke" / "trials.parquet")
     assert len(df) == 2 and set(df["status"]) == {"TERMINATED"} and set(df["method"]) == {"intrada"}
     assert df["lambda_split"].between(0, 1).all() and df["lambda_split"].nunique() == 2
-    assert list((tmp_path / "intrada_split_optuna_smoke").glob("searcher-state-*.pkl"))
+    study = tmp_path / "intrada_split_optuna_smoke"
+    assert list(study.glob("searcher-state-*.pkl"))
+    # the Optuna study is in optuna.db (what optuna-dashboard opens), the same trials as Tune's
+    storage = f"sqlite:///{study / 'optuna.db'}"
+    ot = optuna.load_study(study_name="intrada_split_optuna_smoke", storage=storage)
+    assert [t.state for t in ot.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert sorted(t.params["lambda_split"] for t in ot.trials) == pytest.approx(sorted(df["lambda_split"]))
+    assert sorted(t.value for t in ot.trials) == pytest.approx(sorted(df["miou"]))
+    text = (study / "report.html").read_text(encoding="utf-8")
+    assert 'id="fig-history"' in text and 'id="fig-parallel"' in text and "optuna.db" in text
+    # a re-run resumes (the searcher reconnects to the same database) and adds no trial
+    again = _run(tmp_path, "--smoke", "--optuna", "--num-samples", "2")
+    assert again.returncode == 0 and "Resuming" in again.stdout, again.stdout[-3000:] + again.stderr[-3000:]
+    assert len(optuna.load_study(study_name="intrada_split_optuna_smoke", storage=storage).trials) == 2
 
 
 def test_two_workers_per_trial_and_freed_resources(tmp_path, mini_data):
