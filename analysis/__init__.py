@@ -3,9 +3,13 @@ reference numbers and the HTML report.
 
     metrics    ConfusionMatrix (IoU / mIoU / pixel accuracy, Cityscapes conventions)
     evaluate   `udalab eval`: score prediction PNGs like cityscapesScripts
-    store      Tune experiment dir -> DataFrame / trials.parquet, learning curves
+    store      Tune experiment dir -> DataFrame / trials.parquet (schema: docs/architecture.md), learning curves
     reference  published numbers (reference_data.json)
-    report     ReportSpec, write_report -> report.html
+    tables     paper-shaped tables (✓/✗, factors, mean ± std, Δ, bold, per-class) -> Markdown / HTML / LaTeX
+    figures    Plotly figures (curves with seed bands, bars, heatmaps, Optuna history / importance,
+               parallel coordinates, cost)
+    report     ReportSpec, write_report -> report.html (+ tables/, figures/), write_index -> index.html
+    browser    check_page: a report in headless Chromium (rendered figures, JavaScript errors, screenshot)
 
 Submodules are imported on use (`from udalab.analysis import store`), so that importing the
 package stays cheap.
