@@ -122,7 +122,7 @@ def metric_curve(agg: pd.DataFrame, x: str, metric: str = "miou", group: str | N
         std = sub["std"].fillna(0.0)
         upper, lower = sub["mean"] + std, sub["mean"] - std
         _add(fig, go.Scatter(x=list(sub["_x"]) + list(sub["_x"])[::-1], y=list(upper) + list(lower)[::-1],
-                             fill="toself", fillcolor=_band(color), line=dict(width=0), hoverinfo="skip",
+                             fill="toself", fillcolor=_band(color), mode="lines", line=dict(width=0), hoverinfo="skip",
                              showlegend=False, name=f"{name} ±std"))
         _add(fig, go.Scatter(x=list(sub["_x"]), y=list(sub["mean"]), mode="lines+markers",
                              name=f"{name} (mean over seeds)", line=dict(color=color), marker=dict(size=9),
@@ -138,7 +138,7 @@ def metric_curve(agg: pd.DataFrame, x: str, metric: str = "miou", group: str | N
         name = config_label(row, cfg_cols, varying, group, labels)
         std = 0.0 if _is_missing(row["std"]) else float(row["std"])
         m = float(row["mean"])
-        _add(fig, go.Scatter(x=[x0, x1, x1, x0], y=[m + std, m + std, m - std, m - std], fill="toself",
+        _add(fig, go.Scatter(x=[x0, x1, x1, x0], y=[m + std, m + std, m - std, m - std], fill="toself", mode="lines",
                              fillcolor=_band(color, 0.12), line=dict(width=0), hoverinfo="skip", showlegend=False,
                              name=f"{name} ±std"))
         _add(fig, go.Scatter(x=[x0, x1], y=[m, m], mode="lines", line=dict(color=color, dash="dash"),

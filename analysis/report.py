@@ -211,7 +211,10 @@ def reproduction_summary(agg: pd.DataFrame, spec: ReportSpec, ref: pd.DataFrame 
             with_x = agg[agg[x].map(lambda z: not _is_missing(z)) & agg["mean"].notna()]
             if len(with_x):
                 best = with_x.loc[(sign * with_x["mean"]).idxmax()]
-                out["facts"].append((f"best {spec.labels.get(x, x)}", T.fmt_value(best[x]), T.fmt_value(v)))
+                n_x = with_x[x].map(lambda z: repr(T._norm(z))).nunique()
+                out["facts"].append((f"best {spec.labels.get(x, x)}" + (" (only one value measured)" if n_x < 2 else
+                                                                       f" (of {n_x} measured)"),
+                                     T.fmt_value(best[x]), T.fmt_value(v)))
     if not pairs:
         out["verdict"] = ("None of the measured configurations has a published counterpart yet "
                           "(or none has a result).")
@@ -228,7 +231,8 @@ def reproduction_summary(agg: pd.DataFrame, spec: ReportSpec, ref: pd.DataFrame 
                          f"The paper's best of them is {out['best_published']}; here it is {out['best_measured']}.")
         if out["spearman"] is not None:
             parts.append(f"Rank correlation measured vs published: {out['spearman']:+.2f}.")
-        parts.append("On mini data only the shape compares, not the level.")
+        parts.append("Smoke run: the numbers only show that the pipeline works." if data_scale == "smoke" else
+                     "On mini data only the shape compares, not the level.")
         out["verdict"] = " ".join(parts)
     return out
 
@@ -523,6 +527,8 @@ def export_figures(figs: Mapping[str, Any], out_dir: str | os.PathLike, formats:
     import plotly.io as pio
 
     os.environ.setdefault("BROWSER_PATH", browser)
+    for name in ("kaleido", "choreographer", "logistro"):   # their INFO lines would flood a study's log
+        logging.getLogger(name).setLevel(logging.WARNING)
     fs, path = store._fs(out_dir)
     local = store._is_local(out_dir)
     tmp = None if local else tempfile.mkdtemp(prefix="udalab-figures-")

@@ -227,7 +227,7 @@ def test_report_sections_search_and_files(tmp_path):
     for fid in ("fig-metric", "fig-history", "fig-parallel", "fig-cost"):
         assert f'id="{fid}"' in text, fid
     assert text.count("plotly.js v") == 1 and "<script src=" not in text     # embedded once, offline
-    assert "best lambda_split: measured <b>1</b>, published <b>0.67</b>" in text
+    assert "best lambda_split (of 3 measured): measured <b>1</b>, published <b>0.67</b>" in text
     assert "Best trial" in text and "mini data: compare the shape" in text
     md = (study / "tables" / "results.md").read_text()
     assert "| source_only | – | 11.0 ± 1.0 | baseline | 3 |" in md
