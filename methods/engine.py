@@ -139,9 +139,11 @@ class _SeededSamples(Dataset):
 class _IterationBatches:
     """Batch sampler: batch `it` of this rank, for it = start, start+1, ... forever."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, stream: int, start: int, rank: int, world: int):
+    def __init__(self, n: int, batch_size: int, seed: int, stream: int, start: int, rank: int, world: int,
+                 sampler: Callable[[np.random.Generator], int] | None = None):
         self.n, self.bs, self.seed, self.stream = n, batch_size, seed, stream
         self.start, self.rank, self.world = start, rank, world
+        self.sampler = sampler
         self._perm_epoch, self._perm = -1, None
 
     def _index(self, k: int) -> int:
@@ -156,23 +158,30 @@ class _IterationBatches:
         while True:
             batch = []
             for slot in range(self.bs):
-                k = (it * self.world + self.rank) * self.bs + slot
-                batch.append((self._index(k), derive_seed(self.seed, self.stream, it, self.rank, slot)))
+                sample_seed = derive_seed(self.seed, self.stream, it, self.rank, slot)
+                if self.sampler is not None:  # e.g. rare-class sampling: an index drawn per slot
+                    index = int(self.sampler(np.random.default_rng(derive_seed(sample_seed, 1))))
+                else:  # epochs of one shared permutation, split over the ranks
+                    index = self._index((it * self.world + self.rank) * self.bs + slot)
+                batch.append((index, sample_seed))
             yield batch
             it += 1
 
 
 def batches(dataset: Dataset, batch_size: int, *, seed: int, stream: int, start: int = 0,
-            rank: int = 0, world: int = 1, workers: int = 0, device: torch.device | str = "cpu") -> Iterator[dict]:
+            rank: int = 0, world: int = 1, workers: int = 0, device: torch.device | str = "cpu",
+            sampler: Callable[[np.random.Generator], int] | None = None) -> Iterator[dict]:
     """Endless iterator of collated batches for iterations start, start+1, ...
 
     `stream` separates independent sample streams of one run (source, target, ...).
+    `sampler(rng) -> index` replaces the epoch permutation (rare-class sampling); it gets a
+    generator seeded per (seed, stream, iteration, rank, slot), so resumes stay exact.
     """
     if len(dataset) == 0:
         raise ValueError("cannot draw batches from an empty dataset")
     loader = DataLoader(
         _SeededSamples(dataset),
-        batch_sampler=_IterationBatches(len(dataset), batch_size, seed, stream, start, rank, world),
+        batch_sampler=_IterationBatches(len(dataset), batch_size, seed, stream, start, rank, world, sampler),
         num_workers=workers,
         pin_memory=torch.device(device).type == "cuda",
         persistent_workers=workers > 0,

@@ -19,26 +19,30 @@ Predictor = Callable[[torch.Tensor], torch.Tensor]  # image batch -> logits (N, 
 
 
 def slide_inference(predict: Predictor, image: torch.Tensor, num_classes: int,
-                    window: tuple[int, int], stride: tuple[int, int]) -> torch.Tensor:
+                    window: tuple[int, int], stride: tuple[int, int], max_batch: int = 64) -> torch.Tensor:
     """Average logits over overlapping windows (h, w) moved by stride (sh, sw); returns (N, C, H, W).
 
-    Windows are placed so that the last one ends at the image border (as mmseg's slide mode).
+    Windows are placed so that the last one ends at the image border (as mmseg's slide mode);
+    they are predicted in batches of up to `max_batch` crops (one call per batch, not per window).
     """
     n, _, H, W = image.shape
     wh, ww = min(window[0], H), min(window[1], W)
     sh, sw = stride
     rows = max(H - wh + sh - 1, 0) // sh + 1
     cols = max(W - ww + sw - 1, 0) // sw + 1
-    logits = image.new_zeros((n, num_classes, H, W))
-    count = image.new_zeros((1, 1, H, W))
-    for r in range(rows):
-        for c in range(cols):
-            y0 = min(r * sh, H - wh)
-            x0 = min(c * sw, W - ww)
-            out = predict(image[:, :, y0:y0 + wh, x0:x0 + ww])
-            out = F.interpolate(out, size=(wh, ww), mode="bilinear", align_corners=False)
-            logits[:, :, y0:y0 + wh, x0:x0 + ww] += out
-            count[:, :, y0:y0 + wh, x0:x0 + ww] += 1
+    corners = [(min(r * sh, H - wh), min(c * sw, W - ww)) for r in range(rows) for c in range(cols)]
+    crops = torch.cat([image[:, :, y0:y0 + wh, x0:x0 + ww] for y0, x0 in corners])  # window-major
+    outs = []
+    step = max(max_batch // n, 1) * n
+    for i in range(0, crops.shape[0], step):
+        out = predict(crops[i:i + step])
+        outs.append(F.interpolate(out.float(), size=(wh, ww), mode="bilinear", align_corners=False))
+    outs = torch.cat(outs)
+    logits = image.new_zeros((n, num_classes, H, W), dtype=torch.float32)
+    count = image.new_zeros((1, 1, H, W), dtype=torch.float32)
+    for k, (y0, x0) in enumerate(corners):
+        logits[:, :, y0:y0 + wh, x0:x0 + ww] += outs[k * n:(k + 1) * n]
+        count[:, :, y0:y0 + wh, x0:x0 + ww] += 1
     return logits / count
 
 

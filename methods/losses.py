@@ -30,3 +30,24 @@ def entropy_map(prob: torch.Tensor) -> torch.Tensor:
 def entropy_loss(logits: torch.Tensor) -> torch.Tensor:
     """ADVENT MinEnt: mean normalised entropy of the prediction."""
     return entropy_map(F.softmax(logits, dim=1)).mean()
+
+
+def weighted_ce(logits: torch.Tensor, label: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Pixel cross-entropy times a per-pixel weight (N, H, W), averaged over all pixels as
+    mmseg does (DACS/DAFormer pseudo-label loss); 255 contributes zero."""
+    if logits.shape[-2:] != label.shape[-2:]:
+        logits = F.interpolate(logits, size=label.shape[-2:], mode="bilinear", align_corners=False)
+    ce = F.cross_entropy(logits.float(), label, ignore_index=IGNORE_INDEX, reduction="none")
+    return (ce * weight).mean()
+
+
+def downscale_label_ratio(label: torch.Tensor, factor: int, min_ratio: float, num_classes: int) -> torch.Tensor:
+    """Labels pooled by `factor`: each cell takes its majority class if that class covers at
+    least min_ratio of the cell, else 255 (DAFormer's feature-distance mask, min_ratio 0.75)."""
+    n, h, w = label.shape
+    valid = label != IGNORE_INDEX
+    onehot = F.one_hot(torch.where(valid, label, 0), num_classes).permute(0, 3, 1, 2).float()
+    onehot = onehot * valid.unsqueeze(1)
+    ratio = F.avg_pool2d(onehot, factor)
+    top, cls = ratio.max(1)
+    return torch.where(top >= min_ratio, cls, torch.full_like(cls, IGNORE_INDEX))

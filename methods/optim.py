@@ -24,3 +24,34 @@ def adam_discriminator(params, lr: float) -> torch.optim.Adam:
 
 def poly(optimizer: torch.optim.Optimizer, total_iters: int, power: float) -> PolynomialLR:
     return PolynomialLR(optimizer, total_iters=max(total_iters, 1), power=power)
+
+
+def adamw_head_10x(model, lr: float, weight_decay: float, betas=(0.9, 0.999), head_mult: float = 10.0):
+    """AdamW of the DAFormer family: decoder at head_mult x lr, no weight decay on norms and
+    biases (DAFormer reference: lr 6e-5, wd 0.01, head lr x10, norm decay 0)."""
+    groups = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        head = not name.startswith("encoder.") and not name.startswith("net.encoder.")
+        no_decay = p.ndim == 1  # LayerNorm / BatchNorm weights and all biases
+        key = (head, no_decay)
+        groups.setdefault(key, []).append(p)
+    params = [{"params": ps, "lr": lr * (head_mult if head else 1.0), "weight_decay": 0.0 if nd else weight_decay}
+              for (head, nd), ps in sorted(groups.items())]
+    return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
+
+
+def warmup_poly(optimizer: torch.optim.Optimizer, total_iters: int, warmup_iters: int, power: float = 1.0,
+                warmup_ratio: float = 1e-6) -> torch.optim.lr_scheduler.LambdaLR:
+    """mmcv's poly schedule with linear warm-up: lr_t = lr (1 - t/T)^p, scaled during the first
+    `warmup_iters` by 1 - (1 - t/W)(1 - warmup_ratio) (DAFormer: W 1500, p 1.0, ratio 1e-6)."""
+    total = max(total_iters, 1)
+
+    def factor(t: int) -> float:
+        f = (1.0 - min(t, total) / total) ** power
+        if t < warmup_iters:
+            f *= 1.0 - (1.0 - t / warmup_iters) * (1.0 - warmup_ratio)
+        return f
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

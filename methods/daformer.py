@@ -1,0 +1,326 @@
+"""DAFormer (Hoyer, Dai & Van Gool, CVPR 2022): DACS self-training with a Transformer.
+
+Per iteration t (Sec. 3.1 and Algorithm of DACS, Tranheden et al. 2021):
+
+    1. teacher  φ ← α_t φ + (1 - α_t) θ,  α_t = min(1 - 1/(t+1), α)            (EMA, methods/ema.py)
+    2. source   L_S  = CE(f_θ(x_S), y_S)  [+ λ_FD · ImageNet feature distance on thing classes]
+    3. target   p_T  = argmax g_φ(x_T),   q_T = |{max prob ≥ τ}| / |pixels|   (rows at the top and
+                bottom of the crop ignored: ego car and rectification border)
+    4. mix      M = ClassMix(y_S);  x_M = M·x_S + (1-M)·x_T, y_M, w_M likewise;  colour jitter + blur
+    5. L = L_S + CE_w(f_θ(x_M), y_M, w_M);  AdamW step (head lr x10), warm-up + poly
+
+Source images are drawn by rare-class sampling (Sec. 3.3: class c with probability
+∝ exp((1 - f_c)/T), then an image containing c). The "segmentor" is the part HRDA
+replaces (methods/hrda.py): here one network at the crop's resolution.
+
+`self_training=False` trains the same network on the source alone (the papers'
+"source only" row). The EMA teacher and the iteration counter are saved in every
+checkpoint, so a resumed run continues with the teacher it had.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from udalab.methods import register
+from udalab.methods.crops import balanced_box, crop_batch, random_box
+from udalab.methods.ema import EMATeacher
+from udalab.methods.engine import (ConfigError, LossMeter, Run, autocast, batches, check_finite, derive_seed,
+                                   eval_mode, make_hparams, unwrap)
+from udalab.methods.evaluate import evaluate
+from udalab.methods.losses import IGNORE_INDEX, downscale_label_ratio, weighted_ce
+from udalab.methods.mixing import classmix_masks, mix, strong_augment
+from udalab.methods.optim import adamw_head_10x, warmup_poly
+from udalab.methods.segformer import MiT, EncoderDecoder, load_pretrained
+from udalab.methods.uda_data import build_uda_data
+
+log = logging.getLogger("udalab")
+
+
+@dataclasses.dataclass
+class DAFormerConfig:
+    # model: MiT-B5 + DAFormer decoder, ImageNet init (Hoyer et al. 2022, Sec. 3.2, 4.1)
+    backbone: str = "mit_b5"
+    decoder: str = "daformer"              # "segformer": the plain SegFormer MLP head (Table 4)
+    decoder_dim: int = 256                 # embedding / fusion channels of the decoder (Sec. 3.2)
+    pretrained: str = "imagenet"
+    drop_path_rate: float = 0.1            # MiT config of the reference
+    # data: GTA5 resized to 1280x720, Cityscapes to 1024x512, 512x512 crops, batch 2 (Sec. 4.1)
+    source_size: tuple = (1280, 720)
+    target_size: tuple = (1024, 512)
+    crop_size: tuple = (512, 512)
+    source_cat_max_ratio: float = 0.75     # source crops re-drawn while one class covers > 75 % (reference)
+    sync_crop: bool = False                # the same crop window on source and target (HRDA crop ablation)
+    flip: bool = True
+    batch_size: int = 2
+    # optimisation: AdamW 6e-5, wd 0.01, head x10, 1500 warm-up, poly 1.0, 40k iterations (Sec. 4.1)
+    iterations: int = 40_000
+    lr: float = 6e-5
+    head_lr_mult: float = 10.0
+    weight_decay: float = 0.01
+    warmup_iters: int = 1500
+    poly_power: float = 1.0
+    # self-training (DACS; Sec. 3.1): EMA α 0.999, confidence τ 0.968, λ_T = q_T
+    self_training: bool = True
+    ema_alpha: float = 0.999
+    pseudo_threshold: float = 0.968
+    pl_ignore_top: float = 15 / 512        # DAFormer ignores the top 15 and bottom 120 rows of its
+    pl_ignore_bottom: float = 120 / 512    # 512-px target crops; kept as fractions of the crop height
+    color_jitter: float = 0.2              # DACS strong augmentation
+    color_jitter_p: float = 0.2
+    blur: bool = True
+    # rare-class sampling (Sec. 3.3): T = 0.01, images with >= 3000 pixels of the class
+    rcs: bool = True
+    rcs_temperature: float = 0.01
+    rcs_min_pixels: int = 3000
+    # thing-class ImageNet feature distance (Sec. 3.4): λ_FD = 0.005, cells with >= 75 % of one class
+    fd_lambda: float = 0.005
+    fd_min_ratio: float = 0.75
+    # evaluation: whole Cityscapes val images at 1024x512
+    eval_every: int = 4000
+    eval_size: tuple = (1024, 512)
+    precision: str = "fp32"                # "bf16": autocast forward passes (the reference trains in fp32)
+
+    def validate(self) -> None:
+        if not 0.0 <= self.ema_alpha < 1.0:
+            raise ConfigError(f"ema_alpha must be in [0, 1), got {self.ema_alpha}")
+        if not 0.0 <= self.pseudo_threshold <= 1.0:
+            raise ConfigError(f"pseudo_threshold must be in [0, 1], got {self.pseudo_threshold}")
+        if self.iterations <= 0 or self.eval_every <= 0 or self.batch_size <= 0:
+            raise ConfigError("iterations, eval_every and batch_size must be positive")
+        if self.rcs_temperature <= 0:
+            raise ConfigError(f"rcs_temperature must be > 0, got {self.rcs_temperature}")
+        if self.crop_size[0] > min(self.source_size[0], self.target_size[0]) or \
+                self.crop_size[1] > min(self.source_size[1], self.target_size[1]):
+            raise ConfigError(f"crop_size {self.crop_size} is larger than the images "
+                              f"(source {self.source_size}, target {self.target_size})")
+
+
+# The embedded mini data: the paper's geometry / 8 (Cityscapes 128x64, GTA 160x90, 64-px crops),
+# MiT-B0 from random init (no ImageNet weights offline), so no ImageNet feature distance (it
+# would pull towards random features) and 10x the paper's learning rate; a 64-channel decoder
+# (at 256 the decoder is ~90 % of a MiT-B0 step on CPU); RCS keeps images with >= 50 pixels of
+# a class (3000 px at 1914x1052 scaled to the 256x144 mini labels).
+MINI = dict(backbone="mit_b0", decoder_dim=64, pretrained="none", source_size=(160, 90), target_size=(128, 64),
+            crop_size=(64, 64), batch_size=4, iterations=600, warmup_iters=60, lr=6e-4, eval_every=200,
+            eval_size=(128, 64), fd_lambda=0.0, rcs_min_pixels=50)
+SMOKE = {**MINI, "source_size": (80, 45), "target_size": (64, 32), "crop_size": (32, 32), "batch_size": 2,
+         "iterations": 4, "warmup_iters": 2, "eval_every": 2, "eval_size": (64, 32), "rcs_min_pixels": 5}
+PRESETS = {"mini": MINI, "smoke": SMOKE}
+
+
+# ---------------------------------------------------------------------------------------
+# The segmentor: what HRDA replaces. forward() returns the supervised loss of a batch.
+
+
+class Segmentor(nn.Module):
+    """One network at the input's resolution (DAFormer)."""
+
+    def __init__(self, net: EncoderDecoder):
+        super().__init__()
+        self.net = net
+
+    def draw(self, n: int, height: int, width: int, gen: torch.Generator):
+        return None  # no per-sample randomness inside the forward pass
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None, aux=None) -> dict:
+        feats = self.net.features(x)
+        logits = self.net.decoder(feats)
+        w = torch.ones_like(y, dtype=torch.float32) if weight is None else weight
+        return {"loss": weighted_ce(logits, y, w), "feat": feats[-1], "fd_image": x, "fd_label": y}
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(self.net(x).float(), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+    def evaluate(self, data, hp, device) -> dict:
+        return evaluate(self.predict, data.target_val, num_classes=data.num_classes, class_names=data.class_names,
+                        device=device, input_size=hp.eval_size)
+
+
+def build_segmentor(hp: DAFormerConfig, num_classes: int) -> Segmentor:
+    return Segmentor(EncoderDecoder(num_classes, hp.backbone, hp.decoder, hp.pretrained, hp.drop_path_rate,
+                                    hp.decoder_dim))
+
+
+# ---------------------------------------------------------------------------------------
+# ImageNet feature distance (Sec. 3.4).
+
+
+class FeatureDistance(nn.Module):
+    """λ_FD · mean ‖F_ImageNet(x) − F_θ(x)‖₂ over bottleneck cells of thing classes."""
+
+    def __init__(self, hp: DAFormerConfig, thing_ids: list[int], num_classes: int):
+        super().__init__()
+        self.encoder = MiT(hp.backbone.removeprefix("mit_"), drop_path_rate=0.0)
+        load_pretrained(self.encoder, hp.pretrained)
+        self.encoder.requires_grad_(False).eval()
+        self.register_buffer("things", torch.tensor(thing_ids, dtype=torch.long))
+        self.min_ratio, self.num_classes = hp.fd_min_ratio, num_classes
+
+    def train(self, mode: bool = True):
+        return super().train(False)  # frozen ImageNet model: always eval
+
+    def forward(self, image: torch.Tensor, feat: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            ref = self.encoder(image)[-1]
+        dist = torch.linalg.vector_norm(feat.float() - ref.float(), dim=1)  # (N, h, w)
+        factor = label.shape[-1] // feat.shape[-1]
+        cells = downscale_label_ratio(label, factor, self.min_ratio, self.num_classes)[..., :dist.shape[-2],
+                                                                                         :dist.shape[-1]]
+        mask = torch.isin(cells, self.things)
+        # mean over thing cells; 0 (with a gradient path) when the batch holds none
+        return (dist * mask).sum() / mask.sum().clamp(min=1)
+
+
+# ---------------------------------------------------------------------------------------
+# The loop.
+
+
+def crop_sizes(hp) -> tuple[int, int]:
+    """(h, w) of the training crop; HRDA overrides through `hp.train_crop()`."""
+    w, h = hp.train_crop() if hasattr(hp, "train_crop") else hp.crop_size
+    return h, w
+
+
+def draw_crops(s: dict, t: dict, hp, gen: torch.Generator, grid: int = 1):
+    """Source crops balanced by class (cat_max_ratio), target crops uniform, or one window
+    shared by both (sync_crop); random horizontal flips."""
+    h, w = crop_sizes(hp)
+    n = s["image"].shape[0]
+    src_boxes, tgt_boxes = [], []
+    shared = (min(s["image"].shape[-2], t["image"].shape[-2]), min(s["image"].shape[-1], t["image"].shape[-1]))
+    for i in range(n):
+        if hp.sync_crop:
+            box = balanced_box(s["label"][i], h, w, gen, hp.source_cat_max_ratio, grid=grid, extent=shared)
+            src_boxes.append(box)
+            tgt_boxes.append(box)
+        else:
+            src_boxes.append(balanced_box(s["label"][i], h, w, gen, hp.source_cat_max_ratio, grid=grid))
+            tgt_boxes.append(random_box(*t["image"].shape[-2:], h, w, gen, grid))
+    flips = (torch.rand(2, n, generator=gen) < 0.5).tolist() if hp.flip else [[False] * n] * 2
+    xs, ys = crop_batch(s["image"], s["label"], src_boxes, flips[0])
+    xt, _ = crop_batch(t["image"], None, tgt_boxes, flips[1])
+    return xs, ys, xt
+
+
+def pseudo_labels(teacher: nn.Module, xt: torch.Tensor, hp) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Teacher argmax labels, their weight q_T (one scalar per batch, as DACS), border rows at 0."""
+    prob = F.softmax(teacher.predict(xt), dim=1)
+    conf, label = prob.max(1)
+    q = (conf >= hp.pseudo_threshold).float().mean()  # stays on the device: no sync
+    weight = q * torch.ones_like(conf)
+    height = weight.shape[-2]
+    top, bottom = round(hp.pl_ignore_top * height), round(hp.pl_ignore_bottom * height)
+    if top:
+        weight[:, :top] = 0
+    if bottom:
+        weight[:, height - bottom:] = 0
+    return label, weight, q
+
+
+def source_sampler(hp, dataset):
+    """Rare-class sampling over the source dataset (None: uniform epochs)."""
+    if not hp.rcs:
+        return None
+    from udalab.datasets.rcs import RareClassSampler, class_stats
+
+    sampler = RareClassSampler(class_stats(dataset), temperature=hp.rcs_temperature, min_pixels=hp.rcs_min_pixels)
+    return lambda rng: sampler.sample(rng)[0]
+
+
+def dacs_train_loop(config: dict, cfg_cls=DAFormerConfig, presets=PRESETS, build=build_segmentor) -> None:
+    run = Run.start(config)
+    hp = make_hparams(cfg_cls, config, presets)
+    data = build_uda_data(config, hp.source_size, hp.target_size)
+
+    segmentor = build(hp, data.num_classes)
+    student = run.prepare(segmentor)
+    teacher = EMATeacher(unwrap(student), hp.ema_alpha) if hp.self_training else None
+    teacher_model = teacher.model.to(run.device) if teacher else None
+    things = [data.class_names.index(c) for c in _thing_classes() if c in data.class_names]
+    fd = FeatureDistance(hp, things, data.num_classes).to(run.device) if hp.fd_lambda > 0 else None
+    opt = adamw_head_10x(unwrap(student), hp.lr, hp.weight_decay, head_mult=hp.head_lr_mult)
+    sched = warmup_poly(opt, hp.iterations, hp.warmup_iters, hp.poly_power)
+
+    start = 0
+    if (state := run.restore()) is not None:
+        unwrap(student).load_state_dict(state["student"])
+        if teacher is not None:
+            teacher.load_state_dict(state["teacher"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        start = state["iteration"]
+    if run.finished_before(hp.iterations):
+        return
+
+    source = batches(data.source, hp.batch_size, seed=run.seed, stream=0, start=start, rank=run.rank,
+                     world=run.world, device=run.device, sampler=source_sampler(hp, data.source))
+    target = batches(data.target, hp.batch_size, seed=run.seed, stream=1, start=start, rank=run.rank,
+                     world=run.world, device=run.device)
+    amp = lambda: autocast(run.device, hp.precision)  # noqa: E731
+    grid = getattr(unwrap(student), "grid", 1)
+    meter = LossMeter()
+    student.train()
+    for it in range(start, hp.iterations):
+        gen = torch.Generator().manual_seed(derive_seed(run.seed, 7, it, run.rank))  # crops, mixing, jitter
+        xs, ys, xt = draw_crops(next(source), next(target), hp, gen, grid)
+        opt.zero_grad(set_to_none=True)
+
+        # 1. EMA teacher (before the student moves: φ_t from θ_t)
+        if teacher is not None:
+            teacher.update(unwrap(student), it)
+
+        # 2. supervised source loss (+ ImageNet feature distance on thing classes)
+        with amp():
+            out = student(xs, ys, None, unwrap(student).draw(xs.shape[0], *xs.shape[-2:], gen))
+        losses = {"src": out["loss"]}
+        if fd is not None:
+            losses["fd"] = fd(out["fd_image"], out["feat"], out["fd_label"])
+        (losses["src"] + hp.fd_lambda * losses.get("fd", 0.0)).backward()
+
+        # 3-4. pseudo labels on the target, ClassMix, strong augmentation, weighted loss
+        if teacher is not None:
+            with torch.no_grad(), amp():
+                pl, pl_weight, q = pseudo_labels(teacher_model, xt, hp)
+            masks = classmix_masks(ys, gen)
+            xm = strong_augment(mix(masks, xs, xt), gen, hp.color_jitter, hp.color_jitter_p, hp.blur)
+            ym = mix(masks, ys, pl)
+            wm = mix(masks, torch.ones_like(pl_weight), pl_weight)
+            with amp():
+                out_m = student(xm, ym, wm, unwrap(student).draw(xm.shape[0], *xm.shape[-2:], gen))
+            out_m["loss"].backward()
+            losses.update(mix=out_m["loss"], q=q)
+
+        # 5. one step for both losses
+        check_finite({k: v.detach() for k, v in losses.items()}, it + 1)
+        opt.step()
+        sched.step()
+        meter.add(**{k: v.detach() for k, v in losses.items()})
+
+        if (it + 1) % hp.eval_every == 0 or it + 1 == hp.iterations:
+            metrics = {}
+            if run.rank == 0:
+                with eval_mode(student):
+                    metrics = unwrap(student).evaluate(data, hp, run.device)
+            state = {"iteration": it + 1, "student": unwrap(student).state_dict(), "opt": opt.state_dict(),
+                     "sched": sched.state_dict()}
+            if teacher is not None:
+                state["teacher"] = teacher.state_dict()
+            run.report({"iteration": it + 1, "stage": "dacs" if teacher else "source", **metrics, **meter.pop(),
+                        "done": it + 1 == hp.iterations}, state=state)
+
+
+def _thing_classes() -> tuple[str, ...]:
+    from udalab.datasets.labels import THING_CLASSES
+
+    return THING_CLASSES
+
+
+@register("daformer")
+def train_loop(config: dict) -> None:
+    dacs_train_loop(config)

@@ -1,0 +1,70 @@
+"""DACS cross-domain mixing (Tranheden et al., WACV 2021) as DAFormer uses it.
+
+ClassMix: for each source image, half of the classes present in its label (rounded up)
+are cut out and pasted onto a target image; the mixed label takes the source label
+there and the target pseudo label elsewhere, the pixel weights 1 there and the pseudo-
+label confidence weight elsewhere. The mixed image then gets DACS's strong augmentation:
+colour jitter (strength 0.2, probability 0.2) and Gaussian blur (probability 0.5, σ in
+[0.15, 1.15], kernel ≈ 10 % of the image side).
+
+Every random choice comes from a `torch.Generator` the loop seeds per iteration, so a
+resumed run mixes exactly as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torchvision.transforms.v2.functional as TF
+
+from udalab.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+IGNORE_INDEX = 255
+
+
+def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * float(torch.rand((), generator=gen))
+
+
+def classmix_masks(labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """(N, 1, H, W) float masks: 1 on ceil(n/2) randomly chosen of the n classes in each label."""
+    masks = []
+    for label in labels:
+        classes = torch.unique(label)
+        classes = classes[classes != IGNORE_INDEX]
+        n = classes.numel()
+        chosen = classes[torch.randperm(n, generator=gen)[: (n + 1) // 2].to(classes.device)]
+        masks.append(torch.isin(label, chosen))
+    return torch.stack(masks).unsqueeze(1).float()
+
+
+def mix(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """mask·a + (1 - mask)·b for images (N, C, H, W) or maps (N, H, W) (masks are 0/1)."""
+    if a.ndim == 3:
+        return torch.where(mask[:, 0].bool(), a, b)
+    return mask * a + (1 - mask) * b
+
+
+def strong_augment(images: torch.Tensor, gen: torch.Generator, jitter: float = 0.2, jitter_p: float = 0.2,
+                   blur: bool = True) -> torch.Tensor:
+    """DACS colour jitter + Gaussian blur on ImageNet-normalised images (N, 3, H, W)."""
+    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    out = []
+    for img in (images * std + mean).clamp(0, 1):
+        if jitter > 0 and float(torch.rand((), generator=gen)) < jitter_p:
+            img = TF.adjust_brightness(img, _uniform(gen, 1 - jitter, 1 + jitter))
+            img = TF.adjust_contrast(img, _uniform(gen, 1 - jitter, 1 + jitter))
+            img = TF.adjust_saturation(img, _uniform(gen, 1 - jitter, 1 + jitter))
+            img = TF.adjust_hue(img, _uniform(gen, -min(jitter, 0.5), min(jitter, 0.5)))
+        if blur and float(torch.rand((), generator=gen)) < 0.5:
+            sigma = _uniform(gen, 0.15, 1.15)
+            ky = _odd(math.ceil(0.1 * img.shape[-2]))
+            kx = _odd(math.ceil(0.1 * img.shape[-1]))
+            img = TF.gaussian_blur(img, [kx, ky], [sigma, sigma])
+        out.append(img)
+    return (torch.stack(out) - mean) / std
+
+
+def _odd(k: int) -> int:
+    return max(3, k if k % 2 == 1 else k + 1)

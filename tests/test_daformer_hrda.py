@@ -1,0 +1,252 @@
+"""DAFormer / HRDA pieces: MiT against Hugging Face's SegFormer, crop geometry, fusion, EMA,
+ClassMix, and the DACS loop's resume with the teacher it had."""
+import math
+
+import pytest
+import torch
+
+from udalab.methods.crops import Box, balanced_box, crop, random_box
+from udalab.methods.ema import EMATeacher
+from udalab.methods.engine import ConfigError, make_hparams, run_local
+from udalab.methods.hrda import PRESETS, HRDAConfig, HRDASegmentor, fuse
+from udalab.methods.mixing import classmix_masks, mix, strong_augment
+from udalab.methods.segformer import MiT, EncoderDecoder, convert_mit_state, load_pretrained
+
+SMOKE = {"scale": "smoke", "seed": 0}
+
+
+# -- MiT ----------------------------------------------------------------------------------
+
+def test_mit_stage_strides_and_widths():
+    enc = MiT("b0").eval()
+    feats = enc(torch.randn(2, 3, 64, 96))
+    assert [f.shape[1] for f in feats] == [32, 64, 160, 256]
+    assert [tuple(f.shape[-2:]) for f in feats] == [(16, 24), (8, 12), (4, 6), (2, 3)]
+    with pytest.raises(ValueError, match="unknown MiT variant 'b9'"):
+        MiT("b9")
+
+
+def test_mit_matches_hugging_face_segformer_with_converted_weights():
+    """The same function as transformers' SegformerModel once its weights are converted."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.SegformerConfig(depths=[2, 2, 2, 2], hidden_sizes=[32, 64, 160, 256], decoder_hidden_size=256,
+                                       num_attention_heads=[1, 2, 5, 8], sr_ratios=[8, 4, 2, 1],
+                                       drop_path_rate=0.0, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    hf = transformers.SegformerModel(cfg).eval()
+    ours = MiT("b0", drop_path_rate=0.0).eval()
+    missing, unexpected = ours.load_state_dict(convert_mit_state(hf.state_dict()), strict=True), None
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = hf(x, output_hidden_states=True).hidden_states
+        out = ours(x)
+    for a, b in zip(ref, out):
+        assert a.shape == b.shape
+        torch.testing.assert_close(b, a, atol=2e-4, rtol=1e-3)
+
+
+def test_pretrained_weights_missing_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("UDALAB_WEIGHTS", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(FileNotFoundError, match="mit_b0.pth"):
+        load_pretrained(MiT("b0"), "imagenet")
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        load_pretrained(MiT("b0"), str(tmp_path / "nope.pth"))
+
+
+def test_pretrained_release_file_loads(tmp_path, monkeypatch):
+    """A checkpoint in the SegFormer release's names (patch_embed1, block1.0.attn.q, ...) loads."""
+    src = MiT("b0")
+    inverse = {}
+    for k, v in src.state_dict().items():
+        stage = int(k.split(".")[1])
+        rest = k.split(".", 2)[2]
+        if rest.startswith("patch_embed."):
+            name = f"patch_embed{stage + 1}." + rest.removeprefix("patch_embed.")
+        elif rest.startswith("blocks."):
+            name = f"block{stage + 1}." + rest.removeprefix("blocks.").replace("attn.sr_conv", "attn.sr").replace(
+                "mlp.dwconv", "mlp.dwconv.dwconv")
+        else:
+            name = f"norm{stage + 1}." + rest.removeprefix("norm.")
+        inverse[name] = v
+    torch.save({"state_dict": inverse}, tmp_path / "mit_b0.pth")
+    monkeypatch.setenv("UDALAB_WEIGHTS", str(tmp_path))
+    dst = MiT("b0")
+    load_pretrained(dst, "imagenet")
+    for (k, a), b in zip(src.state_dict().items(), dst.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+# -- crops and HRDA geometry ----------------------------------------------------------------
+
+def test_random_boxes_lie_on_the_grid_inside_the_image():
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        b = random_box(180, 320, 96, 64, gen, grid=8)
+        assert b.y % 8 == 0 and b.x % 8 == 0 and b.y + b.h <= 180 and b.x + b.w <= 320
+    with pytest.raises(ValueError, match="does not fit"):
+        random_box(64, 64, 65, 32, gen)
+
+
+def test_balanced_box_avoids_a_dominating_class():
+    label = torch.zeros(64, 64, dtype=torch.long)
+    label[:, 48:] = 1  # a crop of 16 columns left of 48 is all class 0
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        b = balanced_box(label, 64, 16, gen, cat_max_ratio=0.75, tries=50)
+        counts = torch.bincount(crop(label, b).flatten(), minlength=2)
+        assert counts.max() <= 0.75 * counts.sum()
+
+
+def test_hrda_crops_follow_the_grid_and_detail_lies_inside_context():
+    hp = make_hparams(HRDAConfig, {"scale": "mini", "crop_ratio": 0.75}, PRESETS)
+    k = hp.grid
+    assert k == 8  # s * o = 2 * 4
+    cw, ch = hp.train_crop()
+    dw, dh = hp.detail_crop()
+    assert (cw, ch) == (96, 96) and (dw, dh) == (48, 48)
+    seg = HRDASegmentor(hp, 19)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(100):
+        for b in seg.draw(4, ch, cw, gen):
+            assert b.y % k == 0 and b.x % k == 0
+            assert 0 <= b.y and b.y + b.h <= ch and 0 <= b.x and b.x + b.w <= cw
+            assert (b.h, b.w) == (dh, dw)
+    assert make_hparams(HRDAConfig, {"scale": "paper"}, PRESETS).detail_crop() == (512, 512)
+    with pytest.raises(ConfigError, match="mode must be one of"):
+        make_hparams(HRDAConfig, {"scale": "mini", "mode": "hd"}, PRESETS)
+
+
+def test_fused_output_is_the_lr_output_where_attention_is_zero():
+    torch.manual_seed(0)
+    s, o = 2, 4
+    lr = torch.randn(2, 5, 8, 8)           # context 64x64 at LR -> 8x8 output
+    hr = torch.randn(2, 5, 8, 8)           # detail 32x32 at HR -> 8x8 output
+    boxes = [Box(16, 8, 32, 32), Box(0, 32, 32, 32)]
+    up = torch.nn.functional.interpolate(lr, size=(16, 16), mode="bilinear", align_corners=False)
+    # attention 0 everywhere: the upsampled LR prediction
+    torch.testing.assert_close(fuse(lr, torch.zeros(2, 5, 8, 8), hr, boxes, s, o), up)
+    # attention 1 everywhere: masked to the detail window, so outside it still LR ...
+    fused = fuse(lr, torch.ones(2, 1, 8, 8), hr, boxes, s, o)
+    b = boxes[0]
+    torch.testing.assert_close(fused[0, :, :, :1], up[0, :, :, :1])                # left of the window
+    # ... and inside the window (away from its border) the HR prediction
+    y0, x0 = b.y // o, b.x // o
+    torch.testing.assert_close(fused[0, :, y0 + 1:y0 + 7, x0 + 1:x0 + 7], hr[0, :, 1:7, 1:7])
+
+
+def test_hrda_loss_weights_fused_and_detail_terms():
+    hp = make_hparams(HRDAConfig, {"scale": "mini", "crop_size": [64, 64], "hr_loss_weight": 0.0}, PRESETS)
+    seg = HRDASegmentor(hp, 19).eval()
+    x, y = torch.randn(2, 3, 64, 64), torch.randint(0, 19, (2, 64, 64))
+    gen = torch.Generator().manual_seed(0)
+    boxes = seg.draw(2, 64, 64, gen)
+    only_fused = seg(x, y, None, boxes)["loss"]
+    seg.hp = make_hparams(HRDAConfig, {"scale": "mini", "crop_size": [64, 64], "hr_loss_weight": 1.0}, PRESETS)
+    only_detail = seg(x, y, None, boxes)["loss"]
+    seg.hp = make_hparams(HRDAConfig, {"scale": "mini", "crop_size": [64, 64], "hr_loss_weight": 0.1}, PRESETS)
+    both = seg(x, y, None, boxes)["loss"]
+    torch.testing.assert_close(both, 0.9 * only_fused + 0.1 * only_detail)
+    assert seg.predict(x).shape == (2, 19, 64, 64)
+
+
+# -- EMA and mixing -------------------------------------------------------------------------
+
+def test_ema_teacher_follows_the_schedule():
+    student = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    teacher = EMATeacher(student, alpha=0.99)
+    assert [teacher.decay(t) for t in (0, 1, 9, 1000)] == [0.0, 0.5, 0.9, 0.99]
+    with torch.no_grad():
+        student[0].weight.fill_(1.0)
+    teacher.update(student, 0)                        # t = 0 copies the student
+    assert torch.equal(teacher.model[0].weight, student[0].weight)
+    before = teacher.model[0].weight.clone()
+    with torch.no_grad():
+        student[0].weight.fill_(3.0)
+        student[1].running_mean.fill_(7.0)
+    teacher.update(student, 1)                        # α_1 = 0.5
+    torch.testing.assert_close(teacher.model[0].weight, 0.5 * before + 0.5 * 3.0)
+    assert torch.equal(teacher.model[1].running_mean, student[1].running_mean)  # buffers copied
+    assert not any(p.requires_grad for p in teacher.model.parameters())
+
+
+def test_classmix_masks_take_half_the_classes_whole():
+    label = torch.tensor([[0, 0, 1, 1], [2, 2, 3, 255], [4, 4, 3, 255]]).unsqueeze(0).repeat(3, 1, 1)
+    gen = torch.Generator().manual_seed(0)
+    masks = classmix_masks(label, gen)
+    assert masks.shape == (3, 1, 3, 4)
+    for m, lb in zip(masks[:, 0], label):
+        chosen = set(lb[m.bool()].tolist())
+        assert len(chosen) == 3 and 255 not in chosen     # ceil(5 / 2) of the 5 classes
+        for c in chosen:
+            assert m[lb == c].all()                       # a chosen class is pasted whole
+    assert not torch.equal(masks[0], masks[1]) or not torch.equal(masks[1], masks[2])
+    a, b = torch.zeros(3, 3, 3, 4), torch.ones(3, 3, 3, 4)
+    mixed = mix(masks, a, b)
+    assert torch.equal(mixed[:, 0], 1 - masks[:, 0])
+    assert torch.equal(mix(masks, label, torch.full_like(label, 9)), torch.where(masks[:, 0].bool(), label, 9))
+
+
+def test_strong_augment_is_seeded_and_keeps_shape():
+    x = torch.randn(2, 3, 16, 16)
+    a = strong_augment(x, torch.Generator().manual_seed(3), jitter_p=1.0)
+    b = strong_augment(x, torch.Generator().manual_seed(3), jitter_p=1.0)
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, x)
+
+
+# -- the loops ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method, extra", [("daformer", {}), ("daformer", {"self_training": False}),
+                                           ("hrda", {}), ("hrda", {"mode": "hr"})])
+def test_dacs_loops_report_contract_metrics(method, extra, mini_data):
+    reports = run_local(method, {"method": method, **SMOKE, **extra})
+    last = reports[-1]
+    assert last["done"] is True and last["iteration"] == 4
+    assert 0.0 <= last["miou"] <= 100.0 and "iou.road" in last
+    assert all(math.isfinite(v) for k, v in last.items() if k.startswith("loss."))
+    assert ("loss.mix" in last) == extra.get("self_training", True)
+
+
+def test_feature_distance_runs_on_thing_classes(mini_data):
+    reports = run_local("daformer", {"method": "daformer", **SMOKE, "fd_lambda": 0.005, "iterations": 2})
+    assert reports[-1]["loss.fd"] >= 0.0
+
+
+def test_daformer_resume_keeps_the_teacher(tmp_path, mini_data):
+    """Stop after the checkpoint at iteration 2, resume: the teacher and every metric equal an
+    uninterrupted run's (the reference restarts the EMA on resume)."""
+    from udalab.methods import engine, get_method
+
+    config = {"method": "daformer", **SMOKE, "seed": 2}
+    full_dir, ckpt = tmp_path / "full", tmp_path / "ckpt"
+    full = run_local("daformer", config, checkpoint_dir=full_dir)
+
+    class Stop(Exception):
+        pass
+
+    def until_two(cfg):
+        original = engine.Run.report
+
+        def report(self, metrics, state=None):
+            original(self, metrics, state)
+            if metrics["iteration"] >= 2:
+                raise Stop
+        engine.Run.report = report
+        try:
+            get_method("daformer")(cfg)
+        finally:
+            engine.Run.report = original
+
+    with pytest.raises(Stop):
+        run_local(until_two, config, checkpoint_dir=ckpt)
+    mid = torch.load(ckpt / "state.pt", weights_only=False)
+    assert mid["iteration"] == 2 and "teacher" in mid
+    resumed = run_local("daformer", config, checkpoint_dir=ckpt)
+    assert [r["iteration"] for r in resumed] == [4]
+    strip = lambda r: {k: v for k, v in r.items() if k != "train_seconds"}  # noqa: E731
+    assert strip(resumed[-1]) == pytest.approx(strip(full[-1]))
+    end_full = torch.load(full_dir / "state.pt", weights_only=False)
+    end_resumed = torch.load(ckpt / "state.pt", weights_only=False)
+    for k, v in end_full["teacher"].items():
+        torch.testing.assert_close(end_resumed["teacher"][k], v, rtol=0, atol=0)
