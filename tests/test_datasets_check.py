@@ -185,3 +185,28 @@ def test_pseudo_depth_writer_on_the_mini_twin(small, tmp_path):
     assert again == {"written": 0, "skipped": 7, "folder": out["folder"]}
     assert fill_pseudo_depth(root, stand_in, model="stand-in", splits=["val"], overwrite=True)["written"] == 2
     assert VOC(root, "val").depth_meta()["scales"].keys() == meta["scales"].keys()
+
+
+def test_pseudo_depth_command_with_a_tiny_local_dinov2_depth_model(small, tmp_path, capsys):
+    """The whole `udalab data pseudo-depth` path with a randomly initialised, tiny Depth Anything
+    (DINOv2 backbone) saved to a local folder: loading from local files, inference, writing."""
+    T = pytest.importorskip("transformers")
+    from udalab.datasets.voc import DEPTH_DIR
+
+    bb = T.Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                        image_size=56, patch_size=14, out_features=["stage1", "stage2"], reshape_hidden_states=False)
+    cfg = T.DepthAnythingConfig(backbone_config=bb, reassemble_hidden_size=32, neck_hidden_sizes=[16, 32],
+                                reassemble_factors=[2, 1], fusion_hidden_size=16, head_hidden_size=8, patch_size=14)
+    model_dir = tmp_path / "tiny-depth-anything"
+    T.DepthAnythingForDepthEstimation(cfg).save_pretrained(model_dir)
+    T.DPTImageProcessor(size={"height": 56, "width": 56}, keep_aspect_ratio=False, do_pad=False).save_pretrained(model_dir)
+    root = shutil.copytree(small["voc"], tmp_path / "voc")
+    shutil.rmtree(root / "VOCdevkit" / "VOC2012" / DEPTH_DIR)
+    assert main(["data", "pseudo-depth", "--root", str(root), "--model", str(model_dir), "--device", "cpu",
+                 "--split", "val", "--quiet"]) == 0
+    assert "2 written" in capsys.readouterr().out
+    ds = DATASETS["voc_depth"](root, "val")
+    meta = ds.depth_meta()
+    assert meta["model"] == str(model_dir) and meta["kind"] == "relative" and len(meta["scales"]) == 2
+    s = ds[1]
+    assert s["depth"].shape == (1,) + s["label"].shape and np.isfinite(s["depth"].numpy()).all()
