@@ -102,13 +102,11 @@ def render(rng: np.random.Generator, W: int, H: int, night: bool):
     # a guardrail along one side
     if rng.random() < 0.4:
         sgn = rng.choice([-1, 1])
-        edge = vx + sgn * (d * road_half * 1.15)
         ok = ground & (d > 0.05)
         rail_y = horizon + np.abs(sc.xx - vx) / (road_half * 1.15) * (H - horizon)
         m = ok & (sc.yy <= rail_y) & (sc.yy >= rail_y - 2 - 0.08 * H * np.clip((rail_y - horizon) / (H - horizon), 0, 1))
         m &= (sc.xx - vx) * sgn > 0
         sc.paint(m, GUARDRAIL, _c(rng, (170, 170, 175)), "rail")
-        del edge
     objects = [("car", rng.uniform(0.1, 1.0)) for _ in range(rng.integers(1, 5))]
     objects += [("person", rng.uniform(0.15, 1.0)) for _ in range(rng.integers(0, 4))]
     objects += [("bike", rng.uniform(0.2, 1.0)) for _ in range(rng.integers(0, 3))]

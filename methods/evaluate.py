@@ -50,17 +50,25 @@ def slide_inference(predict: Predictor, image: torch.Tensor, num_classes: int,
 def evaluate(predict: Predictor, dataset: Dataset, *, num_classes: int, class_names, device,
              input_size: tuple[int, int] | None = None, window: tuple[int, int] | None = None,
              stride: tuple[int, int] | None = None, batch_size: int = 1, workers: int = 0,
-             eval_classes=None) -> dict:
+             eval_classes=None, iiou: bool = False) -> dict:
     """Score `predict` on every sample of `dataset` (labels at their native size).
 
     input_size (W, H): resize each image to it before inference (None: as loaded).
     window/stride (h, w): sliding-window inference on the resized image (None: whole image).
     eval_classes: class indices that mIoU averages over (None: the dataset's own
     `eval_classes`, set by build_uda_data, e.g. SYNTHIA->Cityscapes' 16; if that is None too, all).
+    iiou: also report instance-level IoU ("iiou", "iiou.<class>"; class 0 = background excluded,
+    analysis/instance_metrics.py), with the dataset's `load_instances(i)` when it has one (VOC),
+    else connected components of the label.
     """
     if eval_classes is None:
         eval_classes = getattr(dataset, "eval_classes", None)
     cm = ConfusionMatrix(num_classes)
+    inst = None
+    if iiou:
+        from udalab.analysis.instance_metrics import InstanceIoU
+
+        inst, index = InstanceIoU(num_classes), 0
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
     for batch in loader:
         image = batch["image"].to(device)
@@ -72,5 +80,12 @@ def evaluate(predict: Predictor, dataset: Dataset, *, num_classes: int, class_na
         else:
             logits = predict(image)
         logits = F.interpolate(logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False)
-        cm.update(logits.argmax(1), label)
-    return cm.summary(class_names, eval_classes=eval_classes)
+        pred = logits.argmax(1)
+        cm.update(pred, label)
+        if inst is not None:
+            for p, t in zip(pred.cpu().numpy(), label.cpu().numpy()):  # the loader keeps the dataset's order
+                instances = dataset.load_instances(index) if hasattr(dataset, "load_instances") else None
+                inst.update(p, t, instances)
+                index += 1
+    out = cm.summary(class_names, eval_classes=eval_classes)
+    return {**out, **inst.summary(class_names)} if inst is not None else out

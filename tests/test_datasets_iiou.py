@@ -78,3 +78,25 @@ def test_voc_mini_twin_instances(tmp_path):
     assert s["iiou"] == pytest.approx(100.0) and "iiou.background" not in s
     with pytest.raises(ValueError, match="outside"):
         m.update(np.zeros((1, 1)), np.array([[30]]))
+
+
+def test_shared_evaluator_reports_iiou_beside_miou(tmp_path):
+    import torch
+
+    from udalab.datasets import mini
+    from udalab.datasets.voc import CLASS_NAMES, VOC
+    from udalab.methods.evaluate import evaluate
+
+    ds = VOC(mini.make_mini("voc", tmp_path / "v", count={"val": 3}), "val")
+    labels = iter([ds[i]["label"] for i in range(len(ds))])
+
+    def oracle(image):  # predicts the ground truth (void as background)
+        lab = next(labels).clone()
+        lab[lab == 255] = 0
+        return torch.nn.functional.one_hot(lab, 21).permute(2, 0, 1)[None].float()
+
+    out = evaluate(oracle, ds, num_classes=21, class_names=CLASS_NAMES, device="cpu", iiou=True)
+    assert out["miou"] == pytest.approx(100.0) and out["iiou"] == pytest.approx(100.0)
+    assert "iiou.background" not in out and "iou.background" in out
+    assert "iiou" not in evaluate(lambda x: torch.zeros(1, 21, *x.shape[-2:]), ds, num_classes=21,
+                                  class_names=CLASS_NAMES, device="cpu")
