@@ -86,7 +86,8 @@ class ReportSpec:
     class_groups: "stuff_thing" (Cityscapes stuff vs thing, udalab.datasets.labels.THING_CLASSES) or
                   {"header": [classes], ...}: per-class columns grouped under headers, with a mean each
     derived:      {column: function(trial row dict) -> value}: columns computed from each trial row
-                  before anything is drawn (e.g. a `group` column from two hyperparameters)
+                  before anything is drawn (e.g. a `group` column from two hyperparameters); the dict
+                  holds the row's non-missing values only, so `r.get(name, default)` works
     description:  a paragraph under the title (what the study reproduces, how to read it)
     """
 
@@ -136,7 +137,9 @@ def _apply_derived(df: pd.DataFrame, spec: ReportSpec) -> pd.DataFrame:
     if not spec.derived or not len(df):
         return df
     df = df.copy()
-    records = df.to_dict("records")
+    # each trial row as a dict of the values it has: a hyperparameter a row does not set is absent
+    # (not NaN / <NA>), so that `r.get(name, default)` gives the default
+    records = [{k: v for k, v in r.items() if not _is_missing(v)} for r in df.to_dict("records")]
     # insert derived columns among the config columns (before `seed`), so that store.config_columns sees them
     for name, fn in spec.derived.items():
         values = [fn(r) for r in records]
