@@ -174,14 +174,18 @@ def test_metric_curve_grouped_by_column_hrda_crop_shape():
             for s in (0, 1):
                 rows.append({"method": "hrda", "use_lr": lr, "use_hr": hr, "crop_ratio": ratio, "seed": s,
                              "miou": 50 + 10 * ratio + (5 if hr else 0) + s})
-    df = _frame(rows)
+    rows.append({"method": "hrda", "self_training": False, "crop_ratio": 1.0, "seed": 0, "miou": 40.0})
+    df = _frame(rows).astype({"self_training": "boolean"})
+    # derived functions see only the values a row sets: r.get(name, default) works for the others
     spec = ReportSpec(title="HRDA crop", x="crop_ratio", group="mode", class_groups="stuff_thing",
-                      derived={"mode": lambda r: ("LR+HR" if r["use_lr"] and r["use_hr"] else
+                      derived={"mode": lambda r: ("source only" if not r.get("self_training", True) else
+                                                  "LR+HR" if r["use_lr"] and r["use_hr"] else
                                                   "LR only" if r["use_lr"] else "HR only")})
     rep = build_report(df, spec, data_scale="mini", study_name="hrda_crop_size")
     fig = rep.figures["fig-metric"]
     curves = {t.name: t for t in fig.data if t.name.endswith("(mean over seeds)")}
-    assert set(curves) == {"LR only (mean over seeds)", "HR only (mean over seeds)", "LR+HR (mean over seeds)"}
+    assert set(curves) == {"LR only (mean over seeds)", "HR only (mean over seeds)", "LR+HR (mean over seeds)",
+                           "source only (mean over seeds)"}
     assert list(curves["HR only (mean over seeds)"].x) == [0.25, 0.5, 1.0]
     assert list(curves["LR only (mean over seeds)"].y) == pytest.approx([53.0, 55.5, 60.5])
     assert rep.tables["results"].column("mode")[:3] == ["LR only"] * 3
