@@ -141,7 +141,9 @@ def view_class(modality: str, time: str | None) -> type:
 VIEWS: dict[str, type] = {}
 for _m in MODALITIES:
     for _t in TIMES:
-        VIEWS[f"mfnet_{_m}" + (f"_{_t}" if _t else "")] = view_class(_m, _t)
+        _cls = view_class(_m, _t)
+        VIEWS[f"mfnet_{_m}" + (f"_{_t}" if _t else "")] = _cls
+        globals()[_cls.__name__] = _cls  # a module attribute, so that datasets of a view pickle
 VIEWS["mfnet"] = VIEWS["mfnet_rgbt"]
 
 

@@ -140,6 +140,10 @@ def test_mfnet_day_night_filter_and_views(cache):
     assert th.shape[0] == 3 and torch.equal(th[0], th[2]) and torch.equal(th[1], torch.from_numpy(raw[..., 3]))
     assert torch.equal(rgbt, torch.from_numpy(raw).permute(2, 0, 1))
     assert build_dataset("mfnet_thermal@3", root=root, split="val").eval_classes == EVAL_3 == (1, 2, 3)
+    import pickle
+
+    again = pickle.loads(pickle.dumps(night))  # DataLoader workers / Ray may pickle a view's dataset
+    assert type(again) is type(night) and again.files == night.files and again.time == "night"
     assert root_key("mfnet_rgb_day@3") == "mfnet"
 
 
