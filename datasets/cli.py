@@ -59,7 +59,8 @@ class Progress:
 
 def _progress(quiet: bool = False):
     """progress(items, desc) -> iterable: a Progress bar, or the items themselves when quiet."""
-    return (lambda items, desc="": items) if quiet else (lambda items, desc="": Progress(items, desc))
+    return (lambda items, desc="", total=None: items) if quiet else \
+        (lambda items, desc="", total=None: Progress(items, desc, total))
 
 
 def add_arguments(subparsers) -> argparse.ArgumentParser:
@@ -74,6 +75,7 @@ def add_arguments(subparsers) -> argparse.ArgumentParser:
     c.add_argument("dataset", help="dataset name: gta5, cityscapes, synthia, mfnet, voc (or a view)")
     c.add_argument("--root", default=None, help="dataset folder (default: the embedded mini twin)")
     c.add_argument("--split", action="append", default=None, help="split(s) to check (default: all found)")
+    c.add_argument("--workers", type=int, default=1, help="decode in this many processes (default 1)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     s = sub.add_parser("stats", help="images per split and class pixel frequencies (cached, see datasets/rcs.py)")
     s.add_argument("dataset")
@@ -134,9 +136,56 @@ def _resolve(name: str, root):
     return DATASETS[base], Path(root) if root is not None else mini_root(root_key(name))
 
 
-def check_dataset(name: str, root=None, splits=None, progress=None) -> dict:
+def check_item(ds, i: int, depth: bool) -> tuple[bool, list[str], tuple | None, list[int]]:
+    """Check one (image, label) pair: (fine, problems, image (H, W) or None, train ids seen)."""
+    from udalab.datasets.errors import DatasetError
+
+    img_path, lbl_path = ds.files[i]
+    problems: list[str] = []
+    ids: list[int] = []
+    try:
+        image_hw = tuple(ds.read_image(img_path).shape[-2:])
+    except DatasetError as e:
+        problems.append(str(e))
+        image_hw = None
+    try:
+        label = ds.encode(ds.read_label(lbl_path), lbl_path)
+        ids = np.unique(label).tolist()
+    except DatasetError as e:
+        problems.append(str(e))
+        label = None
+    if image_hw is not None and label is not None and image_hw != tuple(label.shape):
+        problems.append(f"size mismatch: image {img_path} is {image_hw[1]}x{image_hw[0]} but label {lbl_path} "
+                        f"is {label.shape[1]}x{label.shape[0]}; replace the broken pair")
+    if depth and image_hw is not None:
+        try:
+            d = ds.load_depth(i)
+            if d.shape != image_hw:
+                problems.append(f"size mismatch: pseudo depth {ds.depth_dir / (img_path.stem + '.png')} is "
+                                f"{d.shape[1]}x{d.shape[0]} but image {img_path} is {image_hw[1]}x"
+                                f"{image_hw[0]}; re-run `udalab data pseudo-depth --overwrite`")
+        except DatasetError as e:
+            problems.append(str(e))
+    return not problems, problems, image_hw, ids
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(ds, depth) -> None:
+    _WORKER["ds"], _WORKER["depth"] = ds, depth
+
+
+def _check_in_worker(i: int):
+    return check_item(_WORKER["ds"], i, _WORKER["depth"])
+
+
+def check_dataset(name: str, root=None, splits=None, progress=None, workers: int = 1) -> dict:
     """Walk every file of a dataset folder. Returns {"root", "splits": {split: {...}}, "problems": [str]};
-    never raises for a broken file: each problem is a message naming the file and the fix."""
+    never raises for a broken file: each problem is a message naming the file and the fix.
+    workers > 1 decodes in that many processes (results keep the file order)."""
+    from concurrent.futures import ProcessPoolExecutor
+
     from udalab.datasets.errors import DatasetError
     from udalab.datasets.voc import VOC
 
@@ -160,45 +209,27 @@ def check_dataset(name: str, root=None, splits=None, progress=None) -> dict:
         for img, lbl in ds.missing:
             problems.append(f"image {img} has no label: expected {lbl}. Restore the label file or remove the image")
         depth = isinstance(ds, VOC) and ds.depth_dir.is_dir()
-        items = range(len(ds.files))
-        for i in (progress(items, f"check {split}") if progress else items):
-            img_path, lbl_path = ds.files[i]
-            ok = True
-            try:
-                image_hw = tuple(ds.read_image(img_path).shape[-2:])
-            except DatasetError as e:
-                problems.append(str(e))
-                ok, image_hw = False, None
-            try:
-                raw = ds.read_label(lbl_path)
-                label = ds.encode(raw, lbl_path)
-                info["ids"].update(np.unique(label).tolist())
-            except DatasetError as e:
-                problems.append(str(e))
-                ok, label = False, None
-            if image_hw is not None and label is not None and image_hw != tuple(label.shape):
-                problems.append(f"size mismatch: image {img_path} is {image_hw[1]}x{image_hw[0]} but label {lbl_path} "
-                                f"is {label.shape[1]}x{label.shape[0]}; replace the broken pair")
-                ok = False
-            if depth and image_hw is not None:
-                try:
-                    d = ds.load_depth(i)
-                    if d.shape != image_hw:
-                        problems.append(f"size mismatch: pseudo depth {ds.depth_dir / (img_path.stem + '.png')} is "
-                                        f"{d.shape[1]}x{d.shape[0]} but image {img_path} is {image_hw[1]}x"
-                                        f"{image_hw[0]}; re-run `udalab data pseudo-depth --overwrite`")
-                        ok = False
-                except DatasetError as e:
-                    problems.append(str(e))
-                    ok = False
-            if image_hw is not None:
-                info["sizes"][f"{image_hw[1]}x{image_hw[0]}"] += 1
-            info["ok"] += ok
+        n = len(ds.files)
+        if workers > 1 and n > 1:
+            pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(ds, depth))
+            results = pool.map(_check_in_worker, range(n), chunksize=max(1, min(64, n // (4 * workers))))
+        else:
+            pool, results = None, (check_item(ds, i, depth) for i in range(n))
+        try:
+            for ok, found, image_hw, ids in (progress(results, f"check {split}", n) if progress else results):
+                problems += found
+                info["ids"].update(ids)
+                if image_hw is not None:
+                    info["sizes"][f"{image_hw[1]}x{image_hw[0]}"] += 1
+                info["ok"] += ok
+        finally:
+            if pool is not None:
+                pool.shutdown()
     return report
 
 
 def _check(args) -> int:
-    report = check_dataset(args.dataset, args.root, args.split, _progress(args.quiet))
+    report = check_dataset(args.dataset, args.root, args.split, _progress(args.quiet), workers=args.workers)
     print(f"{args.dataset} at {report['root']}")
     for split, info in report["splits"].items():
         sizes = ", ".join(f"{s} ({n})" for s, n in info["sizes"].most_common(3))

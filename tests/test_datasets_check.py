@@ -76,6 +76,7 @@ def test_check_reports_every_planted_problem(small, tmp_path, capsys, name):
     assert f"[{planted['bad_value']}]" in text
     assert "size mismatch" in text and "replace the broken pair" in text
 
+    assert check_dataset(name, root, workers=2)["problems"] == rep["problems"]  # same report, same order
     assert main(["data", "check", name, "--root", str(root), "--quiet"]) == 1
     out = capsys.readouterr().out
     assert "4 problem(s)" in out and all(str(planted[k]) in out for k in ("corrupt", "missing", "bad_id", "size"))
