@@ -43,6 +43,11 @@ NUM_CLASSES = len(CLASS_NAMES)
 EVAL_3 = (1, 2, 3)  # car, person, bike (MML / MS-UDA tables)
 # MFNet class -> Cityscapes train id of the same thing (car, person, bicycle); for experts trained on Cityscapes.
 CITYSCAPES_TRAIN_ID = {1: 13, 2: 11, 3: 18}
+# A Cityscapes expert's train-id prediction -> MFNet classes (MS-UDA's pseudo labels): car -> car, person and
+# rider -> person, bicycle and motorcycle -> bike, 255 stays "no label", every other class -> unlabeled (0).
+CITYSCAPES_TO_MFNET = np.zeros(256, np.uint8)
+CITYSCAPES_TO_MFNET[[13, 11, 12, 18, 17]] = [1, 2, 2, 3, 3]
+CITYSCAPES_TO_MFNET[255] = 255
 PALETTE = np.array([(0, 0, 0), (64, 0, 128), (64, 64, 0), (0, 128, 192), (0, 0, 192), (128, 128, 0),
                     (64, 64, 128), (192, 128, 128), (192, 64, 0)], np.uint8)
 

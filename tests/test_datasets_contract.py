@@ -145,6 +145,10 @@ def test_mfnet_day_night_filter_and_views(cache):
     again = pickle.loads(pickle.dumps(night))  # DataLoader workers / Ray may pickle a view's dataset
     assert type(again) is type(night) and again.files == night.files and again.time == "night"
     assert root_key("mfnet_rgb_day@3") == "mfnet"
+    from udalab.datasets.mfnet import CITYSCAPES_TO_MFNET
+
+    cs_pred = np.array([[13, 11, 12, 18], [17, 0, 10, 255]])
+    assert CITYSCAPES_TO_MFNET[cs_pred].tolist() == [[1, 2, 2, 3], [3, 0, 0, 255]]
 
 
 def test_mfnet_modalities_differ_as_designed(cache):
