@@ -233,6 +233,39 @@ def source_sampler(hp, dataset):
     return lambda rng: sampler.sample(rng)[0]
 
 
+def dacs_step(student, teacher: EMATeacher | None, fd, opt, hp, xs, ys, xt, gen: torch.Generator, it: int,
+              device) -> dict[str, torch.Tensor]:
+    """Steps 1-4 of one iteration: gradients of all losses accumulated; the caller steps `opt`."""
+    amp = lambda: autocast(torch.device(device), hp.precision)  # noqa: E731
+    opt.zero_grad(set_to_none=True)
+
+    # 1. EMA teacher (before the student moves: φ_t from θ_t)
+    if teacher is not None:
+        teacher.update(unwrap(student), it)
+
+    # 2. supervised source loss (+ ImageNet feature distance on thing classes)
+    with amp():
+        out = student(xs, ys, None, unwrap(student).draw(xs.shape[0], *xs.shape[-2:], gen))
+    losses = {"src": out["loss"]}
+    if fd is not None:
+        losses["fd"] = fd(out["fd_image"], out["feat"], out["fd_label"])
+    (losses["src"] + hp.fd_lambda * losses.get("fd", 0.0)).backward()
+
+    # 3-4. pseudo labels on the target, ClassMix, strong augmentation, weighted loss
+    if teacher is not None:
+        with torch.no_grad(), amp():
+            pl, pl_weight, q = pseudo_labels(teacher.model, xt, hp)
+        masks = classmix_masks(ys, gen)
+        xm = strong_augment(mix(masks, xs, xt), gen, hp.color_jitter, hp.color_jitter_p, hp.blur)
+        ym = mix(masks, ys, pl)
+        wm = mix(masks, torch.ones_like(pl_weight), pl_weight)
+        with amp():
+            out_m = student(xm, ym, wm, unwrap(student).draw(xm.shape[0], *xm.shape[-2:], gen))
+        out_m["loss"].backward()
+        losses.update(mix=out_m["loss"], q=q)
+    return {k: v.detach() for k, v in losses.items()}
+
+
 def dacs_train_loop(config: dict, cfg_cls=DAFormerConfig, presets=PRESETS, build=build_segmentor) -> None:
     run = Run.start(config)
     hp = make_hparams(cfg_cls, config, presets)
@@ -241,7 +274,6 @@ def dacs_train_loop(config: dict, cfg_cls=DAFormerConfig, presets=PRESETS, build
     segmentor = build(hp, data.num_classes)
     student = run.prepare(segmentor)
     teacher = EMATeacher(unwrap(student), hp.ema_alpha) if hp.self_training else None
-    teacher_model = teacher.model.to(run.device) if teacher else None
     things = [data.class_names.index(c) for c in _thing_classes() if c in data.class_names]
     fd = FeatureDistance(hp, things, data.num_classes).to(run.device) if hp.fd_lambda > 0 else None
     opt = adamw_head_10x(unwrap(student), hp.lr, hp.weight_decay, head_mult=hp.head_lr_mult)
@@ -262,45 +294,17 @@ def dacs_train_loop(config: dict, cfg_cls=DAFormerConfig, presets=PRESETS, build
                      world=run.world, device=run.device, sampler=source_sampler(hp, data.source))
     target = batches(data.target, hp.batch_size, seed=run.seed, stream=1, start=start, rank=run.rank,
                      world=run.world, device=run.device)
-    amp = lambda: autocast(run.device, hp.precision)  # noqa: E731
     grid = getattr(unwrap(student), "grid", 1)
     meter = LossMeter()
     student.train()
     for it in range(start, hp.iterations):
         gen = torch.Generator().manual_seed(derive_seed(run.seed, 7, it, run.rank))  # crops, mixing, jitter
         xs, ys, xt = draw_crops(next(source), next(target), hp, gen, grid)
-        opt.zero_grad(set_to_none=True)
-
-        # 1. EMA teacher (before the student moves: φ_t from θ_t)
-        if teacher is not None:
-            teacher.update(unwrap(student), it)
-
-        # 2. supervised source loss (+ ImageNet feature distance on thing classes)
-        with amp():
-            out = student(xs, ys, None, unwrap(student).draw(xs.shape[0], *xs.shape[-2:], gen))
-        losses = {"src": out["loss"]}
-        if fd is not None:
-            losses["fd"] = fd(out["fd_image"], out["feat"], out["fd_label"])
-        (losses["src"] + hp.fd_lambda * losses.get("fd", 0.0)).backward()
-
-        # 3-4. pseudo labels on the target, ClassMix, strong augmentation, weighted loss
-        if teacher is not None:
-            with torch.no_grad(), amp():
-                pl, pl_weight, q = pseudo_labels(teacher_model, xt, hp)
-            masks = classmix_masks(ys, gen)
-            xm = strong_augment(mix(masks, xs, xt), gen, hp.color_jitter, hp.color_jitter_p, hp.blur)
-            ym = mix(masks, ys, pl)
-            wm = mix(masks, torch.ones_like(pl_weight), pl_weight)
-            with amp():
-                out_m = student(xm, ym, wm, unwrap(student).draw(xm.shape[0], *xm.shape[-2:], gen))
-            out_m["loss"].backward()
-            losses.update(mix=out_m["loss"], q=q)
-
-        # 5. one step for both losses
-        check_finite({k: v.detach() for k, v in losses.items()}, it + 1)
+        losses = dacs_step(student, teacher, fd, opt, hp, xs, ys, xt, gen, it, run.device)
+        check_finite(losses, it + 1)  # before the step: a NaN never reaches the weights
         opt.step()
         sched.step()
-        meter.add(**{k: v.detach() for k, v in losses.items()})
+        meter.add(**losses)
 
         if (it + 1) % hp.eval_every == 0 or it + 1 == hp.iterations:
             metrics = {}

@@ -43,7 +43,9 @@ class Study:
              Every row runs once per seed.
     search:  an Optuna search space {name: tune.uniform(...) ...} over `method`'s
              hyperparameters, `num_samples` trials (used with --optuna).
-    fixed:   hyperparameter overrides for every trial (e.g. shorter schedules).
+    fixed:   hyperparameter overrides for every trial.
+    budget:  per-scale overrides of every trial ({"mini": {"iterations": 300}}): a shorter mini
+             schedule that keeps the paper-scale run (--data-root) at the paper's defaults.
     smoke_rows: indices of the rows --smoke keeps (it also uses one seed and the "smoke" scale).
     """
 
@@ -61,6 +63,7 @@ class Study:
     fixed: dict = dataclasses.field(default_factory=dict)
     smoke_rows: tuple[int, ...] = (0, 1)
     description: str = ""
+    budget: dict = dataclasses.field(default_factory=dict)  # per scale: {"mini": {"iterations": 300}}
 
     def grid_rows(self) -> list[dict]:
         return [{"method": self.method, **row} for row in self.rows]
@@ -212,7 +215,7 @@ def run_study(study: Study, args) -> int:
         _move(study_dir, moved)
         print(f"--restart: the previous results were moved to {moved}")
 
-    fixed = {**study.fixed, **_parse_sets(args.set)}
+    fixed = {**study.fixed, **study.budget.get(scale, {}), **_parse_sets(args.set)}
     options = {"scale": scale, "data_root": data_root, "fixed": fixed, "source": study.source,
                "target": study.target}
     _check_same_options(study_dir, options)

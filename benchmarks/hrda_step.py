@@ -1,0 +1,186 @@
+"""Milliseconds per training iteration of DAFormer and HRDA at the papers' sizes, fp32 vs bf16,
+beside a plain SegFormer MiT-B5 supervised step: Hugging Face transformers' and udalab's.
+
+Rows (synthetic tensors, random init, AdamW; one row per model x precision):
+
+    segformer_hf     transformers' SegformerForSemanticSegmentation (MiT-B5) fwd+bwd+step, 2x512²
+    segformer_ours   udalab's MiT-B5 + SegFormer head, the same step                      2x512²
+    daformer         one DACS iteration: EMA, source fwd+bwd, teacher, ClassMix, mixed fwd+bwd, step
+                     (MiT-B5 + DAFormer head, 2 + 2 crops of 512²)
+    hrda             one HRDA iteration (1024² context -> 512² LR, 512² detail, sliding-window
+                     teacher, scale attention), 2 + 2 crops
+
+Runs without Ray (the lent GPU machine has none):
+
+    python benchmarks/hrda_step.py --json docs/bench_hrda_h100.json           # GPU, paper sizes
+    python benchmarks/hrda_step.py --device cpu --backbone mit_b0 --size-scale 0.125 --iters 1
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from udalab.methods.daformer import PRESETS as DAFORMER_PRESETS
+from udalab.methods.daformer import DAFormerConfig, Segmentor, dacs_step
+from udalab.methods.ema import EMATeacher
+from udalab.methods.engine import autocast, make_hparams
+from udalab.methods.hrda import PRESETS as HRDA_PRESETS
+from udalab.methods.hrda import HRDAConfig, HRDASegmentor
+from udalab.methods.optim import adamw_head_10x, warmup_poly
+from udalab.methods.segformer import EncoderDecoder
+
+NUM_CLASSES = 19
+ROWS = ("segformer_hf", "segformer_ours", "daformer", "hrda")
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _fmt(x, cl: bool):
+    return x.contiguous(memory_format=torch.channels_last) if cl and x.ndim == 4 else x
+
+
+def supervised_step(model, device, precision, side: int, batch: int, hf: bool, cl: bool):
+    x = _fmt(torch.randn(batch, 3, side, side, device=device), cl)
+    y = torch.randint(0, NUM_CLASSES, (batch, side, side), device=device)
+    opt = torch.optim.AdamW(model.parameters(), lr=6e-5, weight_decay=0.01)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with autocast(device, precision):
+            logits = model(pixel_values=x).logits if hf else model(x)
+            logits = F.interpolate(logits, size=(side, side), mode="bilinear", align_corners=False)
+            loss = F.cross_entropy(logits.float(), y, ignore_index=255)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def dacs_iteration(row: str, device, precision: str, backbone: str, scale: float, batch: int, cl: bool):
+    cls, presets = (HRDAConfig, HRDA_PRESETS) if row == "hrda" else (DAFormerConfig, DAFORMER_PRESETS)
+    hp = make_hparams(cls, {"scale": "paper", "precision": precision, "pretrained": "none", "backbone": backbone,
+                            "fd_lambda": 0.0, "batch_size": batch}, presets)
+    crop = hp.train_crop() if row == "hrda" else hp.crop_size
+    h, w = round(crop[1] * scale), round(crop[0] * scale)
+    if row == "hrda":
+        k = hp.grid
+        h, w = max(k, h // k * k), max(k, w // k * k)
+        hp = make_hparams(cls, {"scale": "paper", "precision": precision, "pretrained": "none",
+                                "backbone": backbone, "fd_lambda": 0.0, "batch_size": batch, "crop_size": (w, h),
+                                "source_size": (w, h), "target_size": (w, h)}, presets)
+        student = HRDASegmentor(hp, NUM_CLASSES)
+    else:
+        student = Segmentor(EncoderDecoder(NUM_CLASSES, backbone, "daformer", "none"))
+    student = student.to(device).train()
+    if cl:
+        student = student.to(memory_format=torch.channels_last)
+    teacher = EMATeacher(student, hp.ema_alpha)
+    opt = adamw_head_10x(student, hp.lr, hp.weight_decay)
+    sched = warmup_poly(opt, 40_000, 1500)
+    xs = _fmt(torch.randn(batch, 3, h, w, device=device), cl)
+    xt = _fmt(torch.randn(batch, 3, h, w, device=device), cl)
+    ys = torch.randint(0, NUM_CLASSES, (batch, h, w), device=device)
+    state = {"it": 0}
+
+    def step():
+        gen = torch.Generator().manual_seed(state["it"])
+        dacs_step(student, teacher, None, opt, hp, xs, ys, xt, gen, state["it"] + 1, device)
+        opt.step()
+        sched.step()
+        state["it"] += 1
+    return step, f"{batch}x{w}x{h}"
+
+
+def build(row: str, args, precision: str):
+    device = torch.device(args.device)
+    side = round(512 * args.size_scale)
+    variant = args.backbone.removeprefix("mit_")
+    if row == "segformer_hf":
+        import transformers
+
+        depths = {"b0": [2, 2, 2, 2], "b1": [2, 2, 2, 2], "b2": [3, 4, 6, 3], "b3": [3, 4, 18, 3],
+                  "b4": [3, 8, 27, 3], "b5": [3, 6, 40, 3]}[variant]
+        hidden = [32, 64, 160, 256] if variant == "b0" else [64, 128, 320, 512]
+        cfg = transformers.SegformerConfig(depths=depths, hidden_sizes=hidden, num_labels=NUM_CLASSES,
+                                           decoder_hidden_size=256 if variant == "b0" else 768)
+        model = transformers.SegformerForSemanticSegmentation(cfg).to(device).train()
+        if args.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return supervised_step(model, device, precision, side, args.batch, True, args.channels_last), f"{args.batch}x{side}²"
+    if row == "segformer_ours":
+        model = EncoderDecoder(NUM_CLASSES, args.backbone, "segformer", "none",
+                               decoder_dim=256 if variant == "b0" else 768).to(device).train()
+        if args.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return supervised_step(model, device, precision, side, args.batch, False, args.channels_last), f"{args.batch}x{side}²"
+    return dacs_iteration(row, device, precision, args.backbone, args.size_scale, args.batch, args.channels_last)
+
+
+def bench(row: str, precision: str, args) -> dict:
+    device = torch.device(args.device)
+    step, sizes = build(row, args, precision)
+    for _ in range(args.warmup):
+        step()
+    _sync(device)
+    times = []
+    for _ in range(args.iters):
+        t0 = time.perf_counter()
+        step()
+        _sync(device)
+        times.append((time.perf_counter() - t0) * 1000)
+    mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    return {"row": row, "precision": precision, "ms_median": statistics.median(times), "ms_min": min(times),
+            "peak_gib": mem, "sizes": sizes, "backbone": args.backbone, "channels_last": args.channels_last}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
+    p.add_argument("--precision", nargs="+", default=["fp32", "bf16"])
+    p.add_argument("--backbone", default="mit_b5")
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--size-scale", type=float, default=1.0, help="scale the papers' crop sizes")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (1 avoids oversubscription on a busy CPU)")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 here
+    rows = []
+    for row in args.rows:
+        if row == "segformer_hf":
+            try:
+                import transformers  # noqa: F401
+            except ImportError:
+                print("segformer_hf skipped: transformers is not installed (pip install 'udalab[hf]')")
+                continue
+        rows += [bench(row, prec, args) for prec in args.precision]
+    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
+    print(f"device: {name}, torch {torch.__version__}, {args.backbone}")
+    print(f"{'row':15s} {'precision':9s} {'ms/iter':>9s} {'min':>8s} {'peak GiB':>9s}  sizes")
+    for r in rows:
+        print(f"{r['row']:15s} {r['precision']:9s} {r['ms_median']:9.1f} {r['ms_min']:8.1f} {r['peak_gib']:9.2f}  {r['sizes']}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": name, "torch": torch.__version__, "rows": rows}, f, indent=1)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
