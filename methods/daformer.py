@@ -157,7 +157,9 @@ class FeatureDistance(nn.Module):
     def __init__(self, hp: DAFormerConfig, thing_ids: list[int], num_classes: int):
         super().__init__()
         self.encoder = MiT(hp.backbone.removeprefix("mit_"), drop_path_rate=0.0)
-        load_pretrained(self.encoder, hp.pretrained)
+        if not load_pretrained(self.encoder, hp.pretrained):
+            log.warning("feature distance (fd_lambda=%s) pulls towards a RANDOMLY INITIALISED encoder: without "
+                        "ImageNet weights it only regularises towards noise; set fd_lambda=0", hp.fd_lambda)
         self.encoder.requires_grad_(False).eval()
         self.register_buffer("things", torch.tensor(thing_ids, dtype=torch.long))
         self.min_ratio, self.num_classes = hp.fd_min_ratio, num_classes

@@ -261,20 +261,26 @@ def _find_imagenet_checkpoint(variant: str) -> Path | None:
     return None
 
 
-def load_pretrained(encoder: MiT, pretrained: str) -> None:
-    """Load ImageNet weights into `encoder`: 'imagenet', a checkpoint path, or 'none'."""
+def load_pretrained(encoder: MiT, pretrained: str) -> bool:
+    """Load ImageNet weights into `encoder`: 'imagenet' (found offline, else random init with a
+    warning, as the DeepLab backbones do), a checkpoint path (must exist), or 'none'."""
+    variant = encoder.variant.upper()
     if pretrained == "none":
-        log.warning("MiT-%s: random init (pretrained='none'); the papers start from ImageNet weights",
-                    encoder.variant.upper())
-        return
-    path = _find_imagenet_checkpoint(encoder.variant) if pretrained == "imagenet" else Path(pretrained)
-    if path is None or not path.is_file():
-        raise FileNotFoundError(
-            f"no ImageNet checkpoint for MiT-{encoder.variant.upper()}"
-            + (f" at {path}" if path is not None else "")
-            + f": put the SegFormer release file mit_{encoder.variant}.pth in $UDALAB_WEIGHTS, or have "
-            f"nvidia/mit-{encoder.variant} in the Hugging Face cache, or pass pretrained=<path>; "
-            "pretrained='none' trains from random init")
+        log.info("MiT-%s: random initialisation (pretrained='none')", variant)
+        return False
+    if pretrained == "imagenet":
+        path = _find_imagenet_checkpoint(encoder.variant)
+        if path is None:
+            log.warning("MiT-%s: ImageNet weights not found; RANDOM INITIALISATION. Put the SegFormer release "
+                        "file mit_%s.pth in $UDALAB_WEIGHTS, or have nvidia/mit-%s in the Hugging Face cache, "
+                        "or pass pretrained=<path>.", variant, encoder.variant, encoder.variant)
+            return False
+    else:
+        path = Path(pretrained)
+        if not path.is_file():
+            raise FileNotFoundError(f"pretrained weights {path} do not exist; pass 'imagenet', 'none' or the path "
+                                    f"of a MiT-{variant} checkpoint (mit_{encoder.variant}.pth or a Hugging Face "
+                                    f"model.safetensors)")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
         raw = load_file(str(path))
@@ -285,6 +291,7 @@ def load_pretrained(encoder: MiT, pretrained: str) -> None:
     if missing:
         raise ValueError(f"{path} does not hold MiT-{encoder.variant.upper()} weights: missing {missing[:5]} …")
     log.info("MiT-%s: ImageNet weights from %s", encoder.variant.upper(), path)
+    return True
 
 
 # ---------------------------------------------------------------------------------------

@@ -45,13 +45,17 @@ def test_mit_matches_hugging_face_segformer_with_converted_weights():
         torch.testing.assert_close(b, a, atol=2e-4, rtol=1e-3)
 
 
-def test_pretrained_weights_missing_is_a_clear_error(tmp_path, monkeypatch):
+def test_missing_imagenet_weights_mean_random_init_said_in_the_log(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("UDALAB_WEIGHTS", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    with pytest.raises(FileNotFoundError, match="mit_b0.pth"):
-        load_pretrained(MiT("b0"), "imagenet")
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    enc = MiT("b0")
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    with caplog.at_level("WARNING", logger="udalab"):
+        load_pretrained(enc, "imagenet")
+    assert "RANDOM INITIALISATION" in caplog.text and "mit_b0.pth" in caplog.text
+    assert all(torch.equal(before[k], v) for k, v in enc.state_dict().items())
+    with pytest.raises(FileNotFoundError, match="nope.pth do not exist"):
         load_pretrained(MiT("b0"), str(tmp_path / "nope.pth"))
 
 
