@@ -96,6 +96,8 @@ def build_parser(study: Study | None = None) -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: what fits)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a hyperparameter of every trial (JSON value), e.g. --set iterations=2000")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="seeds of every grid row (default: the study's, e.g. 0 1 2)")
     p.add_argument("--restart", action="store_true", help="move the old results aside and start over")
     p.add_argument("--no-report", action="store_true", help="skip writing report.html at the end")
     return p
@@ -218,6 +220,8 @@ def run_study(study: Study, args) -> int:
     fixed = {**study.fixed, **study.budget.get(scale, {}), **_parse_sets(args.set)}
     options = {"scale": scale, "data_root": data_root, "fixed": fixed, "source": study.source,
                "target": study.target}
+    if args.seeds:  # recorded only when given, so studies started before this option still resume
+        options["seeds"] = list(args.seeds)
     _check_same_options(study_dir, options)
 
     _init_ray(args)
@@ -343,7 +347,7 @@ def _search(study: Study, args, max_concurrent: int, study_dir: str | None = Non
                          scheduler=scheduler)
         return space, cfg
     rows = study.grid_rows()
-    seeds = list(study.seeds)
+    seeds = list(getattr(args, "seeds", None) or study.seeds)
     if args.smoke:
         rows, seeds = [rows[i] for i in study.smoke_rows], seeds[:1]
     space = {"row": tune.grid_search(rows), "seed": tune.grid_search(seeds)}

@@ -81,3 +81,21 @@ def test_udalab_command_lists_and_trains(tmp_path, mini_data):
     assert last["done"] and last["iteration"] == 4 and (tmp_path / "state.pt").exists()
     bad = udalab("train", "advent", "--set", "scale=smoke", "--set", "lamda_adv_main=1")
     assert bad.returncode != 0 and "unknown hyperparameter 'lamda_adv_main'" in bad.stderr
+
+
+def test_hrda_study_grid_budget_and_seeds_option():
+    from udalab.methods.engine import make_hparams
+    from udalab.methods.hrda import PRESETS, HRDAConfig
+    from udalab.studies.hrda_crop_size import STUDY as HRDA
+
+    rows = HRDA.grid_rows()
+    assert {r["method"] for r in rows} == {"hrda"} and len(rows) == 11
+    assert [(r["mode"], r["crop_ratio"]) for r in (rows[i] for i in HRDA.smoke_rows)] == [("lr", 1.0), ("lr+hr", 1.0)]
+    for row in rows:  # every row is a valid configuration at both scales
+        for scale in ("mini", "paper"):
+            make_hparams(HRDAConfig, {**row, **HRDA.fixed, **HRDA.budget.get(scale, {}), "scale": scale}, PRESETS)
+    args = runner.build_parser(HRDA).parse_args(["--seeds", "4", "5"])
+    space, _ = runner._search(HRDA, args, max_concurrent=1)
+    assert space["seed"] == {"grid_search": [4, 5]} and len(space["row"]["grid_search"]) == 11
+    space, _ = runner._search(HRDA, runner.build_parser(HRDA).parse_args([]), max_concurrent=1)
+    assert space["seed"] == {"grid_search": [0, 1, 2]}
