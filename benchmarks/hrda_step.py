@@ -20,10 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
 
 import torch
+from timing import time_step  # benchmarks/timing.py
 import torch.nn.functional as F
 
 from udalab.methods.daformer import PRESETS as DAFORMER_PRESETS
@@ -38,10 +37,6 @@ from udalab.methods.segformer import EncoderDecoder
 NUM_CLASSES = 19
 ROWS = ("segformer_hf", "segformer_ours", "daformer", "hrda")
 
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def _fmt(x, cl: bool):
@@ -127,20 +122,9 @@ def build(row: str, args, precision: str):
 def bench(row: str, precision: str, args) -> dict:
     device = torch.device(args.device)
     step, sizes = build(row, args, precision)
-    for _ in range(args.warmup):
-        step()
-    _sync(device)
-    times = []
-    for _ in range(args.iters):
-        t0 = time.perf_counter()
-        step()
-        _sync(device)
-        times.append((time.perf_counter() - t0) * 1000)
-    mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    return {"row": row, "precision": precision, "ms_median": statistics.median(times), "ms_min": min(times),
-            "peak_gib": mem, "sizes": sizes, "backbone": args.backbone, "channels_last": args.channels_last}
+    timing = time_step(step, device, args.warmup, args.iters)
+    return {"row": row, "precision": precision, **timing,
+            "sizes": sizes, "backbone": args.backbone, "channels_last": args.channels_last}
 
 
 def main(argv=None):

@@ -13,10 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
 
 import torch
+from timing import time_step  # benchmarks/timing.py
 
 from udalab.methods.advent import AdventConfig, AdventStage
 from udalab.methods.deeplab import DeepLabV2
@@ -27,10 +26,6 @@ from udalab.methods.optim import poly, sgd_head_10x
 
 NUM_CLASSES = 19
 
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def make_steps(method: str, run: Run, hp: AdventConfig, src_hw, tgt_hw):
@@ -79,20 +74,9 @@ def bench(method: str, precision: str, args) -> dict:
     src_hw = (round(720 * args.size_scale), round(1280 * args.size_scale))
     tgt_hw = (round(512 * args.size_scale), round(1024 * args.size_scale))
     step = make_steps(method, run, hp, src_hw, tgt_hw)
-    for _ in range(args.warmup):
-        step()
-    _sync(device)
-    times = []
-    for _ in range(args.iters):
-        t0 = time.perf_counter()
-        step()
-        _sync(device)
-        times.append((time.perf_counter() - t0) * 1000)
-    mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    return {"method": method, "precision": precision, "ms_median": statistics.median(times),
-            "ms_min": min(times), "peak_gib": mem, "source": f"{src_hw[1]}x{src_hw[0]}",
+    timing = time_step(step, device, args.warmup, args.iters)
+    return {"method": method, "precision": precision, **timing,
+            "source": f"{src_hw[1]}x{src_hw[0]}",
             "target": f"{tgt_hw[1]}x{tgt_hw[0]}", "depth": args.depth}
 
 

@@ -1,11 +1,14 @@
 """The benchmark scripts run (tiny sizes on CPU); their timings are not asserted here."""
 import importlib.util
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load(name):
+    if str(ROOT / "benchmarks") not in sys.path:  # the scripts import benchmarks/timing.py as `timing`
+        sys.path.insert(0, str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
