@@ -346,8 +346,8 @@ def test_reference_data():
     assert (r["benchmark"] == "GTA5→Cityscapes").all() and r["source"].str.len().gt(0).all()
     assert ref_mod.reference_info("intrada")["facts"]["best_lambda_split"] == 0.67
     assert ref_mod.reference("daformer")["miou"].item() == 68.3
-    assert ref_mod.matching_rows("hrda", {"method": "hrda", "mode": "lr+hr", "crop_ratio": 1.0})["miou"].tolist() == [73.8]
-    assert ref_mod.matching_rows("hrda", {"method": "hrda", "mode": "lr", "crop_ratio": 1.0})["miou"].tolist() == [68.3]
+    assert ref_mod.matching_rows("hrda", {"method": "hrda", "mode": "lr+hr", "crop_ratio": 1.0, "self_training": True})["miou"].tolist() == [73.8]
+    assert ref_mod.matching_rows("hrda", {"method": "hrda", "mode": "lr", "crop_ratio": 1.0, "self_training": True})["miou"].tolist() == [68.3]
     assert ref_mod.matching_rows("hrda", {"method": "hrda", "mode": "hr", "crop_ratio": 0.5}).empty
     assert ref_mod.reference("udas_steps")["miou"].tolist() == [28.5, 30.8, 36.6, 44.4, 63.5]
     assert ref_mod.reference("mml_ablation")["miou"].tolist() == [61.1, 66.6, 70.4, 78.2]
