@@ -285,13 +285,25 @@ def test_data_dependency_curve_published_per_group_and_log_axis():
 
 
 def test_published_row_matching_several_configurations_is_not_paired():
-    """HRDA's 73.8 names only the method: it must not sit beside (or be compared with) one crop setting."""
-    df = _frame([{"method": "hrda", "crop_ratio": r, "seed": 0, "miou": 50 + 10 * r} for r in (0.5, 1.0)])
-    t = T.ablation_table(df, reference="hrda")
+    """DAFormer's 68.3 names only the method: it must not sit beside (or be compared with) one
+    of several configurations of that method."""
+    df = _frame([{"method": "daformer", "crop_ratio": r, "seed": 0, "miou": 50 + 10 * r} for r in (0.5, 1.0)])
+    t = T.ablation_table(df, reference="daformer")
     assert [r.kind for r in t.rows] == ["measured", "measured", "published"]
-    assert t.rows[-1].cells["seeds"].text().startswith("published (HRDA (LR 1.0 + HR 0.5); matches 2")
+    assert t.rows[-1].cells["seeds"].text().startswith("published (DAFormer; matches 2")
     assert t.rows[-1].cells["crop_ratio"].text() == "–"
-    rep = build_report(df, ReportSpec(title="crop", x="crop_ratio", reference="hrda"), data_scale="mini")
+    rep = build_report(df, ReportSpec(title="crop", x="crop_ratio", reference="daformer"), data_scale="mini")
     assert "Not compared" in rep.html and "matches 2 configurations" in rep.html
-    level = [tr for tr in rep.figures["fig-metric"].data if tr.name.startswith("published: HRDA")]
-    assert len(level) == 1 and list(level[0].y) == [73.8, 73.8]
+    level = [tr for tr in rep.figures["fig-metric"].data if tr.name.startswith("published: DAFormer")]
+    assert len(level) == 1 and list(level[0].y) == [68.3, 68.3]
+
+
+def test_hrda_published_rows_pair_with_their_crop_setting():
+    """HRDA's rows name mode, crop ratio and self-training: each sits beside exactly its configuration."""
+    df = _frame([{"method": "hrda", "mode": m, "crop_ratio": r, "self_training": True, "seed": 0,
+                  "miou": 50 + 10 * r + (1 if m == "lr+hr" else 0)} for m in ("lr", "lr+hr") for r in (0.5, 1.0)])
+    t = T.ablation_table(df, reference="hrda")
+    kinds = [(r.kind, r.cells["mode"].text(), r.cells["crop_ratio"].text()) for r in t.rows]
+    published = [k for k in kinds if k[0] == "published"]
+    assert len(published) == 2 and all(k[2] == "1" for k in published)
+    assert sorted(k[1] for k in published) == ["lr", "lr+hr"]
