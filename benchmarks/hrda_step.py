@@ -18,12 +18,10 @@ Runs without Ray (the lent GPU machine has none):
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 
 import torch
-from timing import time_step  # benchmarks/timing.py
 import torch.nn.functional as F
+from timing import device_name, time_step, write_rows  # benchmarks/timing.py
 
 from udalab.methods.daformer import PRESETS as DAFORMER_PRESETS
 from udalab.methods.daformer import DAFormerConfig, Segmentor, dacs_step
@@ -63,7 +61,7 @@ def dacs_iteration(row: str, device, precision: str, backbone: str, scale: float
     cls, presets = (HRDAConfig, HRDA_PRESETS) if row == "hrda" else (DAFormerConfig, DAFORMER_PRESETS)
     hp = make_hparams(cls, {"scale": "paper", "precision": precision, "pretrained": "none", "backbone": backbone,
                             "fd_lambda": 0.0, "batch_size": batch}, presets)
-    crop = hp.train_crop() if row == "hrda" else hp.crop_size
+    crop = hp.train_crop()
     h, w = round(crop[1] * scale), round(crop[0] * scale)
     if row == "hrda":
         k = hp.grid
@@ -155,14 +153,12 @@ def main(argv=None):
                 print("segformer_hf skipped: transformers is not installed (pip install 'udalab[hf]')")
                 continue
         rows += [bench(row, prec, args) for prec in args.precision]
-    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
+    name = device_name(args.device)
     print(f"device: {name}, torch {torch.__version__}, {args.backbone}")
     print(f"{'row':15s} {'precision':9s} {'ms/iter':>9s} {'min':>8s} {'peak GiB':>9s}  sizes")
     for r in rows:
         print(f"{r['row']:15s} {r['precision']:9s} {r['ms_median']:9.1f} {r['ms_min']:8.1f} {r['peak_gib']:9.2f}  {r['sizes']}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": name, "torch": torch.__version__, "rows": rows}, f, indent=1)
+    write_rows(args.json, name, rows)
     return rows
 
 

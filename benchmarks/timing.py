@@ -27,3 +27,18 @@ def time_step(step, device: torch.device, warmup: int, iters: int) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     return {"ms_median": statistics.median(times), "ms_min": min(times), "peak_gib": mem}
+
+
+def device_name(device: str) -> str:
+    import platform
+
+    return torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu"
+
+
+def write_rows(path: str | None, device: str, rows: list[dict]) -> None:
+    """The rows of a benchmark run as JSON (with the device and torch version), if `path` is given."""
+    if path:
+        import json
+
+        with open(path, "w") as f:
+            json.dump({"device": device, "torch": torch.__version__, "rows": rows}, f, indent=1)

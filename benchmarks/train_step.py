@@ -11,11 +11,9 @@ Runs without Ray (the lent GPU machine has none):
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 
 import torch
-from timing import time_step  # benchmarks/timing.py
+from timing import device_name, time_step, write_rows  # benchmarks/timing.py
 
 from udalab.methods.advent import AdventConfig, AdventStage
 from udalab.methods.deeplab import DeepLabV2
@@ -93,16 +91,14 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.device == "cuda":
         torch.backends.cudnn.benchmark = True
-    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
+    name = device_name(args.device)
     rows = [bench(m, prec, args) for m in args.methods for prec in args.precision]
     print(f"device: {name}, torch {torch.__version__}")
     print(f"{'method':12s} {'precision':9s} {'ms/iter':>9s} {'min':>8s} {'peak GiB':>9s}  sizes (src / tgt)")
     for r in rows:
         print(f"{r['method']:12s} {r['precision']:9s} {r['ms_median']:9.1f} {r['ms_min']:8.1f} {r['peak_gib']:9.2f}"
               f"  {r['source']} / {r['target']}, ResNet-{r['depth']}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": name, "torch": torch.__version__, "rows": rows}, f, indent=1)
+    write_rows(args.json, name, rows)
     return rows
 
 

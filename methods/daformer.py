@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from udalab.datasets.labels import THING_CLASSES
 from udalab.methods import register
 from udalab.methods.crops import balanced_box, crop_batch, random_box
 from udalab.methods.ema import EMATeacher
@@ -103,6 +104,10 @@ class DAFormerConfig:
             raise ConfigError(f"crop_size {self.crop_size} is larger than the images "
                               f"(source {self.source_size}, target {self.target_size})")
 
+    def train_crop(self) -> tuple[int, int]:
+        """(W, H) of the training crop (HRDA: the context window at its relative size)."""
+        return tuple(self.crop_size)
+
 
 # The embedded mini data: the paper's geometry / 8 (Cityscapes 128x64, GTA 160x90, 64-px crops),
 # MiT-B0 from random init (no ImageNet weights offline), so no ImageNet feature distance (it
@@ -125,6 +130,8 @@ PRESETS = {"mini": MINI, "smoke": SMOKE}
 
 class Segmentor(nn.Module):
     """One network at the input's resolution (DAFormer)."""
+
+    grid = 1  # crop corners on any pixel (HRDA: k = s·o)
 
     def __init__(self, net: EncoderDecoder):
         super().__init__()
@@ -191,16 +198,10 @@ class FeatureDistance(nn.Module):
 # The loop.
 
 
-def crop_sizes(hp) -> tuple[int, int]:
-    """(h, w) of the training crop; HRDA overrides through `hp.train_crop()`."""
-    w, h = hp.train_crop() if hasattr(hp, "train_crop") else hp.crop_size
-    return h, w
-
-
 def draw_crops(s: dict, t: dict, hp, gen: torch.Generator, grid: int = 1):
     """Source crops balanced by class (cat_max_ratio), target crops uniform, or one window
     shared by both (sync_crop); random horizontal flips."""
-    h, w = crop_sizes(hp)
+    w, h = hp.train_crop()
     n = s["image"].shape[0]
     src_boxes, tgt_boxes = [], []
     shared = (min(s["image"].shape[-2], t["image"].shape[-2]), min(s["image"].shape[-1], t["image"].shape[-1]))
@@ -284,7 +285,7 @@ def dacs_train_loop(config: dict, cfg_cls=DAFormerConfig, presets=PRESETS, build
     segmentor = build(hp, data.num_classes)
     student = run.prepare(segmentor)
     teacher = EMATeacher(unwrap(student), hp.ema_alpha) if hp.self_training else None
-    things = [data.class_names.index(c) for c in _thing_classes() if c in data.class_names]
+    things = [data.class_names.index(c) for c in THING_CLASSES if c in data.class_names]
     fd = FeatureDistance(hp, things, data.num_classes).to(run.device) if hp.fd_lambda > 0 else None
     opt = adamw_head_10x(unwrap(student), hp.lr, hp.weight_decay, head_mult=hp.head_lr_mult)
     sched = warmup_poly(opt, hp.iterations, hp.warmup_iters, hp.poly_power)
@@ -304,12 +305,11 @@ def dacs_train_loop(config: dict, cfg_cls=DAFormerConfig, presets=PRESETS, build
                      world=run.world, device=run.device, sampler=source_sampler(hp, data.source))
     target = batches(data.target, hp.batch_size, seed=run.seed, stream=1, start=start, rank=run.rank,
                      world=run.world, device=run.device)
-    grid = getattr(unwrap(student), "grid", 1)
     meter = LossMeter()
     student.train()
     for it in range(start, hp.iterations):
         gen = torch.Generator().manual_seed(derive_seed(run.seed, 7, it, run.rank))  # crops, mixing, jitter
-        xs, ys, xt = draw_crops(next(source), next(target), hp, gen, grid)
+        xs, ys, xt = draw_crops(next(source), next(target), hp, gen, unwrap(student).grid)
         losses = dacs_step(student, teacher, fd, opt, hp, xs, ys, xt, gen, it, run.device)
         check_finite(losses, it + 1)  # before the step: a NaN never reaches the weights
         opt.step()
@@ -327,12 +327,6 @@ def dacs_train_loop(config: dict, cfg_cls=DAFormerConfig, presets=PRESETS, build
                 state["teacher"] = teacher.state_dict()
             run.report({"iteration": it + 1, "stage": "dacs" if teacher else "source", **metrics, **meter.pop(),
                         "done": it + 1 == hp.iterations}, state=state)
-
-
-def _thing_classes() -> tuple[str, ...]:
-    from udalab.datasets.labels import THING_CLASSES
-
-    return THING_CLASSES
 
 
 @register("daformer")
