@@ -12,6 +12,8 @@
     param_importance(df, ...)                  Optuna's hyperparameter importance of a search
     parallel_coordinates(df, ...)              the searched hyperparameters and the metric per trial
     cost_per_trial(df)                         wall and training seconds per trial (GPU in the hover)
+    learning_curves(hist, df, ...)             metric vs iteration per configuration, mean over seeds
+                                               with a ±1 std band (store.load_histories)
 
 Every builder returns a `plotly.graph_objects.Figure` (or None when there is nothing to draw).
 Published numbers go on a second y axis when the study ran on mini data (`published_axis=
@@ -30,7 +32,7 @@ from udalab.analysis.reference import _is_missing, config_matches
 from udalab.analysis.tables import METRIC_LABELS, _norm, config_label
 
 __all__ = ["PALETTE", "metric_curve", "ablation_bars", "class_heatmap", "optuna_history", "param_importance",
-           "parallel_coordinates", "cost_per_trial", "search_params"]
+           "parallel_coordinates", "cost_per_trial", "learning_curves", "search_params"]
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
            "#7f7f7f", "#bcbd22"]
@@ -447,4 +449,55 @@ def cost_per_trial(df: pd.DataFrame, cfg_cols: Sequence[str] = (), varying: Sequ
                       **{**_LAYOUT, "margin": dict(t=90, b=140, l=60, r=40),
                          "legend": dict(orientation="h", yanchor="bottom", y=1.0, x=0)})
     fig.update_xaxes(tickangle=-35, automargin=True)
+    return fig
+
+
+def learning_curves(hist: pd.DataFrame, df: pd.DataFrame, metric: str = "miou", cfg_cols: Sequence[str] = (),
+                    varying: Sequence[str] = (), group: str | None = "method",
+                    labels: Mapping[str, str] | None = None):
+    """metric vs training iteration, one line per configuration (seeds pooled: mean at each
+    iteration, ±1 std band where more than one seed reported it). hist: store.load_histories;
+    df: the trials frame, which maps trial_id to its configuration. None when no configuration
+    has two evaluations (e.g. a schedule that evaluates only at its end)."""
+    import plotly.graph_objects as go
+
+    if hist is None or not len(hist) or metric not in hist or "iteration" not in hist:
+        return None
+    h = hist[["trial_id", "iteration", metric]].copy()
+    h["iteration"] = pd.to_numeric(h["iteration"], errors="coerce")
+    h[metric] = pd.to_numeric(h[metric], errors="coerce")
+    h = h.dropna().drop_duplicates(["trial_id", "iteration"], keep="last")  # a resumed trial re-reports
+    keys: dict[tuple, list[str]] = {}
+    names: dict[tuple, str] = {}
+    for row in df.to_dict("records"):
+        key = tuple(_norm(row.get(c)) for c in cfg_cols)
+        keys.setdefault(key, []).append(str(row["trial_id"]))
+        names.setdefault(key, config_label(row, cfg_cols, varying, group, labels))
+    fig = go.Figure()
+    drawn = 0
+    for i, (key, tids) in enumerate(keys.items()):
+        sub = h[h["trial_id"].isin(tids)]
+        if sub["iteration"].nunique() < 2:
+            continue
+        stats = sub.groupby("iteration")[metric].agg(["mean", "std", "count"]).reset_index()
+        color = PALETTE[i % len(PALETTE)]
+        name = names[key]
+        band = stats[stats["count"] > 1]
+        if len(band) > 1:
+            up, lo = band["mean"] + band["std"], band["mean"] - band["std"]
+            fig.add_trace(go.Scatter(x=list(band["iteration"]) + list(band["iteration"])[::-1],
+                                     y=list(up) + list(lo)[::-1], fill="toself", fillcolor=_band(color),
+                                     mode="lines", line=dict(width=0), hoverinfo="skip", showlegend=False,
+                                     legendgroup=name, name=f"{name} ±std"))
+        fig.add_trace(go.Scatter(x=stats["iteration"], y=stats["mean"], mode="lines+markers", name=name,
+                                 legendgroup=name, line=dict(color=color),
+                                 customdata=np.stack([stats["std"].fillna(0).to_numpy(float),
+                                                      stats["count"].to_numpy(float)], axis=1),
+                                 hovertemplate=f"iteration %{{x}}<br>{_mlabel(metric)}=%{{y:.2f}} ± "
+                                               f"%{{customdata[0]:.2f}}<br>seeds=%{{customdata[1]}}<extra>{name}</extra>"))
+        drawn += 1
+    if not drawn:
+        return None
+    fig.update_layout(title=f"Learning curves: {_mlabel(metric)} on the target during training (mean over seeds)",
+                      xaxis_title="iteration", yaxis_title=f"{_mlabel(metric)} (%)", height=460, **_LAYOUT)
     return fig

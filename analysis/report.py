@@ -308,8 +308,10 @@ class Report:
 
 
 def build_report(df: pd.DataFrame, spec: ReportSpec, data_scale: str = "mini", study_name: str = "",
-                 search: bool | None = None, static_note: str = "") -> Report:
-    """The report of a trials frame (see store.load_trials): HTML text, figures and tables."""
+                 search: bool | None = None, static_note: str = "", histories: pd.DataFrame | None = None
+                 ) -> Report:
+    """The report of a trials frame (see store.load_trials): HTML text, figures and tables.
+    histories: the trials' learning curves (store.load_histories), drawn when given."""
     import plotly.io as pio
 
     metric = spec.metric
@@ -411,6 +413,12 @@ def build_report(df: pd.DataFrame, spec: ReportSpec, data_scale: str = "mini", s
                 part.append("\0fig:fig-classes")
             part += [tabs["classes"].to_html("classes"), _sources(tabs["classes"])]
             sections.append(("Per-class IoU" + (" (" + " | ".join(class_groups) + ")" if class_groups else ""), part))
+        # Learning curves
+        if histories is not None:
+            fig = F.learning_curves(histories, df, metric, cfg_cols, varying, spec.group, spec.labels)
+            if fig is not None:
+                figs["fig-curves"] = fig
+                sections.append(("Learning curves", ["\0fig:fig-curves"]))
         # Cost
         fig = F.cost_per_trial(df, cfg_cols, varying, spec.group, spec.labels)
         if fig is not None:
@@ -607,7 +615,13 @@ def write_report(study_dir: str | os.PathLike, spec: ReportSpec | None, df: pd.D
     search = search or _is_search(name)
     fs.create_dir(path, recursive=True)
 
-    report = build_report(df, spec, data_scale=data_scale, study_name=name, search=search, static_note=_FILES_MARK)
+    try:
+        histories = store.load_histories(study_dir, list(df["trial_id"].astype(str))) if len(df) else None
+    except Exception as e:  # the curves are a view; never lose the report for them
+        log.warning("learning curves skipped: cannot read the trials' histories under %s: %s", study_dir, e)
+        histories = None
+    report = build_report(df, spec, data_scale=data_scale, study_name=name, search=search, static_note=_FILES_MARK,
+                          histories=histories)
     note = ""
     if static_figures is None:
         static_figures = find_browser() is not None

@@ -20,6 +20,7 @@ metrics those of the latest report. No Ray import, no `ray.init`.
     df = load_trials("results/intrada_split")       # one row per trial
     write_trials("results/intrada_split")           # -> results/intrada_split/trials.parquet
     load_history("results/intrada_split", trial_id) # learning curve (history.json of the Train checkpoint)
+    load_histories("results/intrada_split")          # every trial's, one long frame with trial_id
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 __all__ = ["SCHEMA_COLUMNS", "METRIC_COLUMNS", "load_trials", "write_trials", "read_trials", "load_history",
+           "load_histories",
            "config_columns", "metric_columns", "StoreError"]
 
 # The fixed columns of trials.parquet (docs/architecture.md). Between `method` and `seed` sit the
@@ -435,3 +437,21 @@ def load_history(study_dir: str | os.PathLike, trial_id: str, filesystem: pafs.F
     raise StoreError(f"no history for trial {trial_id}: neither {train_dir}/checkpoint_*/history.json nor a "
                      f"progress.csv in its Tune trial folder (is the trial id right? see the trial_id column "
                      f"of load_trials({str(study_dir)!r}))")
+
+
+def load_histories(study_dir: str | os.PathLike, trial_ids: Sequence[str] | None = None,
+                   filesystem: pafs.FileSystem | None = None) -> pd.DataFrame:
+    """The learning curves of many trials (default: every trial of load_trials) in one long frame:
+    a `trial_id` column plus the history columns (`iteration`, metrics, losses). Trials without a
+    history yet (pending, or failed before their first report) are left out."""
+    if trial_ids is None:
+        trial_ids = list(load_trials(study_dir, filesystem=filesystem)["trial_id"].astype(str))
+    frames = []
+    for tid in trial_ids:
+        try:
+            h = load_history(study_dir, tid, filesystem=filesystem)
+        except StoreError:
+            continue
+        if len(h):
+            frames.append(h.assign(trial_id=str(tid)))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["trial_id", "iteration"])

@@ -286,6 +286,12 @@ def test_store_parquet_round_trip_and_history(tune_study):
     assert hist["iteration"].tolist() == [10, 20] and hist["miou"].tolist() == [20.0, 25.0]
     with pytest.raises(store.StoreError, match="no history"):
         store.load_history(tune_study, "nope_00000")
+    every = store.load_histories(tune_study)                       # one long frame, every trial
+    per_trial = every.groupby("trial_id")["iteration"].apply(list).to_dict()
+    assert set(per_trial) == set(df["trial_id"])
+    failed = df[(df["method"] == "intrada") & (df["seed"] == 1)]["trial_id"].item()
+    assert per_trial[failed] == [10] and per_trial[src0] == [10, 20]    # it failed before its second report
+    assert store.load_histories(tune_study, ["nope_00000"]).empty
 
 
 def _state_entry(tid, status, config, logdir, last_result=None):
@@ -373,6 +379,7 @@ def test_write_report_on_tune_study(tune_study):
     assert "46.3" in text and "mini data: compare the shape, not the level" in text
     assert "3 finished, 0 running, 1 errored" in text and "ValueError: boom" in text
     assert "Δ mIoU" in text and "<b>" in text and '<tr class="published"' in text
+    assert 'id="fig-curves"' in text and "Learning curves" in text     # from the trials' histories
 
 
 @pytest.mark.ray
@@ -427,6 +434,25 @@ def test_render_report_running_nan_and_escaping(tmp_path):
     assert 'id="fig-metric"' in text and "smoke run" in text
     empty = write_report(tmp_path, ReportSpec(title="t"), df=store.load_trials(tmp_path))
     assert "No trials yet" in empty.read_text(encoding="utf-8")
+
+
+def test_learning_curves_pool_seeds_per_configuration():
+    from udalab.analysis.figures import learning_curves
+
+    df = pd.DataFrame({"trial_id": ["t0", "t1", "t2"], "method": ["daformer", "daformer", "hrda"],
+                       "seed": [0, 1, 0]})
+    hist = pd.DataFrame({"trial_id": ["t0", "t0", "t1", "t1", "t1", "t2", "t2"],
+                         "iteration": [100, 200, 100, 200, 200, 100, 200],
+                         "miou": [10.0, 20.0, 12.0, 99.0, 24.0, 5.0, 6.0]})   # t1 re-reported 200 on resume
+    fig = learning_curves(hist, df, "miou", ["method"], ["method"], group="method")
+    lines = {t.name: t for t in fig.data if t.mode == "lines+markers"}
+    assert set(lines) == {"daformer", "hrda"}
+    assert list(lines["daformer"].y) == [11.0, 22.0]                  # mean over seeds, the later report kept
+    assert np.allclose(lines["daformer"].customdata[:, 0], [math.sqrt(2), math.sqrt(8)])
+    bands = [t for t in fig.data if t.fill == "toself"]
+    assert [b.name for b in bands] == ["daformer ±std"]                # one seed: no band
+    assert learning_curves(hist[hist["iteration"] == 200], df, "miou", ["method"], ["method"]) is None
+    assert learning_curves(pd.DataFrame(columns=["trial_id", "iteration"]), df) is None
 
 
 @pytest.mark.ray
