@@ -49,12 +49,14 @@ def test_smoke_study_runs_end_to_end_and_rerun_resumes(tmp_path, mini_data):
     assert set(df["status"]) == {"TERMINATED"}
     assert df.loc[df["method"] == "intrada", "lambda_split"].item() == pytest.approx(0.67)
     assert df["miou"].between(0, 100).all() and (df["iterations"] > 0).all()
-    assert (study / "report.html").stat().st_size > 100_000  # plotly.js embedded
+    report = (study / "report.html").read_text(encoding="utf-8")
+    assert len(report) > 100_000 and 'id="fig-curves"' in report  # plotly.js embedded; 2 evaluations a trial
     assert set(df["gpu"]) == {"cpu"} and (df["wall_seconds"] >= df["train_seconds"]).all()
     assert {"results.md", "results.tex", "classes.md", "classes.tex"} <= {p.name for p in (study / "tables").iterdir()}
     assert 'href="intrada_split_smoke/report.html"' in (tmp_path / "index.html").read_text(encoding="utf-8")
     if find_browser():  # kaleido's static export next to the report
-        assert {"metric.png", "metric.svg", "classes.png", "cost.svg"} <= {p.name for p in (study / "figures").iterdir()}
+        assert {"metric.png", "metric.svg", "classes.png", "cost.svg", "curves.png"} <= \
+            {p.name for p in (study / "figures").iterdir()}
     # the study folder is a plain Tune experiment
     from ray.tune import ExperimentAnalysis
 
