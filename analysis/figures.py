@@ -452,6 +452,14 @@ def cost_per_trial(df: pd.DataFrame, cfg_cols: Sequence[str] = (), varying: Sequ
     return fig
 
 
+def _determined_by(df: pd.DataFrame, group: str | None, col: str) -> bool:
+    """Whether each value of `group` comes with a single value of `col` in df."""
+    if not group or group == col or group not in df or col not in df:
+        return False
+    pairs = {(repr(_norm(g)), repr(_norm(v))) for g, v in zip(df[group], df[col])}
+    return len(pairs) == len({g for g, _ in pairs})
+
+
 def learning_curves(hist: pd.DataFrame, df: pd.DataFrame, metric: str = "miou", cfg_cols: Sequence[str] = (),
                     varying: Sequence[str] = (), group: str | None = "method",
                     labels: Mapping[str, str] | None = None):
@@ -469,10 +477,14 @@ def learning_curves(hist: pd.DataFrame, df: pd.DataFrame, metric: str = "miou", 
     h = h.dropna().drop_duplicates(["trial_id", "iteration"], keep="last")  # a resumed trial re-reports
     keys: dict[tuple, list[str]] = {}
     names: dict[tuple, str] = {}
+    # a legend entry names the group and only the columns the group does not already determine
+    # ("LR only, crop_ratio=0.5", not "mode=lr, ..., self_training=✓, LR only")
+    shown = [c for c in varying if not _determined_by(df, group, c)]
+    order = ([group] if group in cfg_cols else []) + [c for c in cfg_cols if c != group]
     for row in df.to_dict("records"):
         key = tuple(_norm(row.get(c)) for c in cfg_cols)
         keys.setdefault(key, []).append(str(row["trial_id"]))
-        names.setdefault(key, config_label(row, cfg_cols, varying, group, labels))
+        names.setdefault(key, config_label(row, order, shown, group, labels))
     fig = go.Figure()
     drawn = 0
     for i, (key, tids) in enumerate(keys.items()):

@@ -453,6 +453,12 @@ def test_learning_curves_pool_seeds_per_configuration():
     assert [b.name for b in bands] == ["daformer ±std"]                # one seed: no band
     assert learning_curves(hist[hist["iteration"] == 200], df, "miou", ["method"], ["method"]) is None
     assert learning_curves(pd.DataFrame(columns=["trial_id", "iteration"]), df) is None
+    # columns the group determines stay out of the legend; the others are named
+    df2 = df.assign(crop=["LR", "LR", "HR"], mode=["lr", "lr", "hr"], crop_ratio=[0.5, 1.0, 0.5])
+    cols = ["mode", "crop_ratio", "crop"]
+    fig = learning_curves(hist, df2, "miou", cols, cols, group="crop")
+    assert {t.name for t in fig.data if t.mode == "lines+markers"} == {"LR, crop_ratio=0.5", "LR, crop_ratio=1",
+                                                                        "HR, crop_ratio=0.5"}
 
 
 @pytest.mark.ray
