@@ -29,7 +29,7 @@ STUDY = Study(
     ],
     smoke_rows=(1, 3),
     seeds=(0, 1, 2),
-    budget={"mini": {"iterations": 300, "eval_every": 300}},
+    budget={"mini": {"iterations": 300, "eval_every": 100}},   # 3 evaluations: the report's learning curves
     search={"pseudo_threshold": tune.uniform(0.8, 0.99), "rcs_temperature": tune.loguniform(0.003, 0.3)},
     num_samples=12,
     report=ReportSpec(
