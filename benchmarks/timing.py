@@ -1,6 +1,9 @@
-"""The timing loop the step benchmarks share: warm-up, synchronised wall time per call, peak memory."""
+"""What the step benchmarks share: the timing loop (warm-up, synchronised wall time per call, peak
+memory), the device's name and the JSON of a run's rows."""
 from __future__ import annotations
 
+import json
+import platform
 import statistics
 import time
 
@@ -30,15 +33,11 @@ def time_step(step, device: torch.device, warmup: int, iters: int) -> dict:
 
 
 def device_name(device: str) -> str:
-    import platform
-
     return torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu"
 
 
 def write_rows(path: str | None, device: str, rows: list[dict]) -> None:
     """The rows of a benchmark run as JSON (with the device and torch version), if `path` is given."""
     if path:
-        import json
-
         with open(path, "w") as f:
             json.dump({"device": device, "torch": torch.__version__, "rows": rows}, f, indent=1)
