@@ -1,15 +1,19 @@
-"""udalab.analysis: metrics, evaluation of saved predictions, the result store, published
-reference numbers and the HTML report.
+"""udalab.analysis: scoring of saved predictions, the result store, published reference numbers
+and the HTML report. The scores themselves (ConfusionMatrix, iIoU, label subsets) live below
+methods, in udalab.datasets.metrics.
 
-    metrics    ConfusionMatrix (IoU / mIoU / pixel accuracy, Cityscapes conventions)
-    evaluate   `udalab eval`: score prediction PNGs like cityscapesScripts
-    store      Tune experiment dir -> DataFrame / trials.parquet (schema: docs/architecture.md), learning curves
-    reference  published numbers (reference_data.json)
-    tables     paper-shaped tables (✓/✗, factors, mean ± std, Δ, bold, per-class) -> Markdown / HTML / LaTeX
-    figures    Plotly figures (curves with seed bands, bars, heatmaps, Optuna history / importance,
-               parallel coordinates, cost)
-    report     ReportSpec, write_report -> report.html (+ tables/, figures/), write_index -> index.html
-    browser    check_page: a report in headless Chromium (rendered figures, JavaScript errors, screenshot)
+    score_predictions  `udalab eval`: score prediction PNGs like cityscapesScripts
+    store              Tune experiment dir -> DataFrame / trials.parquet (schema: docs/architecture.md),
+                       learning curves
+    reference          published numbers (reference_data.json)
+    tables             paper-shaped tables (✓/✗, factors, mean ± std, Δ, bold, per-class) -> Markdown /
+                       HTML / LaTeX
+    figures            Plotly figures (curves with seed bands, bars, heatmaps, Optuna history / importance,
+                       parallel coordinates, cost)
+    report             ReportSpec, build_report (a sequence of Sections: header, reproduction, search,
+                       metric, results, per-class, learning curves, cost, errors, published, files),
+                       write_report -> report.html (+ tables/, figures/), write_index -> index.html
+    browser            check_page: a report in headless Chromium (rendered figures, JavaScript errors, screenshot)
 
 Submodules are imported on use (`from udalab.analysis import store`), so that importing the
 package stays cheap.

@@ -9,6 +9,14 @@ A name may carry an evaluation subset, "<name>@<subset>" (e.g. "synthia@13",
 "mfnet_thermal@3"): it sets the dataset's `eval_classes` from its class's EVAL_SUBSETS.
 `root_key(name)` is the key of config["data_root"] for the name (all MFNet views: "mfnet",
 voc_depth: "voc") and the name of its mini twin.
+
+Beside the loaders (one module each; base.py: what they share, the split-file reader included):
+
+    labels     the Cityscapes label table, ID_TO_TRAIN_ID, IGNORE_INDEX (255: the one declaration)
+    metrics    scoring: ConfusionMatrix (IoU / mIoU / pixel accuracy, label subsets), InstanceIoU (iIoU);
+               methods evaluate with it and `udalab eval` (analysis/score_predictions.py) scores saved PNGs
+    rcs        class statistics and rare-class sampling
+    mini*      the mini twins;  cli: `udalab data ...`;  pseudo_depth: VOC's pseudo-depth folder
 """
 from __future__ import annotations
 

@@ -1,11 +1,23 @@
-"""What every segmentation dataset shares: pairing checks, decoding with clear errors,
-label-encoding checks, the joint transform and the sample contract."""
+"""What every segmentation dataset shares: the split-file reader, pairing checks, decoding with
+clear errors, label-encoding checks, the joint transform and the sample contract.
+
+Split files (GTA5, SYNTHIA, MFNet, VOC) list a split's image names, one a line; one rule holds
+for all four (`SegmentationDataset.read_split`):
+
+* a split file the split needs that is missing, or one that lists no names, raises
+  DatasetError naming the file and the fix (strict or not: there is nothing to load);
+* an image it names that does not exist is treated like an image without label: with
+  strict=True (the default) DatasetError naming the first such file, the split file, the fix
+  and how many more there are; with strict=False the pair goes to `missing`
+  (`udalab data check` reports each one).
+"""
 from __future__ import annotations
 
 import struct
 import warnings
 import zlib
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -87,7 +99,9 @@ class SegmentationDataset(Dataset):
 
     `eval_classes`: the train ids a benchmark scores (None: all); `EVAL_SUBSETS` names other
     subsets, selectable as "<dataset>@<subset>" in build_dataset. With strict=False a missing
-    label does not raise: the pair goes to `missing` (used by `udalab data check`).
+    image (named by the split file) or label does not raise: the (image, label) pair goes to
+    `missing`, and `missing_problem(image, label)` says what is wrong and the fix (used by
+    `udalab data check`). `split_file`: the file the split was read from (None: no split file).
     """
 
     ignore_index = IGNORE_INDEX
@@ -104,6 +118,7 @@ class SegmentationDataset(Dataset):
         self.transform = build_transform(size, crop, flip)
         self.files: list[tuple[Path, Path]] = []
         self.missing: list[tuple[Path, Path]] = []
+        self.split_file: Path | None = None
 
     @classmethod
     def available_splits(cls, root) -> list[str]:
@@ -118,19 +133,57 @@ class SegmentationDataset(Dataset):
             if not (self.root / sub).is_dir():
                 raise DatasetError(f"{type(self).__name__}: {self.root / sub} is missing. {hint}")
 
+    def read_split(self, split_file: Path, image_of: Callable[[str], Path], shipped: Sequence[str] = (),
+                   all_images: Callable[[], list[Path]] | None = None) -> list[Path]:
+        """The images of this split as `split_file` names them (whitespace-separated names).
+
+        image_of(name) -> the image path of a listed name. shipped: the split files the
+        dataset's release has (MFNet, VOC), so the fix for a missing one is to restore it.
+        all_images: for layouts without split files (GTA5, SYNTHIA), the images of the
+        'train' / 'all' split when its file is absent; other splits then need the file.
+        A missing or empty file raises DatasetError; images that do not exist are returned
+        (`_pair` raises for them, or puts them in `missing` with strict=False).
+        """
+        name = type(self).__name__
+        if not split_file.is_file():
+            if all_images is not None and self.split in ("train", "all"):
+                return all_images()
+            if shipped:
+                fix = (f"{name} ships {', '.join(f'{s}.txt' for s in shipped)} (one image name per line): "
+                       f"restore it or pick one of those splits")
+            else:
+                fix = f"use 'train' (all images) or put {split_file} listing the image names, one per line"
+            raise DatasetError(f"{name} has no split '{self.split}': split file {split_file} is missing; {fix}")
+        names = split_file.read_text().split()
+        if not names:
+            raise DatasetError(f"{name} split file {split_file} lists no images; write the image names of split "
+                               f"'{self.split}' into it, one per line, or pick another split")
+        self.split_file = split_file
+        return [image_of(n) for n in names]
+
+    def missing_problem(self, image: Path, label: Path) -> str:
+        """What is wrong with a pair of `missing` (image or label file absent), naming the file and the fix."""
+        if not image.is_file():  # only a split file names images that are not there
+            return (f"{self.split_file} lists image {image}, which does not exist; restore the image or remove its "
+                    f"name from the split file")
+        return f"image {image} has no label: expected {label}. Restore the label file or remove the image"
+
     def _pair(self, images: list[Path], label_of) -> None:
+        """Pair each image with label_of(image); a pair with a missing file raises (strict) or goes to `missing`."""
         if not images:
             raise DatasetError(f"{type(self).__name__}: no images for split '{self.split}' under {self.root}; "
                                f"check the split name and that the folder holds the dataset's own layout")
         for img in images:
             lbl = label_of(img)
-            if not lbl.is_file():
-                if not self.strict:
-                    self.missing.append((img, lbl))
-                    continue
-                raise DatasetError(f"image {img} has no label: expected {lbl}. Restore the label file "
-                                   f"or remove the image")
-            self.files.append((img, lbl))
+            if img.is_file() and lbl.is_file():
+                self.files.append((img, lbl))
+            else:
+                self.missing.append((img, lbl))
+        if self.missing and self.strict:
+            more = len(self.missing) - 1
+            raise DatasetError(self.missing_problem(*self.missing[0])
+                               + (f" ({more} more missing file{'s' * (more > 1)} in split '{self.split}'; "
+                                  f"`udalab data check` lists every one)" if more else ""))
 
     def encode(self, raw: np.ndarray, path: Path) -> np.ndarray:
         raise NotImplementedError

@@ -203,11 +203,7 @@ def check_dataset(name: str, root=None, splits=None, progress=None, workers: int
             continue
         info = {"images": len(ds.files) + len(ds.missing), "ok": 0, "sizes": Counter(), "ids": Counter()}
         report["splits"][split] = info
-        for img in getattr(ds, "missing_images", []):
-            problems.append(f"image {img} is listed in the {split} split but does not exist; restore it or remove "
-                            f"its name from the split file")
-        for img, lbl in ds.missing:
-            problems.append(f"image {img} has no label: expected {lbl}. Restore the label file or remove the image")
+        problems += [ds.missing_problem(img, lbl) for img, lbl in ds.missing]
         depth = isinstance(ds, VOC) and ds.depth_dir.is_dir()
         n = len(ds.files)
         if workers > 1 and n > 1:

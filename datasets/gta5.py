@@ -3,7 +3,8 @@
     <root>/images/NNNNN.png     <root>/labels/NNNNN.png  (palette PNG of Cityscapes label ids)
 
 All 24,966 images are the training split (the UDA papers use them all as source).
-An optional <root>/<split>.txt lists image names for other splits.
+An optional <root>/<split>.txt lists image file names (NNNNN.png) for other splits
+(SegmentationDataset.read_split).
 """
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from pathlib import Path
 import numpy as np
 
 from udalab.datasets.base import SegmentationDataset, map_ids
-from udalab.datasets.errors import DatasetError
 from udalab.datasets.labels import CLASS_NAMES, ID_TO_TRAIN_ID, MAX_LABEL_ID, NUM_CLASSES
 
 
@@ -27,17 +27,8 @@ class GTA5(SegmentationDataset):
         self._check_root("images", "labels",
                          hint="Pass the folder that holds images/ and labels/ (the GTA5 'Playing for Data' "
                               "archives unpacked into one folder).")
-        split_file = self.root / f"{split}.txt"
-        if split_file.is_file():
-            images = [self.root / "images" / n.strip() for n in split_file.read_text().split() if n.strip()]
-            missing = [p for p in images if not p.is_file()]
-            if missing:
-                raise DatasetError(f"{split_file} lists {len(missing)} images that do not exist, e.g. {missing[0]}")
-        elif split in ("train", "all"):
-            images = sorted((self.root / "images").glob("*.png"))
-        else:
-            raise DatasetError(f"GTA5 has no split '{split}': use 'train' (all images) or put {split_file} "
-                               f"listing the image names")
+        images = self.read_split(self.root / f"{split}.txt", lambda name: self.root / "images" / name,
+                                 all_images=lambda: sorted((self.root / "images").glob("*.png")))
         self._pair(images, lambda img: self.root / "labels" / img.name)
 
     @classmethod

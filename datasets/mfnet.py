@@ -47,7 +47,7 @@ CITYSCAPES_TRAIN_ID = {1: 13, 2: 11, 3: 18}
 # rider -> person, bicycle and motorcycle -> bike, 255 stays "no label", every other class -> unlabeled (0).
 CITYSCAPES_TO_MFNET = np.zeros(256, np.uint8)
 CITYSCAPES_TO_MFNET[[13, 11, 12, 18, 17]] = [1, 2, 2, 3, 3]
-CITYSCAPES_TO_MFNET[255] = 255
+CITYSCAPES_TO_MFNET[IGNORE_INDEX] = IGNORE_INDEX
 PALETTE = np.array([(0, 0, 0), (64, 0, 128), (64, 64, 0), (0, 128, 192), (0, 0, 192), (128, 128, 0),
                     (64, 64, 128), (192, 128, 128), (192, 64, 0)], np.uint8)
 
@@ -87,26 +87,16 @@ class MFNet(SegmentationDataset):
                               "(ir_seg_dataset from the MFNet release, unpacked)." if label_dir == "labels" else
                          f"Write the pseudo labels first (udalab.datasets.mfnet.write_pseudo_labels) into "
                          f"{Path(root) / label_dir}.")
-        split_file = self.root / f"{split}.txt"
-        if not split_file.is_file():
-            raise DatasetError(f"MFNet split file {split_file} is missing; MFNet ships train.txt, val.txt and "
-                               f"test.txt (one image name per line): restore it or pick one of those splits")
-        names = [n.strip() for n in split_file.read_text().split() if n.strip()]
-        names = [n[:-4] if n.endswith(".png") else n for n in names]
+        images = self.read_split(self.root / f"{split}.txt", lambda name: self.root / "images" /
+                                 f"{name.removesuffix('.png')}.png", shipped=self.SPLITS)
         if self.time is not None:
-            unknown = [n for n in names if time_of(n) is None]
+            unknown = [p.stem for p in images if time_of(p.name) is None]
             if unknown:
-                raise DatasetError(f"{split_file}: names {unknown[:3]} end in neither D (day) nor N (night), so the "
-                                   f"{self.time} filter cannot tell; rename them or use a view without _day/_night")
-            names = [n for n in names if time_of(n) == self.time]
-        images = [self.root / "images" / f"{n}.png" for n in names]
-        missing = [p for p in images if not p.is_file()]
-        if missing and strict:
-            raise DatasetError(f"{split_file} lists {len(missing)} images that do not exist, e.g. {missing[0]}; "
-                               f"restore them or remove their names from the list")
-        self.missing_images = missing
-        self._pair([p for p in images if p.is_file()] if missing else images,
-                   lambda img: self.root / label_dir / img.name)
+                raise DatasetError(f"{self.split_file}: names {unknown[:3]} end in neither D (day) nor N (night), "
+                                   f"so the {self.time} filter cannot tell; rename them or use a view without "
+                                   f"_day/_night")
+            images = [p for p in images if time_of(p.name) == self.time]
+        self._pair(images, lambda img: self.root / label_dir / img.name)
 
     @classmethod
     def available_splits(cls, root) -> list[str]:

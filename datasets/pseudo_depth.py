@@ -90,9 +90,10 @@ def fill_pseudo_depth(root, estimator: Estimator, model: str, kind: str = "relat
     splits = list(splits) if splits else VOC.available_splits(root)
     names: dict[str, Path] = {}
     for split in splits:
-        ds = VOC(root, split, strict=False)
+        ds = VOC(root, split, strict=False)  # images without a label get depth too
         for img, _ in ds.files + ds.missing:
-            names.setdefault(img.stem, img)
+            if img.is_file():
+                names.setdefault(img.stem, img)
     writer = DepthWriter(voc, model, kind)
     done = writer.meta["scales"]
     written = skipped = 0

@@ -8,7 +8,7 @@ default mode keeps the high byte only, which makes every class 0). SYNTHIA ids m
 Cityscapes train ids (REFERENCE_FACTS.md); terrain, truck and train do not exist in
 SYNTHIA, so the UDA papers score SYNTHIA->Cityscapes over 16 classes (and 13, without
 wall, fence and pole). All 9,400 images are the training split; an optional
-<root>/<split>.txt lists image names for other splits.
+<root>/<split>.txt lists image file names for other splits (SegmentationDataset.read_split).
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from udalab.datasets.base import SegmentationDataset, map_ids, read_png_unchanged
-from udalab.datasets.errors import DatasetError
 from udalab.datasets.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 
 # SYNTHIA class ids (SYNTHIA-RAND-CITYSCAPES README): 0 void, 1 sky, 2 building, 3 road, 4 sidewalk,
@@ -52,18 +51,8 @@ class SYNTHIA(SegmentationDataset):
         self._check_root("RGB", "GT/LABELS",
                          hint="Pass the RAND_CITYSCAPES folder that holds RGB/ and GT/LABELS/ "
                               "(SYNTHIA-RAND-CITYSCAPES.rar, unpacked).")
-        split_file = self.root / f"{split}.txt"
-        if split_file.is_file():
-            images = [self.root / "RGB" / n.strip() for n in split_file.read_text().split() if n.strip()]
-            missing = [p for p in images if not p.is_file()]
-            if missing:
-                raise DatasetError(f"{split_file} lists {len(missing)} images that do not exist, e.g. {missing[0]}; "
-                                   f"fix the list or restore the images")
-        elif split in ("train", "all"):
-            images = sorted((self.root / "RGB").glob("*.png"))
-        else:
-            raise DatasetError(f"SYNTHIA has no split '{split}': use 'train' (all images) or put {split_file} "
-                               f"listing the image names")
+        images = self.read_split(self.root / f"{split}.txt", lambda name: self.root / "RGB" / name,
+                                 all_images=lambda: sorted((self.root / "RGB").glob("*.png")))
         self._pair(images, lambda img: self.root / "GT" / "LABELS" / img.name)
 
     @classmethod

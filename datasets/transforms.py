@@ -9,6 +9,8 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from udalab.datasets.labels import IGNORE_INDEX
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # 4-channel RGB-T input (MFNet): ImageNet statistics for RGB, a mid-grey spread for thermal.
@@ -28,7 +30,8 @@ def build_transform(size: tuple[int, int] | None = None, crop: tuple[int, int] |
     if size is not None:
         steps.append(v2.Resize((size[1], size[0]), antialias=True))
     if crop is not None:
-        steps.append(v2.RandomCrop((crop[1], crop[0]), pad_if_needed=True, fill={Depth: 0, tv_tensors.Mask: 255, "others": 0}))
+        steps.append(v2.RandomCrop((crop[1], crop[0]), pad_if_needed=True,
+                                   fill={Depth: 0, tv_tensors.Mask: IGNORE_INDEX, "others": 0}))
     if flip:
         steps.append(v2.RandomHorizontalFlip())
     mean, std = IMAGENET_MEAN, IMAGENET_STD

@@ -78,18 +78,10 @@ class VOC(SegmentationDataset):
         for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
             if not (self.voc / sub).is_dir():
                 raise DatasetError(f"VOC: {self.voc / sub} is missing. {hint}")
-        split_file = self.voc / "ImageSets" / "Segmentation" / f"{split}.txt"
-        if not split_file.is_file():
-            raise DatasetError(f"VOC has no split file {split_file}; VOC 2012 ships train.txt, val.txt and "
-                               f"trainval.txt: restore it or pick one of those")
-        names = [n.strip() for n in split_file.read_text().split() if n.strip()]
-        images = [self.voc / "JPEGImages" / f"{n}.jpg" for n in names]
-        missing = [p for p in images if not p.is_file()]
-        if missing and strict:
-            raise DatasetError(f"{split_file} lists {len(missing)} images that do not exist, e.g. {missing[0]}; "
-                               f"restore them or remove their names from the list")
-        self.missing_images = missing
-        self._pair([p for p in images if p.is_file()], lambda img: self.voc / "SegmentationClass" / f"{img.stem}.png")
+        images = self.read_split(self.voc / "ImageSets" / "Segmentation" / f"{split}.txt",
+                                 lambda name: self.voc / "JPEGImages" / f"{name}.jpg",
+                                 shipped=("train", "val", "trainval"))
+        self._pair(images, lambda img: self.voc / "SegmentationClass" / f"{img.stem}.png")
         self._depth_meta: dict | None = None
 
     @classmethod

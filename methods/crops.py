@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import torch
 
-IGNORE_INDEX = 255
+from udalab.datasets.labels import IGNORE_INDEX
 
 
 class Box(NamedTuple):

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from udalab.analysis.metrics import ConfusionMatrix
+from udalab.datasets.metrics import ConfusionMatrix, InstanceIoU
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]  # image batch -> logits (N, C, h, w)
 
@@ -58,7 +58,7 @@ def evaluate(predict: Predictor, dataset: Dataset, *, num_classes: int, class_na
     eval_classes: class indices that mIoU averages over (None: the dataset's own
     `eval_classes`, set by build_uda_data, e.g. SYNTHIA->Cityscapes' 16; if that is None too, all).
     iiou: also report instance-level IoU ("iiou", "iiou.<class>"; class 0 = background excluded,
-    analysis/instance_metrics.py), with the dataset's `load_instances(i)` when it has one (VOC),
+    datasets/metrics.py), with the dataset's `load_instances(i)` when it has one (VOC),
     else connected components of the label.
     """
     if eval_classes is None:
@@ -66,8 +66,6 @@ def evaluate(predict: Predictor, dataset: Dataset, *, num_classes: int, class_na
     cm = ConfusionMatrix(num_classes)
     inst = None
     if iiou:
-        from udalab.analysis.instance_metrics import InstanceIoU
-
         inst, index = InstanceIoU(num_classes), 0
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
     for batch in loader:

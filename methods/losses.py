@@ -6,7 +6,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = 255
+from udalab.datasets.labels import IGNORE_INDEX
 
 
 def seg_ce(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:

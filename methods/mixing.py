@@ -17,9 +17,8 @@ import math
 import torch
 import torchvision.transforms.v2.functional as TF
 
+from udalab.datasets.labels import IGNORE_INDEX
 from udalab.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
-
-IGNORE_INDEX = 255
 
 
 def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:

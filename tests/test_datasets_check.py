@@ -83,6 +83,46 @@ def test_check_reports_every_planted_problem(small, tmp_path, capsys, name):
     assert "train" in out and "images" in out
 
 
+SPLIT_FILE = {"gta5": "val.txt", "synthia": "val.txt", "mfnet": "val.txt",
+              "voc": "VOCdevkit/VOC2012/ImageSets/Segmentation/val.txt"}
+
+
+@pytest.mark.parametrize("name", ["gta5", "synthia", "mfnet", "voc"])
+def test_split_file_problems_get_the_same_error_in_every_dataset(small, tmp_path, name):
+    """One split-file rule: a missing or empty split file always raises; a listed image that does
+    not exist raises with strict=True and is a `missing` pair with strict=False (reported by check)."""
+    root = shutil.copytree(small[name], tmp_path / name)
+    cls, split_file = DATASETS[name], root / SPLIT_FILE[name]
+    img, lbl = cls(root, "train").files[0]
+    listed = (lambda p: p.name) if name in ("gta5", "synthia") else (lambda p: p.stem)  # the layouts' name forms
+    gone = img.with_stem("99999N")
+
+    split_file.unlink(missing_ok=True)
+    for strict in (True, False):
+        with pytest.raises(DatasetError, match="has no split 'val'") as e:
+            cls(root, "val", strict=strict)
+        assert f"split file {split_file} is missing; " in str(e.value)
+
+    split_file.write_text("\n")
+    for strict in (True, False):
+        with pytest.raises(DatasetError) as e:
+            cls(root, "val", strict=strict)
+        assert f"split file {split_file} lists no images; write the image names of split 'val'" in str(e.value)
+
+    split_file.write_text(f"{listed(img)}\n{listed(gone)}\n")
+    with pytest.raises(DatasetError) as e:
+        cls(root, "val")
+    msg = str(e.value)
+    assert msg.replace(str(split_file), "<split file>").replace(str(gone), "<image>") == \
+        ("<split file> lists image <image>, which does not exist; restore the image or remove its name from the "
+         "split file")
+    ds = cls(root, "val", strict=False)
+    assert ds.files == [(img, lbl)] and [p for p, _ in ds.missing] == [gone] and ds.split_file == split_file
+    assert ds.missing_problem(*ds.missing[0]) == msg
+    rep = check_dataset(name, root, splits=["val"])
+    assert rep["problems"] == [msg] and rep["splits"]["val"]["images"] == 2 and rep["splits"]["val"]["ok"] == 1
+
+
 def test_check_layout_problems(tmp_path, small, capsys):
     rep = check_dataset("cityscapes", tmp_path / "nowhere")
     assert rep["problems"] and "does not exist" in rep["problems"][0]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from udalab.analysis.metrics import ConfusionMatrix
 from udalab.datasets import mini
+from udalab.datasets.metrics import ConfusionMatrix
 from udalab.datasets.synthia import EVAL_13, EVAL_16
 from udalab.methods.evaluate import evaluate
 from udalab.methods.uda_data import UDAData, build_uda_data

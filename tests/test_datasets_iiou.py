@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from udalab.analysis.instance_metrics import InstanceIoU, connected_components
+from udalab.datasets.metrics import InstanceIoU, connected_components
 
 
 def test_connected_components():

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from udalab.analysis.metrics import ConfusionMatrix
 from udalab.datasets.labels import CLASS_NAMES, ID_TO_TRAIN_ID, IGNORE_INDEX, MAX_LABEL_ID, NUM_CLASSES
+from udalab.datasets.metrics import ConfusionMatrix
 
 log = logging.getLogger("udalab")
 
