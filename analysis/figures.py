@@ -10,6 +10,8 @@
     class_heatmap(agg, ...)                    per-class IoU heatmap, configurations x classes
     optuna_history(df, ...)                    a search's value per trial and best so far
     param_importance(df, ...)                  Optuna's hyperparameter importance of a search
+                                               (the numbers: importances(df, ...); the searched
+                                               columns: search_params(df, cfg_cols))
     parallel_coordinates(df, ...)              the searched hyperparameters and the metric per trial
     cost_per_trial(df)                         wall and training seconds per trial (GPU in the hover)
     learning_curves(hist, df, ...)             metric vs iteration per configuration, mean over seeds
@@ -28,11 +30,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from udalab.analysis.reference import _is_missing, config_matches
-from udalab.analysis.tables import METRIC_LABELS, _norm, config_label
+from udalab.analysis.reference import config_matches
+from udalab.analysis.tables import METRIC_LABELS, config_label, is_missing, norm_value, values_equal
 
 __all__ = ["PALETTE", "metric_curve", "ablation_bars", "class_heatmap", "optuna_history", "param_importance",
-           "parallel_coordinates", "cost_per_trial", "learning_curves", "search_params"]
+           "parallel_coordinates", "cost_per_trial", "learning_curves", "search_params", "importances"]
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
            "#7f7f7f", "#bcbd22"]
@@ -93,7 +95,7 @@ def metric_curve(agg: pd.DataFrame, x: str, metric: str = "miou", group: str | N
     labels = dict(labels or {})
     fig = _make(published_axis if ref is not None else None)
     secondary = _is_subplots(fig)
-    has_x = agg[x].map(lambda v: not _is_missing(v)) if x in agg else pd.Series(False, index=agg.index)
+    has_x = agg[x].map(lambda v: not is_missing(v)) if x in agg else pd.Series(False, index=agg.index)
     curves, flat = agg[has_x], agg[~has_x]
     xs = pd.to_numeric(curves[x], errors="coerce").dropna() if len(curves) else pd.Series(dtype=float)
     if ref is not None and x in ref.columns:
@@ -105,7 +107,7 @@ def metric_curve(agg: pd.DataFrame, x: str, metric: str = "miou", group: str | N
     curve_keys = [group] if use_group else [c for c in cfg_cols if c != x]
     groups: dict[tuple, list] = {}
     for i, row in curves.iterrows():
-        groups.setdefault(tuple(_norm(row[c]) for c in curve_keys), []).append(i)
+        groups.setdefault(tuple(norm_value(row[c]) for c in curve_keys), []).append(i)
 
     color_i = 0
     have_published = False
@@ -133,12 +135,12 @@ def metric_curve(agg: pd.DataFrame, x: str, metric: str = "miou", group: str | N
                              hovertemplate=f"{labels.get(x, x)}=%{{x}}<br>{_mlabel(metric)}=%{{y:.2f}} ± "
                                            f"%{{customdata[0]:.2f}}<br>n=%{{customdata[1]}}<extra>{name}</extra>"))
     for _, row in flat.iterrows():
-        if _is_missing(row["mean"]):
+        if is_missing(row["mean"]):
             continue
         color = PALETTE[color_i % len(PALETTE)]
         color_i += 1
         name = config_label(row, cfg_cols, varying, group, labels)
-        std = 0.0 if _is_missing(row["std"]) else float(row["std"])
+        std = 0.0 if is_missing(row["std"]) else float(row["std"])
         m = float(row["mean"])
         _add(fig, go.Scatter(x=[x0, x1, x1, x0], y=[m + std, m + std, m - std, m - std], fill="toself", mode="lines",
                              fillcolor=_band(color, 0.12), line=dict(width=0), hoverinfo="skip", showlegend=False,
@@ -151,7 +153,7 @@ def metric_curve(agg: pd.DataFrame, x: str, metric: str = "miou", group: str | N
         pts = ref[ref[metric].notna()]
         pub_sec = secondary
         if x in pts.columns:
-            with_x = pts[pts[x].map(lambda v: not _is_missing(v))]
+            with_x = pts[pts[x].map(lambda v: not is_missing(v))]
             for cfg, color, rows in curve_colors:
                 keep = [_belongs(p, cfg, rows, ref_config, x) for p in with_x.to_dict("records")]
                 hit = with_x[pd.Series(keep, index=with_x.index, dtype=bool)] if len(with_x) else with_x
@@ -166,7 +168,7 @@ def metric_curve(agg: pd.DataFrame, x: str, metric: str = "miou", group: str | N
                                      text=list(hit["label"]),
                                      hovertemplate="%{text}: %{y}<extra>published</extra>",
                                      name=name + (" (right axis)" if pub_sec else "")), pub_sec)
-            no_x = pts[pts[x].map(_is_missing)]
+            no_x = pts[pts[x].map(is_missing)]
         else:
             no_x = pts
         for _, prow in no_x.iterrows():   # published numbers without x: a level line (e.g. HRDA's 73.8)
@@ -186,16 +188,14 @@ def metric_curve(agg: pd.DataFrame, x: str, metric: str = "miou", group: str | N
 def _belongs(p: Mapping, cfg: Mapping, rows: list[dict], ref_config: Sequence[str], x: str) -> bool:
     """A published point with an x value belongs to a curve when each config value it sets (x aside)
     equals the curve's group value or that of one of the curve's configurations."""
-    from udalab.analysis.reference import _equal
-
     for c in ref_config:
         pv = p.get(c)
-        if c == x or _is_missing(pv):
+        if c == x or is_missing(pv):
             continue
         if c in cfg:
-            if not _equal(cfg[c], pv):
+            if not values_equal(cfg[c], pv):
                 return False
-        elif not any(_equal(r.get(c), pv) for r in rows):
+        elif not any(values_equal(r.get(c), pv) for r in rows):
             return False
     return True
 
@@ -234,7 +234,7 @@ def ablation_bars(agg: pd.DataFrame, metrics: Sequence[str] = ("miou",), cfg_col
         if ref is not None and m in ref.columns:
             ys = []
             for r in agg.to_dict("records"):
-                hit = [p for p in ref.to_dict("records") if config_matches(p, r, ref_config) and not _is_missing(p[m])]
+                hit = [p for p in ref.to_dict("records") if config_matches(p, r, ref_config) and not is_missing(p[m])]
                 ys.append(hit[0][m] if hit else None)
             if any(y is not None for y in ys):
                 have_published = True
@@ -275,10 +275,10 @@ def class_heatmap(agg: pd.DataFrame, classes: Sequence[str], cfg_cols: Sequence[
         ylabels.append(config_label(r, cfg_cols, varying, group, labels))
         if ref is not None:
             for p in ref.to_dict("records"):
-                if config_matches(p, r, ref_config) and any(not _is_missing(p.get(f"iou.{c}")) for c in ordered):
+                if config_matches(p, r, ref_config) and any(not is_missing(p.get(f"iou.{c}")) for c in ordered):
                     z.append([p.get(f"iou.{c}", math.nan) for c in ordered])
                     ylabels.append(f"published: {p['label']}")
-    zz = np.array([[math.nan if _is_missing(v) else float(v) for v in row] for row in z], dtype=float)
+    zz = np.array([[math.nan if is_missing(v) else float(v) for v in row] for row in z], dtype=float)
     text = [["–" if math.isnan(v) else f"{v:.1f}" for v in row] for row in zz]
     # unique y labels (plotly merges equal categories)
     seen: dict[str, int] = {}
@@ -302,7 +302,7 @@ def search_params(df: pd.DataFrame, cfg_cols: Sequence[str]) -> list[str]:
     for c in cfg_cols:
         if c == "method" or c not in df.columns:
             continue
-        if df[c].dropna().map(lambda v: repr(_norm(v))).nunique() > 1:
+        if df[c].dropna().map(lambda v: repr(norm_value(v))).nunique() > 1:
             out.append(c)
     return out
 
@@ -406,9 +406,9 @@ def parallel_coordinates(df: pd.DataFrame, params: Sequence[str], metric: str = 
             v = pd.to_numeric(col, errors="coerce")
             dims.append(dict(label=labels.get(p, p), values=list(v.fillna(v.min() if v.notna().any() else 0))))
         else:
-            cats = sorted({fmt for fmt in col.map(lambda v: "–" if _is_missing(v) else str(_norm(v)))})
+            cats = sorted({fmt for fmt in col.map(lambda v: "–" if is_missing(v) else str(norm_value(v)))})
             code = {c: i for i, c in enumerate(cats)}
-            dims.append(dict(label=labels.get(p, p), values=[code["–" if _is_missing(v) else str(_norm(v))] for v in col],
+            dims.append(dict(label=labels.get(p, p), values=[code["–" if is_missing(v) else str(norm_value(v))] for v in col],
                              tickvals=list(range(len(cats))), ticktext=cats))
     m = pd.to_numeric(d[metric], errors="coerce")
     dims.append(dict(label=_mlabel(metric), values=list(m)))
@@ -429,7 +429,7 @@ def cost_per_trial(df: pd.DataFrame, cfg_cols: Sequence[str] = (), varying: Sequ
     train = pd.to_numeric(d.get("train_seconds", pd.Series(dtype=float)), errors="coerce")
     if not len(d) or (wall.notna().sum() == 0 and train.notna().sum() == 0):
         return None
-    names = [config_label(r, cfg_cols, varying, group, labels) + (f", seed {r['seed']}" if not _is_missing(r.get("seed")) else "")
+    names = [config_label(r, cfg_cols, varying, group, labels) + (f", seed {r['seed']}" if not is_missing(r.get("seed")) else "")
              for r in d.to_dict("records")]
     x = [f"{t.rsplit('_', 1)[-1]}: {n}" for t, n in zip(d["trial_id"], names)]
     gpu = d["gpu"].fillna("?").astype(str) if "gpu" in d else pd.Series(["?"] * len(d))
@@ -456,7 +456,7 @@ def _determined_by(df: pd.DataFrame, group: str | None, col: str) -> bool:
     """Whether each value of `group` comes with a single value of `col` in df."""
     if not group or group == col or group not in df or col not in df:
         return False
-    pairs = {(repr(_norm(g)), repr(_norm(v))) for g, v in zip(df[group], df[col])}
+    pairs = {(repr(norm_value(g)), repr(norm_value(v))) for g, v in zip(df[group], df[col])}
     return len(pairs) == len({g for g, _ in pairs})
 
 
@@ -482,7 +482,7 @@ def learning_curves(hist: pd.DataFrame, df: pd.DataFrame, metric: str = "miou", 
     shown = [c for c in varying if not _determined_by(df, group, c)]
     order = ([group] if group in cfg_cols else []) + [c for c in cfg_cols if c != group]
     for row in df.to_dict("records"):
-        key = tuple(_norm(row.get(c)) for c in cfg_cols)
+        key = tuple(norm_value(row.get(c)) for c in cfg_cols)
         keys.setdefault(key, []).append(str(row["trial_id"]))
         names.setdefault(key, config_label(row, order, shown, group, labels))
     fig = go.Figure()

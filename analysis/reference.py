@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-__all__ = ["REFERENCES", "reference", "reference_info", "matching_rows", "config_matches"]
+__all__ = ["REFERENCES", "reference", "reference_info", "matching_rows", "config_matches", "is_missing", "values_equal"]
 
 _DATA_FILE = "reference_data.json"
 
@@ -64,7 +64,8 @@ def reference(name: str) -> pd.DataFrame:
     return df
 
 
-def _is_missing(v: Any) -> bool:
+def is_missing(v: Any) -> bool:
+    """None, pandas' NA or a float NaN: a value a table cell or a config leaves unset."""
     try:
         return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
     except TypeError:
@@ -79,8 +80,10 @@ def _as_bool(v: Any) -> bool | None:
     return None
 
 
-def _equal(a: Any, b: Any) -> bool:
-    if _is_missing(a) or _is_missing(b):
+def values_equal(a: Any, b: Any) -> bool:
+    """Config values equal as a published row means them: booleans by truth, numbers within 1e-9,
+    anything else as text; a missing value equals nothing."""
+    if is_missing(a) or is_missing(b):
         return False
     if _as_bool(a) is not None or _as_bool(b) is not None:
         return _as_bool(a) is not None and _as_bool(a) == _as_bool(b)
@@ -92,10 +95,10 @@ def _equal(a: Any, b: Any) -> bool:
 
 def config_matches(ref_row: Mapping, config: Mapping, config_columns) -> bool:
     """True when every config value the published row sets is present and equal in `config`."""
-    wanted = {c: ref_row.get(c) for c in config_columns if not _is_missing(ref_row.get(c))}
+    wanted = {c: ref_row.get(c) for c in config_columns if not is_missing(ref_row.get(c))}
     if not wanted:
         return False
-    return all(c in config and _equal(config[c], v) for c, v in wanted.items())
+    return all(c in config and values_equal(config[c], v) for c, v in wanted.items())
 
 
 def matching_rows(name: str, config: Mapping) -> pd.DataFrame:

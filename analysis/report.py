@@ -2,18 +2,33 @@
 and results/index.html, the list of all studies.
 
     write_report("results/intrada_split", ReportSpec(title="IntraDA: split ratio λ", x="lambda_split",
-                 reference="intrada", baseline={"method": "source_only"}), data_scale="mini")
+                 reference="intrada", baseline={"method": "source_only"}), preset="mini")
     write_index("results")
 
-Contents, top to bottom: title, status line (finished / running / errored / pending trials), a
-banner on mini or smoke data; "Did we reproduce it?" (measured vs published for the
-configurations the paper has, ordering and best configuration compared); for an Optuna search
-"What the search found" (best trial, optimization history, hyperparameter importance, parallel
-coordinates); the metric-vs-x curve with seed bands (one curve per `group` value) or grouped
-bars; the results table in the paper's shape (✓ / ✗ and factor columns, mean ± std, Δ to the
-baseline, best in bold, published rows beside; Markdown and LaTeX alongside); per-class IoU
-(heatmap and table, optionally stuff | thing); cost per trial; the published table; errors.
+A report is a sequence of `Section`s (a heading, HTML fragments and `Plot`s, the tables it
+exports), each made by one function from the study's `ReportData`; `report_sections` lists them
+in order and `assemble_report` renders them into one page. Top to bottom:
 
+    header_section            title, status line (finished / running / errored / pending trials), a
+                              banner for the mini or smoke preset, the description, notes
+    reproduction_section      "Did we reproduce it?": measured vs published for the configurations the
+                              paper has, ordering and best configuration compared (with a reference)
+    search_section            "What the search found" (Optuna searches): best trial, optimization
+                              history, hyperparameter importance, parallel coordinates
+    metric_section            the metric-vs-x curve with seed bands (one curve per `group` value), or
+                              grouped bars per configuration
+    results_section           the results table in the paper's shape (✓ / ✗ and factor columns,
+                              mean ± std, Δ to the baseline, best in bold, published rows beside;
+                              Markdown and LaTeX alongside)
+    class_section             per-class IoU (heatmap and table, optionally stuff | thing)
+    learning_curves_section   metric vs iteration per configuration (when the histories are given)
+    cost_section              cost per trial
+    errors_section            the errored trials and their exception lines
+    published_section         the published table (with a reference)
+    files_section             the files beside the report and the static figure export's note
+                              (write_report; build_report with a static_note)
+
+Without trials only the header (saying so) and the published table are there.
 Tables are also written to <study>/tables/*.md|tex, figures to <study>/figures/*.png|svg when a
 Chromium / Chrome is there for kaleido (else the report says that it skipped them).
 Running trials count with their latest evaluation (marked), NaN metrics show as "–".
@@ -22,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import glob
 import html
 import json
 import logging
@@ -36,20 +50,23 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow.fs as pafs
 
 from udalab.analysis import figures as F
 from udalab.analysis import store
 from udalab.analysis import tables as T
-from udalab.analysis.reference import _is_missing, config_matches, reference, reference_info
-from udalab.analysis.tables import aggregate, baseline_index as _baseline_index  # noqa: F401  (public names)
+from udalab.analysis.reference import reference, reference_info
+from udalab.analysis.tables import aggregate, is_missing
 
 __all__ = ["ReportSpec", "write_report", "render_report", "aggregate", "write_index", "render_index", "study_dirs",
-           "build_report", "export_figures", "find_browser"]
+           "build_report", "export_figures", "find_browser", "Report", "ReportData", "report_data", "Section",
+           "Plot", "report_sections", "assemble_report", "reproduction_summary", "study_summary"]
 
 log = logging.getLogger("udalab")
 
 REPORT_FILE = "report.html"
 INDEX_FILE = "index.html"
+STUDY_OPTIONS_FILE = "udalab_study.json"
 
 _BANNERS = {
     "mini": ("mini data: compare the shape, not the level, with the published numbers. These trials ran on "
@@ -128,9 +145,22 @@ def _e(text: Any) -> str:
 
 
 def _fmt(v: Any, digits: int = 1, signed: bool = False) -> str:
-    if _is_missing(v) or (isinstance(v, float) and not math.isfinite(v)):
+    if is_missing(v) or (isinstance(v, float) and not math.isfinite(v)):
         return "–"
     return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
+
+
+def _html_table(headers: list[str], rows: list[list[str]], cls: str = "") -> str:
+    """headers: plain text (escaped here); rows: cells already HTML."""
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = "\n".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<div class="scroll"><table class="{cls}"><thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table></div>'
+
+
+def _sources(t: T.Table) -> str:
+    """The table as Markdown and LaTeX, to copy into a paper or a README."""
+    return ("<details><summary>Markdown / LaTeX</summary>"
+            f"<pre>{_e(t.to_markdown())}</pre><pre>{_e(t.to_latex())}</pre></details>")
 
 
 def _apply_derived(df: pd.DataFrame, spec: ReportSpec) -> pd.DataFrame:
@@ -139,11 +169,11 @@ def _apply_derived(df: pd.DataFrame, spec: ReportSpec) -> pd.DataFrame:
     df = df.copy()
     # each trial row as a dict of the values it has: a hyperparameter a row does not set is absent
     # (not NaN / <NA>), so that `r.get(name, default)` gives the default
-    records = [{k: v for k, v in r.items() if not _is_missing(v)} for r in df.to_dict("records")]
+    records = [{k: v for k, v in r.items() if not is_missing(v)} for r in df.to_dict("records")]
     # insert derived columns among the config columns (before `seed`), so that store.config_columns sees them
     for name, fn in spec.derived.items():
         values = [fn(r) for r in records]
-        col = store._param_series(values)
+        col = store.param_series(values)
         col.index = df.index
         if name in df.columns:
             df[name] = col
@@ -168,17 +198,144 @@ def _is_search(study_name: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------
-# "Did we reproduce it?"
+# What every section reads.
+
+
+@dataclasses.dataclass
+class ReportData:
+    """A study's trials prepared once for all sections (see report_data).
+
+    df: the trials frame with the spec's derived columns (and the metric column, NaN when absent);
+    preset: "mini", "smoke" or "paper"; search: the study is an Optuna search; histories: the
+    trials' learning curves or None; cfg_cols / varying: the config columns, those that vary;
+    metrics: the results table's metric columns; agg: aggregate(df, metrics); ref / info: the
+    published table and its reference_info (None without a reference); ref_error: why the
+    reference could not be loaded ("" when it could).
+    """
+
+    df: pd.DataFrame
+    spec: ReportSpec
+    preset: str
+    study_name: str
+    search: bool
+    histories: pd.DataFrame | None
+    cfg_cols: list[str]
+    varying: list[str]
+    metrics: list[str]
+    agg: pd.DataFrame
+    ref: pd.DataFrame | None = None
+    info: dict | None = None
+    ref_error: str = ""
+
+    @property
+    def ref_cfg(self) -> list[str]:
+        return list(self.info["config"]) if self.info else []
+
+    @property
+    def pub_axis(self) -> str:
+        """Published numbers on the measured axis only for the paper preset (else levels differ)."""
+        return "same" if self.preset == "paper" else "secondary"
+
+
+def report_data(df: pd.DataFrame, spec: ReportSpec, preset: str = "mini", study_name: str = "",
+                search: bool | None = None, histories: pd.DataFrame | None = None) -> ReportData:
+    """The trials frame (store.load_trials) with everything the sections share computed once.
+    search: None: a study whose name has "_optuna" in it."""
+    df = _apply_derived(df, spec)
+    if spec.metric not in df.columns:
+        df = df.assign(**{spec.metric: np.nan})
+    cfg_cols = store.config_columns(df)
+    metrics = _table_metrics(df, spec)
+    agg = aggregate(df, metrics)
+    data = ReportData(df=df, spec=spec, preset=preset, study_name=study_name,
+                      search=_is_search(study_name) if search is None else search, histories=histories,
+                      cfg_cols=cfg_cols, varying=T.varying_columns(agg, cfg_cols), metrics=metrics, agg=agg)
+    if spec.reference:
+        try:
+            data.ref, data.info = reference(spec.reference), reference_info(spec.reference)
+        except KeyError as e:
+            data.ref_error = str(e.args[0])
+    return data
+
+
+# ---------------------------------------------------------------------------------------
+# Sections.
+
+
+@dataclasses.dataclass(frozen=True)
+class Plot:
+    """A figure in a section's body. id: the element id of its div (fig-metric, fig-history, ...) and,
+    without the "fig-" prefix, the name of its static export (figures/metric.png)."""
+
+    id: str
+    figure: Any
+
+    def to_html(self, include_plotlyjs: bool) -> str:
+        import plotly.io as pio
+
+        height = self.figure.layout.height or 460
+        return pio.to_html(self.figure, full_html=False, include_plotlyjs=include_plotlyjs, div_id=self.id,
+                           default_height=f"{height}px", config={"displaylogo": False})
+
+
+@dataclasses.dataclass
+class Section:
+    """One part of the report. title: its <h2> heading (None: the header, which has none); body: HTML
+    fragments and Plots, in order; tables: {name: Table} it exports as tables/<name>.md|tex."""
+
+    title: str | None
+    body: list[str | Plot]
+    tables: dict[str, T.Table] = dataclasses.field(default_factory=dict)
+
+    @property
+    def figures(self) -> dict[str, Any]:
+        """{id: Figure} of the Plots in the body."""
+        return {p.id: p.figure for p in self.body if isinstance(p, Plot)}
+
+
+def _plots(*figures: tuple[str, Any]) -> list[Plot]:
+    """Plots of the (id, figure) pairs whose figure is not None (nothing to draw)."""
+    return [Plot(fid, fig) for fid, fig in figures if fig is not None]
+
+
+def header_section(d: ReportData) -> Section:
+    """Title, meta line, status counts, the preset's banner, description and notes."""
+    spec, df, info = d.spec, d.df, d.info
+    status = df["status"].astype(str).value_counts().to_dict() if len(df) else {}
+    done, running = status.get("TERMINATED", 0), status.get("RUNNING", 0) + status.get("PAUSED", 0)
+    errored, pending = status.get("ERROR", 0), status.get("PENDING", 0)
+    when = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    devices = sorted(set(df["gpu"].dropna().astype(str))) if "gpu" in df and len(df) else []
+    body = [f"<h1>{_e(spec.title)}</h1>",
+            f'<div class="meta">study {_e(d.study_name)} · data: {_e(d.preset)} · generated {when}'
+            + (f" · device: {_e(', '.join(devices))}" if devices else "")
+            + (f" · reference: {_e(info['title'])} ({_e(info['benchmark'])})" if info else "") + "</div>",
+            f'<div class="status"><b>{len(df)} trials:</b> {done} finished, {running} running, '
+            f"{errored} errored, {pending} pending</div>"]
+    if d.preset in _BANNERS:
+        body.append(f'<div class="banner">{_e(_BANNERS[d.preset])}</div>')
+    if spec.description:
+        body.append(f"<p>{_e(spec.description)}</p>")
+    if d.ref_error:
+        body.append(f'<p class="note">{_e(d.ref_error)}</p>')
+    if spec.x and spec.x not in df.columns and len(df):
+        body.append(f'<p class="note">The x column of the curve, {_e(spec.x)}, is not among the results\' '
+                    f"columns ({_e(', '.join(d.cfg_cols))}); showing configurations instead.</p>")
+    if not len(df):
+        body.append('<p class="note">No trials yet: Tune has not saved its experiment state. Run the study, '
+                    "then write the report again.</p>")
+    return Section(None, body)
 
 
 def reproduction_summary(agg: pd.DataFrame, spec: ReportSpec, ref: pd.DataFrame | None, info: Mapping | None,
-                         data_scale: str, cfg_cols: Sequence[str], varying: Sequence[str]) -> dict:
+                         preset: str, cfg_cols: Sequence[str], varying: Sequence[str]) -> dict:
     """Measured vs published for the configurations the published table has.
 
     Returns {"pairs": [(configuration label, measured mean, std, n, published, published label)],
     "spearman": rank correlation of measured and published over the pairs (None below 3 pairs),
     "best_measured": label, "best_published": label (among the pairs), "facts": [(text, measured,
-    published)], "verdict": one sentence}.
+    published)], "ambiguous": [published rows matching several configurations] (with a published
+    table), "verdict": one sentence}. preset "paper" compares levels, "mini" / "smoke" only shapes.
     """
     out: dict[str, Any] = {"pairs": [], "spearman": None, "best_measured": None, "best_published": None,
                            "facts": [], "verdict": ""}
@@ -189,14 +346,14 @@ def reproduction_summary(agg: pd.DataFrame, spec: ReportSpec, ref: pd.DataFrame 
     records = agg.to_dict("records")
     unique, ambiguous = T.published_matches(ref, info["config"], records)
     for pos, r in enumerate(records):
-        hits = [p for p in unique.get(pos, []) if not _is_missing(p.get(spec.metric))]
-        if _is_missing(r["mean"]) or not hits:
+        hits = [p for p in unique.get(pos, []) if not is_missing(p.get(spec.metric))]
+        if is_missing(r["mean"]) or not hits:
             continue
         p = hits[0]
         out["pairs"].append((T.config_label(r, cfg_cols, varying, spec.group, spec.labels), float(r["mean"]),
                              r["std"], int(r["n"]), float(p[spec.metric]), str(p["label"])))
     out["ambiguous"] = [f"{p['label']} ({p[spec.metric]:g}) matches {n} configurations" for p, n in ambiguous
-                        if not _is_missing(p.get(spec.metric))]
+                        if not is_missing(p.get(spec.metric))]
     pairs = out["pairs"]
     sign = 1 if spec.mode == "max" else -1
     if pairs:
@@ -211,19 +368,19 @@ def reproduction_summary(agg: pd.DataFrame, spec: ReportSpec, ref: pd.DataFrame 
     x = spec.x
     for k, v in (info.get("facts") or {}).items():
         if x and k == f"best_{x}" and x in agg.columns:
-            with_x = agg[agg[x].map(lambda z: not _is_missing(z)) & agg["mean"].notna()]
+            with_x = agg[agg[x].map(lambda z: not is_missing(z)) & agg["mean"].notna()]
             if len(with_x):
                 best = with_x.loc[(sign * with_x["mean"]).idxmax()]
-                n_x = with_x[x].map(lambda z: repr(T._norm(z))).nunique()
+                n_x = with_x[x].map(lambda z: repr(T.norm_value(z))).nunique()
                 out["facts"].append((f"best {spec.labels.get(x, x)}" + (" (only one value measured)" if n_x < 2 else
                                                                        f" (of {n_x} measured)"),
                                      T.fmt_value(best[x]), T.fmt_value(v)))
     if not pairs:
         out["verdict"] = ("None of the measured configurations has a published counterpart yet "
                           "(or none has a result).")
-    elif data_scale == "paper":
+    elif preset == "paper":
         gaps = [t[1] - t[4] for t in pairs]
-        within = sum(1 for t in pairs if abs(t[1] - t[4]) <= max(1.0, 2 * (0 if _is_missing(t[2]) else t[2])))
+        within = sum(1 for t in pairs if abs(t[1] - t[4]) <= max(1.0, 2 * (0 if is_missing(t[2]) else t[2])))
         out["verdict"] = (f"{within} of {len(pairs)} published configurations reproduced within max(1 point, "
                           f"2 std); mean Δ measured − published {np.mean(gaps):+.1f}.")
     else:
@@ -234,22 +391,26 @@ def reproduction_summary(agg: pd.DataFrame, spec: ReportSpec, ref: pd.DataFrame 
                          f"The paper's best of them is {out['best_published']}; here it is {out['best_measured']}.")
         if out["spearman"] is not None:
             parts.append(f"Rank correlation measured vs published: {out['spearman']:+.2f}.")
-        parts.append("Smoke run: the numbers only show that the pipeline works." if data_scale == "smoke" else
+        parts.append("Smoke run: the numbers only show that the pipeline works." if preset == "smoke" else
                      "On mini data only the shape compares, not the level.")
         out["verdict"] = " ".join(parts)
     return out
 
 
-def _summary_html(s: dict, spec: ReportSpec, data_scale: str) -> str:
+def reproduction_section(d: ReportData) -> Section | None:
+    """"Did we reproduce it?": reproduction_summary as a verdict, a measured-vs-published table and facts."""
+    if d.ref is None:
+        return None
+    s = reproduction_summary(d.agg, d.spec, d.ref, d.info, d.preset, d.cfg_cols, d.varying)
     parts = ['<div class="summary">', f"<p><b>{_e(s['verdict'])}</b></p>"]
     if s["pairs"]:
         rows = []
         for label, mean, std, n, pub, plabel in s["pairs"]:
-            ms = _fmt(mean) + ("" if _is_missing(std) else f" ± {_fmt(std)}")
-            delta = _fmt(mean - pub, signed=True) if data_scale == "paper" else "(levels differ)"
+            ms = _fmt(mean) + ("" if is_missing(std) else f" ± {_fmt(std)}")
+            delta = _fmt(mean - pub, signed=True) if d.preset == "paper" else "(levels differ)"
             rows.append(f"<tr><td>{_e(label)}</td><td>{_e(ms)} (n={n})</td><td>{_e(f'{pub:g}')}</td>"
                         f"<td>{_e(plabel)}</td><td>{_e(delta)}</td></tr>")
-        m = T.METRIC_LABELS.get(spec.metric, spec.metric)
+        m = T.METRIC_LABELS.get(d.spec.metric, d.spec.metric)
         parts.append(f'<div class="scroll"><table class="paper"><thead><tr><th>configuration</th><th>measured {m}</th>'
                      f"<th>published {m}</th><th>published row</th><th>Δ</th></tr></thead><tbody>"
                      + "".join(rows) + "</tbody></table></div>")
@@ -259,25 +420,148 @@ def _summary_html(s: dict, spec: ReportSpec, data_scale: str) -> str:
     for what, measured, published in s["facts"]:
         parts.append(f"<p>{_e(what)}: measured <b>{_e(measured)}</b>, published <b>{_e(published)}</b>.</p>")
     parts.append("</div>")
-    return "\n".join(parts)
+    return Section("Did we reproduce it?", ["\n".join(parts)])
 
 
-def _search_html(df: pd.DataFrame, spec: ReportSpec, params: list[str]) -> str:
-    d = df[pd.to_numeric(df[spec.metric], errors="coerce").notna()]
-    if not len(d):
+def _best_trial(d: ReportData, params: list[str]) -> str:
+    """The search's best trial, its hyperparameters and their importance, as one paragraph."""
+    df, spec = d.df, d.spec
+    done = df[pd.to_numeric(df[spec.metric], errors="coerce").notna()]
+    if not len(done):
         return '<p class="note">No trial of the search has reported yet.</p>'
-    vals = pd.to_numeric(d[spec.metric], errors="coerce")
-    best = d.loc[vals.idxmax() if spec.mode == "max" else vals.idxmin()]
+    vals = pd.to_numeric(done[spec.metric], errors="coerce")
+    best = done.loc[vals.idxmax() if spec.mode == "max" else vals.idxmin()]
     ps = ", ".join(f"{spec.labels.get(p, p)} = {T.fmt_value(best[p])}" for p in params) or "–"
     m = T.METRIC_LABELS.get(spec.metric, spec.metric)
     imp = F.importances(df, params, spec.metric, spec.mode)
     imp_txt = (" Importance: " + ", ".join(f"{spec.labels.get(k, k)} {v:.2f}" for k, v in imp.items()) + ".") if imp else ""
     return (f'<p class="summary"><b>Best trial {_e(best["trial_id"])}: {m} {_fmt(best[spec.metric], 2)}</b> at {_e(ps)}'
-            f" (seed {_e(T.fmt_value(best.get('seed')))}; {len(d)} of {len(df)} trials reported).{_e(imp_txt)}</p>")
+            f" (seed {_e(T.fmt_value(best.get('seed')))}; {len(done)} of {len(df)} trials reported).{_e(imp_txt)}</p>")
+
+
+def search_section(d: ReportData) -> Section | None:
+    """"What the search found" (an Optuna search): the best trial, optimization history (fig-history),
+    hyperparameter importance (fig-importance), parallel coordinates (fig-parallel)."""
+    if not d.search:
+        return None
+    spec, metric = d.spec, d.spec.metric
+    params = F.search_params(d.df, d.cfg_cols)
+    plots = _plots(("fig-history", F.optuna_history(d.df, metric, spec.mode)),
+                   ("fig-importance", F.param_importance(d.df, params, metric, spec.mode, spec.labels)),
+                   ("fig-parallel", F.parallel_coordinates(d.df, params, metric, spec.labels)))
+    body: list[str | Plot] = [_best_trial(d, params), *plots]
+    if not any(p.id == "fig-importance" for p in plots):
+        body.append('<p class="note">Hyperparameter importance needs at least two finished trials with '
+                    "different values.</p>")
+    return Section("What the search found", body)
+
+
+def metric_section(d: ReportData) -> Section:
+    """fig-metric: the metric vs spec.x with seed bands, or grouped bars when there is no x column."""
+    spec, metric = d.spec, d.spec.metric
+    if spec.x and spec.x in d.df.columns:
+        fig = F.metric_curve(d.agg, spec.x, metric, spec.group, d.cfg_cols, d.varying, d.ref, d.ref_cfg,
+                             d.pub_axis, spec.x_log, spec.labels)
+        title = f"{T.METRIC_LABELS.get(metric, metric)} vs {spec.labels.get(spec.x, spec.x)}"
+    else:
+        fig = F.ablation_bars(d.agg, d.metrics[:1] if len(d.agg) > 6 else d.metrics, d.cfg_cols, d.varying,
+                              spec.group, d.ref, d.ref_cfg, d.pub_axis, spec.labels)
+        title = "Configurations"
+    return Section(title, [Plot("fig-metric", fig)])
+
+
+def results_section(d: ReportData) -> Section:
+    """The results table (tables/results.md|tex), with its Markdown and LaTeX."""
+    spec = d.spec
+    table = T.ablation_table(d.df, d.metrics, baseline=spec.baseline, reference=spec.reference, config=spec.columns,
+                             checkmarks=spec.checkmarks, labels=spec.labels,
+                             caption=f"{spec.title}: results per configuration", mode=spec.mode)
+    return Section("Results per configuration", [table.to_html("main"), _sources(table)], {"results": table})
+
+
+def class_section(d: ReportData) -> Section | None:
+    """Per-class IoU: heatmap (fig-classes) and table (tables/classes.md|tex), when the trials report classes."""
+    spec = d.spec
+    classes = [c[4:] for c in d.df.columns if str(c).startswith("iou.")]
+    if spec.classes:
+        classes = [c for c in spec.classes if c in classes]
+    if not classes:
+        return None
+    groups = spec.resolved_class_groups()
+    fig = F.class_heatmap(d.agg, classes, d.cfg_cols, d.varying, spec.group, d.ref, d.ref_cfg, groups, spec.labels)
+    table = T.class_table(d.df, classes, groups, reference=spec.reference, config=spec.columns,
+                          checkmarks=spec.checkmarks, labels=spec.labels, metric=spec.metric,
+                          caption=f"{spec.title}: per-class IoU")
+    title = "Per-class IoU" + (" (" + " | ".join(groups) + ")" if groups else "")
+    return Section(title, [*_plots(("fig-classes", fig)), table.to_html("classes"), _sources(table)],
+                   {"classes": table})
+
+
+def learning_curves_section(d: ReportData) -> Section | None:
+    """fig-curves: the metric vs iteration per configuration, from the trials' histories."""
+    if d.histories is None:
+        return None
+    fig = F.learning_curves(d.histories, d.df, d.spec.metric, d.cfg_cols, d.varying, d.spec.group, d.spec.labels)
+    return Section("Learning curves", _plots(("fig-curves", fig))) if fig is not None else None
+
+
+def cost_section(d: ReportData) -> Section | None:
+    """fig-cost: wall and training seconds per trial."""
+    fig = F.cost_per_trial(d.df, d.cfg_cols, d.varying, d.spec.group, d.spec.labels)
+    return Section("Cost per trial", _plots(("fig-cost", fig))) if fig is not None else None
+
+
+def errors_section(d: ReportData) -> Section | None:
+    """The errored trials: configuration, seed and exception line."""
+    err = d.df[d.df["status"].astype(str) == "ERROR"]
+    if not len(err):
+        return None
+    rows = []
+    for _, r in err.iterrows():
+        cfg = ", ".join(f"{c}={T.fmt_value(r[c])}" for c in d.cfg_cols if not is_missing(r[c]))
+        seed = "" if is_missing(r.get("seed")) else f", seed={r['seed']}"
+        rows.append([_e(r["trial_id"]), _e(cfg + seed), f'<span class="err">{_e(r.get("error") or "")}</span>'])
+    return Section("Errors", [_html_table(["trial", "configuration", "error"], rows, "errors")
+                              + '\n<p class="note">Full tracebacks: error.txt in each trial folder. Re-running the '
+                                "study resumes errored trials.</p>"])
+
+
+def published_section(d: ReportData) -> Section | None:
+    """The published table of the reference, as printed, with its benchmark, source and notes."""
+    ref, info = d.ref, d.info
+    if ref is None:
+        return None
+    cols = [c for c in ["label", *info["config"], *info["metrics"]] if c in ref.columns and ref[c].notna().any()]
+    rows = []
+    for _, r in ref.iterrows():
+        cells = [_e(T.fmt_value(r[c])) for c in cols]  # published precision as printed (%g)
+        cells.append(_e(r["benchmark"]))
+        cells.append(_e(r["source"]) + ("" if is_missing(r.get("note")) or r.get("note") in ("None", "nan")
+                                        else f'<br><span class="note">{_e(r["note"])}</span>'))
+        rows.append(cells)
+    headers = [c[4:] if c.startswith("iou.") else c for c in cols] + ["benchmark", "source"]
+    notes = f'<p class="note">{_e(info.get("notes", ""))}</p>' if info.get("notes") else ""
+    return Section(f"Published: {info['title']}", [_html_table(headers, rows, "published") + "\n" + notes])
+
+
+def files_section(notes: Sequence[str]) -> Section:
+    """Notes on the files beside the report (plain text, one paragraph each)."""
+    return Section("Files", ["".join(f'<p class="note">{_e(n)}</p>' for n in notes)])
+
+
+def report_sections(d: ReportData) -> list[Section]:
+    """The sections of the report, in order (without the files section, which needs the export's note)."""
+    sections = [header_section(d)]
+    if len(d.df):
+        sections += [reproduction_section(d), search_section(d), metric_section(d), results_section(d),
+                     class_section(d), learning_curves_section(d), cost_section(d), errors_section(d)]
+    sections.append(published_section(d))
+    return [s for s in sections if s is not None]
 
 
 # ---------------------------------------------------------------------------------------
 # Assembly.
+
 
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1200px;color:#222;padding:0 16px}
@@ -295,211 +579,58 @@ caption{caption-side:top;text-align:left;font-weight:600;padding:4px 0}
 """
 
 
-_FILES_MARK = "<!--udalab-files-->"
-
-
 @dataclasses.dataclass
 class Report:
-    """A rendered report: its HTML text, its figures {id: Figure} and its tables {name: Table}."""
+    """A rendered report: its HTML text, its figures {id: Figure}, its tables {name: Table} and the
+    sections they come from."""
 
     html: str
     figures: dict[str, Any]
     tables: dict[str, T.Table]
+    sections: list[Section] = dataclasses.field(default_factory=list)
 
 
-def build_report(df: pd.DataFrame, spec: ReportSpec, data_scale: str = "mini", study_name: str = "",
+def assemble_report(sections: Sequence[Section], title: str, study_name: str = "") -> Report:
+    """The page of the sections, in order: each section's heading, then its body; plotly.js is
+    embedded once, with the first figure."""
+    out: list[str] = []
+    first = True
+    for s in sections:
+        if s.title is not None:
+            out.append(f"<h2>{_e(s.title)}</h2>")
+        for part in s.body:
+            if isinstance(part, Plot):
+                out.append(part.to_html(include_plotlyjs=first))
+                first = False
+            else:
+                out.append(part)
+    body = "\n".join(out)
+    text = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n<title>{_e(title)}</title>\n'
+            f'<meta name="udalab-study" content="{_e(study_name)}">\n'
+            f"<style>{_CSS}</style></head>\n<body>\n{body}\n</body></html>\n")
+    return Report(text, {k: v for s in sections for k, v in s.figures.items()},
+                  {k: v for s in sections for k, v in s.tables.items()}, list(sections))
+
+
+def build_report(df: pd.DataFrame, spec: ReportSpec, preset: str = "mini", study_name: str = "",
                  search: bool | None = None, static_note: str = "", histories: pd.DataFrame | None = None
                  ) -> Report:
     """The report of a trials frame (see store.load_trials): HTML text, figures and tables.
-    histories: the trials' learning curves (store.load_histories), drawn when given."""
-    import plotly.io as pio
 
-    metric = spec.metric
-    df = _apply_derived(df, spec)
-    if metric not in df.columns:
-        df = df.assign(**{metric: np.nan})
-    cfg_cols = store.config_columns(df)
-    metrics = _table_metrics(df, spec)
-    agg = aggregate(df, metrics)
-    varying = T.varying_columns(agg, cfg_cols)
-    class_groups = spec.resolved_class_groups()
-    ref = info = None
-    ref_cfg: list[str] = []
-    ref_error = ""
-    if spec.reference:
-        try:
-            ref, info = reference(spec.reference), reference_info(spec.reference)
-            ref_cfg = list(info["config"])
-        except KeyError as e:
-            ref_error = str(e.args[0])
-    pub_axis = "same" if data_scale == "paper" else "secondary"
-    search = _is_search(study_name) if search is None else search
-
-    figs: dict[str, Any] = {}
-    tabs: dict[str, T.Table] = {}
-    sections: list[tuple[str, list[str]]] = []   # (heading, html parts); figures as ("\0fig:<id>")
-
-    status = df["status"].astype(str).value_counts().to_dict() if len(df) else {}
-    done, running = status.get("TERMINATED", 0), status.get("RUNNING", 0) + status.get("PAUSED", 0)
-    errored, pending = status.get("ERROR", 0), status.get("PENDING", 0)
-    when = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    devices = sorted(set(df["gpu"].dropna().astype(str))) if "gpu" in df and len(df) else []
-    head = [f"<h1>{_e(spec.title)}</h1>",
-            f'<div class="meta">study {_e(study_name)} · data: {_e(data_scale)} · generated {when}'
-            + (f" · device: {_e(', '.join(devices))}" if devices else "")
-            + (f" · reference: {_e(info['title'])} ({_e(info['benchmark'])})" if info else "") + "</div>",
-            f'<div class="status"><b>{len(df)} trials:</b> {done} finished, {running} running, '
-            f"{errored} errored, {pending} pending</div>"]
-    if data_scale in _BANNERS:
-        head.append(f'<div class="banner">{_e(_BANNERS[data_scale])}</div>')
-    if spec.description:
-        head.append(f"<p>{_e(spec.description)}</p>")
-    if ref_error:
-        head.append(f'<p class="note">{_e(ref_error)}</p>')
-    if spec.x and spec.x not in df.columns and len(df):
-        head.append(f'<p class="note">The x column of the curve, {_e(spec.x)}, is not among the results\' '
-                    f"columns ({_e(', '.join(cfg_cols))}); showing configurations instead.</p>")
-
-    if len(df) == 0:
-        head.append('<p class="note">No trials yet: Tune has not saved its experiment state. Run the study, '
-                    "then write the report again.</p>")
-    else:
-        # Did we reproduce it?
-        if ref is not None:
-            s = reproduction_summary(agg, spec, ref, info, data_scale, cfg_cols, varying)
-            sections.append(("Did we reproduce it?", [_summary_html(s, spec, data_scale)]))
-        # The search
-        params = F.search_params(df, cfg_cols)
-        if search:
-            part = [_search_html(df, spec, params)]
-            for fid, fig in (("fig-history", F.optuna_history(df, metric, spec.mode)),
-                             ("fig-importance", F.param_importance(df, params, metric, spec.mode, spec.labels)),
-                             ("fig-parallel", F.parallel_coordinates(df, params, metric, spec.labels))):
-                if fig is not None:
-                    figs[fid] = fig
-                    part.append(f"\0fig:{fid}")
-            if "fig-importance" not in figs:
-                part.append('<p class="note">Hyperparameter importance needs at least two finished trials with '
-                            "different values.</p>")
-            sections.append(("What the search found", part))
-        # The curve or the bars
-        if spec.x and spec.x in df.columns:
-            figs["fig-metric"] = F.metric_curve(agg, spec.x, metric, spec.group, cfg_cols, varying, ref, ref_cfg,
-                                                pub_axis, spec.x_log, spec.labels)
-            heading = f"{T.METRIC_LABELS.get(metric, metric)} vs {spec.labels.get(spec.x, spec.x)}"
-        else:
-            figs["fig-metric"] = F.ablation_bars(agg, metrics[:1] if len(agg) > 6 else metrics, cfg_cols, varying,
-                                                 spec.group, ref, ref_cfg, pub_axis, spec.labels)
-            heading = "Configurations"
-        sections.append((heading, ["\0fig:fig-metric"]))
-        # The table
-        tabs["results"] = T.ablation_table(df, metrics, baseline=spec.baseline, reference=spec.reference,
-                                           config=spec.columns, checkmarks=spec.checkmarks, labels=spec.labels,
-                                           caption=f"{spec.title}: results per configuration", mode=spec.mode)
-        sections.append(("Results per configuration", [tabs["results"].to_html("main"),
-                                                      _sources(tabs["results"])]))
-        # Per-class IoU
-        classes = [c[4:] for c in df.columns if str(c).startswith("iou.")]
-        if spec.classes:
-            classes = [c for c in spec.classes if c in classes]
-        if classes:
-            fig = F.class_heatmap(agg, classes, cfg_cols, varying, spec.group, ref, ref_cfg, class_groups, spec.labels)
-            tabs["classes"] = T.class_table(df, classes, class_groups, reference=spec.reference, config=spec.columns,
-                                            checkmarks=spec.checkmarks, labels=spec.labels, metric=metric,
-                                            caption=f"{spec.title}: per-class IoU")
-            part = []
-            if fig is not None:
-                figs["fig-classes"] = fig
-                part.append("\0fig:fig-classes")
-            part += [tabs["classes"].to_html("classes"), _sources(tabs["classes"])]
-            sections.append(("Per-class IoU" + (" (" + " | ".join(class_groups) + ")" if class_groups else ""), part))
-        # Learning curves
-        if histories is not None:
-            fig = F.learning_curves(histories, df, metric, cfg_cols, varying, spec.group, spec.labels)
-            if fig is not None:
-                figs["fig-curves"] = fig
-                sections.append(("Learning curves", ["\0fig:fig-curves"]))
-        # Cost
-        fig = F.cost_per_trial(df, cfg_cols, varying, spec.group, spec.labels)
-        if fig is not None:
-            figs["fig-cost"] = fig
-            sections.append(("Cost per trial", ["\0fig:fig-cost"]))
-        err = _errors(df, cfg_cols)
-        if err:
-            sections.append(("Errors", [err]))
-    if ref is not None:
-        sections.append((f"Published: {info['title']}", [_published_table(ref, info)]))
+    preset: the hyperparameter preset the trials ran with, "mini", "smoke" or "paper" (mini and smoke
+    get a banner saying how to read the numbers); search: an Optuna search (None: "_optuna" in
+    study_name); static_note: a last "Files" section with this note; histories: the trials'
+    learning curves (store.load_histories), drawn when given."""
+    sections = report_sections(report_data(df, spec, preset, study_name, search, histories))
     if static_note:
-        sections.append(("Files", [f'<p class="note">{_e(static_note)}</p>' if static_note != _FILES_MARK
-                                   else _FILES_MARK]))
-
-    # plotly.js embedded once, with the first figure
-    out = list(head)
-    first = True
-    for heading, parts in sections:
-        out.append(f"<h2>{_e(heading)}</h2>")
-        for p in parts:
-            if p.startswith("\0fig:"):
-                fid = p[5:]
-                fig = figs[fid]
-                height = fig.layout.height or 460
-                out.append(pio.to_html(fig, full_html=False, include_plotlyjs=first, div_id=fid,
-                                       default_height=f"{height}px", config={"displaylogo": False}))
-                first = False
-            else:
-                out.append(p)
-    body = "\n".join(out)
-    text = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n<title>{_e(spec.title)}</title>\n'
-            f'<meta name="udalab-study" content="{_e(study_name)}">\n'
-            f"<style>{_CSS}</style></head>\n<body>\n{body}\n</body></html>\n")
-    return Report(text, figs, tabs)
+        sections.append(files_section([static_note]))
+    return assemble_report(sections, spec.title, study_name)
 
 
-def render_report(df: pd.DataFrame, spec: ReportSpec, data_scale: str = "mini", study_name: str = "",
+def render_report(df: pd.DataFrame, spec: ReportSpec, preset: str = "mini", study_name: str = "",
                   search: bool | None = None) -> str:
     """The report's HTML text for a trials frame (see store.load_trials)."""
-    return build_report(df, spec, data_scale, study_name, search).html
-
-
-def _sources(t: T.Table) -> str:
-    """The table as Markdown and LaTeX, to copy into a paper or a README."""
-    return ("<details><summary>Markdown / LaTeX</summary>"
-            f"<pre>{_e(t.to_markdown())}</pre><pre>{_e(t.to_latex())}</pre></details>")
-
-
-def _published_table(ref: pd.DataFrame, info: dict) -> str:
-    cols = [c for c in ["label", *info["config"], *info["metrics"]] if c in ref.columns and ref[c].notna().any()]
-    rows = []
-    for _, r in ref.iterrows():
-        cells = [_e(T.fmt_value(r[c])) for c in cols]  # published precision as printed (%g)
-        cells.append(_e(r["benchmark"]))
-        cells.append(_e(r["source"]) + ("" if _is_missing(r.get("note")) or r.get("note") in ("None", "nan")
-                                        else f'<br><span class="note">{_e(r["note"])}</span>'))
-        rows.append(cells)
-    headers = [c[4:] if c.startswith("iou.") else c for c in cols] + ["benchmark", "source"]
-    notes = f'<p class="note">{_e(info.get("notes", ""))}</p>' if info.get("notes") else ""
-    return _html_table(headers, rows, "published") + "\n" + notes
-
-
-def _html_table(headers: list[str], rows: list[list[str]], cls: str = "") -> str:
-    """headers: plain text (escaped here); rows: cells already HTML."""
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = "\n".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    return f'<div class="scroll"><table class="{cls}"><thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table></div>'
-
-
-def _errors(df: pd.DataFrame, cfg_cols: list[str]) -> str:
-    err = df[df["status"].astype(str) == "ERROR"]
-    if not len(err):
-        return ""
-    rows = []
-    for _, r in err.iterrows():
-        cfg = ", ".join(f"{c}={T.fmt_value(r[c])}" for c in cfg_cols if not _is_missing(r[c]))
-        seed = "" if _is_missing(r.get("seed")) else f", seed={r['seed']}"
-        rows.append([_e(r["trial_id"]), _e(cfg + seed), f'<span class="err">{_e(r.get("error") or "")}</span>'])
-    return (_html_table(["trial", "configuration", "error"], rows, "errors")
-            + '\n<p class="note">Full tracebacks: error.txt in each trial folder. Re-running the study resumes '
-              "errored trials.</p>")
+    return build_report(df, spec, preset, study_name, search).html
 
 
 # ---------------------------------------------------------------------------------------
@@ -540,8 +671,8 @@ def export_figures(figs: Mapping[str, Any], out_dir: str | os.PathLike, formats:
     os.environ.setdefault("BROWSER_PATH", browser)
     for name in ("kaleido", "choreographer", "logistro"):   # their INFO lines would flood a study's log
         logging.getLogger(name).setLevel(logging.WARNING)
-    fs, path = store._fs(out_dir)
-    local = store._is_local(out_dir)
+    fs, path = store.fs_path(out_dir)
+    local = store.is_local(out_dir)
     tmp = None if local else tempfile.mkdtemp(prefix="udalab-figures-")
     target = path if local else tmp
     os.makedirs(target, exist_ok=True)
@@ -562,7 +693,7 @@ def export_figures(figs: Mapping[str, Any], out_dir: str | os.PathLike, formats:
     else:
         fs.create_dir(path, recursive=True)
         for p in paths:
-            dst = store._join(path, os.path.basename(p))
+            dst = store.join_path(path, os.path.basename(p))
             with open(p, "rb") as f, fs.open_output_stream(dst) as o:
                 o.write(f.read())
             written.append(dst)
@@ -576,68 +707,84 @@ def export_figures(figs: Mapping[str, Any], out_dir: str | os.PathLike, formats:
 
 
 def _write_text(fs, path: str, name: str, text: str) -> str:
-    target = store._join(path, name)
-    tmp = store._join(path, f".{name.replace('/', '_')}.{os.getpid()}.tmp")
+    target = store.join_path(path, name)
+    tmp = store.join_path(path, f".{name.replace('/', '_')}.{os.getpid()}.tmp")
     with fs.open_output_stream(tmp) as f:
         f.write(text.encode("utf-8"))
     fs.move(tmp, target)
     return target
 
 
-def _study_scale(fs, path: str) -> str | None:
-    text = store._read_text(fs, store._join(path, "udalab_study.json"))
+def _study_preset(fs, path: str) -> str | None:
+    """The preset the study recorded in udalab_study.json ("scale" in folders written before "preset")."""
+    text = store.read_text(fs, store.join_path(path, STUDY_OPTIONS_FILE))
     try:
-        return json.loads(text).get("scale") if text else None
+        options = json.loads(text) if text else {}
     except json.JSONDecodeError:
+        return None
+    return options.get("preset", options.get("scale")) if isinstance(options, dict) else None
+
+
+def _histories(study_dir: str | os.PathLike, df: pd.DataFrame) -> pd.DataFrame | None:
+    try:
+        return store.load_histories(study_dir, list(df["trial_id"].astype(str))) if len(df) else None
+    except Exception as e:  # the curves are a view; never lose the report for them
+        log.warning("learning curves skipped: cannot read the trials' histories under %s: %s", study_dir, e)
         return None
 
 
+def _export_note(figures: Mapping[str, Any], study_dir: str | os.PathLike, path: str,
+                 static_figures: bool | None) -> str:
+    """Export the figures to <study>/figures (static_figures None: when a Chromium / Chrome is found);
+    the note saying what was written or why not ("" when nothing was asked)."""
+    if static_figures is None:
+        static_figures = find_browser() is not None
+        if not static_figures:
+            return ("Static PNG/SVG figures skipped: no Chromium or Chrome found (install Debian's chromium, or set "
+                    "BROWSER_PATH). The interactive figures above are unaffected.")
+    if not (static_figures and figures):
+        return ""
+    out_dir = os.path.join(path, "figures") if store.is_local(study_dir) else store.join_path(path, "figures")
+    return export_figures(figures, out_dir)[1]
+
+
+def _file_notes(fs, path: str) -> list[str]:
+    """What lies beside the report."""
+    files = ["trials.parquet: one row per trial (docs/architecture.md)", "tables/*.md, tables/*.tex: the tables"]
+    if store.is_file(fs, store.join_path(path, "optuna.db")):
+        files.append(f"optuna.db: the Optuna study (optuna-dashboard sqlite:///{path}/optuna.db)")
+    return files
+
+
 def write_report(study_dir: str | os.PathLike, spec: ReportSpec | None, df: pd.DataFrame | None = None,
-                 data_scale: str | None = "mini", static_figures: bool | None = None,
+                 preset: str | None = "mini", static_figures: bool | None = None,
                  index: bool = True) -> Path | str:
     """Write `<study_dir>/report.html` (+ tables/*.md|tex, figures/*.png|svg) and the results folder's
     index.html; return the report's Path (its URI string for a remote study directory).
 
-    df: the trials frame (default: store.load_trials(study_dir)); data_scale: "mini", "smoke" or
-    "paper" (mini and smoke get a banner saying how to read the numbers; None: the scale the study
-    recorded in udalab_study.json, else "mini"); static_figures: export PNG/SVG with kaleido (None:
-    when a Chromium / Chrome is found); index: also rewrite <results>/index.html.
+    df: the trials frame (default: store.load_trials(study_dir)); preset: the hyperparameter preset
+    the trials ran with, "mini", "smoke" or "paper" (mini and smoke get a banner saying how to read
+    the numbers; None: the preset the study recorded in udalab_study.json, else "mini");
+    static_figures: export PNG/SVG with kaleido (None: when a Chromium / Chrome is found); index:
+    also rewrite <results>/index.html.
     """
-    fs, path = store._fs(study_dir)
+    fs, path = store.fs_path(study_dir)
     if df is None:
         df = store.load_trials(study_dir)
     name = str(study_dir).rstrip("/").rsplit("/", 1)[-1]
     if spec is None:
         spec = ReportSpec(title=name)
-    if data_scale is None:
-        data_scale = _study_scale(fs, path) or "mini"
-    search = bool(store._ls(fs, path)) and any(i.base_name.startswith("searcher-state-") for i in store._ls(fs, path))
-    search = search or _is_search(name)
+    if preset is None:
+        preset = _study_preset(fs, path) or "mini"
+    search = _is_search(name) or any(i.base_name.startswith("searcher-state-") for i in store.list_dir(fs, path))
     fs.create_dir(path, recursive=True)
 
-    try:
-        histories = store.load_histories(study_dir, list(df["trial_id"].astype(str))) if len(df) else None
-    except Exception as e:  # the curves are a view; never lose the report for them
-        log.warning("learning curves skipped: cannot read the trials' histories under %s: %s", study_dir, e)
-        histories = None
-    report = build_report(df, spec, data_scale=data_scale, study_name=name, search=search, static_note=_FILES_MARK,
-                          histories=histories)
-    note = ""
-    if static_figures is None:
-        static_figures = find_browser() is not None
-        if not static_figures:
-            note = ("Static PNG/SVG figures skipped: no Chromium or Chrome found (install Debian's chromium, or set "
-                    "BROWSER_PATH). The interactive figures above are unaffected.")
-    if static_figures and report.figures:
-        _, note = export_figures(report.figures, store._join(path, "figures") if not store._is_local(study_dir)
-                                 else os.path.join(path, "figures"))
-    files = ["trials.parquet: one row per trial (docs/architecture.md)", "tables/*.md, tables/*.tex: the tables"]
-    if store._info(fs, store._join(path, "optuna.db")).type == store.pafs.FileType.File:
-        files.append(f"optuna.db: the Optuna study (optuna-dashboard sqlite:///{path}/optuna.db)")
-    notes = "".join(f'<p class="note">{_e(n)}</p>' for n in files + ([note] if note else []))
-    report.html = report.html.replace(_FILES_MARK, notes, 1)
+    sections = report_sections(report_data(df, spec, preset, name, search, _histories(study_dir, df)))
+    note = _export_note({k: v for s in sections for k, v in s.figures.items()}, study_dir, path, static_figures)
+    sections.append(files_section(_file_notes(fs, path) + ([note] if note else [])))
+    report = assemble_report(sections, spec.title, name)
 
-    fs.create_dir(store._join(path, "tables"), recursive=True)
+    fs.create_dir(store.join_path(path, "tables"), recursive=True)
     for tname, table in report.tables.items():
         _write_text(fs, path, f"tables/{tname}.md", table.to_markdown())
         _write_text(fs, path, f"tables/{tname}.tex", table.to_latex())
@@ -648,7 +795,7 @@ def write_report(study_dir: str | os.PathLike, spec: ReportSpec | None, df: pd.D
             write_index(parent)
         except Exception as e:  # the index is a convenience; never lose the report for it
             log.warning("could not write %s/%s: %s", parent, INDEX_FILE, e)
-    if store._is_local(study_dir):
+    if store.is_local(study_dir):
         return Path(target)
     return str(study_dir).rstrip("/") + "/" + REPORT_FILE
 
@@ -659,40 +806,42 @@ def write_report(study_dir: str | os.PathLike, spec: ReportSpec | None, df: pd.D
 
 def study_dirs(results_dir: str | os.PathLike) -> list[str]:
     """The study folders under a results folder (those holding a Tune state or a trials.parquet)."""
-    fs, root = store._fs(results_dir)
+    fs, root = store.fs_path(results_dir)
     return _study_dirs(fs, root)
 
 
 def _study_dirs(fs, root: str) -> list[str]:
     out = []
-    for i in store._ls(fs, root):
-        if i.type != store.pafs.FileType.Directory or i.base_name.startswith((".", "_")):
+    for i in store.list_dir(fs, root):
+        if i.type != pafs.FileType.Directory or i.base_name.startswith((".", "_")):
             continue
-        names = {j.base_name for j in store._ls(fs, i.path)}
-        if store.TRIALS_FILE in names or any(store._STATE_RE.match(n) for n in names):
+        names = {j.base_name for j in store.list_dir(fs, i.path)}
+        if store.TRIALS_FILE in names or any(store.is_state_file(n) for n in names):
             out.append(i.base_name)
     return sorted(out)
 
 
 def study_summary(results_dir: str | os.PathLike, name: str, metric: str = "miou") -> dict:
-    """Status and best result of one study folder, for the index."""
-    fs, root = store._fs(results_dir)
-    path = store._join(root, name)
+    """Status and best result of one study folder, for the index: name, title, trials, status counts,
+    state, best (label, mean, std, n), preset (the preset it recorded in udalab_study.json, "?" when
+    none), report (whether report.html exists), updated, error."""
+    fs, root = store.fs_path(results_dir)
+    path = store.join_path(root, name)
     try:
-        df = store.load_trials(path) if any(store._STATE_RE.match(i.base_name) for i in store._ls(fs, path)) \
-            else pd.read_parquet(store._join(path, store.TRIALS_FILE), filesystem=fs)
+        df = store.load_trials(path) if any(store.is_state_file(i.base_name) for i in store.list_dir(fs, path)) \
+            else pd.read_parquet(store.join_path(path, store.TRIALS_FILE), filesystem=fs)
     except Exception as e:
         return {"name": name, "error": f"{type(e).__name__}: {e}", "trials": 0}
     status = df["status"].astype(str).value_counts().to_dict() if len(df) else {}
-    out = {"name": name, "trials": len(df), "status": status, "scale": _study_scale(fs, path) or "?",
-           "report": store._info(fs, store._join(path, REPORT_FILE)).type == store.pafs.FileType.File,
+    out = {"name": name, "trials": len(df), "status": status, "preset": _study_preset(fs, path) or "?",
+           "report": store.is_file(fs, store.join_path(path, REPORT_FILE)),
            "title": name, "best": None, "error": None}
     if out["report"]:
-        text = store._read_text(fs, store._join(path, REPORT_FILE)) or ""
+        text = store.read_text(fs, store.join_path(path, REPORT_FILE)) or ""
         m = re.search(r"<title>(.*?)</title>", text[:4000], re.S)
         if m:
             out["title"] = html.unescape(m.group(1))
-    mtimes = [i.mtime for i in store._ls(fs, path) if i.mtime is not None]
+    mtimes = [i.mtime for i in store.list_dir(fs, path) if i.mtime is not None]
     out["updated"] = max(mtimes).strftime("%Y-%m-%d %H:%M") if mtimes else ""
     if len(df) and metric in df.columns and pd.to_numeric(df[metric], errors="coerce").notna().any():
         agg = aggregate(df, metric)
@@ -724,9 +873,9 @@ def render_index(summaries: list[dict], results_dir: str = "") -> str:
         best = "–"
         if s["best"]:
             label, mean, std, n = s["best"]
-            best = f"{_fmt(mean)}" + ("" if _is_missing(std) else f" ± {_fmt(std)}") + f" ({_e(label)}, n={n})"
+            best = f"{_fmt(mean)}" + ("" if is_missing(std) else f" ± {_fmt(std)}") + f" ({_e(label)}, n={n})"
         rows.append(f"<tr><td>{name}</td><td style='text-align:left'>{link}</td><td>{_e(s['state'])}</td>"
-                    f"<td>{s['trials']}: {_e(st)}</td><td>{best}</td><td>{_e(s['scale'])}</td><td>{_e(s['updated'])}</td></tr>")
+                    f"<td>{s['trials']}: {_e(st)}</td><td>{best}</td><td>{_e(s['preset'])}</td><td>{_e(s['updated'])}</td></tr>")
     when = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     body = ("<h1>udalab results</h1>"
             f'<div class="meta">{_e(results_dir)} · {len(summaries)} studies · generated {when}</div>'
@@ -742,8 +891,8 @@ def render_index(summaries: list[dict], results_dir: str = "") -> str:
 
 def write_index(results_dir: str | os.PathLike) -> Path | str:
     """Write <results_dir>/index.html: every study folder with its state and best result."""
-    fs, root = store._fs(results_dir)
+    fs, root = store.fs_path(results_dir)
     summaries = [study_summary(results_dir, n) for n in _study_dirs(fs, root)]
     fs.create_dir(root, recursive=True)
     target = _write_text(fs, root, INDEX_FILE, render_index(summaries, str(results_dir)))
-    return Path(target) if store._is_local(results_dir) else str(results_dir).rstrip("/") + "/" + INDEX_FILE
+    return Path(target) if store.is_local(results_dir) else str(results_dir).rstrip("/") + "/" + INDEX_FILE

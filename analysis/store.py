@@ -38,9 +38,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-__all__ = ["SCHEMA_COLUMNS", "METRIC_COLUMNS", "load_trials", "write_trials", "read_trials", "load_history",
-           "load_histories",
-           "config_columns", "metric_columns", "StoreError"]
+__all__ = ["SCHEMA_COLUMNS", "METRIC_COLUMNS", "TRIALS_FILE", "load_trials", "write_trials", "read_trials",
+           "load_history", "load_histories", "config_columns", "metric_columns", "param_series", "StoreError",
+           "fs_path", "join_path", "is_file", "is_dir", "list_dir", "read_text", "is_local", "is_state_file"]
 
 # The fixed columns of trials.parquet (docs/architecture.md). Between `method` and `seed` sit the
 # searched hyperparameters (named as in the search space), between `pixel_acc` and `iterations`
@@ -65,9 +65,11 @@ class StoreError(Exception):
 # File system helpers (local paths and URIs).
 
 
-def _fs(uri: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -> tuple[pafs.FileSystem, str]:
+def fs_path(uri: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow FileSystem of a local path or URI (s3://..., file://...) and the path in it.
+    With `filesystem`, `uri` is a path inside that file system (e.g. a SubTreeFileSystem)."""
     uri = str(uri)
-    if filesystem is not None:  # a path inside the given file system (e.g. a SubTreeFileSystem, an S3FileSystem)
+    if filesystem is not None:
         return filesystem, uri.rstrip("/") or "/"
     if "://" not in uri:
         return pafs.LocalFileSystem(), os.path.abspath(uri)
@@ -75,22 +77,31 @@ def _fs(uri: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -> tu
     return fs, path.rstrip("/")
 
 
-def _join(base: str, *parts: str) -> str:
+def join_path(base: str, *parts: str) -> str:
+    """`base/part/...` with "/" (file-system paths, not OS paths)."""
     return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
 
 
-def _info(fs: pafs.FileSystem, path: str) -> pafs.FileInfo:
-    return fs.get_file_info(path)
+def is_file(fs: pafs.FileSystem, path: str) -> bool:
+    """A plain file exists at `path`."""
+    return fs.get_file_info(path).type == pafs.FileType.File
 
 
-def _ls(fs: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:
+def is_dir(fs: pafs.FileSystem, path: str) -> bool:
+    """A folder exists at `path`."""
+    return fs.get_file_info(path).type == pafs.FileType.Directory
+
+
+def list_dir(fs: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:
+    """The entries of a folder (not recursive); [] when it does not exist or cannot be listed."""
     try:
         return fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
     except (FileNotFoundError, OSError):
         return []
 
 
-def _read_text(fs: pafs.FileSystem, path: str) -> str | None:
+def read_text(fs: pafs.FileSystem, path: str) -> str | None:
+    """A file's text (UTF-8, undecodable bytes replaced); None when it cannot be read."""
     try:
         with fs.open_input_stream(path) as f:
             return f.read().decode("utf-8", errors="replace")
@@ -98,8 +109,14 @@ def _read_text(fs: pafs.FileSystem, path: str) -> str | None:
         return None
 
 
-def _is_local(uri: str | os.PathLike) -> bool:
+def is_local(uri: str | os.PathLike) -> bool:
+    """A local path or a file:// URI (results can be returned as a Path)."""
     return "://" not in str(uri) or str(uri).startswith("file://")
+
+
+def is_state_file(name: str) -> bool:
+    """A Tune experiment state file name (experiment_state-<timestamp>.json): its folder is a study."""
+    return bool(_STATE_RE.match(name))
 
 
 # ---------------------------------------------------------------------------------------
@@ -108,9 +125,9 @@ def _is_local(uri: str | os.PathLike) -> bool:
 
 def _experiment_state(fs: pafs.FileSystem, study_path: str) -> dict | None:
     """The newest readable experiment_state-*.json (older ones if the newest is half written)."""
-    names = sorted((i.base_name for i in _ls(fs, study_path) if _STATE_RE.match(i.base_name)), reverse=True)
+    names = sorted((i.base_name for i in list_dir(fs, study_path) if is_state_file(i.base_name)), reverse=True)
     for name in names:
-        text = _read_text(fs, _join(study_path, name))
+        text = read_text(fs, join_path(study_path, name))
         if not text:
             continue
         try:
@@ -232,7 +249,7 @@ def _int_or_none(v: Any) -> int | None:
     return None if math.isnan(f) or math.isinf(f) else int(f)
 
 
-def _param_series(values: list) -> pd.Series:
+def param_series(values: list) -> pd.Series:
     """A hyperparameter column with the narrowest dtype that holds all its values."""
     present = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not present:
@@ -294,8 +311,8 @@ def load_trials(study_dir: str | os.PathLike, live_status: Mapping[str, str] | N
     filesystem: a pyarrow FileSystem that `study_dir` is a path in (default: from the URI, s3://...,
     or the local file system).
     """
-    fs, path = _fs(study_dir, filesystem)
-    if _info(fs, path).type != pafs.FileType.Directory:
+    fs, path = fs_path(study_dir, filesystem)
+    if not is_dir(fs, path):
         raise StoreError(f"study directory {study_dir} does not exist; run the study first or pass the "
                          f"folder that holds experiment_state-*.json (results/<study>)")
     state = _experiment_state(fs, path)
@@ -316,8 +333,8 @@ def load_trials(study_dir: str | os.PathLike, live_status: Mapping[str, str] | N
             if k not in param_order:
                 param_order.append(k)
         logdir = trial.get("relative_logdir")
-        trial_path = _join(path, logdir) if logdir else None
-        result = _last_json_line(_read_text(fs, _join(trial_path, "result.json"))) if trial_path else None
+        trial_path = join_path(path, logdir) if logdir else None
+        result = _last_json_line(read_text(fs, join_path(trial_path, "result.json"))) if trial_path else None
         if not result:
             last = runtime.get("last_result")
             result = last if isinstance(last, dict) and last else {}
@@ -327,9 +344,9 @@ def load_trials(study_dir: str | os.PathLike, live_status: Mapping[str, str] | N
         error = None
         if status == "ERROR" and trial_path:
             error_file = runtime.get("error_filename") or "error.txt"
-            error = _error_line(_read_text(fs, _join(trial_path, error_file)))
+            error = _error_line(read_text(fs, join_path(trial_path, error_file)))
             if error is None:
-                error = f"trial failed; see {_join(trial_path, error_file)}"
+                error = f"trial failed; see {join_path(trial_path, error_file)}"
         train_seconds = result.get("train_seconds", result.get("time_total_s"))
         gpu = result.get("gpu")
         rows.append(dict(trial_id=tid, status=status, method=method, params=params, seed=seed,
@@ -347,7 +364,7 @@ def load_trials(study_dir: str | os.PathLike, live_status: Mapping[str, str] | N
     for k in param_order:
         if k in cols or k in SCHEMA_COLUMNS:
             continue
-        cols[k] = _param_series([r["params"].get(k) for r in rows])
+        cols[k] = param_series([r["params"].get(k) for r in rows])
     cols["seed"] = pd.Series([_int_or_none(r["seed"]) for r in rows], dtype="Int64")
     for k in ("miou", "pixel_acc"):
         cols[k] = pd.Series([_num(r["result"].get(k)) for r in rows], dtype="float64")
@@ -372,10 +389,10 @@ def write_trials(study_dir: str | os.PathLike, df: pd.DataFrame | None = None,
     """
     if df is None:
         df = load_trials(study_dir, live_status=live_status, filesystem=filesystem)
-    fs, path = _fs(study_dir, filesystem)
+    fs, path = fs_path(study_dir, filesystem)
     fs.create_dir(path, recursive=True)
-    target = _join(path, TRIALS_FILE)
-    tmp = _join(path, f".{TRIALS_FILE}.{os.getpid()}.tmp")
+    target = join_path(path, TRIALS_FILE)
+    tmp = join_path(path, f".{TRIALS_FILE}.{os.getpid()}.tmp")
     table = pa.Table.from_pandas(df, preserve_index=False)
     # plain `string` (not pandas' default large_string) for readers other than pyarrow
     meta = dict(table.schema.metadata or {})
@@ -386,22 +403,22 @@ def write_trials(study_dir: str | os.PathLike, df: pd.DataFrame | None = None,
     table = table.cast(schema)
     pq.write_table(table, tmp, filesystem=fs)
     fs.move(tmp, target)
-    if filesystem is None and _is_local(study_dir):
+    if filesystem is None and is_local(study_dir):
         return Path(target)
     return str(study_dir).rstrip("/") + "/" + TRIALS_FILE
 
 
 def read_trials(study_dir: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -> pd.DataFrame:
     """The study's trials.parquet as written by write_trials (no Tune files read)."""
-    fs, path = _fs(study_dir, filesystem)
-    return pd.read_parquet(_join(path, TRIALS_FILE), filesystem=fs)
+    fs, path = fs_path(study_dir, filesystem)
+    return pd.read_parquet(join_path(path, TRIALS_FILE), filesystem=fs)
 
 
 def _trial_logdir(fs: pafs.FileSystem, path: str, trial_id: str) -> str | None:
     state = _experiment_state(fs, path)
     for trial, _runtime in _trial_entries(state or {}):
         if str(trial["trial_id"]) == str(trial_id) and trial.get("relative_logdir"):
-            return _join(path, trial["relative_logdir"])
+            return join_path(path, trial["relative_logdir"])
     return None
 
 
@@ -413,13 +430,13 @@ def load_history(study_dir: str | os.PathLike, trial_id: str, filesystem: pafs.F
     (complete across resumes); without one, from the Tune trial folder's progress.csv (which a
     resume restarts).
     """
-    fs, path = _fs(study_dir, filesystem)
-    train_dir = _join(path, "_train", f"train-{trial_id}")
-    checkpoints = sorted((i.base_name for i in _ls(fs, train_dir)
+    fs, path = fs_path(study_dir, filesystem)
+    train_dir = join_path(path, "_train", f"train-{trial_id}")
+    checkpoints = sorted((i.base_name for i in list_dir(fs, train_dir)
                           if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")),
                          reverse=True)
     for name in checkpoints:
-        text = _read_text(fs, _join(train_dir, name, "history.json"))
+        text = read_text(fs, join_path(train_dir, name, "history.json"))
         if text is None:
             continue
         try:
@@ -430,7 +447,7 @@ def load_history(study_dir: str | os.PathLike, trial_id: str, filesystem: pafs.F
             return pd.DataFrame(history)
     logdir = _trial_logdir(fs, path, trial_id)
     if logdir is not None:
-        text = _read_text(fs, _join(logdir, "progress.csv"))
+        text = read_text(fs, join_path(logdir, "progress.csv"))
         if text:
             df = pd.read_csv(io.StringIO(text))
             return df[[c for c in df.columns if not str(c).startswith("config/")]]

@@ -32,11 +32,12 @@ import numpy as np
 import pandas as pd
 
 from udalab.analysis import store
-from udalab.analysis.reference import _equal, _is_missing, config_matches, reference, reference_info
+from udalab.analysis.reference import config_matches, is_missing, reference, reference_info, values_equal
 
 __all__ = ["Cell", "Column", "Row", "Table", "aggregate", "ablation_table", "class_table", "STUFF_THING",
            "published_matches",
-           "varying_columns", "config_label", "fmt_value", "baseline_index"]
+           "varying_columns", "config_label", "fmt_value", "norm_value", "is_missing", "values_equal", "baseline_index",
+           "METRIC_LABELS"]
 
 METRIC_LABELS = {"miou": "mIoU", "pixel_acc": "pixel acc.", "iiou": "iIoU"}
 
@@ -74,8 +75,9 @@ STUFF_THING: Mapping[str, tuple[str, ...]] = _LazyStuffThing()
 # Aggregation.
 
 
-def _norm(v: Any) -> Any:
-    if _is_missing(v):
+def norm_value(v: Any) -> Any:
+    """A value as a plain Python scalar (numpy ints / floats / bools converted), None when missing."""
+    if is_missing(v):
         return None
     if isinstance(v, np.integer):
         return int(v)
@@ -98,7 +100,7 @@ def aggregate(df: pd.DataFrame, metric: str | Sequence[str] = "miou", config: Se
     metrics = [metric] if isinstance(metric, str) else list(metric)
     cfg_cols = list(config) if config is not None else store.config_columns(df)
     iou_cols = [c for c in df.columns if str(c).startswith("iou.")]
-    keys = [tuple(_norm(v) for v in row) for row in df[cfg_cols].itertuples(index=False, name=None)] \
+    keys = [tuple(norm_value(v) for v in row) for row in df[cfg_cols].itertuples(index=False, name=None)] \
         if cfg_cols else [()] * len(df)
     order: dict[tuple, list] = {}
     for i, k in zip(df.index, keys):
@@ -135,7 +137,7 @@ def varying_columns(agg: pd.DataFrame, cfg_cols: Sequence[str]) -> list[str]:
     """The config columns whose value differs between configurations."""
     if not len(agg):
         return []
-    return [c for c in cfg_cols if agg[c].map(lambda v: repr(_norm(v))).nunique() > 1]
+    return [c for c in cfg_cols if agg[c].map(lambda v: repr(norm_value(v))).nunique() > 1]
 
 
 def baseline_index(agg: pd.DataFrame, baseline: Mapping | None):
@@ -143,7 +145,7 @@ def baseline_index(agg: pd.DataFrame, baseline: Mapping | None):
     if not baseline:
         return None
     for i, row in agg.iterrows():
-        if all(k in agg.columns and _equal(row[k], v) for k, v in baseline.items()):
+        if all(k in agg.columns and values_equal(row[k], v) for k, v in baseline.items()):
             return i
     return None
 
@@ -154,7 +156,7 @@ def baseline_index(agg: pd.DataFrame, baseline: Mapping | None):
 
 def fmt_value(v: Any) -> str:
     """A config value as printed: ✓ / ✗ for booleans, %g for floats, – when missing."""
-    v = _norm(v)
+    v = norm_value(v)
     if v is None:
         return "–"
     if isinstance(v, bool):
@@ -172,7 +174,7 @@ def config_label(row: Mapping, cols: Sequence[str], varying: Sequence[str], grou
     for c in cols:
         if c not in varying and c != group:
             continue
-        v = _norm(row.get(c))
+        v = norm_value(row.get(c))
         if v is None:
             continue
         parts.append(str(v) if c == group else f"{labels.get(c, c)}={fmt_value(v)}")
@@ -197,14 +199,14 @@ class Cell:
     title: str = ""         # HTML tooltip
 
     def text(self, pm: str = " ± ") -> str:
-        v = _norm(self.value)
+        v = norm_value(self.value)
         if self.kind == "check":
             return "–" if v is None else ("✓" if bool(v) else "✗")
         if self.kind in ("number", "delta"):
             if v is None or (isinstance(v, float) and not math.isfinite(v)):
                 return "–"
             s = f"{v:+.{self.digits}f}" if self.kind == "delta" else f"{v:.{self.digits}f}"
-            if self.std is not None and not _is_missing(self.std) and math.isfinite(self.std):
+            if self.std is not None and not is_missing(self.std) and math.isfinite(self.std):
                 s += f"{pm}{self.std:.{self.digits}f}"
             return s
         if v is None:
@@ -312,7 +314,7 @@ class Table:
     def to_latex(self) -> str:
         def tex(cell: Cell, published: bool) -> str:
             if cell.kind == "check":
-                v = _norm(cell.value)
+                v = norm_value(cell.value)
                 s = "--" if v is None else (r"\checkmark" if v else r"$\times$")
             else:
                 s = latex_escape(cell.text(pm=" \u00b1 "))
@@ -369,7 +371,7 @@ def latex_escape(text: Any) -> str:
 def _config_cells(rec: Mapping, cols: Sequence[str], kinds: Mapping[str, str]) -> dict[str, Cell]:
     cells = {}
     for c in cols:
-        v = _norm(rec.get(c))
+        v = norm_value(rec.get(c))
         if kinds[c] == "check":
             b = None if v is None else (v if isinstance(v, bool) else str(v).lower() == "true")
             cells[c] = Cell(b, kind="check")
@@ -465,7 +467,7 @@ def ablation_table(df: pd.DataFrame, metrics: Sequence[str] = ("miou",), baselin
         for m in metrics:
             mean = r[f"{m}.mean"]
             cells[m] = Cell(mean, kind="number", std=r[f"{m}.std"], digits=digits,
-                            bold=not _is_missing(mean) and not _is_missing(best[m]) and bool(np.isclose(mean, best[m])))
+                            bold=not is_missing(mean) and not is_missing(best[m]) and bool(np.isclose(mean, best[m])))
         for m in delta:
             if i == base_i:
                 cells[f"Δ{m}"] = Cell("baseline")
@@ -492,7 +494,7 @@ def ablation_table(df: pd.DataFrame, metrics: Sequence[str] = ("miou",), baselin
 
 
 def _published_row(p: Mapping, rec: Mapping, cols, kinds, metrics, delta, ref, seeds: str = "published") -> Row:
-    pc = _config_cells({**rec, **{k: v for k, v in p.items() if not _is_missing(v)}}, cols, kinds)
+    pc = _config_cells({**rec, **{k: v for k, v in p.items() if not is_missing(v)}}, cols, kinds)
     for m in metrics:
         pc[m] = Cell(p.get(m), kind="number", digits=_pub_digits(ref, m))
     for m in delta:
@@ -586,18 +588,18 @@ def class_table(df: pd.DataFrame, classes: Sequence[str] | None = None,
             mean = r.get(f"{k}.mean", math.nan)
             std = r.get(f"{k}.std", math.nan)
             cells[k] = Cell(mean, kind="number", digits=digits,
-                            bold=not _is_missing(mean) and not _is_missing(best[k]) and bool(np.isclose(mean, best[k])),
-                            title="" if _is_missing(std) else f"± {std:.{digits}f} (std over {int(r[f'{k}.n'])} seeds)")
+                            bold=not is_missing(mean) and not is_missing(best[k]) and bool(np.isclose(mean, best[k])),
+                            title="" if is_missing(std) else f"± {std:.{digits}f} (std over {int(r[f'{k}.n'])} seeds)")
         rows.append(Row(cells, "measured"))
         for p in unique.get(pos, []):
-            if not any(not _is_missing(p.get(f"iou.{c}")) for c in classes):
+            if not any(not is_missing(p.get(f"iou.{c}")) for c in classes):
                 continue
-            pc = _config_cells({**rec, **{k: v for k, v in p.items() if not _is_missing(v)}}, cols, kinds)
+            pc = _config_cells({**rec, **{k: v for k, v in p.items() if not is_missing(v)}}, cols, kinds)
             for g, ms in layout:
                 for c in ms:
                     pc[f"iou.{c}"] = Cell(p.get(f"iou.{c}"), kind="number", digits=1)
                 if g and class_groups:
-                    vals = [p.get(f"iou.{c}") for c in ms if not _is_missing(p.get(f"iou.{c}"))]
+                    vals = [p.get(f"iou.{c}") for c in ms if not is_missing(p.get(f"iou.{c}"))]
                     pc[f"_group.{g}"] = Cell(float(np.mean(vals)) if vals else None, kind="number", digits=1)
             pc[metric] = Cell(p.get(metric), kind="number", digits=1)
             rows.append(Row(pc, "published", source=f"{p['label']}: {p['source']}"))

@@ -70,7 +70,7 @@ def main(argv=None) -> int:
         "600 steps on the mini data, run without Ray by benchmarks/mini_adaptation.py), not from a Tune run "
         "of the whole λ grid: the curve has the one measured λ."))
     root = Path(args.keep or tempfile.mkdtemp(prefix="udalab-report-"))
-    path = write_report(root / "intrada_split", spec, df=df, data_scale="mini", static_figures=False)
+    path = write_report(root / "intrada_split", spec, df=df, preset="mini", static_figures=False)
     result = check_page(path, screenshot=args.out, width=1200, full_page=True)
     if result.errors or not all(result.figures.values()):
         print(f"report did not render cleanly: figures {result.figures}, errors {result.errors}")

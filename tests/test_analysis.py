@@ -1,5 +1,5 @@
-"""analysis: metrics, prediction-PNG evaluation, the result store on a real Tune experiment,
-published reference numbers, the HTML report."""
+"""analysis: the confusion matrix (datasets.metrics), prediction-PNG scoring, the result store
+on a real Tune experiment, published reference numbers, the HTML report."""
 from __future__ import annotations
 
 import argparse
@@ -22,10 +22,10 @@ from PIL import Image
 
 from udalab.analysis import reference as ref_mod
 from udalab.analysis import store
-from udalab.analysis.evaluate import EvaluationError, add_eval_arguments, evaluate_predictions, run_eval
-from udalab.analysis.metrics import ConfusionMatrix
+from udalab.analysis.score_predictions import EvaluationError, add_eval_arguments, evaluate_predictions, run_eval
 from udalab.analysis.report import ReportSpec, render_report, write_report
 from udalab.datasets.labels import CLASS_NAMES, TRAIN_ID_TO_ID
+from udalab.datasets.metrics import ConfusionMatrix
 
 INTRADA_SPEC = ReportSpec(title="IntraDA: split ratio λ (GTA5 → Cityscapes)", x="lambda_split",
                           reference="intrada", baseline={"method": "source_only"})
@@ -323,7 +323,7 @@ def test_store_reads_a_running_optuna_study(tmp_path):
     assert df["miou"].tolist()[0] == 20.0 and df["iterations"].tolist()[0] == 20       # last complete line
     assert math.isnan(df["miou"][1]) and pd.isna(df["iterations"][1])                  # pending: nothing yet
     assert df["miou"][2] == 3.0 and df["iou.road"][2] == 9.0                          # state's last_result
-    text = render_report(df, INTRADA_SPEC, data_scale="mini")
+    text = render_report(df, INTRADA_SPEC, preset="mini")
     assert "0 finished, 2 running, 0 errored, 1 pending" in text and 'id="fig-metric"' in text
 
 
@@ -370,7 +370,7 @@ def test_reference_data():
 
 @pytest.mark.ray
 def test_write_report_on_tune_study(tune_study):
-    path = write_report(tune_study, INTRADA_SPEC, data_scale="mini", static_figures=False)
+    path = write_report(tune_study, INTRADA_SPEC, preset="mini", static_figures=False)
     assert path == tune_study / "report.html"
     text = path.read_text(encoding="utf-8")
     assert text.count("plotly.js v") >= 1 and len(text) > 1_000_000   # plotly.js embedded, opens offline
@@ -423,14 +423,14 @@ def test_render_report_running_nan_and_escaping(tmp_path):
     df = _synthetic_trials()
     spec = ReportSpec(title="<script>alert('x')</script> & λ", x="lambda_split", reference="intrada",
                       baseline={"method": "source_only"})
-    text = render_report(df, spec, data_scale="paper", study_name="s")
+    text = render_report(df, spec, preset="paper", study_name="s")
     assert "<script>alert" not in text and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; λ" in text
     assert "2 finished" not in text and "4 finished, 1 running, 0 errored, 1 pending" in text
     assert "mini data" not in text and 'id="fig-metric"' in text
     assert "<b>14.0</b>" in text and "11.0 ± 1.4" in text and "+3.0" in text   # best, mean ± std, Δ
     assert '<tr class="published"' in text and "<i>" not in text and "46.3" in text and "(1 running)" in text
     # no x: a bar chart per configuration; no reference; no trials at all
-    text = render_report(df, ReportSpec(title="t"), data_scale="smoke")
+    text = render_report(df, ReportSpec(title="t"), preset="smoke")
     assert 'id="fig-metric"' in text and "smoke run" in text
     empty = write_report(tmp_path, ReportSpec(title="t"), df=store.load_trials(tmp_path))
     assert "No trials yet" in empty.read_text(encoding="utf-8")

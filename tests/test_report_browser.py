@@ -28,7 +28,7 @@ def _search_frame():
 
 def test_report_figures_render_without_js_errors(tmp_path):
     spec = ReportSpec(title="IntraDA λ search", x="lambda_split", reference="intrada", class_groups="stuff_thing")
-    path = write_report(tmp_path / "intrada_split_optuna", spec, df=_search_frame(), data_scale="mini",
+    path = write_report(tmp_path / "intrada_split_optuna", spec, df=_search_frame(), preset="mini",
                         static_figures=False)
     html = path.read_text(encoding="utf-8")
     ids = re.findall(r'<div id="(fig-[a-z]+)" class="plotly-graph-div"', html)
@@ -41,7 +41,7 @@ def test_report_figures_render_without_js_errors(tmp_path):
 
     # a grid ablation (bars, published rows, heatmap) and the index page
     ablation = write_report(tmp_path / "mml_ablation", ReportSpec(title="MML Table 3", reference="mml_ablation"),
-                            df=MML, data_scale="paper", static_figures=False)
+                            df=MML, preset="paper", static_figures=False)
     result = check_page(ablation)
     assert result.errors == [] and set(result.figures) == {"fig-metric", "fig-classes", "fig-cost"}
     assert all(result.figures.values())

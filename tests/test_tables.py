@@ -181,7 +181,7 @@ def test_metric_curve_grouped_by_column_hrda_crop_shape():
                       derived={"mode": lambda r: ("source only" if not r.get("self_training", True) else
                                                   "LR+HR" if r["use_lr"] and r["use_hr"] else
                                                   "LR only" if r["use_lr"] else "HR only")})
-    rep = build_report(df, spec, data_scale="mini", study_name="hrda_crop_size")
+    rep = build_report(df, spec, preset="mini", study_name="hrda_crop_size")
     fig = rep.figures["fig-metric"]
     curves = {t.name: t for t in fig.data if t.name.endswith("(mean over seeds)")}
     assert set(curves) == {"LR only (mean over seeds)", "HR only (mean over seeds)", "LR+HR (mean over seeds)",
@@ -223,7 +223,7 @@ def test_report_sections_search_and_files(tmp_path):
     df = _lambda_frame()
     spec = ReportSpec(title="IntraDA λ", x="lambda_split", reference="intrada", baseline={"method": "source_only"})
     study = tmp_path / "intrada_split_optuna"
-    path = write_report(study, spec, df=df, data_scale="mini", static_figures=False)
+    path = write_report(study, spec, df=df, preset="mini", static_figures=False)
     text = path.read_text(encoding="utf-8")
     for h in ("Did we reproduce it?", "What the search found", "mIoU vs lambda_split", "Results per configuration",
               "Cost per trial", "Published: IntraDA"):
@@ -247,9 +247,9 @@ def test_report_sections_search_and_files(tmp_path):
 
 def test_index_lists_states():
     html = render_index([
-        {"name": "a", "trials": 2, "status": {"TERMINATED": 2}, "scale": "mini", "report": True, "title": "A",
+        {"name": "a", "trials": 2, "status": {"TERMINATED": 2}, "preset": "mini", "report": True, "title": "A",
          "best": ("x", 12.34, 0.5, 2), "error": None, "state": "finished", "updated": "2026-01-01 00:00"},
-        {"name": "b", "trials": 0, "status": {}, "scale": "?", "report": False, "title": "b", "best": None,
+        {"name": "b", "trials": 0, "status": {}, "preset": "?", "report": False, "title": "b", "best": None,
          "error": None, "state": "no trials yet", "updated": ""},
     ], "results")
     assert "12.3 ± 0.5 (x, n=2)" in html and "no report yet: udalab report b" in html and "2 studies" in html
@@ -257,7 +257,7 @@ def test_index_lists_states():
 
 def test_report_without_static_export_says_so(tmp_path, monkeypatch):
     monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-such-chrome"))
-    path = write_report(tmp_path / "s", ReportSpec(title="t"), df=MML, data_scale="paper")
+    path = write_report(tmp_path / "s", ReportSpec(title="t"), df=MML, preset="paper")
     text = path.read_text(encoding="utf-8")
     assert "Static PNG/SVG figures skipped: no Chromium or Chrome found" in text
     assert not (tmp_path / "s" / "figures").exists() and "mini data" not in text
@@ -270,7 +270,7 @@ def test_data_dependency_curve_published_per_group_and_log_axis():
             for m, base in (("supervised", 20.0), ("udas", 35.0)) for n in (100, 500, 1000, 2975) for s in (0, 1)]
     df = _frame(rows)
     rep = build_report(df, ReportSpec(title="UDAS data", x="labeled", x_log=True, reference="udas_data"),
-                       data_scale="paper", study_name="udas_data")
+                       preset="paper", study_name="udas_data")
     fig = rep.figures["fig-metric"]
     assert fig.layout.xaxis.type == "log"
     curves = {t.name: t for t in fig.data if t.name.endswith("(mean over seeds)")}
@@ -292,7 +292,7 @@ def test_published_row_matching_several_configurations_is_not_paired():
     assert [r.kind for r in t.rows] == ["measured", "measured", "published"]
     assert t.rows[-1].cells["seeds"].text().startswith("published (DAFormer; matches 2")
     assert t.rows[-1].cells["crop_ratio"].text() == "–"
-    rep = build_report(df, ReportSpec(title="crop", x="crop_ratio", reference="daformer"), data_scale="mini")
+    rep = build_report(df, ReportSpec(title="crop", x="crop_ratio", reference="daformer"), preset="mini")
     assert "Not compared" in rep.html and "matches 2 configurations" in rep.html
     level = [tr for tr in rep.figures["fig-metric"].data if tr.name.startswith("published: DAFormer")]
     assert len(level) == 1 and list(level[0].y) == [68.3, 68.3]
