@@ -23,14 +23,14 @@ import torch
 import torch.nn.functional as F
 from timing import device_name, time_step, write_rows  # benchmarks/timing.py
 
+from udalab.datasets.labels import CLASS_NAMES, IGNORE_INDEX
 from udalab.methods.daformer import PRESETS as DAFORMER_PRESETS
-from udalab.methods.daformer import DAFormerConfig, Segmentor, dacs_step
-from udalab.methods.ema import EMATeacher
-from udalab.methods.engine import autocast, make_hparams
+from udalab.methods.daformer import DACSStep, DAFormerConfig, Segmentor
+from udalab.methods.engine import Run, autocast, make_hparams
 from udalab.methods.hrda import PRESETS as HRDA_PRESETS
 from udalab.methods.hrda import HRDAConfig, HRDASegmentor
-from udalab.methods.optim import adamw_head_10x, warmup_poly
 from udalab.methods.segformer import EncoderDecoder
+from udalab.methods.uda_data import UDAData
 
 NUM_CLASSES = 19
 ROWS = ("segformer_hf", "segformer_ours", "daformer", "hrda")
@@ -51,7 +51,7 @@ def supervised_step(model, device, precision, side: int, batch: int, hf: bool, c
         with autocast(device, precision):
             logits = model(pixel_values=x).logits if hf else model(x)
             logits = F.interpolate(logits, size=(side, side), mode="bilinear", align_corners=False)
-            loss = F.cross_entropy(logits.float(), y, ignore_index=255)
+            loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX)
         loss.backward()
         opt.step()
     return step
@@ -59,25 +59,24 @@ def supervised_step(model, device, precision, side: int, batch: int, hf: bool, c
 
 def dacs_iteration(row: str, device, precision: str, backbone: str, scale: float, batch: int, cl: bool):
     cls, presets = (HRDAConfig, HRDA_PRESETS) if row == "hrda" else (DAFormerConfig, DAFORMER_PRESETS)
-    hp = make_hparams(cls, {"scale": "paper", "precision": precision, "pretrained": "none", "backbone": backbone,
+    hp = make_hparams(cls, {"preset": "paper", "precision": precision, "pretrained": "none", "backbone": backbone,
                             "fd_lambda": 0.0, "batch_size": batch}, presets)
     crop = hp.train_crop()
     h, w = round(crop[1] * scale), round(crop[0] * scale)
     if row == "hrda":
         k = hp.grid
         h, w = max(k, h // k * k), max(k, w // k * k)
-        hp = make_hparams(cls, {"scale": "paper", "precision": precision, "pretrained": "none",
+        hp = make_hparams(cls, {"preset": "paper", "precision": precision, "pretrained": "none",
                                 "backbone": backbone, "fd_lambda": 0.0, "batch_size": batch, "crop_size": (w, h),
                                 "source_size": (w, h), "target_size": (w, h)}, presets)
         student = HRDASegmentor(hp, NUM_CLASSES)
     else:
         student = Segmentor(EncoderDecoder(NUM_CLASSES, backbone, "daformer", "none"))
-    student = student.to(device).train()
     if cl:
         student = student.to(memory_format=torch.channels_last)
-    teacher = EMATeacher(student, hp.ema_alpha)
-    opt = adamw_head_10x(student, hp.lr, hp.weight_decay)
-    sched = warmup_poly(opt, 40_000, 1500)
+    run = Run({"seed": 0}, ray=False, rank=0, world=1, device=device)
+    dacs = DACSStep(run, hp, UDAData(None, None, None, NUM_CLASSES, CLASS_NAMES), student)  # EMA, AdamW, poly
+    dacs.student.train()
     xs = _fmt(torch.randn(batch, 3, h, w, device=device), cl)
     xt = _fmt(torch.randn(batch, 3, h, w, device=device), cl)
     ys = torch.randint(0, NUM_CLASSES, (batch, h, w), device=device)
@@ -85,9 +84,8 @@ def dacs_iteration(row: str, device, precision: str, backbone: str, scale: float
 
     def step():
         gen = torch.Generator().manual_seed(state["it"])
-        dacs_step(student, teacher, None, opt, hp, xs, ys, xt, gen, state["it"] + 1, device)
-        opt.step()
-        sched.step()
+        dacs.losses(xs, ys, xt, gen, state["it"] + 1)
+        dacs.update()
         state["it"] += 1
     return step, f"{batch}x{w}x{h}"
 

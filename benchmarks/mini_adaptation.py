@@ -34,13 +34,13 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--lambda-split", type=float, default=0.67)
-    p.add_argument("--scale", default="mini")
+    p.add_argument("--preset", default="mini")
     p.add_argument("--iterations", type=int, default=None,
                    help="steps of source-only / ADVENT / IntraDA stage 1 (stage 2 gets half); default: the preset's")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    base = {"scale": args.scale}
+    base = {"preset": args.preset}
     if args.iterations:
         base["iterations"] = args.iterations
     intra = {"intra_iterations": args.iterations // 2} if args.iterations else {}

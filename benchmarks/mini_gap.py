@@ -108,7 +108,7 @@ def main(argv=None):
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     pairs = {k: v for k, v in PAIRS.items() if not args.pairs or k in args.pairs}
-    base = {"scale": "mini", "iterations": args.iterations, "eval_every": args.iterations}
+    base = {"preset": "mini", "iterations": args.iterations, "eval_every": args.iterations}
     jobs = []
     for seed in args.seeds:  # seed-major: every pair gets a first seed early
         oracles = {o for _, o, _ in pairs.values()}

@@ -65,7 +65,7 @@ def gap_closed(by_row: dict[str, list[float]]) -> dict[str, float]:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--scale", default="mini")
+    p.add_argument("--preset", default="mini")
     p.add_argument("--iterations", type=int, default=None, help="default: the preset's")
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     p.add_argument("--oracle", action="store_true", help="also train each segmentor on mini-Cityscapes train "
@@ -75,7 +75,7 @@ def main(argv=None):
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    base = {"scale": args.scale, "device": args.device}
+    base = {"preset": args.preset, "device": args.device}
     if args.iterations:
         base.update(iterations=args.iterations, eval_every=args.iterations)
     for item in args.set:

@@ -15,60 +15,51 @@ import argparse
 import torch
 from timing import device_name, time_step, write_rows  # benchmarks/timing.py
 
-from udalab.methods.advent import AdventConfig, AdventStage
-from udalab.methods.deeplab import DeepLabV2
-from udalab.methods.engine import Run, autocast, make_hparams
-from udalab.methods.intrada import self_train_step
-from udalab.methods.losses import seg_ce
-from udalab.methods.optim import poly, sgd_head_10x
+from udalab.datasets.labels import CLASS_NAMES
+from udalab.methods.advent import AdventStep, build_model
+from udalab.methods.engine import Run, make_hparams
+from udalab.methods.intrada import IntraDAConfig, IntraStep
+from udalab.methods.source_only import SourceOnlyStep
+from udalab.methods.uda_data import UDAData
 
 NUM_CLASSES = 19
 
 
 
-def make_steps(method: str, run: Run, hp: AdventConfig, src_hw, tgt_hw):
+def make_steps(method: str, run: Run, hp: IntraDAConfig, src_hw, tgt_hw):
+    """One iteration of the method's Step (train_step + update) on fixed synthetic batches."""
     dev = run.device
     x_s = torch.randn(hp.batch_size, 3, *src_hw, device=dev)
     y_s = torch.randint(0, NUM_CLASSES, (hp.batch_size, *src_hw), device=dev)
     x_t = torch.randn(hp.batch_size, 3, *tgt_hw, device=dev)
-    G = DeepLabV2(NUM_CLASSES, hp.backbone_depth, "none", hp.output_stride, freeze_bn=hp.freeze_bn).to(dev).train()
+    data = UDAData(None, None, None, NUM_CLASSES, CLASS_NAMES)
+    G = build_model(run, hp, NUM_CLASSES)
     if method == "source_only":
-        opt = sgd_head_10x(G, hp.lr, hp.momentum, hp.weight_decay)
-        sched = poly(opt, hp.iterations, hp.poly_power)
+        step, batch = SourceOnlyStep(run, hp, data, G), {"source": {"image": x_s, "label": y_s}}
+    elif method == "advent":
+        step, batch = AdventStep(run, hp, data, G, hp.iterations), {"source": {"image": x_s, "label": y_s},
+                                                                    "target": {"image": x_t}}
+    elif method in ("intrada", "intrada_selftrain"):
+        # intra stage: pseudo labels from the frozen inter model, then ADVENT easy -> hard (or self-training)
+        step = IntraStep(run, hp, data, G)
+        batch = {"easy": {"image": x_t}, **({"hard": {"image": x_t}} if method == "intrada" else {})}
+    else:
+        raise ValueError(method)
+    for net in step.networks:
+        net.train()
+    gen = torch.Generator()
 
-        def step():
-            opt.zero_grad(set_to_none=True)
-            with autocast(dev, hp.precision):
-                main, aux = G(x_s)
-                loss = seg_ce(main, y_s) + hp.lambda_seg_aux * seg_ce(aux, y_s)
-            loss.backward()
-            opt.step()
-            sched.step()
-        return step
-    stage = AdventStage(run, hp, G, NUM_CLASSES, hp.iterations)
-    stage.train()
-    if method == "advent":
-        return lambda: stage.step(x_s, y_s, x_t)
-    if method in ("intrada", "intrada_selftrain"):
-        # intra stage: pseudo labels from the frozen inter model, then ADVENT easy -> hard
-        G_inter = DeepLabV2(NUM_CLASSES, hp.backbone_depth, "none", hp.output_stride).to(dev).eval()
-
-        def step():
-            with torch.no_grad(), autocast(dev, hp.precision):
-                pseudo = torch.nn.functional.interpolate(G_inter(x_t)[0], size=tgt_hw, mode="bilinear").argmax(1)
-            if method == "intrada":
-                stage.step(x_t, pseudo, x_t)
-            else:
-                self_train_step(stage, x_t, pseudo)
-        return step
-    raise ValueError(method)
+    def one_iteration():
+        step.train_step(batch, 0, gen)
+        step.update()
+    return one_iteration
 
 
 def bench(method: str, precision: str, args) -> dict:
     device = torch.device(args.device)
     run = Run({"seed": 0}, ray=False, rank=0, world=1, device=device)
-    hp = make_hparams(AdventConfig, {"scale": "paper", "precision": precision, "pretrained": "none",
-                                      "backbone_depth": args.depth})
+    hp = make_hparams(IntraDAConfig, {"preset": "paper", "precision": precision, "pretrained": "none",
+                                       "backbone_depth": args.depth})
     src_hw = (round(720 * args.size_scale), round(1280 * args.size_scale))
     tgt_hw = (round(512 * args.size_scale), round(1024 * args.size_scale))
     step = make_steps(method, run, hp, src_hw, tgt_hw)

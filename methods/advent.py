@@ -6,6 +6,7 @@ Algorithm (one iteration, multi-level DeepLab-v2 G, discriminators D_main, D_aux
      AdvEnt:  G fools D: L_adv = λ_adv_main · BCE(D_main(I_t), source) + λ_adv_aux · BCE(D_aux(I_t), source)
      MinEnt:  L_ent = λ_ent_main · H(G_main(x_t)) + λ_ent_aux · H(G_aux(x_t))
   3. D learns source maps -> 0 and target maps -> 1 (on detached maps).
+  4. SGD step of G (head x10, poly), Adam step of D (poly), once every loss is finite.
 """
 from __future__ import annotations
 
@@ -17,12 +18,11 @@ import torch.nn.functional as F
 from udalab.methods import register
 from udalab.methods.deeplab import DeepLabV2, upsample
 from udalab.methods.discriminator import FCDiscriminator, bce_to
-from udalab.methods.engine import (ConfigError, LossMeter, Run, autocast, batches, check_finite, eval_mode,
-                                   make_hparams, unwrap)
+from udalab.methods.engine import ConfigError, Run, Step, Stream, autocast, fit, make_hparams, unwrap
 from udalab.methods.evaluate import evaluate
 from udalab.methods.losses import entropy_loss, seg_ce, self_information
 from udalab.methods.optim import adam_discriminator, poly, sgd_head_10x
-from udalab.methods.uda_data import build_uda_data
+from udalab.methods.uda_data import UDAData, build_uda_data
 
 SOURCE, TARGET = 0.0, 1.0  # discriminator labels (ADVENT reference)
 
@@ -79,25 +79,33 @@ SMOKE = {**MINI, "output_stride": 16, "source_size": (64, 36), "target_size": (6
 PRESETS = {"mini": MINI, "smoke": SMOKE}
 
 
-class AdventStage:
+class AdventStep(Step):
     """One adversarial entropy alignment: G against D_main / D_aux on self-information maps.
 
     IntraDA runs two of these: inter (source vs target) and intra (easy vs hard target).
     """
 
-    def __init__(self, run: Run, hp: AdventConfig, G: torch.nn.Module, num_classes: int, total_iters: int):
-        self.hp, self.run = hp, run
+    def __init__(self, run: Run, hp: AdventConfig, data: UDAData, G: torch.nn.Module, iterations: int):
+        self.hp, self.run, self.data = hp, run, data
         self.G = G
         # D sees source and target maps in separate forward passes: no DDP, gradients synced by hand
-        self.D_main = run.prepare(FCDiscriminator(num_classes, hp.ndf), ddp=False)
-        self.D_aux = run.prepare(FCDiscriminator(num_classes, hp.ndf), ddp=False)
+        self.D_main = run.prepare(FCDiscriminator(data.num_classes, hp.ndf), ddp=False)
+        self.D_aux = run.prepare(FCDiscriminator(data.num_classes, hp.ndf), ddp=False)
+        self.networks = (G, self.D_main, self.D_aux)
         self.opt_G = sgd_head_10x(unwrap(G), hp.lr, hp.momentum, hp.weight_decay)
         self.opt_D = adam_discriminator([*self.D_main.parameters(), *self.D_aux.parameters()], hp.lr_d)
-        self.sched_G = poly(self.opt_G, total_iters, hp.poly_power)
-        self.sched_D = poly(self.opt_D, total_iters, hp.poly_power)
+        self.sched_G = poly(self.opt_G, iterations, hp.poly_power)
+        self.sched_D = poly(self.opt_D, iterations, hp.poly_power)
         self.amp = lambda: autocast(run.device, hp.precision)
 
-    def step(self, x_s: torch.Tensor, y_s: torch.Tensor, x_t: torch.Tensor) -> dict[str, torch.Tensor]:
+    def streams(self) -> dict[str, Stream]:
+        return {"source": Stream(self.data.source, self.hp.batch_size, id=0),
+                "target": Stream(self.data.target, self.hp.batch_size, id=1)}
+
+    def train_step(self, batch: dict, it: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        return self.align(batch["source"]["image"], batch["source"]["label"], batch["target"]["image"])
+
+    def align(self, x_s: torch.Tensor, y_s: torch.Tensor, x_t: torch.Tensor) -> dict[str, torch.Tensor]:
         hp = self.hp
         discriminators = (self.D_main, self.D_aux)
         self.opt_G.zero_grad(set_to_none=True)
@@ -118,31 +126,36 @@ class AdventStage:
             ent_main, ent_aux = entropy_loss(t_main), entropy_loss(t_aux)
             (hp.lambda_ent_main * ent_main + hp.lambda_ent_aux * ent_aux).backward()
             losses.update(ent_main=ent_main.detach(), ent_aux=ent_aux.detach())
-        else:
-            i_t_main, i_t_aux = _maps(t_main), _maps(t_aux)
-            for D in discriminators:
-                D.requires_grad_(False)
-            adv_main, adv_aux = bce_to(self.D_main(i_t_main), SOURCE), bce_to(self.D_aux(i_t_aux), SOURCE)
-            (hp.lambda_adv_main * adv_main + hp.lambda_adv_aux * adv_aux).backward()
-            for D in discriminators:
-                D.requires_grad_(True)
+            return losses
+        i_t_main, i_t_aux = _maps(t_main), _maps(t_aux)
+        for D in discriminators:
+            D.requires_grad_(False)
+        adv_main, adv_aux = bce_to(self.D_main(i_t_main), SOURCE), bce_to(self.D_aux(i_t_aux), SOURCE)
+        (hp.lambda_adv_main * adv_main + hp.lambda_adv_aux * adv_aux).backward()
+        for D in discriminators:
+            D.requires_grad_(True)
 
-            # 3. discriminators: source maps -> SOURCE, target maps -> TARGET
-            s_main, s_aux = s_main.float(), s_aux.float()
-            d_src = (bce_to(self.D_main(_maps(s_main.detach())), SOURCE)
-                     + bce_to(self.D_aux(_maps(s_aux.detach())), SOURCE)) / 2
-            d_tgt = (bce_to(self.D_main(i_t_main.detach()), TARGET)
-                     + bce_to(self.D_aux(i_t_aux.detach()), TARGET)) / 2
-            (d_src + d_tgt).backward()
-            losses.update(adv_main=adv_main.detach(), adv_aux=adv_aux.detach(), d_src=d_src.detach(),
-                          d_tgt=d_tgt.detach())
+        # 3. discriminators: source maps -> SOURCE, target maps -> TARGET
+        s_main, s_aux = s_main.float(), s_aux.float()
+        d_src = (bce_to(self.D_main(_maps(s_main.detach())), SOURCE)
+                 + bce_to(self.D_aux(_maps(s_aux.detach())), SOURCE)) / 2
+        d_tgt = (bce_to(self.D_main(i_t_main.detach()), TARGET)
+                 + bce_to(self.D_aux(i_t_aux.detach()), TARGET)) / 2
+        (d_src + d_tgt).backward()
+        return {**losses, "adv_main": adv_main.detach(), "adv_aux": adv_aux.detach(), "d_src": d_src.detach(),
+                "d_tgt": d_tgt.detach()}
 
+    def update(self) -> None:
+        # 4. the optimiser steps (fit calls this once the losses are finite)
         self.run.sync_grads(self.D_main, self.D_aux)
-        self.opt_G.step()
-        self.opt_D.step()
-        self.sched_G.step()
-        self.sched_D.step()
-        return losses
+        for opt_or_sched in (self.opt_G, self.opt_D, self.sched_G, self.sched_D):
+            opt_or_sched.step()
+
+    def evaluate(self) -> dict:
+        """Target-val metrics of G's main classifier."""
+        hp, data = self.hp, self.data
+        return evaluate(lambda x: unwrap(self.G)(x)[0], data.target_val, num_classes=data.num_classes,
+                        class_names=data.class_names, device=self.run.device, input_size=hp.eval_size)
 
     def state_dict(self) -> dict:
         return {"G": unwrap(self.G).state_dict(), "D_main": unwrap(self.D_main).state_dict(),
@@ -151,15 +164,10 @@ class AdventStage:
                 "sched_D": self.sched_D.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        unwrap(self.G).load_state_dict(state["G"])
-        unwrap(self.D_main).load_state_dict(state["D_main"])
-        unwrap(self.D_aux).load_state_dict(state["D_aux"])
+        for name in ("G", "D_main", "D_aux"):
+            unwrap(getattr(self, name)).load_state_dict(state[name])
         for name in ("opt_G", "opt_D", "sched_G", "sched_D"):
             getattr(self, name).load_state_dict(state[name])
-
-    def train(self) -> None:
-        for m in (self.G, self.D_main, self.D_aux):
-            m.train()
 
 
 def _maps(logits: torch.Tensor) -> torch.Tensor:
@@ -171,43 +179,11 @@ def build_model(run: Run, hp: AdventConfig, num_classes: int) -> torch.nn.Module
                                  multi_level=True, freeze_bn=hp.freeze_bn))
 
 
-def evaluate_main(run: Run, G: torch.nn.Module, data, hp: AdventConfig) -> dict:
-    """Target-val metrics of G's main classifier (rank 0 only; other ranks get {})."""
-    if run.rank != 0:
-        return {}
-    with eval_mode(G):
-        return evaluate(lambda x: unwrap(G)(x)[0], data.target_val, num_classes=data.num_classes,
-                        class_names=data.class_names, device=run.device, input_size=hp.eval_size)
-
-
 @register("advent")
 def train_loop(config: dict) -> None:
     run = Run.start(config)
     hp = make_hparams(AdventConfig, config, PRESETS)
     data = build_uda_data(config, hp.source_size, hp.target_size)
     G = build_model(run, hp, data.num_classes)
-    stage = AdventStage(run, hp, G, data.num_classes, hp.iterations)
-
-    start = 0
-    if (state := run.restore()) is not None:
-        stage.load_state_dict(state["stage"])
-        start = state["iteration"]
-    if run.finished_before(hp.iterations):
-        return
-
-    source = batches(data.source, hp.batch_size, seed=run.seed, stream=0, start=start,
-                     rank=run.rank, world=run.world, device=run.device)
-    target = batches(data.target, hp.batch_size, seed=run.seed, stream=1, start=start,
-                     rank=run.rank, world=run.world, device=run.device)
-    meter = LossMeter()
-    stage.train()
-    for it in range(start, hp.iterations):
-        s, t = next(source), next(target)
-        losses = stage.step(s["image"], s["label"], t["image"])
-        check_finite(losses, it + 1)
-        meter.add(**losses)
-
-        if (it + 1) % hp.eval_every == 0 or it + 1 == hp.iterations:
-            run.report({"iteration": it + 1, "stage": "inter", **evaluate_main(run, G, data, hp), **meter.pop(),
-                        "done": it + 1 == hp.iterations},
-                       state={"iteration": it + 1, "stage": stage.state_dict()})
+    fit(run, AdventStep(run, hp, data, G, hp.iterations), stage="inter", iterations=hp.iterations,
+        eval_every=hp.eval_every)

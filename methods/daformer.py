@@ -30,14 +30,13 @@ from udalab.datasets.labels import THING_CLASSES
 from udalab.methods import register
 from udalab.methods.crops import balanced_box, crop_batch, random_box
 from udalab.methods.ema import EMATeacher
-from udalab.methods.engine import (ConfigError, LossMeter, Run, autocast, batches, check_finite, derive_seed,
-                                   eval_mode, make_hparams, unwrap)
+from udalab.methods.engine import ConfigError, Run, Step, Stream, autocast, fit, make_hparams, unwrap
 from udalab.methods.evaluate import evaluate
-from udalab.methods.losses import IGNORE_INDEX, downscale_label_ratio, weighted_ce
+from udalab.methods.losses import downscale_label_ratio, weighted_ce
 from udalab.methods.mixing import classmix_masks, mix, strong_augment
 from udalab.methods.optim import adamw_head_10x, warmup_poly
 from udalab.methods.segformer import MiT, EncoderDecoder, load_pretrained
-from udalab.methods.uda_data import build_uda_data
+from udalab.methods.uda_data import UDAData, build_uda_data
 
 log = logging.getLogger("udalab")
 
@@ -195,7 +194,7 @@ class FeatureDistance(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------
-# The loop.
+# One iteration.
 
 
 def draw_crops(s: dict, t: dict, hp, gen: torch.Generator, grid: int = 1):
@@ -244,91 +243,94 @@ def source_sampler(hp, dataset):
     return lambda rng: sampler.sample(rng)[0]
 
 
-def dacs_step(student, teacher: EMATeacher | None, fd, opt, hp, xs, ys, xt, gen: torch.Generator, it: int,
-              device) -> dict[str, torch.Tensor]:
-    """Steps 1-4 of one iteration: gradients of all losses accumulated; the caller steps `opt`."""
-    amp = lambda: autocast(torch.device(device), hp.precision)  # noqa: E731
-    opt.zero_grad(set_to_none=True)
+class DACSStep(Step):
+    """Steps 1-5 of one DACS iteration on a segmentor (DAFormer's, or HRDA's multi-resolution one)."""
 
-    # 1. EMA teacher (before the student moves: φ_t from θ_t)
-    if teacher is not None:
-        teacher.update(unwrap(student), it)
+    def __init__(self, run: Run, hp: DAFormerConfig, data: UDAData, segmentor: nn.Module):
+        self.run, self.hp, self.data = run, hp, data
+        self.student = run.prepare(segmentor)
+        self.networks = (self.student,)
+        self.teacher = EMATeacher(unwrap(self.student), hp.ema_alpha) if hp.self_training else None
+        things = [data.class_names.index(c) for c in THING_CLASSES if c in data.class_names]
+        self.fd = FeatureDistance(hp, things, data.num_classes).to(run.device) if hp.fd_lambda > 0 else None
+        self.opt = adamw_head_10x(unwrap(self.student), hp.lr, hp.weight_decay, head_mult=hp.head_lr_mult)
+        self.sched = warmup_poly(self.opt, hp.iterations, hp.warmup_iters, hp.poly_power)
+        self.amp = lambda: autocast(run.device, hp.precision)
 
-    # 2. supervised source loss (+ ImageNet feature distance on thing classes)
-    with amp():
-        out = student(xs, ys, None, unwrap(student).draw(xs.shape[0], *xs.shape[-2:], gen))
-    losses = {"src": out["loss"]}
-    if fd is not None:
-        losses["fd"] = fd(out["fd_image"], out["feat"], out["fd_label"])
-    (losses["src"] + hp.fd_lambda * losses.get("fd", 0.0)).backward()
+    def streams(self) -> dict[str, Stream]:
+        return {"source": Stream(self.data.source, self.hp.batch_size, id=0,
+                                 sampler=source_sampler(self.hp, self.data.source)),
+                "target": Stream(self.data.target, self.hp.batch_size, id=1)}
 
-    # 3-4. pseudo labels on the target, ClassMix, strong augmentation, weighted loss
-    if teacher is not None:
-        with torch.no_grad(), amp():
-            pl, pl_weight, q = pseudo_labels(teacher.model, xt, hp)
-        masks = classmix_masks(ys, gen)
-        xm = strong_augment(mix(masks, xs, xt), gen, hp.color_jitter, hp.color_jitter_p, hp.blur)
-        ym = mix(masks, ys, pl)
-        wm = mix(masks, torch.ones_like(pl_weight), pl_weight)
-        with amp():
-            out_m = student(xm, ym, wm, unwrap(student).draw(xm.shape[0], *xm.shape[-2:], gen))
-        out_m["loss"].backward()
-        losses.update(mix=out_m["loss"], q=q)
-    return {k: v.detach() for k, v in losses.items()}
+    def train_step(self, batch: dict, it: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        seg = unwrap(self.student)
+        xs, ys, xt = draw_crops(batch["source"], batch["target"], self.hp, gen, seg.grid)
+        return self.losses(xs, ys, xt, gen, it)
+
+    def losses(self, xs, ys, xt, gen: torch.Generator, it: int) -> dict[str, torch.Tensor]:
+        """Steps 1-4 on cropped batches: gradients of all losses accumulated, nothing updated yet."""
+        hp, student, teacher, seg = self.hp, self.student, self.teacher, unwrap(self.student)
+        self.opt.zero_grad(set_to_none=True)
+
+        # 1. EMA teacher (before the student moves: φ_t from θ_t)
+        if teacher is not None:
+            teacher.update(seg, it)
+
+        # 2. supervised source loss (+ ImageNet feature distance on thing classes)
+        with self.amp():
+            out = student(xs, ys, None, seg.draw(xs.shape[0], *xs.shape[-2:], gen))
+        losses = {"src": out["loss"]}
+        if self.fd is not None:
+            losses["fd"] = self.fd(out["fd_image"], out["feat"], out["fd_label"])
+        (losses["src"] + hp.fd_lambda * losses.get("fd", 0.0)).backward()
+
+        # 3-4. pseudo labels on the target, ClassMix, strong augmentation, weighted loss
+        if teacher is not None:
+            with torch.no_grad(), self.amp():
+                pl, pl_weight, q = pseudo_labels(teacher.model, xt, hp)
+            masks = classmix_masks(ys, gen)
+            xm = strong_augment(mix(masks, xs, xt), gen, hp.color_jitter, hp.color_jitter_p, hp.blur)
+            ym = mix(masks, ys, pl)
+            wm = mix(masks, torch.ones_like(pl_weight), pl_weight)
+            with self.amp():
+                out_m = student(xm, ym, wm, seg.draw(xm.shape[0], *xm.shape[-2:], gen))
+            out_m["loss"].backward()
+            losses.update(mix=out_m["loss"], q=q)
+        return {k: v.detach() for k, v in losses.items()}
+
+    def update(self) -> None:
+        # 5. AdamW step, warm-up + poly schedule (fit calls this once the losses are finite)
+        self.opt.step()
+        self.sched.step()
+
+    def evaluate(self) -> dict:
+        return unwrap(self.student).evaluate(self.data, self.hp, self.run.device)
+
+    def state_dict(self) -> dict:
+        state = {"student": unwrap(self.student).state_dict(), "opt": self.opt.state_dict(),
+                 "sched": self.sched.state_dict()}
+        if self.teacher is not None:
+            state["teacher"] = self.teacher.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        unwrap(self.student).load_state_dict(state["student"])
+        if self.teacher is not None:
+            self.teacher.load_state_dict(state["teacher"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
 
 
-def dacs_train_loop(config: dict, cfg_cls=DAFormerConfig, presets=PRESETS, build=build_segmentor) -> None:
+def train_dacs(config: dict, cfg_cls=DAFormerConfig, presets=PRESETS, build=build_segmentor) -> None:
+    """DAFormer's and HRDA's train_loop: one DACS stage ("source" when self_training is off)."""
     run = Run.start(config)
     hp = make_hparams(cfg_cls, config, presets)
     data = build_uda_data(config, hp.source_size, hp.target_size)
-
-    segmentor = build(hp, data.num_classes)
-    student = run.prepare(segmentor)
-    teacher = EMATeacher(unwrap(student), hp.ema_alpha) if hp.self_training else None
-    things = [data.class_names.index(c) for c in THING_CLASSES if c in data.class_names]
-    fd = FeatureDistance(hp, things, data.num_classes).to(run.device) if hp.fd_lambda > 0 else None
-    opt = adamw_head_10x(unwrap(student), hp.lr, hp.weight_decay, head_mult=hp.head_lr_mult)
-    sched = warmup_poly(opt, hp.iterations, hp.warmup_iters, hp.poly_power)
-
-    start = 0
-    if (state := run.restore()) is not None:
-        unwrap(student).load_state_dict(state["student"])
-        if teacher is not None:
-            teacher.load_state_dict(state["teacher"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        start = state["iteration"]
-    if run.finished_before(hp.iterations):
-        return
-
-    source = batches(data.source, hp.batch_size, seed=run.seed, stream=0, start=start, rank=run.rank,
-                     world=run.world, device=run.device, sampler=source_sampler(hp, data.source))
-    target = batches(data.target, hp.batch_size, seed=run.seed, stream=1, start=start, rank=run.rank,
-                     world=run.world, device=run.device)
-    meter = LossMeter()
-    student.train()
-    for it in range(start, hp.iterations):
-        gen = torch.Generator().manual_seed(derive_seed(run.seed, 7, it, run.rank))  # crops, mixing, jitter
-        xs, ys, xt = draw_crops(next(source), next(target), hp, gen, unwrap(student).grid)
-        losses = dacs_step(student, teacher, fd, opt, hp, xs, ys, xt, gen, it, run.device)
-        check_finite(losses, it + 1)  # before the step: a NaN never reaches the weights
-        opt.step()
-        sched.step()
-        meter.add(**losses)
-
-        if (it + 1) % hp.eval_every == 0 or it + 1 == hp.iterations:
-            metrics = {}
-            if run.rank == 0:
-                with eval_mode(student):
-                    metrics = unwrap(student).evaluate(data, hp, run.device)
-            state = {"iteration": it + 1, "student": unwrap(student).state_dict(), "opt": opt.state_dict(),
-                     "sched": sched.state_dict()}
-            if teacher is not None:
-                state["teacher"] = teacher.state_dict()
-            run.report({"iteration": it + 1, "stage": "dacs" if teacher else "source", **metrics, **meter.pop(),
-                        "done": it + 1 == hp.iterations}, state=state)
+    step = DACSStep(run, hp, data, build(hp, data.num_classes))
+    fit(run, step, stage="dacs" if hp.self_training else "source", iterations=hp.iterations,
+        eval_every=hp.eval_every)
 
 
 @register("daformer")
 def train_loop(config: dict) -> None:
-    dacs_train_loop(config)
+    train_dacs(config)

@@ -1,11 +1,23 @@
-"""The engine every method loop runs on: with Ray Train or without it.
+"""The engine every method runs on, with Ray Train or without it: one training loop, `fit`.
 
-A method is a function `train_loop(config: dict)`. Ray Train's `TorchTrainer` calls it
-once per worker; `run_local(name, config)` calls it in this process (tests, GPU
-benchmarks, the lent GPU machine that has no Ray). Inside, the loop asks
-`Run.start(config)` for its context: device, rank, world size, the checkpoint to resume
-from, and `report()` which sends metrics (and a checkpoint) to Ray Train or keeps them
-locally.
+A method is a `train_loop(config: dict)` of a few lines: Ray Train's `TorchTrainer` calls it
+once per worker; `run_local(name, config)` calls it in this process (tests, GPU benchmarks,
+the lent GPU machine that has no Ray). It builds its hyperparameters, its data and a `Step`
+(its training state: one iteration from its batches, `state_dict`/`load_state_dict`,
+evaluation) and hands the Step to `fit`, which owns everything around it, once:
+
+    run = Run.start(config)                        # device, rank, world size, the checkpoint to resume
+    hp = make_hparams(MyConfig, config, PRESETS)   # paper defaults < preset < config
+    data = build_uda_data(config, hp.source_size, hp.target_size)
+    fit(run, MyStep(run, hp, data), stage="uda", iterations=hp.iterations, eval_every=hp.eval_every)
+
+A multi-stage method (IntraDA: inter -> ranking -> intra) is a sequence of `fit` calls; a
+resumed run skips the stages that finished before its checkpoint and lands in the right
+stage at the right iteration. Every checkpoint has one layout for every method:
+
+    state.pt      {"iteration": global iteration, "stage": stage name, "state": Step.state_dict(),
+                   "rng": global RNG states, "train_seconds": training time so far}
+    history.json  every report so far (Tune forgets a resumed trial's history; the report needs it)
 
 Reproducibility contract: a run is a pure function of (config, seed). Every sample is
 loaded under a torch seed derived from (seed, stream, iteration, slot), and every
@@ -34,7 +46,7 @@ from torch.utils.data import DataLoader, Dataset
 log = logging.getLogger("udalab")
 
 # Keys of a run config that are not hyperparameters of the method.
-RUN_KEYS = {"method", "seed", "source", "target", "data_root", "scale", "device"}
+RUN_KEYS = {"method", "seed", "source", "target", "data_root", "preset", "device"}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -50,17 +62,19 @@ class ConfigError(ValueError):
 
 
 def make_hparams(cls: type, config: dict, presets: dict[str, dict] | None = None):
-    """Build a method's hyperparameter dataclass: paper defaults < preset[scale] < config.
+    """Build a method's hyperparameter dataclass: paper defaults < presets[preset] < config.
 
-    `scale` selects a preset ("paper" = the dataclass defaults, "mini" = the embedded
-    mini data). Any other key of `config` that is not a run key must be a field.
+    `preset` selects a preset ("paper" = the dataclass defaults, "mini" = the embedded mini
+    data, "smoke" = seconds-scale checks). Any other key of `config` that is not a run key
+    must be a field.
     """
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    scale = config.get("scale", "mini")
+    preset = config.get("preset", "mini")
     presets = presets or {}
-    if scale != "paper" and scale not in presets:
-        raise ConfigError(f"scale={scale!r} is not known for {cls.__name__}; use 'paper' or one of {sorted(presets)}")
-    values: dict[str, Any] = dict(presets.get(scale, {}))
+    if preset != "paper" and preset not in presets:
+        raise ConfigError(f"preset={preset!r} is not known for {cls.__name__}; use 'paper' or one of "
+                          f"{sorted(presets)}")
+    values: dict[str, Any] = dict(presets.get(preset, {}))
     for key, value in config.items():
         if key in RUN_KEYS:
             continue
@@ -243,14 +257,16 @@ _LOCAL: _LocalSession | None = None
 
 
 class Run:
-    """What a method loop needs from the outside world."""
+    """What a method needs from the outside world: device, rank, the checkpoint, reporting."""
 
     def __init__(self, config: dict, *, ray: bool, rank: int, world: int, device: torch.device):
         self.config = config
         self.seed = int(config.get("seed", 0))
         self.ray, self.rank, self.world, self.device = ray, rank, world, device
         self.history: list[dict] = []
-        self.resumed_at: int | None = None
+        self.checkpoint: dict | None = None  # what to resume from, until the stage it belongs to takes it
+        self.iteration = 0                   # iterations of the stages fit so far (reports count on from it)
+        self.stages: list[str] = []
         self.train_seconds = 0.0
         self._t0 = time.perf_counter()
 
@@ -267,6 +283,7 @@ class Run:
             run = cls(config, ray=True, rank=ctx.get_world_rank(), world=ctx.get_world_size(),
                       device=ray.train.torch.get_device())
         seed_everything(run.seed)
+        run.checkpoint = run._read_checkpoint()
         return run
 
     # -- models ---------------------------------------------------------------------------
@@ -294,9 +311,9 @@ class Run:
                     dist.all_reduce(p.grad)
                     p.grad /= self.world
 
-    # -- resume ---------------------------------------------------------------------------
-    def restore(self) -> dict | None:
-        """The state saved by the latest checkpoint, or None for a fresh run."""
+    # -- checkpoints ----------------------------------------------------------------------
+    def _read_checkpoint(self) -> dict | None:
+        """The latest checkpoint ({"iteration", "stage", "state", "rng"}), or None for a fresh run."""
         if self.ray:
             import ray.train
 
@@ -304,34 +321,37 @@ class Run:
             if ckpt is None:
                 return None
             with ckpt.as_directory() as d:
-                state = self._load_dir(Path(d))
-        else:
-            d = _LOCAL.checkpoint_dir
-            if d is None or not (d / "state.pt").exists():
-                return None
-            state = self._load_dir(d)
-        if state is not None:
-            self.history = state.pop("_history", [])
-            self.resumed_at = state.get("iteration")
-            self.train_seconds = state.pop("_train_seconds", 0.0)
-            set_rng_state(state.pop("_rng"))
-            log.info("resumed from iteration %s", state.get("iteration"))
+                return self._load_dir(Path(d))
+        d = _LOCAL.checkpoint_dir
+        if d is None or not (d / "state.pt").exists():
+            return None
+        return self._load_dir(d)
+
+    def _load_dir(self, d: Path) -> dict:
+        state = torch.load(d / "state.pt", map_location="cpu", weights_only=False)
+        missing = {"iteration", "stage", "state", "rng"} - set(state)
+        if missing:
+            raise RuntimeError(f"{d / 'state.pt'} is not a udalab checkpoint (no {', '.join(sorted(missing))}); "
+                               f"it was written by an older version: start the run over (--restart)")
+        history_file = d / "history.json"
+        self.history = json.loads(history_file.read_text()) if history_file.exists() else []
+        self.train_seconds = state.pop("train_seconds", 0.0)
+        log.info("resuming stage '%s' from iteration %s", state["stage"], state["iteration"])
         return state
 
-    @staticmethod
-    def _load_dir(d: Path) -> dict:
-        state = torch.load(d / "state.pt", map_location="cpu", weights_only=False)
-        history_file = d / "history.json"
-        if history_file.exists():
-            state["_history"] = json.loads(history_file.read_text())
-        return state
+    def _save_dir(self, d: Path, checkpoint: dict) -> None:
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / "state.pt.tmp"
+        torch.save(checkpoint, tmp)
+        os.replace(tmp, d / "state.pt")  # atomic: a kill never leaves half a checkpoint
+        (d / "history.json").write_text(json.dumps(self.history, default=_json_default))
 
     # -- reporting ------------------------------------------------------------------------
     def elapsed(self) -> float:
         return self.train_seconds + time.perf_counter() - self._t0
 
     def report(self, metrics: dict, state: dict | None = None) -> None:
-        """Report metrics; with `state`, also save a checkpoint to resume from.
+        """Report metrics; with `state` ({"iteration", "stage", "state"}), also save a checkpoint.
 
         All workers must call this together (Ray Train's rule); only rank 0's checkpoint
         and metrics are kept.
@@ -341,7 +361,7 @@ class Run:
         metrics = {k: (float(v) if isinstance(v, (np.floating, torch.Tensor)) else v) for k, v in metrics.items()}
         self.history.append(metrics)
         if state is not None:
-            state = {**state, "_rng": rng_state(), "_train_seconds": self.elapsed()}
+            state = {**state, "rng": rng_state(), "train_seconds": self.elapsed()}
         if not self.ray:
             _LOCAL.reports.append(metrics)
             if state is not None and _LOCAL.checkpoint_dir is not None:
@@ -356,22 +376,117 @@ class Run:
             self._save_dir(Path(tmp), state)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
-    def finished_before(self, total_iterations: int) -> bool:
-        """True if the checkpoint resumed from is the run's last one: then its final metrics are
-        reported again (Tune needs a result from every run) and the loop has nothing left to do."""
-        if self.resumed_at is None or self.resumed_at < total_iterations or not self.history:
-            return False
-        final = dict(self.history[-1])
-        self.history.pop()
-        self.report(final)
-        return True
+    def report_final_again(self) -> None:
+        """A run resumed from its very last checkpoint reports its final metrics again: Tune
+        needs a result from every run, and there is nothing left to train."""
+        if self.history:
+            self.report(self.history.pop())
 
-    def _save_dir(self, d: Path, state: dict) -> None:
-        d.mkdir(parents=True, exist_ok=True)
-        tmp = d / "state.pt.tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, d / "state.pt")  # atomic: a kill never leaves half a checkpoint
-        (d / "history.json").write_text(json.dumps(self.history, default=_json_default))
+
+# ---------------------------------------------------------------------------------------
+# The method's side: a Step. The engine's side: fit.
+
+
+@dataclasses.dataclass
+class Stream:
+    """One seeded batch stream of a Step. `id` seeds its samples: keep it stable, and distinct
+    from the run's other streams (source 0, target 1, ...)."""
+
+    dataset: Dataset
+    batch_size: int
+    id: int
+    sampler: Callable[[np.random.Generator], int] | None = None   # e.g. rare-class sampling
+
+
+class Step:
+    """A method's training state. `fit` calls, in this order:
+
+        streams()                      once per stage: the batch streams, by name
+        begin()                        on a fresh start of the stage only (not on a resume)
+        train_step(batch, it, gen)     per iteration: forward and backward, returns the losses;
+                                       `batch` holds one batch per stream name, `it` counts this
+                                       stage's iterations from 0, `gen` is seeded by (seed, it, rank)
+        update()                       once the losses are finite: optimiser and schedule steps
+        evaluate()                     on rank 0 at the eval cadence, networks in eval mode
+        state_dict() / load_state_dict(state)    everything a resume needs, CPU or device tensors
+
+    `networks` are put in training mode for training and eval mode for evaluation.
+    """
+
+    networks: tuple[torch.nn.Module, ...] = ()
+
+    def streams(self) -> dict[str, Stream]:
+        raise NotImplementedError
+
+    def begin(self) -> None:
+        pass
+
+    def train_step(self, batch: dict[str, dict], it: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def update(self) -> None:
+        raise NotImplementedError
+
+    def evaluate(self) -> dict:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:
+        raise NotImplementedError
+
+
+def fit(run: Run, step: Step, *, stage: str, iterations: int, eval_every: int, last: bool = True) -> Step:
+    """Train `step` for `iterations` iterations as the stage named `stage` of the run.
+
+    Reports (and checkpoints) every `eval_every` iterations and at the end of the stage; report
+    iterations count on from the stages before. `last`: the run's final stage (its final
+    report says done). Resumes: a checkpoint of this stage is loaded and training goes on from
+    its iteration; a checkpoint of a later stage means this one finished before (the later
+    stage's state holds what it needs of it), so it is skipped.
+    """
+    if stage in run.stages:
+        raise ValueError(f"stage {stage!r} is fit twice in one run; give each stage its own name")
+    run.stages.append(stage)
+    offset, run.iteration = run.iteration, run.iteration + iterations
+    start, ckpt = 0, run.checkpoint
+    if ckpt is not None and ckpt["stage"] != stage:
+        return step                                  # resumed in a later stage
+    if ckpt is not None:
+        run.checkpoint = None
+        step.load_state_dict(ckpt["state"])
+        set_rng_state(ckpt["rng"])
+        start = ckpt["iteration"] - offset
+    else:
+        step.begin()
+    if start >= iterations:
+        if last:
+            run.report_final_again()
+        return step
+
+    streams = {name: batches(s.dataset, s.batch_size, seed=run.seed, stream=s.id, start=start, rank=run.rank,
+                             world=run.world, device=run.device, sampler=s.sampler)
+               for name, s in step.streams().items()}
+    meter = LossMeter()
+    for net in step.networks:
+        net.train()
+    for it in range(start, iterations):
+        gen = torch.Generator().manual_seed(derive_seed(run.seed, 7, it, run.rank))  # crops, mixing, jitter
+        losses = step.train_step({name: next(s) for name, s in streams.items()}, it, gen)
+        check_finite(losses, offset + it + 1, stage)  # before the update: a NaN never reaches the weights
+        step.update()
+        meter.add(**losses)
+
+        if (it + 1) % eval_every == 0 or it + 1 == iterations:
+            metrics = {}
+            if run.rank == 0:
+                with torch.no_grad(), eval_mode(*step.networks):
+                    metrics = step.evaluate()
+            run.report({"iteration": offset + it + 1, "stage": stage, **metrics, **meter.pop(),
+                        "done": last and it + 1 == iterations},
+                       state={"iteration": offset + it + 1, "stage": stage, "state": step.state_dict()})
+    return step
 
 
 def _json_default(o):

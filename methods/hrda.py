@@ -30,7 +30,7 @@ from torch import nn
 
 from udalab.methods import register
 from udalab.methods.crops import Box, random_box
-from udalab.methods.daformer import DAFormerConfig, dacs_train_loop
+from udalab.methods.daformer import DAFormerConfig, train_dacs
 from udalab.methods.engine import ConfigError
 from udalab.methods.evaluate import evaluate, slide_inference
 from udalab.methods.losses import weighted_ce
@@ -198,4 +198,4 @@ class HRDASegmentor(nn.Module):
 
 @register("hrda")
 def train_loop(config: dict) -> None:
-    dacs_train_loop(config, HRDAConfig, PRESETS, lambda hp, num_classes: HRDASegmentor(hp, num_classes))
+    train_dacs(config, HRDAConfig, PRESETS, HRDASegmentor)

@@ -8,7 +8,10 @@ Algorithm, one trial running all stages:
   3. intra-domain adaptation: ADVENT again, with the easy split and G_inter's argmax
      pseudo labels as the "source" and the hard split as the "target" -> G_intra
      (λ = 1: no hard split left, i.e. plain self-training on pseudo labels;
-      λ = 0: no easy split, stage 3 is skipped and G_inter is the result)
+      λ = 0: no easy split, stages 2-3 are skipped and G_inter is the result)
+
+Each stage is one `fit` (methods/engine.py): a run resumed in stage 3 skips stage 1, whose
+G_inter and ranking are part of stage 3's checkpoint.
 """
 from __future__ import annotations
 
@@ -21,11 +24,10 @@ from torch.utils.data import DataLoader, Subset
 
 from udalab.methods import register
 from udalab.methods.advent import PRESETS as ADVENT_PRESETS
-from udalab.methods.advent import AdventConfig, AdventStage, build_model, evaluate_main
-from udalab.methods.engine import (ConfigError, LossMeter, Run, batches, check_finite, derive_seed, eval_mode,
-                                   make_hparams, unwrap)
+from udalab.methods.advent import AdventConfig, AdventStep, build_model
+from udalab.methods.engine import ConfigError, Run, Stream, derive_seed, eval_mode, fit, make_hparams, unwrap
 from udalab.methods.losses import entropy_map, seg_ce
-from udalab.methods.uda_data import build_uda_data
+from udalab.methods.uda_data import UDAData, build_uda_data
 
 log = logging.getLogger("udalab")
 
@@ -51,8 +53,8 @@ class IntraDAConfig(AdventConfig):
 
 # Mini data: the ADVENT mini preset for each stage; G_intra starts from G_inter because a
 # from-scratch backbone (no ImageNet weights offline) would throw away all it learned.
-PRESETS = {scale: {**preset, "intra_iterations": preset["iterations"] // 2, "intra_init": "inter"}
-           for scale, preset in ADVENT_PRESETS.items()}
+PRESETS = {name: {**preset, "intra_iterations": preset["iterations"] // 2, "intra_init": "inter"}
+           for name, preset in ADVENT_PRESETS.items()}
 
 
 @torch.no_grad()
@@ -71,99 +73,71 @@ def rank_by_entropy(run: Run, G: torch.nn.Module, target, lambda_split: float) -
     return sorted(order[:n_easy]), sorted(order[n_easy:]), scores
 
 
+class IntraStep(AdventStep):
+    """Step 3: ADVENT with the easy split and G_inter's argmax pseudo labels as the "source" and
+    the hard split as the "target" (λ = 1: no hard split, self-training on the pseudo labels)."""
+
+    def __init__(self, run: Run, hp: IntraDAConfig, data: UDAData, G_inter: torch.nn.Module):
+        super().__init__(run, hp, data, build_model(run, hp, data.num_classes), hp.intra_iterations)
+        self.G_inter = G_inter.eval().requires_grad_(False)
+        self.easy: list[int] = []
+        self.hard: list[int] = []
+        self.entropy: list[float] = []
+
+    def begin(self) -> None:
+        # 2. entropy ranking of the target by G_inter; G_intra starts from G_inter or ImageNet
+        self.easy, self.hard, self.entropy = rank_by_entropy(self.run, self.G_inter, self.data.target,
+                                                             self.hp.lambda_split)
+        log.info("entropy ranking: %d easy / %d hard target images (λ=%.2f)", len(self.easy), len(self.hard),
+                 self.hp.lambda_split)
+        if self.hp.intra_init == "inter":
+            unwrap(self.G).load_state_dict(unwrap(self.G_inter).state_dict())
+
+    def streams(self) -> dict[str, Stream]:
+        streams = {"easy": Stream(Subset(self.data.target, self.easy), self.hp.batch_size, id=2)}
+        if self.hard:
+            streams["hard"] = Stream(Subset(self.data.target, self.hard), self.hp.batch_size, id=3)
+        return streams
+
+    def train_step(self, batch: dict, it: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        # 3. pseudo labels: argmax of G_inter on the easy image; align easy -> hard
+        x = batch["easy"]["image"]
+        with torch.no_grad(), self.amp():
+            pseudo = F.interpolate(self.G_inter(x)[0], size=x.shape[-2:], mode="bilinear",
+                                   align_corners=False).argmax(1)
+        if "hard" in batch:
+            return self.align(x, pseudo, batch["hard"]["image"])
+        return self.self_train(x, pseudo)
+
+    def self_train(self, x: torch.Tensor, pseudo: torch.Tensor) -> dict[str, torch.Tensor]:
+        """λ = 1: the segmentation loss on pseudo labels only (D gets no gradient)."""
+        self.opt_G.zero_grad(set_to_none=True)
+        with self.amp():
+            main, aux = self.G(x)
+            seg_main, seg_aux = seg_ce(main, pseudo), seg_ce(aux, pseudo)
+        (seg_main + self.hp.lambda_seg_aux * seg_aux).backward()
+        return {"seg_main": seg_main.detach(), "seg_aux": seg_aux.detach()}
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "G_inter": unwrap(self.G_inter).state_dict(), "easy": self.easy,
+                "hard": self.hard, "entropy": self.entropy}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        unwrap(self.G_inter).load_state_dict(state["G_inter"])
+        self.easy, self.hard, self.entropy = state["easy"], state["hard"], state["entropy"]
+
+
 @register("intrada")
 def train_loop(config: dict) -> None:
     run = Run.start(config)
     hp = make_hparams(IntraDAConfig, config, PRESETS)
     data = build_uda_data(config, hp.source_size, hp.target_size)
-    meter = LossMeter()
-
-    def report(it: int, stage_name: str, G, state: dict) -> None:
-        done = it == hp.total_iterations
-        run.report({"iteration": it, "stage": stage_name, **evaluate_main(run, G, data, hp), **meter.pop(),
-                    "done": done}, state={"iteration": it, "stage_name": stage_name, **state})
-
-    state = run.restore()
-    start = state["iteration"] if state else 0
-    if run.finished_before(hp.total_iterations):
-        return
-
-    # ---- 1. inter-domain adaptation (ADVENT, source -> target) ---------------------------
-    G_inter = build_model(run, hp, data.num_classes)
-    if start < hp.iterations:
-        inter = AdventStage(run, hp, G_inter, data.num_classes, hp.iterations)
-        if state:
-            inter.load_state_dict(state["inter"])
-        source = batches(data.source, hp.batch_size, seed=run.seed, stream=0, start=start,
-                         rank=run.rank, world=run.world, device=run.device)
-        target = batches(data.target, hp.batch_size, seed=run.seed, stream=1, start=start,
-                         rank=run.rank, world=run.world, device=run.device)
-        inter.train()
-        for it in range(start, hp.iterations):
-            s, t = next(source), next(target)
-            losses = inter.step(s["image"], s["label"], t["image"])
-            check_finite(losses, it + 1, "inter")
-            meter.add(**losses)
-            if (it + 1) % hp.eval_every == 0 or it + 1 == hp.iterations:
-                report(it + 1, "inter", G_inter, {"inter": inter.state_dict()})
-        start = hp.iterations
-        del inter, source, target
-    else:  # resumed after stage 1: G_inter is in the checkpoint
-        unwrap(G_inter).load_state_dict(state["G_inter"] if "G_inter" in state else state["inter"]["G"])
-
-    # ---- 2. entropy ranking: easy / hard split of the target ----------------------------
-    if state and "easy" in state:
-        easy, hard, scores = state["easy"], state["hard"], state["entropy"]
-    else:
-        easy, hard, scores = rank_by_entropy(run, G_inter, data.target, hp.lambda_split)
-    log.info("entropy ranking: %d easy / %d hard target images (λ=%.2f)", len(easy), len(hard), hp.lambda_split)
-    G_inter.eval()
-    for p in G_inter.parameters():
-        p.requires_grad_(False)
-    ranking = {"easy": easy, "hard": hard, "entropy": scores, "G_inter": unwrap(G_inter).state_dict()}
-
-    if not easy or hp.intra_iterations == 0:
-        # λ = 0: nothing to self-train on; the inter-domain model is the result
-        report(hp.total_iterations, "intra", G_inter, ranking)
-        return
-
-    # ---- 3. intra-domain adaptation (ADVENT, easy + pseudo labels -> hard) ---------------
-    torch.manual_seed(derive_seed(run.seed, 3))  # stage 3's networks start the same, resumed or not
-    G_intra = build_model(run, hp, data.num_classes)
-    if hp.intra_init == "inter":
-        unwrap(G_intra).load_state_dict(unwrap(G_inter).state_dict())
-    intra = AdventStage(run, hp, G_intra, data.num_classes, hp.intra_iterations)
-    if state and "intra" in state:
-        intra.load_state_dict(state["intra"])
-    stage_start = start - hp.iterations
-    easy_batches = batches(Subset(data.target, easy), hp.batch_size, seed=run.seed, stream=2, start=stage_start,
-                           rank=run.rank, world=run.world, device=run.device)
-    hard_batches = (batches(Subset(data.target, hard), hp.batch_size, seed=run.seed, stream=3, start=stage_start,
-                            rank=run.rank, world=run.world, device=run.device) if hard else None)
-    intra.train()
-    for k in range(stage_start, hp.intra_iterations):
-        it = hp.iterations + k
-        e = next(easy_batches)
-        with torch.no_grad(), intra.amp():  # pseudo labels: argmax of G_inter on the easy image
-            pseudo = F.interpolate(G_inter(e["image"])[0], size=e["image"].shape[-2:], mode="bilinear",
-                                   align_corners=False).argmax(1)
-        if hard_batches is not None:
-            losses = intra.step(e["image"], pseudo, next(hard_batches)["image"])
-        else:  # λ = 1: self-training only
-            losses = self_train_step(intra, e["image"], pseudo)
-        check_finite(losses, it + 1, "intra")
-        meter.add(**losses)
-        if (k + 1) % hp.eval_every == 0 or k + 1 == hp.intra_iterations:
-            report(it + 1, "intra", G_intra, {"intra": intra.state_dict(), **ranking})
-
-
-def self_train_step(stage: AdventStage, x: torch.Tensor, pseudo: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The intra stage without a hard split: segmentation loss on pseudo labels only."""
-    stage.opt_G.zero_grad(set_to_none=True)
-    with stage.amp():
-        main, aux = stage.G(x)
-        seg_main, seg_aux = seg_ce(main, pseudo), seg_ce(aux, pseudo)
-    (seg_main + stage.hp.lambda_seg_aux * seg_aux).backward()
-    stage.opt_G.step()
-    stage.sched_G.step()
-    return {"seg_main": seg_main.detach(), "seg_aux": seg_aux.detach()}
+    intra = int(len(data.target) * hp.lambda_split) > 0 and hp.intra_iterations > 0  # λ = 0: G_inter is the result
+    # 1. inter-domain adaptation (ADVENT, source -> target)
+    inter = AdventStep(run, hp, data, build_model(run, hp, data.num_classes), hp.iterations)
+    fit(run, inter, stage="inter", iterations=hp.iterations, eval_every=hp.eval_every, last=not intra)
+    if intra:  # 2-3. entropy ranking, intra-domain adaptation (easy + pseudo labels -> hard)
+        torch.manual_seed(derive_seed(run.seed, 3))  # stage 3's networks start the same, resumed or not
+        fit(run, IntraStep(run, hp, data, inter.G), stage="intra", iterations=hp.intra_iterations,
+            eval_every=hp.eval_every)

@@ -12,7 +12,7 @@ from udalab.methods.hrda import PRESETS, HRDAConfig, HRDASegmentor, fuse
 from udalab.methods.mixing import classmix_masks, mix, strong_augment
 from udalab.methods.segformer import MiT, EncoderDecoder, convert_mit_state, load_pretrained
 
-SMOKE = {"scale": "smoke", "seed": 0}
+SMOKE = {"preset": "smoke", "seed": 0}
 
 
 # -- MiT ----------------------------------------------------------------------------------
@@ -104,7 +104,7 @@ def test_balanced_box_avoids_a_dominating_class():
 
 
 def test_hrda_crops_follow_the_grid_and_detail_lies_inside_context():
-    hp = make_hparams(HRDAConfig, {"scale": "mini", "crop_ratio": 0.75}, PRESETS)
+    hp = make_hparams(HRDAConfig, {"preset": "mini", "crop_ratio": 0.75}, PRESETS)
     k = hp.grid
     assert k == 8  # s * o = 2 * 4
     cw, ch = hp.train_crop()
@@ -117,9 +117,9 @@ def test_hrda_crops_follow_the_grid_and_detail_lies_inside_context():
             assert b.y % k == 0 and b.x % k == 0
             assert 0 <= b.y and b.y + b.h <= ch and 0 <= b.x and b.x + b.w <= cw
             assert (b.h, b.w) == (dh, dw)
-    assert make_hparams(HRDAConfig, {"scale": "paper"}, PRESETS).detail_crop() == (512, 512)
+    assert make_hparams(HRDAConfig, {"preset": "paper"}, PRESETS).detail_crop() == (512, 512)
     with pytest.raises(ConfigError, match="mode must be one of"):
-        make_hparams(HRDAConfig, {"scale": "mini", "mode": "hd"}, PRESETS)
+        make_hparams(HRDAConfig, {"preset": "mini", "mode": "hd"}, PRESETS)
 
 
 def test_fused_output_is_the_lr_output_where_attention_is_zero():
@@ -141,15 +141,15 @@ def test_fused_output_is_the_lr_output_where_attention_is_zero():
 
 
 def test_hrda_loss_weights_fused_and_detail_terms():
-    hp = make_hparams(HRDAConfig, {"scale": "mini", "crop_size": [64, 64], "hr_loss_weight": 0.0}, PRESETS)
+    hp = make_hparams(HRDAConfig, {"preset": "mini", "crop_size": [64, 64], "hr_loss_weight": 0.0}, PRESETS)
     seg = HRDASegmentor(hp, 19).eval()
     x, y = torch.randn(2, 3, 64, 64), torch.randint(0, 19, (2, 64, 64))
     gen = torch.Generator().manual_seed(0)
     boxes = seg.draw(2, 64, 64, gen)
     only_fused = seg(x, y, None, boxes)["loss"]
-    seg.hp = make_hparams(HRDAConfig, {"scale": "mini", "crop_size": [64, 64], "hr_loss_weight": 1.0}, PRESETS)
+    seg.hp = make_hparams(HRDAConfig, {"preset": "mini", "crop_size": [64, 64], "hr_loss_weight": 1.0}, PRESETS)
     only_detail = seg(x, y, None, boxes)["loss"]
-    seg.hp = make_hparams(HRDAConfig, {"scale": "mini", "crop_size": [64, 64], "hr_loss_weight": 0.1}, PRESETS)
+    seg.hp = make_hparams(HRDAConfig, {"preset": "mini", "crop_size": [64, 64], "hr_loss_weight": 0.1}, PRESETS)
     both = seg(x, y, None, boxes)["loss"]
     torch.testing.assert_close(both, 0.9 * only_fused + 0.1 * only_detail)
     assert seg.predict(x).shape == (2, 19, 64, 64)
@@ -245,12 +245,12 @@ def test_daformer_resume_keeps_the_teacher(tmp_path, mini_data):
     with pytest.raises(Stop):
         run_local(until_two, config, checkpoint_dir=ckpt)
     mid = torch.load(ckpt / "state.pt", weights_only=False)
-    assert mid["iteration"] == 2 and "teacher" in mid
+    assert mid["iteration"] == 2 and "teacher" in mid["state"]
     resumed = run_local("daformer", config, checkpoint_dir=ckpt)
     assert [r["iteration"] for r in resumed] == [4]
     strip = lambda r: {k: v for k, v in r.items() if k != "train_seconds"}  # noqa: E731
     assert strip(resumed[-1]) == pytest.approx(strip(full[-1]))
     end_full = torch.load(full_dir / "state.pt", weights_only=False)
     end_resumed = torch.load(ckpt / "state.pt", weights_only=False)
-    for k, v in end_full["teacher"].items():
-        torch.testing.assert_close(end_resumed["teacher"][k], v, rtol=0, atol=0)
+    for k, v in end_full["state"]["teacher"].items():
+        torch.testing.assert_close(end_resumed["state"]["teacher"][k], v, rtol=0, atol=0)

@@ -22,10 +22,10 @@ class HP:
 
 
 def test_hparams_paper_defaults_preset_then_config():
-    assert make_hparams(HP, {"scale": "paper"}) == HP()
-    hp = make_hparams(HP, {"scale": "mini", "lr": 0.5, "seed": 3, "method": "x"}, {"mini": {"lr": 0.2, "iterations": 7}})
+    assert make_hparams(HP, {"preset": "paper"}) == HP()
+    hp = make_hparams(HP, {"preset": "mini", "lr": 0.5, "seed": 3, "method": "x"}, {"mini": {"lr": 0.2, "iterations": 7}})
     assert (hp.lr, hp.iterations) == (0.5, 7)
-    assert make_hparams(HP, {"size": [16, 8], "scale": "paper"}).size == (16, 8)
+    assert make_hparams(HP, {"size": [16, 8], "preset": "paper"}).size == (16, 8)
 
 
 @pytest.mark.parametrize("config, message", [
@@ -33,11 +33,11 @@ def test_hparams_paper_defaults_preset_then_config():
     ({"iterations": 2.5}, "must be an integer"),
     ({"lr": "fast"}, "must be a number"),
     ({"flag": 1}, "must be true/false"),
-    ({"scale": "huge"}, "scale='huge'"),
+    ({"preset": "huge"}, "preset='huge'"),
 ])
 def test_hparams_bad_config_names_the_value(config, message):
     with pytest.raises(ConfigError, match=message):
-        make_hparams(HP, {"scale": "paper", **config} if "scale" not in config else config)
+        make_hparams(HP, {"preset": "paper", **config} if "preset" not in config else config)
 
 
 class Numbers(Dataset):

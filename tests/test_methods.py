@@ -1,4 +1,5 @@
 """Method loops on the mini data, without Ray: they learn, resume bit-for-bit, fail loudly."""
+import json
 import math
 
 import pytest
@@ -8,7 +9,7 @@ from udalab.methods import get_method, list_methods
 from udalab.methods.engine import ConfigError, NonFiniteLossError, run_local
 from udalab.methods.intrada import rank_by_entropy
 
-SMOKE = {"scale": "smoke", "seed": 0}
+SMOKE = {"preset": "smoke", "seed": 0}
 
 
 def test_registry_lists_the_methods():
@@ -35,10 +36,14 @@ def _strip_time(reports):
     return [{k: v for k, v in r.items() if k != "train_seconds"} for r in reports]
 
 
-@pytest.mark.parametrize("method, stop_after", [("advent", 2), ("intrada", 4)])
-def test_resume_continues_bit_for_bit(method, stop_after, tmp_path, mini_data):
+@pytest.mark.parametrize("method, stop_after, extra", [
+    ("source_only", 2, {}), ("advent", 2, {}), ("daformer", 2, {}), ("hrda", 2, {}),
+    ("intrada", 4, {}),                          # at the end of stage 1: stage 2 starts fresh
+    ("intrada", 6, {"intra_iterations": 4}),     # inside stage 2: stage 1 is skipped, its G_inter restored
+])
+def test_resume_continues_bit_for_bit(method, stop_after, extra, tmp_path, mini_data):
     """Kill after the checkpoint at `stop_after`, resume: same metrics as one uninterrupted run."""
-    config = {"method": method, **SMOKE, "seed": 1}
+    config = {"method": method, **SMOKE, "seed": 1, **extra}
     full = run_local(method, config)
 
     ckpt = tmp_path / "ckpt"
@@ -98,3 +103,41 @@ def test_entropy_ranking_splits_by_lambda(mini_data):
     assert max(scores[i] for i in easy) <= min(scores[i] for i in hard)
     assert rank_by_entropy(run, G, target, 0.0)[0] == []
     assert rank_by_entropy(run, G, target, 1.0)[1] == []
+
+
+CHECKPOINT_LAYOUT = {"iteration", "stage", "state", "rng", "train_seconds"}
+
+
+@pytest.mark.parametrize("method, stage", [("source_only", "source"), ("advent", "inter"), ("intrada", "intra"),
+                                           ("daformer", "dacs"), ("hrda", "dacs")])
+def test_every_method_writes_one_checkpoint_layout(method, stage, tmp_path, mini_data):
+    reports = run_local(method, {"method": method, **SMOKE}, checkpoint_dir=tmp_path)
+    ckpt = torch.load(tmp_path / "state.pt", weights_only=False)
+    assert set(ckpt) == CHECKPOINT_LAYOUT
+    assert (ckpt["iteration"], ckpt["stage"]) == (reports[-1]["iteration"], stage)
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [r["iteration"] for r in history] == [r["iteration"] for r in reports]
+
+    # a run resumed from its final checkpoint trains nothing and reports its final metrics again
+    again = run_local(method, {"method": method, **SMOKE}, checkpoint_dir=tmp_path)
+    assert len(again) == 1 and _strip_time(again)[0] == pytest.approx(_strip_time(reports)[-1], nan_ok=True)
+    assert torch.load(tmp_path / "state.pt", weights_only=False)["iteration"] == ckpt["iteration"]
+
+
+def test_intrada_lambda_zero_ends_with_the_inter_model(mini_data):
+    reports = run_local("intrada", {"method": "intrada", **SMOKE, "lambda_split": 0.0})
+    assert {r["stage"] for r in reports} == {"inter"}
+    assert reports[-1]["done"] is True and reports[-1]["iteration"] == 4
+
+
+def test_a_train_loop_is_a_few_lines():
+    """A method's train_loop only declares: hyperparameters, data, Step(s), fit. The loop is the engine's."""
+    import inspect
+
+    from udalab.methods import METHODS
+
+    list_methods()
+    for name, fn in METHODS.items():
+        body = inspect.getsource(inspect.unwrap(fn)).splitlines()
+        assert len(body) <= 15, f"{name}'s train_loop has {len(body)} lines"
+        assert "for " not in inspect.getsource(fn), f"{name}'s train_loop loops itself; hand a Step to fit"

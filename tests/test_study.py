@@ -110,7 +110,7 @@ def test_sigkill_midway_resumes_unfinished_trial_from_checkpoint(tmp_path, mini_
     assert _checkpoints(study)[finished_run] == killed_at[finished_run]
     # the unfinished one continued from its checkpoint, not from iteration 0
     after = lines_after["intrada"]
-    total = make_hparams(IntraDAConfig, {"scale": "smoke", "iterations": 30}, PRESETS).total_iterations
+    total = make_hparams(IntraDAConfig, {"preset": "smoke", "iterations": 30}, PRESETS).total_iterations
     assert after[0]["iteration"] > 2, [r["iteration"] for r in after]
     assert after[-1]["done"] is True and after[-1]["iteration"] == total
 
@@ -118,7 +118,7 @@ def test_sigkill_midway_resumes_unfinished_trial_from_checkpoint(tmp_path, mini_
     row = df[df["method"] == "intrada"].iloc[0]
     torch.set_num_threads(1)  # as in the Ray worker (1 CPU)
     uninterrupted = run_local("intrada", {"method": "intrada", "lambda_split": 0.67, "seed": int(row["seed"]),
-                                          "scale": "smoke", "iterations": 30, "eval_every": 2})
+                                          "preset": "smoke", "iterations": 30, "eval_every": 2})
     assert row["miou"] == pytest.approx(uninterrupted[-1]["miou"], abs=1e-6)
 
 
