@@ -51,12 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     p_report.add_argument("study", nargs="*", help="study folder(s) under --results, e.g. intrada_split "
                                                    "(default: every study there)")
     p_report.add_argument("--results", default="results", help="results folder (local path or s3://...)")
-    p_report.add_argument("--scale", default=None, choices=["mini", "smoke", "paper"],
+    p_report.add_argument("--preset", default=None, choices=["mini", "smoke", "paper"],
                           help="what data the study ran on (default: as recorded in udalab_study.json)")
     p_report.add_argument("--no-figures", action="store_true", help="skip the PNG/SVG export of the figures")
 
     p_eval = sub.add_parser("eval", help="score saved prediction PNGs like cityscapesScripts")
-    from udalab.analysis.evaluate import add_eval_arguments
+    from udalab.analysis.score_predictions import add_eval_arguments
 
     add_eval_arguments(p_eval)
 
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_data(args)
     elif args.command == "eval":
-        from udalab.analysis.evaluate import run_eval
+        from udalab.analysis.score_predictions import run_eval
 
         run_eval(args)
     return 0
@@ -138,7 +138,7 @@ def _report(args) -> int:
             continue
         if len(df):
             print(store.write_trials(study_dir, df))
-        print(write_report(study_dir, spec, df=df, data_scale=args.scale,
+        print(write_report(study_dir, spec, df=df, preset=args.preset,
                            static_figures=False if args.no_figures else None, index=False))
     print(write_index(results))
     return status

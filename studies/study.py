@@ -44,9 +44,11 @@ class Study:
     search:  an Optuna search space {name: tune.uniform(...) ...} over `method`'s
              hyperparameters, `num_samples` trials (used with --optuna).
     fixed:   hyperparameter overrides for every trial.
-    budget:  per-scale overrides of every trial ({"mini": {"iterations": 300}}): a shorter mini
+    budget:  per-preset overrides of every trial ({"mini": {"iterations": 300}}): a shorter mini
              schedule that keeps the paper-scale run (--data-root) at the paper's defaults.
-    smoke_rows: indices of the rows --smoke keeps (it also uses one seed and the "smoke" scale).
+    smoke_rows: indices of the rows --smoke keeps (it also uses one seed and the "smoke" preset).
+    source, target: the datasets every trial adapts between; `--set source=...` or a row's
+             "source" overrides them (e.g. an oracle row trained on the target).
     """
 
     name: str
@@ -63,7 +65,7 @@ class Study:
     fixed: dict = dataclasses.field(default_factory=dict)
     smoke_rows: tuple[int, ...] = (0, 1)
     description: str = ""
-    budget: dict = dataclasses.field(default_factory=dict)  # per scale: {"mini": {"iterations": 300}}
+    budget: dict = dataclasses.field(default_factory=dict)  # per preset: {"mini": {"iterations": 300}}
 
     def grid_rows(self) -> list[dict]:
         return [{"method": self.method, **row} for row in self.rows]
@@ -85,7 +87,7 @@ def build_parser(study: Study | None = None) -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None,
                    help="folder holding the real datasets as <root>/<name> (gta5/, cityscapes/); "
                         "unset: the embedded mini data")
-    p.add_argument("--scale", default=None, choices=["mini", "paper", "smoke"],
+    p.add_argument("--preset", default=None, choices=["mini", "paper", "smoke"],
                    help="hyperparameter preset (default: paper with --data-root, else mini)")
     p.add_argument("--results", default="results", help="results folder (local path or s3://...)")
     p.add_argument("--address", default=None, help="Ray cluster address ('auto' on a cluster started by ray up)")
@@ -123,14 +125,14 @@ def _trial(config: dict, settings: dict) -> None:
     from udalab.methods import get_method
 
     trial_id = ray.tune.get_context().get_trial_id()
-    run_config = trial_run_config(config, settings)
+    method_config = trial_run_config(config, settings)
     workers = settings["workers"]
     per_worker = {"CPU": settings["cpus_per_trial"] / workers}
     if settings["gpus_per_trial"]:
         per_worker["GPU"] = settings["gpus_per_trial"] / workers
     trainer = TorchTrainer(
-        get_method(run_config["method"]),
-        train_loop_config=run_config,
+        get_method(method_config["method"]),
+        train_loop_config=method_config,
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(settings["gpus_per_trial"]),
                                      resources_per_worker=per_worker),
         run_config=RunConfig(
@@ -143,16 +145,27 @@ def _trial(config: dict, settings: dict) -> None:
     trainer.fit()
 
 
+def trial_settings(study: Study, args) -> dict:
+    """What every trial of one invocation shares: method, data, preset and fixed hyperparameters.
+
+    The data is the study's own (source, target), unless `--set source=...` / `target=...`
+    names another; the data roots cover every dataset a row names too."""
+    preset = args.preset or ("smoke" if args.smoke else ("paper" if args.data_root else "mini"))
+    fixed = {**study.fixed, **study.budget.get(preset, {}), **_parse_sets(args.set)}
+    source, target = fixed.pop("source", study.source), fixed.pop("target", study.target)
+    names = {source, target} | {row[k] for row in study.rows for k in ("source", "target") if k in row}
+    return dict(method=study.method, source=source, target=target, preset=preset, fixed=fixed,
+                data_root=_data_roots(args.data_root, sorted(names)))
+
+
 def trial_run_config(config: dict, settings: dict) -> dict:
-    """The method's run config of one trial: row (grid) or searched values, seed, data, scale."""
-    run_config = dict(settings["fixed"])
-    row = config.get("row", {})
-    run_config.update({k: v for k, v in config.items() if k != "row"})
-    run_config.update(row)
-    run_config.setdefault("method", settings["method"])
-    run_config.update(source=settings["source"], target=settings["target"], data_root=settings["data_root"],
-                      scale=settings["scale"])
-    return run_config
+    """The method's config of one trial: study defaults < fixed (--set, budget) < searched values
+    and seed < the grid row. Nothing overwrites what a row or --set declares."""
+    method_config = {"method": settings["method"], "source": settings["source"], "target": settings["target"],
+                     "data_root": settings["data_root"], "preset": settings["preset"], **settings["fixed"]}
+    method_config.update({k: v for k, v in config.items() if k != "row"})
+    method_config.update(config.get("row", {}))
+    return method_config
 
 
 # ---------------------------------------------------------------------------------------
@@ -209,17 +222,15 @@ def run_study(study: Study, args) -> int:
     results = _abs_uri(args.results)
     name = study_dir_name(study, args)
     study_dir = f"{results.rstrip('/')}/{name}"
-    scale = args.scale or ("smoke" if args.smoke else ("paper" if args.data_root else "mini"))
-    data_root = _data_roots(args.data_root, (study.source, study.target))
+    shared = trial_settings(study, args)
+    preset = shared["preset"]
 
     if args.restart and _exists(study_dir):
         moved = f"{study_dir}.old-{time.strftime('%Y%m%d-%H%M%S')}"
         _move(study_dir, moved)
         print(f"--restart: the previous results were moved to {moved}")
 
-    fixed = {**study.fixed, **study.budget.get(scale, {}), **_parse_sets(args.set)}
-    options = {"scale": scale, "data_root": data_root, "fixed": fixed, "source": study.source,
-               "target": study.target}
+    options = {k: shared[k] for k in ("preset", "data_root", "fixed", "source", "target")}
     if args.seeds:  # recorded only when given, so studies started before this option still resume
         options["seeds"] = list(args.seeds)
     _check_same_options(study_dir, options)
@@ -228,9 +239,7 @@ def run_study(study: Study, args) -> int:
     cluster = ray.cluster_resources()
     gpus = args.gpus_per_trial if args.gpus_per_trial is not None else (
         float(args.workers) if cluster.get("GPU", 0) >= 1 else 0.0)
-    settings = dict(method=study.method, source=study.source, target=study.target, data_root=data_root,
-                    scale=scale, fixed=fixed, workers=args.workers,
-                    cpus_per_trial=args.cpus_per_trial, gpus_per_trial=gpus,
+    settings = dict(shared, workers=args.workers, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=gpus,
                     train_storage=f"{study_dir}/_train")
     trainable = tune.with_resources(tune.with_parameters(_trial, settings=settings), {DRIVER_RESOURCE: 1})
 
@@ -254,7 +263,7 @@ def run_study(study: Study, args) -> int:
     if study.report is not None and not args.no_report:
         from udalab.analysis.report import write_report
 
-        report = write_report(study_dir, study.report, df=df, data_scale=scale)
+        report = write_report(study_dir, study.report, df=df, preset=preset)
         print(f"report: {report}")
     unfinished = int((df["status"] != "TERMINATED").sum()) if len(df) else 0
     if grid.errors:
@@ -291,6 +300,8 @@ def _check_same_options(study_dir: str, options: dict) -> None:
     if fs.get_file_info(file).type == pafs.FileType.File:
         with fs.open_input_stream(file) as f:
             before = json.loads(f.read())
+        if "scale" in before and "preset" not in before:  # written before the preset had its own name
+            before["preset"] = before.pop("scale")
         if before != json.loads(json.dumps(options)):
             changed = sorted(k for k in set(before) | set(options) if before.get(k) != options.get(k))
             raise SystemExit(
@@ -381,9 +392,12 @@ def _fits(cluster: dict, cpus_per_trial: float, gpus_per_trial: float) -> int:
 
 
 def _data_roots(root: str | None, names) -> dict | None:
+    """{root key: <root>/<root key>} for the datasets named (every MFNet view reads <root>/mfnet)."""
     if not root:
         return None
-    roots = {name: str(Path(root) / name) for name in names}
+    from udalab.datasets import root_key
+
+    roots = {root_key(name): str(Path(root) / root_key(name)) for name in names}
     for name, path in roots.items():
         if not Path(path).is_dir():
             raise SystemExit(f"--data-root {root}: expected the {name} dataset in {path} (a folder named "

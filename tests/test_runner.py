@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -29,10 +30,10 @@ def test_cluster_yaml_is_valid_for_the_ray_autoscaler():
 
 def test_trial_config_merges_row_seed_and_study_options():
     settings = {"method": "intrada", "source": "gta5", "target": "cityscapes", "data_root": None,
-                "scale": "mini", "fixed": {"iterations": 10}}
+                "preset": "mini", "fixed": {"iterations": 10}}
     cfg = runner.trial_run_config({"row": {"method": "advent"}, "seed": 2}, settings)
     assert cfg == {"iterations": 10, "seed": 2, "method": "advent", "source": "gta5", "target": "cityscapes",
-                   "data_root": None, "scale": "mini"}
+                   "data_root": None, "preset": "mini"}
     optuna = runner.trial_run_config({"method": "intrada", "lambda_split": 0.3, "seed": 0}, settings)
     assert optuna["lambda_split"] == 0.3 and optuna["method"] == "intrada"
 
@@ -56,10 +57,10 @@ def test_data_root_layout_is_checked(tmp_path):
 
 def test_changed_options_on_resume_are_refused(tmp_path):
     study_dir = str(tmp_path / "s")
-    runner._check_same_options(study_dir, {"scale": "mini", "fixed": {}})
-    runner._check_same_options(study_dir, {"scale": "mini", "fixed": {}})  # same: fine
-    with pytest.raises(SystemExit, match=r"other options \(scale: was \{'scale': 'mini'\}"):
-        runner._check_same_options(study_dir, {"scale": "paper", "fixed": {}})
+    runner._check_same_options(study_dir, {"preset": "mini", "fixed": {}})
+    runner._check_same_options(study_dir, {"preset": "mini", "fixed": {}})  # same: fine
+    with pytest.raises(SystemExit, match=r"other options \(preset: was \{'preset': 'mini'\}"):
+        runner._check_same_options(study_dir, {"preset": "paper", "fixed": {}})
 
 
 def test_bad_set_value_is_a_clear_error():
@@ -75,11 +76,11 @@ def test_udalab_command_lists_and_trains(tmp_path, mini_data):
 
     assert "intrada_split" in udalab("studies").stdout
     assert set(udalab("methods").stdout.split()) >= {"source_only", "advent", "intrada"}
-    out = udalab("train", "advent", "--set", "scale=smoke", "--set", "seed=3", "--checkpoint-dir", str(tmp_path))
+    out = udalab("train", "advent", "--set", "preset=smoke", "--set", "seed=3", "--checkpoint-dir", str(tmp_path))
     assert out.returncode == 0, out.stderr[-2000:]
     last = json.loads(out.stdout.strip().splitlines()[-1])
     assert last["done"] and last["iteration"] == 4 and (tmp_path / "state.pt").exists()
-    bad = udalab("train", "advent", "--set", "scale=smoke", "--set", "lamda_adv_main=1")
+    bad = udalab("train", "advent", "--set", "preset=smoke", "--set", "lamda_adv_main=1")
     assert bad.returncode != 0 and "unknown hyperparameter 'lamda_adv_main'" in bad.stderr
 
 
@@ -91,11 +92,48 @@ def test_hrda_study_grid_budget_and_seeds_option():
     rows = HRDA.grid_rows()
     assert {r["method"] for r in rows} == {"hrda"} and len(rows) == 11
     assert [(r["mode"], r["crop_ratio"]) for r in (rows[i] for i in HRDA.smoke_rows)] == [("lr", 1.0), ("lr+hr", 1.0)]
-    for row in rows:  # every row is a valid configuration at both scales
-        for scale in ("mini", "paper"):
-            make_hparams(HRDAConfig, {**row, **HRDA.fixed, **HRDA.budget.get(scale, {}), "scale": scale}, PRESETS)
+    for row in rows:  # every row is a valid configuration at both presets
+        for preset in ("mini", "paper"):
+            make_hparams(HRDAConfig, {**row, **HRDA.fixed, **HRDA.budget.get(preset, {}), "preset": preset}, PRESETS)
     args = runner.build_parser(HRDA).parse_args(["--seeds", "4", "5"])
     space, _ = runner._search(HRDA, args, max_concurrent=1)
     assert space["seed"] == {"grid_search": [4, 5]} and len(space["row"]["grid_search"]) == 11
     space, _ = runner._search(HRDA, runner.build_parser(HRDA).parse_args([]), max_concurrent=1)
     assert space["seed"] == {"grid_search": [0, 1, 2]}
+
+
+def test_hrda_s_is_set_from_set_and_from_a_study_row():
+    """`scale` is HRDA's s (the preset has its own name), so neither --set nor a row is overwritten."""
+    from udalab.methods.engine import make_hparams
+    from udalab.methods.hrda import PRESETS, HRDAConfig
+    from udalab.studies.hrda_crop_size import STUDY as HRDA
+
+    settings = runner.trial_settings(HRDA, runner.build_parser(HRDA).parse_args(["--set", "scale=4"]))
+    cfg = runner.trial_run_config({"row": {"mode": "lr+hr"}, "seed": 0}, settings)
+    assert cfg["scale"] == 4 and cfg["preset"] == "mini"
+    assert make_hparams(HRDAConfig, cfg, PRESETS).grid == 16           # k = s·o = 4·4
+    cfg = runner.trial_run_config({"row": {"mode": "lr+hr", "scale": 1}, "seed": 0}, settings)
+    assert make_hparams(HRDAConfig, cfg, PRESETS).scale == 1
+
+
+def test_a_study_trains_on_the_data_it_declares(mini_data):
+    """SYNTHIA -> Cityscapes, declared by the study or by --set, reaches the method: it trains on
+    SYNTHIA and scores the 16 classes SYNTHIA labels."""
+    from udalab.datasets.synthia import SYNTHIA
+    from udalab.methods.engine import run_local
+    from udalab.methods.uda_data import build_uda_data
+    from udalab.studies.study import Study
+
+    synthia = Study(name="s", method="source_only", source="synthia", target="cityscapes")
+    gta = Study(name="g", method="source_only")
+    for study, argv in ((synthia, []), (gta, ["--set", "source=synthia"])):
+        settings = runner.trial_settings(study, runner.build_parser(study).parse_args(["--smoke", *argv]))
+        cfg = runner.trial_run_config({"row": {"method": "source_only"}, "seed": 0}, settings)
+        assert (cfg["source"], cfg["target"], cfg["preset"]) == ("synthia", "cityscapes", "smoke")
+        assert "source" not in settings["fixed"]
+    data = build_uda_data(cfg, (64, 32), (64, 32))
+    assert isinstance(data.source, SYNTHIA) and len(data.eval_classes) == 16
+    last = run_local("source_only", {**cfg, "iterations": 2})[-1]
+    scored = [last[f"iou.{data.class_names[c]}"] for c in data.eval_classes]
+    assert last["miou"] == pytest.approx(np.nanmean(scored))
+    assert not {"iou.terrain", "iou.truck", "iou.train"} & set(last)   # the 3 classes SYNTHIA does not label
