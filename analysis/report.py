@@ -38,7 +38,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import html
-import json
 import logging
 import math
 import os
@@ -66,7 +65,6 @@ log = logging.getLogger("udalab")
 
 REPORT_FILE = "report.html"
 INDEX_FILE = "index.html"
-STUDY_OPTIONS_FILE = "udalab_study.json"
 
 _BANNERS = {
     "mini": ("mini data: compare the shape, not the level, with the published numbers. These trials ran on "
@@ -717,12 +715,7 @@ def _write_text(fs, path: str, name: str, text: str) -> str:
 
 def _study_preset(fs, path: str) -> str | None:
     """The preset the study recorded in udalab_study.json ("scale" in folders written before "preset")."""
-    text = store.read_text(fs, store.join_path(path, STUDY_OPTIONS_FILE))
-    try:
-        options = json.loads(text) if text else {}
-    except json.JSONDecodeError:
-        return None
-    return options.get("preset", options.get("scale")) if isinstance(options, dict) else None
+    return store.study_options(fs, path).get("preset")
 
 
 def _histories(study_dir: str | os.PathLike, df: pd.DataFrame) -> pd.DataFrame | None:

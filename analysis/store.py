@@ -123,6 +123,24 @@ def is_state_file(name: str) -> bool:
 # Ray Tune's files.
 
 
+STUDY_OPTIONS_FILE = "udalab_study.json"   # the options a study runs with (studies/study.py writes it)
+
+
+def study_options(fs: pafs.FileSystem, study_path: str) -> dict:
+    """The study's recorded options ({"preset", "source", "target", "data_root", "fixed", ...});
+    {} when absent or unreadable. Folders written before the preset had its name say "scale"."""
+    text = read_text(fs, join_path(study_path, STUDY_OPTIONS_FILE))
+    try:
+        options = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        return {}
+    if not isinstance(options, dict):
+        return {}
+    if "scale" in options and "preset" not in options:
+        options["preset"] = options.pop("scale")
+    return options
+
+
 def _experiment_state(fs: pafs.FileSystem, study_path: str) -> dict | None:
     """The newest readable experiment_state-*.json (older ones if the newest is half written)."""
     names = sorted((i.base_name for i in list_dir(fs, study_path) if is_state_file(i.base_name)), reverse=True)
@@ -297,8 +315,9 @@ def load_trials(study_dir: str | os.PathLike, live_status: Mapping[str, str] | N
                 filesystem: pafs.FileSystem | None = None) -> pd.DataFrame:
     """One row per trial of the study's Tune experiment directory (also while it runs).
 
-    Columns: trial_id, status, method, <hyperparameters as named in the search space>, seed,
-    miou, pixel_acc, [iiou], iou.<class>..., iterations, train_seconds, wall_seconds, gpu, error.
+    Columns: trial_id, status, method, <hyperparameters as named in the search space, and those the
+    study fixed for every trial (udalab_study.json)>, seed, miou, pixel_acc, [iiou], iou.<class>...,
+    iterations, train_seconds, wall_seconds, gpu, error.
     dtypes: strings as pandas "str", seed/iterations "Int64" (nullable: a trial without a
     report has none), metrics float64 in percent (NaN when absent), hyperparameters the
     narrowest of boolean / Int64 / float64 / str (lists and dicts as JSON text).
@@ -320,6 +339,7 @@ def load_trials(study_dir: str | os.PathLike, live_status: Mapping[str, str] | N
         return _empty_frame()
 
     rows: list[dict] = []
+    fixed = study_options(fs, path).get("fixed") or {}   # what every trial ran with (--set, budget, Study.fixed)
     param_order: list[str] = []
     iou_order: list[str] = []
     for trial, runtime in _trial_entries(state):
@@ -329,6 +349,7 @@ def load_trials(study_dir: str | os.PathLike, live_status: Mapping[str, str] | N
         if not isinstance(config, dict):
             config = {}
         method, seed, params = _flatten_config(config)
+        params = {**{k: _scalar(v) for k, v in fixed.items()}, **params}   # a row or search value wins
         for k in params:
             if k not in param_order:
                 param_order.append(k)

@@ -22,7 +22,7 @@ def test_hrda_crop_size_smoke_with_two_workers(tmp_path, mini_data):
     df = pd.read_parquet(study / "trials.parquet")
     assert set(df["status"]) == {"TERMINATED"} and len(df) == 2
     assert sorted(df["mode"]) == ["lr", "lr+hr"] and set(df["crop_ratio"]) == {1.0}
-    assert df["sync_crop"].all() if "sync_crop" in df else True
+    assert df["sync_crop"].all()
     assert df["miou"].between(0, 100).all() and (df["iterations"] == 4).all()
     html = (study / "report.html").read_text()
     assert "LR only" in html and "LR+HR" in html and "relative crop size" in html.lower()
