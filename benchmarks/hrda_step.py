@@ -80,11 +80,12 @@ def dacs_iteration(row: str, device, precision: str, backbone: str, scale: float
     xs = _fmt(torch.randn(batch, 3, h, w, device=device), cl)
     xt = _fmt(torch.randn(batch, 3, h, w, device=device), cl)
     ys = torch.randint(0, NUM_CLASSES, (batch, h, w), device=device)
+    valid = torch.ones(batch, h, w, device=device)  # no pseudo-label margins
     state = {"it": 0}
 
     def step():
         gen = torch.Generator().manual_seed(state["it"])
-        dacs.losses(xs, ys, xt, gen, state["it"] + 1)
+        dacs.losses(xs, ys, xt, valid, gen, state["it"] + 1)
         dacs.update()
         state["it"] += 1
     return step, f"{batch}x{w}x{h}"

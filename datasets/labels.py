@@ -76,8 +76,9 @@ for _label in LABELS:
     if _label.train_id != IGNORE_INDEX:
         TRAIN_ID_TO_ID[_label.train_id] = _label.id
 
-# Classes HRDA/DAFormer call "things" (ImageNet feature distance, small-object analysis).
+# Classes DAFormer/HRDA call "things": train ids [6, 7, 11, ..., 18] of the reference's feature
+# distance (ImageNet features on thing classes) and the papers' stuff / thing split. Pole is stuff.
 THING_CLASSES: tuple[str, ...] = (
-    "pole", "traffic light", "traffic sign", "person", "rider", "car", "truck", "bus",
+    "traffic light", "traffic sign", "person", "rider", "car", "truck", "bus",
     "train", "motorcycle", "bicycle",
 )

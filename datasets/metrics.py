@@ -192,7 +192,7 @@ class ConfusionMatrix:
         """Mean IoU over the classes present in GT or prediction (Cityscapes convention); NaN if none.
 
         eval_classes: average over these class indices only (e.g. SYNTHIA's 16 of the 19
-        Cityscapes classes, MFNet's car/person/bike); IoUs still come from the full matrix.
+        Cityscapes classes, MFNet's car/person/bicycle); IoUs still come from the full matrix.
         """
         iou = self.iou()
         if eval_classes is not None:

@@ -5,10 +5,12 @@
     <root>/train.txt, val.txt, test.txt   one name per line (no extension)
 
 Names end in D (day) or N (night): 1569 images, 820 day and 749 night. Classes:
-unlabeled, car, person, bike, curve, car_stop, guardrail, color_cone, bump (0..8); the
-background class "unlabeled" is a class here, as in MFNet/RTFNet's 9-class mIoU. MML and
-MS-UDA score car, person, bike only (the classes shared with Cityscapes: car, person,
-bicycle): the "3" evaluation subset, e.g. "mfnet_thermal@3".
+unlabeled, car, person, bicycle, curve, car_stop, guardrail, color_cone, bump (0..8); the
+background class "unlabeled" is a class here, as in MFNet/RTFNet's 9-class mIoU. Class 3 is
+"bike" in MFNet's code and "bicycle" in the MML / MS-UDA tables: it is named as the tables
+name it, so per-class published values line up (iou.bicycle). MML and MS-UDA score car,
+person, bicycle only (the classes shared with Cityscapes): the "3" evaluation subset, e.g.
+"mfnet_thermal@3".
 
 Views (dataset names, usable as a run config's "source"/"target"; data_root maps the base
 name "mfnet" to the folder):
@@ -38,13 +40,13 @@ from udalab.datasets.errors import DatasetError
 from udalab.datasets.labels import IGNORE_INDEX
 from udalab.datasets.transforms import build_transform
 
-CLASS_NAMES = ("unlabeled", "car", "person", "bike", "curve", "car_stop", "guardrail", "color_cone", "bump")
+CLASS_NAMES = ("unlabeled", "car", "person", "bicycle", "curve", "car_stop", "guardrail", "color_cone", "bump")
 NUM_CLASSES = len(CLASS_NAMES)
-EVAL_3 = (1, 2, 3)  # car, person, bike (MML / MS-UDA tables)
+EVAL_3 = (1, 2, 3)  # car, person, bicycle (MML / MS-UDA tables)
 # MFNet class -> Cityscapes train id of the same thing (car, person, bicycle); for experts trained on Cityscapes.
 CITYSCAPES_TRAIN_ID = {1: 13, 2: 11, 3: 18}
 # A Cityscapes expert's train-id prediction -> MFNet classes (MS-UDA's pseudo labels): car -> car, person and
-# rider -> person, bicycle and motorcycle -> bike, 255 stays "no label", every other class -> unlabeled (0).
+# rider -> person, bicycle and motorcycle -> bicycle, 255 stays "no label", every other class -> unlabeled (0).
 CITYSCAPES_TO_MFNET = np.zeros(256, np.uint8)
 CITYSCAPES_TO_MFNET[[13, 11, 12, 18, 17]] = [1, 2, 2, 3, 3]
 CITYSCAPES_TO_MFNET[IGNORE_INDEX] = IGNORE_INDEX

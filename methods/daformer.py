@@ -4,13 +4,15 @@ Per iteration t (Sec. 3.1 and Algorithm of DACS, Tranheden et al. 2021):
 
     1. teacher  φ ← α_t φ + (1 - α_t) θ,  α_t = min(1 - 1/(t+1), α)            (EMA, methods/ema.py)
     2. source   L_S  = CE(f_θ(x_S), y_S)  [+ λ_FD · ImageNet feature distance on thing classes]
-    3. target   p_T  = argmax g_φ(x_T),   q_T = |{max prob ≥ τ}| / |pixels|   (rows at the top and
-                bottom of the crop ignored: ego car and rectification border)
-    4. mix      M = ClassMix(y_S);  x_M = M·x_S + (1-M)·x_T, y_M, w_M likewise;  colour jitter + blur
+    3. target   p_T  = argmax g_φ(x_T),   q_T = |{max prob ≥ τ}| / |pixels|   (the teacher normalises
+                by the target batch's statistics; margins of the crop, or of the image (HRDA), get
+                weight 0: ego car and rectification border)
+    4. mix      M = ClassMix(y_S) (half the classes of the source batch);  x_M = M·x_S + (1-M)·x_T,
+                y_M, w_M likewise;  colour jitter (p 0.8) + blur (p 0.5)
     5. L = L_S + CE_w(f_θ(x_M), y_M, w_M);  AdamW step (head lr x10), warm-up + poly
 
 Source images are drawn by rare-class sampling (Sec. 3.3: class c with probability
-∝ exp((1 - f_c)/T), then an image containing c). The "segmentor" is the part HRDA
+∝ exp((1 - f_c)/T), then an image containing c, whose crop is re-drawn until it shows c). The "segmentor" is the part HRDA
 replaces (methods/hrda.py): here one network at the crop's resolution.
 
 `self_training=False` trains the same network on the source alone (the papers'
@@ -28,7 +30,7 @@ from torch import nn
 
 from udalab.datasets.labels import THING_CLASSES
 from udalab.methods import register
-from udalab.methods.crops import balanced_box, crop_batch, random_box
+from udalab.methods.crops import Box, balanced_box, crop, crop_batch, random_box
 from udalab.methods.ema import EMATeacher
 from udalab.methods.engine import ConfigError, Run, Step, Stream, autocast, fit, make_hparams, unwrap
 from udalab.methods.evaluate import evaluate
@@ -68,15 +70,16 @@ class DAFormerConfig:
     self_training: bool = True
     ema_alpha: float = 0.999
     pseudo_threshold: float = 0.968
-    pl_ignore_top: float = 15 / 512        # DAFormer ignores the top 15 and bottom 120 rows of its
-    pl_ignore_bottom: float = 120 / 512    # 512-px target crops; kept as fractions of the crop height
-    color_jitter: float = 0.2              # DACS strong augmentation
-    color_jitter_p: float = 0.2
+    pl_margins: tuple = (15, 120, 0, 0)    # pseudo-label weight 0 on the top 15 and bottom 120 rows (ego car,
+    pl_margins_of: str = "crop"            # rectification border) of the 512-px target crop (DAFormer ref.)
+    color_jitter: float = 0.2              # DACS strong augmentation: strength 0.2, applied when
+    color_jitter_p: float = 0.8            # U(0,1) > 0.2 in the reference, i.e. with probability 0.8
     blur: bool = True
     # rare-class sampling (Sec. 3.3): T = 0.01, images with >= 3000 pixels of the class
     rcs: bool = True
     rcs_temperature: float = 0.01
     rcs_min_pixels: int = 3000
+    rcs_min_crop_ratio: float = 0.5        # the source crop is re-drawn (10x) until it holds > 0.5 x 3000 px of it
     # thing-class ImageNet feature distance (Sec. 3.4): λ_FD = 0.005, cells with >= 75 % of one class
     fd_lambda: float = 0.005
     fd_min_ratio: float = 0.75
@@ -94,6 +97,9 @@ class DAFormerConfig:
             raise ConfigError(f"pseudo_threshold must be in [0, 1], got {self.pseudo_threshold}")
         if self.iterations <= 0 or self.eval_every <= 0 or self.batch_size <= 0:
             raise ConfigError("iterations, eval_every and batch_size must be positive")
+        if self.pl_margins_of not in ("crop", "image") or len(self.pl_margins) != 4:
+            raise ConfigError(f"pl_margins must be (top, bottom, left, right) pixels of the 'crop' or the 'image', "
+                              f"got {self.pl_margins} of {self.pl_margins_of!r}")
         if self.eval_mode not in ("whole", "slide"):
             raise ConfigError(f"eval_mode must be 'whole' or 'slide', got {self.eval_mode!r}")
         if self.rcs_temperature <= 0:
@@ -112,14 +118,16 @@ class DAFormerConfig:
 # MiT-B0 from random init (no ImageNet weights offline), so no ImageNet feature distance (it
 # would pull towards random features) and 10x the paper's learning rate; a 64-channel decoder
 # (at 256 the decoder is ~90 % of a MiT-B0 step on CPU); RCS keeps images with >= 50 pixels of
-# a class (3000 px at 1914x1052 scaled to the 256x144 mini labels). Sliding-window evaluation:
+# a class (3000 px at 1914x1052 scaled to the 256x144 mini labels); pseudo-label margins at the
+# paper's 15 / 120 rows scaled by the geometry (/ 8). Sliding-window evaluation:
 # a MiT-B0 from scratch on 64-px crops does badly on the whole 128x64 image (target-supervised,
 # 300 steps, seed 0: 14.7 mIoU whole vs 30.9 sliding), which would hide every difference.
 MINI = dict(backbone="mit_b0", decoder_dim=64, pretrained="none", source_size=(160, 90), target_size=(128, 64),
             crop_size=(64, 64), batch_size=4, iterations=600, warmup_iters=60, lr=6e-4, eval_every=200,
-            eval_size=(128, 64), eval_mode="slide", fd_lambda=0.0, rcs_min_pixels=50)
+            eval_size=(128, 64), eval_mode="slide", fd_lambda=0.0, rcs_min_pixels=50, pl_margins=(2, 15, 0, 0))
 SMOKE = {**MINI, "source_size": (80, 45), "target_size": (64, 32), "crop_size": (32, 32), "batch_size": 2,
-         "iterations": 4, "warmup_iters": 2, "eval_every": 2, "eval_size": (64, 32), "rcs_min_pixels": 5}
+         "iterations": 4, "warmup_iters": 2, "eval_every": 2, "eval_size": (64, 32), "rcs_min_pixels": 5,
+         "pl_margins": (1, 8, 0, 0)}
 PRESETS = {"mini": MINI, "smoke": SMOKE}
 
 
@@ -198,39 +206,70 @@ class FeatureDistance(nn.Module):
 
 
 def draw_crops(s: dict, t: dict, hp, gen: torch.Generator, grid: int = 1):
-    """Source crops balanced by class (cat_max_ratio), target crops uniform, or one window
-    shared by both (sync_crop); random horizontal flips."""
-    w, h = hp.train_crop()
+    """Crops of a source and a target batch, and where the target crops may carry pseudo labels.
+
+    Source crops are re-drawn while one class dominates them (cat_max_ratio) and, for an image
+    rare-class sampling drew for class c, until they hold more than rcs_min_pixels x
+    rcs_min_crop_ratio pixels of c (10 tries each, the reference's order); target crops are
+    uniform. With sync_crop each domain is first cropped to crop_size on its own, then one window
+    of the training crop at one random position is cut from both (HRDA's synchronized crop: the
+    whole source image stays reachable). Random horizontal flips. Returns xs, ys, xt and the
+    target crops' pseudo-label mask (1, or 0 on the pl_margins of the crop or of the image)."""
+    h, w = (hp.crop_size[1], hp.crop_size[0]) if hp.sync_crop else hp.train_crop()[::-1]
     n = s["image"].shape[0]
-    src_boxes, tgt_boxes = [], []
-    shared = (min(s["image"].shape[-2], t["image"].shape[-2]), min(s["image"].shape[-1], t["image"].shape[-1]))
-    for i in range(n):
-        if hp.sync_crop:
-            box = balanced_box(s["label"][i], h, w, gen, hp.source_cat_max_ratio, grid=grid, extent=shared)
-            src_boxes.append(box)
-            tgt_boxes.append(box)
-        else:
-            src_boxes.append(balanced_box(s["label"][i], h, w, gen, hp.source_cat_max_ratio, grid=grid))
-            tgt_boxes.append(random_box(*t["image"].shape[-2:], h, w, gen, grid))
+    sampled = s.get("sampled_class")
+    src_boxes = [source_box(s["label"][i], h, w, gen, hp, grid, None if sampled is None else int(sampled[i]))
+                 for i in range(n)]
+    tgt_boxes = [random_box(*t["image"].shape[-2:], h, w, gen, grid) for _ in range(n)]
+    if hp.sync_crop:
+        ww, wh = hp.train_crop()
+        for i in range(n):
+            inner = random_box(h, w, wh, ww, gen, grid)
+            src_boxes[i] = Box(src_boxes[i].y + inner.y, src_boxes[i].x + inner.x, wh, ww)
+            tgt_boxes[i] = Box(tgt_boxes[i].y + inner.y, tgt_boxes[i].x + inner.x, wh, ww)
     flips = (torch.rand(2, n, generator=gen) < 0.5).tolist() if hp.flip else [[False] * n] * 2
     xs, ys = crop_batch(s["image"], s["label"], src_boxes, flips[0])
     xt, _ = crop_batch(t["image"], None, tgt_boxes, flips[1])
-    return xs, ys, xt
+    if hp.pl_margins_of == "image":
+        whole = margin_mask(*t["image"].shape[-2:], hp.pl_margins, xt.device).expand(n, 1, -1, -1)
+        valid = crop_batch(whole, None, tgt_boxes, flips[1])[0][:, 0]
+    else:
+        valid = margin_mask(*xt.shape[-2:], hp.pl_margins, xt.device).expand(n, 1, -1, -1)[:, 0]
+    return xs, ys, xt, valid
 
 
-def pseudo_labels(teacher: nn.Module, xt: torch.Tensor, hp) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Teacher argmax labels, their weight q_T (one scalar per batch, as DACS), border rows at 0."""
+def source_box(label: torch.Tensor, h: int, w: int, gen: torch.Generator, hp, grid: int,
+               sampled_class: int | None) -> Box:
+    box = balanced_box(label, h, w, gen, hp.source_cat_max_ratio, grid=grid)
+    if sampled_class is None:
+        return box
+    for _ in range(10):  # rare-class sampling: the crop must show the class it was drawn for
+        if int((crop(label, box) == sampled_class).sum()) > hp.rcs_min_pixels * hp.rcs_min_crop_ratio:
+            break
+        box = balanced_box(label, h, w, gen, hp.source_cat_max_ratio, grid=grid)
+    return box
+
+
+def margin_mask(height: int, width: int, margins, device) -> torch.Tensor:
+    """(1, H, W) ones with (top, bottom, left, right) margins at 0."""
+    top, bottom, left, right = margins
+    mask = torch.ones(1, height, width, device=device)
+    mask[:, :top] = 0
+    mask[:, :, :left] = 0
+    if bottom:
+        mask[:, -bottom:] = 0
+    if right:
+        mask[:, :, -right:] = 0
+    return mask
+
+
+def pseudo_labels(teacher: nn.Module, xt: torch.Tensor, valid: torch.Tensor, hp):
+    """Teacher argmax labels, their weight (q_T, one scalar per batch as DACS, times the margin
+    mask `valid`) and q_T itself."""
     prob = F.softmax(teacher.predict(xt), dim=1)
     conf, label = prob.max(1)
     q = (conf >= hp.pseudo_threshold).float().mean()  # stays on the device: no sync
-    weight = q * torch.ones_like(conf)
-    height = weight.shape[-2]
-    top, bottom = round(hp.pl_ignore_top * height), round(hp.pl_ignore_bottom * height)
-    if top:
-        weight[:, :top] = 0
-    if bottom:
-        weight[:, height - bottom:] = 0
-    return label, weight, q
+    return label, q * valid, q
 
 
 def source_sampler(hp, dataset):
@@ -240,7 +279,7 @@ def source_sampler(hp, dataset):
     from udalab.datasets.rcs import RareClassSampler, class_stats
 
     sampler = RareClassSampler(class_stats(dataset), temperature=hp.rcs_temperature, min_pixels=hp.rcs_min_pixels)
-    return lambda rng: sampler.sample(rng)[0]
+    return sampler.sample  # (index, class): the crop is then drawn to show the class
 
 
 class DACSStep(Step):
@@ -264,10 +303,10 @@ class DACSStep(Step):
 
     def train_step(self, batch: dict, it: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
         seg = unwrap(self.student)
-        xs, ys, xt = draw_crops(batch["source"], batch["target"], self.hp, gen, seg.grid)
-        return self.losses(xs, ys, xt, gen, it)
+        xs, ys, xt, valid = draw_crops(batch["source"], batch["target"], self.hp, gen, seg.grid)
+        return self.losses(xs, ys, xt, valid, gen, it)
 
-    def losses(self, xs, ys, xt, gen: torch.Generator, it: int) -> dict[str, torch.Tensor]:
+    def losses(self, xs, ys, xt, valid, gen: torch.Generator, it: int) -> dict[str, torch.Tensor]:
         """Steps 1-4 on cropped batches: gradients of all losses accumulated, nothing updated yet."""
         hp, student, teacher, seg = self.hp, self.student, self.teacher, unwrap(self.student)
         self.opt.zero_grad(set_to_none=True)
@@ -286,8 +325,8 @@ class DACSStep(Step):
 
         # 3-4. pseudo labels on the target, ClassMix, strong augmentation, weighted loss
         if teacher is not None:
-            with torch.no_grad(), self.amp():
-                pl, pl_weight, q = pseudo_labels(teacher.model, xt, hp)
+            with torch.no_grad(), self.amp(), teacher.predicting() as model:
+                pl, pl_weight, q = pseudo_labels(model, xt, valid, hp)
             masks = classmix_masks(ys, gen)
             xm = strong_augment(mix(masks, xs, xt), gen, hp.color_jitter, hp.color_jitter_p, hp.blur)
             ym = mix(masks, ys, pl)

@@ -3,17 +3,24 @@
     φ_t = α_t φ_{t-1} + (1 - α_t) θ_t,   α_t = min(1 - 1/(t + 1), α)
 
 so the first update (t = 0) copies the student and the teacher averages over the run so
-far until 1 - 1/(t+1) reaches α (DAFormer reference; α = 0.999). Parameters are averaged;
-buffers (BatchNorm statistics) are copied from the student, and the teacher predicts in
-eval mode. Its state is part of every checkpoint: a resumed run continues with the same
-teacher (the DAFormer reference restarts it).
+far until 1 - 1/(t+1) reaches α (DAFormer reference; α = 0.999). As the reference:
+
+* only parameters are averaged; buffers (BatchNorm running statistics) are not copied;
+* the teacher predicts with dropout and drop-path off but BatchNorm in training mode, i.e.
+  normalised by the statistics of the target batch it labels (`predicting()`), so its running
+  statistics are never what it predicts with.
+
+Its state is part of every checkpoint: a resumed run continues with the same teacher (the
+DAFormer reference restarts it).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 
 class EMATeacher:
@@ -37,8 +44,18 @@ class EMATeacher:
             torch._foreach_copy_(teacher_params, student_params)
         else:
             torch._foreach_lerp_(teacher_params, student_params, 1.0 - a)
-        for tb, sb in zip(self.model.buffers(), student.buffers()):
-            tb.copy_(sb)
+
+    @contextlib.contextmanager
+    def predicting(self):
+        """The reference's pseudo-label mode: BatchNorm on batch statistics, dropout and drop-path off."""
+        norms = [m for m in self.model.modules() if isinstance(m, _BatchNorm)]
+        for m in norms:
+            m.train()
+        try:
+            yield self.model
+        finally:
+            for m in norms:
+                m.eval()
 
     def state_dict(self) -> dict:
         return self.model.state_dict()

@@ -134,8 +134,13 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+# A per-slot sampler: rng -> dataset index, or (index, the class it was drawn for).
+Sampler = Callable[[np.random.Generator], "int | tuple[int, int]"]
+
+
 class _SeededSamples(Dataset):
-    """Loads `dataset[idx]` with torch's RNG seeded by the sample's own seed."""
+    """Loads `dataset[idx]` with torch's RNG seeded by the sample's own seed; a class a sampler
+    drew the sample for is added as "sampled_class"."""
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
@@ -143,18 +148,21 @@ class _SeededSamples(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, item: tuple[int, int]):
-        idx, sample_seed = item
+    def __getitem__(self, item: tuple[int, int, int | None]):
+        idx, sample_seed, sampled_class = item
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(sample_seed)
-            return self.dataset[idx]
+            sample = self.dataset[idx]
+        if sampled_class is not None:
+            sample = {**sample, "sampled_class": torch.tensor(sampled_class)}
+        return sample
 
 
 class _IterationBatches:
     """Batch sampler: batch `it` of this rank, for it = start, start+1, ... forever."""
 
     def __init__(self, n: int, batch_size: int, seed: int, stream: int, start: int, rank: int, world: int,
-                 sampler: Callable[[np.random.Generator], int] | None = None):
+                 sampler: Sampler | None = None):
         self.n, self.bs, self.seed, self.stream = n, batch_size, seed, stream
         self.start, self.rank, self.world = start, rank, world
         self.sampler = sampler
@@ -173,23 +181,26 @@ class _IterationBatches:
             batch = []
             for slot in range(self.bs):
                 sample_seed = derive_seed(self.seed, self.stream, it, self.rank, slot)
+                sampled_class = None
                 if self.sampler is not None:  # e.g. rare-class sampling: an index drawn per slot
-                    index = int(self.sampler(np.random.default_rng(derive_seed(sample_seed, 1))))
+                    drawn = self.sampler(np.random.default_rng(derive_seed(sample_seed, 1)))
+                    index, sampled_class = (int(drawn[0]), int(drawn[1])) if isinstance(drawn, tuple) else (int(drawn), None)
                 else:  # epochs of one shared permutation, split over the ranks
                     index = self._index((it * self.world + self.rank) * self.bs + slot)
-                batch.append((index, sample_seed))
+                batch.append((index, sample_seed, sampled_class))
             yield batch
             it += 1
 
 
 def batches(dataset: Dataset, batch_size: int, *, seed: int, stream: int, start: int = 0,
             rank: int = 0, world: int = 1, workers: int = 0, device: torch.device | str = "cpu",
-            sampler: Callable[[np.random.Generator], int] | None = None) -> Iterator[dict]:
+            sampler: Sampler | None = None) -> Iterator[dict]:
     """Endless iterator of collated batches for iterations start, start+1, ...
 
     `stream` separates independent sample streams of one run (source, target, ...).
-    `sampler(rng) -> index` replaces the epoch permutation (rare-class sampling); it gets a
-    generator seeded per (seed, stream, iteration, rank, slot), so resumes stay exact.
+    `sampler(rng) -> index` or `-> (index, class)` replaces the epoch permutation (rare-class
+    sampling; the class lands in the batch as "sampled_class"); it gets a generator seeded per
+    (seed, stream, iteration, rank, slot), so resumes stay exact.
     """
     if len(dataset) == 0:
         raise ValueError("cannot draw batches from an empty dataset")
@@ -395,7 +406,7 @@ class Stream:
     dataset: Dataset
     batch_size: int
     id: int
-    sampler: Callable[[np.random.Generator], int] | None = None   # e.g. rare-class sampling
+    sampler: Sampler | None = None   # e.g. rare-class sampling
 
 
 class Step:

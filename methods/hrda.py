@@ -52,7 +52,11 @@ class HRDAConfig(DAFormerConfig):
     detail_ratio: float = 0.5              # detail side / context side (512 / 1024)
     hr_loss_weight: float = 0.1            # λ_d
     attention_classwise: bool = True       # one attention map per class (reference default)
-    # evaluation: sliding 1024x1024 windows, stride 512, on 2048x1024 Cityscapes val
+    rcs_min_crop_ratio: float = 2.0        # HRDA reference: > 2 x 3000 px of the sampled class in the crop
+    pl_margins: tuple = (30, 240, 30, 30)  # pseudo-label margins of the full target image, masked before it
+    pl_margins_of: str = "image"           # is cropped (reference crop_pseudo_margins): only border crops lose them
+    # evaluation: sliding crop_size windows (1024x1024), stride half, on 2048x1024 Cityscapes val, whatever
+    # the training crop (crop_ratio) was: the crop-size ablation changes training, not the test protocol
     eval_size: tuple = (2048, 1024)
 
     def validate(self) -> None:
@@ -84,12 +88,14 @@ class HRDAConfig(DAFormerConfig):
 
 
 # The mini data at the paper's geometry / 8: Cityscapes 256x128, GTA 320x180, 128-px context
-# (64 px at LR, DAFormer's mini crop), 64-px detail; the rest as DAFormer's mini preset.
+# (64 px at LR, DAFormer's mini crop), 64-px detail, pseudo-label margins / 8; the rest as
+# DAFormer's mini preset.
 MINI = dict(backbone="mit_b0", decoder_dim=64, pretrained="none", source_size=(320, 180), target_size=(256, 128),
             crop_size=(128, 128), batch_size=4, iterations=600, warmup_iters=60, lr=6e-4, eval_every=200,
-            eval_size=(256, 128), fd_lambda=0.0, rcs_min_pixels=50)
+            eval_size=(256, 128), fd_lambda=0.0, rcs_min_pixels=50, pl_margins=(4, 30, 4, 4))
 SMOKE = {**MINI, "source_size": (80, 48), "target_size": (64, 32), "crop_size": (32, 32), "batch_size": 2,
-         "iterations": 4, "warmup_iters": 2, "eval_every": 2, "eval_size": (64, 32), "rcs_min_pixels": 5}
+         "iterations": 4, "warmup_iters": 2, "eval_every": 2, "eval_size": (64, 32), "rcs_min_pixels": 5,
+         "pl_margins": (1, 8, 1, 1)}
 PRESETS = {"mini": MINI, "smoke": SMOKE}
 
 
@@ -191,7 +197,7 @@ class HRDASegmentor(nn.Module):
         return up((1 - att) * lr) + up(att) * hr
 
     def evaluate(self, data, hp: HRDAConfig, device) -> dict:
-        w, h = hp.train_crop()
+        w, h = hp.crop_size  # the test window does not follow the training crop (crop_ratio)
         return evaluate(self.predict, data.target_val, num_classes=data.num_classes, class_names=data.class_names,
                         device=device, input_size=hp.eval_size, window=(h, w), stride=(h // 2, w // 2))
 

@@ -17,7 +17,6 @@ import math
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from udalab.datasets.labels import IGNORE_INDEX
 from udalab.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -26,14 +25,13 @@ def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:
 
 
 def classmix_masks(labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """(N, 1, H, W) float masks: 1 on ceil(n/2) randomly chosen of the n classes in each label."""
-    masks = []
-    for label in labels:
-        classes = torch.unique(label)
-        classes = classes[classes != IGNORE_INDEX]
-        n = classes.numel()
-        chosen = classes[torch.randperm(n, generator=gen)[: (n + 1) // 2].to(classes.device)]
-        masks.append(torch.isin(label, chosen))
+    """(N, 1, H, W) float masks: each image takes ceil(n/2) randomly chosen of the n classes present
+    in the whole source batch (torch.unique over the batch, 255 included, as DAFormer's reference
+    does), so a chosen class may be absent from that image."""
+    classes = torch.unique(labels)
+    n = classes.numel()
+    masks = [torch.isin(label, classes[torch.randperm(n, generator=gen)[: (n + 1) // 2].to(classes.device)])
+             for label in labels]
     return torch.stack(masks).unsqueeze(1).float()
 
 
@@ -44,9 +42,11 @@ def mix(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return mask * a + (1 - mask) * b
 
 
-def strong_augment(images: torch.Tensor, gen: torch.Generator, jitter: float = 0.2, jitter_p: float = 0.2,
+def strong_augment(images: torch.Tensor, gen: torch.Generator, jitter: float = 0.2, jitter_p: float = 0.8,
                    blur: bool = True) -> torch.Tensor:
-    """DACS colour jitter + Gaussian blur on ImageNet-normalised images (N, 3, H, W)."""
+    """DACS colour jitter (strength `jitter`, applied with probability `jitter_p`: the reference
+    applies it when U(0,1) > 0.2) + Gaussian blur (probability 0.5) on ImageNet-normalised
+    images (N, 3, H, W)."""
     mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
     out = []

@@ -343,24 +343,39 @@ def test_reference_data():
             "multidecoder", "multidecoder_schedule"} <= set(ref_mod.REFERENCES)
     r = ref_mod.reference("intrada")
     assert {"label", "method", "lambda_split", "miou", "source", "benchmark"} <= set(r.columns)
-    got = {row.label: row.miou for row in r.itertuples()}
-    assert sorted(got.values()) == [43.8, 45.1, 45.5, 46.3, 47.0]
-    assert r[r["method"] == "advent"]["miou"].tolist() == [43.8]
     assert ref_mod.matching_rows("intrada", {"method": "intrada", "lambda_split": 0.67})["miou"].tolist() == [46.3]
     assert ref_mod.matching_rows("intrada", {"method": "intrada", "lambda_split": 1.0})["miou"].tolist() == [45.5]
     assert ref_mod.matching_rows("intrada", {"method": "source_only"}).empty
     assert (r["benchmark"] == "GTA5→Cityscapes").all() and r["source"].str.len().gt(0).all()
     assert ref_mod.reference_info("intrada")["facts"]["best_lambda_split"] == 0.67
-    assert ref_mod.reference("daformer")["miou"].item() == 68.3
     assert ref_mod.matching_rows("hrda", {"method": "hrda", "mode": "lr+hr", "crop_ratio": 1.0, "self_training": True})["miou"].tolist() == [73.8]
     assert ref_mod.matching_rows("hrda", {"method": "hrda", "mode": "lr", "crop_ratio": 1.0, "self_training": True})["miou"].tolist() == [68.3]
     assert ref_mod.matching_rows("hrda", {"method": "hrda", "mode": "hr", "crop_ratio": 0.5}).empty
-    assert ref_mod.reference("udas_steps")["miou"].tolist() == [28.5, 30.8, 36.6, 44.4, 63.5]
-    assert ref_mod.reference("mml_ablation")["miou"].tolist() == [61.1, 66.6, 70.4, 78.2]
-    md = ref_mod.reference("multidecoder_schedule")
-    assert md["miou"].max() == pytest.approx(77.89) and md["pixel_acc"].max() == pytest.approx(99.74)
     with pytest.raises(KeyError, match="available"):
         ref_mod.reference("nope")
+
+
+def test_published_rows_agree_with_their_own_per_class_values():
+    """A transcription check that needs no second copy: where a row gives every per-class IoU,
+    their mean is its mIoU up to the papers' rounding, unless its note says the paper prints
+    otherwise; per-class columns are named as the benchmark's dataset names its classes."""
+    from udalab.datasets.labels import CLASS_NAMES
+    from udalab.datasets.mfnet import CLASS_NAMES as MFNET_CLASSES
+
+    checked = 0
+    for name in ref_mod.REFERENCES:
+        df = ref_mod.reference(name)
+        ious = [c for c in df.columns if c.startswith("iou.")]
+        classes = MFNET_CLASSES if "MFNet" in ref_mod.reference_info(name)["benchmark"] else CLASS_NAMES
+        assert {c.removeprefix("iou.") for c in ious} <= set(classes), name
+        for row in df.to_dict("records"):
+            values = [row[c] for c in ious]
+            if not values or any(pd.isna(v) for v in values) or pd.isna(row["miou"]):
+                continue
+            checked += 1
+            if abs(np.mean(values) - row["miou"]) > 0.11:
+                assert isinstance(row.get("note"), str) and row["note"], (name, row["label"], np.mean(values))
+    assert checked >= 20
 
 
 # ---------------------------------------------------------------------------------------
