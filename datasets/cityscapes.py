@@ -4,6 +4,13 @@
     <root>/gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png
 
 Label ids 0..33 map to the 19 train ids (cityscapesScripts' table); the rest is 255.
+
+Splits: train (2975), val (500) and test (1525). The public test labels are withheld (the
+benchmark server scores test predictions): every gtFine test label is void, which maps to
+255 everywhere, so split "test" of the real dataset raises a DatasetError naming the file and
+the fix (hold out part of val: move a few val cities to leftImg8bit/test and gtFine/test).
+A "test" folder with real labels, such as the mini twin's held-out split, loads like val.
+The check reads up to three labels of the split (first, middle, last), not all of them.
 """
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from udalab.datasets.base import SegmentationDataset, map_ids
+from udalab.datasets.errors import DatasetError
 from udalab.datasets.labels import CLASS_NAMES, ID_TO_TRAIN_ID, MAX_LABEL_ID, NUM_CLASSES
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
@@ -21,6 +29,7 @@ LABEL_SUFFIX = "_gtFine_labelIds.png"
 class Cityscapes(SegmentationDataset):
     num_classes = NUM_CLASSES
     class_names = CLASS_NAMES
+    SPLITS = ("train", "val", "test")
 
     def __init__(self, root, split: str = "train", size=None, crop=None, flip: bool = False, strict: bool = True):
         super().__init__(root, split, size, crop, flip, strict)
@@ -29,6 +38,19 @@ class Cityscapes(SegmentationDataset):
                               "and gtFine_trainvaltest.zip from cityscapes-dataset.com, unpacked).")
         images = sorted((self.root / "leftImg8bit" / split).glob(f"*/*{IMAGE_SUFFIX}"))
         self._pair(images, self.label_path)
+        if split == "test":
+            self._check_test_labels()
+
+    def _check_test_labels(self) -> None:
+        """Real Cityscapes' test labels are all void: refuse to score on them."""
+        sample = [self.files[k][1] for k in sorted({0, len(self.files) // 2, len(self.files) - 1})] if self.files else []
+        if sample and all((self.encode(self.read_label(p), p) == self.ignore_index).all() for p in sample):
+            more = f" (and the {len(sample) - 1} other test labels read)" if len(sample) > 1 else ""
+            raise DatasetError(f"Cityscapes split 'test' under {self.root} has no labels: {sample[0]}{more} is "
+                               f"void/ignore everywhere, as every public Cityscapes test label is (the test labels "
+                               f"are withheld for the benchmark server). Score on 'val', or hold out part of val as "
+                               f"a labelled test split: move some val cities' folders from leftImg8bit/val and "
+                               f"gtFine/val to leftImg8bit/test and gtFine/test")
 
     @classmethod
     def available_splits(cls, root) -> list[str]:

@@ -4,11 +4,14 @@ One scene is rendered once with a label, a colour and a temperature per pixel, s
 thermal show exactly the same scene. The gaps the MFNet methods adapt across:
 
 * RGB vs thermal: thermal is a temperature image, not a colour image: persons and the
-  engines/wheels of cars warm, sky cold, the road warm by day; smooth (blurred, little
-  texture, low noise), per-image gain/offset (automatic gain control).
-* day vs night: night RGB is dark (x0.12-0.3), noisy, lit by street lamps and head/tail
-  lights; night thermal has another temperature distribution (cold sky and road, persons
-  and engines standing out much more, cooled car bodies and bicycles).
+  engines/wheels of cars warm, sky cold, the road warm by day; smooth (blurred, halos round
+  hot objects, little texture, low noise, fixed-pattern column stripes), automatic gain
+  control stretching each scene's temperature range. RGB is a camera image (texture,
+  exposure, white balance, vignetting, lens blur, sensor noise; mini_street.camera).
+* day vs night: night RGB is dark (x0.12-0.3), noisy (high gain), blurrier, lit by street
+  lamps and head/tail lights; night thermal has another temperature distribution (cold sky
+  and road, persons and engines standing out much more, cooled car bodies and bicycles),
+  which the gain control stretches into higher contrast.
 
 Names are 5 digits + D/N as MFNet's (half day, half night, interleaved); splits in
 train.txt / val.txt / test.txt. Classes 0..8: unlabeled, car, person, bike, curve (the
@@ -20,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from udalab.datasets.mini_street import blur, camera, noise_field
 
 UNLABELED, CAR, PERSON, BIKE, CURVE, CAR_STOP, GUARDRAIL, CONE, BUMP = range(9)
 
@@ -165,44 +170,36 @@ def render(rng: np.random.Generator, W: int, H: int, night: bool):
 
 
 def _rgb(rng, sc: _Scene, night: bool, lights, lamps) -> np.ndarray:
+    """The RGB camera: surface texture, then by day exposure, white balance, vignetting, a little blur and low
+    noise; by night a dark frame (x0.12-0.3, sodium cast) lit by lamps and head/tail lights, blurrier, with
+    high-gain noise."""
     H, W = sc.H, sc.W
-    img = sc.rgb.copy()
-    coarse = rng.normal(0, 10, (H // 8 + 2, W // 8 + 2)).astype(np.float32)
-    img += np.asarray(Image.fromarray(coarse, mode="F").resize((W, H), Image.BILINEAR))[..., None]
-    img += rng.normal(0, 4, (H, W, 3))
-    if night:
-        img *= rng.uniform(0.12, 0.3)
-        img *= np.array([1.05, 0.95, 0.8])  # sodium light cast
-        glow = np.zeros((H, W), np.float32)
-        for x, y in lamps:
-            glow += 120 * np.exp(-((sc.xx - x) ** 2 + (sc.yy - y) ** 2) / (2 * (0.06 * W) ** 2))
-        for x, y, r in lights:
-            glow += 230 * np.exp(-((sc.xx - x) ** 2 + (sc.yy - y) ** 2) / (2 * (r * 1.5) ** 2))
-        img += glow[..., None] * np.array([1.0, 0.9, 0.7])
-        img += rng.normal(0, 9, (H, W, 1)) + rng.normal(0, 5, (H, W, 3))  # high-gain sensor noise
-    else:
-        img = (img - 128) * rng.uniform(0.85, 1.05) + 128 * rng.uniform(0.9, 1.1)
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def _blur(a: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur of a float [H,W] array (edges replicated)."""
-    r = int(3 * sigma + 0.5)
-    k = np.exp(-np.arange(-r, r + 1) ** 2 / (2 * sigma ** 2))
-    k /= k.sum()
-    p = np.pad(a, r, mode="edge")
-    p = sum(w * p[:, j:j + a.shape[1]] for j, w in enumerate(k))
-    return sum(w * p[j:j + a.shape[0], :] for j, w in enumerate(k))
+    img = sc.rgb * (1 + 0.05 * noise_field(rng, H, W, 8) + 0.03 * noise_field(rng, H, W, 1))[..., None]
+    if not night:
+        return camera(rng, img, gain=(0.85, 1.15), gamma=(0.9, 1.1), white=0.05, vignette=0.15, sigma=(0.3, 0.7),
+                      noise=(2.0, 4.0), shot=0.2)
+    img *= rng.uniform(0.12, 0.3) * np.array([1.05, 0.95, 0.8], np.float32)  # sodium light cast
+    glow = np.zeros((H, W), np.float32)
+    for x, y in lamps:
+        glow += 120 * np.exp(-((sc.xx - x) ** 2 + (sc.yy - y) ** 2) / (2 * (0.06 * W) ** 2))
+    for x, y, r in lights:
+        glow += 230 * np.exp(-((sc.xx - x) ** 2 + (sc.yy - y) ** 2) / (2 * (r * 1.5) ** 2))
+    img += glow[..., None] * np.array([1.0, 0.9, 0.7], np.float32)
+    return camera(rng, img, sigma=(0.5, 1.0), noise=(7.0, 11.0), shot=0.3)
 
 
 def _thermal(rng, sc: _Scene) -> np.ndarray:
+    """A microbolometer: temperature (plus faint material texture), optics blur (halos round hot objects),
+    automatic gain control stretching the scene's range (so night scenes, colder and narrower, get more
+    contrast between warm bodies and background), fixed-pattern column noise, low temporal noise."""
     H, W = sc.H, sc.W
-    t = sc.temp + rng.normal(0, 0.01, (H, W))
-    t = _blur(t.astype(np.float32), 1.2)
-    # automatic gain control: per-image offset/gain, a smooth non-uniformity, low sensor noise
-    gain, offset = rng.uniform(0.85, 1.15), rng.uniform(-0.06, 0.06)
-    yy = sc.yy / H
-    img = (t * gain + offset + 0.04 * (yy - 0.5)) * 255 + rng.normal(0, 1.5, (H, W))
+    t = sc.temp + 0.012 * noise_field(rng, H, W, 6) + rng.normal(0, 0.01, (H, W))
+    t = blur(t.astype(np.float32), 1.2)
+    lo, hi = np.percentile(t, (0.5, 99.5))
+    span = max(hi - lo, 0.3)  # AGC, clamped so a flat scene is not blown up
+    gain, offset = rng.uniform(0.8, 0.95), rng.uniform(-0.04, 0.04)
+    img = ((t - lo) / span * gain + 0.04 + offset + 0.04 * (sc.yy / H - 0.5)) * 255
+    img = img + rng.normal(0, 1.2, (1, W)) + rng.normal(0, 1.5, (H, W))
     return np.clip(img, 0, 255).astype(np.uint8)
 
 

@@ -10,7 +10,10 @@ instance. Objects stand on the floor/ground at their depth: the nearer, the larg
 lower in the image; shading darkens with depth (and haze outdoors), so depth and semantics
 are related as in real photos. Labels are palette PNGs (0 background, 1..20, 255 void on a
 one-pixel band around every object, as VOC's outlines), SegmentationObject/ holds the
-instances, ImageSets/Segmentation/ the splits; image sizes vary as in VOC.
+instances, ImageSets/Segmentation/ the splits (train, val, trainval and a labelled held-out
+test split that real VOC 2012 does not publish labels for); image sizes vary as in VOC. The
+image is a photograph of the scene (mini_street.camera: exposure, white balance, vignetting,
+lens blur, sensor noise) saved as JPEG.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from udalab.datasets.mini_street import camera
 from udalab.datasets.voc import PALETTE
 
 SIZES = [(160, 120), (120, 160), (160, 128), (144, 144), (160, 104)]
@@ -178,20 +182,22 @@ def render(rng: np.random.Generator, W: int, H: int):
         label[mask], inst[mask] = cls, k
         rgb[mask] = col[mask]
         depth = np.where(mask, d - bulge, depth)
-    # shading: darker with depth, haze outdoors; texture and sensor noise
+    # shading: darker with depth, haze outdoors
     shade = np.clip(1.15 - 0.06 * np.minimum(depth, 12), 0.4, 1.2)[..., None]
     rgb = rgb * shade
     if not indoor:
         haze = np.clip(depth / 80, 0, 0.5)[..., None]
         rgb = rgb * (1 - haze) + 200 * haze
-    rgb = rgb + rng.normal(0, 5, (H, W, 1)) + rng.normal(0, 3, (H, W, 3))
     # VOC's void outline: one pixel around every object (outside it)
     edge = np.zeros((H, W), bool)
     for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
         shifted = np.roll(inst, (dy, dx), axis=(0, 1))
         edge |= (shifted != inst) & (shifted > inst)
     label[edge], inst[edge] = 255, 255
-    return label, inst, np.clip(rgb, 0, 255).astype(np.uint8), depth.astype(np.float32)
+    # a photograph: exposure, white balance, slight vignetting and lens blur, sensor noise (JPEG follows)
+    rgb = camera(rng, rgb, gain=(0.85, 1.15), gamma=(0.9, 1.1), white=0.05, vignette=0.1, sigma=(0.3, 0.7),
+                 noise=(2.0, 4.0), shot=0.2)
+    return label, inst, rgb, depth.astype(np.float32)
 
 
 def _save_palette(arr: np.ndarray, path: Path) -> None:
@@ -207,7 +213,7 @@ def make_voc(out: Path, counts: dict, seed: int, version: int, name_hash: int) -
     for sub in ("JPEGImages", "SegmentationClass", "SegmentationObject", "ImageSets/Segmentation"):
         (voc / sub).mkdir(parents=True, exist_ok=True)
     writer = DepthWriter(voc, model="mini-voc renderer (true depth)", kind="metric")
-    order = ["train", "val"]
+    order = ["train", "val", "test"]
     k = 0
     all_names = []
     for split in order:
@@ -226,6 +232,7 @@ def make_voc(out: Path, counts: dict, seed: int, version: int, name_hash: int) -
             writer.add(name, depth)
             names.append(name)
         (voc / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("".join(f"{n}\n" for n in names))
-        all_names += names
+        if split != "test":  # trainval = train + val, as VOC's; test is the held-out split
+            all_names += names
     (voc / "ImageSets" / "Segmentation" / "trainval.txt").write_text("".join(f"{n}\n" for n in all_names))
     writer.close()

@@ -8,6 +8,8 @@
     <root>/VOCdevkit/VOC2012/PseudoDepth/depth.json          {"model", "kind", "scales": {name: scale}}
 
 `root` may also be the VOC2012 folder itself. 1464 train / 1449 val images, 21 classes.
+VOC 2012 publishes no test labels; a `test.txt` beside them (the mini twin's labelled
+held-out split, or part of val held out) is read like the others.
 The pseudo-depth folder is filled by `udalab data pseudo-depth` (datasets/pseudo_depth.py)
 from a monocular depth model; the "voc_depth" view adds sample["depth"] (float [1,H,W],
 moved with the label by the joint transforms, 0 in padding).
@@ -87,7 +89,7 @@ class VOC(SegmentationDataset):
     @classmethod
     def available_splits(cls, root) -> list[str]:
         sets = voc_dir(root) / "ImageSets" / "Segmentation"
-        return [s for s in ("train", "val") if (sets / f"{s}.txt").is_file()] or list(cls.SPLITS)
+        return [s for s in ("train", "val", "test") if (sets / f"{s}.txt").is_file()] or list(cls.SPLITS)
 
     def encode(self, raw: np.ndarray, path: Path) -> np.ndarray:
         bad = (raw >= NUM_CLASSES) & (raw != IGNORE_INDEX)

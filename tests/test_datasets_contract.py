@@ -16,6 +16,7 @@ TWINS = ("synthia", "mfnet", "voc")
 CASES = [
     ("gta5", "train", 300, 3, 19, {0, 1, 2, 10, 13}),
     ("cityscapes", "val", 90, 3, 19, {0, 1, 2, 10, 13}),
+    ("cityscapes", "test", 45, 3, 19, {0, 1, 2, 8, 10, 11, 13}),
     ("synthia", "train", 300, 3, 19, {0, 1, 2, 5, 8, 10, 11, 13}),
     ("mfnet_rgb", "train", 200, 3, 9, {0, 1, 2, 3, 4}),
     ("mfnet_thermal", "val", 60, 3, 9, {0, 1, 2, 4}),
@@ -24,6 +25,7 @@ CASES = [
     ("mfnet_thermal_night", "train", 100, 3, 9, {0, 1, 2, 4}),
     ("voc", "train", 200, 3, 21, {0}),
     ("voc", "val", 80, 3, 21, {0}),
+    ("voc", "test", 40, 3, 21, {0}),
     ("voc_depth", "train", 200, 3, 21, {0}),
 ]
 
@@ -65,8 +67,9 @@ def test_loader_contract(cache, monkeypatch, name, split, n, channels, num_class
         assert c["depth"].shape == (1, 40, 48)
 
 
-def test_mini_twins_are_deterministic_and_keep_old_versions(tmp_path):
-    assert mini.VERSIONS["gta5"] == mini.VERSIONS["cityscapes"] == mini.VERSION == 1  # old caches stay valid
+def test_mini_twins_are_deterministic_and_versioned(tmp_path):
+    # v2: same colours across domains, the realism gap, held-out test splits; the version is the cache key
+    assert set(mini.VERSIONS) == set(mini.MINI_DATASETS) and set(mini.VERSIONS.values()) == {mini.VERSION} == {2}
     for name, count in (("synthia", {"train": 3}), ("mfnet", {"train": 4}), ("voc", {"train": 3})):
         a, b = mini.make_mini(name, tmp_path / f"{name}a", count=count), mini.make_mini(name, tmp_path / f"{name}b", count=count)
         c = mini.make_mini(name, tmp_path / f"{name}c", count=count, seed=1)
@@ -78,11 +81,41 @@ def test_mini_twins_are_deterministic_and_keep_old_versions(tmp_path):
         mini.make_mini("synthia", tmp_path / "x", count={"val": 2})
 
 
+@pytest.mark.parametrize("name, n, cities", [("cityscapes", 45, {"berlin", "bielefeld", "bonn"}), ("mfnet_rgbt", 60, None),
+                                             ("voc", 40, None)])
+def test_target_twins_hold_out_a_labelled_test_split(cache, monkeypatch, name, n, cities):
+    """Nothing is tuned on `test`: its own images (names and bytes disjoint from train and val), labelled like val."""
+    import hashlib
+
+    monkeypatch.setenv("UDALAB_DATA_CACHE", str(cache))
+    test = build_dataset(name, split="test")
+    assert len(test) == n
+    digest = lambda ds: {hashlib.sha256(p.read_bytes()).hexdigest() for p, _ in ds.files}  # noqa: E731
+    for other in ("train", "val"):
+        ds = build_dataset(name, split=other)
+        assert not {p.name for p, _ in ds.files} & {p.name for p, _ in test.files}
+        assert not digest(ds) & digest(test)
+    if cities:
+        assert {p.parent.name for p, _ in test.files} == cities
+        assert not cities & {p.parent.name for p, _ in build_dataset(name, split="val").files}
+    classes = set()
+    for i in range(n):
+        label = test.load_label(i)
+        assert (label != 255).mean() > 0.5, test.files[i][1]  # real labels, not a void placeholder
+        classes |= set(np.unique(label).tolist()) - {255}
+    assert len(classes) >= {"cityscapes": 12, "mfnet_rgbt": 6, "voc": 12}[name], sorted(classes)
+    if name == "voc":
+        sets = test.voc / "ImageSets" / "Segmentation"
+        assert not set(sets.joinpath("trainval.txt").read_text().split()) & set(sets.joinpath("test.txt").read_text().split())
+    if name == "mfnet_rgbt":
+        assert {p.stem[-1] for p, _ in test.files} == {"D", "N"}
+
+
 # --------------------------------------------------------------------------- SYNTHIA
 
 
 def test_synthia_labels_are_16bit_and_read_unchanged(cache):
-    ds = SYNTHIA(cache / "synthia-v1")
+    ds = SYNTHIA(cache / f"synthia-v{mini.VERSION}")
     path = ds.files[0][1]
     pil = np.array(Image.open(path))  # PIL's default mode: 8-bit RGB, the high byte only
     assert pil.ndim == 3 and pil[..., 0].max() == 0
@@ -124,7 +157,7 @@ def test_synthia_id_mapping_and_eval_subsets(tmp_path):
 
 
 def test_mfnet_day_night_filter_and_views(cache):
-    root = cache / "mfnet-v1"
+    root = cache / f"mfnet-v{mini.VERSION}"
     both = MFNet(root, "train")
     day = DATASETS["mfnet_rgb_day"](root, "train")
     night = DATASETS["mfnet_thermal_night"](root, "train")
@@ -153,7 +186,7 @@ def test_mfnet_day_night_filter_and_views(cache):
 
 def test_mfnet_modalities_differ_as_designed(cache):
     """Night RGB is dark; thermal: persons warm, sky cold; night thermal has its own distribution."""
-    root = cache / "mfnet-v1"
+    root = cache / f"mfnet-v{mini.VERSION}"
     stats = {}
     for view in ("mfnet_rgb_day", "mfnet_rgb_night", "mfnet_thermal_day", "mfnet_thermal_night"):
         ds = DATASETS[view](root, "train")
@@ -194,7 +227,7 @@ def test_mfnet_pseudo_labels_round_trip(tmp_path):
 def test_voc_palette_void_instances_and_depth(cache):
     from udalab.datasets.voc import PALETTE, VOC
 
-    ds = VOC(cache / "voc-v1", "train")
+    ds = VOC(cache / f"voc-v{mini.VERSION}", "train")
     im = Image.open(ds.files[0][1])
     assert im.mode == "P" and np.array_equal(np.array(im.getpalette()[:63]).reshape(21, 3), PALETTE[:21])
     assert tuple(PALETTE[15]) == (192, 128, 128) and tuple(PALETTE[255]) == (224, 224, 192)  # person; void
