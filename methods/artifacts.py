@@ -1,0 +1,96 @@
+"""Artifacts: what many trials share and no trial should recompute, built once per config.
+
+An artifact (the ImageNet stand-in backbone, later a CycleGAN-translated source set or an
+expert's pseudo labels) is a directory named by its kind and a hash of its config:
+
+    $UDALAB_ARTIFACTS/<kind>-<sha256 of the canonical JSON config, 16 hex>/
+        config.json       the config it was built from (canonical JSON)
+        ...               whatever the kind's build function wrote
+
+    (default root: ~/.cache/udalab/artifacts)
+
+`get_or_build(kind, config, build_fn)` returns that directory, calling `build_fn(tmp_dir)`
+only when it does not exist yet. The build writes into a temporary directory beside it
+(`.tmp-<kind>-<hash>-<pid>-<random>`), which is renamed to the final name only when
+`build_fn` has returned: a directory with the final name is always complete, and a killed
+build leaves only a temporary directory that nothing ever reads (the next build of the same
+artifact deletes it). An exclusive lock on
+`<kind>-<hash>.lock` (fcntl.flock) makes concurrent trials on one machine wait for the
+first one's build instead of all building it.
+
+On a cluster, point `UDALAB_ARTIFACTS` at the same directory on shared storage on every
+node (e.g. an NFS / EFS mount, through Ray's `runtime_env={"env_vars": {...}}` or the
+node's environment): trials on all nodes then reuse one build (flock works on NFSv4 and
+EFS; where a file system ignores it, two nodes may both build, and the atomic rename keeps
+the first one's result). Without shared storage each node builds its own copy once.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+
+class ArtifactError(RuntimeError):
+    """An artifact that cannot be built or read; the message names the path and the fix."""
+
+
+def artifact_root() -> Path:
+    return Path(os.environ.get("UDALAB_ARTIFACTS", Path.home() / ".cache" / "udalab" / "artifacts"))
+
+
+def canonical_json(config: dict) -> str:
+    return json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def config_hash(config: dict) -> str:
+    return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:16]
+
+
+def artifact_path(kind: str, config: dict) -> Path:
+    """The directory of the artifact of `kind` built from `config` (whether it exists or not)."""
+    if not kind or "/" in kind or kind.startswith("."):
+        raise ValueError(f"artifact kind must be a plain name, got {kind!r}")
+    return artifact_root() / f"{kind}-{config_hash(config)}"
+
+
+@contextmanager
+def _locked(lock_file: Path) -> Iterator[None]:
+    with open(lock_file, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # blocks while another process builds
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def get_or_build(kind: str, config: dict, build_fn: Callable[[Path], None]) -> Path:
+    """The artifact's directory; `build_fn(tmp_dir)` fills a fresh directory when it is not there yet."""
+    final = artifact_path(kind, config)
+    if final.is_dir():
+        return final
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ArtifactError(f"cannot create the artifact folder {final.parent} ({e}); set UDALAB_ARTIFACTS "
+                            f"to a writable folder") from e
+    with _locked(final.parent / f"{final.name}.lock"):
+        if final.is_dir():  # another process built it while this one waited
+            return final
+        for stale in final.parent.glob(f".tmp-{final.name}-*"):  # builds killed half-way (nobody else
+            shutil.rmtree(stale, ignore_errors=True)              # holds the lock to be writing them)
+        tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            (tmp / "config.json").write_text(canonical_json(config) + "\n")
+            build_fn(tmp)
+            os.rename(tmp, final)  # atomic: the final name only ever holds a whole artifact
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
