@@ -90,8 +90,8 @@ class ReportSpec:
                   `derived`. When the column is absent, every combination of the other config
                   columns is its own curve.
     metric:       the metric of the curve, the bars' first metric and "best"
-    metrics:      the metric columns of the results table (default: `metric`, then iiou and pixel_acc
-                  when the trials report them)
+    metrics:      the metric columns of the results table (default: `metric`, then test.miou (the
+                  held-out split), iiou and pixel_acc when the trials report them)
     mode:         "max" or "min": which value of `metric` is best
     x_log:        log-scaled x axis (the data-dependency curve: labelled images -> mIoU)
     labels:       display names of columns, e.g. {"att_loss": "L_att", "kl_loss": "L_KL"}
@@ -185,7 +185,7 @@ def _table_metrics(df: pd.DataFrame, spec: ReportSpec) -> list[str]:
     if spec.metrics:
         return [m for m in spec.metrics if m in df.columns] or [spec.metric]
     out = [spec.metric]
-    for m in ("iiou", "pixel_acc"):
+    for m in ("test.miou", "iiou", "pixel_acc"):
         if m in df.columns and m not in out and pd.to_numeric(df[m], errors="coerce").notna().any():
             out.append(m)
     return out

@@ -48,8 +48,10 @@ __all__ = ["SCHEMA_COLUMNS", "METRIC_COLUMNS", "TRIALS_FILE", "load_trials", "wr
 SCHEMA_COLUMNS: tuple[str, ...] = ("trial_id", "status", "method", "seed", "miou", "pixel_acc",
                                    "iterations", "train_seconds", "wall_seconds", "gpu", "error")
 SCHEMA_VERSION = 2  # stored in trials.parquet's metadata (key b"udalab"); bump on a breaking change
-# Scalar metrics kept when reported (iiou: the multi-decoder study's instance-level IoU).
-METRIC_COLUMNS: tuple[str, ...] = ("miou", "pixel_acc", "iiou")
+# Scalar metrics kept when reported (iiou: the multi-decoder study's instance-level IoU; test.*: the
+# held-out split, scored once at the end of a run, methods/uda_data.py).
+METRIC_COLUMNS: tuple[str, ...] = ("miou", "pixel_acc", "iiou", "test.miou", "test.pixel_acc")
+TEST_PREFIX = "test."
 
 TRIALS_FILE = "trials.parquet"
 _STATE_RE = re.compile(r"^experiment_state-.*\.json$")
@@ -285,14 +287,14 @@ def param_series(values: list) -> pd.Series:
 
 
 def metric_columns(df: pd.DataFrame) -> list[str]:
-    """Metric columns of a trials frame: miou, pixel_acc (iiou) and iou.<class>."""
-    return [c for c in df.columns if c in METRIC_COLUMNS or str(c).startswith("iou.")]
+    """Metric columns of a trials frame: miou, pixel_acc (iiou), iou.<class> and their test.* twins."""
+    return [c for c in df.columns if c in METRIC_COLUMNS or str(c).startswith(("iou.", "test.iou."))]
 
 
 def config_columns(df: pd.DataFrame) -> list[str]:
     """Columns that identify a configuration: method and the searched hyperparameters (not seed)."""
     fixed = set(SCHEMA_COLUMNS) | set(METRIC_COLUMNS)
-    rest = [c for c in df.columns if c not in fixed and not str(c).startswith("iou.")]
+    rest = [c for c in df.columns if c not in fixed and not str(c).startswith(("iou.", TEST_PREFIX))]
     return (["method"] if "method" in df.columns else []) + rest
 
 
@@ -360,7 +362,7 @@ def load_trials(study_dir: str | os.PathLike, live_status: Mapping[str, str] | N
             last = runtime.get("last_result")
             result = last if isinstance(last, dict) and last else {}
         for k in result:
-            if isinstance(k, str) and k.startswith("iou.") and k not in iou_order:
+            if isinstance(k, str) and k.startswith(("iou.", "test.iou.")) and k not in iou_order:
                 iou_order.append(k)
         error = None
         if status == "ERROR" and trial_path:
@@ -389,8 +391,9 @@ def load_trials(study_dir: str | os.PathLike, live_status: Mapping[str, str] | N
     cols["seed"] = pd.Series([_int_or_none(r["seed"]) for r in rows], dtype="Int64")
     for k in ("miou", "pixel_acc"):
         cols[k] = pd.Series([_num(r["result"].get(k)) for r in rows], dtype="float64")
-    if any("iiou" in r["result"] for r in rows):
-        cols["iiou"] = pd.Series([_num(r["result"].get("iiou")) for r in rows], dtype="float64")
+    for k in ("iiou", "test.miou", "test.pixel_acc"):   # when some trial reports them
+        if any(k in r["result"] for r in rows):
+            cols[k] = pd.Series([_num(r["result"].get(k)) for r in rows], dtype="float64")
     for k in iou_order:
         cols[k] = pd.Series([_num(r["result"].get(k)) for r in rows], dtype="float64")
     cols["iterations"] = pd.Series([_int_or_none(r["iterations"]) for r in rows], dtype="Int64")

@@ -39,7 +39,8 @@ __all__ = ["Cell", "Column", "Row", "Table", "aggregate", "ablation_table", "cla
            "varying_columns", "config_label", "fmt_value", "norm_value", "is_missing", "values_equal", "baseline_index",
            "METRIC_LABELS"]
 
-METRIC_LABELS = {"miou": "mIoU", "pixel_acc": "pixel acc.", "iiou": "iIoU"}
+METRIC_LABELS = {"miou": "mIoU", "pixel_acc": "pixel acc.", "iiou": "iIoU", "test.miou": "test mIoU",
+                 "test.pixel_acc": "test pixel acc."}
 
 
 def _stuff_thing() -> dict[str, tuple[str, ...]]:

@@ -75,7 +75,7 @@ def dacs_iteration(row: str, device, precision: str, backbone: str, scale: float
     if cl:
         student = student.to(memory_format=torch.channels_last)
     run = Run({"seed": 0}, ray=False, rank=0, world=1, device=device)
-    dacs = DACSStep(run, hp, UDAData(None, None, None, NUM_CLASSES, CLASS_NAMES), student)  # EMA, AdamW, poly
+    dacs = DACSStep(run, hp, UDAData(None, None, None, None, NUM_CLASSES, CLASS_NAMES), student)  # EMA, AdamW, poly
     dacs.student.train()
     xs = _fmt(torch.randn(batch, 3, h, w, device=device), cl)
     xt = _fmt(torch.randn(batch, 3, h, w, device=device), cl)

@@ -32,7 +32,7 @@ def make_steps(method: str, run: Run, hp: IntraDAConfig, src_hw, tgt_hw):
     x_s = torch.randn(hp.batch_size, 3, *src_hw, device=dev)
     y_s = torch.randint(0, NUM_CLASSES, (hp.batch_size, *src_hw), device=dev)
     x_t = torch.randn(hp.batch_size, 3, *tgt_hw, device=dev)
-    data = UDAData(None, None, None, NUM_CLASSES, CLASS_NAMES)
+    data = UDAData(None, None, None, None, NUM_CLASSES, CLASS_NAMES)
     G = build_model(run, hp, NUM_CLASSES)
     if method == "source_only":
         step, batch = SourceOnlyStep(run, hp, data, G), {"source": {"image": x_s, "label": y_s}}

@@ -43,6 +43,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from udalab.methods.uda_data import UDAData
+
 log = logging.getLogger("udalab")
 
 # Keys of a run config that are not hyperparameters of the method.
@@ -418,13 +420,18 @@ class Step:
                                        `batch` holds one batch per stream name, `it` counts this
                                        stage's iterations from 0, `gen` is seeded by (seed, it, rank)
         update()                       once the losses are finite: optimiser and schedule steps
-        evaluate()                     on rank 0 at the eval cadence, networks in eval mode
+        evaluate(dataset)              on rank 0, networks in eval mode: `data.target_val` at the
+                                       eval cadence (the metrics Tune and Optuna see: miou, iou.<class>),
+                                       and at the end of each stage `data.target_test`, the held-out
+                                       split nothing is tuned on, when there is one (reported as test.*)
         state_dict() / load_state_dict(state)    everything a resume needs, CPU or device tensors
 
-    `networks` are put in training mode for training and eval mode for evaluation.
+    `networks` are put in training mode for training and eval mode for evaluation; `data` is the
+    run's UDAData (methods/uda_data.py).
     """
 
     networks: tuple[torch.nn.Module, ...] = ()
+    data: UDAData
 
     def streams(self) -> dict[str, Stream]:
         raise NotImplementedError
@@ -438,7 +445,7 @@ class Step:
     def update(self) -> None:
         raise NotImplementedError
 
-    def evaluate(self) -> dict:
+    def evaluate(self, dataset: Dataset) -> dict:
         raise NotImplementedError
 
     def state_dict(self) -> dict:
@@ -490,12 +497,15 @@ def fit(run: Run, step: Step, *, stage: str, iterations: int, eval_every: int, l
         meter.add(**losses)
 
         if (it + 1) % eval_every == 0 or it + 1 == iterations:
+            end = it + 1 == iterations
             metrics = {}
             if run.rank == 0:
                 with torch.no_grad(), eval_mode(*step.networks):
-                    metrics = step.evaluate()
+                    metrics = step.evaluate(step.data.target_val)
+                    if end and step.data.target_test is not None:  # once per stage, at its end: the result
+                        metrics.update({f"test.{k}": v for k, v in step.evaluate(step.data.target_test).items()})
             run.report({"iteration": offset + it + 1, "stage": stage, **metrics, **meter.pop(),
-                        "done": last and it + 1 == iterations},
+                        "done": last and end},
                        state={"iteration": offset + it + 1, "stage": stage, "state": step.state_dict()})
     return step
 

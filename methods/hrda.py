@@ -89,11 +89,11 @@ class HRDAConfig(DAFormerConfig):
 
 # The mini data at the paper's geometry / 8: Cityscapes 256x128, GTA 320x180, 128-px context
 # (64 px at LR, DAFormer's mini crop), 64-px detail, pseudo-label margins / 8; the rest as
-# DAFormer's mini preset.
-MINI = dict(backbone="mit_b0", decoder_dim=64, pretrained="none", source_size=(320, 180), target_size=(256, 128),
+# DAFormer's mini preset (the ImageNet stand-in included).
+MINI = dict(backbone="mit_b0", decoder_dim=64, pretrained="standin", source_size=(320, 180), target_size=(256, 128),
             crop_size=(128, 128), batch_size=4, iterations=600, warmup_iters=60, lr=6e-4, eval_every=200,
             eval_size=(256, 128), fd_lambda=0.0, rcs_min_pixels=50, pl_margins=(4, 30, 4, 4))
-SMOKE = {**MINI, "source_size": (80, 48), "target_size": (64, 32), "crop_size": (32, 32), "batch_size": 2,
+SMOKE = {**MINI, "pretrained": "none", "source_size": (80, 48), "target_size": (64, 32), "crop_size": (32, 32), "batch_size": 2,
          "iterations": 4, "warmup_iters": 2, "eval_every": 2, "eval_size": (64, 32), "rcs_min_pixels": 5,
          "pl_margins": (1, 8, 1, 1)}
 PRESETS = {"mini": MINI, "smoke": SMOKE}
@@ -196,9 +196,9 @@ class HRDASegmentor(nn.Module):
                              stride=(max(dh // 2, 1), max(dw // 2, 1)))
         return up((1 - att) * lr) + up(att) * hr
 
-    def evaluate(self, data, hp: HRDAConfig, device) -> dict:
+    def evaluate(self, dataset, data, hp: HRDAConfig, device) -> dict:
         w, h = hp.crop_size  # the test window does not follow the training crop (crop_ratio)
-        return evaluate(self.predict, data.target_val, num_classes=data.num_classes, class_names=data.class_names,
+        return evaluate(self.predict, dataset, num_classes=data.num_classes, class_names=data.class_names,
                         device=device, input_size=hp.eval_size, window=(h, w), stride=(h // 2, w // 2))
 
 

@@ -327,6 +327,22 @@ def test_store_reads_a_running_optuna_study(tmp_path):
     assert "0 finished, 2 running, 0 errored, 1 pending" in text and 'id="fig-metric"' in text
 
 
+def test_held_out_metrics_are_metrics_not_hyperparameters(tmp_path):
+    """test.* (the held-out split, reported at the end of a run) become metric columns beside val's,
+    never config columns, and the report's results table shows the test mIoU."""
+    (tmp_path / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": [
+        _state_entry(f"ab_0000{k}", "TERMINATED", {"method": "intrada", "lambda_split": lam, "seed": 0}, None,
+                     {"iteration": 9, "miou": 30.0 + k, "iou.road": 50.0, "test.miou": 20.0 + k,
+                      "test.pixel_acc": 60.0, "test.iou.road": 40.0})
+        for k, lam in enumerate((0.3, 0.6))]}))
+    df = store.load_trials(tmp_path)
+    assert df["test.miou"].tolist() == [20.0, 21.0] and df["test.iou.road"].tolist() == [40.0, 40.0]
+    assert store.config_columns(df) == ["method", "lambda_split"]
+    assert {"miou", "test.miou", "test.pixel_acc", "iou.road", "test.iou.road"} <= set(store.metric_columns(df))
+    text = render_report(df, INTRADA_SPEC, preset="mini")
+    assert "test mIoU" in text and "21.0" in text
+
+
 def test_store_empty_and_missing(tmp_path):
     empty = store.load_trials(tmp_path)                            # Tune has not saved a state yet
     assert list(empty.columns) == list(store.SCHEMA_COLUMNS) and len(empty) == 0

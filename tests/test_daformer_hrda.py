@@ -360,7 +360,7 @@ def test_hrda_test_window_does_not_follow_the_training_crop(monkeypatch):
     data = type("D", (), {"target_val": None, "num_classes": 19, "class_names": ()})()
     for ratio in (0.25, 0.5, 1.0):
         hp = make_hparams(HRDAConfig, {"preset": "mini", "crop_ratio": ratio}, PRESETS)
-        HRDASegmentor(hp, 19).evaluate(data, hp, "cpu")
+        HRDASegmentor(hp, 19).evaluate(None, data, hp, "cpu")
     assert seen == [(128, 128)] * 3
 
 

@@ -69,5 +69,20 @@ def test_build_uda_data_picks_the_subset(tmp_path):
     d = build_uda_data({"source": "mfnet_rgb_day", "target": "mfnet_thermal@3", "data_root": roots}, None, None)
     assert d.eval_classes == (1, 2, 3) and d.num_classes == 9 and len(d.source) == 2 and len(d.target) == 4
     assert d.target_val.files[0][0].parent.parent == roots["mfnet"]
-    # UDAData keeps its old positional form
-    assert UDAData(1, 2, 3, 19, ()).eval_classes is None
+    assert UDAData(1, 2, 3, None, 19, ()).eval_classes is None
+
+
+def test_the_held_out_test_split(tmp_path, mini_data):
+    """Mini data: target test is the twin's own labelled test split, disjoint from val, scored on the
+    same classes. Real data (a root given): none unless the config names a split, since real
+    Cityscapes withholds its test labels."""
+    d = build_uda_data({"source": "synthia", "target": "cityscapes"}, None, None)
+    names = lambda ds: {img.name for img, _ in ds.files}  # noqa: E731
+    assert len(d.target_test) == 45 and not names(d.target_test) & names(d.target_val)
+    assert d.target_test.eval_classes == EVAL_16 == d.target_val.eval_classes
+    roots = {"gta5": mini.make_mini("gta5", tmp_path / "g", count={"train": 2}),
+             "cityscapes": mini.make_mini("cityscapes", tmp_path / "c", count={"train": 2, "val": 2, "test": 3})}
+    d = build_uda_data({"source": "gta5", "target": "cityscapes", "data_root": roots}, None, None)
+    assert d.target_test is None
+    d = build_uda_data({"source": "gta5", "target": "cityscapes", "data_root": roots, "test_split": "test"}, None, None)
+    assert len(d.target_test) == 3

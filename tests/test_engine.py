@@ -7,10 +7,11 @@ from torch.utils.data import Dataset
 
 from udalab.methods.deeplab import DeepLabV2
 from udalab.methods.discriminator import FCDiscriminator
-from udalab.methods.engine import (ConfigError, NonFiniteLossError, batches, check_finite, derive_seed,
-                                   make_hparams)
+from udalab.methods.engine import (ConfigError, NonFiniteLossError, Run, Step, Stream, batches, check_finite,
+                                   derive_seed, fit, make_hparams, run_local)
 from udalab.methods.evaluate import slide_inference
 from udalab.methods.losses import entropy_map, self_information
+from udalab.methods.uda_data import UDAData
 
 
 @dataclass
@@ -137,3 +138,59 @@ def test_slide_inference_covers_every_pixel_and_matches_pointwise_model():
     predict = lambda x: torch.nn.functional.conv2d(x, weight)  # noqa: E731 - a pointwise "model"
     out = slide_inference(predict, image, 6, window=(16, 24), stride=(8, 12))
     assert torch.allclose(out, predict(image), atol=1e-5)
+
+
+class _Counting(Step):
+    """A Step whose 'model' is one weight; evaluate() tells which dataset it scored."""
+
+    def __init__(self, data):
+        self.data, self.w = data, torch.nn.Parameter(torch.zeros(1))
+        self.networks = ()
+
+    def streams(self):
+        return {"source": Stream(self.data.source, 1, id=0)}
+
+    def train_step(self, batch, it, gen):
+        return {"l": self.w.sum() + batch["source"]["x"].sum()}
+
+    def update(self):
+        pass
+
+    def evaluate(self, dataset):
+        return {"miou": float(len(dataset)), "split": dataset.name}
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+class _Named(Dataset):
+    def __init__(self, name, n):
+        self.name, self.n = name, n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return {"x": torch.zeros(1)}
+
+
+@pytest.mark.parametrize("with_test", [True, False])
+def test_fit_scores_val_at_the_cadence_and_the_held_out_split_at_each_stage_end(with_test):
+    data = UDAData(_Named("src", 4), None, _Named("val", 5), _Named("test", 7) if with_test else None, 2, ("a", "b"))
+    step = _Counting(data)
+
+    def two_stages(config):
+        run = Run.start(config)
+        fit(run, step, stage="a", iterations=4, eval_every=2, last=False)
+        fit(run, step, stage="b", iterations=4, eval_every=2)
+
+    reports = run_local(two_stages, {"seed": 0})
+    assert [(r["iteration"], r["split"], r["miou"]) for r in reports] == [(2, "val", 5), (4, "val", 5),
+                                                                           (6, "val", 5), (8, "val", 5)]
+    ends = [r["iteration"] for r in reports if "test.miou" in r]
+    assert ends == ([4, 8] if with_test else [])
+    if with_test:
+        assert reports[-1]["test.split"] == "test" and reports[-1]["test.miou"] == 7 and reports[-1]["done"]

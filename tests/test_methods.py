@@ -26,6 +26,9 @@ def test_method_reports_contract_metrics(method, mini_data):
     assert "iou.road" in last and "iou.bicycle" in last
     assert last["iteration"] == (6 if method == "intrada" else 4)
     assert [r["iteration"] for r in reports] == sorted(r["iteration"] for r in reports)
+    # the held-out split is scored at the end of each stage (IntraDA: inter at 4, intra at 6), not before
+    assert [r["iteration"] for r in reports if "test.miou" in r] == ([4, 6] if method == "intrada" else [4])
+    assert "test.iou.road" in last and 0 < last["test.miou"] < 100
     assert all(math.isfinite(v) for k, v in last.items() if k.startswith("loss."))
     if method == "advent":
         assert {"loss.adv_main", "loss.d_src", "loss.d_tgt"} <= set(last)

@@ -167,3 +167,13 @@ def test_broken_artifact_names_the_path_and_the_fix(store, damage):
     with pytest.raises(ArtifactError, match="delete") as err:
         load_imagenet_backbone(18, TINY)
     assert str(directory) in str(err.value)
+
+
+@pytest.mark.parametrize("module", ["advent", "intrada", "daformer", "hrda"])
+def test_mini_presets_start_from_the_standin_and_smoke_from_random_init(module):
+    """The mini data's default init is the stand-in (the papers start from ImageNet); the
+    seconds-scale smoke preset builds nothing."""
+    import importlib
+
+    presets = importlib.import_module(f"udalab.methods.{module}").PRESETS
+    assert presets["mini"]["pretrained"] == "standin" and presets["smoke"]["pretrained"] == "none"
