@@ -11,7 +11,7 @@ from typing import Callable
 METHODS: dict[str, Callable[[dict], None]] = {}
 
 # Method modules, imported lazily so that `import udalab.methods` stays cheap.
-_MODULES = ("source_only", "advent", "intrada", "daformer", "hrda")
+_MODULES = ("source_only", "advent", "adaptsegnet", "intrada", "daformer", "hrda")
 
 
 def register(name: str):

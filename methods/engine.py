@@ -88,6 +88,8 @@ def make_hparams(cls: type, config: dict, presets: dict[str, dict] | None = None
         values[key] = value
     for key, value in values.items():
         default = fields[key].default
+        if value is None and "None" in str(fields[key].type):   # an optional field, e.g. `int | None`
+            continue
         if isinstance(default, bool) and not isinstance(value, (bool, np.bool_)):
             raise ConfigError(f"{cls.__name__}.{key} must be true/false, got {value!r}")
         if isinstance(default, (int, float)) and not isinstance(default, bool):

@@ -26,7 +26,7 @@ class SourceOnlyStep(Step):
         self.run, self.hp, self.data, self.G = run, hp, data, G
         self.networks = (G,)
         self.opt = sgd_head_10x(unwrap(G), hp.lr, hp.momentum, hp.weight_decay)
-        self.sched = poly(self.opt, hp.iterations, hp.poly_power)
+        self.sched = poly(self.opt, hp.poly_iterations or hp.iterations, hp.poly_power)  # as ADVENT
 
     def streams(self) -> dict[str, Stream]:
         return {"source": Stream(self.data.source, self.hp.batch_size, id=0)}

@@ -18,7 +18,7 @@ def test_registry_lists_the_methods():
         get_method("nope")
 
 
-@pytest.mark.parametrize("method", ["source_only", "advent", "intrada"])
+@pytest.mark.parametrize("method", ["source_only", "advent", "adaptsegnet", "intrada"])
 def test_method_reports_contract_metrics(method, mini_data):
     reports = run_local(method, {"method": method, **SMOKE})
     last = reports[-1]
@@ -30,8 +30,38 @@ def test_method_reports_contract_metrics(method, mini_data):
     assert [r["iteration"] for r in reports if "test.miou" in r] == ([4, 6] if method == "intrada" else [4])
     assert "test.iou.road" in last and 0 < last["test.miou"] < 100
     assert all(math.isfinite(v) for k, v in last.items() if k.startswith("loss."))
-    if method == "advent":
+    if method in ("advent", "adaptsegnet"):
         assert {"loss.adv_main", "loss.d_src", "loss.d_tgt"} <= set(last)
+
+
+@pytest.mark.parametrize("method", ["advent", "adaptsegnet"])
+def test_what_the_discriminators_see(method, monkeypatch, mini_data):
+    """AdaptSegNet's discriminators see the segmentation softmax (sums to 1 over classes at every
+    pixel); ADVENT's the weighted self-information -p log p / log C (each value in [0, 1/e / log C])."""
+    from udalab.methods.discriminator import FCDiscriminator
+
+    seen, forward = [], FCDiscriminator.forward
+    monkeypatch.setattr(FCDiscriminator, "forward", lambda self, x: seen.append(x.detach()) or forward(self, x))
+    run_local(method, {"method": method, **SMOKE, "iterations": 1, "eval_every": 1})
+    assert len(seen) == 6                  # G's adversarial term, D on source, D on target; two levels
+    sums = torch.cat([x.sum(1).flatten() for x in seen])
+    if method == "adaptsegnet":
+        assert torch.allclose(sums, torch.ones_like(sums), atol=1e-5)
+    else:
+        assert all(x.min() >= 0 and x.max() <= 1 / math.e / math.log(19) + 1e-6 for x in seen)
+        assert not torch.allclose(sums, torch.ones_like(sums), atol=1e-2)
+
+
+def test_adaptsegnet_reference_schedule_and_bad_configs():
+    from udalab.methods.adaptsegnet import PRESETS, AdaptSegNetConfig
+    from udalab.methods.engine import make_hparams
+
+    hp = make_hparams(AdaptSegNetConfig, {"preset": "paper"}, PRESETS)
+    assert (hp.iterations, hp.poly_iterations, hp.lambda_adv_main, hp.lambda_adv_aux) == (150_000, 250_000, 1e-3, 2e-4)
+    for bad, match in (({"gan": "wgan"}, "gan must be"), ({"variant": "minent"}, "adversarial only"),
+                       ({"iterations": 300_000}, "poly_iterations")):
+        with pytest.raises(ConfigError, match=match):
+            make_hparams(AdaptSegNetConfig, {"preset": "paper", **bad}, PRESETS)
 
 
 @pytest.mark.parametrize("method", ["source_only", "daformer"])   # the DeepLab-v2 and the DACS Step
@@ -122,7 +152,8 @@ def test_entropy_ranking_splits_by_lambda(mini_data):
 CHECKPOINT_LAYOUT = {"iteration", "stage", "state", "rng", "train_seconds"}
 
 
-@pytest.mark.parametrize("method, stage", [("source_only", "source"), ("advent", "inter"), ("intrada", "intra"),
+@pytest.mark.parametrize("method, stage", [("source_only", "source"), ("advent", "inter"), ("adaptsegnet", "adapt"),
+                                           ("intrada", "intra"),
                                            ("daformer", "dacs"), ("hrda", "dacs")])
 def test_every_method_writes_one_checkpoint_layout(method, stage, tmp_path, mini_data):
     reports = run_local(method, {"method": method, **SMOKE}, checkpoint_dir=tmp_path)
