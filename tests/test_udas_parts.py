@@ -1,0 +1,110 @@
+"""UDAS's pieces: Domain CutMix, K augmented views and their max-confidence pseudo labels."""
+import pytest
+import torch
+
+from udalab.datasets.labels import IGNORE_INDEX
+from udalab.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
+from udalab.methods.mixing import cutmix_box, domain_cutmix
+from udalab.methods.views import PhotometricAutoAugment, augmented_views, max_confidence, pseudo_labels
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.3, 0.75, 0.96, 1.0])
+def test_cutmix_box_covers_one_minus_lambda_of_the_image(lam):
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        y0, x0, h, w = cutmix_box(90, 160, lam, gen)
+        assert 0 <= y0 and y0 + h <= 90 and 0 <= x0 and x0 + w <= 160     # wholly inside
+        assert h * w / (90 * 160) == pytest.approx(1 - lam, abs=0.02)
+
+
+def test_domain_cutmix_takes_the_box_from_the_target_with_its_labels():
+    gen = torch.Generator().manual_seed(1)
+    x_s, x_t = torch.zeros(3, 3, 32, 48), torch.ones(3, 3, 32, 48)
+    y_s, y_t = torch.full((3, 32, 48), 4), torch.full((3, 32, 48), 7)
+    x, y, m = domain_cutmix(x_s, y_s, x_t, y_t, gen, lam=0.75)
+    assert torch.equal(x[:, 0] == 1, m[:, 0] == 0) and torch.equal(y == 7, m[:, 0] == 0)
+    assert ((1 - m).mean(dim=(1, 2, 3)) == pytest.approx(torch.full((3,), 0.25), abs=0.02))
+    x, y, m = domain_cutmix(x_s, y_s, x_t, y_t, torch.Generator().manual_seed(2))     # λ ~ U(0, 1)
+    assert len({round(float(v), 3) for v in (1 - m).mean(dim=(1, 2, 3))}) == 3         # one λ per pair
+    with pytest.raises(ValueError, match="one size"):
+        domain_cutmix(x_s, y_s, x_t[:, :, :16], y_t[:, :16], gen)
+
+
+def _image(n=2, h=24, w=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    rgb = torch.rand(n, 3, h, w, generator=g)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (rgb - mean) / std
+
+
+def test_photometric_autoaugment_keeps_every_pixel_in_place():
+    """No view moves a pixel: away from the block edges (which sharpness may touch), the output is a
+    function of the input pixel's own value; any rotate / shear / translate would break that."""
+    aug = PhotometricAutoAugment()
+    assert aug._policies and all(op[0] not in ("Rotate", "ShearX", "TranslateY") for sub in aug._policies for op in sub)
+    g = torch.Generator().manual_seed(0)
+    values = torch.tensor([10, 60, 110, 160, 210, 250], dtype=torch.uint8)
+    blocks = values[torch.randint(6, (8, 8), generator=g)]
+    img = blocks.repeat_interleave(5, 0).repeat_interleave(5, 1).expand(3, 40, 40).clone()
+    inner = torch.zeros(40, 40, dtype=torch.bool)
+    for k in range(8):
+        inner[5 * k + 1:5 * k + 4] = True
+    inner &= inner.clone().T                                       # the 3x3 centre of each 5x5 block
+    changed = 0
+    for seed in range(40):
+        torch.manual_seed(seed)
+        out = aug(img)
+        for v in values:
+            at = (img[0] == v) & inner
+            assert len(torch.unique(out[:, at], dim=1).T) == 1, (seed, int(v))
+        changed += int(not torch.equal(out, img))
+    assert changed > 10                                               # and the views do change the image
+
+
+def test_each_views_prediction_comes_back_to_the_original_grid():
+    """A 'model' that reads the image's content (textured right half, flat left half) and predicts a
+    known label map from it: each of the K views, flipped or not, brings back exactly that map."""
+    n, h, w, k = 2, 24, 40, 5
+    label = (torch.arange(w).view(1, 1, w) * 19 // w).expand(n, h, w)          # 19 classes across x
+    rgb = torch.full((n, 3, h, w), 0.5)
+    checker = (torch.arange(h).view(-1, 1) + torch.arange(w // 2).view(1, -1)) % 2
+    rgb[..., w // 2:] = (60 + 130 * checker) / 255        # 60 / 190: no photometric op merges them
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    images = (rgb - mean) / std
+
+    def predict(x):   # the texture's side tells the orientation; the map follows it
+        cols = torch.arange(x.shape[-1]) * 19 // x.shape[-1]
+        one_hot = 50.0 * torch.nn.functional.one_hot(cols, 19).T.float()                # (19, W)
+        mirrored = x[..., : w // 2].std(dim=(1, 2, 3)) > x[..., w // 2:].std(dim=(1, 2, 3))
+        return torch.stack([one_hot.flip(-1) if m else one_hot for m in mirrored])[:, :, None].expand(-1, -1, h, -1)
+
+    views, flipped = augmented_views(images, k, torch.Generator().manual_seed(3))
+    assert views.shape == (k, n, 3, h, w) and flipped[0].sum() == 0 and flipped.any() and not flipped.all()
+    for view, flips in zip(views, flipped):
+        conf, lab = max_confidence(predict, view[None], flips[None])
+        assert torch.equal(lab, label) and conf.min() > 0.999
+    assert not torch.equal(views[1], views[0])                                  # the views do differ
+    again, _ = augmented_views(images, k, torch.Generator().manual_seed(3))     # the same seed, the same views
+    assert torch.equal(again, views)
+
+
+def test_max_confidence_takes_the_most_confident_view_per_pixel():
+    a, b = torch.zeros(1, 3, 1, 2), torch.zeros(1, 3, 1, 2)
+    a[0, 0, 0, 0], a[0, 1, 0, 1] = 5.0, 1.0      # view a: sure of class 0 at pixel 0, unsure at pixel 1
+    b[0, 2, 0, 0], b[0, 2, 0, 1] = 1.0, 5.0      # view b: unsure at pixel 0, sure of class 2 at pixel 1
+    logits = iter([a, b])
+    conf, lab = max_confidence(lambda x: next(logits), torch.zeros(2, 1, 3, 1, 2), torch.zeros(2, 1, dtype=torch.bool))
+    assert lab.tolist() == [[[0, 2]]] and conf.min() > 0.95
+
+
+def test_kept_fraction_falls_as_tau_rises():
+    conf = torch.rand(4, 32, 32, generator=torch.Generator().manual_seed(0))
+    label = torch.randint(19, (4, 32, 32), generator=torch.Generator().manual_seed(1))
+    kept = [float((pseudo_labels(conf, label, tau) != IGNORE_INDEX).float().mean()) for tau in (0.3, 0.6, 0.8, 0.95)]
+    assert kept == sorted(kept, reverse=True) and kept[0] - kept[-1] > 0.5
+    assert torch.equal(pseudo_labels(conf, label, 0.6)[conf >= 0.6], label[conf >= 0.6])
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="τ"):
+            pseudo_labels(conf, label, bad)
+    with pytest.raises(ValueError, match="K"):
+        augmented_views(_image(), 0, torch.Generator())
