@@ -1,0 +1,266 @@
+"""CycleGAN: unpaired image translation source -> target style (Zhu et al., ICCV 2017).
+
+Algorithm (one iteration; A = source images, B = target images, G_AB / G_BA ResNet
+generators, D_A / D_B 70x70 PatchGAN discriminators, L_gan least squares):
+  1. generators (D frozen):
+       L_G = L_gan(D_B(G_AB(a)), real) + L_gan(D_A(G_BA(b)), real)
+           + λ_cyc · (|G_BA(G_AB(a)) - a|_1 + |G_AB(G_BA(b)) - b|_1)
+           + λ_id · λ_cyc · (|G_AB(b) - b|_1 + |G_BA(a) - a|_1)
+  2. discriminators, on real images and on fakes drawn from a pool of the last 50:
+       L_D_B = (L_gan(D_B(b), real) + L_gan(D_B(pool_B(G_AB(a))), fake)) / 2, L_D_A likewise
+  3. Adam (2e-4, betas 0.5 / 0.999) for both; the learning rate constant for the first half of
+     the iterations, then decaying linearly to 0 (the reference: 100 + 100 epochs).
+
+Used as a stage: the trained G_AB translates every source image once, written in the source
+dataset's own layout beside its labels (`write_translated`), cached as an artifact keyed by
+the CycleGAN config and the source (methods/artifacts.py), so every trial that asks for the
+same translation reads the same folder. Reference settings: REFERENCE_FACTS.md, CycleGAN
+(junyanz/pytorch-CycleGAN-and-pix2pix; CyCADA for GTA5 -> Cityscapes).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.io import write_png
+
+from udalab.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
+from udalab.methods.engine import ConfigError, Run, Step, Stream, unwrap
+
+REAL, FAKE = 1.0, 0.0  # LSGAN targets (the reference)
+
+
+@dataclass
+class CycleGANConfig:
+    # networks: resnet_9blocks generator, 64 filters, instance norm; 70x70 PatchGAN, 64 filters
+    ngf: int = 64
+    ndf: int = 64
+    n_blocks: int = 9
+    # losses: LSGAN, λ_cyc 10, identity 0.5 · λ_cyc (CyCADA's GTA5 -> Cityscapes: 1.0), pool of 50
+    lambda_cyc: float = 10.0
+    lambda_identity: float = 0.5
+    pool_size: int = 50
+    # optimisation: Adam 2e-4, betas (0.5, 0.999), batch 1, 100 epochs constant + 100 decaying
+    lr: float = 2e-4
+    beta1: float = 0.5
+    batch_size: int = 1
+    iterations: int = 200 * 2975        # 200 epochs of Cityscapes' 2975 train images
+    decay_from: float = 0.5             # the fraction of iterations after which the LR decays to 0
+    # data: random 256-px crops (CyCADA: 400-px crops of images 1024 wide)
+    crop_size: tuple = (256, 256)
+
+    def validate(self) -> None:
+        if min(self.ngf, self.ndf, self.n_blocks, self.batch_size, self.iterations) < 1:
+            raise ConfigError("ngf, ndf, n_blocks, batch_size and iterations must be >= 1")
+        if not 0.0 <= self.decay_from <= 1.0:
+            raise ConfigError(f"decay_from must be in [0, 1], got {self.decay_from}")
+        if self.lambda_cyc < 0 or self.lambda_identity < 0 or self.pool_size < 0:
+            raise ConfigError("lambda_cyc, lambda_identity and pool_size must be >= 0")
+
+
+# ---------------------------------------------------------------------------------------
+# Networks.
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3), nn.InstanceNorm2d(ch), nn.ReLU(True),
+                                  nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3), nn.InstanceNorm2d(ch))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class ResnetGenerator(nn.Module):
+    """7x7 conv, two stride-2 downsamplings, n residual blocks, two transposed-conv upsamplings,
+    7x7 conv to 3 channels, tanh; instance norm; images in [-1, 1]."""
+
+    def __init__(self, ngf: int = 64, n_blocks: int = 9):
+        super().__init__()
+        layers = [nn.ReflectionPad2d(3), nn.Conv2d(3, ngf, 7), nn.InstanceNorm2d(ngf), nn.ReLU(True)]
+        for k in (1, 2):
+            layers += [nn.Conv2d(ngf * k, ngf * 2 * k, 3, stride=2, padding=1), nn.InstanceNorm2d(ngf * 2 * k),
+                       nn.ReLU(True)]
+        layers += [ResidualBlock(ngf * 4) for _ in range(n_blocks)]
+        for k in (4, 2):
+            layers += [nn.ConvTranspose2d(ngf * k, ngf * k // 2, 3, stride=2, padding=1, output_padding=1),
+                       nn.InstanceNorm2d(ngf * k // 2), nn.ReLU(True)]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        h, w = x.shape[-2:]
+        pad_h, pad_w = -h % 4, -w % 4      # any size: pad to a multiple of 4, crop back
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
+        return self.net(x)[..., :h, :w]
+
+
+class PatchDiscriminator(nn.Module):
+    """70x70 PatchGAN: 4x4 convs 64-128-256 (stride 2), 512 (stride 1), then 1; LeakyReLU 0.2,
+    instance norm after the first."""
+
+    def __init__(self, ndf: int = 64):
+        super().__init__()
+        layers, ch = [nn.Conv2d(3, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)], ndf
+        for k, stride in ((2, 2), (4, 2), (8, 1)):
+            layers += [nn.Conv2d(ch, ndf * k, 4, stride, 1), nn.InstanceNorm2d(ndf * k), nn.LeakyReLU(0.2, True)]
+            ch = ndf * k
+        layers.append(nn.Conv2d(ch, 1, 4, 1, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def lsgan(d_out: torch.Tensor, target: float) -> torch.Tensor:
+    return F.mse_loss(d_out, torch.full_like(d_out, target))
+
+
+class ImagePool:
+    """The last `size` generated images; once full, each query returns a stored image with
+    probability 0.5 (and stores the new one in its place), else the new one (Shrivastava et al.)."""
+
+    def __init__(self, size: int):
+        self.size, self.images = size, []
+
+    def query(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        if self.size == 0:
+            return images
+        out = []
+        for img in images.detach():
+            if len(self.images) < self.size:
+                self.images.append(img)
+                out.append(img)
+            elif float(torch.rand((), generator=gen)) < 0.5:
+                k = int(torch.randint(self.size, (), generator=gen))
+                out.append(self.images[k])
+                self.images[k] = img
+            else:
+                out.append(img)
+        return torch.stack(out)
+
+
+# ---------------------------------------------------------------------------------------
+# Images: the datasets' ImageNet-normalised tensors <-> the generators' [-1, 1].
+
+
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    mean, std = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1), x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return ((x * std + mean) * 2 - 1).clamp(-1, 1)
+
+
+def from_unit(x: torch.Tensor) -> torch.Tensor:
+    mean, std = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1), x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return ((x + 1) / 2 - mean) / std
+
+
+# ---------------------------------------------------------------------------------------
+# The training step.
+
+
+class CycleGANStep(Step):
+    def __init__(self, run: Run, hp: CycleGANConfig, data, source, target):
+        self.run, self.hp, self.data, self.source, self.target = run, hp, data, source, target
+        self.G_AB, self.G_BA = (run.prepare(ResnetGenerator(hp.ngf, hp.n_blocks), ddp=False) for _ in range(2))
+        self.D_A, self.D_B = (run.prepare(PatchDiscriminator(hp.ndf), ddp=False) for _ in range(2))
+        self.networks = (self.G_AB, self.G_BA, self.D_A, self.D_B)
+        betas = (hp.beta1, 0.999)
+        self.opt_G = torch.optim.Adam([*self.G_AB.parameters(), *self.G_BA.parameters()], hp.lr, betas=betas)
+        self.opt_D = torch.optim.Adam([*self.D_A.parameters(), *self.D_B.parameters()], hp.lr, betas=betas)
+        start = int(hp.decay_from * hp.iterations)
+        rate = lambda it: 1.0 - max(0, it - start) / max(1, hp.iterations - start)  # noqa: E731
+        self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, rate)
+        self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, rate)
+        self.pool_A, self.pool_B = ImagePool(hp.pool_size), ImagePool(hp.pool_size)
+
+    def streams(self) -> dict[str, Stream]:
+        return {"source": Stream(self.source, self.hp.batch_size, id=0),
+                "target": Stream(self.target, self.hp.batch_size, id=1)}
+
+    def train_step(self, batch: dict, it: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        hp = self.hp
+        a, b = to_unit(batch["source"]["image"]), to_unit(batch["target"]["image"])
+        self.opt_G.zero_grad(set_to_none=True)
+        self.opt_D.zero_grad(set_to_none=True)
+        # 1. generators, D frozen
+        for D in (self.D_A, self.D_B):
+            D.requires_grad_(False)
+        fake_b, fake_a = self.G_AB(a), self.G_BA(b)
+        gan = lsgan(self.D_B(fake_b), REAL) + lsgan(self.D_A(fake_a), REAL)
+        cyc = F.l1_loss(self.G_BA(fake_b), a) + F.l1_loss(self.G_AB(fake_a), b)
+        idt = F.l1_loss(self.G_AB(b), b) + F.l1_loss(self.G_BA(a), a) if hp.lambda_identity > 0 else gan.new_zeros(())
+        (gan + hp.lambda_cyc * cyc + hp.lambda_identity * hp.lambda_cyc * idt).backward()
+        for D in (self.D_A, self.D_B):
+            D.requires_grad_(True)
+        # 2. discriminators on real images and pooled fakes
+        d_b = (lsgan(self.D_B(b), REAL) + lsgan(self.D_B(self.pool_B.query(fake_b, gen)), FAKE)) / 2
+        d_a = (lsgan(self.D_A(a), REAL) + lsgan(self.D_A(self.pool_A.query(fake_a, gen)), FAKE)) / 2
+        (d_a + d_b).backward()
+        return {"gan": gan.detach(), "cycle": cyc.detach(), "identity": idt.detach(), "d_a": d_a.detach(),
+                "d_b": d_b.detach()}
+
+    def update(self) -> None:
+        # 3. Adam steps, then the schedule
+        self.run.sync_grads(*self.networks)
+        for opt_or_sched in (self.opt_G, self.opt_D, self.sched_G, self.sched_D):
+            opt_or_sched.step()
+
+    @torch.no_grad()
+    def evaluate(self, dataset) -> dict:
+        """How well a translated image comes back: the cycle L1 over (up to) 8 images of `dataset`
+        sent B -> A -> B (the translation has no segmentation metric)."""
+        loss = [F.l1_loss(self.G_AB(self.G_BA(x)), x).item()
+                for x in (to_unit(dataset[k]["image"][None].to(self.run.device)) for k in range(min(8, len(dataset))))]
+        return {"cycle_l1": sum(loss) / len(loss)}
+
+    def state_dict(self) -> dict:
+        return {**{name: unwrap(getattr(self, name)).state_dict() for name in ("G_AB", "G_BA", "D_A", "D_B")},
+                **{name: getattr(self, name).state_dict() for name in ("opt_G", "opt_D", "sched_G", "sched_D")},
+                "pool_A": list(self.pool_A.images), "pool_B": list(self.pool_B.images)}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in ("G_AB", "G_BA", "D_A", "D_B"):
+            unwrap(getattr(self, name)).load_state_dict(state[name])
+        for name in ("opt_G", "opt_D", "sched_G", "sched_D"):
+            getattr(self, name).load_state_dict(state[name])
+        self.pool_A.images, self.pool_B.images = list(state["pool_A"]), list(state["pool_B"])
+
+
+# ---------------------------------------------------------------------------------------
+# The stage's output: the translated source, in the source's own layout.
+
+
+@torch.no_grad()
+def write_translated(G_AB: nn.Module, source, out_root: Path, device="cpu") -> int:
+    """Translate every image of `source` (a SegmentationDataset loaded at its native size) with G_AB
+    and write it under `out_root` at the image's relative path, as PNG under the original name;
+    everything else of the source root (labels, split files) is linked in unchanged. Returns the
+    number of images written."""
+    src_root = Path(source.root)
+    images = {Path(img).resolve() for img, _ in source.files}
+    for dirpath, _, files in os.walk(src_root):
+        for name in files:
+            path = Path(dirpath) / name
+            rel = path.relative_to(src_root)
+            if path.resolve() in images:
+                continue
+            (out_root / rel).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.symlink(path.resolve(), out_root / rel)
+            except OSError:                      # a file system without links: copy
+                shutil.copy2(path, out_root / rel)
+    G_AB.eval()
+    for k, (img_path, _) in enumerate(source.files):
+        x = to_unit(source[k]["image"][None].to(device))
+        y = ((G_AB(x)[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+        out = out_root / Path(img_path).relative_to(src_root)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_png(y, str(out))
+    return len(source.files)
