@@ -9,19 +9,36 @@ import importlib
 from typing import Callable
 
 METHODS: dict[str, Callable[[dict], None]] = {}
+HPARAMS: dict[str, tuple[type, dict]] = {}   # name -> (hyperparameter dataclass, presets)
 
 # Method modules, imported lazily so that `import udalab.methods` stays cheap.
-_MODULES = ("source_only", "advent", "adaptsegnet", "intrada", "daformer", "hrda")
+_MODULES = ("source_only", "advent", "adaptsegnet", "intrada", "daformer", "hrda", "udas")
 
 
-def register(name: str):
+def register(name: str, hparams: type | None = None, presets: dict | None = None):
+    """Register a train_loop; `hparams` / `presets`: its dataclass and presets, so that a study can
+    check every trial's config (`check_config`) before any trial starts."""
     def deco(fn):
         if name in METHODS and METHODS[name] is not fn:
             raise ValueError(f"method {name!r} registered twice")
         METHODS[name] = fn
+        if hparams is not None:
+            HPARAMS[name] = (hparams, presets or {})
         fn.method_name = name
         return fn
     return deco
+
+
+def check_config(config: dict):
+    """The hyperparameters `config` gives its method (config["method"]); a bad name or value raises
+    the ConfigError the trial itself would raise."""
+    from udalab.methods.engine import make_hparams
+
+    get_method(config["method"])
+    if config["method"] not in HPARAMS:
+        return None
+    cls, presets = HPARAMS[config["method"]]
+    return make_hparams(cls, config, presets)
 
 
 def _load_all() -> None:

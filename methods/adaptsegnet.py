@@ -68,7 +68,7 @@ class AdaptSegNetStep(AdventStep):
         return super().gan_loss(d_logits, domain)
 
 
-@register("adaptsegnet")
+@register("adaptsegnet", AdaptSegNetConfig, PRESETS)
 def train_loop(config: dict) -> None:
     run = Run.start(config)
     hp = make_hparams(AdaptSegNetConfig, config, PRESETS)

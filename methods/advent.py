@@ -139,7 +139,9 @@ class AdventStep(Step):
         for D in discriminators:
             D.requires_grad_(False)
         adv_main, adv_aux = self.gan_loss(self.D_main(i_t_main), SOURCE), self.gan_loss(self.D_aux(i_t_aux), SOURCE)
-        (hp.lambda_adv_main * adv_main + hp.lambda_adv_aux * adv_aux).backward()
+        extra = self.target_terms(t_main, t_aux)      # weighted target losses of a method built on this one
+        (hp.lambda_adv_main * adv_main + hp.lambda_adv_aux * adv_aux + sum(w * v for w, v in extra.values())).backward()
+        losses.update({name: v.detach() for name, (_, v) in extra.items()})
         for D in discriminators:
             D.requires_grad_(True)
 
@@ -160,6 +162,11 @@ class AdventStep(Step):
     def gan_loss(self, d_logits: torch.Tensor, domain: float) -> torch.Tensor:
         """The adversarial loss against a domain label: BCE on D's logits (vanilla GAN)."""
         return bce_to(d_logits, domain)
+
+    def target_terms(self, t_main: torch.Tensor, t_aux: torch.Tensor) -> dict[str, tuple[float, torch.Tensor]]:
+        """{name: (weight, loss)} added to G's adversarial loss on the target predictions (none here;
+        UDAS adds its primary/auxiliary consistency)."""
+        return {}
 
     def update(self) -> None:
         # 4. the optimiser steps (fit calls this once the losses are finite)
@@ -191,7 +198,7 @@ def build_model(run: Run, hp: AdventConfig, num_classes: int) -> torch.nn.Module
                                  multi_level=True, freeze_bn=hp.freeze_bn))
 
 
-@register("advent")
+@register("advent", AdventConfig, PRESETS)
 def train_loop(config: dict) -> None:
     run = Run.start(config)
     hp = make_hparams(AdventConfig, config, PRESETS)

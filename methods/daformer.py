@@ -372,6 +372,6 @@ def train_dacs(config: dict, cfg_cls=DAFormerConfig, presets=PRESETS, build=buil
         eval_every=hp.eval_every)
 
 
-@register("daformer")
+@register("daformer", DAFormerConfig, PRESETS)
 def train_loop(config: dict) -> None:
     train_dacs(config)

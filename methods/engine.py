@@ -524,20 +524,20 @@ def run_local(method: str | Callable[[dict], Any], config: dict, checkpoint_dir:
     """Run a method loop in this process, without Ray. Returns every report.
 
     With `checkpoint_dir`, checkpoints are written there and a later call with the same
-    directory resumes from them (the same contract as a Ray Train run).
+    directory resumes from them (the same contract as a Ray Train run). A call inside a running
+    method (e.g. an artifact's build, such as CycleGAN's, inside a trial) runs as its own local
+    run and hands the outer run its session back when it returns.
     """
     global _LOCAL
     from udalab.methods import get_method
 
     fn = get_method(method) if isinstance(method, str) else method
-    if _LOCAL is not None:
-        raise RuntimeError("run_local is not re-entrant")
-    _LOCAL = _LocalSession(Path(checkpoint_dir) if checkpoint_dir is not None else None)
+    outer, _LOCAL = _LOCAL, _LocalSession(Path(checkpoint_dir) if checkpoint_dir is not None else None)
     try:
         fn(config)
         return _LOCAL.reports
     finally:
-        _LOCAL = None
+        _LOCAL = outer
 
 
 @contextlib.contextmanager

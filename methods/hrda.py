@@ -202,6 +202,6 @@ class HRDASegmentor(nn.Module):
                         device=device, input_size=hp.eval_size, window=(h, w), stride=(h // 2, w // 2))
 
 
-@register("hrda")
+@register("hrda", HRDAConfig, PRESETS)
 def train_loop(config: dict) -> None:
     train_dacs(config, HRDAConfig, PRESETS, HRDASegmentor)

@@ -128,7 +128,7 @@ class IntraStep(AdventStep):
         self.easy, self.hard, self.entropy = state["easy"], state["hard"], state["entropy"]
 
 
-@register("intrada")
+@register("intrada", IntraDAConfig, PRESETS)
 def train_loop(config: dict) -> None:
     run = Run.start(config)
     hp = make_hparams(IntraDAConfig, config, PRESETS)

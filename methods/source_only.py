@@ -57,7 +57,7 @@ class SourceOnlyStep(Step):
         self.sched.load_state_dict(state["sched"])
 
 
-@register("source_only")
+@register("source_only", SourceOnlyConfig, PRESETS)
 def train_loop(config: dict) -> None:
     run = Run.start(config)
     hp = make_hparams(SourceOnlyConfig, config, PRESETS)

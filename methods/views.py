@@ -39,6 +39,23 @@ class PhotometricAutoAugment(v2.AutoAugment):
             raise RuntimeError("this torchvision's AutoAugment policies have no photometric operation")
 
 
+def autoaugment(images: torch.Tensor, gen: torch.Generator,
+                augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Photometric AutoAugment of ImageNet-normalised images (N, 3, H, W), one sub-policy per image,
+    drawn from `gen`; returns ImageNet-normalised images of the same size."""
+    augment = augment or PhotometricAutoAugment()
+    mean = images.new_tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = images.new_tensor(IMAGENET_STD).view(3, 1, 1)
+    out = []
+    for img in images:
+        u8 = ((img * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(2**31 - 1, (), generator=gen)))
+            aug = augment(u8.cpu()).to(img.device)
+        out.append((aug.float() / 255 - mean) / std)
+    return torch.stack(out)
+
+
 def augmented_views(images: torch.Tensor, k: int, gen: torch.Generator,
                     augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """K views of ImageNet-normalised images (N, 3, H, W): (views (K, N, 3, H, W), flipped (K, N) bool).
@@ -46,22 +63,12 @@ def augmented_views(images: torch.Tensor, k: int, gen: torch.Generator,
     if k < 1:
         raise ValueError(f"the number of views K must be >= 1, got {k}")
     augment = augment or PhotometricAutoAugment()
-    mean = images.new_tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = images.new_tensor(IMAGENET_STD).view(3, 1, 1)
     views, flipped = [images], [torch.zeros(images.shape[0], dtype=torch.bool)]
     for _ in range(k - 1):
-        out, flips = [], []
-        for img in images:
-            u8 = ((img * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(torch.randint(2**31 - 1, (), generator=gen)))
-                aug = augment(u8.cpu()).to(img.device)
-            flip = bool(torch.rand((), generator=gen) < 0.5)
-            view = (aug.float() / 255 - mean) / std
-            out.append(view.flip(-1) if flip else view)
-            flips.append(flip)
-        views.append(torch.stack(out))
-        flipped.append(torch.tensor(flips))
+        view = autoaugment(images, gen, augment)
+        flips = torch.rand(images.shape[0], generator=gen) < 0.5
+        views.append(torch.where(flips.to(images.device).view(-1, 1, 1, 1), view.flip(-1), view))
+        flipped.append(flips)
     return torch.stack(views), torch.stack(flipped)
 
 

@@ -230,6 +230,7 @@ def run_study(study: Study, args) -> int:
         _move(study_dir, moved)
         print(f"--restart: the previous results were moved to {moved}")
 
+    check_trial_configs(study, args, shared)   # a bad value stops here, before Ray or any trial starts
     options = {k: shared[k] for k in ("preset", "data_root", "fixed", "source", "target")}
     if args.seeds:  # recorded only when given, so studies started before this option still resume
         options["seeds"] = list(args.seeds)
@@ -333,6 +334,28 @@ def optuna_storage(study_dir: str):
     path.mkdir(parents=True, exist_ok=True)
     return optuna.storages.RDBStorage(f"sqlite:///{path / OPTUNA_DB}",
                                       engine_kwargs={"connect_args": {"timeout": 60}})
+
+
+def check_trial_configs(study: Study, args, settings: dict) -> None:
+    """Every grid row's config (or, with --optuna, each searched value at both ends of its range)
+    through the method's own hyperparameter checks: a bad name or value raises SystemExit naming it."""
+    from udalab.methods import check_config
+    from udalab.methods.engine import ConfigError
+
+    if args.optuna and study.search:
+        configs = []
+        for name, domain in study.search.items():
+            ends = getattr(domain, "categories", None) or [getattr(domain, "lower", None), getattr(domain, "upper", None)]
+            configs += [{name: v} for v in ends if v is not None]
+    else:
+        configs = [{"row": row} for row in study.grid_rows()]
+    for config in configs or [{}]:
+        method_config = trial_run_config({**config, "seed": study.seeds[0]}, settings)
+        try:
+            check_config(method_config)
+        except ConfigError as e:
+            shown = config.get("row", config)
+            raise SystemExit(f"{study.name}: {e} (in {shown}); no trial was started") from e
 
 
 def _search(study: Study, args, max_concurrent: int, study_dir: str | None = None, study_name: str | None = None):

@@ -175,4 +175,73 @@ def test_cyclegan_resumes_inside_its_stage_bit_for_bit(tmp_path, monkeypatch, mi
     monkeypatch.setattr(engine.Run, "report", original)
     resumed, _ = _cyclegan_run(tmp_path / "resumed", 20)
     strip = lambda r: {k: v for k, v in r.items() if k != "train_seconds"}  # noqa: E731
-    assert [strip(r) for r in resumed] == [strip(full[-1])]
+    assert len(resumed) == 1 and strip(resumed[0]) == pytest.approx(strip(full[-1]), nan_ok=True)
+
+
+# ---------------------------------------------------------------------------------------
+# The UDAS method and its study
+
+
+def test_udas_reuses_its_translation_and_resumes_inside_a_self_training_round(tmp_path, monkeypatch, mini_data):
+    """One smoke run builds the CycleGAN translation (an artifact); a second trial trains no CycleGAN
+    step and, killed inside its self-training round, resumes to the uninterrupted run's metrics."""
+    from udalab.methods import cyclegan, engine
+    from udalab.methods.engine import run_local
+
+    monkeypatch.setenv("UDALAB_ARTIFACTS", str(tmp_path / "artifacts"))
+    config = {"method": "udas", "preset": "smoke", "seed": 0, "st_iterations": 4}
+    full = run_local("udas", config)
+    assert [(r["iteration"], r["stage"]) for r in full] == [(2, "uda"), (4, "uda"), (6, "round1"), (8, "round1")]
+    assert {"loss.kl", "loss.pseudo", "loss.labelled", "loss.consistency", "test.miou"} <= set(full[-4]) | set(full[-1])
+    built = list((tmp_path / "artifacts").glob("cyclegan-*/data/images/*.png"))
+    assert len(built) == 300 and not list((tmp_path / "artifacts").glob(".partial-*"))
+
+    cyclegan_steps, original = [], engine.Run.report
+    monkeypatch.setattr(cyclegan.CycleGANStep, "train_step", lambda *a: cyclegan_steps.append(1))
+
+    class Stop(Exception):
+        pass
+
+    def report(self, metrics, state=None):
+        original(self, metrics, state)
+        if metrics["iteration"] >= 6:
+            raise Stop
+
+    monkeypatch.setattr(engine.Run, "report", report)
+    with pytest.raises(Stop):
+        run_local("udas", config, checkpoint_dir=tmp_path / "ckpt")
+    monkeypatch.setattr(engine.Run, "report", original)
+    resumed = run_local("udas", config, checkpoint_dir=tmp_path / "ckpt")
+    assert cyclegan_steps == []
+    strip = lambda r: {k: v for k, v in r.items() if k != "train_seconds"}  # noqa: E731
+    assert len(resumed) == 1 and strip(resumed[0]) == pytest.approx(strip(full[-1]), nan_ok=True)
+
+
+@pytest.mark.parametrize("bad, match", [({"tau": 0.0}, "tau"), ({"tau": 1.2}, "tau"), ({"views": 0}, "views"),
+                                        ({"labeled": 301}, "only 300 images")])
+def test_udas_bad_configs_name_the_value(bad, match, tmp_path, monkeypatch, mini_data):
+    from udalab.methods import check_config
+    from udalab.methods.engine import ConfigError, run_local
+
+    monkeypatch.setenv("UDALAB_ARTIFACTS", str(tmp_path))
+    config = {"method": "udas", "preset": "smoke", "translate": False, **bad}
+    with pytest.raises(ConfigError, match=match):
+        check_config(config) if "labeled" not in bad else run_local("udas", config)
+
+
+def test_udas_study_rows_are_the_papers_steps_and_bad_values_stop_before_any_trial():
+    from types import SimpleNamespace
+
+    from udalab.studies.study import check_trial_configs, trial_settings
+    from udalab.studies.udas_ablation import STUDY, step_of
+
+    rows = STUDY.grid_rows()
+    assert [step_of(r) for r in rows] == ["no_adaptation", "uda", "st", "st+uda", "st+da+ssl", None, None]
+    assert [step_of(rows[i]) for i in STUDY.smoke_rows] == ["no_adaptation", "uda", "st", "st+uda", "st+da+ssl"]
+    args = SimpleNamespace(preset=None, smoke=True, data_root=None, set=[], optuna=False)
+    check_trial_configs(STUDY, args, trial_settings(STUDY, args))        # the declared rows are valid
+    args.set = ["tau=1.5"]
+    with pytest.raises(SystemExit, match="tau .*no trial was started"):
+        check_trial_configs(STUDY, args, trial_settings(STUDY, args))
+    args.set, args.optuna = [], True
+    check_trial_configs(STUDY, args, trial_settings(STUDY, args))        # both ends of every searched range

@@ -1,0 +1,332 @@
+"""UDAS: unsupervised domain adaptation + semi-supervised self-training
+(../shared/papers/udas_uda_ssl_self_training.ko.md; ../shared/papers/README.md §4).
+
+Algorithm (DeepLab-v2 multi-level G, images resized to 640x360):
+  0. Style transfer (translate): CycleGAN source -> target style; the source set is replaced by
+     its translation (methods/cyclegan.py, built once per CycleGAN config as an artifact that
+     every trial asking for it reads; a build killed half-way resumes from its own checkpoint).
+  1. UDA (stage "uda"): AdaptSegNet's step on the (translated) source and the target, plus the
+     primary/auxiliary consistency on the target predictions (Sec. 3.3, as written there: the
+     symmetric cross entropy of the two softmax maps, per pixel):
+        L = L_seg + L_adv + λ_kl · mean_px(-Σ_c p_aux log p_main - Σ_c p_main log p_aux)
+     Domain CutMix (Sec. 3.4), when `labeled` > 0 target images have labels: each source image
+     gets a box of r = sqrt(1 - λ) of each side, λ ~ U(0, 1), cut from a labelled target image
+     (labels likewise), then AutoAugment; the mixed pair is the source batch.
+  2. Self-training, R rounds (stages "round1" ... "roundR"), when `rounds` > 0:
+     a. the teacher (round 1: the UDA model; then the last student) labels every unlabelled
+        target image: K AutoAugment views, each prediction back on the image's grid, the
+        per-pixel most confident view, kept where confidence >= τ (methods/views.py);
+     b. the student (initialised from the teacher) trains on the pseudo-labelled images, each
+        AutoAugmented (the noisy student), and on the labelled target images with their labels
+        plus the consistency KL(teacher ‖ student) on them (the paper's "KL between pseudo
+        label and GT where labels exist", read as: where a labelled image is seen, the student
+        is also held to the teacher's distribution);
+     c. the student becomes the teacher.
+The source is not used in self-training (Sec. 3.5). Which target images are labelled: the
+first `labeled` of one fixed permutation of the target train split (seed 0), the same in
+every trial, a smaller count a subset of a larger one.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from udalab.datasets import build_dataset, root_key
+from udalab.datasets.labels import IGNORE_INDEX
+from udalab.methods import register
+from udalab.methods.adaptsegnet import AdaptSegNetConfig, AdaptSegNetStep
+from udalab.methods.advent import PRESETS as ADVENT_PRESETS
+from udalab.methods.advent import build_model
+from udalab.methods.artifacts import artifact_path, artifact_root, get_or_build
+from udalab.methods.cyclegan import CycleGANConfig, CycleGANStep, write_translated
+from udalab.methods.deeplab import upsample
+from udalab.methods.engine import (ConfigError, Run, Step, Stream, autocast, eval_mode, fit, make_hparams,
+                                   rng_state, run_local, set_rng_state, unwrap)
+from udalab.methods.evaluate import evaluate
+from udalab.methods.losses import seg_ce
+from udalab.methods.mixing import domain_cutmix
+from udalab.methods.optim import poly, sgd_head_10x
+from udalab.methods.uda_data import UDAData, build_uda_data
+from udalab.methods.views import augmented_views, autoaugment, max_confidence, pseudo_labels
+
+log = logging.getLogger("udalab")
+
+
+@dataclass
+class UDASConfig(AdaptSegNetConfig):
+    """AdaptSegNet's model, optimisers and adversarial weights (the UDA step is AdaptSegNet's),
+    at UDAS's resolution, with its own stages."""
+
+    source_size: tuple = (640, 360)      # every image resized to 640x360 (Sec. 4.1)
+    target_size: tuple = (640, 360)
+    eval_size: tuple = (640, 360)
+    # 0. style transfer
+    translate: bool = True
+    cyclegan_iterations: int = 200 * 2975  # CycleGAN's reference: 100 + 100 epochs (REFERENCE_FACTS)
+    cyclegan_ngf: int = 64
+    cyclegan_blocks: int = 9
+    cyclegan_crop: tuple = (256, 256)
+    cyclegan_seed: int = 0               # one translation for every trial, whatever its seed
+    # 1. UDA
+    uda: bool = True                     # False: the segmentation loss only (the "no adaptation" / "ST" rows)
+    lambda_kl: float = 1.0               # L_total = L_seg + L_adv + L_kl (Sec. 3.3: unweighted)
+    labeled: int = 2975                  # labelled target images: 2975 / 1000 / 500 / 100 / 0 (Sec. 4.3.3)
+    cutmix: bool = True
+    # 2. self-training
+    rounds: int = 1                      # not stated in the paper; one teacher -> student round
+    views: int = 3                       # K (Sec. 4.2.5)
+    tau: float = 0.6                     # confidence threshold (Sec. 4.2.5)
+    st_iterations: int = 120_000         # per round; not stated, ADVENT's early stop
+    lambda_st_kl: float = 1.0            # the consistency weight on labelled images (not stated)
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0.0 < self.tau <= 1.0:
+            raise ConfigError(f"tau (the confidence threshold) must be in (0, 1], got {self.tau}")
+        if self.views < 1:
+            raise ConfigError(f"views (K) must be >= 1, got {self.views}")
+        if self.labeled < 0 or self.rounds < 0 or self.st_iterations < 1 or self.cyclegan_iterations < 1:
+            raise ConfigError("labeled and rounds must be >= 0, st_iterations and cyclegan_iterations >= 1")
+        if tuple(self.source_size) != tuple(self.target_size) and self.labeled > 0 and self.cutmix:
+            raise ConfigError(f"Domain CutMix needs source_size == target_size, got {self.source_size} and "
+                              f"{self.target_size}")
+
+    def cyclegan(self) -> CycleGANConfig:
+        return CycleGANConfig(ngf=self.cyclegan_ngf, ndf=self.cyclegan_ngf, n_blocks=self.cyclegan_blocks,
+                              iterations=self.cyclegan_iterations, crop_size=tuple(self.cyclegan_crop))
+
+
+# The mini data: ADVENT's mini model and schedule (ResNet-18 from the stand-in, 600 steps) with
+# both domains at 128x72 (the paper's 640x360 / 5); 30 of the 300 mini target images labelled
+# (the paper's 500 of 2975, ~1/6, rounded down); a small CycleGAN (16 filters, 3 blocks, 64-px
+# crops, 600 steps; not measured against the full one); one self-training round of 300 steps.
+MINI = {**ADVENT_PRESETS["mini"], "source_size": (128, 72), "target_size": (128, 72), "eval_size": (128, 72),
+        "cyclegan_iterations": 600, "cyclegan_ngf": 16, "cyclegan_blocks": 3, "cyclegan_crop": (64, 64),
+        "labeled": 30, "st_iterations": 300}
+SMOKE = {**ADVENT_PRESETS["smoke"], "source_size": (64, 36), "target_size": (64, 36), "eval_size": (64, 36),
+         "cyclegan_iterations": 4, "cyclegan_ngf": 4, "cyclegan_blocks": 1, "cyclegan_crop": (32, 32),
+         "labeled": 4, "st_iterations": 2, "views": 2}
+PRESETS = {"mini": MINI, "smoke": SMOKE}
+
+
+# ---------------------------------------------------------------------------------------
+# 0. Style transfer: the translated source, an artifact.
+
+
+def translated_source(config: dict, hp: UDASConfig, data: UDAData, run: Run):
+    """The source set translated to the target's style (step 0), at hp.source_size; built (CycleGAN
+    trained, every source image translated) the first time any trial asks for this CycleGAN
+    config, source and target. The build checkpoints into $UDALAB_ARTIFACTS/.partial-<name>/, so
+    a build killed half-way resumes there; the global RNG is left as it was."""
+    cg = hp.cyclegan()
+    key = {"cyclegan": dataclasses.asdict(cg), "seed": hp.cyclegan_seed, "source": config.get("source", "gta5"),
+           "target": config.get("target", "cityscapes"), "source_root": str(data.source.root),
+           "target_root": str(data.target.root)}
+    final = artifact_path("cyclegan", key)
+    partial = artifact_root() / f".partial-{final.name}"
+
+    def build(tmp: Path) -> None:
+        steps: list[CycleGANStep] = []
+        source = build_dataset(key["source"], root=data.source.root, split="train", size=None, crop=cg.crop_size)
+        target = build_dataset(key["target"], root=data.target.root, split="train", size=None, crop=cg.crop_size)
+
+        def loop(cfg):
+            r = Run.start(cfg)
+            steps.append(CycleGANStep(r, cg, data, source, target))
+            fit(r, steps[0], stage="cyclegan", iterations=cg.iterations, eval_every=max(cg.iterations // 4, 1))
+
+        saved = rng_state()
+        try:
+            reports = run_local(loop, {"seed": hp.cyclegan_seed, "device": str(run.device)}, checkpoint_dir=partial)
+        finally:
+            set_rng_state(saved)
+        native = build_dataset(key["source"], root=data.source.root, split="train")
+        n = write_translated(steps[0].G_AB, native, tmp / "data", device=run.device)
+        (tmp / "meta.json").write_text(json.dumps({"images": n, "last_report": reports[-1] if reports else None},
+                                                  default=str) + "\n")
+        log.info("CycleGAN: %d source images translated into %s", n, final)
+
+    root = get_or_build("cyclegan", key, build)
+    if partial.exists():
+        import shutil
+
+        shutil.rmtree(partial, ignore_errors=True)
+    return build_dataset(key["source"], root=root / "data", split="train", size=hp.source_size)
+
+
+# ---------------------------------------------------------------------------------------
+# 1. UDA.
+
+
+def symmetric_ce(main: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+    """Sec. 3.3's L_kl per pixel: -Σ_c p_aux log p_main - Σ_c p_main log p_aux, averaged over pixels."""
+    log_main, log_aux = F.log_softmax(main, 1), F.log_softmax(aux, 1)
+    return -((log_aux.exp() * log_main).sum(1) + (log_main.exp() * log_aux).sum(1)).mean()
+
+
+class UDAStep(AdaptSegNetStep):
+    def __init__(self, run: Run, hp: UDASConfig, data: UDAData, G, source, labelled):
+        super().__init__(run, hp, data, G, hp.iterations)
+        self.source, self.labelled = source, labelled
+
+    def streams(self) -> dict[str, Stream]:
+        streams = {"source": Stream(self.source, self.hp.batch_size, id=0),
+                   "target": Stream(self.data.target, self.hp.batch_size, id=1)}
+        if self.labelled is not None and self.hp.cutmix:
+            streams["labelled"] = Stream(self.labelled, self.hp.batch_size, id=2)
+        return streams
+
+    def train_step(self, batch: dict, it: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        x_s, y_s = batch["source"]["image"], batch["source"]["label"]
+        if "labelled" in batch:   # Domain CutMix, then AutoAugment: the new source batch
+            x_s, y_s, _ = domain_cutmix(x_s, y_s, batch["labelled"]["image"], batch["labelled"]["label"], gen)
+            x_s = autoaugment(x_s, gen)
+        return self.align(x_s, y_s, batch["target"]["image"])
+
+    def target_terms(self, t_main, t_aux):
+        return {"kl": (self.hp.lambda_kl, symmetric_ce(t_main, t_aux))}
+
+
+# ---------------------------------------------------------------------------------------
+# 2. Self-training.
+
+
+class PseudoLabelled(Dataset):
+    """Target images at `indices` with the round's pseudo labels (IGNORE_INDEX where none)."""
+
+    def __init__(self, target, indices: list[int], labels: torch.Tensor):
+        self.target, self.indices, self.labels = target, indices, labels
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> dict:
+        sample = self.target[self.indices[k]]
+        return {"image": sample["image"], "label": self.labels[k].long()}
+
+
+@torch.no_grad()
+def label_targets(run: Run, hp: UDASConfig, teacher, target, indices: list[int], seed: int) -> torch.Tensor:
+    """Step 2a: (len(indices), H, W) uint8 pseudo labels of the target images, IGNORE_INDEX below τ."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    with eval_mode(teacher):
+        for batch in DataLoader(Subset(target, indices), batch_size=hp.batch_size):
+            views, flipped = augmented_views(batch["image"].to(run.device), hp.views, gen)
+            conf, label = max_confidence(lambda x: unwrap(teacher)(x)[0], views, flipped)
+            out.append(pseudo_labels(conf, label, hp.tau).to(torch.uint8).cpu())
+    labels = torch.cat(out)
+    log.info("pseudo labels: %.1f %% of target pixels kept at τ = %s", 100 * float((labels != IGNORE_INDEX).float().mean()),
+             hp.tau)
+    return labels
+
+
+class SelfTrainStep(Step):
+    def __init__(self, run: Run, hp: UDASConfig, data: UDAData, teacher, unlabelled: list[int], labelled, rnd: int):
+        self.run, self.hp, self.data, self.rnd = run, hp, data, rnd
+        self.teacher = teacher
+        self.student = copy.deepcopy(unwrap(teacher)).to(run.device)   # 2b. initialised from the teacher
+        self.networks = (self.student,)
+        self.unlabelled, self.labelled = unlabelled, labelled
+        self.labels = torch.zeros(0, dtype=torch.uint8)
+        self.opt = sgd_head_10x(self.student, hp.lr, hp.momentum, hp.weight_decay)
+        self.sched = poly(self.opt, hp.st_iterations, hp.poly_power)
+
+    def begin(self) -> None:
+        # 2a. the teacher labels the unlabelled target images
+        self.labels = label_targets(self.run, self.hp, self.teacher, self.data.target, self.unlabelled,
+                                    seed=self.run.seed * 1000 + self.rnd)
+
+    def streams(self) -> dict[str, Stream]:
+        streams = {"pseudo": Stream(PseudoLabelled(self.data.target, self.unlabelled, self.labels),
+                                    self.hp.batch_size, id=10 + 2 * self.rnd)}
+        if self.labelled is not None:
+            streams["labelled"] = Stream(self.labelled, self.hp.batch_size, id=11 + 2 * self.rnd)
+        return streams
+
+    def train_step(self, batch: dict, it: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        hp = self.hp
+        self.opt.zero_grad(set_to_none=True)
+        x_p, y_p = autoaugment(batch["pseudo"]["image"], gen), batch["pseudo"]["label"]   # the noisy student
+        with autocast(self.run.device, hp.precision):
+            main, aux = (upsample(p, x_p.shape[-2:]) for p in self.student(x_p))
+            pl = seg_ce(main, y_p) + hp.lambda_seg_aux * seg_ce(aux, y_p)
+        losses = {"pseudo": pl}
+        if "labelled" in batch:
+            x_l, y_l = batch["labelled"]["image"], batch["labelled"]["label"]
+            with torch.no_grad(), eval_mode(self.teacher):
+                teacher_p = F.softmax(upsample(unwrap(self.teacher)(x_l)[0], x_l.shape[-2:]).float(), 1)
+            with autocast(self.run.device, hp.precision):
+                s_main = upsample(self.student(x_l)[0], x_l.shape[-2:]).float()
+            losses["labelled"] = seg_ce(s_main, y_l)
+            losses["consistency"] = F.kl_div(F.log_softmax(s_main, 1), teacher_p, reduction="none").sum(1).mean()
+        total = losses["pseudo"] + losses.get("labelled", 0) + hp.lambda_st_kl * losses.get("consistency", 0)
+        total.backward()
+        return {name: v.detach() for name, v in losses.items()}
+
+    def update(self) -> None:
+        self.run.sync_grads(self.student)
+        self.opt.step()
+        self.sched.step()
+
+    def evaluate(self, dataset) -> dict:
+        return evaluate(lambda x: self.student(x)[0], dataset, num_classes=self.data.num_classes,
+                        class_names=self.data.class_names, device=self.run.device, input_size=self.hp.eval_size)
+
+    def state_dict(self) -> dict:
+        return {"teacher": unwrap(self.teacher).state_dict(), "student": self.student.state_dict(),
+                "labels": self.labels, "opt": self.opt.state_dict(), "sched": self.sched.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        unwrap(self.teacher).load_state_dict(state["teacher"])
+        self.student.load_state_dict(state["student"])
+        self.labels = state["labels"]
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+
+
+# ---------------------------------------------------------------------------------------
+# The run.
+
+
+def split_target(hp: UDASConfig, target) -> tuple[list[int], list[int]]:
+    """(labelled, unlabelled) indices of the target train split: the first `labeled` of one fixed
+    permutation (seed 0), so every trial labels the same images and smaller counts nest."""
+    if hp.labeled > len(target):
+        raise ConfigError(f"labeled={hp.labeled} but the target train split has only {len(target)} images; "
+                          f"set labeled <= {len(target)} (the mini preset scales the paper's counts by 300/2975)")
+    order = torch.randperm(len(target), generator=torch.Generator().manual_seed(0)).tolist()
+    return sorted(order[:hp.labeled]), sorted(order[hp.labeled:])
+
+
+def self_training(run: Run, hp: UDASConfig, data: UDAData, G, labelled: list[int], unlabelled: list[int]) -> None:
+    """Step 2: R rounds; each round's student is the next round's teacher."""
+    labelled_set = Subset(data.target, labelled) if labelled else None
+    teacher = G
+    for rnd in range(1, hp.rounds + 1):
+        step = SelfTrainStep(run, hp, data, teacher, unlabelled, labelled_set, rnd)
+        fit(run, step, stage=f"round{rnd}", iterations=hp.st_iterations, eval_every=hp.eval_every,
+            last=rnd == hp.rounds)
+        teacher = step.student
+
+
+@register("udas", UDASConfig, PRESETS)
+def train_loop(config: dict) -> None:
+    run = Run.start(config)
+    hp = make_hparams(UDASConfig, config, PRESETS)
+    data = build_uda_data(config, hp.source_size, hp.target_size)
+    source = translated_source(config, hp, data, run) if hp.translate else data.source   # 0.
+    labelled, unlabelled = split_target(hp, data.target)
+    G = build_model(run, hp, data.num_classes)
+    uda_hp = hp if hp.uda else dataclasses.replace(hp, lambda_adv_main=0.0, lambda_adv_aux=0.0, lambda_kl=0.0)
+    fit(run, UDAStep(run, uda_hp, data, G, source, Subset(data.target, labelled) if labelled else None),
+        stage="uda", iterations=hp.iterations, eval_every=hp.eval_every, last=hp.rounds == 0)      # 1.
+    self_training(run, hp, data, G, labelled, unlabelled)                                          # 2.
