@@ -102,6 +102,8 @@ def build_parser(study: Study | None = None) -> argparse.ArgumentParser:
                    help="seeds of every grid row (default: the study's, e.g. 0 1 2)")
     p.add_argument("--restart", action="store_true", help="move the old results aside and start over")
     p.add_argument("--no-report", action="store_true", help="skip writing report.html at the end")
+    p.add_argument("--ray-status", action="store_true",
+                   help="print Ray Tune's full status table instead of the one-line progress")
     return p
 
 
@@ -118,7 +120,7 @@ def main(study: Study, argv: list[str] | None = None) -> int:
 def _trial(config: dict, settings: dict) -> None:
     """One Tune trial = one Ray Train run of the method, resumable under a fixed name."""
     import ray.tune
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -140,6 +142,9 @@ def _trial(config: dict, settings: dict) -> None:
             storage_path=settings["train_storage"],
             callbacks=[TuneReportCallback()],
             failure_config=FailureConfig(max_failures=0),
+            # resume needs the latest checkpoint only (its history.json holds every report): a
+            # DAFormer mini trial kept 3 x 43-58 MB before, a paper-size one tens of GB
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
         ),
     )
     trainer.fit()
@@ -170,6 +175,70 @@ def trial_run_config(config: dict, settings: dict) -> dict:
 
 # ---------------------------------------------------------------------------------------
 # The runner.
+
+
+def progress_line(name: str, total: int, finished: int, errored: int, running: int,
+                  durations: list[float], concurrent: int) -> str:
+    """One line of a sweep's progress: trials finished / total and the time left, estimated from
+    the mean wall time of the trials finished so far and the trials that run at once."""
+    line = f"{name}: {finished}/{total} trials finished"
+    if errored:
+        line += f", {errored} errored"
+    line += f", {running} running"
+    left = total - finished - errored
+    if durations and left > 0:
+        mean = sum(durations) / len(durations)
+        waves = -(-left // max(1, concurrent))        # ceil: trials run `concurrent` at a time
+        line += f"; ~{mean * waves / 60:.0f} min left ({mean / 60:.1f} min a trial, {max(1, concurrent)} at once)"
+    elif left > 0:
+        line += "; time left: after the first trial finishes"
+    return line
+
+
+def _progress_callback():
+    import sys
+
+    from ray.tune import Callback
+
+    class ProgressLine(Callback):
+        """Prints `progress_line` when a trial ends (and every `every_s` while trials report); on a
+        terminal it rewrites one line."""
+
+        def __init__(self, name: str, total: int, concurrent: int, every_s: float = 20.0):
+            self.name, self.total, self.concurrent, self.every_s = name, total, concurrent, every_s
+            self.started: dict[str, float] = {}
+            self.durations: list[float] = []
+            self._last = 0.0
+
+        def _show(self, trials, force: bool = False) -> None:
+            if not force and time.time() - self._last < self.every_s:
+                return
+            self._last = time.time()
+            status = [t.status for t in trials]
+            line = progress_line(self.name, max(self.total, len(trials)), status.count("TERMINATED"),
+                                 status.count("ERROR"), status.count("RUNNING"), self.durations, self.concurrent)
+            if sys.stdout.isatty():
+                sys.stdout.write("\r" + line.ljust(100))
+            else:
+                sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.started[trial.trial_id] = time.time()
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self._show(trials)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            if trial.trial_id in self.started:
+                self.durations.append(time.time() - self.started.pop(trial.trial_id))
+            self._show(trials, force=True)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.started.pop(trial.trial_id, None)
+            self._show(trials, force=True)
+
+    return ProgressLine
 
 
 def _trials_table_callback():
@@ -218,7 +287,7 @@ def run_study(study: Study, args) -> int:
 
     from udalab.analysis import store
 
-    TrialsTable = _trials_table_callback()
+    TrialsTable, ProgressLine = _trials_table_callback(), _progress_callback()
     results = _abs_uri(args.results)
     name = study_dir_name(study, args)
     study_dir = f"{results.rstrip('/')}/{name}"
@@ -252,9 +321,11 @@ def run_study(study: Study, args) -> int:
         tuner = Tuner.restore(study_dir, trainable=trainable, resume_unfinished=True, resume_errored=True,
                               param_space=param_space)
     else:
+        total = tune_config.num_samples if args.optuna else len(param_space["row"]["grid_search"]) * len(
+            param_space["seed"]["grid_search"])
         tuner = Tuner(trainable, param_space=param_space, tune_config=tune_config,
-                      run_config=RunConfig(name=name, storage_path=results,
-                                           callbacks=[TrialsTable(study_dir)]))
+                      run_config=RunConfig(name=name, storage_path=results, verbose=2 if args.ray_status else 0,
+                                           callbacks=[TrialsTable(study_dir), ProgressLine(name, total, max_concurrent)]))
     t0 = time.time()
     grid = tuner.fit()
     store_path = store.write_trials(study_dir)

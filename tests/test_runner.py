@@ -137,3 +137,12 @@ def test_a_study_trains_on_the_data_it_declares(mini_data):
     scored = [last[f"iou.{data.class_names[c]}"] for c in data.eval_classes]
     assert last["miou"] == pytest.approx(np.nanmean(scored))
     assert not {"iou.terrain", "iou.truck", "iou.train"} & set(last)   # the 3 classes SYNTHIA does not label
+
+
+def test_progress_line_counts_trials_and_estimates_the_time_left():
+    line = runner.progress_line("hrda_crop_size", 33, 10, 1, 2, [120.0, 180.0], 2)
+    # 22 left at 2.5 min each, 2 at once: 11 waves -> 27.5 min
+    assert line.startswith("hrda_crop_size: 10/33 trials finished, 1 errored, 2 running; ~28 min left")
+    assert "2.5 min a trial, 2 at once" in line
+    assert "after the first trial" in runner.progress_line("s", 4, 0, 0, 2, [], 2)
+    assert runner.progress_line("s", 4, 4, 0, 0, [60.0] * 4, 2) == "s: 4/4 trials finished, 0 running"

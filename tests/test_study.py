@@ -64,6 +64,7 @@ def test_smoke_study_runs_end_to_end_and_rerun_resumes(tmp_path, mini_data):
     assert sorted(t.trial_id for t in ea.trials) == sorted(df["trial_id"])
     assert ea.get_best_trial("miou", "max").last_result["miou"] == pytest.approx(df["miou"].max())
     before = _checkpoints(study)
+    assert all(len(kept) == 1 for kept in before.values()), before   # only the latest checkpoint is kept
 
     again = _run(tmp_path, "--smoke")
     assert again.returncode == 0, again.stderr[-3000:]
