@@ -94,3 +94,23 @@ def get_or_build(kind: str, config: dict, build_fn: Callable[[Path], None]) -> P
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def link_tree(src: Path, dst: Path, skip: set[Path] = frozenset()) -> int:
+    """Mirror the files under `src` into `dst` as symbolic links (copies where the file system has
+    none), except the resolved paths in `skip`: an artifact that replaces some files of a dataset
+    (translated images, pseudo labels) and reads the rest from the original. Returns the number linked."""
+    n = 0
+    for dirpath, _, files in os.walk(src):
+        for name in files:
+            path = Path(dirpath) / name
+            if path.resolve() in skip:
+                continue
+            out = dst / path.relative_to(src)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.symlink(path.resolve(), out)
+            except OSError:
+                shutil.copy2(path, out)
+            n += 1
+    return n

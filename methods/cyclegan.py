@@ -19,8 +19,6 @@ same translation reads the same folder. Reference settings: REFERENCE_FACTS.md, 
 """
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from torch import nn
 from torchvision.io import write_png
 
 from udalab.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
+from udalab.methods.artifacts import link_tree
 from udalab.methods.engine import ConfigError, Run, Step, Stream, unwrap
 
 REAL, FAKE = 1.0, 0.0  # LSGAN targets (the reference)
@@ -244,18 +243,7 @@ def write_translated(G_AB: nn.Module, source, out_root: Path, device="cpu") -> i
     everything else of the source root (labels, split files) is linked in unchanged. Returns the
     number of images written."""
     src_root = Path(source.root)
-    images = {Path(img).resolve() for img, _ in source.files}
-    for dirpath, _, files in os.walk(src_root):
-        for name in files:
-            path = Path(dirpath) / name
-            rel = path.relative_to(src_root)
-            if path.resolve() in images:
-                continue
-            (out_root / rel).parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.symlink(path.resolve(), out_root / rel)
-            except OSError:                      # a file system without links: copy
-                shutil.copy2(path, out_root / rel)
+    link_tree(src_root, out_root, skip={Path(img).resolve() for img, _ in source.files})
     G_AB.eval()
     for k, (img_path, _) in enumerate(source.files):
         x = to_unit(source[k]["image"][None].to(device))

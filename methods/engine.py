@@ -130,6 +130,17 @@ def rng_state() -> dict:
     }
 
 
+@contextlib.contextmanager
+def rng_preserved():
+    """Leaves the python / numpy / torch RNGs as they were: work inside (an artifact's build, which
+    only the first trial does) cannot change what the run draws after it."""
+    saved = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(saved)
+
+
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])

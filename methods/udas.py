@@ -32,6 +32,7 @@ import copy
 import dataclasses
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +50,7 @@ from udalab.methods.artifacts import artifact_path, artifact_root, get_or_build
 from udalab.methods.cyclegan import CycleGANConfig, CycleGANStep, write_translated
 from udalab.methods.deeplab import upsample
 from udalab.methods.engine import (ConfigError, Run, Step, Stream, autocast, eval_mode, fit, make_hparams,
-                                   rng_state, run_local, set_rng_state, unwrap)
+                                   rng_preserved, run_local, unwrap)
 from udalab.methods.evaluate import evaluate
 from udalab.methods.losses import seg_ce
 from udalab.methods.mixing import domain_cutmix
@@ -125,7 +126,7 @@ def translated_source(config: dict, hp: UDASConfig, data: UDAData, run: Run):
     """The source set translated to the target's style (step 0), at hp.source_size; built (CycleGAN
     trained, every source image translated) the first time any trial asks for this CycleGAN
     config, source and target. The build checkpoints into $UDALAB_ARTIFACTS/.partial-<name>/, so
-    a build killed half-way resumes there; the global RNG is left as it was."""
+    a build killed half-way resumes there; the run's RNG is left as it was."""
     cg = hp.cyclegan()
     key = {"cyclegan": dataclasses.asdict(cg), "seed": hp.cyclegan_seed, "source": config.get("source", "gta5"),
            "target": config.get("target", "cityscapes"), "source_root": str(data.source.root),
@@ -143,22 +144,16 @@ def translated_source(config: dict, hp: UDASConfig, data: UDAData, run: Run):
             steps.append(CycleGANStep(r, cg, data, source, target))
             fit(r, steps[0], stage="cyclegan", iterations=cg.iterations, eval_every=max(cg.iterations // 4, 1))
 
-        saved = rng_state()
-        try:
-            reports = run_local(loop, {"seed": hp.cyclegan_seed, "device": str(run.device)}, checkpoint_dir=partial)
-        finally:
-            set_rng_state(saved)
+        reports = run_local(loop, {"seed": hp.cyclegan_seed, "device": str(run.device)}, checkpoint_dir=partial)
         native = build_dataset(key["source"], root=data.source.root, split="train")
         n = write_translated(steps[0].G_AB, native, tmp / "data", device=run.device)
         (tmp / "meta.json").write_text(json.dumps({"images": n, "last_report": reports[-1] if reports else None},
                                                   default=str) + "\n")
         log.info("CycleGAN: %d source images translated into %s", n, final)
 
-    root = get_or_build("cyclegan", key, build)
-    if partial.exists():
-        import shutil
-
-        shutil.rmtree(partial, ignore_errors=True)
+    with rng_preserved():           # only the first trial builds: the run's draws must not depend on it
+        root = get_or_build("cyclegan", key, build)
+    shutil.rmtree(partial, ignore_errors=True)
     return build_dataset(key["source"], root=root / "data", split="train", size=hp.source_size)
 
 

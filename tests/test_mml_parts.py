@@ -60,3 +60,90 @@ def test_delta_ramp_at_start_middle_and_end(shape, values):
     assert ramp(-1, 0.2, 1.0, shape) == pytest.approx(values[0]) and ramp(2, 0.2, 1.0, shape) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="ramp shape"):
         ramp(0.5, 0.2, 1.0, "cosine")
+
+
+# ---------------------------------------------------------------------------------------
+# The MML step
+
+
+def _step(**over):
+    from types import SimpleNamespace
+
+    from udalab.methods.engine import Run, make_hparams
+    from udalab.methods.mml import PRESETS, MMLConfig, MMLStep
+
+    torch.manual_seed(0)
+    hp = make_hparams(MMLConfig, {"preset": "smoke", **over}, PRESETS)
+    data = SimpleNamespace(num_classes=9, class_names=tuple("abcdefghi"), eval_classes=(1, 2, 3))
+    return MMLStep(Run({"seed": 0}, ray=False, rank=0, world=1, device=torch.device("cpu")), hp, data, None)
+
+
+def _grads(step, x, y):
+    step.train_step({"pair": {"image": x, "label": y}}, 1, torch.Generator())
+    return {part: [p.grad.clone() if p.grad is not None else None for p in getattr(step.net, part).parameters()]
+            for part in ("E_rgb", "E_th", "D")}
+
+
+def _same(a, b):
+    return all((u is None and v is None) or (u is not None and v is not None and torch.allclose(u, v, atol=1e-6))
+               for u, v in zip(a, b))
+
+
+def test_each_part_gets_the_gradient_of_its_own_loss():
+    """E_rgb <- L_MML(rgb, th); E_th <- L_MML(th, rgb) + γ L_adv; D <- α.. + β.. + γ L_adv + L_att:
+    changing β moves only D's gradient, changing α too, changing γ not E_rgb's; E_rgb's gradient is
+    exactly that of L_KL(P_rgb, P_th) + δ L_KT(P_rgb) (the thermal teacher detached)."""
+    x, y = torch.randn(2, 4, 64, 48), torch.randint(9, (2, 64, 48))
+    base = _grads(_step(), x, y)
+    for change, moved in (({"beta": 0.9}, "D"), ({"alpha": 0.3}, "D"), ({"gamma": 0.5}, "E_th")):
+        other = _grads(_step(**change), x, y)
+        assert _same(base["E_rgb"], other["E_rgb"]), change
+        assert not _same(base[moved], other[moved]), change
+    step = _step()
+    out = step.losses(x, y, 1)
+    params = list(step.net.E_rgb.parameters())
+    expected = torch.autograd.grad(out["mml_rgb"], params, allow_unused=True)
+    assert _same(base["E_rgb"], list(expected))
+    # L_KL's teacher side is detached: the thermal encoder gets nothing from L_KL(P_rgb, P_th)
+    th = [p for p in step.net.E_th.parameters()]
+    assert all(g is None or g.abs().max() == 0 for g in torch.autograd.grad(out["kl_rgb"], th, allow_unused=True))
+
+
+def test_inference_reads_the_thermal_channel_only():
+    step = _step()
+    step.net.eval()
+    x = torch.randn(1, 4, 64, 48)
+    nan_rgb = x.clone()
+    nan_rgb[:, :3] = float("nan")
+    assert torch.equal(step.net.thermal(x), step.net.thermal(nan_rgb))
+
+
+def test_mml_resumes_mid_training_with_its_delta_position(tmp_path, monkeypatch, mini_data):
+    from udalab.methods import engine
+    from udalab.methods.engine import run_local
+
+    monkeypatch.setenv("UDALAB_ARTIFACTS", str(tmp_path / "artifacts"))
+    config = {"method": "mml", "preset": "smoke", "seed": 0, "iterations": 6}
+    full = run_local("mml", config)
+    assert [r["loss.delta"] for r in full] == pytest.approx([0.2 + 0.8 * (0 + 1) / 2 / 5, 0.2 + 0.8 * 2.5 / 5,
+                                                             0.2 + 0.8 * 4.5 / 5])   # mean δ of each window
+    assert {"day.miou", "night.miou", "test.miou", "test.night.miou"} <= set(full[-1])
+    original = engine.Run.report
+
+    class Stop(Exception):
+        pass
+
+    def report(self, metrics, state=None):
+        original(self, metrics, state)
+        if metrics["iteration"] >= 2 and metrics.get("stage") == "mml":
+            raise Stop
+
+    monkeypatch.setattr(engine.Run, "report", report)
+    with pytest.raises(Stop):
+        run_local("mml", config, checkpoint_dir=tmp_path / "ckpt")
+    monkeypatch.setattr(engine.Run, "report", original)
+    resumed = run_local("mml", config, checkpoint_dir=tmp_path / "ckpt")
+    strip = lambda r: {k: v for k, v in r.items() if k != "train_seconds"}  # noqa: E731
+    assert len(resumed) == 2
+    for got, want in zip(resumed, full[1:]):
+        assert strip(got) == pytest.approx(strip(want), nan_ok=True)

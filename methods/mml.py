@@ -1,0 +1,342 @@
+"""MML: multi-spectral mutual learning for RGB -> thermal segmentation
+(../shared/papers/mml_thermal_mutual_learning.ko.txt; ../shared/papers/README.md §1), on MS-UDA's setting.
+
+Algorithm (one iteration; a day RGB-T pair x = (x_rgb, x_th) of MFNet with the expert's hard
+pseudo label y; encoders E_rgb, E_th, one shared decoder D with attention blocks at 4 scales,
+a discriminator ψ on predictions):
+  0. (once, an artifact every trial reads) the expert, an RGB model trained on Cityscapes, labels
+     MFNet's day RGB training images; its classes mapped to MFNet's (car; person and rider ->
+     person; bicycle and motorcycle -> bicycle; every other class -> unlabeled).
+  1. P_rgb = D(E_rgb(x_rgb)), P_th = D(E_th(x_th)).
+  2. L_MML(P_s, P_t) = L_KL(P_s, P_t) + δ · L_KT(P_s, y), with L_KL(P_s, P_t) = Σ p_t log(p_t / p_s)
+     (P_t detached: the other stream is the teacher) and L_KT the pixel CE with y; δ ramps from
+     delta_start to delta_end over training (methods/ramps.py; the paper: linear 0.2 -> 1).
+  3. L_adv = BCE(ψ(P_th), RGB): the thermal prediction fools ψ (ψ frozen here);
+     L_att = Σ_scales MSE(KAM_th, KAM_rgb) + MSE(CAM_th, CAM_rgb) over the decoder's attention maps.
+  4. each part gets the gradient of its own loss, as the paper's update rules route them:
+       E_rgb <- L_MML(P_rgb, P_th)
+       E_th  <- L_MML(P_th, P_rgb) + γ · L_adv
+       D     <- α · L_MML(P_rgb, P_th) + β · L_MML(P_th, P_rgb) + γ · L_adv + L_att
+     and ψ <- L_Dis = (BCE(ψ(P_rgb), RGB) + BCE(ψ(P_th), THERMAL)) / 2 on detached predictions.
+  5. SGD steps for E_rgb, E_th, D (poly); an Adam step for ψ.
+Inference uses the thermal stream only: D(E_th(x_th)). `kl_loss` / `att_loss` switch L_KL / L_att
+off (the paper's Table 3). Scored as the paper: car, person, bicycle on thermal images, day and
+night also apart (`day.miou`, `night.miou`).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Subset
+
+from udalab.datasets.mfnet import CITYSCAPES_TO_MFNET, VIEWS, time_of, write_pseudo_labels
+from udalab.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
+from udalab.methods import register
+from udalab.methods.advent import PRESETS as ADVENT_PRESETS
+from udalab.methods.advent import AdventConfig, build_model
+from udalab.methods.artifacts import artifact_path, artifact_root, get_or_build, link_tree
+from udalab.methods.attention import AttentionBlock
+from udalab.methods.deeplab import load_imagenet_backbone, upsample
+from udalab.methods.discriminator import FCDiscriminator, bce_to
+from udalab.methods.engine import (ConfigError, Run, Step, Stream, autocast, fit, make_hparams, rng_preserved,
+                                   run_local)
+from udalab.methods.evaluate import evaluate
+from udalab.methods.losses import seg_ce
+from udalab.methods.optim import adam_discriminator, poly
+from udalab.methods.ramps import SHAPES, ramp
+from udalab.methods.uda_data import build_uda_data
+
+log = logging.getLogger("udalab")
+RGB, THERMAL = 0.0, 1.0  # discriminator labels (z = 0 RGB, z = 1 thermal)
+
+
+@dataclass
+class MMLConfig:
+    # model: MS-UDA's ResNet-50 encoders from ImageNet (thermal conv1: the mean of the RGB filters)
+    backbone_depth: int = 50
+    pretrained: str = "imagenet"
+    decoder_dim: int = 256                 # the shared decoder's width (not stated; RTFNet-style)
+    # data: MFNet 640x480, batch 8, flips; day images for training (Sec. 4.1)
+    size: tuple = (640, 480)
+    batch_size: int = 8
+    # optimisation: SGD 0.002, momentum 0.9, wd 5e-4, poly 0.9; Adam 0.002 for ψ; 300 epochs of the
+    # ~400 day training pairs at batch 8 (Sec. 4.1)
+    iterations: int = 15_000
+    lr: float = 0.002
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+    lr_d: float = 0.002
+    # losses: α, β, γ = 1, 0.25, 0.01; δ linear 0.2 -> 1 (Sec. 3.4)
+    alpha: float = 1.0
+    beta: float = 0.25
+    gamma: float = 0.01
+    delta_start: float = 0.2
+    delta_end: float = 1.0
+    delta_shape: str = "linear"
+    kl_loss: bool = True
+    att_loss: bool = True
+    # the expert: an RGB DeepLab-v2 trained on Cityscapes with this preset of source_only (the paper's
+    # expert is an HRNet; a Cityscapes model is what matters)
+    expert_preset: str = "paper"
+    eval_every: int = 1000
+    precision: str = "fp32"
+
+    def validate(self) -> None:
+        if self.delta_shape not in SHAPES:
+            raise ConfigError(f"delta_shape must be one of {SHAPES}, got {self.delta_shape!r}")
+        if min(self.alpha, self.beta, self.gamma) < 0:
+            raise ConfigError(f"alpha, beta and gamma must be >= 0, got {self.alpha}, {self.beta}, {self.gamma}")
+        if self.iterations <= 0 or self.eval_every <= 0 or self.batch_size <= 0:
+            raise ConfigError("iterations, eval_every and batch_size must be positive")
+
+
+# The mini data (MFNet / 4 = 160x120): ResNet-18 encoders from the ImageNet stand-in, a 64-wide
+# decoder, batch 4, 600 steps, ADVENT's mini source-only as the expert (on mini Cityscapes).
+MINI = dict(backbone_depth=18, pretrained="standin", decoder_dim=64, size=(160, 120), batch_size=4,
+            iterations=600, eval_every=200, expert_preset="mini")
+SMOKE = {**MINI, "pretrained": "none", "decoder_dim": 16, "size": (80, 60), "batch_size": 2, "iterations": 4,
+         "eval_every": 2, "expert_preset": "smoke"}
+PRESETS = {"mini": MINI, "smoke": SMOKE}
+
+
+# ---------------------------------------------------------------------------------------
+# Networks.
+
+
+class Encoder(nn.Module):
+    """A torchvision ResNet trunk returning its 4 stages (strides 4, 8, 16, 32); a 1-channel input
+    gets conv1 = the mean of the pretrained RGB filters (MS-UDA)."""
+
+    def __init__(self, depth: int, pretrained: str, in_channels: int):
+        super().__init__()
+        net = load_imagenet_backbone(depth, pretrained)
+        if in_channels == 1:
+            conv = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+            conv.weight.data.copy_(net.conv1.weight.data.mean(1, keepdim=True))
+            net.conv1 = conv
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.stages = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
+        self.channels = [m[-1].conv3.out_channels if hasattr(m[-1], "conv3") else m[-1].conv2.out_channels
+                         for m in self.stages]
+
+    def forward(self, x):
+        feats, x = [], self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+
+def _cbr(cin, cout, k=1):
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True))
+
+
+class DeBlock(nn.Module):
+    """A 3x3 stride-2 deconvolution wrapped by 1x1 convolutions."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        mid = max(cin // 2, 8)
+        self.body = nn.Sequential(_cbr(cin, mid),
+                                  nn.ConvTranspose2d(mid, mid, 3, stride=2, padding=1, output_padding=1, bias=False),
+                                  nn.BatchNorm2d(mid), nn.ReLU(True), _cbr(mid, cout))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class SharedDecoder(nn.Module):
+    """Attention block at each of the 4 encoder scales (coarse to fine), DeBlocks between them;
+    `maps()` = the attention maps of the last call, fine to coarse."""
+
+    def __init__(self, channels: list[int], dim: int, num_classes: int):
+        super().__init__()
+        self.lateral = nn.ModuleList([_cbr(c, dim) for c in channels])
+        self.attention = nn.ModuleList([AttentionBlock(dim) for _ in channels])
+        self.up = nn.ModuleList([DeBlock(dim, dim) for _ in channels[1:]])
+        self.head = nn.Sequential(DeBlock(dim, dim), nn.Conv2d(dim, num_classes, 1))
+
+    def forward(self, feats):
+        x = self.attention[-1](self.lateral[-1](feats[-1]))
+        for k in range(len(feats) - 2, -1, -1):
+            up = self.up[k](x)
+            lat = self.lateral[k](feats[k])
+            if up.shape[-2:] != lat.shape[-2:]:
+                up = F.interpolate(up, size=lat.shape[-2:], mode="bilinear", align_corners=False)
+            x = self.attention[k](lat + up)
+        return self.head(x)                   # stride 2
+
+    def maps(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [block.maps for block in self.attention]
+
+
+class MMLNet(nn.Module):
+    def __init__(self, hp: MMLConfig, num_classes: int):
+        super().__init__()
+        self.E_rgb = Encoder(hp.backbone_depth, hp.pretrained, 3)
+        self.E_th = Encoder(hp.backbone_depth, hp.pretrained, 1)
+        self.D = SharedDecoder(self.E_rgb.channels, hp.decoder_dim, num_classes)
+
+    def thermal(self, x_rgbt: torch.Tensor) -> torch.Tensor:
+        """Inference: the thermal stream only (channel 3 of an R, G, B, T input)."""
+        return upsample(self.D(self.E_th(x_rgbt[:, 3:4])), x_rgbt.shape[-2:])
+
+
+# ---------------------------------------------------------------------------------------
+# 0. The expert's pseudo labels, an artifact.
+
+
+def expert_pseudo_labels(config: dict, hp: MMLConfig, mfnet_root: Path, run: Run) -> tuple[Path, str]:
+    """(root, label_dir) of MFNet's day training images with the expert's pseudo labels: a mirror of
+    the MFNet folder (links) plus pseudo/<expert>/, built the first time any trial asks for this
+    expert. The expert trains as a nested local run that checkpoints into .partial-<name>/."""
+    expert_config = {"method": "source_only", "preset": hp.expert_preset, "seed": 0, "source": "cityscapes",
+                     "target": "cityscapes", "data_root": {"cityscapes": (config.get("data_root") or {}).get("cityscapes")}}
+    key = {"expert": expert_config, "mfnet_root": str(mfnet_root), "split": "train", "time": "day"}
+    final = artifact_path("expert", key)
+    partial = artifact_root() / f".partial-{final.name}"
+    name = "deeplab_cityscapes"
+
+    def build(tmp: Path) -> None:
+        reports = run_local("source_only", expert_config, checkpoint_dir=partial)
+        ehp = make_hparams(AdventConfig, expert_config, ADVENT_PRESETS)
+        G = build_model(Run(expert_config, ray=False, rank=0, world=1, device=run.device), ehp, 19)
+        G.load_state_dict(torch.load(partial / "state.pt", map_location=run.device, weights_only=False)["state"]["G"])
+        G.eval()
+        mean = torch.tensor(IMAGENET_MEAN, device=run.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=run.device).view(1, 3, 1, 1)
+
+        @torch.no_grad()
+        def predict(image: torch.Tensor) -> np.ndarray:
+            x = (image[None].to(run.device).float() / 255 - mean) / std
+            x = F.interpolate(x, size=(ehp.eval_size[1], ehp.eval_size[0]), mode="bilinear", align_corners=False)
+            train_ids = upsample(G(x)[0], image.shape[-2:]).argmax(1)[0].cpu().numpy().astype(np.uint8)
+            return CITYSCAPES_TO_MFNET[train_ids]
+
+        link_tree(mfnet_root, tmp / "data")
+        day_rgb = VIEWS["mfnet_rgb_day"](tmp / "data", split="train")
+        write_pseudo_labels(day_rgb, predict, name)
+        (tmp / "meta.json").write_text(json.dumps({"expert_miou_on_cityscapes_val": reports[-1].get("miou"),
+                                                   "images": len(day_rgb)}, default=str) + "\n")
+
+    with rng_preserved():           # only the first trial builds: the run's draws must not depend on it
+        root = get_or_build("expert", key, build)
+    shutil.rmtree(partial, ignore_errors=True)
+    return root / "data", f"pseudo/{name}"
+
+
+# ---------------------------------------------------------------------------------------
+# The training step.
+
+
+def kl(p_student_logits: torch.Tensor, p_teacher_logits: torch.Tensor) -> torch.Tensor:
+    """L_KL(P_s, P_t) = Σ_c p_t log(p_t / p_s), per pixel, averaged; the teacher P_t is detached."""
+    log_s = F.log_softmax(p_student_logits, 1)
+    log_t = F.log_softmax(p_teacher_logits.detach(), 1)
+    return (log_t.exp() * (log_t - log_s)).sum(1).mean()
+
+
+class MMLStep(Step):
+    def __init__(self, run: Run, hp: MMLConfig, data, train_set):
+        self.run, self.hp, self.data, self.train_set = run, hp, data, train_set
+        self.net = MMLNet(hp, data.num_classes).to(run.device)       # three parts, three gradients: no DDP
+        self.psi = FCDiscriminator(data.num_classes).to(run.device)
+        self.networks = (self.net, self.psi)
+        self.opt = torch.optim.SGD(self.net.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        self.opt_psi = adam_discriminator(self.psi.parameters(), hp.lr_d)
+        self.sched, self.sched_psi = poly(self.opt, hp.iterations, hp.poly_power), poly(self.opt_psi, hp.iterations,
+                                                                                         hp.poly_power)
+
+    def streams(self) -> dict[str, Stream]:
+        return {"pair": Stream(self.train_set, self.hp.batch_size, id=0)}
+
+    def delta(self, it: int) -> float:
+        return ramp(it / max(self.hp.iterations - 1, 1), self.hp.delta_start, self.hp.delta_end, self.hp.delta_shape)
+
+    def losses(self, x: torch.Tensor, y: torch.Tensor, it: int) -> dict[str, torch.Tensor]:
+        """Steps 1-3: every loss of one iteration (graphs kept for step 4)."""
+        hp, net = self.hp, self.net
+        with autocast(self.run.device, hp.precision):
+            p_rgb = upsample(net.D(net.E_rgb(x[:, :3])), x.shape[-2:]).float()
+            maps_rgb = net.D.maps()
+            p_th = upsample(net.D(net.E_th(x[:, 3:4])), x.shape[-2:]).float()
+            maps_th = net.D.maps()
+        delta = self.delta(it)
+        out = {"kt_rgb": seg_ce(p_rgb, y), "kt_th": seg_ce(p_th, y)}
+        out["kl_rgb"] = kl(p_rgb, p_th) if hp.kl_loss else p_rgb.new_zeros(())
+        out["kl_th"] = kl(p_th, p_rgb) if hp.kl_loss else p_th.new_zeros(())
+        out["mml_rgb"] = out["kl_rgb"] + delta * out["kt_rgb"]
+        out["mml_th"] = out["kl_th"] + delta * out["kt_th"]
+        self.psi.requires_grad_(False)
+        out["adv"] = bce_to(self.psi(F.softmax(p_th, 1)), RGB)
+        self.psi.requires_grad_(True)
+        out["att"] = (sum(F.mse_loss(kt, kr) + F.mse_loss(ct, cr) for (kt, ct), (kr, cr) in zip(maps_th, maps_rgb))
+                      if hp.att_loss else p_th.new_zeros(()))
+        out["p_rgb"], out["p_th"] = p_rgb.detach(), p_th.detach()
+        return out
+
+    def train_step(self, batch: dict, it: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        hp, net = self.hp, self.net
+        self.opt.zero_grad(set_to_none=True)
+        self.opt_psi.zero_grad(set_to_none=True)
+        out = self.losses(batch["pair"]["image"], batch["pair"]["label"], it)
+        # 4. each part's own loss (the paper's update rules)
+        routed = ((net.E_rgb, out["mml_rgb"]),
+                  (net.E_th, out["mml_th"] + hp.gamma * out["adv"]),
+                  (net.D, hp.alpha * out["mml_rgb"] + hp.beta * out["mml_th"] + hp.gamma * out["adv"] + out["att"]))
+        for k, (part, loss) in enumerate(routed):
+            params = [p for p in part.parameters() if p.requires_grad]
+            grads = torch.autograd.grad(loss, params, retain_graph=k < len(routed) - 1, allow_unused=True)
+            for p, g in zip(params, grads):
+                p.grad = g
+        d = (bce_to(self.psi(F.softmax(out["p_rgb"], 1)), RGB) + bce_to(self.psi(F.softmax(out["p_th"], 1)), THERMAL)) / 2
+        d.backward()
+        keep = ("kl_rgb", "kl_th", "kt_rgb", "kt_th", "adv", "att")
+        return {**{k: out[k].detach() for k in keep}, "dis": d.detach(), "delta": torch.tensor(self.delta(it))}
+
+    def update(self) -> None:
+        # 5. SGD for the encoders and the decoder, Adam for ψ
+        self.run.sync_grads(self.net, self.psi)
+        for opt_or_sched in (self.opt, self.opt_psi, self.sched, self.sched_psi):
+            opt_or_sched.step()
+
+    def evaluate(self, dataset) -> dict:
+        """Thermal-only predictions; car / person / bicycle (the dataset's eval classes), all images
+        and day and night apart."""
+        score = lambda ds: evaluate(self.net.thermal, ds, num_classes=self.data.num_classes,  # noqa: E731
+                                    class_names=self.data.class_names, device=self.run.device,
+                                    input_size=self.hp.size, eval_classes=self.data.eval_classes)
+        metrics = score(dataset)
+        for time in ("day", "night"):
+            idx = [i for i, (img, _) in enumerate(dataset.files) if time_of(img.name) == time]
+            if idx:
+                metrics.update({f"{time}.{k}": v for k, v in score(Subset(dataset, idx)).items()})
+        return metrics
+
+    def state_dict(self) -> dict:
+        return {"net": self.net.state_dict(), "psi": self.psi.state_dict(), "opt": self.opt.state_dict(),
+                "opt_psi": self.opt_psi.state_dict(), "sched": self.sched.state_dict(),
+                "sched_psi": self.sched_psi.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in ("net", "psi", "opt", "opt_psi", "sched", "sched_psi"):
+            getattr(self, name).load_state_dict(state[name])
+
+
+@register("mml", MMLConfig, PRESETS)
+def train_loop(config: dict) -> None:
+    run = Run.start(config)
+    hp = make_hparams(MMLConfig, config, PRESETS)
+    data = build_uda_data({"source": "mfnet_rgbt_day", "target": "mfnet@3", **config}, hp.size, hp.size)
+    root, label_dir = expert_pseudo_labels(config, hp, Path(data.target.root), run)                       # 0.
+    train = VIEWS["mfnet_rgbt_day"](root, split="train", size=hp.size, flip=True, label_dir=label_dir)
+    fit(run, MMLStep(run, hp, data, train), stage="mml", iterations=hp.iterations, eval_every=hp.eval_every)
