@@ -147,3 +147,21 @@ def test_mml_resumes_mid_training_with_its_delta_position(tmp_path, monkeypatch,
     assert len(resumed) == 2
     for got, want in zip(resumed, full[1:]):
         assert strip(got) == pytest.approx(strip(want), nan_ok=True)
+
+
+def test_mml_study_declares_table_3_and_checks_its_search_space():
+    from types import SimpleNamespace
+
+    from udalab.analysis.reference import reference
+    from udalab.studies.mml_ablation import STUDY
+    from udalab.studies.study import check_trial_configs, trial_settings
+
+    published = {(r["att_loss"], r["kl_loss"]) for _, r in reference("mml_ablation").iterrows()}
+    assert {(r["att_loss"], r["kl_loss"]) for r in STUDY.rows} == published and len(STUDY.smoke_rows) == 4
+    args = SimpleNamespace(preset=None, smoke=False, data_root=None, set=[], optuna=True)
+    settings = trial_settings(STUDY, args)
+    assert (settings["source"], settings["target"]) == ("mfnet_rgbt_day", "mfnet@3")
+    check_trial_configs(STUDY, args, settings)
+    args.set = ["delta_shape=\"cosine\""]
+    with pytest.raises(SystemExit, match="delta_shape"):
+        check_trial_configs(STUDY, args, trial_settings(STUDY, args))
