@@ -68,7 +68,7 @@ def rows_of(run: dict) -> dict[str, dict]:
 
 def teacher_share(run: dict, after: int) -> float | None:
     """Mean share (%) of target pixels the teacher keeps above τ (`q`) over reports after step `after`."""
-    qs = [r["q"] for r in run["reports"] if "q" in r and r["iteration"] > after]
+    qs = [r["loss.q"] for r in run["reports"] if "loss.q" in r and r["iteration"] > after]
     return 100 * statistics.mean(qs) if qs else None
 
 
