@@ -51,3 +51,29 @@ def downscale_label_ratio(label: torch.Tensor, factor: int, min_ratio: float, nu
     ratio = F.avg_pool2d(onehot, factor)
     top, cls = ratio.max(1)
     return torch.where(top >= min_ratio, cls, torch.full_like(cls, IGNORE_INDEX))
+
+
+def focal_loss(logits: torch.Tensor, label: torch.Tensor, gamma: float = 2.0, alpha: float = 1.0) -> torch.Tensor:
+    """Focal loss per pixel, α (1 - p_t)^γ · CE with p_t = exp(-CE) (Lin et al. 2017; the multi-decoder
+    paper's L_seg, γ = 2), averaged over the labelled pixels; γ = 0 gives α · CE."""
+    if logits.shape[-2:] != label.shape[-2:]:
+        logits = F.interpolate(logits, size=label.shape[-2:], mode="bilinear", align_corners=False)
+    ce = F.cross_entropy(logits.float(), label, ignore_index=IGNORE_INDEX, reduction="none")
+    valid = label != IGNORE_INDEX
+    fl = alpha * (1 - torch.exp(-ce)).pow(gamma) * ce
+    return fl[valid].mean() if valid.any() else fl.sum() * 0
+
+
+def normalised_depth_mse(pred: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """MSE between a depth prediction (N, 1, H, W) and a (pseudo) depth map min-max normalised per image
+    over its valid pixels: a monocular model's depth is defined up to scale and shift, so only its
+    shape is a target (REFERENCE_FACTS: normalise, do not invert). `valid` (N, H, W) masks padding."""
+    if pred.shape[-2:] != depth.shape[-2:]:
+        pred = F.interpolate(pred, size=depth.shape[-2:], mode="bilinear", align_corners=False)
+    d = depth[:, 0]
+    big = torch.finfo(d.dtype).max
+    lo = torch.where(valid, d, torch.full_like(d, big)).flatten(1).amin(1).view(-1, 1, 1)
+    hi = torch.where(valid, d, torch.full_like(d, -big)).flatten(1).amax(1).view(-1, 1, 1)
+    target = (d - lo) / (hi - lo).clamp_min(1e-6)
+    err = (pred[:, 0].float() - target) ** 2
+    return err[valid].mean() if valid.any() else err.sum() * 0

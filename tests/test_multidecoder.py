@@ -1,0 +1,126 @@
+"""The multi-decoder U-Net: focal loss, the schedule, weight copy, per-stage gradients, export, resume."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from udalab.methods.engine import ConfigError, Run, make_hparams, run_local
+from udalab.methods.losses import focal_loss
+from udalab.methods.multidecoder import (PRESETS, DecoderStageStep, MultiDecoderConfig, MultiDecoderUNet,
+                                         copy_decoder, export_semantic)
+
+
+def _hp(**over):
+    return make_hparams(MultiDecoderConfig, {"preset": "smoke", **over}, PRESETS)
+
+
+def test_focal_loss_is_its_formula_and_ce_at_gamma_zero():
+    torch.manual_seed(0)
+    logits, label = torch.randn(2, 5, 4, 6), torch.randint(5, (2, 4, 6))
+    label[0, 0, :3] = 255
+    ce = F.cross_entropy(logits, label, ignore_index=255, reduction="none")[label != 255]
+    assert focal_loss(logits, label, gamma=2.0, alpha=0.5) == pytest.approx(float((0.5 * (1 - torch.exp(-ce)) ** 2 * ce).mean()))
+    assert focal_loss(logits, label, gamma=0.0) == pytest.approx(float(F.cross_entropy(logits, label, ignore_index=255)))
+
+
+@pytest.mark.parametrize("schedule, stages", [
+    ("d+copy>s>b", [("d", True), ("s", False), ("b", False)]), ("s>b", [("s", False), ("b", False)]),
+    ("b", [("b", False)]), ("s", [("s", False)])])
+def test_schedule_parses_the_papers_rows(schedule, stages):
+    hp = _hp(schedule=schedule, iterations=10)
+    assert hp.stages() == stages and sum(hp.stage_iterations()) == 10
+    assert _hp(schedule="d+copy>s>b", iterations=10, first_share=0.5).stage_iterations() == [5, 3, 2]
+
+
+@pytest.mark.parametrize("bad", ["x>b", "b+copy", "s>d+copy>b", "s+clone>b"])
+def test_bad_schedule_names_the_grammar(bad):
+    with pytest.raises(ConfigError, match="schedule"):
+        _hp(schedule=bad)
+
+
+def test_weight_copy_copies_all_but_the_output_layer():
+    torch.manual_seed(0)
+    model = MultiDecoderUNet(_hp(), 21)
+    head_before = {k: v.clone() for k, v in model.semantic.state_dict().items() if k.startswith("head.")}
+    names = copy_decoder(model.depth, model.semantic)
+    src, dst = model.depth.state_dict(), model.semantic.state_dict()
+    assert names and all(torch.equal(src[k], dst[k]) for k in names)
+    assert set(names) == {k for k in src if not k.startswith("head.")}
+    assert all(torch.equal(dst[k], v) for k, v in head_before.items())        # 21-class head untouched
+
+
+@pytest.mark.parametrize("decoder, trained", [("s", {"encoder", "semantic"}), ("d", {"encoder", "depth"}),
+                                              ("b", {"encoder", "semantic", "depth"})])
+def test_each_stage_sends_gradients_to_its_parts_only(decoder, trained):
+    torch.manual_seed(0)
+    hp = _hp()
+    model = MultiDecoderUNet(hp, 21)
+    step = DecoderStageStep(Run({"seed": 0}, ray=False, rank=0, world=1, device=torch.device("cpu")), hp, None,
+                            model, decoder, None, 2)
+    batch = {"voc": {"image": torch.randn(2, 3, 48, 48), "label": torch.randint(21, (2, 48, 48)),
+                     "depth": torch.rand(2, 1, 48, 48)}}
+    step.train_step(batch, 0, torch.Generator())
+    for part in ("encoder", "semantic", "depth"):
+        grads = [p.grad for p in getattr(model, part).parameters()]
+        if part in trained:
+            assert any(g is not None and g.abs().sum() > 0 for g in grads), part
+        else:
+            assert all(g is None for g in grads), part
+
+
+def test_export_has_no_depth_and_the_same_semantic_logits():
+    torch.manual_seed(0)
+    model = MultiDecoderUNet(_hp(), 21).eval()
+    deployed = export_semantic(model).eval()
+    assert not any("depth" in name for name, _ in deployed.named_parameters())
+    assert sum(p.numel() for p in deployed.parameters()) < sum(p.numel() for p in model.parameters())
+    x = torch.randn(1, 3, 64, 48)
+    assert torch.equal(deployed(x), model(x)[0])
+
+
+def test_resume_inside_the_stage_after_the_copy_does_not_copy_again(tmp_path, monkeypatch):
+    """6 steps of d+copy>s>b, killed at step 3 (inside s, after the copy): the resumed run ends as the
+    uninterrupted one (a second copy would overwrite the semantic decoder's first step)."""
+    from udalab.datasets import mini_root
+    from udalab.methods import engine
+
+    mini_root("voc")
+    config = {"method": "multidecoder", "preset": "smoke", "seed": 0, "eval_every": 1}
+    full = run_local("multidecoder", config)
+    assert [r["stage"] for r in full] == ["1-d", "1-d", "2-s", "2-s", "3-b", "3-b"]
+    assert {"iiou", "test.miou", "loss.seg", "loss.depth"} <= set(full[-1])
+    original = engine.Run.report
+
+    class Stop(Exception):
+        pass
+
+    def report(self, metrics, state=None):
+        original(self, metrics, state)
+        if metrics["iteration"] >= 3:
+            raise Stop
+
+    monkeypatch.setattr(engine.Run, "report", report)
+    with pytest.raises(Stop):
+        run_local("multidecoder", config, checkpoint_dir=tmp_path)
+    monkeypatch.setattr(engine.Run, "report", original)
+    resumed = run_local("multidecoder", config, checkpoint_dir=tmp_path)
+    strip = lambda r: {k: v for k, v in r.items() if k != "train_seconds"}  # noqa: E731
+    assert [r["iteration"] for r in resumed] == [4, 5, 6]
+    for got, want in zip(resumed, full[3:]):
+        assert strip(got) == pytest.approx(strip(want), nan_ok=True)
+
+
+def test_the_study_declares_table_3_with_the_papers_columns():
+    from types import SimpleNamespace
+
+    from udalab.analysis.reference import reference
+    from udalab.studies.multidecoder_schedule import STUDY, TABLE_3, columns_of
+    from udalab.studies.study import check_trial_configs, trial_settings
+
+    published = {(r["priority"], r["weight_copy"], r["order"]) for _, r in
+                 reference("multidecoder_schedule").iterrows()}
+    ours = {tuple(columns_of(s)[k] for k in ("priority", "weight_copy", "order")) for s in TABLE_3}
+    assert ours == published
+    assert len({STUDY.rows[i]["schedule"] for i in STUDY.smoke_rows} & set(TABLE_3)) >= 4
+    for optuna in (False, True):
+        args = SimpleNamespace(preset=None, smoke=False, data_root=None, set=[], optuna=optuna)
+        check_trial_configs(STUDY, args, trial_settings(STUDY, args))
