@@ -14,6 +14,8 @@ SCRIPT = ROOT / "studies" / "hrda_crop_size.py"
 
 
 def test_hrda_crop_size_smoke_with_two_workers(tmp_path, mini_data):
+    """DDP over 2 Ray Train workers (gloo on CPU), each trial taking all CPUs: the second trial only
+    starts if the first one's worker placement group was freed."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "120"}
     out = subprocess.run([sys.executable, str(SCRIPT), "--results", str(tmp_path), "--smoke", "--workers", "2",
                           "--cpus-per-trial", "2"], env=env, capture_output=True, text=True, timeout=900)

@@ -78,15 +78,16 @@ def test_export_has_no_depth_and_the_same_semantic_logits():
 
 
 def test_resume_inside_the_stage_after_the_copy_does_not_copy_again(tmp_path, monkeypatch):
-    """6 steps of d+copy>s>b, killed at step 3 (inside s, after the copy): the resumed run ends as the
-    uninterrupted one (a second copy would overwrite the semantic decoder's first step)."""
+    """7 steps of d+copy>s>b in stages of 2, 3, 2, killed at step 4 (inside s, after the copy): the
+    resumed run ends as the uninterrupted one (a second copy would overwrite the semantic decoder's
+    first steps)."""
     from udalab.datasets import mini_root
     from udalab.methods import engine
 
     mini_root("voc")
-    config = {"method": "multidecoder", "preset": "smoke", "seed": 0, "eval_every": 1}
-    full = run_local("multidecoder", config)
-    assert [r["stage"] for r in full] == ["1-d", "1-d", "2-s", "2-s", "3-b", "3-b"]
+    config = {"method": "multidecoder", "preset": "smoke", "seed": 0, "iterations": 7, "first_share": 2 / 7}
+    full = run_local("multidecoder", config)          # reports every 2 steps of a stage and at its end
+    assert [(r["iteration"], r["stage"]) for r in full] == [(2, "1-d"), (4, "2-s"), (5, "2-s"), (7, "3-b")]
     assert {"iiou", "test.miou", "loss.seg", "loss.depth"} <= set(full[-1])
     original = engine.Run.report
 
@@ -95,7 +96,7 @@ def test_resume_inside_the_stage_after_the_copy_does_not_copy_again(tmp_path, mo
 
     def report(self, metrics, state=None):
         original(self, metrics, state)
-        if metrics["iteration"] >= 3:
+        if metrics["iteration"] >= 4:
             raise Stop
 
     monkeypatch.setattr(engine.Run, "report", report)
@@ -104,8 +105,8 @@ def test_resume_inside_the_stage_after_the_copy_does_not_copy_again(tmp_path, mo
     monkeypatch.setattr(engine.Run, "report", original)
     resumed = run_local("multidecoder", config, checkpoint_dir=tmp_path)
     strip = lambda r: {k: v for k, v in r.items() if k != "train_seconds"}  # noqa: E731
-    assert [r["iteration"] for r in resumed] == [4, 5, 6]
-    for got, want in zip(resumed, full[3:]):
+    assert [r["iteration"] for r in resumed] == [5, 7]
+    for got, want in zip(resumed, full[2:]):
         assert strip(got) == pytest.approx(strip(want), nan_ok=True)
 
 
