@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from udalab.datasets import build_dataset, root_key
+from udalab.datasets import build_dataset
 from udalab.datasets.labels import IGNORE_INDEX
 from udalab.methods import register
 from udalab.methods.adaptsegnet import AdaptSegNetConfig, AdaptSegNetStep
