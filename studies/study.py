@@ -208,6 +208,7 @@ def _progress_callback():
             self.name, self.total, self.concurrent, self.every_s = name, total, concurrent, every_s
             self.started: dict[str, float] = {}
             self.durations: list[float] = []
+            self.ended = self.failed = 0
             self._last = 0.0
 
         def _show(self, trials, force: bool = False) -> None:
@@ -215,8 +216,12 @@ def _progress_callback():
                 return
             self._last = time.time()
             status = [t.status for t in trials]
-            line = progress_line(self.name, max(self.total, len(trials)), status.count("TERMINATED"),
-                                 status.count("ERROR"), status.count("RUNNING"), self.durations, self.concurrent)
+            # Tune calls on_trial_complete before it marks the trial TERMINATED: count what this saw end
+            finished, errored = max(status.count("TERMINATED"), self.ended), max(status.count("ERROR"), self.failed)
+            running = max(0, status.count("RUNNING") - (finished - status.count("TERMINATED"))
+                          - (errored - status.count("ERROR")))
+            line = progress_line(self.name, max(self.total, len(trials)), finished, errored, running,
+                                 self.durations, self.concurrent)
             if sys.stdout.isatty():
                 sys.stdout.write("\r" + line.ljust(100))
             else:
@@ -232,10 +237,12 @@ def _progress_callback():
         def on_trial_complete(self, iteration, trials, trial, **info):
             if trial.trial_id in self.started:
                 self.durations.append(time.time() - self.started.pop(trial.trial_id))
+            self.ended += 1
             self._show(trials, force=True)
 
         def on_trial_error(self, iteration, trials, trial, **info):
             self.started.pop(trial.trial_id, None)
+            self.failed += 1
             self._show(trials, force=True)
 
     return ProgressLine
