@@ -96,6 +96,21 @@ def get_or_build(kind: str, config: dict, build_fn: Callable[[Path], None]) -> P
     return final
 
 
+def get_or_build_trained(kind: str, config: dict, build_fn: Callable[[Path, Path], None]) -> Path:
+    """`get_or_build` for an artifact whose build trains a model (CycleGAN, an expert):
+    `build_fn(tmp_dir, checkpoint_dir)` gets `$UDALAB_ARTIFACTS/.partial-<kind>-<hash>/` for its
+    checkpoints, which outlives a killed build (the next build resumes there) and is removed once
+    the artifact is complete. The RNGs are left as they were: only the first trial builds, and a
+    trial's random draws must not depend on whether it was that one."""
+    from udalab.methods.engine import rng_preserved
+
+    partial = artifact_root() / f".partial-{artifact_path(kind, config).name}"
+    with rng_preserved():
+        root = get_or_build(kind, config, lambda tmp: build_fn(tmp, partial))
+    shutil.rmtree(partial, ignore_errors=True)
+    return root
+
+
 def link_tree(src: Path, dst: Path, skip: set[Path] = frozenset()) -> int:
     """Mirror the files under `src` into `dst` as symbolic links (copies where the file system has
     none), except the resolved paths in `skip`: an artifact that replaces some files of a dataset

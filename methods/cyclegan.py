@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.io import write_png
 
-from udalab.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
+from udalab.datasets.transforms import denormalize
 from udalab.methods.artifacts import link_tree
 from udalab.methods.engine import ConfigError, Run, Step, Stream, unwrap
 
@@ -147,17 +147,12 @@ class ImagePool:
 
 
 # ---------------------------------------------------------------------------------------
-# Images: the datasets' ImageNet-normalised tensors <-> the generators' [-1, 1].
+# Images: the datasets' ImageNet-normalised tensors -> the generators' [-1, 1].
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:
-    mean, std = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1), x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return ((x * std + mean) * 2 - 1).clamp(-1, 1)
-
-
-def from_unit(x: torch.Tensor) -> torch.Tensor:
-    mean, std = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1), x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return ((x + 1) / 2 - mean) / std
+    """The datasets' ImageNet-normalised images -> the generators' [-1, 1]."""
+    return denormalize(x) * 2 - 1
 
 
 # ---------------------------------------------------------------------------------------

@@ -89,6 +89,35 @@ def load_imagenet_backbone(depth: int, pretrained: str) -> nn.Module:
     return net
 
 
+class ResNetFeatures(nn.Module):
+    """A torchvision ResNet (`load_imagenet_backbone`) as a feature pyramid: its stem (stride 2) and
+    its four stages (strides 4, 8, 16, 32), `channels` per level. in_channels=1: conv1 becomes the
+    mean of the (pretrained) RGB filters (MS-UDA's thermal encoder)."""
+
+    def __init__(self, depth: int, pretrained: str, in_channels: int = 3):
+        super().__init__()
+        net = load_imagenet_backbone(depth, pretrained)
+        if in_channels == 1:
+            conv = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+            conv.weight.data.copy_(net.conv1.weight.data.mean(1, keepdim=True))
+            net.conv1 = conv
+        elif in_channels != 3:
+            raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu)
+        self.pool = net.maxpool
+        self.stages = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
+        self.channels = [64] + [m[-1].conv3.out_channels if hasattr(m[-1], "conv3") else m[-1].conv2.out_channels
+                                for m in self.stages]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = [self.stem(x)]
+        y = self.pool(feats[0])
+        for stage in self.stages:
+            y = stage(y)
+            feats.append(y)
+        return feats
+
+
 class DeepLabV2(nn.Module):
     """Multi-level DeepLab-v2: returns (main logits, aux logits) at feature resolution."""
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,12 +41,11 @@ from udalab.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
 from udalab.methods import register
 from udalab.methods.advent import PRESETS as ADVENT_PRESETS
 from udalab.methods.advent import AdventConfig, build_model
-from udalab.methods.artifacts import artifact_path, artifact_root, get_or_build, link_tree
+from udalab.methods.artifacts import get_or_build_trained, link_tree
 from udalab.methods.attention import AttentionBlock
-from udalab.methods.deeplab import load_imagenet_backbone, upsample
+from udalab.methods.deeplab import ResNetFeatures, upsample
 from udalab.methods.discriminator import FCDiscriminator, bce_to
-from udalab.methods.engine import (ConfigError, Run, Step, Stream, autocast, fit, make_hparams, rng_preserved,
-                                   run_local)
+from udalab.methods.engine import ConfigError, Run, Step, Stream, autocast, fit, make_hparams, run_local
 from udalab.methods.evaluate import evaluate
 from udalab.methods.losses import seg_ce
 from udalab.methods.optim import adam_discriminator, poly
@@ -112,30 +110,6 @@ PRESETS = {"mini": MINI, "smoke": SMOKE}
 # Networks.
 
 
-class Encoder(nn.Module):
-    """A torchvision ResNet trunk returning its 4 stages (strides 4, 8, 16, 32); a 1-channel input
-    gets conv1 = the mean of the pretrained RGB filters (MS-UDA)."""
-
-    def __init__(self, depth: int, pretrained: str, in_channels: int):
-        super().__init__()
-        net = load_imagenet_backbone(depth, pretrained)
-        if in_channels == 1:
-            conv = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
-            conv.weight.data.copy_(net.conv1.weight.data.mean(1, keepdim=True))
-            net.conv1 = conv
-        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
-        self.stages = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
-        self.channels = [m[-1].conv3.out_channels if hasattr(m[-1], "conv3") else m[-1].conv2.out_channels
-                         for m in self.stages]
-
-    def forward(self, x):
-        feats, x = [], self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
-        return feats
-
-
 def _cbr(cin, cout, k=1):
     return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True))
 
@@ -155,17 +129,19 @@ class DeBlock(nn.Module):
 
 
 class SharedDecoder(nn.Module):
-    """Attention block at each of the 4 encoder scales (coarse to fine), DeBlocks between them;
-    `maps()` = the attention maps of the last call, fine to coarse."""
+    """Attention block at each of the encoder's 4 coarsest scales (strides 4 ... 32, coarse to fine),
+    DeBlocks between them; `maps()` = the attention maps of the last call, fine to coarse."""
 
     def __init__(self, channels: list[int], dim: int, num_classes: int):
         super().__init__()
+        channels = channels[-4:]
         self.lateral = nn.ModuleList([_cbr(c, dim) for c in channels])
         self.attention = nn.ModuleList([AttentionBlock(dim) for _ in channels])
         self.up = nn.ModuleList([DeBlock(dim, dim) for _ in channels[1:]])
         self.head = nn.Sequential(DeBlock(dim, dim), nn.Conv2d(dim, num_classes, 1))
 
     def forward(self, feats):
+        feats = feats[-4:]
         x = self.attention[-1](self.lateral[-1](feats[-1]))
         for k in range(len(feats) - 2, -1, -1):
             up = self.up[k](x)
@@ -182,8 +158,8 @@ class SharedDecoder(nn.Module):
 class MMLNet(nn.Module):
     def __init__(self, hp: MMLConfig, num_classes: int):
         super().__init__()
-        self.E_rgb = Encoder(hp.backbone_depth, hp.pretrained, 3)
-        self.E_th = Encoder(hp.backbone_depth, hp.pretrained, 1)
+        self.E_rgb = ResNetFeatures(hp.backbone_depth, hp.pretrained, 3)
+        self.E_th = ResNetFeatures(hp.backbone_depth, hp.pretrained, 1)   # conv1: the mean RGB filter
         self.D = SharedDecoder(self.E_rgb.channels, hp.decoder_dim, num_classes)
 
     def thermal(self, x_rgbt: torch.Tensor) -> torch.Tensor:
@@ -202,11 +178,9 @@ def expert_pseudo_labels(config: dict, hp: MMLConfig, mfnet_root: Path, run: Run
     expert_config = {"method": "source_only", "preset": hp.expert_preset, "seed": 0, "source": "cityscapes",
                      "target": "cityscapes", "data_root": {"cityscapes": (config.get("data_root") or {}).get("cityscapes")}}
     key = {"expert": expert_config, "mfnet_root": str(mfnet_root), "split": "train", "time": "day"}
-    final = artifact_path("expert", key)
-    partial = artifact_root() / f".partial-{final.name}"
     name = "deeplab_cityscapes"
 
-    def build(tmp: Path) -> None:
+    def build(tmp: Path, partial: Path) -> None:
         reports = run_local("source_only", expert_config, checkpoint_dir=partial)
         ehp = make_hparams(AdventConfig, expert_config, ADVENT_PRESETS)
         G = build_model(Run(expert_config, ray=False, rank=0, world=1, device=run.device), ehp, 19)
@@ -228,9 +202,7 @@ def expert_pseudo_labels(config: dict, hp: MMLConfig, mfnet_root: Path, run: Run
         (tmp / "meta.json").write_text(json.dumps({"expert_miou_on_cityscapes_val": reports[-1].get("miou"),
                                                    "images": len(day_rgb)}, default=str) + "\n")
 
-    with rng_preserved():           # only the first trial builds: the run's draws must not depend on it
-        root = get_or_build("expert", key, build)
-    shutil.rmtree(partial, ignore_errors=True)
+    root = get_or_build_trained("expert", key, build)
     return root / "data", f"pseudo/{name}"
 
 

@@ -30,7 +30,7 @@ from torch import nn
 
 from udalab.datasets.labels import IGNORE_INDEX
 from udalab.methods import register
-from udalab.methods.deeplab import load_imagenet_backbone
+from udalab.methods.deeplab import ResNetFeatures
 from udalab.methods.engine import ConfigError, Run, Step, Stream, autocast, fit, make_hparams
 from udalab.methods.evaluate import evaluate
 from udalab.methods.losses import focal_loss, normalised_depth_mse
@@ -137,31 +137,10 @@ class UNetDecoder(nn.Module):
         return self.head(x)
 
 
-class UNetEncoder(nn.Module):
-    """A torchvision ResNet: features at strides 2, 4, 8, 16, 32."""
-
-    def __init__(self, depth: int, pretrained: str):
-        super().__init__()
-        net = load_imagenet_backbone(depth, pretrained)
-        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu)
-        self.pool = net.maxpool
-        self.stages = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
-        self.channels = [64] + [m[-1].conv3.out_channels if hasattr(m[-1], "conv3") else m[-1].conv2.out_channels
-                                for m in self.stages]
-
-    def forward(self, x):
-        feats = [self.stem(x)]
-        y = self.pool(feats[0])
-        for stage in self.stages:
-            y = stage(y)
-            feats.append(y)
-        return feats
-
-
 class MultiDecoderUNet(nn.Module):
     def __init__(self, hp: MultiDecoderConfig, num_classes: int):
         super().__init__()
-        self.encoder = UNetEncoder(hp.backbone_depth, hp.pretrained)
+        self.encoder = ResNetFeatures(hp.backbone_depth, hp.pretrained)   # strides 2 ... 32
         self.semantic = UNetDecoder(self.encoder.channels, tuple(hp.decoder_channels), num_classes)
         self.depth = UNetDecoder(self.encoder.channels, tuple(hp.decoder_channels), 1)
 

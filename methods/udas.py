@@ -32,7 +32,6 @@ import copy
 import dataclasses
 import json
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,11 +45,11 @@ from udalab.methods import register
 from udalab.methods.adaptsegnet import AdaptSegNetConfig, AdaptSegNetStep
 from udalab.methods.advent import PRESETS as ADVENT_PRESETS
 from udalab.methods.advent import build_model
-from udalab.methods.artifacts import artifact_path, artifact_root, get_or_build
+from udalab.methods.artifacts import get_or_build_trained
 from udalab.methods.cyclegan import CycleGANConfig, CycleGANStep, write_translated
 from udalab.methods.deeplab import upsample
 from udalab.methods.engine import (ConfigError, Run, Step, Stream, autocast, eval_mode, fit, make_hparams,
-                                   rng_preserved, run_local, unwrap)
+                                   run_local, unwrap)
 from udalab.methods.evaluate import evaluate
 from udalab.methods.losses import seg_ce
 from udalab.methods.mixing import domain_cutmix
@@ -131,10 +130,8 @@ def translated_source(config: dict, hp: UDASConfig, data: UDAData, run: Run):
     key = {"cyclegan": dataclasses.asdict(cg), "seed": hp.cyclegan_seed, "source": config.get("source", "gta5"),
            "target": config.get("target", "cityscapes"), "source_root": str(data.source.root),
            "target_root": str(data.target.root)}
-    final = artifact_path("cyclegan", key)
-    partial = artifact_root() / f".partial-{final.name}"
 
-    def build(tmp: Path) -> None:
+    def build(tmp: Path, partial: Path) -> None:
         steps: list[CycleGANStep] = []
         source = build_dataset(key["source"], root=data.source.root, split="train", size=None, crop=cg.crop_size)
         target = build_dataset(key["target"], root=data.target.root, split="train", size=None, crop=cg.crop_size)
@@ -149,11 +146,9 @@ def translated_source(config: dict, hp: UDASConfig, data: UDAData, run: Run):
         n = write_translated(steps[0].G_AB, native, tmp / "data", device=run.device)
         (tmp / "meta.json").write_text(json.dumps({"images": n, "last_report": reports[-1] if reports else None},
                                                   default=str) + "\n")
-        log.info("CycleGAN: %d source images translated into %s", n, final)
+        log.info("CycleGAN: %d source images translated into %s", n, tmp)
 
-    with rng_preserved():           # only the first trial builds: the run's draws must not depend on it
-        root = get_or_build("cyclegan", key, build)
-    shutil.rmtree(partial, ignore_errors=True)
+    root = get_or_build_trained("cyclegan", key, build)
     return build_dataset(key["source"], root=root / "data", split="train", size=hp.source_size)
 
 

@@ -13,3 +13,34 @@ def mini_data():
     from udalab.datasets import mini_root
 
     return {name: mini_root(name) for name in ("gta5", "cityscapes")}
+
+
+class Killed(Exception):
+    """Raised by `killed_after` where a run is 'killed'."""
+
+
+@pytest.fixture
+def killed_after():
+    """`with killed_after(n): run_local(...)`: the run stops right after its report (and checkpoint) at
+    iteration n or later, as if killed there; the block expects that stop."""
+    import contextlib
+
+    from udalab.methods import engine
+
+    @contextlib.contextmanager
+    def kill(iteration: int):
+        original = engine.Run.report
+
+        def report(self, metrics, state=None):
+            original(self, metrics, state)
+            if metrics["iteration"] >= iteration:
+                raise Killed(f"killed after iteration {metrics['iteration']}")
+
+        engine.Run.report = report
+        try:
+            with pytest.raises(Killed):
+                yield
+        finally:
+            engine.Run.report = original
+
+    return kill

@@ -90,7 +90,7 @@ LAST_STAGE = {"source_only": "source", "advent": "inter", "adaptsegnet": "adapt"
     ("intrada", 4, {}),                          # at the end of stage 1: stage 2 starts fresh
     ("intrada", 6, {"intra_iterations": 4}),     # inside stage 2: stage 1 is skipped, its G_inter restored
 ])
-def test_resume_continues_bit_for_bit(method, stop_after, extra, tmp_path, mini_data):
+def test_resume_continues_bit_for_bit(method, stop_after, extra, tmp_path, killed_after, mini_data):
     """Kill after the checkpoint at `stop_after`, resume: same metrics as one uninterrupted run. The
     uninterrupted run's checkpoint has the one layout of every method, and resuming from it (the
     run's very last checkpoint) trains nothing and reports the final metrics again."""
@@ -105,30 +105,8 @@ def test_resume_continues_bit_for_bit(method, stop_after, extra, tmp_path, mini_
     assert len(again) == 1 and _strip_time(again)[0] == pytest.approx(_strip_time(full)[-1], nan_ok=True)
 
     ckpt = tmp_path / "ckpt"
-
-    class Stop(Exception):
-        pass
-
-    fn = get_method(method)
-
-    def until_checkpoint(cfg):
-        from udalab.methods import engine
-
-        original = engine.Run.report
-
-        def report(self, metrics, state=None):
-            original(self, metrics, state)
-            if metrics["iteration"] >= stop_after:
-                raise Stop
-
-        engine.Run.report = report
-        try:
-            fn(cfg)
-        finally:
-            engine.Run.report = original
-
-    with pytest.raises(Stop):
-        run_local(until_checkpoint, config, checkpoint_dir=ckpt)
+    with killed_after(stop_after):
+        run_local(method, config, checkpoint_dir=ckpt)
     resumed = run_local(method, config, checkpoint_dir=ckpt)
     assert resumed[0]["iteration"] > stop_after  # did not start over
     by_it = {r["iteration"]: r for r in _strip_time(full)}

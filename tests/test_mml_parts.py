@@ -118,8 +118,7 @@ def test_inference_reads_the_thermal_channel_only():
     assert torch.equal(step.net.thermal(x), step.net.thermal(nan_rgb))
 
 
-def test_mml_resumes_mid_training_with_its_delta_position(tmp_path, monkeypatch, mini_data):
-    from udalab.methods import engine
+def test_mml_resumes_mid_training_with_its_delta_position(tmp_path, monkeypatch, killed_after, mini_data):
     from udalab.methods.engine import run_local
 
     monkeypatch.setenv("UDALAB_ARTIFACTS", str(tmp_path / "artifacts"))
@@ -127,20 +126,8 @@ def test_mml_resumes_mid_training_with_its_delta_position(tmp_path, monkeypatch,
     full = run_local("mml", config)                  # 4 steps, reports at 2 and 4
     assert [r["loss.delta"] for r in full] == pytest.approx([0.2 + 0.8 * 0.5 / 3, 0.2 + 0.8 * 2.5 / 3])  # mean δ
     assert {"day.miou", "night.miou", "test.miou", "test.night.miou"} <= set(full[-1])
-    original = engine.Run.report
-
-    class Stop(Exception):
-        pass
-
-    def report(self, metrics, state=None):
-        original(self, metrics, state)
-        if metrics["iteration"] >= 2 and metrics.get("stage") == "mml":
-            raise Stop
-
-    monkeypatch.setattr(engine.Run, "report", report)
-    with pytest.raises(Stop):
+    with killed_after(2):
         run_local("mml", config, checkpoint_dir=tmp_path / "ckpt")
-    monkeypatch.setattr(engine.Run, "report", original)
     resumed = run_local("mml", config, checkpoint_dir=tmp_path / "ckpt")
     strip = lambda r: {k: v for k, v in r.items() if k != "train_seconds"}  # noqa: E731
     assert len(resumed) == 1

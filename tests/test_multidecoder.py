@@ -77,32 +77,19 @@ def test_export_has_no_depth_and_the_same_semantic_logits():
     assert torch.equal(deployed(x), model(x)[0])
 
 
-def test_resume_inside_the_stage_after_the_copy_does_not_copy_again(tmp_path, monkeypatch):
+def test_resume_inside_the_stage_after_the_copy_does_not_copy_again(tmp_path, killed_after):
     """7 steps of d+copy>s>b in stages of 2, 3, 2, killed at step 4 (inside s, after the copy): the
     resumed run ends as the uninterrupted one (a second copy would overwrite the semantic decoder's
     first steps)."""
     from udalab.datasets import mini_root
-    from udalab.methods import engine
 
     mini_root("voc")
     config = {"method": "multidecoder", "preset": "smoke", "seed": 0, "iterations": 7, "first_share": 2 / 7}
     full = run_local("multidecoder", config)          # reports every 2 steps of a stage and at its end
     assert [(r["iteration"], r["stage"]) for r in full] == [(2, "1-d"), (4, "2-s"), (5, "2-s"), (7, "3-b")]
     assert {"iiou", "test.miou", "loss.seg", "loss.depth"} <= set(full[-1])
-    original = engine.Run.report
-
-    class Stop(Exception):
-        pass
-
-    def report(self, metrics, state=None):
-        original(self, metrics, state)
-        if metrics["iteration"] >= 4:
-            raise Stop
-
-    monkeypatch.setattr(engine.Run, "report", report)
-    with pytest.raises(Stop):
+    with killed_after(4):
         run_local("multidecoder", config, checkpoint_dir=tmp_path)
-    monkeypatch.setattr(engine.Run, "report", original)
     resumed = run_local("multidecoder", config, checkpoint_dir=tmp_path)
     strip = lambda r: {k: v for k, v in r.items() if k != "train_seconds"}  # noqa: E731
     assert [r["iteration"] for r in resumed] == [5, 7]

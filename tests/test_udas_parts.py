@@ -153,26 +153,12 @@ def test_cyclegan_cycle_loss_falls_and_translates_in_the_sources_layout(tmp_path
         assert not torch.allclose(a["image"], b["image"], atol=0.05)           # the images were translated
 
 
-def test_cyclegan_resumes_inside_its_stage_bit_for_bit(tmp_path, monkeypatch, mini_data):
+def test_cyclegan_resumes_inside_its_stage_bit_for_bit(tmp_path, killed_after, mini_data):
     """Killed after its checkpoint at 10 of 20 iterations (image pools, schedules and all), the
     resumed stage ends where the uninterrupted one does."""
-    from udalab.methods import engine
-
     full, _ = _cyclegan_run(tmp_path / "full", 20)
-    original = engine.Run.report
-
-    class Stop(Exception):
-        pass
-
-    def report(self, metrics, state=None):
-        original(self, metrics, state)
-        if metrics["iteration"] >= 10:
-            raise Stop
-
-    monkeypatch.setattr(engine.Run, "report", report)
-    with pytest.raises(Stop):
+    with killed_after(10):
         _cyclegan_run(tmp_path / "resumed", 20)
-    monkeypatch.setattr(engine.Run, "report", original)
     resumed, _ = _cyclegan_run(tmp_path / "resumed", 20)
     strip = lambda r: {k: v for k, v in r.items() if k != "train_seconds"}  # noqa: E731
     assert len(resumed) == 1 and strip(resumed[0]) == pytest.approx(strip(full[-1]), nan_ok=True)
@@ -182,10 +168,11 @@ def test_cyclegan_resumes_inside_its_stage_bit_for_bit(tmp_path, monkeypatch, mi
 # The UDAS method and its study
 
 
-def test_udas_reuses_its_translation_and_resumes_inside_a_self_training_round(tmp_path, monkeypatch, mini_data):
+def test_udas_reuses_its_translation_and_resumes_inside_a_self_training_round(tmp_path, monkeypatch, killed_after,
+                                                                             mini_data):
     """One smoke run builds the CycleGAN translation (an artifact); a second trial trains no CycleGAN
     step and, killed inside its self-training round, resumes to the uninterrupted run's metrics."""
-    from udalab.methods import cyclegan, engine
+    from udalab.methods import cyclegan
     from udalab.methods.engine import run_local
 
     monkeypatch.setenv("UDALAB_ARTIFACTS", str(tmp_path / "artifacts"))
@@ -196,21 +183,10 @@ def test_udas_reuses_its_translation_and_resumes_inside_a_self_training_round(tm
     built = list((tmp_path / "artifacts").glob("cyclegan-*/data/images/*.png"))
     assert len(built) == 300 and not list((tmp_path / "artifacts").glob(".partial-*"))
 
-    cyclegan_steps, original = [], engine.Run.report
+    cyclegan_steps = []
     monkeypatch.setattr(cyclegan.CycleGANStep, "train_step", lambda *a: cyclegan_steps.append(1))
-
-    class Stop(Exception):
-        pass
-
-    def report(self, metrics, state=None):
-        original(self, metrics, state)
-        if metrics["iteration"] >= 6:
-            raise Stop
-
-    monkeypatch.setattr(engine.Run, "report", report)
-    with pytest.raises(Stop):
+    with killed_after(6):
         run_local("udas", config, checkpoint_dir=tmp_path / "ckpt")
-    monkeypatch.setattr(engine.Run, "report", original)
     resumed = run_local("udas", config, checkpoint_dir=tmp_path / "ckpt")
     assert cyclegan_steps == []
     strip = lambda r: {k: v for k, v in r.items() if k != "train_seconds"}  # noqa: E731
