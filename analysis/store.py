@@ -39,7 +39,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 __all__ = ["SCHEMA_COLUMNS", "METRIC_COLUMNS", "TRIALS_FILE", "load_trials", "write_trials", "read_trials",
-           "load_history", "load_histories", "config_columns", "metric_columns", "param_series", "StoreError",
+           "load_history", "load_histories", "trial_row", "trials_frame", "config_columns", "metric_columns", "param_series", "StoreError",
            "fs_path", "join_path", "is_file", "is_dir", "list_dir", "read_text", "is_local", "is_state_file"]
 
 # The fixed columns of trials.parquet (docs/architecture.md). Between `method` and `seed` sit the
@@ -342,43 +342,50 @@ def load_trials(study_dir: str | os.PathLike, live_status: Mapping[str, str] | N
 
     rows: list[dict] = []
     fixed = study_options(fs, path).get("fixed") or {}   # what every trial ran with (--set, budget, Study.fixed)
-    param_order: list[str] = []
-    iou_order: list[str] = []
     for trial, runtime in _trial_entries(state):
         tid = str(trial["trial_id"])
         status = str((live_status or {}).get(tid) or trial.get("status") or "PENDING")
         config = trial.get("config") or {}
-        if not isinstance(config, dict):
-            config = {}
-        method, seed, params = _flatten_config(config)
-        params = {**{k: _scalar(v) for k, v in fixed.items()}, **params}   # a row or search value wins
-        for k in params:
-            if k not in param_order:
-                param_order.append(k)
         logdir = trial.get("relative_logdir")
         trial_path = join_path(path, logdir) if logdir else None
         result = _last_json_line(read_text(fs, join_path(trial_path, "result.json"))) if trial_path else None
         if not result:
             last = runtime.get("last_result")
             result = last if isinstance(last, dict) and last else {}
-        for k in result:
-            if isinstance(k, str) and k.startswith(("iou.", "test.iou.")) and k not in iou_order:
-                iou_order.append(k)
         error = None
         if status == "ERROR" and trial_path:
             error_file = runtime.get("error_filename") or "error.txt"
             error = _error_line(read_text(fs, join_path(trial_path, error_file)))
             if error is None:
                 error = f"trial failed; see {join_path(trial_path, error_file)}"
-        train_seconds = result.get("train_seconds", result.get("time_total_s"))
-        gpu = result.get("gpu")
-        rows.append(dict(trial_id=tid, status=status, method=method, params=params, seed=seed,
-                         result=result, iterations=result.get("iteration"), train_seconds=train_seconds,
-                         wall_seconds=result.get("time_total_s"),
-                         gpu=None if gpu is None else str(gpu), error=error))
+        rows.append(trial_row(tid, status, config, result, fixed, error=error))
+    return trials_frame(rows)
 
+
+def trial_row(trial_id: str, status: str, config: Mapping, result: Mapping, fixed: Mapping | None = None,
+              error: str | None = None) -> dict:
+    """One trial as `trials_frame` takes it: its config (a grid `row` flattened, `fixed` beneath it)
+    and its last report `result` (metrics, iteration, train_seconds, gpu; Tune adds time_total_s)."""
+    method, seed, params = _flatten_config(config if isinstance(config, Mapping) else {})
+    params = {**{k: _scalar(v) for k, v in (fixed or {}).items()}, **params}   # a row or search value wins
+    result = dict(result or {})
+    gpu = result.get("gpu")
+    return dict(trial_id=str(trial_id), status=status, method=method, params=params, seed=seed, result=result,
+                iterations=result.get("iteration"),
+                train_seconds=result.get("train_seconds", result.get("time_total_s")),
+                wall_seconds=result.get("time_total_s"), gpu=None if gpu is None else str(gpu), error=error)
+
+
+def trials_frame(rows: Sequence[dict]) -> pd.DataFrame:
+    """The trials table (columns and dtypes as `load_trials` documents) of `trial_row`s."""
     if not rows:
         return _empty_frame()
+    param_order: list[str] = []
+    iou_order: list[str] = []
+    for r in rows:
+        param_order += [k for k in r["params"] if k not in param_order]
+        iou_order += [k for k in r["result"] if isinstance(k, str) and k.startswith(("iou.", "test.iou."))
+                      and k not in iou_order]
     cols: dict[str, pd.Series] = {
         "trial_id": pd.Series([r["trial_id"] for r in rows], dtype="str"),
         "status": pd.Series([r["status"] for r in rows], dtype="str"),

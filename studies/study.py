@@ -100,6 +100,10 @@ def build_parser(study: Study | None = None) -> argparse.ArgumentParser:
                    help="override a hyperparameter of every trial (JSON value), e.g. --set iterations=2000")
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="seeds of every grid row (default: the study's, e.g. 0 1 2)")
+    p.add_argument("--local", action="store_true",
+                   help="run the grid without Ray, --jobs runs at a time in this machine's processes, into "
+                        "<results>/<study>_local (for a machine without Ray, such as a lone GPU box)")
+    p.add_argument("--jobs", type=int, default=1, help="with --local: runs at once (each --cpus-per-trial threads)")
     p.add_argument("--restart", action="store_true", help="move the old results aside and start over")
     p.add_argument("--no-report", action="store_true", help="skip writing report.html at the end")
     p.add_argument("--ray-status", action="store_true",
@@ -286,6 +290,10 @@ def study_dir_name(study: Study, args) -> str:
 
 
 def run_study(study: Study, args) -> int:
+    if args.local:
+        from udalab.studies.local import run_local_study
+
+        return run_local_study(study, args)
     for k, v in _RAY_ENV.items():
         os.environ.setdefault(k, v)
     import ray
@@ -436,6 +444,15 @@ def check_trial_configs(study: Study, args, settings: dict) -> None:
             raise SystemExit(f"{study.name}: {e} (in {shown}); no trial was started") from e
 
 
+def grid(study: Study, args) -> tuple[list[dict], list[int]]:
+    """The grid's rows and seeds of one invocation (--smoke: the smoke rows and the first seed)."""
+    rows = study.grid_rows()
+    seeds = list(getattr(args, "seeds", None) or study.seeds)
+    if args.smoke:
+        rows, seeds = [rows[i] for i in study.smoke_rows], seeds[:1]
+    return rows, seeds
+
+
 def _search(study: Study, args, max_concurrent: int, study_dir: str | None = None, study_name: str | None = None):
     from ray import tune
     from ray.tune import TuneConfig
@@ -458,10 +475,7 @@ def _search(study: Study, args, max_concurrent: int, study_dir: str | None = Non
         cfg = TuneConfig(search_alg=searcher, num_samples=n, max_concurrent_trials=max_concurrent,
                          scheduler=scheduler)
         return space, cfg
-    rows = study.grid_rows()
-    seeds = list(getattr(args, "seeds", None) or study.seeds)
-    if args.smoke:
-        rows, seeds = [rows[i] for i in study.smoke_rows], seeds[:1]
+    rows, seeds = grid(study, args)
     space = {"row": tune.grid_search(rows), "seed": tune.grid_search(seeds)}
     metric_mode = {} if scheduler else {"metric": study.metric, "mode": study.mode}
     return space, TuneConfig(num_samples=1, max_concurrent_trials=max_concurrent, scheduler=scheduler,

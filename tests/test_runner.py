@@ -146,3 +146,34 @@ def test_progress_line_counts_trials_and_estimates_the_time_left():
     assert "2.5 min a trial, 2 at once" in line
     assert "after the first trial" in runner.progress_line("s", 4, 0, 0, 2, [], 2)
     assert runner.progress_line("s", 4, 4, 0, 0, [60.0] * 4, 2) == "s: 4/4 trials finished, 0 running"
+
+
+def test_local_study_runs_the_grid_without_ray_and_resumes(tmp_path, mini_data):
+    """--local: every row x seed with the config a Tune trial gets, one runs.jsonl line each, the
+    trials table and report as a Ray study writes them; a re-run finishes nothing twice."""
+    from udalab.analysis import store
+    from udalab.studies import local
+    from udalab.studies.study import Study
+
+    study = Study(name="tiny", method="source_only", rows=[{}, {"lr": 0.01}], seeds=(0, 1), smoke_rows=(0, 1))
+    argv = ["--local", "--smoke", "--seeds", "0", "1", "--results", str(tmp_path), "--set", "iterations=2",
+            "--no-report"]
+    args = runner.build_parser(study).parse_args(argv)
+    assert runner.run_study(study, args) == 0
+    out = tmp_path / "tiny_smoke_local"
+    runs = local.read_runs(out)
+    settings = runner.trial_settings(study, args)
+    # --smoke keeps the first seed only, whatever --seeds says; each run's config is the Tune trial's
+    assert sorted(runs) == ["row0-seed0", "row1-seed0"]
+    assert runs["row1-seed0"]["config"] == runner.trial_run_config({"row": study.grid_rows()[1], "seed": 0}, settings)
+    df = store.read_trials(out)
+    assert list(df["trial_id"]) == ["row0-seed0", "row1-seed0"] and set(df["status"]) == {"TERMINATED"}
+    assert df["lr"].isna().tolist() == [True, False] and (df["iterations"] == 2).all()
+    assert df["miou"].notna().all() and "test.miou" in df
+    assert len(store.load_history(out, "row1-seed0")) == len(runs["row1-seed0"]["reports"])
+    assert not list(out.glob("_train/*/checkpoint_local/state.pt"))          # weights go once a run is done
+    lines = (out / local.RUNS_FILE).read_text().splitlines()
+    assert runner.run_study(study, args) == 0                                  # resumed: nothing to run
+    assert (out / local.RUNS_FILE).read_text().splitlines() == lines
+    with pytest.raises(SystemExit, match="other options"):
+        runner.run_study(study, runner.build_parser(study).parse_args([*argv[:-2], "iterations=3", "--no-report"]))
