@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from udalab.analysis.reference import config_matches
-from udalab.analysis.tables import METRIC_LABELS, config_label, is_missing, norm_value, values_equal
+from udalab.analysis.tables import METRIC_LABELS, config_dump, config_label, is_missing, norm_value, values_equal
 
 __all__ = ["PALETTE", "metric_curve", "ablation_bars", "class_heatmap", "optuna_history", "param_importance",
            "parallel_coordinates", "cost_per_trial", "learning_curves", "search_params", "importances"]
@@ -221,7 +221,8 @@ def ablation_bars(agg: pd.DataFrame, metrics: Sequence[str] = ("miou",), cfg_col
     import plotly.graph_objects as go
 
     labels = dict(labels or {})
-    names = [config_label(r, cfg_cols, varying, group, labels) for r in agg.to_dict("records")]
+    names = [tick_text(config_label(r, cfg_cols, varying, group, labels)) for r in agg.to_dict("records")]
+    configs = [config_dump(r, varying, labels) for r in agg.to_dict("records")]
     fig = _make(published_axis if ref is not None else None)
     secondary = _is_subplots(fig)
     have_published = False
@@ -229,7 +230,8 @@ def ablation_bars(agg: pd.DataFrame, metrics: Sequence[str] = ("miou",), cfg_col
         mean_col, std_col = (f"{m}.mean", f"{m}.std") if f"{m}.mean" in agg else ("mean", "std")
         color = PALETTE[k % len(PALETTE)]
         _add(fig, go.Bar(x=names, y=list(agg[mean_col]), name=f"{_mlabel(m)} measured (mean ± std)",
-                         marker_color=color,
+                         marker_color=color, customdata=configs,
+                         hovertemplate=f"%{{x}}<br>{_mlabel(m)} %{{y:.2f}}<br>%{{customdata}}<extra></extra>",
                          error_y=dict(type="data", array=list(agg[std_col].fillna(0.0)), visible=True)))
         if ref is not None and m in ref.columns:
             ys = []
@@ -248,7 +250,20 @@ def ablation_bars(agg: pd.DataFrame, metrics: Sequence[str] = ("miou",), cfg_col
     _finish_axes(fig, metrics[0], published_axis, have_published)
     fig.update_layout(barmode="group", height=460,
                       title=title or "Per configuration: mean ± std over seeds", **_LAYOUT)
+    fig.update_xaxes(tickangle=0, automargin=True)          # names wrapped onto lines, never slanted
     return fig
+
+
+def tick_text(name: str, width: int = 14) -> str:
+    """A configuration name as a horizontal axis label: broken onto lines of about `width` characters
+    at ", " and spaces (plotly's <br>)."""
+    lines: list[str] = []
+    for word in name.split(" "):
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return "<br>".join(x for x in lines if x)
 
 
 def class_heatmap(agg: pd.DataFrame, classes: Sequence[str], cfg_cols: Sequence[str] = (),
@@ -431,24 +446,27 @@ def cost_per_trial(df: pd.DataFrame, cfg_cols: Sequence[str] = (), varying: Sequ
         return None
     names = [config_label(r, cfg_cols, varying, group, labels) + (f", seed {r['seed']}" if not is_missing(r.get("seed")) else "")
              for r in d.to_dict("records")]
-    x = [f"{t.rsplit('_', 1)[-1]}: {n}" for t, n in zip(d["trial_id"], names)]
+    y = [f"{n} ({t.rsplit('_', 1)[-1]})" for t, n in zip(d["trial_id"], names)]
     gpu = d["gpu"].fillna("?").astype(str) if "gpu" in d else pd.Series(["?"] * len(d))
     iters = d["iterations"].astype("Float64").fillna(np.nan).to_numpy(dtype=float) if "iterations" in d else np.full(len(d), np.nan)
     custom = np.stack([gpu.to_numpy(dtype=object), iters.astype(object)], axis=1)
     fig = go.Figure()
-    fig.add_trace(go.Bar(x=x, y=list(wall), name="wall seconds (Tune trial, start-up included)", marker_color="#7f7f7f",
-                         customdata=custom, hovertemplate="%{x}<br>%{y:.0f} s wall<br>GPU: %{customdata[0]}<br>"
-                                                          "iterations: %{customdata[1]}<extra></extra>"))
-    fig.add_trace(go.Bar(x=x, y=list(train), name="training seconds (method loop)", marker_color="#1f77b4",
-                         customdata=custom, hovertemplate="%{x}<br>%{y:.0f} s training<br>GPU: %{customdata[0]}<extra></extra>"))
+    # horizontal bars: one trial per line, its name read left to right however many trials there are
+    fig.add_trace(go.Bar(y=y, x=list(wall), orientation="h", name="wall seconds (trial, start-up included)",
+                         marker_color="#7f7f7f", customdata=custom,
+                         hovertemplate="%{y}<br>%{x:.0f} s wall<br>GPU: %{customdata[0]}<br>"
+                                       "iterations: %{customdata[1]}<extra></extra>"))
+    fig.add_trace(go.Bar(y=y, x=list(train), orientation="h", name="training seconds (method loop)",
+                         marker_color="#1f77b4", customdata=custom,
+                         hovertemplate="%{y}<br>%{x:.0f} s training<br>GPU: %{customdata[0]}<extra></extra>"))
     use, what = (wall, "wall") if wall.notna().any() else (train, "training")
     total_h = float(np.nansum(use.to_numpy(dtype=float))) / 3600
     devices = ", ".join(sorted(set(gpu) - {"?"})) or "unknown"
-    fig.update_layout(barmode="group", height=460, yaxis_title="seconds",
+    fig.update_layout(barmode="group", height=160 + 26 * len(d), xaxis_title="seconds",
                       title=f"Cost per trial: {total_h:.2f} trial-hours ({what}) in all, device: {devices}",
-                      **{**_LAYOUT, "margin": dict(t=90, b=140, l=60, r=40),
+                      **{**_LAYOUT, "margin": dict(t=90, b=60, l=40, r=40),
                          "legend": dict(orientation="h", yanchor="bottom", y=1.0, x=0)})
-    fig.update_xaxes(tickangle=-35, automargin=True)
+    fig.update_yaxes(automargin=True, autorange="reversed")
     return fig
 
 

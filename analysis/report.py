@@ -104,6 +104,10 @@ class ReportSpec:
                   before anything is drawn (e.g. a `group` column from two hyperparameters); the dict
                   holds the row's non-missing values only, so `r.get(name, default)` works
     description:  a paragraph under the title (what the study reproduces, how to read it)
+    name:         function(trial row dict) -> the configuration's name as the paper gives it ("+ RCS",
+                  "LR 0.5"), used for it in every table, bar, legend and axis; default: the `columns`
+                  values ("L_att ✓, L_KL ✗") when `columns` is set, else the varying values (name=value).
+                  The full config stays in the trials table and in each bar's hover.
     """
 
     title: str
@@ -122,6 +126,23 @@ class ReportSpec:
     class_groups: Any = None
     derived: dict[str, Callable[[dict], Any]] = dataclasses.field(default_factory=dict)
     description: str = ""
+    name: Callable[[dict], str] | None = None
+
+    def derived_columns(self) -> dict[str, Callable[[dict], Any]]:
+        """`derived`, then the configuration name (tables.NAME_COLUMN) computed from them."""
+        if self.name is None and not self.columns:
+            return dict(self.derived)
+        return {**self.derived, T.NAME_COLUMN: self.name or self._columns_name}
+
+    def _columns_name(self, r: dict) -> str:
+        parts = []
+        for c in self.columns or ():
+            v = r.get(c)
+            if v is None:
+                continue
+            shown = ("✓" if v else "✗") if isinstance(v, (bool, np.bool_)) else T.fmt_value(v)
+            parts.append(f"{self.labels.get(c, c)} {shown}")
+        return ", ".join(parts)
 
     def resolved_class_groups(self) -> Mapping[str, Sequence[str]] | None:
         if self.class_groups in (None, "", False):
@@ -161,16 +182,20 @@ def _sources(t: T.Table) -> str:
             f"<pre>{_e(t.to_markdown())}</pre><pre>{_e(t.to_latex())}</pre></details>")
 
 
-def _apply_derived(df: pd.DataFrame, spec: ReportSpec) -> pd.DataFrame:
-    if not spec.derived or not len(df):
+def _apply_derived(df: pd.DataFrame, spec: ReportSpec, names: bool = True) -> pd.DataFrame:
+    derived = spec.derived_columns() if names else dict(spec.derived)
+    if not derived or not len(df):
         return df
     df = df.copy()
     # each trial row as a dict of the values it has: a hyperparameter a row does not set is absent
     # (not NaN / <NA>), so that `r.get(name, default)` gives the default
     records = [{k: v for k, v in r.items() if not is_missing(v)} for r in df.to_dict("records")]
     # insert derived columns among the config columns (before `seed`), so that store.config_columns sees them
-    for name, fn in spec.derived.items():
+    for name, fn in derived.items():
         values = [fn(r) for r in records]
+        for r, v in zip(records, values):       # a later derived column (the name) sees the earlier ones
+            if not is_missing(v):
+                r[name] = v
         col = store.param_series(values)
         col.index = df.index
         if name in df.columns:
@@ -239,14 +264,15 @@ def report_data(df: pd.DataFrame, spec: ReportSpec, preset: str = "mini", study_
                 search: bool | None = None, histories: pd.DataFrame | None = None) -> ReportData:
     """The trials frame (store.load_trials) with everything the sections share computed once.
     search: None: a study whose name has "_optuna" in it."""
-    df = _apply_derived(df, spec)
+    search = _is_search(study_name) if search is None else search
+    df = _apply_derived(df, spec, names=not search)    # a search's trials are points, not named rows
     if spec.metric not in df.columns:
         df = df.assign(**{spec.metric: np.nan})
     cfg_cols = store.config_columns(df)
     metrics = _table_metrics(df, spec)
     agg = aggregate(df, metrics)
     data = ReportData(df=df, spec=spec, preset=preset, study_name=study_name,
-                      search=_is_search(study_name) if search is None else search, histories=histories,
+                      search=search, histories=histories,
                       cfg_cols=cfg_cols, varying=T.varying_columns(agg, cfg_cols), metrics=metrics, agg=agg)
     if spec.reference:
         try:

@@ -36,7 +36,7 @@ from udalab.analysis.reference import config_matches, is_missing, reference, ref
 
 __all__ = ["Cell", "Column", "Row", "Table", "aggregate", "ablation_table", "class_table", "STUFF_THING",
            "published_matches",
-           "varying_columns", "config_label", "fmt_value", "norm_value", "is_missing", "values_equal", "baseline_index",
+           "varying_columns", "config_label", "config_dump", "NAME_COLUMN", "fmt_value", "norm_value", "is_missing", "values_equal", "baseline_index",
            "METRIC_LABELS"]
 
 METRIC_LABELS = {"miou": "mIoU", "pixel_acc": "pixel acc.", "iiou": "iIoU", "test.miou": "test mIoU",
@@ -167,9 +167,17 @@ def fmt_value(v: Any) -> str:
     return str(v)
 
 
+# The column holding a configuration's name as the paper gives it ("+ RCS", "LR 0.5"): ReportSpec.name
+# fills it; every table row, bar, legend entry and axis label of the report then uses it.
+NAME_COLUMN = "name"
+
+
 def config_label(row: Mapping, cols: Sequence[str], varying: Sequence[str], group: str | None = "method",
                  labels: Mapping[str, str] | None = None) -> str:
-    """A short name of one configuration: the group value plain, other varying values as name=value."""
+    """A short name of one configuration: its `NAME_COLUMN` value when it has one; else the group
+    value plain and the other varying values as name=value."""
+    if not is_missing(row.get(NAME_COLUMN)):
+        return str(row[NAME_COLUMN])
     labels = labels or {}
     parts = []
     for c in cols:
@@ -395,10 +403,18 @@ def _column_kinds(df: pd.DataFrame, cols: Sequence[str], checkmarks: Sequence[st
 def _table_config_columns(df: pd.DataFrame, agg: pd.DataFrame, config: Sequence[str] | None,
                           drop: Sequence[str] = ()) -> list[str]:
     cfg_cols = [c for c in store.config_columns(df) if c not in drop]
-    if config is not None:
-        return [c for c in config if c in agg.columns]
     varying = varying_columns(agg, cfg_cols)
-    return varying or cfg_cols[:1]
+    named = [NAME_COLUMN] if NAME_COLUMN in varying else []   # the paper's row names come first
+    if config is not None:
+        return named + [c for c in config if c in agg.columns and c != NAME_COLUMN]
+    return named or varying or cfg_cols[:1]      # named rows: the name, not the config dump beside it
+
+
+def config_dump(row: Mapping, cols: Sequence[str], labels: Mapping[str, str] | None = None) -> str:
+    """Every set value of `cols` (but the name) as name=value: the full config behind a name."""
+    labels = labels or {}
+    return ", ".join(f"{labels.get(c, c)}={fmt_value(norm_value(row.get(c)))}" for c in cols
+                     if c != NAME_COLUMN and norm_value(row.get(c)) is not None)
 
 
 def published_matches(ref: pd.DataFrame | None, config_columns: Sequence[str], records: Sequence[Mapping]
@@ -445,7 +461,7 @@ def ablation_table(df: pd.DataFrame, metrics: Sequence[str] = ("miou",), baselin
     metrics that get a Δ column (default: the first); mode: "max" or "min", which value is best.
     """
     metrics = [m for m in metrics]
-    labels = dict(labels or {})
+    labels = {NAME_COLUMN: "configuration", **(labels or {})}
     agg = aggregate(df, metrics)
     cols = _table_config_columns(df, agg, config)
     kinds = _column_kinds(df, cols, checkmarks)
@@ -534,7 +550,7 @@ def class_table(df: pd.DataFrame, classes: Sequence[str] | None = None,
     class_groups: {"stuff": [...], "thing": [...]} (e.g. STUFF_THING): classes grouped under these
     headers, each group followed by its mean IoU ("stuff mIoU"), classes in no group last.
     """
-    labels = dict(labels or {})
+    labels = {NAME_COLUMN: "configuration", **(labels or {})}
     all_classes = [c[4:] for c in df.columns if str(c).startswith("iou.")]
     classes = [c for c in (classes or all_classes) if c in all_classes]
     agg = aggregate(df, [metric])

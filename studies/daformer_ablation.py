@@ -14,6 +14,16 @@ from ray import tune
 from udalab.analysis.report import ReportSpec
 from udalab.studies.study import Study, main
 
+
+
+def row_name(r: dict) -> str:
+    """The paper's name of a row: each strategy is added on top of the ones before (Table 5)."""
+    if not r["self-training"]:
+        return "source only"
+    added = [name for name in ("FD", "RCS", "warm-up") if r[name]]
+    return f"+ {added[0]}" if added else "DACS"
+
+
 STUDY = Study(
     name="daformer_ablation",
     description=__doc__.split("\n\n")[0],
@@ -42,6 +52,7 @@ STUDY = Study(
                  "RCS": lambda r: r.get("rcs") is not False,
                  "FD": lambda r: (r.get("fd_lambda") or 0) > 0},
         columns=("self-training", "warm-up", "RCS", "FD"),
+        name=row_name,
         class_groups="stuff_thing",
     ),
 )

@@ -55,6 +55,9 @@ STUDY = Study(
         group="crop",
         derived={"crop": lambda r: ("source only" if not r.get("self_training", True)
                                     else CROP_NAMES.get(r.get("mode") or "lr+hr", r.get("mode")))},
+        columns=("crop", "crop_ratio"),
+        labels={"crop_ratio": "crop ratio"},
+        name=lambda r: r["crop"] if r["crop"] == "source only" else f"{r['crop'].removesuffix(' only')} {r.get('crop_ratio', 1.0):g}",
         class_groups="stuff_thing",
         reference="hrda",
         baseline={"mode": "lr", "crop_ratio": 1.0, "self_training": True},

@@ -36,6 +36,8 @@ STUDY = Study(
         reference="intrada",
         baseline={"method": "source_only"},
         labels={"lambda_split": "λ"},
+        name=lambda r: {"source_only": "source only", "advent": "ADVENT"}.get(r["method"])
+        or f"IntraDA λ {r.get('lambda_split', 0.67):g}",
         class_groups="stuff_thing",
     ),
 )

@@ -41,6 +41,7 @@ STUDY = Study(
         labels={"att_loss": "L_att", "kl_loss": "L_KL"},
         columns=("att_loss", "kl_loss"),
         checkmarks=("att_loss", "kl_loss"),
+        name=lambda r: " + ".join(n for n, on in (("L_att", r.get("att_loss", True)), ("L_KL", r.get("kl_loss", True))) if on) or "neither",
         metrics=("miou", "test.miou", "day.miou", "night.miou"),
     ),
 )

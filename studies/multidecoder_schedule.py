@@ -23,6 +23,14 @@ TABLE_3 = ["s+copy>d>b", "s+copy>b", "s>d>b", "s>b", "d+copy>s>b", "d+copy>b", "
 ALL = TABLE_3 + ["s", "b"]              # + single decoder, joint training (Table 2)
 
 
+def name_of(schedule: str) -> str:
+    """The paper's words for a schedule: "depth first + copy, s→b", "single decoder", "joint"."""
+    c = columns_of(schedule)
+    if c["priority"] is None:
+        return c["order"]
+    return f"{c['priority']} first" + (" + copy" if c["weight_copy"] else "") + f", {c['order']}"
+
+
 def columns_of(schedule: str) -> dict:
     """The published table's priority / weight_copy / order of a schedule string."""
     stages = schedule.split(">")
@@ -55,6 +63,7 @@ STUDY = Study(
         columns=("priority", "weight_copy", "order"),
         labels={"weight_copy": "weight copy"},
         checkmarks=("weight_copy",),
+        name=lambda r: name_of(r.get("schedule", "d+copy>s>b")),
         metrics=("miou", "iiou", "pixel_acc", "test.miou"),
     ),
 )

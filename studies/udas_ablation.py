@@ -30,6 +30,10 @@ STEPS = {"no_adaptation": {"translate": False, "uda": False, **NO_SSL},
          "st+da+ssl": {}}                     # the method's defaults: every step on
 
 
+STEP_NAMES = {"no_adaptation": "no adaptation", "uda": "UDA", "st": "ST", "st+uda": "ST + UDA",
+              "st+da+ssl": "ST + DA + SSL", "adaptsegnet": "AdaptSegNet", "advent": "ADVENT"}
+
+
 def step_of(row: dict) -> str | None:
     """The published table's `step` value of a trial row (None for the comparison methods)."""
     if row.get("method", "udas") != "udas":
@@ -56,6 +60,7 @@ STUDY = Study(
         group=None,
         derived={"step": lambda r: step_of(r) or r.get("method")},
         columns=("step",),
+        name=lambda r: STEP_NAMES.get(r["step"], r["step"]),
     ),
 )
 

@@ -212,7 +212,32 @@ def test_bars_heatmap_search_and_cost_figures():
     imp = F.importances(MML, ["att_loss", "kl_loss"], "miou")
     assert set(imp) == {"att_loss", "kl_loss"} and sum(imp.values()) == pytest.approx(1.0)
     cost = F.cost_per_trial(MML, cfg, T.varying_columns(agg, cfg))
-    assert list(cost.data[0].y) == [30.0 + i for i in range(8)] and "cpu" in cost.layout.title.text
+    assert list(cost.data[0].x) == [30.0 + i for i in range(8)] and "cpu" in cost.layout.title.text
+    assert cost.data[0].orientation == "h" and cost.data[0].y[0] == "mml, att_loss=✗, kl_loss=✗, seed 0 (00000)"
+
+
+def test_named_configurations_label_every_table_bar_and_trial():
+    """ReportSpec.name names each configuration as the paper does, in the table, the bars (horizontal,
+    wrapped, the full config in the hover), the heatmap and the cost chart; a search keeps its points."""
+    spec = ReportSpec(title="MML", reference="mml_ablation", group=None, columns=("att_loss", "kl_loss"),
+                      name=lambda r: " + ".join(n for n, on in (("L_att", r["att_loss"]), ("L_KL", r["kl_loss"])) if on)
+                      or "neither")
+    rep = build_report(MML, spec, preset="mini", study_name="mml_ablation")
+    table = rep.tables["results"]
+    names = {"neither", "L_att", "L_KL", "L_att + L_KL"}
+    assert table.columns[0].label == "configuration" and set(table.column(T.NAME_COLUMN)) >= names
+    bars = rep.figures["fig-metric"]
+    assert set(bars.data[0].x) == names
+    assert F.tick_text("self-training ✓, warm-up ✗, RCS ✗") == "self-training<br>✓, warm-up ✗,<br>RCS ✗"
+    assert bars.layout.xaxis.tickangle == 0 and all("=" in c for c in bars.data[0].customdata)
+    assert set(rep.figures["fig-classes"].data[0].y) >= names
+    assert {y.split(", seed")[0] for y in rep.figures["fig-cost"].data[0].y} == names
+    # the default name without `name`: the declared columns with their labels, no raw config dump
+    spec = ReportSpec(title="MML", group=None, columns=("att_loss", "kl_loss"), labels={"att_loss": "L_att"})
+    rep = build_report(MML, spec, preset="mini", study_name="mml_ablation")
+    assert "L_att ✗, kl_loss ✗" in rep.tables["results"].column(T.NAME_COLUMN)
+    rep = build_report(MML, spec, preset="mini", study_name="mml_ablation_optuna")
+    assert "configuration" not in [c.label for c in rep.tables["results"].columns]
 
 
 # ---------------------------------------------------------------------------------------
@@ -285,17 +310,17 @@ def test_data_dependency_curve_published_per_group_and_log_axis():
 
 
 def test_published_row_matching_several_configurations_is_not_paired():
-    """DAFormer's 68.3 names only the method: it must not sit beside (or be compared with) one
+    """DAFormer's SYNTHIA 60.9 names only the method: it must not sit beside (or be compared with) one
     of several configurations of that method."""
     df = _frame([{"method": "daformer", "crop_ratio": r, "seed": 0, "miou": 50 + 10 * r} for r in (0.5, 1.0)])
-    t = T.ablation_table(df, reference="daformer")
+    t = T.ablation_table(df, reference="daformer_synthia")
     assert [r.kind for r in t.rows] == ["measured", "measured", "published"]
     assert t.rows[-1].cells["seeds"].text().startswith("published (DAFormer; matches 2")
     assert t.rows[-1].cells["crop_ratio"].text() == "–"
-    rep = build_report(df, ReportSpec(title="crop", x="crop_ratio", reference="daformer"), preset="mini")
+    rep = build_report(df, ReportSpec(title="crop", x="crop_ratio", reference="daformer_synthia"), preset="mini")
     assert "Not compared" in rep.html and "matches 2 configurations" in rep.html
     level = [tr for tr in rep.figures["fig-metric"].data if tr.name.startswith("published: DAFormer")]
-    assert len(level) == 1 and list(level[0].y) == [68.3, 68.3]
+    assert len(level) == 1 and list(level[0].y) == [60.9, 60.9]
 
 
 def test_hrda_published_rows_pair_with_their_crop_setting():
@@ -307,3 +332,20 @@ def test_hrda_published_rows_pair_with_their_crop_setting():
     published = [k for k in kinds if k[0] == "published"]
     assert len(published) == 2 and all(k[2] == "1" for k in published)
     assert sorted(k[1] for k in published) == ["lr", "lr+hr"]
+
+
+@pytest.mark.parametrize("module", ["daformer_ablation", "hrda_crop_size", "intrada_split", "mml_ablation",
+                                    "multidecoder_schedule", "udas_ablation"])
+def test_every_study_names_each_row_as_its_paper(module):
+    """One distinct, readable name per grid row (no name=value dump), first in the results table."""
+    import importlib
+
+    study = importlib.import_module(f"udalab.studies.{module}").STUDY
+    rows = [store.trial_row(f"{i:05d}", "TERMINATED", {"row": row, "seed": 0}, {"miou": 10.0 + i})
+            for i, row in enumerate(study.grid_rows())]
+    rep = build_report(store.trials_frame(rows), study.report, preset="mini", study_name=study.name)
+    table = rep.tables["results"]
+    names = [r.cells[T.NAME_COLUMN].text() for r in table.rows if r.kind != "published"]
+    assert table.columns[0].key == T.NAME_COLUMN
+    raw = {k for row in study.rows for k in row}             # hyperparameter names: the config dump's words
+    assert len(set(names)) == len(study.rows) and not any("=" in n or any(k in n for k in raw) for n in names), names
