@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from udalab.analysis.reference import config_matches
-from udalab.analysis.tables import METRIC_LABELS, config_dump, config_label, is_missing, norm_value, values_equal
+from udalab.analysis.tables import config_dump, config_label, is_missing, norm_value, metric_label, values_equal
 
 __all__ = ["PALETTE", "metric_curve", "ablation_bars", "class_heatmap", "optuna_history", "param_importance",
            "parallel_coordinates", "cost_per_trial", "learning_curves", "search_params", "importances"]
@@ -48,7 +48,7 @@ def _band(c: str, alpha: float = 0.18) -> str:
 
 
 def _mlabel(metric: str) -> str:
-    return METRIC_LABELS.get(metric, metric)
+    return metric_label(metric)
 
 
 def _make(published_axis: str | None):

@@ -52,6 +52,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 
 from udalab.analysis import figures as F
+from udalab.analysis import pictures as P
 from udalab.analysis import store
 from udalab.analysis import tables as T
 from udalab.analysis.reference import reference, reference_info
@@ -249,6 +250,7 @@ class ReportData:
     ref: pd.DataFrame | None = None
     info: dict | None = None
     ref_error: str = ""
+    pictures: dict | None = None          # {trial_id: store.load_pictures(...)} of the trials that kept them
 
     @property
     def ref_cfg(self) -> list[str]:
@@ -261,7 +263,8 @@ class ReportData:
 
 
 def report_data(df: pd.DataFrame, spec: ReportSpec, preset: str = "mini", study_name: str = "",
-                search: bool | None = None, histories: pd.DataFrame | None = None) -> ReportData:
+                search: bool | None = None, histories: pd.DataFrame | None = None,
+                pictures: dict | None = None) -> ReportData:
     """The trials frame (store.load_trials) with everything the sections share computed once.
     search: None: a study whose name has "_optuna" in it."""
     search = _is_search(study_name) if search is None else search
@@ -273,7 +276,8 @@ def report_data(df: pd.DataFrame, spec: ReportSpec, preset: str = "mini", study_
     agg = aggregate(df, metrics)
     data = ReportData(df=df, spec=spec, preset=preset, study_name=study_name,
                       search=search, histories=histories,
-                      cfg_cols=cfg_cols, varying=T.varying_columns(agg, cfg_cols), metrics=metrics, agg=agg)
+                      cfg_cols=cfg_cols, varying=T.varying_columns(agg, cfg_cols), metrics=metrics, agg=agg,
+                      pictures=pictures)
     if spec.reference:
         try:
             data.ref, data.info = reference(spec.reference), reference_info(spec.reference)
@@ -434,7 +438,7 @@ def reproduction_section(d: ReportData) -> Section | None:
             delta = _fmt(mean - pub, signed=True) if d.preset == "paper" else "(levels differ)"
             rows.append(f"<tr><td>{_e(label)}</td><td>{_e(ms)} (n={n})</td><td>{_e(f'{pub:g}')}</td>"
                         f"<td>{_e(plabel)}</td><td>{_e(delta)}</td></tr>")
-        m = T.METRIC_LABELS.get(d.spec.metric, d.spec.metric)
+        m = T.metric_label(d.spec.metric)
         parts.append(f'<div class="scroll"><table class="paper"><thead><tr><th>configuration</th><th>measured {m}</th>'
                      f"<th>published {m}</th><th>published row</th><th>Δ</th></tr></thead><tbody>"
                      + "".join(rows) + "</tbody></table></div>")
@@ -456,7 +460,7 @@ def _best_trial(d: ReportData, params: list[str]) -> str:
     vals = pd.to_numeric(done[spec.metric], errors="coerce")
     best = done.loc[vals.idxmax() if spec.mode == "max" else vals.idxmin()]
     ps = ", ".join(f"{spec.labels.get(p, p)} = {T.fmt_value(best[p])}" for p in params) or "–"
-    m = T.METRIC_LABELS.get(spec.metric, spec.metric)
+    m = T.metric_label(spec.metric)
     imp = F.importances(df, params, spec.metric, spec.mode)
     imp_txt = (" Importance: " + ", ".join(f"{spec.labels.get(k, k)} {v:.2f}" for k, v in imp.items()) + ".") if imp else ""
     return (f'<p class="summary"><b>Best trial {_e(best["trial_id"])}: {m} {_fmt(best[spec.metric], 2)}</b> at {_e(ps)}'
@@ -486,7 +490,7 @@ def metric_section(d: ReportData) -> Section:
     if spec.x and spec.x in d.df.columns:
         fig = F.metric_curve(d.agg, spec.x, metric, spec.group, d.cfg_cols, d.varying, d.ref, d.ref_cfg,
                              d.pub_axis, spec.x_log, spec.labels)
-        title = f"{T.METRIC_LABELS.get(metric, metric)} vs {spec.labels.get(spec.x, spec.x)}"
+        title = f"{T.metric_label(metric)} vs {spec.labels.get(spec.x, spec.x)}"
     else:
         fig = F.ablation_bars(d.agg, d.metrics[:1] if len(d.agg) > 6 else d.metrics, d.cfg_cols, d.varying,
                               spec.group, d.ref, d.ref_cfg, d.pub_axis, spec.labels)
@@ -527,6 +531,27 @@ def learning_curves_section(d: ReportData) -> Section | None:
         return None
     fig = F.learning_curves(d.histories, d.df, d.spec.metric, d.cfg_cols, d.varying, d.spec.group, d.spec.labels)
     return Section("Learning curves", _plots(("fig-curves", fig))) if fig is not None else None
+
+
+def pictures_section(d: ReportData) -> Section | None:
+    """What the models see: the pictures the trials kept at their final evaluation (analysis/pictures.py)."""
+    if not d.pictures or d.search:
+        return None
+    base_i = T.baseline_index(d.agg, d.spec.baseline)
+    name_of = lambda row: T.config_label(row, d.cfg_cols, d.varying, d.spec.group, d.spec.labels)  # noqa: E731
+    columns = P.shown_trials(d.agg, d.df, d.pictures, base_i, name_of)
+    if not columns:
+        return None
+    grids, used, notes = P.picture_grids(columns, d.pictures, name_of(d.agg.loc[base_i]) if base_i is not None else None)
+    index = d.pictures[columns[0][1]]["index"]
+    seeds = sorted({int(s) for s in d.df[d.df["trial_id"].astype(str).isin([t for _, t in columns])]["seed"].dropna()})
+    body = [f'<p class="note">The same {len(index.get("images", []))} validation images ({_e(index.get("dataset", ""))}) '
+            f"in every trial, at the end of training; each configuration is shown by its lowest-seed trial "
+            f"(seed {', '.join(map(str, seeds))}). Classes in the dataset's palette, ignored pixels white. "
+            f"{used / 1e3:.0f} kB of pictures embedded (budget {P.BUDGET_BYTES / 1e6:.1f} MB"
+            + (f"; some left out: {', '.join(notes)}" if notes else "") + ").</p>",
+            f'<p class="note">{P.legend(index)}</p>', *grids]
+    return Section("What the models see", body)
 
 
 def cost_section(d: ReportData) -> Section | None:
@@ -578,7 +603,8 @@ def report_sections(d: ReportData) -> list[Section]:
     sections = [header_section(d)]
     if len(d.df):
         sections += [reproduction_section(d), search_section(d), metric_section(d), results_section(d),
-                     class_section(d), learning_curves_section(d), cost_section(d), errors_section(d)]
+                     class_section(d), pictures_section(d), learning_curves_section(d), cost_section(d),
+                     errors_section(d)]
     sections.append(published_section(d))
     return [s for s in sections if s is not None]
 
@@ -600,6 +626,8 @@ tr.published td{color:#555;font-style:italic;background:#fafafa} tr.baseline td{
 .note{color:#666;font-size:.88em} .cellnote{color:#a15c00;font-size:.9em} .err{white-space:pre-wrap;text-align:left;font-family:monospace}
 .pub{color:#555} .run{color:#a15c00} details pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:.85em}
 caption{caption-side:top;text-align:left;font-weight:600;padding:4px 0}
+table.pictures td{padding:2px;vertical-align:middle} table.pictures img{display:block;image-rendering:pixelated}
+.swatch{display:inline-block;width:12px;height:12px;margin:0 3px 0 10px;border:1px solid #999;vertical-align:middle}
 """
 
 
@@ -637,15 +665,15 @@ def assemble_report(sections: Sequence[Section], title: str, study_name: str = "
 
 
 def build_report(df: pd.DataFrame, spec: ReportSpec, preset: str = "mini", study_name: str = "",
-                 search: bool | None = None, static_note: str = "", histories: pd.DataFrame | None = None
-                 ) -> Report:
+                 search: bool | None = None, static_note: str = "", histories: pd.DataFrame | None = None,
+                 pictures: dict | None = None) -> Report:
     """The report of a trials frame (see store.load_trials): HTML text, figures and tables.
 
     preset: the hyperparameter preset the trials ran with, "mini", "smoke" or "paper" (mini and smoke
     get a banner saying how to read the numbers); search: an Optuna search (None: "_optuna" in
     study_name); static_note: a last "Files" section with this note; histories: the trials'
-    learning curves (store.load_histories), drawn when given."""
-    sections = report_sections(report_data(df, spec, preset, study_name, search, histories))
+    learning curves (store.load_histories), drawn when given; pictures: {trial_id: store.load_pictures}."""
+    sections = report_sections(report_data(df, spec, preset, study_name, search, histories, pictures))
     if static_note:
         sections.append(files_section([static_note]))
     return assemble_report(sections, spec.title, study_name)
@@ -752,6 +780,19 @@ def _histories(study_dir: str | os.PathLike, df: pd.DataFrame) -> pd.DataFrame |
         return None
 
 
+def _pictures(study_dir: str | os.PathLike, df: pd.DataFrame) -> dict | None:
+    out = {}
+    for tid in (df["trial_id"].astype(str) if len(df) else []):
+        try:
+            pics = store.load_pictures(study_dir, tid)
+        except Exception as e:  # the pictures are a view; never lose the report for them
+            log.warning("pictures of trial %s skipped: %s", tid, e)
+            continue
+        if pics is not None:
+            out[tid] = pics
+    return out or None
+
+
 def _export_note(figures: Mapping[str, Any], study_dir: str | os.PathLike, path: str,
                  static_figures: bool | None) -> str:
     """Export the figures to <study>/figures (static_figures None: when a Chromium / Chrome is found);
@@ -798,7 +839,8 @@ def write_report(study_dir: str | os.PathLike, spec: ReportSpec | None, df: pd.D
     search = _is_search(name) or any(i.base_name.startswith("searcher-state-") for i in store.list_dir(fs, path))
     fs.create_dir(path, recursive=True)
 
-    sections = report_sections(report_data(df, spec, preset, name, search, _histories(study_dir, df)))
+    sections = report_sections(report_data(df, spec, preset, name, search, _histories(study_dir, df),
+                                           _pictures(study_dir, df)))
     note = _export_note({k: v for s in sections for k, v in s.figures.items()}, study_dir, path, static_figures)
     sections.append(files_section(_file_notes(fs, path) + ([note] if note else [])))
     report = assemble_report(sections, spec.title, name)

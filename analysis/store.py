@@ -38,8 +38,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-__all__ = ["SCHEMA_COLUMNS", "METRIC_COLUMNS", "TRIALS_FILE", "load_trials", "write_trials", "read_trials",
-           "load_history", "load_histories", "trial_row", "trials_frame", "config_columns", "metric_columns", "param_series", "StoreError",
+__all__ = ["SCHEMA_COLUMNS", "METRIC_COLUMNS", "TRIALS_FILE", "is_metric", "load_trials", "write_trials", "read_trials",
+           "load_history", "load_histories", "load_pictures", "trial_row", "trials_frame", "config_columns", "metric_columns", "param_series", "StoreError",
            "fs_path", "join_path", "is_file", "is_dir", "list_dir", "read_text", "is_local", "is_state_file"]
 
 # The fixed columns of trials.parquet (docs/architecture.md). Between `method` and `seed` sit the
@@ -52,6 +52,16 @@ SCHEMA_VERSION = 2  # stored in trials.parquet's metadata (key b"udalab"); bump 
 # held-out split, scored once at the end of a run, methods/uda_data.py).
 METRIC_COLUMNS: tuple[str, ...] = ("miou", "pixel_acc", "iiou", "test.miou", "test.pixel_acc")
 TEST_PREFIX = "test."
+# Scalar metrics of a part of the evaluation (MML / MS-UDA: day.miou, night.miou, rgb.miou and their
+# test.* twins) are kept too: any reported key ending in one of these.
+VIEW_METRIC_SUFFIXES = (".miou", ".pixel_acc", ".iiou")
+
+
+def is_metric(name: str) -> bool:
+    """A metric column of the trials table (not a hyperparameter)."""
+    name = str(name)
+    return (name in METRIC_COLUMNS or name.startswith(("iou.", "test.iou."))
+            or (name.endswith(VIEW_METRIC_SUFFIXES) and ".iou." not in name))
 
 TRIALS_FILE = "trials.parquet"
 _STATE_RE = re.compile(r"^experiment_state-.*\.json$")
@@ -288,13 +298,13 @@ def param_series(values: list) -> pd.Series:
 
 def metric_columns(df: pd.DataFrame) -> list[str]:
     """Metric columns of a trials frame: miou, pixel_acc (iiou), iou.<class> and their test.* twins."""
-    return [c for c in df.columns if c in METRIC_COLUMNS or str(c).startswith(("iou.", "test.iou."))]
+    return [c for c in df.columns if is_metric(c)]
 
 
 def config_columns(df: pd.DataFrame) -> list[str]:
     """Columns that identify a configuration: method and the searched hyperparameters (not seed)."""
     fixed = set(SCHEMA_COLUMNS) | set(METRIC_COLUMNS)
-    rest = [c for c in df.columns if c not in fixed and not str(c).startswith(("iou.", TEST_PREFIX))]
+    rest = [c for c in df.columns if c not in fixed and not is_metric(c) and not str(c).startswith(TEST_PREFIX)]
     return (["method"] if "method" in df.columns else []) + rest
 
 
@@ -382,10 +392,13 @@ def trials_frame(rows: Sequence[dict]) -> pd.DataFrame:
         return _empty_frame()
     param_order: list[str] = []
     iou_order: list[str] = []
+    view_order: list[str] = []          # day.miou, rgb.miou, test.night.miou, ... in report order
     for r in rows:
         param_order += [k for k in r["params"] if k not in param_order]
         iou_order += [k for k in r["result"] if isinstance(k, str) and k.startswith(("iou.", "test.iou."))
                       and k not in iou_order]
+        view_order += [k for k in r["result"] if isinstance(k, str) and is_metric(k) and k not in METRIC_COLUMNS
+                       and not k.startswith(("iou.", "test.iou.")) and k not in view_order]
     cols: dict[str, pd.Series] = {
         "trial_id": pd.Series([r["trial_id"] for r in rows], dtype="str"),
         "status": pd.Series([r["status"] for r in rows], dtype="str"),
@@ -401,7 +414,7 @@ def trials_frame(rows: Sequence[dict]) -> pd.DataFrame:
     for k in ("iiou", "test.miou", "test.pixel_acc"):   # when some trial reports them
         if any(k in r["result"] for r in rows):
             cols[k] = pd.Series([_num(r["result"].get(k)) for r in rows], dtype="float64")
-    for k in iou_order:
+    for k in view_order + iou_order:
         cols[k] = pd.Series([_num(r["result"].get(k)) for r in rows], dtype="float64")
     cols["iterations"] = pd.Series([_int_or_none(r["iterations"]) for r in rows], dtype="Int64")
     cols["train_seconds"] = pd.Series([_num(r["train_seconds"]) for r in rows], dtype="float64")
@@ -463,10 +476,7 @@ def load_history(study_dir: str | os.PathLike, trial_id: str, filesystem: pafs.F
     """
     fs, path = fs_path(study_dir, filesystem)
     train_dir = join_path(path, "_train", f"train-{trial_id}")
-    checkpoints = sorted((i.base_name for i in list_dir(fs, train_dir)
-                          if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")),
-                         reverse=True)
-    for name in checkpoints:
+    for name in _checkpoints(fs, train_dir):
         text = read_text(fs, join_path(train_dir, name, "history.json"))
         if text is None:
             continue
@@ -485,6 +495,40 @@ def load_history(study_dir: str | os.PathLike, trial_id: str, filesystem: pafs.F
     raise StoreError(f"no history for trial {trial_id}: neither {train_dir}/checkpoint_*/history.json nor a "
                      f"progress.csv in its Tune trial folder (is the trial id right? see the trial_id column "
                      f"of load_trials({str(study_dir)!r}))")
+
+
+def _checkpoints(fs: pafs.FileSystem, train_dir: str) -> list[str]:
+    """The checkpoint folders of a trial's Train run, newest first (checkpoint_local: a --local run)."""
+    return sorted((i.base_name for i in list_dir(fs, train_dir)
+                   if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")), reverse=True)
+
+
+PICTURES_DIR = "pictures"
+
+
+def load_pictures(study_dir: str | os.PathLike, trial_id: str, filesystem: pafs.FileSystem | None = None
+                  ) -> dict | None:
+    """The pictures a trial kept at its final evaluation (methods/pictures.py), from its newest
+    checkpoint that has them: {"index": index.json, "files": {file name: PNG bytes}}; None when
+    it has none (still running, or written before pictures were kept)."""
+    fs, path = fs_path(study_dir, filesystem)
+    train_dir = join_path(path, "_train", f"train-{trial_id}")
+    for name in _checkpoints(fs, train_dir):
+        folder = join_path(train_dir, name, PICTURES_DIR)
+        text = read_text(fs, join_path(folder, "index.json"))
+        if text is None:
+            continue
+        try:
+            index = json.loads(text)
+        except json.JSONDecodeError:
+            continue
+        files = {}
+        for info in list_dir(fs, folder):
+            if info.base_name.endswith(".png"):
+                with fs.open_input_stream(join_path(folder, info.base_name)) as f:
+                    files[info.base_name] = f.read()
+        return {"index": index, "files": files}
+    return None
 
 
 def load_histories(study_dir: str | os.PathLike, trial_ids: Sequence[str] | None = None,

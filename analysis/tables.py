@@ -37,10 +37,21 @@ from udalab.analysis.reference import config_matches, is_missing, reference, ref
 __all__ = ["Cell", "Column", "Row", "Table", "aggregate", "ablation_table", "class_table", "STUFF_THING",
            "published_matches",
            "varying_columns", "config_label", "config_dump", "NAME_COLUMN", "fmt_value", "norm_value", "is_missing", "values_equal", "baseline_index",
-           "METRIC_LABELS"]
+           "METRIC_LABELS", "metric_label"]
 
 METRIC_LABELS = {"miou": "mIoU", "pixel_acc": "pixel acc.", "iiou": "iIoU", "test.miou": "test mIoU",
                  "test.pixel_acc": "test pixel acc."}
+_PART_LABELS = {"test": "test", "day": "day", "night": "night", "rgb": "RGB stream"}
+
+
+def metric_label(metric: str) -> str:
+    """A metric's display name: "mIoU", "test mIoU", "night mIoU", "RGB stream mIoU", "test night mIoU"."""
+    if metric in METRIC_LABELS:
+        return METRIC_LABELS[metric]
+    part, dot, rest = metric.partition(".")
+    if dot and part in _PART_LABELS and not rest.startswith("iou."):
+        return f"{_PART_LABELS[part]} {metric_label(rest)}"
+    return metric
 
 
 def _stuff_thing() -> dict[str, tuple[str, ...]]:
@@ -470,9 +481,9 @@ def ablation_table(df: pd.DataFrame, metrics: Sequence[str] = ("miou",), baselin
     base_i = baseline_index(agg, baseline)
 
     columns = [Column(c, labels.get(c, c), "config") for c in cols]
-    columns += [Column(m, labels.get(m, METRIC_LABELS.get(m, m[4:] if m.startswith("iou.") else m)), "metric")
+    columns += [Column(m, labels.get(m, m[4:] if m.startswith("iou.") else metric_label(m)), "metric")
                 for m in metrics]
-    columns += [Column(f"Δ{m}", f"Δ {labels.get(m, METRIC_LABELS.get(m, m))}", "delta") for m in delta]
+    columns += [Column(f"Δ{m}", f"Δ {labels.get(m, metric_label(m))}", "delta") for m in delta]
     columns.append(Column("seeds", "seeds", "info"))
 
     best = {m: _best(agg[f"{m}.mean"] if len(agg) else pd.Series(dtype=float), mode) for m in metrics}
@@ -591,7 +602,7 @@ def class_table(df: pd.DataFrame, classes: Sequence[str] | None = None,
         if g and class_groups:
             columns.append(Column(f"_group.{g}", f"{g} mIoU", "metric", group=g))
             value_keys.append(f"_group.{g}")
-    columns.append(Column(metric, METRIC_LABELS.get(metric, metric), "metric"))
+    columns.append(Column(metric, metric_label(metric), "metric"))
     value_keys.append(metric)
 
     best = {k: _best(gagg[f"{k}.mean"] if f"{k}.mean" in gagg else pd.Series(dtype=float), "max")

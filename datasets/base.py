@@ -108,6 +108,7 @@ class SegmentationDataset(Dataset):
     num_classes: int
     class_names: tuple[str, ...]
     eval_classes: tuple[int, ...] | None = None
+    palette: np.ndarray | None = None          # [num_classes, 3] uint8: the benchmark's colours (labels.colorize)
     EVAL_SUBSETS: dict[str, tuple[int, ...]] = {}
     SPLITS: tuple[str, ...] = ("train", "val")
 

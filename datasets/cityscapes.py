@@ -20,7 +20,7 @@ import numpy as np
 
 from udalab.datasets.base import SegmentationDataset, map_ids
 from udalab.datasets.errors import DatasetError
-from udalab.datasets.labels import CLASS_NAMES, ID_TO_TRAIN_ID, MAX_LABEL_ID, NUM_CLASSES
+from udalab.datasets.labels import CLASS_NAMES, ID_TO_TRAIN_ID, MAX_LABEL_ID, NUM_CLASSES, PALETTE
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
@@ -29,6 +29,7 @@ LABEL_SUFFIX = "_gtFine_labelIds.png"
 class Cityscapes(SegmentationDataset):
     num_classes = NUM_CLASSES
     class_names = CLASS_NAMES
+    palette = PALETTE
     SPLITS = ("train", "val", "test")
 
     def __init__(self, root, split: str = "train", size=None, crop=None, flip: bool = False, strict: bool = True):

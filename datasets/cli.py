@@ -21,46 +21,22 @@ from pathlib import Path
 import numpy as np
 
 
-class Progress:
-    """A minimal progress bar on stderr (no dependency): `for x in Progress(items, "check"): ...`."""
+def progress(items, desc: str = "", total: int | None = None, stream=None, quiet: bool = False):
+    """`for x in progress(items, "check"): ...` with a tqdm bar on stderr (one line a terminal
+    redraws; in a log file a line every 10 s at most); the items themselves when quiet."""
+    if quiet:
+        return items
+    from tqdm.auto import tqdm
 
-    def __init__(self, items, desc: str = "", total: int | None = None, stream=None, min_interval: float = 0.2):
-        self.items, self.desc = items, desc
-        self.total = total if total is not None else (len(items) if hasattr(items, "__len__") else None)
-        self.stream = stream or sys.stderr
-        self.min_interval = min_interval
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-
-    def _line(self, n: int, elapsed: float) -> str:
-        rate = n / elapsed if elapsed > 0 else 0.0
-        if self.total:
-            frac = n / self.total
-            bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
-            eta = (self.total - n) / rate if rate > 0 else 0.0
-            return f"{self.desc} [{bar}] {n}/{self.total} {rate:.1f}/s eta {eta:.0f}s"
-        return f"{self.desc} {n} {rate:.1f}/s"
-
-    def __iter__(self):
-        t0 = last = time.perf_counter()
-        n = 0
-        for item in self.items:
-            yield item
-            n += 1
-            now = time.perf_counter()
-            # a terminal: redraw every min_interval; a log file: a line every 10 s at most
-            if now - last >= (self.min_interval if self.tty else 10.0):
-                self.stream.write(("\r" if self.tty else "") + self._line(n, now - t0) + ("" if self.tty else "\n"))
-                self.stream.flush()
-                last = now
-        if self.tty or time.perf_counter() - t0 >= 10.0:
-            self.stream.write(("\r" if self.tty else "") + self._line(n, time.perf_counter() - t0) + "\n")
-            self.stream.flush()
+    stream = stream or sys.stderr
+    tty = hasattr(stream, "isatty") and stream.isatty()
+    return tqdm(items, desc=desc, total=total, file=stream, dynamic_ncols=tty, mininterval=0.2 if tty else 10.0,
+                unit="file")
 
 
 def _progress(quiet: bool = False):
-    """progress(items, desc) -> iterable: a Progress bar, or the items themselves when quiet."""
-    return (lambda items, desc="", total=None: items) if quiet else \
-        (lambda items, desc="", total=None: Progress(items, desc, total))
+    """progress(items, desc, total) -> iterable: a tqdm bar, or the items themselves when quiet."""
+    return lambda items, desc="", total=None: progress(items, desc, total, quiet=quiet)
 
 
 def add_arguments(subparsers) -> argparse.ArgumentParser:

@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from udalab.datasets.base import SegmentationDataset, map_ids
-from udalab.datasets.labels import CLASS_NAMES, ID_TO_TRAIN_ID, MAX_LABEL_ID, NUM_CLASSES
+from udalab.datasets.labels import CLASS_NAMES, ID_TO_TRAIN_ID, MAX_LABEL_ID, NUM_CLASSES, PALETTE
 
 
 class GTA5(SegmentationDataset):
     num_classes = NUM_CLASSES
     class_names = CLASS_NAMES
+    palette = PALETTE
 
     SPLITS = ("train",)
 

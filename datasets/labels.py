@@ -65,6 +65,17 @@ PALETTE: np.ndarray = np.array(
     [next(l.color for l in LABELS if l.train_id == t) for t in range(NUM_CLASSES)], dtype=np.uint8
 )
 
+IGNORE_COLOR = (255, 255, 255)   # ignored / void pixels in colour-coded pictures
+
+
+def colorize(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """A train-id map [H, W] as an RGB picture [H, W, 3] uint8 in the dataset's own palette
+    ([num_classes, 3]); IGNORE_INDEX (and any id beyond the palette) drawn in IGNORE_COLOR."""
+    lut = np.full((256, 3), IGNORE_COLOR, dtype=np.uint8)
+    lut[:len(palette)] = palette
+    return lut[np.asarray(label).astype(np.int64).clip(0, 255)]
+
+
 # Lookup table label id -> train id, 256 entries so any uint8 indexes it.
 ID_TO_TRAIN_ID = np.full(256, IGNORE_INDEX, dtype=np.uint8)
 for _label in LABELS:

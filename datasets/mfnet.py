@@ -67,6 +67,7 @@ def time_of(name: str) -> str | None:
 class MFNet(SegmentationDataset):
     num_classes = NUM_CLASSES
     class_names = CLASS_NAMES
+    palette = PALETTE
     EVAL_SUBSETS = {"3": EVAL_3, "9": tuple(range(NUM_CLASSES))}
     SPLITS = ("train", "val", "test")
     MODALITY = "rgbt"

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from udalab.datasets.base import SegmentationDataset, map_ids, read_png_unchanged
-from udalab.datasets.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
+from udalab.datasets.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, PALETTE
 
 # SYNTHIA class ids (SYNTHIA-RAND-CITYSCAPES README): 0 void, 1 sky, 2 building, 3 road, 4 sidewalk,
 # 5 fence, 6 vegetation, 7 pole, 8 car, 9 traffic sign, 10 pedestrian, 11 bicycle, 12 motorcycle,
@@ -42,6 +42,7 @@ EVAL_13 = tuple(c for c in EVAL_16 if c not in (3, 4, 5))            # also no w
 class SYNTHIA(SegmentationDataset):
     num_classes = NUM_CLASSES          # the Cityscapes train ids: the target's label space
     class_names = CLASS_NAMES
+    palette = PALETTE
     eval_classes = EVAL_16
     EVAL_SUBSETS = {"16": EVAL_16, "13": EVAL_13}
     SPLITS = ("train",)

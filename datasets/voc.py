@@ -63,6 +63,7 @@ def voc_dir(root) -> Path:
 class VOC(SegmentationDataset):
     num_classes = NUM_CLASSES
     class_names = CLASS_NAMES
+    palette = PALETTE
     EVAL_SUBSETS = {"objects": tuple(range(1, NUM_CLASSES))}
     SPLITS = ("train", "val")
     WITH_DEPTH = False

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from udalab.datasets.labels import THING_CLASSES
-from udalab.methods import register
+from udalab.methods import pictures, register
 from udalab.methods.crops import Box, balanced_box, crop, crop_batch, random_box
 from udalab.methods.ema import EMATeacher
 from udalab.methods.engine import ConfigError, Run, Step, Stream, autocast, fit, make_hparams, unwrap
@@ -346,6 +346,17 @@ class DACSStep(Step):
 
     def evaluate(self, dataset) -> dict:
         return unwrap(self.student).evaluate(dataset, self.data, self.hp, self.run.device)
+
+    def pictures(self, dataset, indices):
+        """The EMA teacher's pseudo labels of the chosen images: pixels below τ are ignored (white)."""
+        if self.teacher is None:
+            return {}, {}
+        with self.teacher.predicting() as model:
+            logits = pictures.outputs(model.predict, dataset, indices, self.run.device, self.hp.eval_size)
+        tau = self.hp.pseudo_threshold
+        return ({"pseudo": {i: pictures.confident_labels(v, tau) for i, v in logits.items()}},
+                {"pseudo": f"the teacher's pseudo labels, pixels below τ = {tau:g} white (their loss weight "
+                           f"scales with the share above τ)"})
 
     def state_dict(self) -> dict:
         state = {"student": unwrap(self.student).state_dict(), "opt": self.opt.state_dict(),

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from udalab.methods import pictures
 from udalab.methods.uda_data import UDAData
 
 log = logging.getLogger("udalab")
@@ -365,8 +366,11 @@ class Run:
         log.info("resuming stage '%s' from iteration %s", state["stage"], state["iteration"])
         return state
 
-    def _save_dir(self, d: Path, checkpoint: dict) -> None:
+    def _save_dir(self, d: Path, checkpoint: dict, files: dict[str, bytes] | None = None) -> None:
         d.mkdir(parents=True, exist_ok=True)
+        for name, data in (files or {}).items():    # the final pictures (methods/pictures.py)
+            (d / name).parent.mkdir(parents=True, exist_ok=True)
+            (d / name).write_bytes(data)
         tmp = d / "state.pt.tmp"
         torch.save(checkpoint, tmp)
         os.replace(tmp, d / "state.pt")  # atomic: a kill never leaves half a checkpoint
@@ -376,8 +380,9 @@ class Run:
     def elapsed(self) -> float:
         return self.train_seconds + time.perf_counter() - self._t0
 
-    def report(self, metrics: dict, state: dict | None = None) -> None:
-        """Report metrics; with `state` ({"iteration", "stage", "state"}), also save a checkpoint.
+    def report(self, metrics: dict, state: dict | None = None, files: dict[str, bytes] | None = None) -> None:
+        """Report metrics; with `state` ({"iteration", "stage", "state"}), also save a checkpoint,
+        `files` ({relative path: bytes}, e.g. the final pictures) written into it.
 
         All workers must call this together (Ray Train's rule); only rank 0's checkpoint
         and metrics are kept.
@@ -391,7 +396,7 @@ class Run:
         if not self.ray:
             _LOCAL.reports.append(metrics)
             if state is not None and _LOCAL.checkpoint_dir is not None:
-                self._save_dir(_LOCAL.checkpoint_dir, state)
+                self._save_dir(_LOCAL.checkpoint_dir, state, files)
             return
         import ray.train
 
@@ -399,7 +404,7 @@ class Run:
             ray.train.report(metrics)
             return
         with tempfile.TemporaryDirectory() as tmp:
-            self._save_dir(Path(tmp), state)
+            self._save_dir(Path(tmp), state, files)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
     def report_final_again(self) -> None:
@@ -437,6 +442,8 @@ class Step:
                                        eval cadence (the metrics Tune and Optuna see: miou, iou.<class>),
                                        and at the end of each stage `data.target_test`, the held-out
                                        split nothing is tuned on, when there is one (reported as test.*)
+        pictures(dataset, indices)     at the run's final evaluation: the method's own pictures beside
+                                       the predictions the evaluator recorded (methods/pictures.py)
         state_dict() / load_state_dict(state)    everything a resume needs, CPU or device tensors
 
     `networks` are put in training mode for training and eval mode for evaluation; `data` is the
@@ -460,6 +467,11 @@ class Step:
 
     def evaluate(self, dataset: Dataset) -> dict:
         raise NotImplementedError
+
+    def pictures(self, dataset: Dataset, indices: list[int]) -> tuple[dict[str, dict[int, np.ndarray]], dict[str, str]]:
+        """A method's own pictures of `indices` of `dataset` beside its prediction, at the final
+        evaluation: ({name: {index: RGB [H, W, 3] uint8 or train-id map [H, W]}}, {name: caption})."""
+        return {}, {}
 
     def state_dict(self) -> dict:
         raise NotImplementedError
@@ -511,15 +523,23 @@ def fit(run: Run, step: Step, *, stage: str, iterations: int, eval_every: int, l
 
         if (it + 1) % eval_every == 0 or it + 1 == iterations:
             end = it + 1 == iterations
-            metrics = {}
+            metrics, files = {}, None
             if run.rank == 0:
                 with torch.no_grad(), eval_mode(*step.networks):
-                    metrics = step.evaluate(step.data.target_val)
+                    val = step.data.target_val
+                    if last and end:             # the run's final evaluation keeps pictures of a few images
+                        chosen = pictures.chosen(val)
+                        with pictures.recording(val, chosen) as predictions:
+                            metrics = step.evaluate(val)
+                        if predictions:          # a Step scoring with the shared evaluator
+                            files = pictures.picture_files(val, predictions, *step.pictures(val, chosen))
+                    else:
+                        metrics = step.evaluate(val)
                     if end and step.data.target_test is not None:  # once per stage, at its end: the result
                         metrics.update({f"test.{k}": v for k, v in step.evaluate(step.data.target_test).items()})
             run.report({"iteration": offset + it + 1, "stage": stage, **metrics, **meter.pop(),
                         "done": last and end},
-                       state={"iteration": offset + it + 1, "stage": stage, "state": step.state_dict()})
+                       state={"iteration": offset + it + 1, "stage": stage, "state": step.state_dict()}, files=files)
     return step
 
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from udalab.datasets.metrics import ConfusionMatrix, InstanceIoU
+from udalab.methods import pictures
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]  # image batch -> logits (N, C, h, w)
 
@@ -68,6 +69,7 @@ def evaluate(predict: Predictor, dataset: Dataset, *, num_classes: int, class_na
     if iiou:
         inst, index = InstanceIoU(num_classes), 0
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    first = 0                                 # the batch's first sample (the loader keeps the dataset's order)
     for batch in loader:
         image = batch["image"].to(device)
         label = batch["label"].to(device)
@@ -80,6 +82,8 @@ def evaluate(predict: Predictor, dataset: Dataset, *, num_classes: int, class_na
         logits = F.interpolate(logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False)
         pred = logits.argmax(1)
         cm.update(pred, label)
+        pictures.record(dataset, first, pred)  # kept only while fit records the final evaluation
+        first += pred.shape[0]
         if inst is not None:
             for p, t in zip(pred.cpu().numpy(), label.cpu().numpy()):  # the loader keeps the dataset's order
                 instances = dataset.load_instances(index) if hasattr(dataset, "load_instances") else None

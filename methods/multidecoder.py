@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from udalab.datasets.labels import IGNORE_INDEX
-from udalab.methods import register
+from udalab.methods import pictures, register
 from udalab.methods.deeplab import ResNetFeatures
 from udalab.methods.engine import ConfigError, Run, Step, Stream, autocast, fit, make_hparams
 from udalab.methods.evaluate import evaluate
@@ -224,6 +224,19 @@ class DecoderStageStep(Step):
         return evaluate(self.model.predict, dataset, num_classes=self.data.num_classes,
                         class_names=self.data.class_names, device=self.run.device, input_size=self.hp.eval_size,
                         iiou=True)
+
+    def pictures(self, dataset, indices):
+        """The depth decoder's prediction (its own range, far light), and the pseudo depth where the
+        dataset has it (voc_depth)."""
+        model = self.model
+        depth = pictures.outputs(lambda x: model.depth(model.encoder(x)), dataset, indices, self.run.device,
+                                 self.hp.eval_size)
+        out = {"depth": {i: pictures.grey(v) for i, v in depth.items()}}
+        caps = {"depth": "the depth decoder's prediction (stretched to its range; dropped at deployment)"}
+        if indices and "depth" in dataset[indices[0]]:
+            out["pseudo_depth"] = {i: pictures.grey(dataset[i]["depth"]) for i in indices}
+            caps["pseudo_depth"] = "the pseudo depth it learns from"
+        return out, caps
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "opt": self.opt.state_dict()}

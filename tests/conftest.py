@@ -31,8 +31,8 @@ def killed_after():
     def kill(iteration: int):
         original = engine.Run.report
 
-        def report(self, metrics, state=None):
-            original(self, metrics, state)
+        def report(self, metrics, state=None, files=None):
+            original(self, metrics, state, files)
             if metrics["iteration"] >= iteration:
                 raise Killed(f"killed after iteration {metrics['iteration']}")
 

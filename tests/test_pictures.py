@@ -1,0 +1,103 @@
+"""Pictures of predictions: palettes, the chosen images, what a trial keeps, the report's grid."""
+import re
+
+import numpy as np
+import pytest
+import torch
+from torchvision.io import decode_png
+
+from udalab.analysis import store
+from udalab.analysis import tables as T
+from udalab.analysis.report import ReportSpec, build_report
+from udalab.datasets.labels import IGNORE_COLOR, IGNORE_INDEX, PALETTE, colorize
+from udalab.methods import pictures
+
+
+def _decode(data: bytes) -> np.ndarray:
+    return decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8)).permute(1, 2, 0).numpy()
+
+
+def test_each_class_id_gets_its_datasets_colour():
+    from udalab.datasets.mfnet import PALETTE as MFNET
+    from udalab.datasets.voc import PALETTE as VOC
+
+    ids = np.array([[*range(19), IGNORE_INDEX]], np.uint8)
+    rgb = colorize(ids, PALETTE)
+    assert (rgb[0, :19] == PALETTE).all() and tuple(rgb[0, 19]) == IGNORE_COLOR
+    assert tuple(PALETTE[0]) == (128, 64, 128) and tuple(colorize(np.array([[13]]), PALETTE)[0, 0]) == (0, 0, 142)
+    assert tuple(colorize(np.array([[1, 255]]), VOC)[0, 0]) == (128, 0, 0)          # aeroplane
+    assert tuple(colorize(np.array([[1, 255]]), VOC)[0, 1]) == (224, 224, 192)      # VOC's own void colour
+    assert (colorize(np.arange(9)[None], MFNET)[0] == MFNET).all()
+
+
+def test_chosen_images_do_not_depend_on_the_file_order(mini_data):
+    from udalab.datasets import build_dataset
+
+    ds = build_dataset("cityscapes", split="val")
+    picks = pictures.chosen(ds)
+    names = [ds.files[i][0].name for i in picks]
+    assert len(set(names)) == pictures.NUM_PICTURES
+    ds.files = list(reversed(ds.files))
+    assert [ds.files[i][0].name for i in pictures.chosen(ds)] == names
+    assert names == sorted(names)                       # spread over the sorted names, first and last included
+    assert names[0] == min(f[0].name for f in ds.files) and names[-1] == max(f[0].name for f in ds.files)
+
+
+def test_a_trial_keeps_its_final_predictions_and_a_resume_keeps_them(tmp_path, mini_data, killed_after):
+    """The final checkpoint holds the input, ground truth (the label in the palette) and prediction of
+    the chosen images; a run killed half-way and resumed keeps the same pictures."""
+    from udalab.datasets import build_dataset
+    from udalab.methods.engine import run_local
+
+    cfg = {"method": "source_only", "preset": "smoke", "seed": 0, "iterations": 4, "eval_every": 2}
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    run_local("source_only", cfg, checkpoint_dir=full)
+    with killed_after(2):
+        run_local("source_only", cfg, checkpoint_dir=resumed)
+    assert not (resumed / "pictures").exists()                 # only the final evaluation keeps pictures
+    run_local("source_only", cfg, checkpoint_dir=resumed)
+    kept = sorted(p.name for p in (full / "pictures").iterdir())
+    assert kept == sorted(p.name for p in (resumed / "pictures").iterdir())
+    assert kept == sorted(["index.json"] + [f"{k}_{n}.png" for k in range(4) for n in ("image", "label", "pred")])
+    for name in kept:
+        assert (full / "pictures" / name).read_bytes() == (resumed / "pictures" / name).read_bytes(), name
+    val = build_dataset("cityscapes", split="val")
+    index = pictures.chosen(val)
+    label = val[index[1]]["label"].numpy()
+    shown = _decode((full / "pictures" / "1_label.png").read_bytes())
+    assert label.shape[1] > pictures.MAX_WIDTH and shown.shape == (label.shape[0] * 192 // label.shape[1], 192, 3)
+    assert (shown == pictures.shrink(colorize(label, PALETTE), nearest=True)).all()
+    assert set(map(tuple, shown.reshape(-1, 3))) <= set(map(tuple, PALETTE)) | {IGNORE_COLOR}
+    pred = _decode((full / "pictures" / "1_pred.png").read_bytes())
+    assert pred.shape == shown.shape and set(map(tuple, pred.reshape(-1, 3))) <= set(map(tuple, PALETTE))
+
+
+def _pictures(names, extra=()):
+    files = {}
+    for k in range(len(names)):
+        for n in ("image", "label", "pred", *extra):
+            files[f"{k}_{n}.png"] = pictures.png(np.full((4, 6, 3), 10 * k, np.uint8))
+    return {"index": {"dataset": "Cityscapes", "images": list(names), "pictures": {"pred": "prediction",
+            **{e: e for e in extra}}, "legend": [["road", [128, 64, 128]]]}, "files": files}
+
+
+def test_the_report_grid_has_a_row_per_image_and_a_column_per_configuration():
+    rows = [store.trial_row(f"t{i}{s}", "TERMINATED", {"row": {"rcs": rcs}, "method": "daformer", "seed": s},
+                            {"miou": 20.0 + i + s}) for i, rcs in enumerate((False, True, None)) for s in (1, 0)]
+    df = store.trials_frame(rows)
+    names = ["a.png", "b.png", "c.png", "d.png"]
+    pics = {r["trial_id"]: _pictures(names, extra=("pseudo",) if r["params"].get("rcs") else ())
+            for r in rows}
+    spec = ReportSpec(title="t", group=None, baseline={"rcs": True}, name=lambda r: {True: "RCS", False: "no RCS"}
+                      .get(r.get("rcs"), "default"))
+    html = build_report(df, spec, preset="mini", study_name="s", pictures=pics).html
+    section = html[html.index("What the models see"):]
+    grid = section[:section.index("</table>")]
+    header = re.findall(r"<th>(.*?)</th>", grid)
+    assert header == ["image", "input", "ground truth", "RCS (baseline)", "no RCS", "default"]
+    body = re.findall(r"<tr><td>(.*?)</td>", grid)
+    assert body == names and grid.count("<img") == 4 * (2 + 3)
+    assert "(seed 0)" in section                                    # the lowest seed of each configuration
+    extra = section[section.index("</table>"):]
+    assert "<caption>pseudo</caption>" in extra and extra.count("<img") == 4   # only the RCS trial has it
+    assert "What the models see" not in build_report(df, spec, preset="mini", study_name="s").html
