@@ -12,7 +12,8 @@ METHODS: dict[str, Callable[[dict], None]] = {}
 HPARAMS: dict[str, tuple[type, dict]] = {}   # name -> (hyperparameter dataclass, presets)
 
 # Method modules, imported lazily so that `import udalab.methods` stays cheap.
-_MODULES = ("source_only", "advent", "adaptsegnet", "intrada", "daformer", "hrda", "udas", "mml", "multidecoder")
+_MODULES = ("source_only", "advent", "adaptsegnet", "intrada", "daformer", "hrda", "udas", "ms_uda", "mml",
+            "multidecoder")
 
 
 def register(name: str, hparams: type | None = None, presets: dict | None = None):

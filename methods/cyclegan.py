@@ -227,6 +227,24 @@ class CycleGANStep(Step):
         self.pool_A.images, self.pool_B.images = list(state["pool_A"]), list(state["pool_B"])
 
 
+def train_cyclegan(hp: CycleGANConfig, data, source, target, seed: int, device, checkpoint_dir: Path
+                   ) -> tuple[CycleGANStep, list[dict]]:
+    """The CycleGAN stage as a nested local run (an artifact's build: UDAS's translated source,
+    MS-UDA's fake night) checkpointing into `checkpoint_dir`, so a build killed half-way resumes
+    there. Returns the trained step (G_AB translates source -> target) and its reports."""
+    from udalab.methods.engine import fit, run_local
+
+    steps: list[CycleGANStep] = []
+
+    def loop(cfg):
+        r = Run.start(cfg)
+        steps.append(CycleGANStep(r, hp, data, source, target))
+        fit(r, steps[0], stage="cyclegan", iterations=hp.iterations, eval_every=max(hp.iterations // 4, 1))
+
+    reports = run_local(loop, {"seed": seed, "device": str(device)}, checkpoint_dir=checkpoint_dir)
+    return steps[0], reports
+
+
 # ---------------------------------------------------------------------------------------
 # The stage's output: the translated source, in the source's own layout.
 

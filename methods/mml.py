@@ -38,7 +38,7 @@ from torch.utils.data import Subset
 
 from udalab.datasets.mfnet import CITYSCAPES_TO_MFNET, VIEWS, time_of, write_pseudo_labels
 from udalab.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
-from udalab.methods import register
+from udalab.methods import pictures, register
 from udalab.methods.advent import PRESETS as ADVENT_PRESETS
 from udalab.methods.advent import AdventConfig, build_model
 from udalab.methods.artifacts import get_or_build_trained, link_tree
@@ -130,13 +130,14 @@ class DeBlock(nn.Module):
 
 class SharedDecoder(nn.Module):
     """Attention block at each of the encoder's 4 coarsest scales (strides 4 ... 32, coarse to fine),
-    DeBlocks between them; `maps()` = the attention maps of the last call, fine to coarse."""
+    DeBlocks between them; `maps()` = the attention maps of the last call, fine to coarse.
+    attention=False: the same DeBlock decoder without attention blocks (MS-UDA's)."""
 
-    def __init__(self, channels: list[int], dim: int, num_classes: int):
+    def __init__(self, channels: list[int], dim: int, num_classes: int, attention: bool = True):
         super().__init__()
         channels = channels[-4:]
         self.lateral = nn.ModuleList([_cbr(c, dim) for c in channels])
-        self.attention = nn.ModuleList([AttentionBlock(dim) for _ in channels])
+        self.attention = nn.ModuleList([AttentionBlock(dim) if attention else nn.Identity() for _ in channels])
         self.up = nn.ModuleList([DeBlock(dim, dim) for _ in channels[1:]])
         self.head = nn.Sequential(DeBlock(dim, dim), nn.Conv2d(dim, num_classes, 1))
 
@@ -152,19 +153,52 @@ class SharedDecoder(nn.Module):
         return self.head(x)                   # stride 2
 
     def maps(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return [block.maps for block in self.attention]
+        return [block.maps for block in self.attention if isinstance(block, AttentionBlock)]
 
 
 class MMLNet(nn.Module):
-    def __init__(self, hp: MMLConfig, num_classes: int):
+    """Two encoders, one shared decoder (MML's; MS-UDA's with attention=False)."""
+
+    def __init__(self, hp, num_classes: int, attention: bool = True):
         super().__init__()
         self.E_rgb = ResNetFeatures(hp.backbone_depth, hp.pretrained, 3)
         self.E_th = ResNetFeatures(hp.backbone_depth, hp.pretrained, 1)   # conv1: the mean RGB filter
-        self.D = SharedDecoder(self.E_rgb.channels, hp.decoder_dim, num_classes)
+        self.D = SharedDecoder(self.E_rgb.channels, hp.decoder_dim, num_classes, attention)
 
     def thermal(self, x_rgbt: torch.Tensor) -> torch.Tensor:
         """Inference: the thermal stream only (channel 3 of an R, G, B, T input)."""
         return upsample(self.D(self.E_th(x_rgbt[:, 3:4])), x_rgbt.shape[-2:])
+
+    def rgb(self, x_rgbt: torch.Tensor) -> torch.Tensor:
+        """The RGB stream (training, and the per-stream scores of Table 1)."""
+        return upsample(self.D(self.E_rgb(x_rgbt[:, :3])), x_rgbt.shape[-2:])
+
+
+def evaluate_streams(net: MMLNet, dataset, data, size, device) -> dict:
+    """Thermal-only predictions (the result: miou, iou.<class>), scored on car / person / bicycle
+    (the dataset's eval classes) over all images and day and night apart (day.*, night.*); the RGB
+    stream's beside them (rgb.*: the per-stream rows of Table 1)."""
+    def score(predict, ds):
+        return evaluate(predict, ds, num_classes=data.num_classes, class_names=data.class_names, device=device,
+                        input_size=size, eval_classes=data.eval_classes)
+
+    metrics = score(net.thermal, dataset)
+    for time in ("day", "night"):
+        idx = [i for i, (img, _) in enumerate(dataset.files) if time_of(img.name) == time]
+        if idx:
+            metrics.update({f"{time}.{k}": v for k, v in score(net.thermal, Subset(dataset, idx)).items()})
+    rgb = score(net.rgb, Subset(dataset, range(len(dataset))))      # a Subset: not among the pictures
+    metrics.update({f"rgb.{k}": v for k, v in rgb.items() if k in ("miou", "pixel_acc") or k.startswith("iou.")})
+    return metrics
+
+
+def stream_pictures(net: MMLNet, dataset, indices, size, device):
+    """The thermal input the prediction is made from, and the RGB stream's prediction beside it."""
+    rgb = pictures.outputs(net.rgb, dataset, indices, device, size)
+    return ({"thermal": {i: pictures.grey(dataset[i]["image"][3]) for i in indices},
+             "rgb_pred": {i: v.argmax(0).to(torch.uint8).numpy() for i, v in rgb.items()}},
+            {"thermal": "the thermal input (the prediction sees only this)",
+             "rgb_pred": "the RGB stream's prediction (trained beside the thermal one, unused at inference)"})
 
 
 # ---------------------------------------------------------------------------------------
@@ -238,9 +272,9 @@ class MMLStep(Step):
         """Steps 1-3: every loss of one iteration (graphs kept for step 4)."""
         hp, net = self.hp, self.net
         with autocast(self.run.device, hp.precision):
-            p_rgb = upsample(net.D(net.E_rgb(x[:, :3])), x.shape[-2:]).float()
+            p_rgb = net.rgb(x).float()
             maps_rgb = net.D.maps()
-            p_th = upsample(net.D(net.E_th(x[:, 3:4])), x.shape[-2:]).float()
+            p_th = net.thermal(x).float()
             maps_th = net.D.maps()
         delta = self.delta(it)
         out = {"kt_rgb": seg_ce(p_rgb, y), "kt_th": seg_ce(p_th, y)}
@@ -282,17 +316,12 @@ class MMLStep(Step):
             opt_or_sched.step()
 
     def evaluate(self, dataset) -> dict:
-        """Thermal-only predictions; car / person / bicycle (the dataset's eval classes), all images
-        and day and night apart."""
-        score = lambda ds: evaluate(self.net.thermal, ds, num_classes=self.data.num_classes,  # noqa: E731
-                                    class_names=self.data.class_names, device=self.run.device,
-                                    input_size=self.hp.size, eval_classes=self.data.eval_classes)
-        metrics = score(dataset)
-        for time in ("day", "night"):
-            idx = [i for i, (img, _) in enumerate(dataset.files) if time_of(img.name) == time]
-            if idx:
-                metrics.update({f"{time}.{k}": v for k, v in score(Subset(dataset, idx)).items()})
-        return metrics
+        return evaluate_streams(self.net, dataset, self.data, self.hp.size, self.run.device)
+
+    def pictures(self, dataset, indices):
+        """The thermal input the prediction is made from, and the RGB stream's prediction beside it
+        (training only: inference never sees RGB)."""
+        return stream_pictures(self.net, dataset, indices, self.hp.size, self.run.device)
 
     def state_dict(self) -> dict:
         return {"net": self.net.state_dict(), "psi": self.psi.state_dict(), "opt": self.opt.state_dict(),

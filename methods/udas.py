@@ -46,10 +46,10 @@ from udalab.methods.adaptsegnet import AdaptSegNetConfig, AdaptSegNetStep
 from udalab.methods.advent import PRESETS as ADVENT_PRESETS
 from udalab.methods.advent import build_model
 from udalab.methods.artifacts import get_or_build_trained
-from udalab.methods.cyclegan import CycleGANConfig, CycleGANStep, write_translated
+from udalab.methods.cyclegan import CycleGANConfig, train_cyclegan, write_translated
 from udalab.methods.deeplab import upsample
 from udalab.methods.engine import (ConfigError, Run, Step, Stream, autocast, eval_mode, fit, make_hparams,
-                                   run_local, unwrap)
+                                   rng_preserved, unwrap)
 from udalab.methods.evaluate import evaluate
 from udalab.methods.losses import seg_ce
 from udalab.methods.mixing import domain_cutmix
@@ -132,18 +132,11 @@ def translated_source(config: dict, hp: UDASConfig, data: UDAData, run: Run):
            "target_root": str(data.target.root)}
 
     def build(tmp: Path, partial: Path) -> None:
-        steps: list[CycleGANStep] = []
         source = build_dataset(key["source"], root=data.source.root, split="train", size=None, crop=cg.crop_size)
         target = build_dataset(key["target"], root=data.target.root, split="train", size=None, crop=cg.crop_size)
-
-        def loop(cfg):
-            r = Run.start(cfg)
-            steps.append(CycleGANStep(r, cg, data, source, target))
-            fit(r, steps[0], stage="cyclegan", iterations=cg.iterations, eval_every=max(cg.iterations // 4, 1))
-
-        reports = run_local(loop, {"seed": hp.cyclegan_seed, "device": str(run.device)}, checkpoint_dir=partial)
+        step, reports = train_cyclegan(cg, data, source, target, hp.cyclegan_seed, run.device, partial)
         native = build_dataset(key["source"], root=data.source.root, split="train")
-        n = write_translated(steps[0].G_AB, native, tmp / "data", device=run.device)
+        n = write_translated(step.G_AB, native, tmp / "data", device=run.device)
         (tmp / "meta.json").write_text(json.dumps({"images": n, "last_report": reports[-1] if reports else None},
                                                   default=str) + "\n")
         log.info("CycleGAN: %d source images translated into %s", n, tmp)
@@ -270,6 +263,22 @@ class SelfTrainStep(Step):
     def evaluate(self, dataset) -> dict:
         return evaluate(lambda x: self.student(x)[0], dataset, num_classes=self.data.num_classes,
                         class_names=self.data.class_names, device=self.run.device, input_size=self.hp.eval_size)
+
+    def pictures(self, dataset, indices):
+        """The teacher's K-view pseudo labels of the chosen images: the most confident view per
+        pixel, white below τ (the labels this round trained on, drawn on val images)."""
+        hp, teacher, out = self.hp, unwrap(self.teacher), {}
+        gen = torch.Generator().manual_seed(0)
+        with rng_preserved(), eval_mode(self.teacher):
+            for i in indices:
+                sample = dataset[i]
+                x = F.interpolate(sample["image"][None].to(self.run.device), size=hp.eval_size[::-1],
+                                  mode="bilinear", align_corners=False)
+                conf, label = max_confidence(lambda v: teacher(v)[0], *augmented_views(x, hp.views, gen))
+                label = pseudo_labels(conf, label, hp.tau)[:, None].float()
+                out[i] = F.interpolate(label, size=sample["label"].shape[-2:], mode="nearest")[0, 0].to(torch.uint8).cpu().numpy()
+        return ({"pseudo": out}, {"pseudo": f"the teacher's pseudo labels: most confident of K = {hp.views} views, "
+                                            f"white below τ = {hp.tau:g}"})
 
     def state_dict(self) -> dict:
         return {"teacher": unwrap(self.teacher).state_dict(), "student": self.student.state_dict(),

@@ -143,7 +143,10 @@ def test_mml_study_declares_table_3_and_checks_its_search_space():
     from udalab.studies.study import check_trial_configs, trial_settings
 
     published = {(r["att_loss"], r["kl_loss"]) for _, r in reference("mml_ablation").iterrows()}
-    assert {(r["att_loss"], r["kl_loss"]) for r in STUDY.rows} == published and len(STUDY.smoke_rows) == 4
+    table_3 = [r for r in STUDY.rows if r.get("method", "mml") == "mml"]
+    assert {(r["att_loss"], r["kl_loss"]) for r in table_3} == published
+    assert [r for r in STUDY.rows if r not in table_3] == [{"method": "ms_uda"}]        # Table 1's baseline
+    assert sorted(STUDY.smoke_rows) == list(range(len(STUDY.rows)))                  # --smoke: every row
     args = SimpleNamespace(preset=None, smoke=False, data_root=None, set=[], optuna=True)
     settings = trial_settings(STUDY, args)
     assert (settings["source"], settings["target"]) == ("mfnet_rgbt_day", "mfnet@3")
@@ -151,3 +154,83 @@ def test_mml_study_declares_table_3_and_checks_its_search_space():
     args.set = ["delta_shape=\"cosine\""]
     with pytest.raises(SystemExit, match="delta_shape"):
         check_trial_configs(STUDY, args, trial_settings(STUDY, args))
+
+
+# ---------------------------------------------------------------------------------------
+# MS-UDA, the baseline
+
+
+def _msuda_step(night=None, **over):
+    from types import SimpleNamespace
+
+    from udalab.methods.engine import Run, make_hparams
+    from udalab.methods.ms_uda import PRESETS, MSUDAConfig, MSUDAStep
+
+    torch.manual_seed(0)
+    hp = make_hparams(MSUDAConfig, {"preset": "smoke", **over}, PRESETS)
+    data = SimpleNamespace(num_classes=9, class_names=tuple("abcdefghi"), eval_classes=(1, 2, 3))
+    return MSUDAStep(Run({"seed": 0}, ray=False, rank=0, world=1, device=torch.device("cpu")), hp, data, None, night)
+
+
+def test_ms_uda_teaches_one_way_rgb_to_thermal():
+    """E_rgb learns from the expert's labels only: with every pseudo label ignored it gets no
+    gradient, while E_th still learns from the RGB stream's argmax; β moves D only, γ not E_rgb."""
+    x = torch.randn(2, 4, 64, 48)
+    y = torch.randint(9, (2, 64, 48))
+    base = _grads(_msuda_step(), x, y)
+    for change, moved in (({"beta": 0.9}, "D"), ({"gamma": 0.5}, "E_th")):
+        other = _grads(_msuda_step(**change), x, y)
+        assert _same(base["E_rgb"], other["E_rgb"]) and not _same(base[moved], other[moved]), change
+    ignored = _grads(_msuda_step(), x, torch.full_like(y, 255))
+    assert all(g is None or g.abs().max() == 0 for g in ignored["E_rgb"])
+    assert any(g is not None and g.abs().max() > 0 for g in ignored["E_th"])
+    step = _msuda_step()
+    assert not step.net.D.maps() and not any(isinstance(m, AttentionBlock) for m in step.net.modules())
+
+
+def test_fake_night_replaces_the_thermal_channel_only():
+    from udalab.methods.ms_uda import fake_night
+
+    class Identity(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    x = torch.randn(2, 4, 16, 12).clamp(-2, 2)
+    assert torch.allclose(fake_night(Identity(), x), x, atol=1e-5)          # the conversions round-trip
+    dark = fake_night(lambda t: torch.full_like(t, -1.0), x)               # a generator that paints black
+    assert torch.equal(dark[:, :3], x[:, :3]) and torch.allclose(dark[:, 3], torch.full_like(dark[:, 3], -2.0))
+    step = _msuda_step(night=lambda t: torch.full_like(t, -1.0), p_night=1.0)
+    x = torch.randn(2, 4, 64, 48)
+    losses = step.train_step({"pair": {"image": x, "label": torch.randint(9, (2, 64, 48))}}, 0, torch.Generator())
+    assert losses["night"] == 1.0
+
+
+def test_ms_uda_rejects_a_night_probability_outside_0_1():
+    from udalab.methods import check_config
+    from udalab.methods.engine import ConfigError
+
+    with pytest.raises(ConfigError, match="p_night"):
+        check_config({"method": "ms_uda", "preset": "smoke", "p_night": 1.5})
+
+
+def test_ms_uda_resumes_mid_training_and_reuses_its_night_generator(tmp_path, monkeypatch, killed_after, mini_data):
+    """Killed after step 2 and resumed: the same metrics as one run (the fake-night draws included);
+    the day -> night CycleGAN is trained once and read by every later run."""
+    from udalab.methods import ms_uda
+    from udalab.methods.engine import run_local
+
+    monkeypatch.setenv("UDALAB_ARTIFACTS", str(tmp_path / "artifacts"))
+    config = {"method": "ms_uda", "preset": "smoke", "seed": 0, "p_night": 0.5}
+    full = run_local("ms_uda", config)
+    assert {"miou", "rgb.miou", "night.miou", "test.miou"} <= set(full[-1])
+    assert len(list((tmp_path / "artifacts").glob("cyclegan-*/G_day_to_night.pt"))) == 1
+
+    def retrain(*a, **k):
+        raise AssertionError("the CycleGAN was trained again")
+
+    monkeypatch.setattr(ms_uda, "train_cyclegan", retrain)
+    with killed_after(2):
+        run_local("ms_uda", config, checkpoint_dir=tmp_path / "ckpt")
+    resumed = run_local("ms_uda", config, checkpoint_dir=tmp_path / "ckpt")
+    strip = lambda r: {k: v for k, v in r.items() if k != "train_seconds"}  # noqa: E731
+    assert len(resumed) == 1 and strip(resumed[0]) == pytest.approx(strip(full[-1]), nan_ok=True)

@@ -1,0 +1,227 @@
+"""MS-UDA: multi-spectral unsupervised domain adaptation for thermal segmentation (Kim et al.,
+RAL 2021), the baseline MML extends (../shared/papers/README.md §1; REFERENCE_FACTS.md, MS-UDA).
+
+Algorithm (one iteration; a day RGB-T pair x = (x_rgb, x_th) of MFNet with the expert's hard
+pseudo label y; encoders E_rgb, E_th, one shared decoder D, a discriminator ψ on predictions):
+  0. (once each, artifacts every trial reads) the expert's pseudo labels on MFNet's day RGB images
+     (MML's, methods/mml.py), and a CycleGAN trained from day to night thermal images of MFNet's
+     training split (the stage UDAS translates with, methods/cyclegan.py): its day -> night generator.
+  1. fake night: with probability p_night the thermal batch is replaced by its translation.
+  2. P_rgb = D(E_rgb(x_rgb)), P_th = D(E_th(x_th)); ŷ = argmax P_rgb (detached): the RGB stream
+     teaches the thermal one, one way.
+  3. L_adv = LS-GAN(ψ(P_th), RGB): the thermal prediction fools ψ (ψ frozen here).
+  4. each part gets the gradient of its own loss:
+       E_rgb <- CE(P_rgb, y)
+       E_th  <- CE(P_th, ŷ) + γ · L_adv
+       D     <- α · CE(P_rgb, y) + β · CE(P_th, ŷ) + γ · L_adv
+     and ψ <- (LS-GAN(ψ(P_rgb), RGB) + LS-GAN(ψ(P_th), THERMAL)) / 2 on detached predictions.
+  5. SGD steps for E_rgb, E_th, D (poly); an Adam step for ψ.
+Inference uses the thermal stream only: D(E_th(x_th)); the RGB stream is scored beside it (rgb.*).
+The networks are MML's without its attention blocks (MS-UDA's RTFNet-style decoder is not
+public in detail: the same DeBlock decoder keeps the two methods' comparison about the losses).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from udalab.datasets import build_dataset
+from udalab.datasets.mfnet import VIEWS
+from udalab.datasets.transforms import THERMAL_MEAN, THERMAL_STD
+from udalab.methods import register
+from udalab.methods.artifacts import get_or_build_trained
+from udalab.methods.cyclegan import CycleGANConfig, ResnetGenerator, lsgan, train_cyclegan
+from udalab.methods.discriminator import FCDiscriminator
+from udalab.methods.engine import ConfigError, Run, Step, Stream, autocast, fit, make_hparams, unwrap
+from udalab.methods.losses import seg_ce
+from udalab.methods.mml import MINI as MML_MINI
+from udalab.methods.mml import SMOKE as MML_SMOKE
+from udalab.methods.mml import MMLNet, evaluate_streams, expert_pseudo_labels, stream_pictures
+from udalab.methods.optim import adam_discriminator, poly
+from udalab.methods.uda_data import build_uda_data
+
+log = logging.getLogger("udalab")
+RGB, THERMAL = 0.0, 1.0  # discriminator targets: RGB prediction 0, thermal 1 (the reference)
+
+
+@dataclass
+class MSUDAConfig:
+    # model: two ResNet-50 encoders from ImageNet (thermal conv1: the mean RGB filter), one decoder
+    backbone_depth: int = 50
+    pretrained: str = "imagenet"
+    decoder_dim: int = 256
+    # data: MFNet 640x480, batch 16, flips, day pairs (REFERENCE_FACTS.md, MS-UDA)
+    size: tuple = (640, 480)
+    batch_size: int = 16
+    # optimisation: SGD 0.002 (momentum 0.9, wd 5e-4), poly 0.9; ψ: Adam 2e-4 (0.9, 0.99);
+    # 100 epochs of the ~400 day training pairs at batch 16
+    iterations: int = 2_500
+    lr: float = 0.002
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+    lr_d: float = 2e-4
+    # losses: α 1, β 0.25 (the reference also uses 0.1), γ 0.01, LS-GAN
+    alpha: float = 1.0
+    beta: float = 0.25
+    gamma: float = 0.01
+    # fake night: each thermal batch replaced by its CycleGAN day -> night version with p 0.5
+    p_night: float = 0.5
+    cyclegan_iterations: int = 200 * 400        # 200 epochs (100 + 100 decaying) of the day images
+    cyclegan_ngf: int = 64
+    cyclegan_blocks: int = 9
+    cyclegan_crop: tuple = (256, 256)
+    cyclegan_seed: int = 0
+    expert_preset: str = "paper"               # the Cityscapes expert (methods/mml.py)
+    eval_every: int = 250
+    precision: str = "fp32"
+
+    def validate(self) -> None:
+        if not 0.0 <= self.p_night <= 1.0:
+            raise ConfigError(f"p_night must be in [0, 1], got {self.p_night}")
+        if min(self.alpha, self.beta, self.gamma) < 0:
+            raise ConfigError(f"alpha, beta and gamma must be >= 0, got {self.alpha}, {self.beta}, {self.gamma}")
+        if self.iterations <= 0 or self.eval_every <= 0 or self.batch_size <= 0:
+            raise ConfigError("iterations, eval_every and batch_size must be positive")
+
+    def cyclegan(self) -> CycleGANConfig:
+        return CycleGANConfig(ngf=self.cyclegan_ngf, ndf=self.cyclegan_ngf, n_blocks=self.cyclegan_blocks,
+                              iterations=self.cyclegan_iterations, crop_size=tuple(self.cyclegan_crop))
+
+
+# The mini data: MML's mini networks and schedule (so the two compare at equal cost), and UDAS's
+# mini CycleGAN (16 filters, 3 blocks, 64-px crops, 600 steps; not measured against the full one).
+_SHARED = ("backbone_depth", "pretrained", "decoder_dim", "size", "batch_size", "iterations", "eval_every",
+           "expert_preset")
+MINI = {**{k: MML_MINI[k] for k in _SHARED}, "cyclegan_iterations": 600, "cyclegan_ngf": 16,
+        "cyclegan_blocks": 3, "cyclegan_crop": (64, 64)}
+SMOKE = {**{k: MML_SMOKE[k] for k in _SHARED}, "cyclegan_iterations": 4, "cyclegan_ngf": 4,
+         "cyclegan_blocks": 1, "cyclegan_crop": (32, 32)}
+PRESETS = {"mini": MINI, "smoke": SMOKE}
+
+
+# ---------------------------------------------------------------------------------------
+# 0. The fake-night generator, an artifact.
+
+
+def night_generator(config: dict, hp: MSUDAConfig, data, mfnet_root: Path, run: Run) -> ResnetGenerator:
+    """The day -> night thermal generator, trained the first time any trial asks for this CycleGAN
+    config on this MFNet folder (thermal views: the channel replicated to 3, as CycleGAN's input)."""
+    cg = hp.cyclegan()
+    key = {"cyclegan": dataclasses.asdict(cg), "seed": hp.cyclegan_seed, "source": "mfnet_thermal_day",
+           "target": "mfnet_thermal_night", "root": str(mfnet_root)}
+
+    def build(tmp: Path, partial: Path) -> None:
+        day, night = (build_dataset(name, root=mfnet_root, split="train", size=None, crop=cg.crop_size)
+                      for name in (key["source"], key["target"]))
+        # its evaluation (the cycle L1) on night thermal val images, not on the RGB-T target
+        night_val = build_dataset(key["target"], root=mfnet_root, split="val", size=tuple(hp.size))
+        cg_data = dataclasses.replace(data, target_val=night_val, target_test=None)
+        step, reports = train_cyclegan(cg, cg_data, day, night, hp.cyclegan_seed, run.device, partial)
+        torch.save(unwrap(step.G_AB).state_dict(), tmp / "G_day_to_night.pt")
+        (tmp / "meta.json").write_text(json.dumps({"day": len(day.files), "night": len(night.files),
+                                                   "last_report": reports[-1] if reports else None}, default=str))
+
+    root = get_or_build_trained("cyclegan", key, build)
+    G = ResnetGenerator(cg.ngf, cg.n_blocks)
+    G.load_state_dict(torch.load(root / "G_day_to_night.pt", map_location="cpu", weights_only=True))
+    return G.to(run.device).eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def fake_night(G: ResnetGenerator, x_rgbt: torch.Tensor) -> torch.Tensor:
+    """The batch with its thermal channel (normalised by THERMAL_MEAN/STD) replaced by G's night version."""
+    th = x_rgbt[:, 3:4] * THERMAL_STD + THERMAL_MEAN                    # [0, 1]
+    night = G((th * 2 - 1).expand(-1, 3, -1, -1)).mean(1, keepdim=True)   # [-1, 1], grey
+    return torch.cat([x_rgbt[:, :3], ((night + 1) / 2 - THERMAL_MEAN) / THERMAL_STD], 1)
+
+
+# ---------------------------------------------------------------------------------------
+# The training step.
+
+
+class MSUDAStep(Step):
+    def __init__(self, run: Run, hp: MSUDAConfig, data, train_set, night: ResnetGenerator | None):
+        self.run, self.hp, self.data, self.train_set, self.night = run, hp, data, train_set, night
+        self.net = MMLNet(hp, data.num_classes, attention=False).to(run.device)   # three parts, three gradients
+        self.psi = FCDiscriminator(data.num_classes).to(run.device)
+        self.networks = (self.net, self.psi)
+        self.opt = torch.optim.SGD(self.net.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        self.opt_psi = adam_discriminator(self.psi.parameters(), hp.lr_d)
+        self.sched, self.sched_psi = (poly(o, hp.iterations, hp.poly_power) for o in (self.opt, self.opt_psi))
+
+    def streams(self) -> dict[str, Stream]:
+        return {"pair": Stream(self.train_set, self.hp.batch_size, id=0)}
+
+    def train_step(self, batch: dict, it: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        hp, net = self.hp, self.net
+        x, y = batch["pair"]["image"], batch["pair"]["label"]
+        self.opt.zero_grad(set_to_none=True)
+        self.opt_psi.zero_grad(set_to_none=True)
+
+        # 1. fake night for this batch with probability p_night
+        night = self.night is not None and float(torch.rand((), generator=gen)) < hp.p_night
+        if night:
+            x = fake_night(self.night, x)
+
+        # 2. both streams; the RGB stream's argmax teaches the thermal one
+        with autocast(self.run.device, hp.precision):
+            p_rgb, p_th = net.rgb(x).float(), net.thermal(x).float()
+        y_hat = p_rgb.detach().argmax(1)
+        ce_rgb, ce_th = seg_ce(p_rgb, y), seg_ce(p_th, y_hat)
+
+        # 3. the thermal prediction fools ψ (frozen)
+        self.psi.requires_grad_(False)
+        adv = lsgan(self.psi(F.softmax(p_th, 1)), RGB)
+        self.psi.requires_grad_(True)
+
+        # 4. each part's own loss, then ψ on detached predictions (halved)
+        routed = ((net.E_rgb, ce_rgb), (net.E_th, ce_th + hp.gamma * adv),
+                  (net.D, hp.alpha * ce_rgb + hp.beta * ce_th + hp.gamma * adv))
+        for k, (part, loss) in enumerate(routed):
+            params = [p for p in part.parameters() if p.requires_grad]
+            grads = torch.autograd.grad(loss, params, retain_graph=k < len(routed) - 1, allow_unused=True)
+            for p, g in zip(params, grads):
+                p.grad = g
+        d = (lsgan(self.psi(F.softmax(p_rgb.detach(), 1)), RGB) + lsgan(self.psi(F.softmax(p_th.detach(), 1)), THERMAL)) / 2
+        d.backward()
+        return {"ce_rgb": ce_rgb.detach(), "ce_th": ce_th.detach(), "adv": adv.detach(), "dis": d.detach(),
+                "night": torch.tensor(float(night))}
+
+    def update(self) -> None:
+        # 5. SGD for the encoders and the decoder, Adam for ψ
+        self.run.sync_grads(self.net, self.psi)
+        for opt_or_sched in (self.opt, self.opt_psi, self.sched, self.sched_psi):
+            opt_or_sched.step()
+
+    def evaluate(self, dataset) -> dict:
+        return evaluate_streams(self.net, dataset, self.data, self.hp.size, self.run.device)
+
+    def pictures(self, dataset, indices):
+        return stream_pictures(self.net, dataset, indices, self.hp.size, self.run.device)
+
+    def state_dict(self) -> dict:
+        return {name: getattr(self, name).state_dict() for name in ("net", "psi", "opt", "opt_psi", "sched", "sched_psi")}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in ("net", "psi", "opt", "opt_psi", "sched", "sched_psi"):
+            getattr(self, name).load_state_dict(state[name])
+
+
+@register("ms_uda", MSUDAConfig, PRESETS)
+def train_loop(config: dict) -> None:
+    run = Run.start(config)
+    hp = make_hparams(MSUDAConfig, config, PRESETS)
+    data = build_uda_data({"source": "mfnet_rgbt_day", "target": "mfnet@3", **config}, hp.size, hp.size)
+    mfnet_root = Path(data.target.root)
+    root, label_dir = expert_pseudo_labels(config, hp, mfnet_root, run)                                   # 0.
+    night = night_generator(config, hp, data, mfnet_root, run) if hp.p_night > 0 else None                # 0.
+    train = VIEWS["mfnet_rgbt_day"](root, split="train", size=hp.size, flip=True, label_dir=label_dir)
+    fit(run, MSUDAStep(run, hp, data, train, night), stage="ms_uda", iterations=hp.iterations,
+        eval_every=hp.eval_every)
