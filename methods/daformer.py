@@ -348,15 +348,21 @@ class DACSStep(Step):
         return unwrap(self.student).evaluate(dataset, self.data, self.hp, self.run.device)
 
     def pictures(self, dataset, indices):
-        """The EMA teacher's pseudo labels of the chosen images: pixels below τ are ignored (white)."""
-        if self.teacher is None:
-            return {}, {}
-        with self.teacher.predicting() as model:
-            logits = pictures.outputs(model.predict, dataset, indices, self.run.device, self.hp.eval_size)
-        tau = self.hp.pseudo_threshold
-        return ({"pseudo": {i: pictures.confident_labels(v, tau) for i, v in logits.items()}},
-                {"pseudo": f"the teacher's pseudo labels, pixels below τ = {tau:g} white (their loss weight "
-                           f"scales with the share above τ)"})
+        """The EMA teacher's pseudo labels of the chosen images (pixels below τ ignored, white) and,
+        for HRDA's multi-resolution segmentor, its scale attention (white: the HR detail prediction)."""
+        out, captions, seg = {}, {}, unwrap(self.student)
+        if self.teacher is not None:
+            with self.teacher.predicting() as model:
+                logits = pictures.outputs(model.predict, dataset, indices, self.run.device, self.hp.eval_size)
+            tau = self.hp.pseudo_threshold
+            out["pseudo"] = {i: pictures.confident_labels(v, tau) for i, v in logits.items()}
+            captions["pseudo"] = (f"the teacher's pseudo labels, pixels below τ = {tau:g} white (their loss weight "
+                                  f"scales with the share above τ)")
+        if getattr(seg, "mode", None) == "lr+hr":
+            att = pictures.outputs(seg.scale_attention, dataset, indices, self.run.device, self.hp.eval_size)
+            out["attention"] = {i: pictures.grey(v, 0.0, 1.0) for i, v in att.items()}
+            captions["attention"] = "the scale attention: black = the LR context prediction, white = the HR detail one"
+        return out, captions
 
     def state_dict(self) -> dict:
         state = {"student": unwrap(self.student).state_dict(), "opt": self.opt.state_dict(),

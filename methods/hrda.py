@@ -196,6 +196,10 @@ class HRDASegmentor(nn.Module):
                              stride=(max(dh // 2, 1), max(dw // 2, 1)))
         return up((1 - att) * lr) + up(att) * hr
 
+    def scale_attention(self, x: torch.Tensor) -> torch.Tensor:
+        """The scale attention a of step 6 (the HR share of each pixel, classes averaged) at the LR grid."""
+        return torch.sigmoid(self.attention(self.net.features(_down(x, self.s)))).float().mean(1, keepdim=True)
+
     def evaluate(self, dataset, data, hp: HRDAConfig, device) -> dict:
         w, h = hp.crop_size  # the test window does not follow the training crop (crop_ratio)
         return evaluate(self.predict, dataset, num_classes=data.num_classes, class_names=data.class_names,

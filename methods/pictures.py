@@ -95,10 +95,13 @@ def confident_labels(logits: torch.Tensor, tau: float) -> np.ndarray:
     return torch.where(conf >= tau, label, torch.full_like(label, IGNORE_INDEX)).to(torch.uint8).numpy()
 
 
-def grey(values: torch.Tensor) -> np.ndarray:
-    """A map [H, W] (or [1, H, W]) stretched to its own range as a grey RGB picture (depth: far is light)."""
+def grey(values: torch.Tensor, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+    """A map [H, W] (or [1, H, W]) as a grey RGB picture, lo black and hi white (default: stretched
+    to its own range; depth: far is light)."""
     v = values.reshape(values.shape[-2:]).float()
-    v = (v - v.min()) / (v.max() - v.min()).clamp_min(1e-6)
+    lo = v.min() if lo is None else torch.tensor(lo)
+    hi = v.max() if hi is None else torch.tensor(hi)
+    v = ((v - lo) / (hi - lo).clamp_min(1e-6)).clamp(0, 1)
     return (v * 255).round().to(torch.uint8)[..., None].expand(-1, -1, 3).numpy()
 
 
