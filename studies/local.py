@@ -33,8 +33,9 @@ def local_trials(study, args, settings: dict) -> list[tuple[str, dict]]:
     from udalab.studies.study import grid, trial_run_config
 
     rows, seeds = grid(study, args)
-    return [(f"row{i}-seed{seed}", trial_run_config({"row": row, "seed": seed}, settings))
-            for i, row in enumerate(rows) for seed in seeds]
+    index = study.grid_rows()
+    return [(f"row{index.index(row)}-seed{seed}", trial_run_config({"row": row, "seed": seed}, settings))
+            for row in rows for seed in seeds]
 
 
 def _run(trial_id: str, config: dict, checkpoint_dir: str, threads: int) -> dict:
@@ -93,9 +94,8 @@ def run_local_study(study, args) -> int:
         moved = study_dir.with_name(f"{name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
         study_dir.rename(moved)
         print(f"--restart: the previous results were moved to {moved}")
+    # the grid may grow (--rows, --seeds): finished runs are found by their row and seed
     options = {k: settings[k] for k in ("preset", "data_root", "fixed", "source", "target")}
-    if args.seeds:
-        options["seeds"] = list(args.seeds)
     _check_same_options(str(study_dir), options)
 
     trials = local_trials(study, args, settings)
@@ -125,8 +125,11 @@ def run_local_study(study, args) -> int:
             print(progress_line(name, len(trials), finished, len(errors),
                                 min(jobs, len(trials) - finished - len(errors)), durations, jobs), flush=True)
 
-    df = runs_frame([done[t] for t, _ in trials if t in done], settings["fixed"])
-    print(f"{name}: {len(df)} of {len(trials)} runs finished -> {store.write_trials(str(study_dir), df)}")
+    # the table holds every run finished in this folder (earlier --rows / --seeds too), in grid order
+    order = lambda run: (int(run["trial_id"].split("-")[0][3:]), run["config"].get("seed", 0))  # noqa: E731
+    df = runs_frame(sorted(done.values(), key=order), settings["fixed"])
+    print(f"{name}: {sum(t in done for t, _ in trials)} of this grid's {len(trials)} runs finished, {len(df)} in all "
+          f"-> {store.write_trials(str(study_dir), df)}")
     if study.report is not None and not args.no_report and len(df):
         from udalab.analysis.report import write_report
 

@@ -100,6 +100,8 @@ def build_parser(study: Study | None = None) -> argparse.ArgumentParser:
                    help="override a hyperparameter of every trial (JSON value), e.g. --set iterations=2000")
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="seeds of every grid row (default: the study's, e.g. 0 1 2)")
+    p.add_argument("--rows", type=int, nargs="+", default=None, metavar="I",
+                   help="run only these grid rows (0-based, in the study's order; default: all)")
     p.add_argument("--local", action="store_true",
                    help="run the grid without Ray, --jobs runs at a time in this machine's processes, into "
                         "<results>/<study>_local (for a machine without Ray, such as a lone GPU box)")
@@ -318,6 +320,8 @@ def run_study(study: Study, args) -> int:
     options = {k: shared[k] for k in ("preset", "data_root", "fixed", "source", "target")}
     if args.seeds:  # recorded only when given, so studies started before this option still resume
         options["seeds"] = list(args.seeds)
+    if getattr(args, "rows", None):
+        options["rows"] = list(args.rows)
     _check_same_options(study_dir, options)
 
     _init_ray(args)
@@ -448,9 +452,13 @@ def grid(study: Study, args) -> tuple[list[dict], list[int]]:
     """The grid's rows and seeds of one invocation (--smoke: the smoke rows and the first seed)."""
     rows = study.grid_rows()
     seeds = list(getattr(args, "seeds", None) or study.seeds)
+    picked = list(getattr(args, "rows", None) or range(len(rows)))
+    bad = [i for i in picked if not 0 <= i < len(rows)]
+    if bad:
+        raise SystemExit(f"--rows {bad}: the study has rows 0..{len(rows) - 1}")
     if args.smoke:
-        rows, seeds = [rows[i] for i in study.smoke_rows], seeds[:1]
-    return rows, seeds
+        picked, seeds = [i for i in study.smoke_rows if i in picked] or picked, seeds[:1]
+    return [rows[i] for i in picked], seeds
 
 
 def _search(study: Study, args, max_concurrent: int, study_dir: str | None = None, study_name: str | None = None):

@@ -159,12 +159,14 @@ def test_local_study_runs_the_grid_without_ray_and_resumes(tmp_path, mini_data):
     argv = ["--local", "--smoke", "--seeds", "0", "1", "--results", str(tmp_path), "--set", "iterations=2",
             "--no-report"]
     args = runner.build_parser(study).parse_args(argv)
-    assert runner.run_study(study, args) == 0
+    assert runner.run_study(study, runner.build_parser(study).parse_args([*argv, "--rows", "1"])) == 0
     out = tmp_path / "tiny_smoke_local"
+    assert list(local.read_runs(out)) == ["row1-seed0"]            # --rows: a part of the grid, named as in it
+    assert runner.run_study(study, args) == 0                      # the rest of the grid joins it
     runs = local.read_runs(out)
     settings = runner.trial_settings(study, args)
     # --smoke keeps the first seed only, whatever --seeds says; each run's config is the Tune trial's
-    assert sorted(runs) == ["row0-seed0", "row1-seed0"]
+    assert list(runs) == ["row1-seed0", "row0-seed0"]
     assert runs["row1-seed0"]["config"] == runner.trial_run_config({"row": study.grid_rows()[1], "seed": 0}, settings)
     df = store.read_trials(out)
     assert list(df["trial_id"]) == ["row0-seed0", "row1-seed0"] and set(df["status"]) == {"TERMINATED"}
