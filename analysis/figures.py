@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 from udalab.analysis.reference import config_matches
-from udalab.analysis.tables import config_dump, config_label, is_missing, norm_value, metric_label, values_equal
+from udalab.analysis.tables import (config_dump, config_label, fmt_value, is_missing, metric_label, norm_value,
+                                    values_equal)
 
 __all__ = ["PALETTE", "metric_curve", "ablation_bars", "class_heatmap", "optuna_history", "param_importance",
            "parallel_coordinates", "cost_per_trial", "learning_curves", "search_params", "importances"]
@@ -325,6 +326,69 @@ def search_params(df: pd.DataFrame, cfg_cols: Sequence[str]) -> list[str]:
 def _order(df: pd.DataFrame) -> pd.DataFrame:
     """Trials in creation order (the store's row order)."""
     return df.reset_index(drop=True)
+
+
+def param_slices(df: pd.DataFrame, params: Sequence[str], metric: str = "miou", mode: str = "max",
+                 labels: Mapping[str, str] | None = None, paper: Mapping[str, Any] | None = None):
+    """The metric against each searched hyperparameter, one panel each (a dot per trial, the best
+    ringed), with the paper's value as a dashed line where `paper` gives one (UDAS's τ = 0.6)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    labels, paper = dict(labels or {}), dict(paper or {})
+    d = df[pd.to_numeric(df[metric], errors="coerce").notna()]
+    if not len(d) or not params:
+        return None
+    m = pd.to_numeric(d[metric], errors="coerce")
+    best = m.idxmax() if mode == "max" else m.idxmin()
+    cols = min(len(params), 3)
+    rows = -(-len(params) // cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[labels.get(p, p) for p in params],
+                        horizontal_spacing=0.08, vertical_spacing=0.18)
+    for k, p in enumerate(params):
+        r, c = k // cols + 1, k % cols + 1
+        x = d[p].map(lambda v: None if is_missing(v) else norm_value(v))
+        fig.add_trace(go.Scatter(x=list(x), y=list(m), mode="markers", showlegend=False,
+                                 marker=dict(color=PALETTE[0], size=8, opacity=0.8),
+                                 hovertemplate=f"{labels.get(p, p)}=%{{x}}<br>{_mlabel(metric)}=%{{y:.2f}}<extra></extra>"),
+                      row=r, col=c)
+        fig.add_trace(go.Scatter(x=[x[best]], y=[m[best]], mode="markers", showlegend=False, hoverinfo="skip",
+                                 marker=dict(size=16, color="rgba(0,0,0,0)", line=dict(color="black", width=2))),
+                      row=r, col=c)
+        if p in paper and isinstance(paper[p], (int, float)) and not isinstance(paper[p], bool):
+            fig.add_vline(x=paper[p], line_dash="dash", line_color="#d62728", row=r, col=c,
+                          annotation_text=f"paper {paper[p]:g}", annotation_position="top")
+        fig.update_yaxes(title_text=_mlabel(metric) if c == 1 else None, row=r, col=c)
+    fig.update_layout(title=f"{_mlabel(metric)} against each searched hyperparameter (ringed: the best trial)",
+                      height=320 * rows + 60, template="plotly_white", margin=dict(t=90, b=40, l=60, r=40))
+    return fig
+
+
+def schedule_curves(df: pd.DataFrame, schedule, metric: str = "miou", mode: str = "max", top: int = 5):
+    """A searched weight schedule (ReportSpec.schedule: δ's start, end and shape) of the best `top`
+    trials over training progress, the paper's schedule dashed beside them."""
+    import plotly.graph_objects as go
+
+    d = df[pd.to_numeric(df[metric], errors="coerce").notna()]
+    if not len(d) or not all(p in d.columns for p in schedule.params):
+        return None
+    d = d.assign(_m=pd.to_numeric(d[metric], errors="coerce")).sort_values("_m", ascending=mode != "max").head(top)
+    t = [i / 50 for i in range(51)]
+    fig = go.Figure()
+    for k, (_, r) in enumerate(d.iterrows()):
+        args = [norm_value(r[p]) for p in schedule.params]
+        fig.add_trace(go.Scatter(x=t, y=[schedule.fn(x, *args) for x in t], mode="lines",
+                                 line=dict(color=PALETTE[k % len(PALETTE)], width=2.5 if k == 0 else 1.5),
+                                 name=f"#{k + 1}: {_mlabel(metric)} {r['_m']:.1f} ("
+                                      + ", ".join(f"{fmt_value(a)}" for a in args) + ")"))
+    paper = [schedule.paper[p] for p in schedule.params]
+    fig.add_trace(go.Scatter(x=t, y=[schedule.fn(x, *paper) for x in t], mode="lines", name="paper ("
+                             + ", ".join(fmt_value(a) for a in paper) + ")",
+                             line=dict(color="black", dash="dash", width=2)))
+    fig.update_layout(title=f"{schedule.label} over training: the {len(d)} best trials and the paper's",
+                      xaxis_title="training progress", yaxis_title=schedule.label, height=420,
+                      template="plotly_white", margin=dict(t=80, b=50, l=60, r=40))
+    return fig
 
 
 def optuna_history(df: pd.DataFrame, metric: str = "miou", mode: str = "max"):

@@ -76,6 +76,17 @@ _BANNERS = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """A weight schedule a search tunes: `fn(progress, *values of params)`, e.g. MML's δ ramp
+    (methods.ramps.ramp; params delta_start, delta_end, delta_shape; paper 0.2, 1, linear)."""
+
+    label: str
+    params: tuple[str, ...]
+    fn: Callable[..., float]
+    paper: Mapping[str, Any]
+
+
 @dataclasses.dataclass
 class ReportSpec:
     """What a study's report shows.
@@ -105,6 +116,10 @@ class ReportSpec:
                   before anything is drawn (e.g. a `group` column from two hyperparameters); the dict
                   holds the row's non-missing values only, so `r.get(name, default)` works
     description:  a paragraph under the title (what the study reproduces, how to read it)
+    paper:        the paper's value of searched hyperparameters ({"tau": 0.6}): marked in the search's
+                  metric-against-parameter panels and named beside the best trial's
+    schedule:     a searched weight schedule (Schedule: δ's start, end, shape) drawn for the best trials
+                  beside the paper's
     name:         function(trial row dict) -> the configuration's name as the paper gives it ("+ RCS",
                   "LR 0.5"), used for it in every table, bar, legend and axis; default: the `columns`
                   values ("L_att ✓, L_KL ✗") when `columns` is set, else the varying values (name=value).
@@ -128,6 +143,8 @@ class ReportSpec:
     derived: dict[str, Callable[[dict], Any]] = dataclasses.field(default_factory=dict)
     description: str = ""
     name: Callable[[dict], str] | None = None
+    paper: dict = dataclasses.field(default_factory=dict)
+    schedule: Any = None
 
     def derived_columns(self) -> dict[str, Callable[[dict], Any]]:
         """`derived`, then the configuration name (tables.NAME_COLUMN) computed from them."""
@@ -459,7 +476,8 @@ def _best_trial(d: ReportData, params: list[str]) -> str:
         return '<p class="note">No trial of the search has reported yet.</p>'
     vals = pd.to_numeric(done[spec.metric], errors="coerce")
     best = done.loc[vals.idxmax() if spec.mode == "max" else vals.idxmin()]
-    ps = ", ".join(f"{spec.labels.get(p, p)} = {T.fmt_value(best[p])}" for p in params) or "–"
+    ps = ", ".join(f"{spec.labels.get(p, p)} = {T.fmt_value(best[p])}"
+                   + (f" (paper {T.fmt_value(spec.paper[p])})" if p in spec.paper else "") for p in params) or "–"
     m = T.metric_label(spec.metric)
     imp = F.importances(df, params, spec.metric, spec.mode)
     imp_txt = (" Importance: " + ", ".join(f"{spec.labels.get(k, k)} {v:.2f}" for k, v in imp.items()) + ".") if imp else ""
@@ -469,13 +487,16 @@ def _best_trial(d: ReportData, params: list[str]) -> str:
 
 def search_section(d: ReportData) -> Section | None:
     """"What the search found" (an Optuna search): the best trial, optimization history (fig-history),
-    hyperparameter importance (fig-importance), parallel coordinates (fig-parallel)."""
+    hyperparameter importance (fig-importance), the metric against each parameter (fig-slices), the
+    best trials' schedules (fig-schedule, with spec.schedule), parallel coordinates (fig-parallel)."""
     if not d.search:
         return None
     spec, metric = d.spec, d.spec.metric
     params = F.search_params(d.df, d.cfg_cols)
     plots = _plots(("fig-history", F.optuna_history(d.df, metric, spec.mode)),
                    ("fig-importance", F.param_importance(d.df, params, metric, spec.mode, spec.labels)),
+                   ("fig-slices", F.param_slices(d.df, params, metric, spec.mode, spec.labels, spec.paper)),
+                   ("fig-schedule", F.schedule_curves(d.df, spec.schedule, metric, spec.mode) if spec.schedule else None),
                    ("fig-parallel", F.parallel_coordinates(d.df, params, metric, spec.labels)))
     body: list[str | Plot] = [_best_trial(d, params), *plots]
     if not any(p.id == "fig-importance" for p in plots):

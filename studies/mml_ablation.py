@@ -19,8 +19,11 @@ by every trial.
 """
 from ray import tune
 
-from udalab.analysis.report import ReportSpec
+from udalab.analysis.report import ReportSpec, Schedule
+from udalab.methods.ramps import ramp
 from udalab.studies.study import Study, main
+
+DELTA_PAPER = {"delta_start": 0.2, "delta_end": 1.0, "delta_shape": "linear"}   # Sec. 3.4: linear 0.2 -> 1
 
 STUDY = Study(
     name="mml_ablation",
@@ -47,6 +50,8 @@ STUDY = Study(
         name=lambda r: "MS-UDA" if r["method"] == "ms_uda" else " + ".join(
             n for n, on in (("L_att", r.get("att_loss", True)), ("L_KL", r.get("kl_loss", True))) if on) or "neither",
         metrics=("miou", "test.miou", "day.miou", "night.miou", "rgb.miou"),
+        paper=DELTA_PAPER | {"alpha": 1.0, "beta": 0.25, "gamma": 0.01},
+        schedule=Schedule("δ", ("delta_start", "delta_end", "delta_shape"), ramp, DELTA_PAPER),
     ),
 )
 

@@ -61,6 +61,7 @@ STUDY = Study(
         derived={"step": lambda r: step_of(r) or r.get("method")},
         columns=("step",),
         name=lambda r: STEP_NAMES.get(r["step"], r["step"]),
+        paper={"tau": 0.6, "views": 3},                    # Sec. 4.2.5 (rounds and λ_kl: not stated)
     ),
 )
 

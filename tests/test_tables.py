@@ -349,3 +349,27 @@ def test_every_study_names_each_row_as_its_paper(module):
     assert table.columns[0].key == T.NAME_COLUMN
     raw = {k for row in study.rows for k in row}             # hyperparameter names: the config dump's words
     assert len(set(names)) == len(study.rows) and not any("=" in n or any(k in n for k in raw) for n in names), names
+
+
+def test_search_figures_mark_the_papers_values_and_draw_the_best_schedules():
+    """A search's metric-against-parameter panels mark the paper's τ; MML's δ schedules of the best
+    trials are drawn beside the paper's linear 0.2 -> 1."""
+    from udalab.studies.mml_ablation import STUDY as MML_STUDY
+    from udalab.studies.udas_ablation import STUDY as UDAS_STUDY
+
+    rows = [store.trial_row(f"{i:05d}", "TERMINATED", {"method": "udas", "tau": tau, "views": 3, "seed": 0},
+                            {"miou": 30 - 20 * (tau - 0.5) ** 2}) for i, tau in enumerate((0.3, 0.5, 0.7, 0.9))]
+    rep = build_report(store.trials_frame(rows), UDAS_STUDY.report, preset="mini", study_name="udas_ablation_optuna")
+    slices = rep.figures["fig-slices"]
+    assert [a.text for a in slices.layout.annotations if a.text.startswith("paper")] == ["paper 0.6"]
+    assert slices.data[1].x == (0.5,) and "tau = 0.5 (paper 0.6)" in rep.html
+    schedules = [(0.1, 1.5, "sigmoid"), (0.2, 1.0, "step"), (0.5, 0.8, "linear")]
+    rows = [store.trial_row(f"{i:05d}", "TERMINATED", {"method": "mml", "delta_start": a, "delta_end": b,
+                                                       "delta_shape": c, "seed": 0}, {"miou": 50.0 + i})
+            for i, (a, b, c) in enumerate(schedules)]
+    fig = build_report(store.trials_frame(rows), MML_STUDY.report, preset="mini",
+                       study_name="mml_ablation_optuna").figures["fig-schedule"]
+    assert [t.name.split(":")[0] for t in fig.data] == ["#1", "#2", "#3", "paper (0.2, 1, linear)"]
+    best, paper = fig.data[0], fig.data[-1]
+    assert best.y[0] == pytest.approx(0.5) and best.y[-1] == pytest.approx(0.8)          # the best: linear 0.5 -> 0.8
+    assert paper.y[0] == pytest.approx(0.2) and paper.y[25] == pytest.approx(0.6) and paper.y[-1] == pytest.approx(1.0)
