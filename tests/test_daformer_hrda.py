@@ -252,33 +252,14 @@ def test_feature_distance_is_a_reported_loss_of_the_loop(mini_data):
     assert math.isfinite(reports[-1]["loss.fd"])
 
 
-def test_daformer_resume_keeps_the_teacher(tmp_path, mini_data):
+def test_daformer_resume_keeps_the_teacher(tmp_path, mini_data, killed_after):
     """Stop after the checkpoint at iteration 2, resume: the teacher and every metric equal an
     uninterrupted run's (the reference restarts the EMA on resume)."""
-    from udalab.methods import engine, get_method
-
     config = {"method": "daformer", **SMOKE, "seed": 2}
     full_dir, ckpt = tmp_path / "full", tmp_path / "ckpt"
     full = run_local("daformer", config, checkpoint_dir=full_dir)
-
-    class Stop(Exception):
-        pass
-
-    def until_two(cfg):
-        original = engine.Run.report
-
-        def report(self, metrics, state=None):
-            original(self, metrics, state)
-            if metrics["iteration"] >= 2:
-                raise Stop
-        engine.Run.report = report
-        try:
-            get_method("daformer")(cfg)
-        finally:
-            engine.Run.report = original
-
-    with pytest.raises(Stop):
-        run_local(until_two, config, checkpoint_dir=ckpt)
+    with killed_after(2):
+        run_local("daformer", config, checkpoint_dir=ckpt)
     mid = torch.load(ckpt / "state.pt", weights_only=False)
     assert mid["iteration"] == 2 and "teacher" in mid["state"]
     resumed = run_local("daformer", config, checkpoint_dir=ckpt)
