@@ -369,7 +369,32 @@ def header_section(d: ReportData) -> Section:
     if not len(df):
         body.append('<p class="note">No trials yet: Tune has not saved its experiment state. Run the study, '
                     "then write the report again.</p>")
+    body += _provenance(df)
     return Section(None, body)
+
+
+def _provenance(df: pd.DataFrame) -> list[str]:
+    """What the trials ran with (methods/provenance.py): each value with its number of trials; a
+    warning when they differ, since their results then compare less well."""
+    cols = [c for c in df.columns if str(c).startswith(store.PROVENANCE_PREFIX)]
+    if not cols:
+        return []
+    items, differ = [], []
+    for c in cols:
+        counts = df[c].dropna().astype(str).value_counts()
+        if not len(counts):
+            continue
+        name = c[len(store.PROVENANCE_PREFIX):]
+        if len(counts) == 1:
+            items.append(f"<li><b>{_e(name)}</b>: {_e(counts.index[0])}</li>")
+        else:
+            differ.append(name)
+            items.append(f"<li><b>{_e(name)}</b>: " + "; ".join(f"{_e(v)} ({n} trials)" for v, n in counts.items())
+                         + "</li>")
+    warn = (f'<p class="note cellnote">The trials differ in {_e(", ".join(differ))}: compare their results with '
+            "care.</p>") if differ else ""
+    return [f"<details><summary>Provenance: what these results depend on</summary><ul>{''.join(items)}</ul></details>"
+            + warn]
 
 
 def reproduction_summary(agg: pd.DataFrame, spec: ReportSpec, ref: pd.DataFrame | None, info: Mapping | None,

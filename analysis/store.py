@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-__all__ = ["SCHEMA_COLUMNS", "METRIC_COLUMNS", "TRIALS_FILE", "is_metric", "load_trials", "write_trials", "read_trials",
+__all__ = ["SCHEMA_COLUMNS", "METRIC_COLUMNS", "TRIALS_FILE", "PROVENANCE_PREFIX", "is_metric", "load_trials", "write_trials", "read_trials",
            "load_history", "load_histories", "load_pictures", "trial_row", "trials_frame", "config_columns", "metric_columns", "param_series", "StoreError",
            "fs_path", "join_path", "is_file", "is_dir", "list_dir", "read_text", "is_local", "is_state_file"]
 
@@ -55,6 +55,9 @@ TEST_PREFIX = "test."
 # Scalar metrics of a part of the evaluation (MML / MS-UDA: day.miou, night.miou, rgb.miou and their
 # test.* twins) are kept too: any reported key ending in one of these.
 VIEW_METRIC_SUFFIXES = (".miou", ".pixel_acc", ".iiou")
+
+
+PROVENANCE_PREFIX = "provenance."   # what a trial's result depends on (methods/provenance.py): str columns
 
 
 def is_metric(name: str) -> bool:
@@ -304,7 +307,8 @@ def metric_columns(df: pd.DataFrame) -> list[str]:
 def config_columns(df: pd.DataFrame) -> list[str]:
     """Columns that identify a configuration: method and the searched hyperparameters (not seed)."""
     fixed = set(SCHEMA_COLUMNS) | set(METRIC_COLUMNS)
-    rest = [c for c in df.columns if c not in fixed and not is_metric(c) and not str(c).startswith(TEST_PREFIX)]
+    rest = [c for c in df.columns if c not in fixed and not is_metric(c)
+            and not str(c).startswith((TEST_PREFIX, PROVENANCE_PREFIX))]
     return (["method"] if "method" in df.columns else []) + rest
 
 
@@ -393,7 +397,10 @@ def trials_frame(rows: Sequence[dict]) -> pd.DataFrame:
     param_order: list[str] = []
     iou_order: list[str] = []
     view_order: list[str] = []          # day.miou, rgb.miou, test.night.miou, ... in report order
+    prov_order: list[str] = []
     for r in rows:
+        prov_order += [k for k in r["result"] if isinstance(k, str) and k.startswith(PROVENANCE_PREFIX)
+                       and k not in prov_order]
         param_order += [k for k in r["params"] if k not in param_order]
         iou_order += [k for k in r["result"] if isinstance(k, str) and k.startswith(("iou.", "test.iou."))
                       and k not in iou_order]
@@ -421,6 +428,8 @@ def trials_frame(rows: Sequence[dict]) -> pd.DataFrame:
     cols["wall_seconds"] = pd.Series([_num(r["wall_seconds"]) for r in rows], dtype="float64")
     cols["gpu"] = pd.Series([r["gpu"] for r in rows], dtype="str")
     cols["error"] = pd.Series([r["error"] for r in rows], dtype="str")
+    for k in prov_order:
+        cols[k] = pd.Series([r["result"].get(k) for r in rows], dtype="str")
     return pd.DataFrame(cols)
 
 

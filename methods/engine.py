@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from udalab.methods import pictures
+from udalab.methods import pictures, provenance
 from udalab.methods.uda_data import UDAData
 
 log = logging.getLogger("udalab")
@@ -512,6 +512,7 @@ def fit(run: Run, step: Step, *, stage: str, iterations: int, eval_every: int, l
                              world=run.world, device=run.device, sampler=s.sampler)
                for name, s in step.streams().items()}
     meter = LossMeter()
+    prov = {**provenance.software(), **provenance.data_provenance(step.data)}   # what the result depends on
     for net in step.networks:
         net.train()
     for it in range(start, iterations):
@@ -538,7 +539,7 @@ def fit(run: Run, step: Step, *, stage: str, iterations: int, eval_every: int, l
                     if end and step.data.target_test is not None:  # once per stage, at its end: the result
                         metrics.update({f"test.{k}": v for k, v in step.evaluate(step.data.target_test).items()})
             run.report({"iteration": offset + it + 1, "stage": stage, **metrics, **meter.pop(),
-                        "done": last and end},
+                        "done": last and end, **prov},
                        state={"iteration": offset + it + 1, "stage": stage, "state": step.state_dict()}, files=files)
     return step
 

@@ -101,3 +101,21 @@ def test_the_report_grid_has_a_row_per_image_and_a_column_per_configuration():
     extra = section[section.index("</table>"):]
     assert "<caption>pseudo</caption>" in extra and extra.count("<img") == 4   # only the RCS trial has it
     assert "What the models see" not in build_report(df, spec, preset="mini", study_name="s").html
+
+
+def test_each_report_records_what_the_result_depends_on(tmp_path, mini_data):
+    """Versions, commit, device and the datasets' fingerprints travel with every report into the
+    trials table (as text, not as a configuration) and the report lists them."""
+    from udalab.methods.engine import run_local
+
+    reports = run_local("source_only", {"method": "source_only", "preset": "smoke", "seed": 0, "iterations": 2,
+                                        "eval_every": 2})
+    last = reports[-1]
+    assert last["provenance.udalab"].startswith("0.1.0 (") and "CUDA" in last["provenance.torch"]
+    assert "source GTA5 gta5-v2:" in last["provenance.data"] and "target_val Cityscapes cityscapes-v2:" in last["provenance.data"]
+    rows = [store.trial_row(f"t{s}", "TERMINATED", {"method": "source_only", "seed": s},
+                            {**last, "provenance.device": dev}) for s, dev in ((0, "cpu A"), (1, "cpu B"))]
+    df = store.trials_frame(rows)
+    assert "provenance.device" in df and "provenance.device" not in store.config_columns(df)
+    html = build_report(df, ReportSpec(title="t"), preset="smoke", study_name="s").html
+    assert "Provenance" in html and "cpu A (1 trials)" in html and "differ in device" in html

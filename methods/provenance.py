@@ -1,0 +1,91 @@
+"""What a trial's result depends on, recorded with every report (`provenance.*` keys).
+
+    provenance.udalab    the package version and the git commit of the checkout it runs from
+                         (+ "-dirty" when files differ from that commit; "unknown" outside git)
+    provenance.torch     torch version, CUDA and cuDNN versions it was built with
+    provenance.ray       Ray version (absent: run without Ray)
+    provenance.device    the GPU's name, or the CPU model
+    provenance.data      each dataset of the run: its class, folder name (mini twins: <name>-v<version>),
+                         number of files and a checksum of its sorted relative file list
+
+Results from different nodes, days and machines compare only when these agree; the trials table
+keeps them as columns and the report lists the values its trials ran with.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+PREFIX = "provenance."
+
+
+@functools.lru_cache(maxsize=1)
+def software() -> dict[str, str]:
+    """udalab / torch / Ray versions, the git commit and the device (once per process)."""
+    try:
+        version = importlib.metadata.version("udalab")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    out = {f"{PREFIX}udalab": f"{version} ({_git_commit()})",
+           f"{PREFIX}torch": f"{torch.__version__}, CUDA {torch.version.cuda or '–'}, "
+                             f"cuDNN {torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else '–'}",
+           f"{PREFIX}device": torch.cuda.get_device_name() if torch.cuda.is_available() else _cpu_model()}
+    try:
+        out[f"{PREFIX}ray"] = importlib.metadata.version("ray")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    return out
+
+
+def _git_commit() -> str:
+    here = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        if not commit:
+            return "unknown"
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def dataset_fingerprint(ds) -> str:
+    """"Cityscapes cityscapes-v2: 300 files, 3f2a9c1b" for a dataset with `files` and `root`."""
+    inner = getattr(ds, "dataset", ds)                       # a Subset: its dataset
+    files = getattr(inner, "files", None)
+    root = getattr(inner, "root", None)
+    if files is None or root is None:
+        return type(inner).__name__
+    root = Path(root)
+    names = sorted(str(Path(p).relative_to(root)) if Path(p).is_relative_to(root) else Path(p).name
+                   for pair in files for p in (pair if isinstance(pair, (tuple, list)) else (pair,)))
+    digest = hashlib.sha1("\n".join(names).encode()).hexdigest()[:8]
+    return f"{type(inner).__name__} {root.name}: {len(files)} files, {digest}"
+
+
+def data_provenance(data) -> dict[str, str]:
+    """{"provenance.data": "source ...; target ...; val ...; test ..."} of a run's UDAData."""
+    parts = []
+    for name in ("source", "target", "target_val", "target_test"):
+        ds = getattr(data, name, None)
+        if ds is not None:
+            parts.append(f"{name} {dataset_fingerprint(ds)}")
+    return {f"{PREFIX}data": "; ".join(parts)} if parts else {}
