@@ -47,6 +47,7 @@ class Study:
     budget:  per-preset overrides of every trial ({"mini": {"iterations": 300}}): a shorter mini
              schedule that keeps the paper-scale run (--data-root) at the paper's defaults.
     smoke_rows: indices of the rows --smoke keeps (it also uses one seed and the "smoke" preset).
+    gpus_per_worker, max_failures: what a trial asks for on a cluster (see trial_resources).
     source, target: the datasets every trial adapts between; `--set source=...` or a row's
              "source" overrides them (e.g. an oracle row trained on the target).
     """
@@ -66,6 +67,8 @@ class Study:
     smoke_rows: tuple[int, ...] = (0, 1)
     description: str = ""
     budget: dict = dataclasses.field(default_factory=dict)  # per preset: {"mini": {"iterations": 300}}
+    gpus_per_worker: float = 1.0       # on a cluster: each Train worker asks for this many GPUs
+    max_failures: int = 3              # on a cluster: restarts of a trial from its checkpoint (lost nodes)
 
     def grid_rows(self) -> list[dict]:
         return [{"method": self.method, **row} for row in self.rows]
@@ -89,13 +92,19 @@ def build_parser(study: Study | None = None) -> argparse.ArgumentParser:
                         "unset: the embedded mini data")
     p.add_argument("--preset", default=None, choices=["mini", "paper", "smoke"],
                    help="hyperparameter preset (default: paper with --data-root, else mini)")
-    p.add_argument("--results", default="results", help="results folder (local path or s3://...)")
+    p.add_argument("--results", default=os.environ.get("UDALAB_RESULTS", "results"),
+                   help="results folder, local path or s3://... (default: $UDALAB_RESULTS, else ./results; "
+                        "cluster.yaml sets it to the results bucket)")
     p.add_argument("--address", default=None, help="Ray cluster address ('auto' on a cluster started by ray up)")
     p.add_argument("--workers", type=int, default=1, help="Ray Train workers (data-parallel) per trial")
     p.add_argument("--gpus-per-trial", type=float, default=None,
                    help="GPUs per trial, split over its workers (default: 1 per worker if the cluster has GPUs)")
     p.add_argument("--cpus-per-trial", type=float, default=1, help="CPUs per trial, split over its workers")
-    p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: what fits)")
+    p.add_argument("--max-concurrent", type=int, default=None,
+                   help="trials at once (default: what fits here; on a cluster, no cap: the autoscaler adds nodes)")
+    p.add_argument("--max-failures", type=int, default=None,
+                   help="restarts of a trial from its last checkpoint after a failure, e.g. a lost node "
+                        "(default: the study's on a cluster, 0 here)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a hyperparameter of every trial (JSON value), e.g. --set iterations=2000")
     p.add_argument("--seeds", type=int, nargs="+", default=None,
@@ -147,7 +156,8 @@ def _trial(config: dict, settings: dict) -> None:
             name=f"train-{trial_id}",                    # fixed name: a re-run resumes this run
             storage_path=settings["train_storage"],
             callbacks=[TuneReportCallback()],
-            failure_config=FailureConfig(max_failures=0),
+            # a lost node or worker: the run restarts from its latest checkpoint, this many times
+            failure_config=FailureConfig(max_failures=settings.get("max_failures", 0)),
             # resume needs the latest checkpoint only (its history.json holds every report): a
             # DAFormer mini trial kept 3 x 43-58 MB before, a paper-size one tens of GB
             checkpoint_config=CheckpointConfig(num_to_keep=1),
@@ -326,13 +336,15 @@ def run_study(study: Study, args) -> int:
 
     _init_ray(args)
     cluster = ray.cluster_resources()
-    gpus = args.gpus_per_trial if args.gpus_per_trial is not None else (
-        float(args.workers) if cluster.get("GPU", 0) >= 1 else 0.0)
+    gpus, max_concurrent, max_failures = trial_resources(study, args, cluster)
+    if args.address and "://" not in args.results and len([n for n in ray.nodes() if n.get("Alive")]) > 1:
+        raise SystemExit(f"--results {args.results} is a folder on this node only, and this Ray cluster has several "
+                         f"nodes: Ray Train's workers cannot write there. Pass --results s3://BUCKET/PREFIX (or a "
+                         f"shared file system mounted on every node); docs/cluster.md")
     settings = dict(shared, workers=args.workers, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=gpus,
-                    train_storage=f"{study_dir}/_train")
+                    max_failures=max_failures, train_storage=f"{study_dir}/_train")
     trainable = tune.with_resources(tune.with_parameters(_trial, settings=settings), {DRIVER_RESOURCE: 1})
 
-    max_concurrent = args.max_concurrent or _fits(cluster, args.cpus_per_trial, gpus)
     param_space, tune_config = _search(study, args, max_concurrent, study_dir=study_dir, study_name=name)
 
     if Tuner.can_restore(study_dir):
@@ -344,7 +356,8 @@ def run_study(study: Study, args) -> int:
             param_space["seed"]["grid_search"])
         tuner = Tuner(trainable, param_space=param_space, tune_config=tune_config,
                       run_config=RunConfig(name=name, storage_path=results, verbose=2 if args.ray_status else 0,
-                                           callbacks=[TrialsTable(study_dir), ProgressLine(name, total, max_concurrent)]))
+                                           callbacks=[TrialsTable(study_dir),
+                                                      ProgressLine(name, total, max_concurrent or 0)]))
     t0 = time.time()
     grid = tuner.fit()
     store_path = store.write_trials(study_dir)
@@ -504,6 +517,28 @@ def _init_ray(args) -> None:
     # without it finished trials' worker resources are never freed (RAY_NOTES.md).
     ray.init(num_cpus=cpus, resources={DRIVER_RESOURCE: cpus}, include_dashboard=True,
              dashboard_host="127.0.0.1", log_to_driver=True, configure_logging=False)
+
+
+def trial_resources(study: Study, args, cluster: dict) -> tuple[float, int | None, int]:
+    """(GPUs per trial, trials at once, retries of a failed trial) of one invocation.
+
+    On a cluster (--address) a trial asks for the GPUs the study declares (gpus_per_worker x
+    --workers) whatever the cluster holds now, so that the autoscaler sees the requests and starts
+    GPU nodes; trials are not capped (Tune queues them as nodes arrive); a trial that loses a node
+    restarts from its last checkpoint up to study.max_failures times. On this machine: its GPUs
+    if it has any, as many trials as fit, and no retry (a failure here is a bug to see at once).
+    --gpus-per-trial, --max-concurrent and --max-failures override each."""
+    on_cluster = bool(args.address)
+    if args.gpus_per_trial is not None:
+        gpus = args.gpus_per_trial
+    elif on_cluster:
+        gpus = study.gpus_per_worker * args.workers
+    else:
+        gpus = float(args.workers) if cluster.get("GPU", 0) >= 1 else 0.0
+    concurrent = args.max_concurrent or (None if on_cluster else _fits(cluster, args.cpus_per_trial, gpus))
+    failures = args.max_failures if getattr(args, "max_failures", None) is not None else (
+        study.max_failures if on_cluster else 0)
+    return gpus, concurrent, failures
 
 
 def _fits(cluster: dict, cpus_per_trial: float, gpus_per_trial: float) -> int:

@@ -179,3 +179,19 @@ def test_local_study_runs_the_grid_without_ray_and_resumes(tmp_path, mini_data):
     assert (out / local.RUNS_FILE).read_text().splitlines() == lines
     with pytest.raises(SystemExit, match="other options"):
         runner.run_study(study, runner.build_parser(study).parse_args([*argv[:-2], "iterations=3", "--no-report"]))
+
+
+def test_on_a_cluster_trials_ask_for_the_studys_gpus_and_retry_lost_nodes():
+    """The autoscaler only starts GPU nodes that trials ask for: on a cluster a trial requests the
+    study's GPUs even while no GPU node is up, trials are not capped by what is up now, and a trial
+    restarts from its checkpoint after a lost node; on this machine none of that."""
+    study = runner.Study(name="s", method="source_only", gpus_per_worker=1.0, max_failures=3)
+    cpu_head = {"CPU": 8.0, runner.DRIVER_RESOURCE: 16.0}                  # cluster.yaml's head, no GPU node yet
+    args = runner.build_parser(study).parse_args(["--address", "auto", "--workers", "2"])
+    assert runner.trial_resources(study, args, cpu_head) == (2.0, None, 3)
+    args = runner.build_parser(study).parse_args(["--address", "auto", "--gpus-per-trial", "0.5", "--max-failures", "1",
+                                                  "--max-concurrent", "4"])
+    assert runner.trial_resources(study, args, cpu_head) == (0.5, 4, 1)
+    here = runner.build_parser(study).parse_args([])
+    assert runner.trial_resources(study, here, {"CPU": 2.0, runner.DRIVER_RESOURCE: 2.0}) == (0.0, 2, 0)
+    assert runner.trial_resources(study, here, {"CPU": 16.0, "GPU": 1.0, runner.DRIVER_RESOURCE: 16.0}) == (1.0, 1, 0)
