@@ -32,6 +32,18 @@ def _checkpoints(study: Path) -> dict[str, list[str]]:
             for run in (study / "_train").glob("train-*")}
 
 
+def _registered(study: Path) -> dict[str, list[str]]:
+    """The checkpoints Ray Train has registered (its checkpoint_manager_snapshot.json names them): what
+    a resumed run restores from. A checkpoint folder written but not yet registered is not one (Ray's
+    contract), so the kill below waits for registration."""
+    out = {}
+    for run in (study / "_train").glob("train-*"):
+        snap = run / "checkpoint_manager_snapshot.json"
+        text = snap.read_text() if snap.exists() else ""
+        out[run.name] = sorted(c.name for c in run.glob("checkpoint_*") if c.is_dir() and c.name in text)
+    return out
+
+
 def _result_lines(study: Path) -> dict[str, list[dict]]:
     out = {}
     for trial_dir in study.iterdir():
@@ -86,8 +98,8 @@ def test_sigkill_midway_resumes_unfinished_trial_from_checkpoint(tmp_path, mini_
     deadline = time.time() + 600
     try:
         while time.time() < deadline:
-            ckpts = _checkpoints(study) if (study / "_train").exists() else {}
-            if len(ckpts) == 2 and all(ckpts.values()):
+            ckpts = _registered(study) if (study / "_train").exists() else {}
+            if len(ckpts) == 2 and all(ckpts.values()):        # both trials have a checkpoint Ray knows
                 break
             assert proc.poll() is None, "the study ended before it could be interrupted"
             time.sleep(0.2)
