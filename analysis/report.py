@@ -228,7 +228,7 @@ def _table_metrics(df: pd.DataFrame, spec: ReportSpec) -> list[str]:
     if spec.metrics:
         return [m for m in spec.metrics if m in df.columns] or [spec.metric]
     out = [spec.metric]
-    for m in ("test.miou", "iiou", "pixel_acc"):
+    for m in (f"std.{spec.metric}", "test.miou", "iiou", "pixel_acc"):      # std.*: a search scored over seeds
         if m in df.columns and m not in out and pd.to_numeric(df[m], errors="coerce").notna().any():
             out.append(m)
     return out

@@ -41,7 +41,7 @@ __all__ = ["Cell", "Column", "Row", "Table", "aggregate", "ablation_table", "cla
 
 METRIC_LABELS = {"miou": "mIoU", "pixel_acc": "pixel acc.", "iiou": "iIoU", "test.miou": "test mIoU",
                  "test.pixel_acc": "test pixel acc."}
-_PART_LABELS = {"test": "test", "day": "day", "night": "night", "rgb": "RGB stream"}
+_PART_LABELS = {"test": "test", "day": "day", "night": "night", "rgb": "RGB stream", "std": "seed std of"}
 
 
 def metric_label(metric: str) -> str:

@@ -133,29 +133,36 @@ def main(study: Study, argv: list[str] | None = None) -> int:
 
 
 def _trial(config: dict, settings: dict) -> None:
-    """One Tune trial = one Ray Train run of the method, resumable under a fixed name."""
+    """One Tune trial = one Ray Train run of the method, resumable under a fixed name; in a search
+    over several seeds (settings["search_seeds"]), one Train run per seed (see _trial_over_seeds)."""
     import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    trial_id = ray.tune.get_context().get_trial_id()
+    if len(settings.get("search_seeds") or ()) > 1:
+        return _trial_over_seeds(config, settings, trial_id)
+    _trainer(trial_run_config(config, settings), settings, f"train-{trial_id}", [TuneReportCallback()]).fit()
+
+
+def _trainer(method_config: dict, settings: dict, name: str, callbacks: list):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     from udalab.methods import get_method
 
-    trial_id = ray.tune.get_context().get_trial_id()
-    method_config = trial_run_config(config, settings)
     workers = settings["workers"]
     per_worker = {"CPU": settings["cpus_per_trial"] / workers}
     if settings["gpus_per_trial"]:
         per_worker["GPU"] = settings["gpus_per_trial"] / workers
-    trainer = TorchTrainer(
+    return TorchTrainer(
         get_method(method_config["method"]),
         train_loop_config=method_config,
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(settings["gpus_per_trial"]),
                                      resources_per_worker=per_worker),
         run_config=RunConfig(
-            name=f"train-{trial_id}",                    # fixed name: a re-run resumes this run
+            name=name,                                   # fixed name: a re-run resumes this run
             storage_path=settings["train_storage"],
-            callbacks=[TuneReportCallback()],
+            callbacks=callbacks,
             # a lost node or worker: the run restarts from its latest checkpoint, this many times
             failure_config=FailureConfig(max_failures=settings.get("max_failures", 0)),
             # resume needs the latest checkpoint only (its history.json holds every report): a
@@ -163,7 +170,43 @@ def _trial(config: dict, settings: dict) -> None:
             checkpoint_config=CheckpointConfig(num_to_keep=1),
         ),
     )
-    trainer.fit()
+
+
+def _trial_over_seeds(config: dict, settings: dict, trial_id: str) -> None:
+    """A searched configuration scored on every seed of the study: one Train run per seed
+    (train-<trial>-seed<s>, each resumable), and after each a report to Tune of the mean over
+    the seeds so far (the objective Optuna sees at the end), their sample std (std.miou,
+    std.test.miou) and `seeds` done. ASHA, if on, stops a configuration after any seed."""
+    import ray.tune
+
+    finals = []
+    for seed in settings["search_seeds"]:
+        result = _trainer(trial_run_config({**config, "seed": seed}, settings), settings,
+                          f"train-{trial_id}-seed{seed}", []).fit()
+        finals.append(dict(result.metrics or {}))
+        ray.tune.report(seed_summary(finals, done=len(finals) == len(settings["search_seeds"])))
+
+
+def seed_summary(finals: list[dict], done: bool) -> dict:
+    """The mean over seeds of every numeric metric of the runs' final reports, the sample std of
+    the headline ones, the number of seeds; text (provenance, stage) from the last run. `done`
+    only after the last seed (Tune ends a trial at a result that says done)."""
+    import statistics
+
+    out = {k: v for k, v in finals[-1].items() if isinstance(v, str)}
+    keys = [k for k, v in finals[-1].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    for k in keys:
+        vals = [f[k] for f in finals if isinstance(f.get(k), (int, float)) and f[k] == f[k]]
+        if vals:
+            out[k] = statistics.mean(vals)
+    for k in ("miou", "test.miou"):
+        vals = [f[k] for f in finals if isinstance(f.get(k), (int, float))]
+        if len(vals) > 1:
+            out[f"std.{k}"] = statistics.stdev(vals)
+    out["iteration"] = finals[-1].get("iteration")
+    out["seeds"] = len(finals)
+    out["done"] = done
+    return out
 
 
 def trial_settings(study: Study, args) -> dict:
@@ -342,7 +385,8 @@ def run_study(study: Study, args) -> int:
                          f"nodes: Ray Train's workers cannot write there. Pass --results s3://BUCKET/PREFIX (or a "
                          f"shared file system mounted on every node); docs/cluster.md")
     settings = dict(shared, workers=args.workers, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=gpus,
-                    max_failures=max_failures, train_storage=f"{study_dir}/_train")
+                    max_failures=max_failures, train_storage=f"{study_dir}/_train",
+                    search_seeds=search_seeds(study, args) if args.optuna else None)
     trainable = tune.with_resources(tune.with_parameters(_trial, settings=settings), {DRIVER_RESOURCE: 1})
 
     param_space, tune_config = _search(study, args, max_concurrent, study_dir=study_dir, study_name=name)
@@ -461,6 +505,13 @@ def check_trial_configs(study: Study, args, settings: dict) -> None:
             raise SystemExit(f"{study.name}: {e} (in {shown}); no trial was started") from e
 
 
+def search_seeds(study: Study, args) -> list[int]:
+    """The seeds each searched configuration is scored on: the study's (or --seeds); --smoke: the
+    first, unless --seeds names them."""
+    seeds = list(getattr(args, "seeds", None) or study.seeds)
+    return seeds if getattr(args, "seeds", None) or not args.smoke else seeds[:1]
+
+
 def grid(study: Study, args) -> tuple[list[dict], list[int]]:
     """The grid's rows and seeds of one invocation (--smoke: the smoke rows and the first seed)."""
     rows = study.grid_rows()
@@ -488,7 +539,8 @@ def _search(study: Study, args, max_concurrent: int, study_dir: str | None = Non
             raise SystemExit(f"study {study.name} declares no Optuna search space")
         from ray.tune.search.optuna import OptunaSearch
 
-        space = {"method": study.method, **study.search, "seed": study.seeds[0]}
+        seeds = search_seeds(study, args)     # several: each trial runs them all (_trial_over_seeds)
+        space = {"method": study.method, **study.search, **({"seed": seeds[0]} if len(seeds) == 1 else {})}
         n = args.num_samples or (2 if args.smoke else study.num_samples)
         storage = optuna_storage(study_dir) if study_dir else None
         searcher = OptunaSearch(metric=study.metric, mode=study.mode, seed=study.seeds[0], storage=storage,

@@ -195,3 +195,18 @@ def test_on_a_cluster_trials_ask_for_the_studys_gpus_and_retry_lost_nodes():
     here = runner.build_parser(study).parse_args([])
     assert runner.trial_resources(study, here, {"CPU": 2.0, runner.DRIVER_RESOURCE: 2.0}) == (0.0, 2, 0)
     assert runner.trial_resources(study, here, {"CPU": 16.0, "GPU": 1.0, runner.DRIVER_RESOURCE: 16.0}) == (1.0, 1, 0)
+
+
+def test_a_searched_configuration_is_scored_on_every_seed():
+    finals = [{"miou": 20.0, "test.miou": 18.0, "iou.road": 60.0, "iteration": 30, "provenance.device": "cpu"},
+              {"miou": 24.0, "test.miou": 22.0, "iou.road": 70.0, "iteration": 30, "provenance.device": "cpu"}]
+    out = runner.seed_summary(finals, done=True)
+    assert (out["miou"], out["test.miou"], out["iou.road"]) == (22.0, 20.0, 65.0)
+    assert out["std.miou"] == pytest.approx(2 ** 0.5 * 2) and out["seeds"] == 2 and out["provenance.device"] == "cpu"
+    first = runner.seed_summary(finals[:1], done=False)
+    assert "std.miou" not in first and first["done"] is False and out["done"] is True
+    study = runner.Study(name="s", method="intrada", seeds=(0, 1, 2))
+    parse = runner.build_parser(study).parse_args
+    assert runner.search_seeds(study, parse(["--optuna"])) == [0, 1, 2]
+    assert runner.search_seeds(study, parse(["--optuna", "--smoke"])) == [0]
+    assert runner.search_seeds(study, parse(["--optuna", "--smoke", "--seeds", "3", "4"])) == [3, 4]

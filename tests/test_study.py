@@ -137,7 +137,8 @@ def test_sigkill_midway_resumes_unfinished_trial_from_checkpoint(tmp_path, mini_
 
 
 def test_optuna_variant_searches_lambda(tmp_path, mini_data):
-    out = _run(tmp_path, "--smoke", "--optuna", "--num-samples", "2")
+    """Each suggested λ is scored on two seeds (a Train run each); Optuna sees their mean."""
+    out = _run(tmp_path, "--smoke", "--optuna", "--num-samples", "2", "--seeds", "0", "1")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     df = pd.read_parquet(tmp_path / "intrada_split_optuna_smoke" / "trials.parquet")
     assert len(df) == 2 and set(df["status"]) == {"TERMINATED"} and set(df["method"]) == {"intrada"}
@@ -150,9 +151,17 @@ def test_optuna_variant_searches_lambda(tmp_path, mini_data):
     assert [t.state for t in ot.trials] == [optuna.trial.TrialState.COMPLETE] * 2
     assert sorted(t.params["lambda_split"] for t in ot.trials) == pytest.approx(sorted(df["lambda_split"]))
     assert sorted(t.value for t in ot.trials) == pytest.approx(sorted(df["miou"]))
+    # every configuration ran both seeds; its miou is their mean, their std beside it
+    for tid, miou in zip(df["trial_id"], df["miou"]):
+        runs = sorted(p.name for p in (study / "_train").glob(f"train-{tid}-seed*"))
+        assert runs == [f"train-{tid}-seed0", f"train-{tid}-seed1"]
+        seeds = [json.loads((study / "_train" / r / "checkpoint_manager_snapshot.json").read_text())
+                 ["checkpoint_results"][-1]["metrics"]["miou"] for r in runs]
+        assert miou == pytest.approx(sum(seeds) / 2)
+    assert "std.miou" in df and df["std.miou"].notna().all() and df["seed"].isna().all()
     text = (study / "report.html").read_text(encoding="utf-8")
     assert 'id="fig-history"' in text and 'id="fig-parallel"' in text and "optuna.db" in text
     # a re-run resumes (the searcher reconnects to the same database) and adds no trial
-    again = _run(tmp_path, "--smoke", "--optuna", "--num-samples", "2")
+    again = _run(tmp_path, "--smoke", "--optuna", "--num-samples", "2", "--seeds", "0", "1")
     assert again.returncode == 0 and "Resuming" in again.stdout, again.stdout[-3000:] + again.stderr[-3000:]
     assert len(optuna.load_study(study_name="intrada_split_optuna_smoke", storage=storage).trials) == 2
