@@ -251,10 +251,23 @@ def kl(p_student_logits: torch.Tensor, p_teacher_logits: torch.Tensor) -> torch.
     return (log_t.exp() * (log_t - log_s)).sum(1).mean()
 
 
+def route_gradients(routed) -> None:
+    """Each part's .grad from its own loss only ((module, loss) pairs over one shared graph): the
+    papers' per-part update rules, where a loss reaches some parts of a network and not others."""
+    for k, (part, loss) in enumerate(routed):
+        params = [p for p in part.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(loss, params, retain_graph=k < len(routed) - 1, allow_unused=True)
+        for p, g in zip(params, grads):
+            p.grad = g
+
+
 class MMLStep(Step):
-    def __init__(self, run: Run, hp: MMLConfig, data, train_set):
+    """MML's iteration; also the frame of MS-UDA's (methods/ms_uda.py: the same networks without
+    attention, the same optimisers, evaluation, pictures and state)."""
+
+    def __init__(self, run: Run, hp: MMLConfig, data, train_set, attention: bool = True):
         self.run, self.hp, self.data, self.train_set = run, hp, data, train_set
-        self.net = MMLNet(hp, data.num_classes).to(run.device)       # three parts, three gradients: no DDP
+        self.net = MMLNet(hp, data.num_classes, attention).to(run.device)   # three parts, three gradients: no DDP
         self.psi = FCDiscriminator(data.num_classes).to(run.device)
         self.networks = (self.net, self.psi)
         self.opt = torch.optim.SGD(self.net.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
@@ -299,11 +312,7 @@ class MMLStep(Step):
         routed = ((net.E_rgb, out["mml_rgb"]),
                   (net.E_th, out["mml_th"] + hp.gamma * out["adv"]),
                   (net.D, hp.alpha * out["mml_rgb"] + hp.beta * out["mml_th"] + hp.gamma * out["adv"] + out["att"]))
-        for k, (part, loss) in enumerate(routed):
-            params = [p for p in part.parameters() if p.requires_grad]
-            grads = torch.autograd.grad(loss, params, retain_graph=k < len(routed) - 1, allow_unused=True)
-            for p, g in zip(params, grads):
-                p.grad = g
+        route_gradients(routed)
         d = (bce_to(self.psi(F.softmax(out["p_rgb"], 1)), RGB) + bce_to(self.psi(F.softmax(out["p_th"], 1)), THERMAL)) / 2
         d.backward()
         keep = ("kl_rgb", "kl_th", "kt_rgb", "kt_th", "adv", "att")

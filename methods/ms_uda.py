@@ -37,13 +37,11 @@ from udalab.datasets.transforms import THERMAL_MEAN, THERMAL_STD
 from udalab.methods import register
 from udalab.methods.artifacts import get_or_build_trained
 from udalab.methods.cyclegan import CycleGANConfig, ResnetGenerator, lsgan, train_cyclegan
-from udalab.methods.discriminator import FCDiscriminator
-from udalab.methods.engine import ConfigError, Run, Step, Stream, autocast, fit, make_hparams, unwrap
+from udalab.methods.engine import ConfigError, Run, autocast, fit, make_hparams, unwrap
 from udalab.methods.losses import seg_ce
 from udalab.methods.mml import MINI as MML_MINI
 from udalab.methods.mml import SMOKE as MML_SMOKE
-from udalab.methods.mml import MMLNet, evaluate_streams, expert_pseudo_labels, stream_pictures
-from udalab.methods.optim import adam_discriminator, poly
+from udalab.methods.mml import MMLStep, expert_pseudo_labels, route_gradients
 from udalab.methods.uda_data import build_uda_data
 
 log = logging.getLogger("udalab")
@@ -146,18 +144,12 @@ def fake_night(G: ResnetGenerator, x_rgbt: torch.Tensor) -> torch.Tensor:
 # The training step.
 
 
-class MSUDAStep(Step):
-    def __init__(self, run: Run, hp: MSUDAConfig, data, train_set, night: ResnetGenerator | None):
-        self.run, self.hp, self.data, self.train_set, self.night = run, hp, data, train_set, night
-        self.net = MMLNet(hp, data.num_classes, attention=False).to(run.device)   # three parts, three gradients
-        self.psi = FCDiscriminator(data.num_classes).to(run.device)
-        self.networks = (self.net, self.psi)
-        self.opt = torch.optim.SGD(self.net.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
-        self.opt_psi = adam_discriminator(self.psi.parameters(), hp.lr_d)
-        self.sched, self.sched_psi = (poly(o, hp.iterations, hp.poly_power) for o in (self.opt, self.opt_psi))
+class MSUDAStep(MMLStep):
+    """MML's networks without attention, optimisers, evaluation and state; MS-UDA's iteration."""
 
-    def streams(self) -> dict[str, Stream]:
-        return {"pair": Stream(self.train_set, self.hp.batch_size, id=0)}
+    def __init__(self, run: Run, hp: MSUDAConfig, data, train_set, night: ResnetGenerator | None):
+        super().__init__(run, hp, data, train_set, attention=False)
+        self.night = night
 
     def train_step(self, batch: dict, it: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
         hp, net = self.hp, self.net
@@ -181,37 +173,13 @@ class MSUDAStep(Step):
         adv = lsgan(self.psi(F.softmax(p_th, 1)), RGB)
         self.psi.requires_grad_(True)
 
-        # 4. each part's own loss, then ψ on detached predictions (halved)
-        routed = ((net.E_rgb, ce_rgb), (net.E_th, ce_th + hp.gamma * adv),
-                  (net.D, hp.alpha * ce_rgb + hp.beta * ce_th + hp.gamma * adv))
-        for k, (part, loss) in enumerate(routed):
-            params = [p for p in part.parameters() if p.requires_grad]
-            grads = torch.autograd.grad(loss, params, retain_graph=k < len(routed) - 1, allow_unused=True)
-            for p, g in zip(params, grads):
-                p.grad = g
+        # 4. each part's own loss, then ψ on detached predictions (halved); 5. in update()
+        route_gradients(((net.E_rgb, ce_rgb), (net.E_th, ce_th + hp.gamma * adv),
+                         (net.D, hp.alpha * ce_rgb + hp.beta * ce_th + hp.gamma * adv)))
         d = (lsgan(self.psi(F.softmax(p_rgb.detach(), 1)), RGB) + lsgan(self.psi(F.softmax(p_th.detach(), 1)), THERMAL)) / 2
         d.backward()
         return {"ce_rgb": ce_rgb.detach(), "ce_th": ce_th.detach(), "adv": adv.detach(), "dis": d.detach(),
                 "night": torch.tensor(float(night))}
-
-    def update(self) -> None:
-        # 5. SGD for the encoders and the decoder, Adam for ψ
-        self.run.sync_grads(self.net, self.psi)
-        for opt_or_sched in (self.opt, self.opt_psi, self.sched, self.sched_psi):
-            opt_or_sched.step()
-
-    def evaluate(self, dataset) -> dict:
-        return evaluate_streams(self.net, dataset, self.data, self.hp.size, self.run.device)
-
-    def pictures(self, dataset, indices):
-        return stream_pictures(self.net, dataset, indices, self.hp.size, self.run.device)
-
-    def state_dict(self) -> dict:
-        return {name: getattr(self, name).state_dict() for name in ("net", "psi", "opt", "opt_psi", "sched", "sched_psi")}
-
-    def load_state_dict(self, state: dict) -> None:
-        for name in ("net", "psi", "opt", "opt_psi", "sched", "sched_psi"):
-            getattr(self, name).load_state_dict(state[name])
 
 
 @register("ms_uda", MSUDAConfig, PRESETS)
