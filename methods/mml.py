@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Subset
 
+from udalab.datasets.labels import IGNORE_INDEX
 from udalab.datasets.mfnet import CITYSCAPES_TO_MFNET, VIEWS, time_of, write_pseudo_labels
 from udalab.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
 from udalab.methods import pictures, register
@@ -233,11 +234,34 @@ def expert_pseudo_labels(config: dict, hp: MMLConfig, mfnet_root: Path, run: Run
         link_tree(mfnet_root, tmp / "data")
         day_rgb = VIEWS["mfnet_rgb_day"](tmp / "data", split="train")
         write_pseudo_labels(day_rgb, predict, name)
+        quality = pseudo_label_quality(day_rgb, f"pseudo/{name}")
         (tmp / "meta.json").write_text(json.dumps({"expert_miou_on_cityscapes_val": reports[-1].get("miou"),
-                                                   "images": len(day_rgb)}, default=str) + "\n")
+                                                   "images": len(day_rgb), "pseudo_labels_vs_labels": quality},
+                                                  default=str) + "\n")
 
     root = get_or_build_trained("expert", key, build)
+    meta = json.loads((root / "meta.json").read_text())
+    if "pseudo_labels_vs_labels" in meta:       # what every trial learns from, said in each trial's log
+        log.info("expert pseudo labels on MFNet day train, scored against its own labels: %s",
+                 {k: round(v, 1) for k, v in meta["pseudo_labels_vs_labels"].items()})
     return root / "data", f"pseudo/{name}"
+
+
+def pseudo_label_quality(dataset, label_dir: str) -> dict:
+    """mIoU and IoU of car / person / bicycle of the pseudo labels under `label_dir` against the
+    dataset's own labels (MFNet's train labels exist; the methods never read them)."""
+    from udalab.datasets.metrics import ConfusionMatrix
+
+    truth = VIEWS["mfnet_rgb_day"](dataset.root, split=dataset.split)
+    pseudo = VIEWS["mfnet_rgb_day"](dataset.root, split=dataset.split, label_dir=label_dir)
+    cm = ConfusionMatrix(len(truth.class_names))
+    for i in range(len(truth)):
+        pred = pseudo.load_label(i).astype(np.int64)
+        pred[pred == IGNORE_INDEX] = 0                     # no label: scored as "unlabeled"
+        cm.update(torch.from_numpy(pred),
+                  torch.from_numpy(truth.load_label(i).astype(np.int64)))
+    out = cm.summary(truth.class_names, eval_classes=(1, 2, 3))
+    return {k: v for k, v in out.items() if k == "miou" or k in ("iou.car", "iou.person", "iou.bicycle")}
 
 
 # ---------------------------------------------------------------------------------------

@@ -126,6 +126,11 @@ def test_mml_resumes_mid_training_with_its_delta_position(tmp_path, monkeypatch,
     full = run_local("mml", config)                  # 4 steps, reports at 2 and 4
     assert [r["loss.delta"] for r in full] == pytest.approx([0.2 + 0.8 * 0.5 / 3, 0.2 + 0.8 * 2.5 / 3])  # mean δ
     assert {"day.miou", "night.miou", "test.miou", "test.night.miou"} <= set(full[-1])
+    # the expert artifact says how good the pseudo labels every trial learns from are
+    import json
+    meta = json.loads(next((tmp_path / "artifacts").glob("expert-*/meta.json")).read_text())
+    quality = meta["pseudo_labels_vs_labels"]
+    assert set(quality) == {"miou", "iou.car", "iou.person", "iou.bicycle"} and 0 <= quality["miou"] <= 100
     with killed_after(2):
         run_local("mml", config, checkpoint_dir=tmp_path / "ckpt")
     resumed = run_local("mml", config, checkpoint_dir=tmp_path / "ckpt")
