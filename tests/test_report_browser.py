@@ -32,7 +32,8 @@ def test_report_figures_render_without_js_errors(tmp_path):
                         static_figures=False)
     html = path.read_text(encoding="utf-8")
     ids = re.findall(r'<div id="(fig-[a-z]+)" class="plotly-graph-div"', html)
-    assert set(ids) == {"fig-history", "fig-importance", "fig-parallel", "fig-metric", "fig-classes", "fig-cost"}
+    assert set(ids) == {"fig-history", "fig-importance", "fig-slices", "fig-parallel", "fig-metric", "fig-classes",
+                        "fig-cost"}
 
     result = check_page(path)
     assert result.errors == []
