@@ -15,10 +15,7 @@ from typing import Callable, Mapping
 
 import pandas as pd
 
-from udalab.analysis import tables as T
-
 BUDGET_BYTES = 1_500_000     # embedded pictures per report (about 2 MB of base64): a few ablation rows x 4 images
-_STANDARD = ("image", "label", "pred")
 
 
 def _e(x) -> str:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +43,6 @@ from udalab.methods.mml import SMOKE as MML_SMOKE
 from udalab.methods.mml import MMLStep, expert_pseudo_labels, route_gradients
 from udalab.methods.uda_data import build_uda_data
 
-log = logging.getLogger("udalab")
 RGB, THERMAL = 0.0, 1.0  # discriminator targets: RGB prediction 0, thermal 1 (the reference)
 
 
