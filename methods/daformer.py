@@ -310,32 +310,37 @@ class DACSStep(Step):
 
     def losses(self, xs, ys, xt, valid, gen: torch.Generator, it: int) -> dict[str, torch.Tensor]:
         """Steps 1-4 on cropped batches: gradients of all losses accumulated, nothing updated yet."""
-        hp, student, teacher, seg = self.hp, self.student, self.teacher, unwrap(self.student)
+        hp, student, teacher, seg, clock = self.hp, self.student, self.teacher, unwrap(self.student), self.run.clock
         self.opt.zero_grad(set_to_none=True)
 
         # 1. EMA teacher (before the student moves: φ_t from θ_t)
         if teacher is not None:
-            teacher.update(seg, it)
+            with clock("step.ema"):
+                teacher.update(seg, it)
 
         # 2. supervised source loss (+ ImageNet feature distance on thing classes)
-        with self.amp():
+        with clock("step.forward"), self.amp():
             out = student(xs, ys, None, seg.draw(xs.shape[0], *xs.shape[-2:], gen))
         losses = {"src": out["loss"]}
         if self.fd is not None:
-            losses["fd"] = self.fd(out["fd_image"], out["feat"], out["fd_label"])
-        (losses["src"] + hp.fd_lambda * losses.get("fd", 0.0)).backward()
+            with clock("step.feature_distance"):
+                losses["fd"] = self.fd(out["fd_image"], out["feat"], out["fd_label"])
+        with clock("step.backward"):
+            (losses["src"] + hp.fd_lambda * losses.get("fd", 0.0)).backward()
 
         # 3-4. pseudo labels on the target, ClassMix, strong augmentation, weighted loss
         if teacher is not None:
-            with torch.no_grad(), self.amp(), teacher.predicting() as model:
+            with clock("step.pseudo_labels"), torch.no_grad(), self.amp(), teacher.predicting() as model:
                 pl, pl_weight, q = pseudo_labels(model, xt, valid, hp)
-            masks = classmix_masks(ys, gen)
-            xm = strong_augment(mix(masks, xs, xt), gen, hp.color_jitter, hp.color_jitter_p, hp.blur)
-            ym = mix(masks, ys, pl)
-            wm = mix(masks, torch.ones_like(pl_weight), pl_weight)
-            with self.amp():
+            with clock("step.mix"):
+                masks = classmix_masks(ys, gen)
+                xm = strong_augment(mix(masks, xs, xt), gen, hp.color_jitter, hp.color_jitter_p, hp.blur)
+                ym = mix(masks, ys, pl)
+                wm = mix(masks, torch.ones_like(pl_weight), pl_weight)
+            with clock("step.forward"), self.amp():
                 out_m = student(xm, ym, wm, seg.draw(xm.shape[0], *xm.shape[-2:], gen))
-            out_m["loss"].backward()
+            with clock("step.backward"):
+                out_m["loss"].backward()
             losses.update(mix=out_m["loss"], q=q)
         return {k: v.detach() for k, v in losses.items()}
 

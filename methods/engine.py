@@ -274,6 +274,48 @@ def check_finite(losses: dict[str, torch.Tensor | float], iteration: int, stage:
 # The run context.
 
 
+class Clock:
+    """Wall seconds of a run's phases, reported with every report as `time.<phase>` (this process's
+    share: a resumed run starts its clock again) beside `time.started`, the Unix time the loop began.
+
+        with run.clock("evaluate"): ...
+
+    fit times setup (building the Step and its data, up to the first iteration), data, step,
+    update, evaluate and checkpoint (state_dict, save, report); a Step may time its parts inside
+    `step` as "step.<part>" (DACS: ema, forward, backward, pseudo_labels, mix). On a GPU the
+    phases are only exact with UDALAB_CLOCK_SYNC=1 (a device sync at each boundary; off by
+    default, it costs throughput). benchmarks/sweep_overhead.py and docs/performance.md read them."""
+
+    def __init__(self, device: torch.device | None = None):
+        self.seconds: dict[str, float] = {}
+        self.started = time.time()
+        self._sync = (device is not None and device.type == "cuda"
+                      and os.environ.get("UDALAB_CLOCK_SYNC", "0") not in ("", "0"))
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str):
+        if self._sync:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self._sync:
+                torch.cuda.synchronize()
+            self.add(phase, time.perf_counter() - t0)
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
+
+    def metrics(self) -> dict[str, float]:
+        return {"time.started": round(self.started, 3), **{f"time.{k}": round(v, 4) for k, v in self.seconds.items()}}
+
+
+def without_timings(report: dict) -> dict:
+    """A report less its wall times (train_seconds, time.*): what a resumed run must reproduce."""
+    return {k: v for k, v in report.items() if k != "train_seconds" and not k.startswith("time.")}
+
+
 @dataclasses.dataclass
 class _LocalSession:
     checkpoint_dir: Path | None
@@ -296,6 +338,8 @@ class Run:
         self.stages: list[str] = []
         self.train_seconds = 0.0
         self._t0 = time.perf_counter()
+        self.clock = Clock(device)
+        self._setup_from = self._t0          # setup runs from here to a stage's first iteration
 
     @classmethod
     def start(cls, config: dict) -> "Run":
@@ -387,7 +431,7 @@ class Run:
         All workers must call this together (Ray Train's rule); only rank 0's checkpoint
         and metrics are kept.
         """
-        metrics = {"train_seconds": round(self.elapsed(), 3), **metrics}
+        metrics = {"train_seconds": round(self.elapsed(), 3), **metrics, **self.clock.metrics()}
         metrics.setdefault("gpu", torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")
         metrics = {k: (float(v) if isinstance(v, (np.floating, torch.Tensor)) else v) for k, v in metrics.items()}
         self.history.append(metrics)
@@ -511,22 +555,27 @@ def fit(run: Run, step: Step, *, stage: str, iterations: int, eval_every: int, l
     streams = {name: batches(s.dataset, s.batch_size, seed=run.seed, stream=s.id, start=start, rank=run.rank,
                              world=run.world, device=run.device, sampler=s.sampler)
                for name, s in step.streams().items()}
-    meter = LossMeter()
+    meter, clock = LossMeter(), run.clock
     prov = {**provenance.software(), **provenance.data_provenance(step.data)}   # what the result depends on
     for net in step.networks:
         net.train()
+    clock.add("setup", time.perf_counter() - run._setup_from)
     for it in range(start, iterations):
         gen = torch.Generator().manual_seed(derive_seed(run.seed, 7, it, run.rank))  # crops, mixing, jitter
-        losses = step.train_step({name: next(s) for name, s in streams.items()}, it, gen)
-        check_finite(losses, offset + it + 1, stage)  # before the update: a NaN never reaches the weights
-        step.update()
+        with clock("data"):
+            batch = {name: next(s) for name, s in streams.items()}
+        with clock("step"):
+            losses = step.train_step(batch, it, gen)
+            check_finite(losses, offset + it + 1, stage)  # before the update: a NaN never reaches the weights
+        with clock("update"):
+            step.update()
         meter.add(**losses)
 
         if (it + 1) % eval_every == 0 or it + 1 == iterations:
             end = it + 1 == iterations
             metrics, files = {}, None
             if run.rank == 0:
-                with torch.no_grad(), eval_mode(*step.networks):
+                with torch.no_grad(), eval_mode(*step.networks), clock("evaluate"):
                     val = step.data.target_val
                     if last and end:             # the run's final evaluation keeps pictures of a few images
                         chosen = pictures.chosen(val)
@@ -538,9 +587,12 @@ def fit(run: Run, step: Step, *, stage: str, iterations: int, eval_every: int, l
                         metrics = step.evaluate(val)
                     if end and step.data.target_test is not None:  # once per stage, at its end: the result
                         metrics.update({f"test.{k}": v for k, v in step.evaluate(step.data.target_test).items()})
-            run.report({"iteration": offset + it + 1, "stage": stage, **metrics, **meter.pop(),
-                        "done": last and end, **prov},
-                       state={"iteration": offset + it + 1, "stage": stage, "state": step.state_dict()}, files=files)
+            with clock("checkpoint"):
+                run.report({"iteration": offset + it + 1, "stage": stage, **metrics, **meter.pop(),
+                            "done": last and end, **prov},
+                           state={"iteration": offset + it + 1, "stage": stage, "state": step.state_dict()},
+                           files=files)
+    run._setup_from = time.perf_counter()            # the next stage's setup starts here
     return step
 
 

@@ -39,18 +39,19 @@ def local_trials(study, args, settings: dict) -> list[tuple[str, dict]]:
 
 
 def _run(trial_id: str, config: dict, checkpoint_dir: str, threads: int) -> dict:
+    started = time.time()
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch
 
     torch.set_num_threads(threads)
     from udalab.methods.engine import run_local
 
-    t0 = time.time()
     reports = run_local(config["method"], config, checkpoint_dir=checkpoint_dir)
     state = Path(checkpoint_dir) / "state.pt"
     if state.exists():        # finished: the history stays for the learning curves, the weights go
         state.unlink()
-    return {"trial_id": trial_id, "config": config, "reports": reports, "wall_seconds": time.time() - t0}
+    return {"trial_id": trial_id, "config": config, "reports": reports, "started": started,
+            "wall_seconds": time.time() - started}
 
 
 def read_runs(study_dir: Path) -> dict[str, dict]:

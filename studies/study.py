@@ -344,7 +344,9 @@ def study_dir_name(study: Study, args) -> str:
     return name + ("_smoke" if args.smoke else "")
 
 
-def run_study(study: Study, args) -> int:
+def run_study(study: Study, args, callbacks: list | None = None) -> int:
+    """Run (or resume) `study` with the command line's `args`; `callbacks`: more Ray Tune callbacks
+    (benchmarks/sweep_overhead.py times trials with one)."""
     if args.local:
         from udalab.studies.local import run_local_study
 
@@ -401,7 +403,8 @@ def run_study(study: Study, args) -> int:
         tuner = Tuner(trainable, param_space=param_space, tune_config=tune_config,
                       run_config=RunConfig(name=name, storage_path=results, verbose=2 if args.ray_status else 0,
                                            callbacks=[TrialsTable(study_dir),
-                                                      ProgressLine(name, total, max_concurrent or 0)]))
+                                                      ProgressLine(name, total, max_concurrent or 0),
+                                                      *(callbacks or [])]))
     t0 = time.time()
     grid = tuner.fit()
     store_path = store.write_trials(study_dir)

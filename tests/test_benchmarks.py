@@ -40,3 +40,25 @@ def test_hrda_step_benchmark_times_every_row_and_precision(tmp_path):
     expected = [r for r in bench.ROWS if r != "segformer_hf" or importlib.util.find_spec("transformers")]
     assert [(r["row"], r["precision"]) for r in rows] == [(r, p) for r in expected for p in ("fp32", "bf16")]
     _check_rows(rows, out)
+
+
+def test_sweep_overhead_accounts_for_every_second_of_a_trial():
+    """The benchmark's per-trial rows add up to the trial's wall time: before the loop, the loop's
+    phases, the loop's rest, after the last report; the sweep's slots idle when no trial ran."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from sweep_overhead import PHASES, breakdown, markdown, sweep_summary
+
+    result = {"time.started": 105.0, "train_seconds": 80.0, "time.setup": 3.0, "time.data": 4.0, "time.step": 50.0,
+              "time.update": 2.0, "time.evaluate": 15.0, "time.checkpoint": 1.0, "time.step.forward": 20.0}
+    row = breakdown(100.0, 190.0, result)
+    assert row["before the loop"] == 5.0 and row["after the loop"] == 5.0 and row["trial wall"] == 90.0
+    assert row["other (loop)"] == 5.0 and row["step parts"] == {"forward": 20.0}
+    assert row["before the loop"] + sum(row[p] for p in PHASES) + row["other (loop)"] + row["after the loop"] == 90.0
+    trials = [{**row, "start": 100.0, "end": 190.0}, {**row, "start": 100.0, "end": 190.0},
+              {**breakdown(190.0, 280.0, {**result, "time.started": 195.0}), "start": 190.0, "end": 280.0}]
+    sweep = sweep_summary(trials, wall=200.0, slots=2)
+    assert sweep["makespan"] == 180.0 and sweep["outside trials"] == 20.0
+    assert sweep["idle slots"] == 2 * 180.0 - 3 * 90.0
+    table = markdown({"tune": {"trials": trials, "sweep": sweep},
+                      "local": {"trials": trials, "sweep": {**sweep, "wall": 160.0}}})
+    assert "| before the loop | 5.0 | 6 % | 5.0 | 6 % |" in table and "| overhead: (Tune − in-process) / in-process | 25 % | |" in table

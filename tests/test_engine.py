@@ -1,4 +1,5 @@
 """Engine pieces: hyperparameters, deterministic batches, finite-loss guard, models, inference."""
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -194,3 +195,47 @@ def test_fit_scores_val_at_the_cadence_and_the_held_out_split_at_each_stage_end(
     assert ends == ([4, 8] if with_test else [])
     if with_test:
         assert reports[-1]["test.split"] == "test" and reports[-1]["test.miou"] == 7 and reports[-1]["done"]
+
+
+class _Slow(_Counting):
+    """Sleeps a known time in each phase fit times (and in one part of its step)."""
+
+    def __init__(self, data, run_clock):
+        super().__init__(data)
+        self.clock = run_clock
+
+    def train_step(self, batch, it, gen):
+        with self.clock("step.part"):
+            time.sleep(0.02)
+        time.sleep(0.01)
+        return super().train_step(batch, it, gen)
+
+    def update(self):
+        time.sleep(0.01)
+
+    def evaluate(self, dataset):
+        time.sleep(0.05)
+        return super().evaluate(dataset)
+
+
+def test_reports_carry_the_wall_seconds_of_each_phase():
+    """time.<phase> add up what fit spent where (lower bounds: the sleeps; the sum within the loop's
+    own wall time), time.started is when the loop began, and a report less its timings is what a
+    resumed run must reproduce."""
+    from udalab.methods.engine import without_timings
+
+    data = UDAData(_Named("src", 4), None, _Named("val", 5), None, 2, ("a", "b"))
+
+    def loop(config):
+        run = Run.start(config)
+        time.sleep(0.05)                               # building the step counts as setup
+        fit(run, _Slow(data, run.clock), stage="a", iterations=4, eval_every=2)
+
+    t0 = time.time()
+    last = run_local(loop, {"seed": 0})[-1]
+    assert t0 <= last["time.started"] <= time.time()
+    assert last["time.setup"] >= 0.05 and last["time.step.part"] >= 4 * 0.02
+    assert last["time.step"] >= 4 * 0.03 and last["time.update"] >= 4 * 0.01 and last["time.evaluate"] >= 2 * 0.05
+    phases = sum(last[f"time.{p}"] for p in ("setup", "data", "step", "update", "evaluate", "checkpoint"))
+    assert phases <= last["train_seconds"] and last["time.step.part"] <= last["time.step"]
+    assert not any(k.startswith("time.") or k == "train_seconds" for k in without_timings(last))
