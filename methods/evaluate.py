@@ -17,6 +17,7 @@ from udalab.datasets.metrics import ConfusionMatrix, InstanceIoU
 from udalab.methods import pictures
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]  # image batch -> logits (N, C, h, w)
+BATCH_PIXELS = 2 ** 20   # pixels of the images evaluated together by default: one full-size Cityscapes image
 
 
 def slide_inference(predict: Predictor, image: torch.Tensor, num_classes: int,
@@ -50,12 +51,16 @@ def slide_inference(predict: Predictor, image: torch.Tensor, num_classes: int,
 @torch.no_grad()
 def evaluate(predict: Predictor, dataset: Dataset, *, num_classes: int, class_names, device,
              input_size: tuple[int, int] | None = None, window: tuple[int, int] | None = None,
-             stride: tuple[int, int] | None = None, batch_size: int = 1, workers: int = 0,
+             stride: tuple[int, int] | None = None, batch_size: int | None = None, workers: int = 0,
              eval_classes=None, iiou: bool = False) -> dict:
     """Score `predict` on every sample of `dataset` (labels at their native size).
 
     input_size (W, H): resize each image to it before inference (None: as loaded).
     window/stride (h, w): sliding-window inference on the resized image (None: whole image).
+    batch_size: images predicted together (after resizing, so images of different native sizes
+    batch too; each prediction is then upsampled to its own label): the same scores as one at a
+    time up to float rounding, fewer and larger calls. None: as many as hold BATCH_PIXELS
+    (one 2048x1024 Cityscapes image at a time, as the references; 32 of the mini 256x128 ones).
     eval_classes: class indices that mIoU averages over (None: the dataset's own
     `eval_classes`, set by build_uda_data, e.g. SYNTHIA->Cityscapes' 16; if that is None too, all).
     iiou: also report instance-level IoU ("iiou", "iiou.<class>"; class 0 = background excluded,
@@ -65,29 +70,40 @@ def evaluate(predict: Predictor, dataset: Dataset, *, num_classes: int, class_na
     if eval_classes is None:
         eval_classes = getattr(dataset, "eval_classes", None)
     cm = ConfusionMatrix(num_classes)
-    inst = None
-    if iiou:
-        inst, index = InstanceIoU(num_classes), 0
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
-    first = 0                                 # the batch's first sample (the loader keeps the dataset's order)
+    inst = InstanceIoU(num_classes) if iiou else None
+    loader = DataLoader(dataset, batch_size=1, num_workers=workers)   # native sizes may differ: one at a time
+    images, labels = [], []
+    index = 0                                 # the next sample to score (the loader keeps the dataset's order)
+
+    def score() -> None:
+        nonlocal index
+        if window is not None:
+            logits = slide_inference(predict, torch.cat(images), num_classes, window, stride or window)
+        else:
+            logits = predict(torch.cat(images))
+        for k, label in enumerate(labels):
+            pred = F.interpolate(logits[k:k + 1].float(), size=label.shape[-2:], mode="bilinear",
+                                 align_corners=False).argmax(1)
+            cm.update(pred, label)
+            pictures.record(dataset, index, pred)  # kept only while fit records the final evaluation
+            if inst is not None:
+                instances = dataset.load_instances(index) if hasattr(dataset, "load_instances") else None
+                inst.update(pred[0].cpu().numpy(), label[0].cpu().numpy(), instances)
+            index += 1
+        images.clear()
+        labels.clear()
+
     for batch in loader:
         image = batch["image"].to(device)
-        label = batch["label"].to(device)
         if input_size is not None and tuple(image.shape[-2:]) != (input_size[1], input_size[0]):
             image = F.interpolate(image, size=(input_size[1], input_size[0]), mode="bilinear", align_corners=False)
-        if window is not None:
-            logits = slide_inference(predict, image, num_classes, window, stride or window)
-        else:
-            logits = predict(image)
-        logits = F.interpolate(logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False)
-        pred = logits.argmax(1)
-        cm.update(pred, label)
-        pictures.record(dataset, first, pred)  # kept only while fit records the final evaluation
-        first += pred.shape[0]
-        if inst is not None:
-            for p, t in zip(pred.cpu().numpy(), label.cpu().numpy()):  # the loader keeps the dataset's order
-                instances = dataset.load_instances(index) if hasattr(dataset, "load_instances") else None
-                inst.update(p, t, instances)
-                index += 1
+        if images and image.shape[-2:] != images[0].shape[-2:]:
+            score()                           # no input_size and a new image size: a batch of its own
+        images.append(image)
+        labels.append(batch["label"].to(device))
+        if len(images) >= (batch_size or max(1, BATCH_PIXELS // (image.shape[-2] * image.shape[-1]))):
+            score()
+    if images:
+        score()
     out = cm.summary(class_names, eval_classes=eval_classes)
     return {**out, **inst.summary(class_names)} if inst is not None else out

@@ -86,3 +86,48 @@ def test_the_held_out_test_split(tmp_path, mini_data):
     assert d.target_test is None
     d = build_uda_data({"source": "gta5", "target": "cityscapes", "data_root": roots, "test_split": "test"}, None, None)
     assert len(d.target_test) == 3
+
+
+class _Sized(torch.utils.data.Dataset):
+    """Images of two native sizes; each label is a fixed function of its image."""
+
+    def __init__(self):
+        g = torch.Generator().manual_seed(0)
+        shapes = [(20, 36), (20, 36), (24, 40), (24, 40), (20, 36)]
+        self.images = [torch.rand(3, h, w, generator=g) for h, w in shapes]
+        self.labels = [(im[0] * 3).long().clamp(max=2) for im in self.images]
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return {"image": self.images[i], "label": self.labels[i], "name": str(i)}
+
+
+@pytest.mark.parametrize("input_size, window", [((40, 24), (12, 20)), (None, None)])
+def test_batched_evaluation_scores_as_one_image_at_a_time(input_size, window):
+    """Batches form after resizing (or per native size without input_size); every prediction is
+    upsampled to its own label and recorded under its own index."""
+    from udalab.methods import pictures
+
+    conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+    torch.nn.init.normal_(conv.weight, generator=torch.Generator().manual_seed(1))
+    calls = []
+
+    def predict(x):
+        calls.append(x.shape[0])
+        return conv(x)
+
+    ds = _Sized()
+    kw = dict(num_classes=3, class_names=("a", "b", "c"), device="cpu", input_size=input_size, window=window,
+              stride=None if window is None else (6, 10))
+    with pictures.recording(ds, [0, 3, 4]) as one_pics:
+        one = evaluate(predict, ds, batch_size=1, **kw)
+    n_one, calls[:] = len(calls), []
+    with pictures.recording(ds, [0, 3, 4]) as many_pics:
+        many = evaluate(predict, ds, batch_size=4, **kw)
+    assert len(calls) < n_one                      # fewer, larger calls
+    assert many == pytest.approx(one) and 0 < one["miou"] < 100
+    assert sorted(many_pics) == [0, 3, 4]
+    for i in many_pics:
+        assert many_pics[i].shape == tuple(ds.labels[i].shape) and (many_pics[i] == one_pics[i]).all()
