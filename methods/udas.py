@@ -317,7 +317,12 @@ def self_training(run: Run, hp: UDASConfig, data: UDAData, G, labelled: list[int
         teacher = step.student
 
 
-@register("udas", UDASConfig, PRESETS)
+def check_labelled_count(hp: UDASConfig, config: dict) -> None:
+    """Before any trial: `labeled` against the size of the target train split the config names."""
+    split_target(hp, build_uda_data(config, hp.source_size, hp.target_size).target)
+
+
+@register("udas", UDASConfig, PRESETS, check_data=check_labelled_count)
 def train_loop(config: dict) -> None:
     run = Run.start(config)
     hp = make_hparams(UDASConfig, config, PRESETS)

@@ -197,12 +197,14 @@ def test_udas_reuses_its_translation_and_resumes_inside_a_self_training_round(tm
                                         ({"labeled": 301}, "only 300 images")])
 def test_udas_bad_configs_name_the_value(bad, match, tmp_path, monkeypatch, mini_data):
     from udalab.methods import check_config
-    from udalab.methods.engine import ConfigError, run_local
+    from udalab.methods.engine import ConfigError
 
     monkeypatch.setenv("UDALAB_ARTIFACTS", str(tmp_path))
     config = {"method": "udas", "preset": "smoke", "translate": False, **bad}
     with pytest.raises(ConfigError, match=match):
-        check_config(config) if "labeled" not in bad else run_local("udas", config)
+        check_config(config, data=True)          # what a study runs before any trial starts
+    if "labeled" in bad:                         # the count needs the data: the config alone passes
+        check_config(config)
 
 
 def test_udas_study_rows_are_the_papers_steps_and_bad_values_stop_before_any_trial():
@@ -218,6 +220,9 @@ def test_udas_study_rows_are_the_papers_steps_and_bad_values_stop_before_any_tri
     check_trial_configs(STUDY, args, trial_settings(STUDY, args))        # the declared rows are valid
     args.set = ["tau=1.5"]
     with pytest.raises(SystemExit, match="tau .*no trial was started"):
+        check_trial_configs(STUDY, args, trial_settings(STUDY, args))
+    args.set = ["labeled=301"]                                           # the smoke target split holds fewer
+    with pytest.raises(SystemExit, match="labeled=301 but the target train split has only .*no trial was started"):
         check_trial_configs(STUDY, args, trial_settings(STUDY, args))
     args.set, args.optuna = [], True
     check_trial_configs(STUDY, args, trial_settings(STUDY, args))        # both ends of every searched range
