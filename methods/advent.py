@@ -114,25 +114,27 @@ class AdventStep(Step):
         return self.align(batch["source"]["image"], batch["source"]["label"], batch["target"]["image"])
 
     def align(self, x_s: torch.Tensor, y_s: torch.Tensor, x_t: torch.Tensor) -> dict[str, torch.Tensor]:
-        hp = self.hp
+        hp, clock = self.hp, self.run.clock
         discriminators = (self.D_main, self.D_aux)
         self.opt_G.zero_grad(set_to_none=True)
         self.opt_D.zero_grad(set_to_none=True)
 
         # 1. supervised segmentation on the (pseudo-)labelled domain
-        with self.amp():
+        with clock("step.forward"), self.amp():
             s_main, s_aux = (upsample(p, x_s.shape[-2:]) for p in self.G(x_s))  # maps at input size (ADVENT)
             seg_main, seg_aux = seg_ce(s_main, y_s), seg_ce(s_aux, y_s)
-        (seg_main + hp.lambda_seg_aux * seg_aux).backward()
+        with clock("step.backward"):
+            (seg_main + hp.lambda_seg_aux * seg_aux).backward()
 
         # 2. align the unlabelled domain: fool D (AdvEnt) or minimise entropy (MinEnt)
-        with self.amp():
+        with clock("step.forward"), self.amp():
             t_main, t_aux = (upsample(p, x_t.shape[-2:]) for p in self.G(x_t))
         t_main, t_aux = t_main.float(), t_aux.float()
         losses = {"seg_main": seg_main.detach(), "seg_aux": seg_aux.detach()}
         if hp.variant == "minent":
             ent_main, ent_aux = entropy_loss(t_main), entropy_loss(t_aux)
-            (hp.lambda_ent_main * ent_main + hp.lambda_ent_aux * ent_aux).backward()
+            with clock("step.backward"):
+                (hp.lambda_ent_main * ent_main + hp.lambda_ent_aux * ent_aux).backward()
             losses.update(ent_main=ent_main.detach(), ent_aux=ent_aux.detach())
             return losses
         i_t_main, i_t_aux = self.maps(t_main), self.maps(t_aux)
@@ -140,18 +142,21 @@ class AdventStep(Step):
             D.requires_grad_(False)
         adv_main, adv_aux = self.gan_loss(self.D_main(i_t_main), SOURCE), self.gan_loss(self.D_aux(i_t_aux), SOURCE)
         extra = self.target_terms(t_main, t_aux)      # weighted target losses of a method built on this one
-        (hp.lambda_adv_main * adv_main + hp.lambda_adv_aux * adv_aux + sum(w * v for w, v in extra.values())).backward()
+        with clock("step.backward"):
+            (hp.lambda_adv_main * adv_main + hp.lambda_adv_aux * adv_aux
+             + sum(w * v for w, v in extra.values())).backward()
         losses.update({name: v.detach() for name, (_, v) in extra.items()})
         for D in discriminators:
             D.requires_grad_(True)
 
         # 3. discriminators: source maps -> SOURCE, target maps -> TARGET
-        s_main, s_aux = s_main.float(), s_aux.float()
-        d_src = (self.gan_loss(self.D_main(self.maps(s_main.detach())), SOURCE)
-                 + self.gan_loss(self.D_aux(self.maps(s_aux.detach())), SOURCE)) / 2
-        d_tgt = (self.gan_loss(self.D_main(i_t_main.detach()), TARGET)
-                 + self.gan_loss(self.D_aux(i_t_aux.detach()), TARGET)) / 2
-        (d_src + d_tgt).backward()
+        with clock("step.discriminators"):
+            s_main, s_aux = s_main.float(), s_aux.float()
+            d_src = (self.gan_loss(self.D_main(self.maps(s_main.detach())), SOURCE)
+                     + self.gan_loss(self.D_aux(self.maps(s_aux.detach())), SOURCE)) / 2
+            d_tgt = (self.gan_loss(self.D_main(i_t_main.detach()), TARGET)
+                     + self.gan_loss(self.D_aux(i_t_aux.detach()), TARGET)) / 2
+            (d_src + d_tgt).backward()
         return {**losses, "adv_main": adv_main.detach(), "adv_aux": adv_aux.detach(), "d_src": d_src.detach(),
                 "d_tgt": d_tgt.detach()}
 

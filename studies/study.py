@@ -215,7 +215,7 @@ def trial_settings(study: Study, args) -> dict:
     The data is the study's own (source, target), unless `--set source=...` / `target=...`
     names another; the data roots cover every dataset a row names too."""
     preset = args.preset or ("smoke" if args.smoke else ("paper" if args.data_root else "mini"))
-    fixed = {**study.fixed, **study.budget.get(preset, {}), **_parse_sets(args.set)}
+    fixed = {**study.fixed, **study.budget.get(preset, {}), **parse_sets(args.set)}
     source, target = fixed.pop("source", study.source), fixed.pop("target", study.target)
     names = {source, target} | {row[k] for row in study.rows for k in ("source", "target") if k in row}
     return dict(method=study.method, source=source, target=target, preset=preset, fixed=fixed,
@@ -351,7 +351,7 @@ def run_study(study: Study, args, callbacks: list | None = None) -> int:
         from udalab.studies.local import run_local_study
 
         return run_local_study(study, args)
-    for k, v in _RAY_ENV.items():
+    for k, v in {**_RAY_ENV, **({} if args.address else _RAY_LOCAL_ENV)}.items():
         os.environ.setdefault(k, v)
     import ray
     from ray import tune

@@ -64,9 +64,9 @@ def test_changed_options_on_resume_are_refused(tmp_path):
 
 
 def test_bad_set_value_is_a_clear_error():
-    assert runner._parse_sets(["iterations=20", "variant=minent"]) == {"iterations": 20, "variant": "minent"}
+    assert runner.parse_sets(["iterations=20", "variant=minent"]) == {"iterations": 20, "variant": "minent"}
     with pytest.raises(SystemExit, match="expected KEY=VALUE"):
-        runner._parse_sets(["iterations"])
+        runner.parse_sets(["iterations"])
 
 
 def test_udalab_command_lists_and_trains(tmp_path, mini_data):
