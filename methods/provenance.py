@@ -35,7 +35,8 @@ def software() -> dict[str, str]:
     out = {f"{PREFIX}udalab": f"{version} ({_git_commit()})",
            f"{PREFIX}torch": f"{torch.__version__}, CUDA {torch.version.cuda or '–'}, "
                              f"cuDNN {torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else '–'}",
-           f"{PREFIX}device": torch.cuda.get_device_name() if torch.cuda.is_available() else _cpu_model()}
+           f"{PREFIX}device": (torch.cuda.get_device_name() if torch.cuda.is_available() else _cpu_model())
+                              + f", {torch.get_num_threads()} CPU thread{'s' * (torch.get_num_threads() > 1)}"}
     try:
         out[f"{PREFIX}ray"] = importlib.metadata.version("ray")
     except importlib.metadata.PackageNotFoundError:
