@@ -877,7 +877,7 @@ def write_report(study_dir: str | os.PathLike, spec: ReportSpec | None, df: pd.D
     fs, path = store.fs_path(study_dir)
     if df is None:
         df = store.load_trials(study_dir)
-    name = str(study_dir).rstrip("/").rsplit("/", 1)[-1]
+    name = store.uri_name(study_dir)
     if spec is None:
         spec = ReportSpec(title=name)
     if preset is None:
@@ -897,14 +897,14 @@ def write_report(study_dir: str | os.PathLike, spec: ReportSpec | None, df: pd.D
         _write_text(fs, path, f"tables/{tname}.tex", table.to_latex())
     target = _write_text(fs, path, REPORT_FILE, report.html)
     if index:
-        parent = str(study_dir).rstrip("/").rsplit("/", 1)[0] if "/" in str(study_dir).rstrip("/") else "."
+        parent = store.uri_parent(study_dir)
         try:
             write_index(parent)
         except Exception as e:  # the index is a convenience; never lose the report for it
             log.warning("could not write %s/%s: %s", parent, INDEX_FILE, e)
     if store.is_local(study_dir):
         return Path(target)
-    return str(study_dir).rstrip("/") + "/" + REPORT_FILE
+    return store.uri_join(study_dir, REPORT_FILE)
 
 
 # ---------------------------------------------------------------------------------------
@@ -935,7 +935,8 @@ def study_summary(results_dir: str | os.PathLike, name: str, metric: str = "miou
     fs, root = store.fs_path(results_dir)
     path = store.join_path(root, name)
     try:
-        df = store.load_trials(path) if any(store.is_state_file(i.base_name) for i in store.list_dir(fs, path)) \
+        df = store.load_trials(store.uri_join(results_dir, name)) \
+            if any(store.is_state_file(i.base_name) for i in store.list_dir(fs, path)) \
             else pd.read_parquet(store.join_path(path, store.TRIALS_FILE), filesystem=fs)
     except Exception as e:
         return {"name": name, "error": f"{type(e).__name__}: {e}", "trials": 0}
@@ -1002,4 +1003,4 @@ def write_index(results_dir: str | os.PathLike) -> Path | str:
     summaries = [study_summary(results_dir, n) for n in _study_dirs(fs, root)]
     fs.create_dir(root, recursive=True)
     target = _write_text(fs, root, INDEX_FILE, render_index(summaries, str(results_dir)))
-    return Path(target) if store.is_local(results_dir) else str(results_dir).rstrip("/") + "/" + INDEX_FILE
+    return Path(target) if store.is_local(results_dir) else store.uri_join(results_dir, INDEX_FILE)

@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 
 __all__ = ["SCHEMA_COLUMNS", "METRIC_COLUMNS", "TRIALS_FILE", "PROVENANCE_PREFIX", "is_metric", "load_trials", "write_trials", "read_trials",
            "load_history", "load_histories", "load_pictures", "trial_row", "trials_frame", "config_columns", "metric_columns", "param_series", "StoreError",
-           "fs_path", "join_path", "is_file", "is_dir", "list_dir", "read_text", "is_local", "is_state_file"]
+           "fs_path", "join_path", "uri_join", "uri_parent", "uri_name", "is_file", "is_dir", "list_dir", "read_text", "is_local", "is_state_file"]
 
 # The fixed columns of trials.parquet (docs/architecture.md). Between `method` and `seed` sit the
 # searched hyperparameters (named as in the search space), between `pixel_acc` and `iterations`
@@ -95,6 +95,26 @@ def fs_path(uri: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -
 def join_path(base: str, *parts: str) -> str:
     """`base/part/...` with "/" (file-system paths, not OS paths)."""
     return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
+
+
+def uri_join(uri: str | os.PathLike, *parts: str) -> str:
+    """`uri/part/...` for a local path or a URI whose options follow its path, kept at the end:
+    uri_join("s3://b/results?endpoint_override=minio:9000&scheme=http", "study") is
+    "s3://b/results/study?endpoint_override=minio:9000&scheme=http" (an S3-compatible server)."""
+    head, sep, query = str(uri).partition("?") if "://" in str(uri) else (str(uri), "", "")
+    return join_path(head, *parts) + sep + query
+
+
+def uri_parent(uri: str | os.PathLike) -> str:
+    """The folder holding `uri` (its options kept)."""
+    head, sep, query = str(uri).partition("?") if "://" in str(uri) else (str(uri), "", "")
+    head = head.rstrip("/")
+    return (head.rsplit("/", 1)[0] if "/" in head else ".") + sep + query
+
+
+def uri_name(uri: str | os.PathLike) -> str:
+    """The last part of `uri`'s path (without its options)."""
+    return (str(uri).partition("?")[0] if "://" in str(uri) else str(uri)).rstrip("/").rsplit("/", 1)[-1]
 
 
 def is_file(fs: pafs.FileSystem, path: str) -> bool:
@@ -458,7 +478,7 @@ def write_trials(study_dir: str | os.PathLike, df: pd.DataFrame | None = None,
     fs.move(tmp, target)
     if filesystem is None and is_local(study_dir):
         return Path(target)
-    return str(study_dir).rstrip("/") + "/" + TRIALS_FILE
+    return uri_join(study_dir, TRIALS_FILE)
 
 
 def read_trials(study_dir: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -> pd.DataFrame:

@@ -125,7 +125,7 @@ def _report(args) -> int:
               file=sys.stderr)
     status = 0
     for name in names:
-        study_dir = f"{results.rstrip('/')}/{name}"
+        study_dir = store.uri_join(results, name)
         base = name.removesuffix("_smoke").removesuffix("_optuna")
         spec = _load_study(base).report if base in _studies() else None
         if spec is None:

@@ -362,12 +362,12 @@ def run_study(study: Study, args, callbacks: list | None = None) -> int:
     TrialsTable, ProgressLine = _trials_table_callback(), _progress_callback()
     results = _abs_uri(args.results)
     name = study_dir_name(study, args)
-    study_dir = f"{results.rstrip('/')}/{name}"
+    study_dir = store.uri_join(results, name)
     shared = trial_settings(study, args)
     preset = shared["preset"]
 
     if args.restart and _exists(study_dir):
-        moved = f"{study_dir}.old-{time.strftime('%Y%m%d-%H%M%S')}"
+        moved = store.uri_join(results, f"{name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
         _move(study_dir, moved)
         print(f"--restart: the previous results were moved to {moved}")
 
@@ -387,7 +387,7 @@ def run_study(study: Study, args, callbacks: list | None = None) -> int:
                          f"nodes: Ray Train's workers cannot write there. Pass --results s3://BUCKET/PREFIX (or a "
                          f"shared file system mounted on every node); docs/cluster.md")
     settings = dict(shared, workers=args.workers, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=gpus,
-                    max_failures=max_failures, train_storage=f"{study_dir}/_train",
+                    max_failures=max_failures, train_storage=store.uri_join(study_dir, "_train"),
                     search_seeds=search_seeds(study, args) if args.optuna else None)
     trainable = tune.with_resources(tune.with_parameters(_trial, settings=settings), {DRIVER_RESOURCE: 1})
 

@@ -504,3 +504,17 @@ def test_cli_report_writes_every_study_and_the_index(tune_study, capsys):
     text = (tune_study / "report.html").read_text(encoding="utf-8")
     assert "<title>study</title>" in text and "ValueError: boom" in text
     assert cli(["report", "missing", "--results", str(tune_study.parent), "--no-figures"]) == 2
+
+
+def test_uris_keep_their_options_at_the_end_when_joined():
+    """An S3-compatible server is named by URI options; every path built from the results URI keeps them."""
+    from udalab.analysis import store
+
+    uri = "s3://b/results?endpoint_override=127.0.0.1:9000&scheme=http"
+    assert store.uri_join(uri, "study", "trials.parquet") == \
+        "s3://b/results/study/trials.parquet?endpoint_override=127.0.0.1:9000&scheme=http"
+    assert store.uri_parent(store.uri_join(uri, "study")) == uri and store.uri_name(store.uri_join(uri, "study")) == "study"
+    assert store.uri_join("/tmp/a?b", "c") == "/tmp/a?b/c"               # a local path is only a path
+    assert store.uri_parent("results") == "." and store.uri_name("/x/results/") == "results"
+    fs, path = store.fs_path(store.uri_join(uri, "study"))
+    assert path == "b/results/study" and type(fs).__name__ == "S3FileSystem"
