@@ -49,7 +49,11 @@ from udalab.methods.uda_data import UDAData
 log = logging.getLogger("udalab")
 
 # Keys of a run config that are not hyperparameters of the method.
-RUN_KEYS = {"method", "seed", "source", "target", "data_root", "preset", "device"}
+# "pictures": "final" (default: the run's last evaluation keeps pictures of a few val images, which
+# the report shows) or "every" (each evaluation's too, under pictures/iteration-<n>/ of every later
+# checkpoint: how the predictions and pseudo labels developed; methods/pictures.py).
+RUN_KEYS = {"method", "seed", "source", "target", "data_root", "preset", "device", "pictures"}
+PICTURES_WHEN = ("final", "every")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -337,6 +341,7 @@ class Run:
         self.iteration = 0                   # iterations of the stages fit so far (reports count on from it)
         self.stages: list[str] = []
         self.train_seconds = 0.0
+        self.picture_files: dict[str, bytes] = {}   # earlier evaluations' pictures (pictures="every")
         self._t0 = time.perf_counter()
         self.clock = Clock(device)
         self._setup_from = self._t0          # setup runs from here to a stage's first iteration
@@ -406,6 +411,8 @@ class Run:
                                f"it was written by an older version: start the run over (--restart)")
         history_file = d / "history.json"
         self.history = json.loads(history_file.read_text()) if history_file.exists() else []
+        self.picture_files = {str(f.relative_to(d)): f.read_bytes()
+                              for f in sorted((d / pictures.DIR).glob(f"{pictures.ITERATION_PREFIX}*/*"))}
         self.train_seconds = state.pop("train_seconds", 0.0)
         log.info("resuming stage '%s' from iteration %s", state["stage"], state["iteration"])
         return state
@@ -556,6 +563,9 @@ def fit(run: Run, step: Step, *, stage: str, iterations: int, eval_every: int, l
                              world=run.world, device=run.device, sampler=s.sampler)
                for name, s in step.streams().items()}
     meter, clock = LossMeter(), run.clock
+    when = run.config.get("pictures", "final")
+    if when not in PICTURES_WHEN:
+        raise ConfigError(f"pictures must be one of {PICTURES_WHEN}, got {when!r}")
     prov = {**provenance.software(), **provenance.data_provenance(step.data)}   # what the result depends on
     for net in step.networks:
         net.train()
@@ -577,12 +587,15 @@ def fit(run: Run, step: Step, *, stage: str, iterations: int, eval_every: int, l
             if run.rank == 0:
                 with torch.no_grad(), eval_mode(*step.networks), clock("evaluate"):
                     val = step.data.target_val
-                    if last and end:             # the run's final evaluation keeps pictures of a few images
+                    if (last and end) or when == "every":   # pictures of a few images: the final evaluation's
                         chosen = pictures.chosen(val)
                         with pictures.recording(val, chosen) as predictions:
                             metrics = step.evaluate(val)
                         if predictions:          # a Step scoring with the shared evaluator
                             files = pictures.picture_files(val, predictions, *step.pictures(val, chosen))
+                            if when == "every":  # each evaluation's, carried into every later checkpoint
+                                run.picture_files.update(pictures.at_iteration(files, offset + it + 1))
+                                files = {**run.picture_files, **(files if last and end else {})}
                     else:
                         metrics = step.evaluate(val)
                     if end and step.data.target_test is not None:  # once per stage, at its end: the result

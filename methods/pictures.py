@@ -30,6 +30,7 @@ from udalab.datasets.transforms import denormalize
 NUM_PICTURES = 4      # images per study: a row each in the report's grid
 MAX_WIDTH = 192       # px: pictures are shrunk to this width (the report's size budget, docs/architecture.md)
 DIR = "pictures"
+ITERATION_PREFIX = "iteration-"   # pictures/iteration-000100/: one evaluation's (engine: pictures="every")
 
 
 def chosen(dataset, k: int = NUM_PICTURES) -> list[int]:
@@ -177,3 +178,8 @@ def picture_files(dataset, predictions: dict[int, np.ndarray], extra: dict[str, 
              "legend": [[name, palette[c].tolist()] for c, name in enumerate(dataset.class_names)]}
     files[f"{DIR}/index.json"] = json.dumps(index).encode()
     return files
+
+
+def at_iteration(files: dict[str, bytes], iteration: int) -> dict[str, bytes]:
+    """`picture_files` moved under pictures/iteration-<n>/: one evaluation's pictures beside the others."""
+    return {f"{DIR}/{ITERATION_PREFIX}{iteration:06d}/{name.split('/', 1)[1]}": data for name, data in files.items()}

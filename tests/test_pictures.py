@@ -72,6 +72,28 @@ def test_a_trial_keeps_its_final_predictions_and_a_resume_keeps_them(tmp_path, m
     assert pred.shape == shown.shape and set(map(tuple, pred.reshape(-1, 3))) <= set(map(tuple, PALETTE))
 
 
+def test_pictures_at_every_evaluation_survive_a_resume(tmp_path, mini_data, killed_after):
+    """pictures="every": each evaluation's pictures under pictures/iteration-<n>/ of every later
+    checkpoint (a resumed run carries the ones from before the kill); the final ones stay where the
+    report reads them, the same as the last evaluation's."""
+    from udalab.methods.engine import ConfigError, run_local
+
+    cfg = {"method": "source_only", "preset": "smoke", "seed": 0, "iterations": 4, "eval_every": 2,
+           "pictures": "every"}
+    with killed_after(2):
+        run_local("source_only", cfg, checkpoint_dir=tmp_path)
+    assert sorted(p.name for p in (tmp_path / "pictures").iterdir()) == ["iteration-000002"]
+    run_local("source_only", cfg, checkpoint_dir=tmp_path)
+    folder = tmp_path / "pictures"
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["iteration-000002", "iteration-000004"]
+    final = sorted(p.name for p in folder.iterdir() if p.is_file())
+    assert "index.json" in final and final == sorted(p.name for p in (folder / "iteration-000004").iterdir())
+    for name in final:
+        assert (folder / name).read_bytes() == (folder / "iteration-000004" / name).read_bytes()
+    with pytest.raises(ConfigError, match="pictures must be one of"):
+        run_local("source_only", {**cfg, "pictures": "sometimes"})
+
+
 def _pictures(names, extra=()):
     files = {}
     for k in range(len(names)):
