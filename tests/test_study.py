@@ -88,10 +88,73 @@ def test_smoke_study_runs_end_to_end_and_rerun_resumes(tmp_path, mini_data):
     assert changed.returncode != 0 and "other options" in changed.stderr + changed.stdout
 
 
+@pytest.fixture
+def s3_results():
+    """An S3-compatible server on localhost (moto's, in a thread of this process) with a bucket; the
+    results URI names it the way a MinIO or Ceph user would (docs/cluster.md)."""
+    import socket
+
+    import pyarrow.fs as pafs
+
+    moto_server = pytest.importorskip("moto.server")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    keys = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    old = {k: os.environ.get(k) for k in keys}
+    os.environ.update(keys)
+    try:
+        pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http",
+                          allow_bucket_creation=True).create_dir("udalab")
+        yield f"s3://udalab/results?endpoint_override=127.0.0.1:{port}&scheme=http"
+    finally:
+        server.stop()
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+def test_results_on_an_s3_compatible_server_resume_and_report(s3_results, mini_data):
+    """Tune's experiment, Train's checkpoints, trials.parquet and the report all go through pyarrow's
+    S3 file system to the server; a re-run restores the study from there (nothing runs again) and
+    `udalab report` reads it back."""
+    import pyarrow.fs as pafs
+
+    from udalab.analysis import store
+    from udalab.studies.cli import main as udalab
+
+    env = {**ENV, **{k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}}
+    run = lambda: subprocess.run([sys.executable, str(SCRIPT), "--results", s3_results, "--smoke", "--rows", "0"],  # noqa: E731
+                                 env=env, capture_output=True, text=True, timeout=900)
+    first = run()
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    study = store.uri_join(s3_results, "intrada_split_smoke")
+    df = store.load_trials(study)
+    assert list(df["method"]) == ["source_only"] and set(df["status"]) == {"TERMINATED"} and df["miou"].notna().all()
+    fs, path = store.fs_path(study)
+    checkpoints = sorted(i.path for i in fs.get_file_info(pafs.FileSelector(store.join_path(path, "_train"),
+                                                                            recursive=True))
+                         if i.type == pafs.FileType.File and i.base_name == "state.pt")
+    assert len(checkpoints) == 1                                # the trial's latest checkpoint, on the server
+    assert store.read_trials(study)["trial_id"].tolist() == df["trial_id"].tolist()
+
+    again = run()
+    assert again.returncode == 0 and "Resuming" in again.stdout, again.stdout[-3000:] + again.stderr[-3000:]
+    assert sorted(i.path for i in fs.get_file_info(pafs.FileSelector(store.join_path(path, "_train"), recursive=True))
+                  if i.base_name == "state.pt") == checkpoints    # nothing ran again
+
+    fs.delete_file(store.join_path(path, "report.html"))
+    assert udalab(["report", "intrada_split_smoke", "--results", s3_results, "--no-figures"]) == 0
+    with fs.open_input_stream(store.join_path(path, "report.html")) as f:
+        assert df["trial_id"].iloc[0] in f.read().decode()
+
+
 def test_sigkill_midway_resumes_unfinished_trial_from_checkpoint(tmp_path, mini_data):
     """kill -9 the sweep while the 2nd trial runs; re-run: the 1st is kept, the 2nd continues
     from its checkpoint and ends at the metric of an uninterrupted run with the same seed."""
-    args = ("--smoke", "--max-concurrent", "1", "--set", "iterations=30", "--set", "eval_every=2")
+    ITERS = 16   # per stage: the kill lands at the 2nd trial's first registered checkpoint, well before its end
+    args = ("--smoke", "--max-concurrent", "1", "--set", f"iterations={ITERS}", "--set", "eval_every=2")
     proc = subprocess.Popen([sys.executable, str(SCRIPT), "--results", str(tmp_path), *args], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     study = tmp_path / "intrada_split_smoke"
@@ -124,7 +187,7 @@ def test_sigkill_midway_resumes_unfinished_trial_from_checkpoint(tmp_path, mini_
     assert _checkpoints(study)[finished_run] == killed_at[finished_run]
     # the unfinished one continued from its checkpoint, not from iteration 0
     after = lines_after["intrada"]
-    total = make_hparams(IntraDAConfig, {"preset": "smoke", "iterations": 30}, PRESETS).total_iterations
+    total = make_hparams(IntraDAConfig, {"preset": "smoke", "iterations": ITERS}, PRESETS).total_iterations
     assert after[0]["iteration"] > 2, [r["iteration"] for r in after]
     assert after[-1]["done"] is True and after[-1]["iteration"] == total
 
@@ -132,7 +195,7 @@ def test_sigkill_midway_resumes_unfinished_trial_from_checkpoint(tmp_path, mini_
     row = df[df["method"] == "intrada"].iloc[0]
     torch.set_num_threads(1)  # as in the Ray worker (1 CPU)
     uninterrupted = run_local("intrada", {"method": "intrada", "lambda_split": 0.67, "seed": int(row["seed"]),
-                                          "preset": "smoke", "iterations": 30, "eval_every": 2})
+                                          "preset": "smoke", "iterations": ITERS, "eval_every": 2})
     assert row["miou"] == pytest.approx(uninterrupted[-1]["miou"], abs=1e-6)
 
 
