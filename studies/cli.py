@@ -12,7 +12,7 @@ import sys
 def _studies() -> list[str]:
     import udalab.studies as pkg
 
-    skip = {"study", "cli"}
+    skip = {"study", "cli", "local"}   # the runner's modules; every other module declares a STUDY
     return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if m.name not in skip and not m.name.startswith("_"))
 
 

@@ -74,7 +74,10 @@ def test_udalab_command_lists_and_trains(tmp_path, mini_data):
         return subprocess.run([sys.executable, "-m", "udalab.studies.cli", *args], capture_output=True, text=True,
                               timeout=300)
 
-    assert "intrada_split" in udalab("studies").stdout
+    studies = udalab("studies")
+    assert studies.returncode == 0, studies.stderr[-2000:]
+    assert [line.split()[0] for line in studies.stdout.splitlines()] == sorted(
+        p.stem for p in (ROOT / "studies").glob("*.py") if p.stem not in ("__init__", "study", "cli", "local"))
     assert set(udalab("methods").stdout.split()) >= {"source_only", "advent", "intrada"}
     out = udalab("train", "advent", "--set", "preset=smoke", "--set", "seed=3", "--checkpoint-dir", str(tmp_path))
     assert out.returncode == 0, out.stderr[-2000:]
