@@ -2,8 +2,8 @@
 the step's parts (forward, backward, EMA, pseudo labels, mixing, discriminators: what the
 method's Step times), the optimiser update, and the evaluations' seconds.
 
-Each method runs its mini preset in this process (engine.run_local, no Ray) on the data of the
-first study that uses it, for `--iterations` iterations of each stage and one evaluation at the
+Each method runs its mini preset in this process (engine.run_local, no Ray) on the data and
+switches of the last row of the first study that trains it, for `--iterations` iterations of each stage and one evaluation at the
 end (val, the held-out test split and the pictures), reading the phases from its last report
 (methods/engine.py Clock).
 
@@ -25,17 +25,19 @@ FIXED = {"udas": {"rounds": 1}}
 
 
 def method_data() -> dict[str, dict]:
-    """{method: the run config of the first study row that trains it}: its data and fixed values."""
+    """{method: the run config of the last row that trains it in the first study that does}: its data,
+    fixed values and the row's switches (a study's last row is its full method: HRDA's LR+HR 1.0,
+    DAFormer with every strategy)."""
     from udalab.studies.cli import _load_study, _studies
 
     out = {}
     for name in _studies():
         study = _load_study(name)
+        found = {}
         for row in study.grid_rows():
-            method = row["method"]
-            if method not in out:
-                out[method] = {"method": method, "source": study.source, "target": study.target,
-                               **study.fixed, **{k: v for k, v in row.items() if k != "method"}}
+            found[row["method"]] = {"method": row["method"], "source": study.source, "target": study.target,
+                                    **study.fixed, **{k: v for k, v in row.items() if k != "method"}}
+        out = {**found, **out}
     return out
 
 
