@@ -39,7 +39,10 @@ def adamw_head_10x(model, lr: float, weight_decay: float, betas=(0.9, 0.999), he
         groups.setdefault(key, []).append(p)
     params = [{"params": ps, "lr": lr * (head_mult if head else 1.0), "weight_decay": 0.0 if nd else weight_decay}
               for (head, nd), ps in sorted(groups.items())]
-    return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
+    # fused: one kernel over all tensors instead of a Python loop over ~220 of them (a MiT-B0
+    # student on CPU: 21.5 -> 7.5 ms a step, docs/performance.md); the same update up to rounding
+    fused = all(p.device.type in ("cpu", "cuda") for g in params for p in g["params"])
+    return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, fused=fused)
 
 
 def warmup_poly(optimizer: torch.optim.Optimizer, total_iters: int, warmup_iters: int, power: float = 1.0,
