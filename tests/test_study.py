@@ -147,7 +147,8 @@ def test_results_on_an_s3_compatible_server_resume_and_report(s3_results, mini_d
     fs.delete_file(store.join_path(path, "report.html"))
     assert udalab(["report", "intrada_split_smoke", "--results", s3_results, "--no-figures"]) == 0
     with fs.open_input_stream(store.join_path(path, "report.html")) as f:
-        assert df["trial_id"].iloc[0] in f.read().decode()
+        html = f.read().decode()
+    assert len(html) > 100_000 and "study intrada_split_smoke" in html and "1 finished" in html
 
 
 def test_sigkill_midway_resumes_unfinished_trial_from_checkpoint(tmp_path, mini_data):
