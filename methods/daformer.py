@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -274,6 +275,15 @@ def pseudo_labels(teacher: nn.Module, xt: torch.Tensor, valid: torch.Tensor, hp)
     return label, q * valid, q
 
 
+def mixed_picture(source: dict, target_image: torch.Tensor) -> np.ndarray:
+    """Step 4's mix of one source sample onto one target image (at the target's size), as RGB."""
+    h, w = target_image.shape[-2:]
+    xs = F.interpolate(source["image"][None].float(), size=(h, w), mode="bilinear", align_corners=False)
+    ys = F.interpolate(source["label"][None, None].float(), size=(h, w), mode="nearest")[:, 0].long()
+    masks = classmix_masks(ys, torch.Generator().manual_seed(0))
+    return pictures.image_picture(mix(masks, xs, target_image[None].float())[0])
+
+
 def source_sampler(hp, dataset):
     """Rare-class sampling over the source dataset (None: uniform epochs)."""
     if not hp.rcs:
@@ -353,8 +363,9 @@ class DACSStep(Step):
         return unwrap(self.student).evaluate(dataset, self.data, self.hp, self.run.device)
 
     def pictures(self, dataset, indices):
-        """The EMA teacher's pseudo labels of the chosen images (pixels below τ ignored, white) and,
-        for HRDA's multi-resolution segmentor, its scale attention (white: the HR detail prediction)."""
+        """The EMA teacher's pseudo labels of the chosen images (pixels below τ ignored, white), one
+        ClassMix image each (a source image's classes pasted onto it, as step 4 mixes) and, for HRDA's
+        multi-resolution segmentor, its scale attention (white: the HR detail prediction)."""
         out, captions, seg = {}, {}, unwrap(self.student)
         if self.teacher is not None:
             with self.teacher.predicting() as model:
@@ -363,6 +374,13 @@ class DACSStep(Step):
             out["pseudo"] = {i: pictures.confident_labels(v, tau) for i, v in logits.items()}
             captions["pseudo"] = (f"the teacher's pseudo labels, pixels below τ = {tau:g} white (their loss weight "
                                   f"scales with the share above τ)")
+            out["mixed"] = {i: mixed_picture(self.data.source[j], dataset[i]["image"])
+                            for i, j in pictures.paired_sources(dataset, indices, self.data.source).items()}
+            captions["mixed"] = ("a ClassMix image: half the classes of a source image (resized to this one) pasted "
+                                 "onto it, before colour jitter and blur")
+        if hasattr(seg, "crop_picture"):   # HRDA: the geometry of its training crops
+            out["crops"] = {i: seg.crop_picture(dataset[i]["image"]) for i in indices}
+            captions["crops"] = "the training crop drawn on this image: context (LR) window yellow, detail (HR) window red"
         if getattr(seg, "mode", None) == "lr+hr":
             att = pictures.outputs(seg.scale_attention, dataset, indices, self.run.device, self.hp.eval_size)
             out["attention"] = {i: pictures.grey(v, 0.0, 1.0) for i, v in att.items()}

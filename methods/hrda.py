@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from udalab.methods import register
+from udalab.methods import pictures, register
 from udalab.methods.crops import Box, random_box
 from udalab.methods.daformer import DAFormerConfig, train_dacs
 from udalab.methods.engine import ConfigError
@@ -195,6 +196,24 @@ class HRDASegmentor(nn.Module):
         hr = slide_inference(lambda t: self.net(t).float(), x, lr.shape[1], window=(dh, dw),
                              stride=(max(dh // 2, 1), max(dw // 2, 1)))
         return up((1 - att) * lr) + up(att) * hr
+
+    def crop_picture(self, image: torch.Tensor) -> np.ndarray:
+        """The training crops of steps 1-2 drawn on a target image at the training target size: the
+        context window (or "lr"/"hr"'s single crop) in yellow, the detail window inside it in red."""
+        hp, gen = self.hp, torch.Generator().manual_seed(0)
+        x = F.interpolate(image[None].float(), size=tuple(hp.target_size[::-1]), mode="bilinear", align_corners=False)
+        pic = pictures.image_picture(x[0]).copy()
+        cw, ch = hp.train_crop()
+        context = random_box(pic.shape[0], pic.shape[1], min(ch, pic.shape[0]), min(cw, pic.shape[1]), gen, self.grid)
+        boxes = [(context, (255, 220, 0))]
+        if self.mode == "lr+hr":
+            dw, dh = hp.detail_crop()
+            inner = detail_box(context.h, context.w, dh, dw, gen, self.grid)
+            boxes.append((Box(context.y + inner.y, context.x + inner.x, inner.h, inner.w), (230, 30, 30)))
+        for b, colour in boxes:   # 2-px outlines
+            pic[b.y:b.y + 2, b.x:b.x + b.w] = pic[b.y + b.h - 2:b.y + b.h, b.x:b.x + b.w] = colour
+            pic[b.y:b.y + b.h, b.x:b.x + 2] = pic[b.y:b.y + b.h, b.x + b.w - 2:b.x + b.w] = colour
+        return pic
 
     def scale_attention(self, x: torch.Tensor) -> torch.Tensor:
         """The scale attention a of step 6 (the HR share of each pixel, classes averaged) at the LR grid."""

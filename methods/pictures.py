@@ -183,3 +183,9 @@ def picture_files(dataset, predictions: dict[int, np.ndarray], extra: dict[str, 
 def at_iteration(files: dict[str, bytes], iteration: int) -> dict[str, bytes]:
     """`picture_files` moved under pictures/iteration-<n>/: one evaluation's pictures beside the others."""
     return {f"{DIR}/{ITERATION_PREFIX}{iteration:06d}/{name.split('/', 1)[1]}": data for name, data in files.items()}
+
+
+def paired_sources(dataset, indices: Sequence[int], source) -> dict[int, int]:
+    """{chosen index of `dataset`: an index of `source`}: the k-th chosen image of the dataset is
+    paired with the k-th chosen image of the source, so every trial of a study shows the same pairs."""
+    return dict(zip(indices, chosen(source, len(indices))))

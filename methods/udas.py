@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from udalab.datasets import build_dataset
 from udalab.datasets.labels import IGNORE_INDEX
-from udalab.methods import register
+from udalab.methods import pictures, register
 from udalab.methods.adaptsegnet import AdaptSegNetConfig, AdaptSegNetStep
 from udalab.methods.advent import PRESETS as ADVENT_PRESETS
 from udalab.methods.advent import build_model
@@ -213,8 +213,10 @@ def label_targets(run: Run, hp: UDASConfig, teacher, target, indices: list[int],
 
 
 class SelfTrainStep(Step):
-    def __init__(self, run: Run, hp: UDASConfig, data: UDAData, teacher, unlabelled: list[int], labelled, rnd: int):
+    def __init__(self, run: Run, hp: UDASConfig, data: UDAData, teacher, unlabelled: list[int], labelled, rnd: int,
+                 translated=None):
         self.run, self.hp, self.data, self.rnd = run, hp, data, rnd
+        self.translated = translated        # step 0's CycleGAN-translated source (pictures only)
         self.teacher = teacher
         self.student = copy.deepcopy(unwrap(teacher)).to(run.device)   # 2b. initialised from the teacher
         self.networks = (self.student,)
@@ -277,8 +279,16 @@ class SelfTrainStep(Step):
                 conf, label = max_confidence(lambda v: teacher(v)[0], *augmented_views(x, hp.views, gen))
                 label = pseudo_labels(conf, label, hp.tau)[:, None].float()
                 out[i] = F.interpolate(label, size=sample["label"].shape[-2:], mode="nearest")[0, 0].to(torch.uint8).cpu().numpy()
-        return ({"pseudo": out}, {"pseudo": f"the teacher's pseudo labels: most confident of K = {hp.views} views, "
-                                            f"white below τ = {hp.tau:g}"})
+        pics = {"pseudo": out}
+        captions = {"pseudo": f"the teacher's pseudo labels: most confident of K = {hp.views} views, white below "
+                              f"τ = {hp.tau:g}"}
+        if self.translated is not None:   # step 0: a source image and what CycleGAN made of it
+            pairs = pictures.paired_sources(dataset, indices, self.data.source)
+            pics["source"] = {i: pictures.image_picture(self.data.source[j]["image"]) for i, j in pairs.items()}
+            pics["translated"] = {i: pictures.image_picture(self.translated[j]["image"]) for i, j in pairs.items()}
+            captions.update(source="a source image (not this row's image)",
+                            translated="the same source image after the CycleGAN translation to the target's style")
+        return pics, captions
 
     def state_dict(self) -> dict:
         return {"teacher": unwrap(self.teacher).state_dict(), "student": self.student.state_dict(),
@@ -306,12 +316,13 @@ def split_target(hp: UDASConfig, target) -> tuple[list[int], list[int]]:
     return sorted(order[:hp.labeled]), sorted(order[hp.labeled:])
 
 
-def self_training(run: Run, hp: UDASConfig, data: UDAData, G, labelled: list[int], unlabelled: list[int]) -> None:
+def self_training(run: Run, hp: UDASConfig, data: UDAData, G, labelled: list[int], unlabelled: list[int],
+                  translated=None) -> None:
     """Step 2: R rounds; each round's student is the next round's teacher."""
     labelled_set = Subset(data.target, labelled) if labelled else None
     teacher = G
     for rnd in range(1, hp.rounds + 1):
-        step = SelfTrainStep(run, hp, data, teacher, unlabelled, labelled_set, rnd)
+        step = SelfTrainStep(run, hp, data, teacher, unlabelled, labelled_set, rnd, translated)
         fit(run, step, stage=f"round{rnd}", iterations=hp.st_iterations, eval_every=hp.eval_every,
             last=rnd == hp.rounds)
         teacher = step.student
@@ -333,4 +344,4 @@ def train_loop(config: dict) -> None:
     uda_hp = hp if hp.uda else dataclasses.replace(hp, lambda_adv_main=0.0, lambda_adv_aux=0.0, lambda_kl=0.0)
     fit(run, UDAStep(run, uda_hp, data, G, source, Subset(data.target, labelled) if labelled else None),
         stage="uda", iterations=hp.iterations, eval_every=hp.eval_every, last=hp.rounds == 0)      # 1.
-    self_training(run, hp, data, G, labelled, unlabelled)                                          # 2.
+    self_training(run, hp, data, G, labelled, unlabelled, source if hp.translate else None)       # 2.

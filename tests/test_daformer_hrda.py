@@ -3,6 +3,7 @@ ClassMix, and the DACS loop's resume with the teacher it had."""
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -362,3 +363,25 @@ def test_feature_distance_covers_exactly_the_thing_classes():
     label = torch.arange(20).remainder(19).view(1, 4, 5).repeat_interleave(8, 1).repeat_interleave(8, 2)
     expected = sum(c for c in range(20) if c % 19 in things) / sum(1 for c in range(20) if c % 19 in things)
     assert float(fd(torch.zeros(1, 3, 32, 40), feat, label)) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("mode, ratio", [("lr+hr", 1.0), ("lr+hr", 0.5), ("hr", 0.25)])
+def test_the_crop_picture_draws_the_training_windows_at_their_sizes(mode, ratio):
+    """HRDA's crop picture: a yellow outline of the training crop (context) and, for LR+HR, a red one
+    of the detail window inside it, at the sizes the crop ratio gives, on the grid."""
+    hp = make_hparams(HRDAConfig, {"preset": "mini", "pretrained": "none", "mode": mode, "crop_ratio": ratio}, PRESETS)
+    pic = HRDASegmentor(hp, 19).crop_picture(torch.zeros(3, 64, 128))    # a mid-grey image, any size
+    assert pic.shape == (hp.target_size[1], hp.target_size[0], 3)
+
+    def outline(colour):
+        ys, xs = np.nonzero((pic == colour).all(-1))
+        return (ys.min(), xs.min(), ys.max() - ys.min() + 1, xs.max() - xs.min() + 1) if len(ys) else None
+
+    cy, cx, ch, cw = outline((255, 220, 0))
+    assert (cw, ch) == hp.train_crop() and cy % hp.grid == 0 and cx % hp.grid == 0
+    detail = outline((230, 30, 30))
+    if mode != "lr+hr":
+        assert detail is None
+    else:
+        dy, dx, dh, dw = detail
+        assert (dw, dh) == hp.detail_crop() and cy <= dy and cx <= dx and dy + dh <= cy + ch and dx + dw <= cx + cw

@@ -94,6 +94,27 @@ def test_pictures_at_every_evaluation_survive_a_resume(tmp_path, mini_data, kill
         run_local("source_only", {**cfg, "pictures": "sometimes"})
 
 
+def test_a_classmix_picture_pastes_half_the_source_classes_onto_the_target():
+    """DACS's mixed picture: a source of two classes (left red, right green) onto a blue target: one
+    class's half comes from the source, the other half is the target's, split where the label is."""
+    from udalab.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from udalab.methods.daformer import mixed_picture
+
+    def normalised(rgb, h, w):
+        mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        return ((torch.tensor(rgb, dtype=torch.float32).view(3, 1, 1) / 255).expand(3, h, w) - mean) / std
+
+    src = torch.cat([normalised((255, 0, 0), 16, 12), normalised((0, 255, 0), 16, 12)], dim=2)
+    label = torch.zeros(16, 24, dtype=torch.long)
+    label[:, 12:] = 1
+    pic = mixed_picture({"image": src, "label": label}, normalised((0, 0, 255), 16, 24))
+    assert pic.shape == (16, 24, 3)
+    left, right = pic[:, :12].reshape(-1, 3), pic[:, 12:].reshape(-1, 3)
+    assert len(np.unique(left, axis=0)) == 1 and len(np.unique(right, axis=0)) == 1
+    colours = {tuple(left[0]), tuple(right[0])}
+    assert colours in ({(255, 0, 0), (0, 0, 255)}, {(0, 0, 255), (0, 255, 0)})
+
+
 def _pictures(names, extra=()):
     files = {}
     for k in range(len(names)):

@@ -1,4 +1,6 @@
 """UDAS's pieces: Domain CutMix, K augmented views and their max-confidence pseudo labels."""
+import json
+
 import pytest
 import torch
 
@@ -191,6 +193,12 @@ def test_udas_reuses_its_translation_and_resumes_inside_a_self_training_round(tm
     assert cyclegan_steps == []
     from udalab.methods.engine import without_timings as strip
     assert len(resumed) == 1 and strip(resumed[0]) == pytest.approx(strip(full[-1]), nan_ok=True)
+    # its pictures: the K-view pseudo labels, and step 0's source image beside its translation
+    index = json.loads((tmp_path / "ckpt" / "pictures" / "index.json").read_text())
+    assert {"pseudo", "source", "translated"} <= set(index["pictures"])
+    for k in range(len(index["images"])):
+        src, tr = ((tmp_path / "ckpt" / "pictures" / f"{k}_{n}.png").read_bytes() for n in ("source", "translated"))
+        assert src != tr
 
 
 @pytest.mark.parametrize("bad, match", [({"tau": 0.0}, "tau"), ({"tau": 1.2}, "tau"), ({"views": 0}, "views"),
