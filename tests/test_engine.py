@@ -231,11 +231,13 @@ def test_reports_carry_the_wall_seconds_of_each_phase():
         time.sleep(0.05)                               # building the step counts as setup
         fit(run, _Slow(data, run.clock), stage="a", iterations=4, eval_every=2)
 
+    rounding = 1e-3                                    # reports round seconds to 3-4 decimals
     t0 = time.time()
     last = run_local(loop, {"seed": 0})[-1]
-    assert t0 <= last["time.started"] <= time.time()
-    assert last["time.setup"] >= 0.05 and last["time.step.part"] >= 4 * 0.02
-    assert last["time.step"] >= 4 * 0.03 and last["time.update"] >= 4 * 0.01 and last["time.evaluate"] >= 2 * 0.05
+    assert t0 - rounding <= last["time.started"] <= time.time() + rounding
+    assert last["time.setup"] >= 0.05 - rounding and last["time.step.part"] >= 4 * 0.02 - rounding
+    assert last["time.step"] >= 4 * 0.03 - rounding and last["time.update"] >= 4 * 0.01 - rounding
+    assert last["time.evaluate"] >= 2 * 0.05 - rounding
     phases = sum(last[f"time.{p}"] for p in ("setup", "data", "step", "update", "evaluate", "checkpoint"))
-    assert phases <= last["train_seconds"] and last["time.step.part"] <= last["time.step"]
+    assert phases <= last["train_seconds"] + rounding and last["time.step.part"] <= last["time.step"] + rounding
     assert not any(k.startswith("time.") or k == "train_seconds" for k in without_timings(last))
