@@ -89,7 +89,7 @@ def _study_args(study, ns, results: str, local: bool):
     return build_parser(study).parse_args(argv)
 
 
-def run_tune(study, ns, results: str) -> dict:
+def sweep_through_tune(study, ns, results: str) -> dict:
     from udalab.studies.study import run_study
 
     clock = _trial_clock_callback()
@@ -106,7 +106,7 @@ def run_tune(study, ns, results: str) -> dict:
     return {"trials": trials, "sweep": sweep_summary(trials, wall, ns.jobs)}
 
 
-def run_local(study, ns, results: str) -> dict:
+def sweep_in_process(study, ns, results: str) -> dict:
     from udalab.studies.local import read_runs
     from udalab.studies.study import run_study, study_dir_name
 
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {"study": ns.study, "rows": ns.rows, "seeds": ns.seeds, "set": ns.set, "jobs": ns.jobs,
            "cpus": os.cpu_count()}
     for mode in ns.modes:                       # Tune first: the local pool then starts on a quiet machine
-        out[mode] = (run_tune if mode == "tune" else run_local)(study, ns, results)
+        out[mode] = (sweep_through_tune if mode == "tune" else sweep_in_process)(study, ns, results)
     table = markdown(out)
     print("\n" + table)
     if ns.json:
