@@ -30,6 +30,10 @@ _RAY_ENV = {
     "RAY_AUTH_MODE": "disabled",
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
     "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300",
+    # reuse_actors (below): Tune runs the next trial in a finished trial's actor only once that
+    # trial's function thread has returned (Ray Train's teardown), and waits 2 s for it by default;
+    # a slower teardown (a loaded machine, a restarted worker group) errored the next trial
+    "TUNE_FUNCTION_THREAD_TIMEOUT_S": "120",
 }
 # On this machine only (no --address): what a one-node sweep does not need costs no process or poll
 # per trial (docs/performance.md): the preemption watcher actor (a node here is never drained by a
@@ -426,8 +430,8 @@ def run_study(study: Study, args, callbacks: list | None = None) -> int:
         print(f"report: {report}")
     unfinished = int((df["status"] != "TERMINATED").sum()) if len(df) else 0
     if grid.errors:
-        for r in grid.errors:
-            print(f"ERROR in trial: {r.error}", file=sys.stderr)
+        for error in grid.errors:
+            print(f"ERROR in trial: {error}", file=sys.stderr)
     if unfinished:
         print(f"{unfinished} trial(s) did not finish; run the same command again to resume them.", file=sys.stderr)
         return 1
@@ -574,7 +578,9 @@ def _init_ray(args) -> None:
     if ray.is_initialized():
         return
     if args.address:
-        ray.init(address=args.address)
+        # the cluster's processes were not started from this shell: the settings above reach the
+        # trials' actors (and, through Ray Train, its controllers and workers) as the job's env
+        ray.init(address=args.address, runtime_env={"env_vars": {k: os.environ[k] for k in _RAY_ENV}})
         return
     cpus = os.cpu_count() or 2
     # Each trial's driver holds one TRAIN_DRIVER; as many as trials can run at once.
