@@ -13,8 +13,8 @@ HPARAMS: dict[str, tuple[type, dict]] = {}   # name -> (hyperparameter dataclass
 DATA_CHECKS: dict[str, Callable] = {}         # name -> check(hp, config): a value checked against the data
 
 # Method modules, imported lazily so that `import udalab.methods` stays cheap.
-_MODULES = ("source_only", "advent", "adaptsegnet", "intrada", "daformer", "hrda", "udas", "ms_uda", "mml",
-            "multidecoder")
+_MODULES = ("source_only", "advent", "adaptsegnet", "intrada", "daformer", "hrda", "udas", "supervised", "ms_uda",
+            "mml", "multidecoder")
 
 
 def register(name: str, hparams: type | None = None, presets: dict | None = None, check_data: Callable | None = None):

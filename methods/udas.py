@@ -226,13 +226,16 @@ class SelfTrainStep(Step):
         self.sched = poly(self.opt, hp.st_iterations, hp.poly_power)
 
     def begin(self) -> None:
-        # 2a. the teacher labels the unlabelled target images
-        self.labels = label_targets(self.run, self.hp, self.teacher, self.data.target, self.unlabelled,
-                                    seed=self.run.seed * 1000 + self.rnd)
+        # 2a. the teacher labels the unlabelled target images (none when every image is labelled)
+        if self.unlabelled:
+            self.labels = label_targets(self.run, self.hp, self.teacher, self.data.target, self.unlabelled,
+                                        seed=self.run.seed * 1000 + self.rnd)
 
     def streams(self) -> dict[str, Stream]:
-        streams = {"pseudo": Stream(PseudoLabelled(self.data.target, self.unlabelled, self.labels),
-                                    self.hp.batch_size, id=10 + 2 * self.rnd)}
+        streams = {}
+        if self.unlabelled:
+            streams["pseudo"] = Stream(PseudoLabelled(self.data.target, self.unlabelled, self.labels),
+                                       self.hp.batch_size, id=10 + 2 * self.rnd)
         if self.labelled is not None:
             streams["labelled"] = Stream(self.labelled, self.hp.batch_size, id=11 + 2 * self.rnd)
         return streams
@@ -240,11 +243,12 @@ class SelfTrainStep(Step):
     def train_step(self, batch: dict, it: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
         hp = self.hp
         self.opt.zero_grad(set_to_none=True)
-        x_p, y_p = autoaugment(batch["pseudo"]["image"], gen), batch["pseudo"]["label"]   # the noisy student
-        with autocast(self.run.device, hp.precision):
-            main, aux = (upsample(p, x_p.shape[-2:]) for p in self.student(x_p))
-            pl = seg_ce(main, y_p) + hp.lambda_seg_aux * seg_ce(aux, y_p)
-        losses = {"pseudo": pl}
+        losses = {}
+        if "pseudo" in batch:
+            x_p, y_p = autoaugment(batch["pseudo"]["image"], gen), batch["pseudo"]["label"]   # the noisy student
+            with autocast(self.run.device, hp.precision):
+                main, aux = (upsample(p, x_p.shape[-2:]) for p in self.student(x_p))
+                losses["pseudo"] = seg_ce(main, y_p) + hp.lambda_seg_aux * seg_ce(aux, y_p)
         if "labelled" in batch:
             x_l, y_l = batch["labelled"]["image"], batch["labelled"]["label"]
             with torch.no_grad(), eval_mode(self.teacher):
@@ -253,7 +257,7 @@ class SelfTrainStep(Step):
                 s_main = upsample(self.student(x_l)[0], x_l.shape[-2:]).float()
             losses["labelled"] = seg_ce(s_main, y_l)
             losses["consistency"] = F.kl_div(F.log_softmax(s_main, 1), teacher_p, reduction="none").sum(1).mean()
-        total = losses["pseudo"] + losses.get("labelled", 0) + hp.lambda_st_kl * losses.get("consistency", 0)
+        total = losses.get("pseudo", 0) + losses.get("labelled", 0) + hp.lambda_st_kl * losses.get("consistency", 0)
         total.backward()
         return {name: v.detach() for name, v in losses.items()}
 

@@ -234,3 +234,57 @@ def test_udas_study_rows_are_the_papers_steps_and_bad_values_stop_before_any_tri
         check_trial_configs(STUDY, args, trial_settings(STUDY, args))
     args.set, args.optuna = [], True
     check_trial_configs(STUDY, args, trial_settings(STUDY, args))        # both ends of every searched range
+
+
+def test_supervised_trains_on_the_labelled_target_images_only(mini_data, monkeypatch):
+    """The data-dependency table's "Supervised" row: its only stream is the `labeled` target images
+    UDAS labels (the same indices), and a count of 0 stops before any trial."""
+    from udalab.methods import check_config, supervised
+    from udalab.methods.engine import ConfigError, run_local
+    from udalab.methods.udas import split_target
+
+    streams = []
+    real_fit = supervised.fit
+
+    def spy(run, step, **kw):
+        streams.append({name: s.dataset for name, s in step.streams().items()})
+        return real_fit(run, step, **kw)
+
+    monkeypatch.setattr(supervised, "fit", spy)
+    config = {"method": "supervised", "preset": "smoke", "seed": 0, "labeled": 10}
+    reports = run_local("supervised", config)
+    [only] = streams
+    assert list(only) == ["source"]
+    hp = check_config(config)
+    labelled, _ = split_target(hp, only["source"].dataset)
+    assert only["source"].indices == labelled        # a Subset of the target train split
+    assert len(labelled) == 10 and reports[-1]["stage"] == "supervised" and "test.miou" in reports[-1]
+    with pytest.raises(ConfigError, match="labeled must be >= 1"):
+        check_config({**config, "labeled": 0}, data=True)
+
+
+def test_udas_self_trains_when_every_target_image_is_labelled(tmp_path, monkeypatch, mini_data):
+    """2975 of 2975 in the paper (300 of 300 mini): no image is left to pseudo-label; the round
+    trains on the labelled images (CE + consistency) and no pseudo loss is reported."""
+    from udalab.methods.engine import run_local
+
+    monkeypatch.setenv("UDALAB_ARTIFACTS", str(tmp_path / "artifacts"))
+    reports = run_local("udas", {"method": "udas", "preset": "smoke", "seed": 0, "translate": False,
+                                 "labeled": 300, "st_iterations": 2})
+    last = reports[-1]
+    assert last["stage"] == "round1" and "loss.labelled" in last and "loss.consistency" in last
+    assert "loss.pseudo" not in last
+
+
+def test_udas_data_study_declares_both_curves_at_the_mini_counts():
+    from types import SimpleNamespace
+
+    from udalab.studies.study import check_trial_configs, trial_settings
+    from udalab.studies.udas_data import MINI_COUNTS, STUDY
+
+    rows = STUDY.grid_rows()
+    assert [r["labeled"] for r in rows if r["method"] == "udas"] == list(MINI_COUNTS)
+    assert [r["labeled"] for r in rows if r["method"] == "supervised"] == [n for n in MINI_COUNTS if n]
+    assert [(rows[i]["method"], rows[i]["labeled"]) for i in STUDY.smoke_rows] == [("supervised", 10), ("udas", 10)]
+    args = SimpleNamespace(preset=None, smoke=False, data_root=None, set=[], optuna=False)
+    check_trial_configs(STUDY, args, trial_settings(STUDY, args))        # every count fits the mini split
