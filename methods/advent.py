@@ -113,18 +113,24 @@ class AdventStep(Step):
     def train_step(self, batch: dict, it: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
         return self.align(batch["source"]["image"], batch["source"]["label"], batch["target"]["image"])
 
+    def segment(self, x_s: torch.Tensor, y_s: torch.Tensor):
+        """Step 1 alone: G's gradients (zeroed first) of the multi-level segmentation loss on
+        (x_s, y_s); returns both levels' maps at input size (ADVENT) and their losses."""
+        self.opt_G.zero_grad(set_to_none=True)
+        with self.run.clock("step.forward"), self.amp():
+            s_main, s_aux = (upsample(p, x_s.shape[-2:]) for p in self.G(x_s))
+            seg_main, seg_aux = seg_ce(s_main, y_s), seg_ce(s_aux, y_s)
+        with self.run.clock("step.backward"):
+            (seg_main + self.hp.lambda_seg_aux * seg_aux).backward()
+        return s_main, s_aux, seg_main, seg_aux
+
     def align(self, x_s: torch.Tensor, y_s: torch.Tensor, x_t: torch.Tensor) -> dict[str, torch.Tensor]:
         hp, clock = self.hp, self.run.clock
         discriminators = (self.D_main, self.D_aux)
-        self.opt_G.zero_grad(set_to_none=True)
         self.opt_D.zero_grad(set_to_none=True)
 
         # 1. supervised segmentation on the (pseudo-)labelled domain
-        with clock("step.forward"), self.amp():
-            s_main, s_aux = (upsample(p, x_s.shape[-2:]) for p in self.G(x_s))  # maps at input size (ADVENT)
-            seg_main, seg_aux = seg_ce(s_main, y_s), seg_ce(s_aux, y_s)
-        with clock("step.backward"):
-            (seg_main + hp.lambda_seg_aux * seg_aux).backward()
+        s_main, s_aux, seg_main, seg_aux = self.segment(x_s, y_s)
 
         # 2. align the unlabelled domain: fool D (AdvEnt) or minimise entropy (MinEnt)
         with clock("step.forward"), self.amp():

@@ -161,8 +161,9 @@ class UDAStep(AdaptSegNetStep):
         self.source, self.labelled = source, labelled
 
     def streams(self) -> dict[str, Stream]:
-        streams = {"source": Stream(self.source, self.hp.batch_size, id=0),
-                   "target": Stream(self.data.target, self.hp.batch_size, id=1)}
+        streams = {"source": Stream(self.source, self.hp.batch_size, id=0)}
+        if self.hp.uda:           # without UDA no unlabelled target image is seen (not even by BatchNorm)
+            streams["target"] = Stream(self.data.target, self.hp.batch_size, id=1)
         if self.labelled is not None and self.hp.cutmix:
             streams["labelled"] = Stream(self.labelled, self.hp.batch_size, id=2)
         return streams
@@ -172,6 +173,9 @@ class UDAStep(AdaptSegNetStep):
         if "labelled" in batch:   # Domain CutMix, then AutoAugment: the new source batch
             x_s, y_s, _ = domain_cutmix(x_s, y_s, batch["labelled"]["image"], batch["labelled"]["label"], gen)
             x_s = autoaugment(x_s, gen)
+        if not self.hp.uda:       # the "no adaptation" and "ST" rows: the segmentation loss alone
+            *_, seg_main, seg_aux = self.segment(x_s, y_s)
+            return {"seg_main": seg_main.detach(), "seg_aux": seg_aux.detach()}
         return self.align(x_s, y_s, batch["target"]["image"])
 
     def target_terms(self, t_main, t_aux):
@@ -345,7 +349,6 @@ def train_loop(config: dict) -> None:
     source = translated_source(config, hp, data, run) if hp.translate else data.source   # 0.
     labelled, unlabelled = split_target(hp, data.target)
     G = build_model(run, hp, data.num_classes)
-    uda_hp = hp if hp.uda else dataclasses.replace(hp, lambda_adv_main=0.0, lambda_adv_aux=0.0, lambda_kl=0.0)
-    fit(run, UDAStep(run, uda_hp, data, G, source, Subset(data.target, labelled) if labelled else None),
+    fit(run, UDAStep(run, hp, data, G, source, Subset(data.target, labelled) if labelled else None),
         stage="uda", iterations=hp.iterations, eval_every=hp.eval_every, last=hp.rounds == 0)      # 1.
     self_training(run, hp, data, G, labelled, unlabelled, source if hp.translate else None)       # 2.

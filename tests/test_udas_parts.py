@@ -288,3 +288,22 @@ def test_udas_data_study_declares_both_curves_at_the_mini_counts():
     assert [(rows[i]["method"], rows[i]["labeled"]) for i in STUDY.smoke_rows] == [("supervised", 10), ("udas", 10)]
     args = SimpleNamespace(preset=None, smoke=False, data_root=None, set=[], optuna=False)
     check_trial_configs(STUDY, args, trial_settings(STUDY, args))        # every count fits the mini split
+
+
+def test_the_no_adaptation_row_never_sees_an_unlabelled_target_image(mini_data, monkeypatch):
+    """Without UDA the step has no target stream: BatchNorm's statistics come from the source
+    alone (a target forward pass, even at adversarial weight 0, would adapt them)."""
+    from udalab.methods import udas
+    from udalab.methods.engine import run_local
+
+    seen = []
+    real_fit = udas.fit
+    monkeypatch.setattr(udas, "fit", lambda run, step, **kw: (seen.append(set(step.streams())),
+                                                               real_fit(run, step, **kw))[1])
+    row = {"method": "udas", "preset": "smoke", "seed": 0, "translate": False, "uda": False, "cutmix": False,
+           "rounds": 0}
+    reports = run_local("udas", row)
+    assert seen == [{"source"}] and "loss.adv_main" not in reports[-1] and "loss.seg_main" in reports[-1]
+    seen.clear()
+    run_local("udas", {**row, "uda": True})
+    assert seen == [{"source", "target"}]
