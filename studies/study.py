@@ -499,8 +499,10 @@ def optuna_storage(study_dir: str):
 
 
 def check_trial_configs(study: Study, args, settings: dict) -> None:
-    """Every grid row's config (or, with --optuna, each searched value at both ends of its range)
-    through the method's own hyperparameter checks: a bad name or value raises SystemExit naming it."""
+    """The config of every grid row this invocation runs (--rows, --smoke) or, with --optuna, each
+    searched value at both ends of its range, through the method's own hyperparameter checks: a
+    bad name or value raises SystemExit naming it. (A --set for one method's rows does not trip
+    over another method's rows left out by --rows.)"""
     from udalab.methods import check_config
     from udalab.methods.engine import ConfigError
 
@@ -510,7 +512,7 @@ def check_trial_configs(study: Study, args, settings: dict) -> None:
             ends = getattr(domain, "categories", None) or [getattr(domain, "lower", None), getattr(domain, "upper", None)]
             configs += [{name: v} for v in ends if v is not None]
     else:
-        configs = [{"row": row} for row in study.grid_rows()]
+        configs = [{"row": row} for row in grid(study, args)[0]]
     for config in configs or [{}]:
         method_config = trial_run_config({**config, "seed": study.seeds[0]}, settings)
         try:

@@ -307,3 +307,18 @@ def test_the_no_adaptation_row_never_sees_an_unlabelled_target_image(mini_data, 
     seen.clear()
     run_local("udas", {**row, "uda": True})
     assert seen == [{"source", "target"}]
+
+
+def test_a_set_for_the_rows_that_run_is_checked_against_those_rows_only():
+    """--set lambda_kl=0 names a UDAS hyperparameter: with --rows 1 (a UDAS row) it passes; over the
+    whole grid the AdaptSegNet row refuses it, naming the row, before any trial starts."""
+    from types import SimpleNamespace
+
+    from udalab.studies.study import check_trial_configs, trial_settings
+    from udalab.studies.udas_ablation import STUDY
+
+    args = SimpleNamespace(preset=None, smoke=False, data_root=None, set=["lambda_kl=0"], optuna=False, rows=[1])
+    check_trial_configs(STUDY, args, trial_settings(STUDY, args))
+    args.rows = None
+    with pytest.raises(SystemExit, match="unknown hyperparameter 'lambda_kl'.*adaptsegnet.*no trial was started"):
+        check_trial_configs(STUDY, args, trial_settings(STUDY, args))
