@@ -77,7 +77,8 @@ class UDASConfig(AdaptSegNetConfig):
     cyclegan_seed: int = 0               # one translation for every trial, whatever its seed
     # 1. UDA
     uda: bool = True                     # False: the segmentation loss only (the "no adaptation" / "ST" rows)
-    lambda_kl: float = 1.0               # L_total = L_seg + L_adv + L_kl (Sec. 3.3: unweighted)
+    lambda_kl: float = 1.0               # L_total = L_seg + L_adv + L_kl (Sec. 3.3: unweighted); diverges
+    #                                      at the mini lr (docs/results.md); 0 there: +1.5 mIoU, one seed
     labeled: int = 2975                  # labelled target images: 2975 / 1000 / 500 / 100 / 0 (Sec. 4.3.3)
     cutmix: bool = True
     # 2. self-training
@@ -150,7 +151,10 @@ def translated_source(config: dict, hp: UDASConfig, data: UDAData, run: Run):
 
 
 def symmetric_ce(main: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
-    """Sec. 3.3's L_kl per pixel: -Σ_c p_aux log p_main - Σ_c p_main log p_aux, averaged over pixels."""
+    """Sec. 3.3's L_kl per pixel: -Σ_c p_aux log p_main - Σ_c p_main log p_aux, averaged over pixels.
+    As printed it is a symmetric cross entropy, i.e. KL(p_aux||p_main) + KL(p_main||p_aux) + H(p_aux)
+    + H(p_main): at weight 1 it also minimises both entropies, and at the mini preset's learning
+    rate it made the UDA step diverge (docs/results.md, "UDAS step ablation")."""
     log_main, log_aux = F.log_softmax(main, 1), F.log_softmax(aux, 1)
     return -((log_aux.exp() * log_main).sum(1) + (log_main.exp() * log_aux).sum(1)).mean()
 
