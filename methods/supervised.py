@@ -26,11 +26,15 @@ from udalab.methods.uda_data import build_uda_data
 from udalab.methods.udas import PRESETS, UDASConfig, check_labelled_count, split_target
 
 
-def check_labelled(hp: UDASConfig, config: dict) -> None:
-    """Before any trial: at least one labelled image, and no more than the target split holds."""
+def require_labels(hp: UDASConfig) -> None:
     if hp.labeled < 1:
         raise ConfigError(f"supervised trains on the labelled target images only: labeled must be >= 1, got "
                           f"{hp.labeled} (the paper's table has no supervised row at 0 labels)")
+
+
+def check_labelled(hp: UDASConfig, config: dict) -> None:
+    """Before any trial: at least one labelled image, and no more than the target split holds."""
+    require_labels(hp)
     check_labelled_count(hp, config)
 
 
@@ -38,9 +42,9 @@ def check_labelled(hp: UDASConfig, config: dict) -> None:
 def train_loop(config: dict) -> None:
     run = Run.start(config)
     hp = make_hparams(UDASConfig, config, PRESETS)
-    check_labelled(hp, config)
+    require_labels(hp)
     data = build_uda_data(config, hp.source_size, hp.target_size)
-    labelled, _ = split_target(hp, data.target)
+    labelled, _ = split_target(hp, data.target)          # checks the count against the split
     G = build_model(run, hp, data.num_classes)
     on_labelled = dataclasses.replace(data, source=Subset(data.target, labelled))   # the training set
     fit(run, SourceOnlyStep(run, hp, on_labelled, G), stage="supervised", iterations=hp.iterations,   # 1., 2.
