@@ -201,8 +201,29 @@ def test_udas_reuses_its_translation_and_resumes_inside_a_self_training_round(tm
         assert src != tr
 
 
+def test_udas_kl_is_the_symmetric_kl_and_the_printed_formula_adds_both_entropies():
+    """Sec. 3.3 names L_kl a KL divergence; its printed formula is a symmetric cross entropy. The default
+    is the symmetric KL: KL(aux||main) + KL(main||aux), zero where the two classifiers agree; the printed
+    one is that plus H(aux) + H(main), so it is not zero at agreement (it rewards confident maps)."""
+    import torch.nn.functional as F
+
+    from udalab.methods.udas import KL_TERMS, UDASConfig, symmetric_ce, symmetric_kl
+
+    assert UDASConfig().kl == "symmetric_kl" and KL_TERMS["printed"] is symmetric_ce
+    g = torch.Generator().manual_seed(0)
+    main, aux = torch.randn(2, 5, 3, 4, generator=g), torch.randn(2, 5, 3, 4, generator=g)
+    lm, la = F.log_softmax(main, 1), F.log_softmax(aux, 1)
+    kl = lambda log_p, log_q: (log_p.exp() * (log_p - log_q)).sum(1).mean()      # KL(p||q) per pixel, mean
+    entropy = lambda log_p: -(log_p.exp() * log_p).sum(1).mean()
+    assert symmetric_kl(main, aux) == pytest.approx((kl(la, lm) + kl(lm, la)).item(), rel=1e-5)
+    assert symmetric_kl(main, main).item() == pytest.approx(0.0, abs=1e-6)
+    assert symmetric_ce(main, aux) == pytest.approx((symmetric_kl(main, aux) + entropy(lm) + entropy(la)).item(),
+                                                    rel=1e-5)
+    assert symmetric_ce(main, main) > 1.0                                         # 2 H(main) at agreement
+
+
 @pytest.mark.parametrize("bad, match", [({"tau": 0.0}, "tau"), ({"tau": 1.2}, "tau"), ({"views": 0}, "views"),
-                                        ({"labeled": 301}, "only 300 images")])
+                                        ({"labeled": 301}, "only 300 images"), ({"kl": "js"}, "kl must be one of")])
 def test_udas_bad_configs_name_the_value(bad, match, tmp_path, monkeypatch, mini_data):
     from udalab.methods import check_config
     from udalab.methods.engine import ConfigError
