@@ -17,6 +17,7 @@ stage at the right iteration. Every checkpoint has one layout for every method:
 
     state.pt      {"iteration": global iteration, "stage": stage name, "state": Step.state_dict(),
                    "rng": every worker's global RNG states, "train_seconds": training time so far}
+                  (the run's final checkpoint: its optimisers' moments emptied, as nothing trains on)
     history.json  every report so far (Tune forgets a resumed trial's history; the report needs it)
 
 Reproducibility contract: a run is a pure function of (config, seed). Every sample is
@@ -622,12 +623,26 @@ def fit(run: Run, step: Step, *, stage: str, iterations: int, eval_every: int, l
                     if end and step.data.target_test is not None:  # once per stage, at its end: the result
                         metrics.update({f"test.{k}": v for k, v in step.evaluate(step.data.target_test).items()})
             with clock("checkpoint"):
+                state = step.state_dict()
+                if last and end:             # the run's final checkpoint: nothing trains on from it
+                    state = without_optimizer_moments(state)
                 run.report({"iteration": offset + it + 1, "stage": stage, **metrics, **meter.pop(),
                             "done": last and end, **prov},
-                           state={"iteration": offset + it + 1, "stage": stage, "state": step.state_dict()},
-                           files=files)
+                           state={"iteration": offset + it + 1, "stage": stage, "state": state}, files=files)
     run._setup_from = time.perf_counter()            # the next stage's setup starts here
     return step
+
+
+def without_optimizer_moments(state: dict) -> dict:
+    """A Step's state_dict with its optimisers' per-parameter state (SGD's momentum, AdamW's two
+    moments: one to two copies of the model) emptied: what a finished run's last checkpoint keeps.
+    Resuming from it trains nothing (fit reports the final metrics again), but it still loads
+    (`optimizer.load_state_dict` takes an empty state and keeps the param groups), so the
+    networks come back for whoever uses the trained model (an artifact's build, a user)."""
+    def emptied(v):
+        is_optimizer = isinstance(v, dict) and {"state", "param_groups"} <= set(v)
+        return {**v, "state": {}} if is_optimizer else v
+    return {k: emptied(v) for k, v in state.items()}
 
 
 def _json_default(o):

@@ -101,6 +101,8 @@ def test_resume_continues_bit_for_bit(method, stop_after, extra, tmp_path, kille
     last = torch.load(tmp_path / "full" / "state.pt", weights_only=False)
     assert set(last) == CHECKPOINT_LAYOUT
     assert (last["iteration"], last["stage"]) == (full[-1]["iteration"], LAST_STAGE[method])
+    optimizers = lambda state: [v for v in state.values() if isinstance(v, dict) and "param_groups" in v]
+    assert optimizers(last["state"]) and all(o["state"] == {} for o in optimizers(last["state"]))  # moments dropped
     history = json.loads((tmp_path / "full" / "history.json").read_text())
     assert [r["iteration"] for r in history] == [r["iteration"] for r in full]
     again = run_local(method, config, checkpoint_dir=tmp_path / "full")
@@ -109,6 +111,8 @@ def test_resume_continues_bit_for_bit(method, stop_after, extra, tmp_path, kille
     ckpt = tmp_path / "ckpt"
     with killed_after(stop_after):
         run_local(method, config, checkpoint_dir=ckpt)
+    mid = torch.load(ckpt / "state.pt", weights_only=False)["state"]
+    assert all(o["state"] for o in optimizers(mid))          # a checkpoint to train on from keeps them
     resumed = run_local(method, config, checkpoint_dir=ckpt)
     assert resumed[0]["iteration"] > stop_after  # did not start over
     by_it = {r["iteration"]: r for r in _strip_time(full)}
