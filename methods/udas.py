@@ -79,8 +79,8 @@ class UDASConfig(AdaptSegNetConfig):
     uda: bool = True                     # False: the segmentation loss only (the "no adaptation" / "ST" rows)
     lambda_kl: float = 1.0               # L_total = L_seg + L_adv + L_kl (Sec. 3.3: unweighted)
     kl: str = "symmetric_kl"             # Sec. 3.3 calls L_kl a KL divergence; its printed formula ("printed")
-    #                                      is a symmetric cross entropy (+ both entropies), which diverged at
-    #                                      the mini lr (docs/results.md, "UDAS step ablation")
+    #                                      is a symmetric cross entropy (+ both entropies). At weight 1 both
+    #                                      diverged at the mini lr (docs/results.md, "UDAS step ablation")
     labeled: int = 2975                  # labelled target images: 2975 / 1000 / 500 / 100 / 0 (Sec. 4.3.3)
     cutmix: bool = True
     # 2. self-training
@@ -165,8 +165,8 @@ def symmetric_kl(main: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
 
 def symmetric_ce(main: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
     """L_kl as Sec. 3.3 prints it, per pixel, averaged over pixels: -Σ_c p_aux log p_main - Σ_c p_main log p_aux
-    = symmetric_kl + H(p_aux) + H(p_main): at weight 1 it also minimises both entropies, and at the mini
-    preset's learning rate it made the UDA step diverge (docs/results.md, "UDAS step ablation")."""
+    = symmetric_kl + H(p_aux) + H(p_main): it also minimises both entropies (at weight 1 and the mini
+    learning rate the UDA step diverged with it, as with symmetric_kl; docs/results.md)."""
     log_main, log_aux = F.log_softmax(main, 1), F.log_softmax(aux, 1)
     return -((log_aux.exp() * log_main).sum(1) + (log_main.exp() * log_aux).sum(1)).mean()
 
