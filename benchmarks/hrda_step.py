@@ -14,6 +14,12 @@ Runs without Ray (the lent GPU machine has none):
 
     python benchmarks/hrda_step.py --json docs/bench_hrda_h100.json           # GPU, paper sizes
     python benchmarks/hrda_step.py --device cpu --backbone mit_b0 --size-scale 0.125 --iters 1
+    python benchmarks/hrda_step.py --device cpu --backbone mit_b0 --size-scale 0.125 --compile
+
+--channels-last stores the models and inputs channels-last; --compile runs torch.compile on each
+network's parts (encoder, decoder heads, HRDA's scale attention; the EMA teacher's too), and the
+row's `first_ms` is the first call's time, compilation included (HRDA's varying window sizes
+compile more than once: every warm-up call is in `warmup_ms`).
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ import argparse
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from timing import device_name, time_step, write_rows  # benchmarks/timing.py
 
 from udalab.datasets.labels import CLASS_NAMES, IGNORE_INDEX
@@ -41,6 +48,19 @@ def _fmt(x, cl: bool):
     return x.contiguous(memory_format=torch.channels_last) if cl and x.ndim == 4 else x
 
 
+def compile_parts(*models: nn.Module) -> None:
+    """torch.compile each model's EncoderDecoder parts in place (module.compile(): the same module,
+    state dict and parameters). The parts, not the segmentor: a segmentor calls net.encoder and
+    net.decoder itself, and the EMA teacher needs its own compiled copies, not the student's."""
+    for model in models:
+        for m in list(model.modules()):
+            if isinstance(m, EncoderDecoder):
+                m.encoder.compile()
+                m.decoder.compile()
+        if hasattr(model, "attention") and isinstance(model.attention, nn.Module):
+            model.attention.compile()
+
+
 def supervised_step(model, device, precision, side: int, batch: int, hf: bool, cl: bool):
     x = _fmt(torch.randn(batch, 3, side, side, device=device), cl)
     y = torch.randint(0, NUM_CLASSES, (batch, side, side), device=device)
@@ -57,7 +77,8 @@ def supervised_step(model, device, precision, side: int, batch: int, hf: bool, c
     return step
 
 
-def dacs_iteration(row: str, device, precision: str, backbone: str, scale: float, batch: int, cl: bool):
+def dacs_iteration(row: str, device, precision: str, backbone: str, scale: float, batch: int, cl: bool,
+                   compiled: bool = False):
     cls, presets = (HRDAConfig, HRDA_PRESETS) if row == "hrda" else (DAFormerConfig, DAFORMER_PRESETS)
     hp = make_hparams(cls, {"preset": "paper", "precision": precision, "pretrained": "none", "backbone": backbone,
                             "fd_lambda": 0.0, "batch_size": batch}, presets)
@@ -77,6 +98,8 @@ def dacs_iteration(row: str, device, precision: str, backbone: str, scale: float
     run = Run({"seed": 0}, ray=False, rank=0, world=1, device=device)
     dacs = DACSStep(run, hp, UDAData(None, None, None, None, NUM_CLASSES, CLASS_NAMES), student)  # EMA, AdamW, poly
     dacs.student.train()
+    if compiled:
+        compile_parts(dacs.student, dacs.teacher.model)
     xs = _fmt(torch.randn(batch, 3, h, w, device=device), cl)
     xt = _fmt(torch.randn(batch, 3, h, w, device=device), cl)
     ys = torch.randint(0, NUM_CLASSES, (batch, h, w), device=device)
@@ -106,14 +129,19 @@ def build(row: str, args, precision: str):
         model = transformers.SegformerForSemanticSegmentation(cfg).to(device).train()
         if args.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        if args.compile:
+            model.compile()
         return supervised_step(model, device, precision, side, args.batch, True, args.channels_last), f"{args.batch}x{side}²"
     if row == "segformer_ours":
         model = EncoderDecoder(NUM_CLASSES, args.backbone, "segformer", "none",
                                decoder_dim=256 if variant == "b0" else 768).to(device).train()
         if args.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        if args.compile:
+            compile_parts(model)
         return supervised_step(model, device, precision, side, args.batch, False, args.channels_last), f"{args.batch}x{side}²"
-    return dacs_iteration(row, device, precision, args.backbone, args.size_scale, args.batch, args.channels_last)
+    return dacs_iteration(row, device, precision, args.backbone, args.size_scale, args.batch, args.channels_last,
+                          args.compile)
 
 
 def bench(row: str, precision: str, args) -> dict:
@@ -121,7 +149,7 @@ def bench(row: str, precision: str, args) -> dict:
     step, sizes = build(row, args, precision)
     timing = time_step(step, device, args.warmup, args.iters)
     return {"row": row, "precision": precision, **timing,
-            "sizes": sizes, "backbone": args.backbone, "channels_last": args.channels_last}
+            "sizes": sizes, "backbone": args.backbone, "channels_last": args.channels_last, "compile": args.compile}
 
 
 def main(argv=None):
@@ -133,6 +161,7 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--size-scale", type=float, default=1.0, help="scale the papers' crop sizes")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the networks' parts (see above)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (1 avoids oversubscription on a busy CPU)")

@@ -16,10 +16,14 @@ def _sync(device: torch.device) -> None:
 
 
 def time_step(step, device: torch.device, warmup: int, iters: int) -> dict:
-    """Call `step` warmup + iters times; ms per call (median, min) and peak GPU memory (GiB; NaN on CPU)."""
+    """Call `step` warmup + iters times; ms per call (median, min), the first call's ms and all warm-up
+    calls' (where compilation and allocator growth go), peak GPU memory (GiB; NaN on CPU)."""
+    warm = []
     for _ in range(warmup):
+        t0 = time.perf_counter()
         step()
-    _sync(device)
+        _sync(device)
+        warm.append((time.perf_counter() - t0) * 1000)
     times = []
     for _ in range(iters):
         t0 = time.perf_counter()
@@ -29,7 +33,8 @@ def time_step(step, device: torch.device, warmup: int, iters: int) -> dict:
     mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    return {"ms_median": statistics.median(times), "ms_min": min(times), "peak_gib": mem}
+    return {"ms_median": statistics.median(times), "ms_min": min(times), "first_ms": warm[0] if warm else None,
+            "warmup_ms": sum(warm), "peak_gib": mem}
 
 
 def device_name(device: str) -> str:

@@ -19,6 +19,7 @@ def _load(name):
 def _check_rows(rows, out):
     """Every row timed the iterations it ran (min <= median), and the JSON file holds exactly the rows."""
     assert all(0 < r["ms_min"] <= r["ms_median"] for r in rows)
+    assert all(0 < r["first_ms"] <= r["warmup_ms"] for r in rows)   # the warm-up calls, the first among them
     assert json.loads(out.read_text())["rows"] == json.loads(json.dumps(rows))
 
 
@@ -40,6 +41,31 @@ def test_hrda_step_benchmark_times_every_row_and_precision(tmp_path):
     expected = [r for r in bench.ROWS if r != "segformer_hf" or importlib.util.find_spec("transformers")]
     assert [(r["row"], r["precision"]) for r in rows] == [(r, p) for r in expected for p in ("fp32", "bf16")]
     _check_rows(rows, out)
+
+
+def test_compile_parts_compiles_each_network_its_own_parts():
+    """--compile compiles the encoder, decoder and scale attention of the student and of the EMA
+    teacher separately (a compiled student's call bound into the teacher's deepcopy would run the
+    student's weights), and leaves parameters and state-dict keys as they were."""
+    import torch
+
+    from udalab.methods.ema import EMATeacher
+    from udalab.methods.engine import make_hparams
+    from udalab.methods.hrda import PRESETS, HRDAConfig, HRDASegmentor
+
+    bench = _load("hrda_step")
+    hp = make_hparams(HRDAConfig, {"preset": "smoke"}, PRESETS)
+    student = HRDASegmentor(hp, 19)
+    teacher = EMATeacher(student, 0.999).model
+    keys = list(student.state_dict())
+    bench.compile_parts(student, teacher)
+    parts = lambda m: [m.net.encoder, m.net.decoder, m.attention]  # noqa: E731
+    assert all(p._compiled_call_impl is not None for m in (student, teacher) for p in parts(m))
+    for s, t in zip(parts(student), parts(teacher)):
+        assert s._compiled_call_impl is not t._compiled_call_impl
+    assert list(student.state_dict()) == keys and list(teacher.state_dict()) == keys
+    assert not any(p is q for p, q in zip(student.parameters(), teacher.parameters()))
+    assert isinstance(student.net.encoder, torch.nn.Module) and type(student.net.encoder).__name__ == "MiT"
 
 
 def test_sweep_overhead_accounts_for_every_second_of_a_trial():
