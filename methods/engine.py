@@ -633,6 +633,35 @@ def fit(run: Run, step: Step, *, stage: str, iterations: int, eval_every: int, l
     return step
 
 
+def adopt(run: Run, step: Step, *, stage: str, iterations: int,
+          shared: Callable[[], tuple[dict, list[dict], str]]) -> Step:
+    """The stage named `stage` as another run trained it, instead of `fit`: an artifact that every
+    trial differing only in later stages reads (UDAS's UDA stage under a τ search). `shared()` returns
+    (the other run's final state of the stage, its reports of the stage, the artifact's name); the
+    state is loaded into `step`, the reports join this run's history as they were, marked
+    `shared_from`, and iterations count on as if `fit` had trained it. Its later stages then see
+    what they would have seen after their own `fit` of it: their batches and draws are seeded by
+    (seed, stream, iteration), not by what ran before. A run resumed in a later stage skips it, as
+    `fit` does (its checkpoint and history hold what it needs); `shared` is then not called."""
+    if stage in run.stages:
+        raise ValueError(f"stage {stage!r} is fit twice in one run; give each stage its own name")
+    run.stages.append(stage)
+    offset, run.iteration = run.iteration, run.iteration + iterations
+    if run.checkpoint is not None:
+        if run.checkpoint["stage"] == stage:
+            raise RuntimeError(f"the checkpoint is inside stage {stage!r}, which this run now reads from an "
+                               f"artifact: it was written by a run that trained the stage itself; resume with the "
+                               f"config that wrote it, or start over (--restart)")
+        return step
+    state, reports, name = shared()
+    step.load_state_dict(state)
+    for report in reports:
+        run.report({**without_timings(report), "iteration": offset + report["iteration"], "stage": stage,
+                    "done": False, "shared_from": name})
+    run._setup_from = time.perf_counter()
+    return step
+
+
 def without_optimizer_moments(state: dict) -> dict:
     """A Step's state_dict with its optimisers' per-parameter state (SGD's momentum, AdamW's two
     moments: one to two copies of the model) emptied: what a finished run's last checkpoint keeps.

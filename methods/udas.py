@@ -12,6 +12,8 @@ Algorithm (DeepLab-v2 multi-level G, images resized to 640x360):
      Domain CutMix (Sec. 3.4), when `labeled` > 0 target images have labels: each source image
      gets a box of r = sqrt(1 - λ) of each side, λ ~ U(0, 1), cut from a labelled target image
      (labels likewise), then AutoAugment; the mixed pair is the source batch.
+     With `share_uda` (the default) the stage is trained once per its settings and seed, as an
+     artifact, and trials that differ only in step 2's settings read it (methods/engine.py `adopt`).
   2. Self-training, R rounds (stages "round1" ... "roundR"), when `rounds` > 0:
      a. the teacher (round 1: the UDA model; then the last student) labels every unlabelled
         target image: K AutoAugment views, each prediction back on the image's grid, the
@@ -32,8 +34,10 @@ import copy
 import dataclasses
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -48,8 +52,8 @@ from udalab.methods.advent import build_model
 from udalab.methods.artifacts import get_or_build_trained
 from udalab.methods.cyclegan import CycleGANConfig, train_cyclegan, write_translated
 from udalab.methods.deeplab import upsample
-from udalab.methods.engine import (ConfigError, Run, Step, Stream, autocast, eval_mode, fit, make_hparams,
-                                   rng_preserved, unwrap)
+from udalab.methods.engine import (ConfigError, Run, Step, Stream, adopt, autocast, eval_mode, fit, make_hparams,
+                                   rng_preserved, run_local, unwrap)
 from udalab.methods.evaluate import evaluate
 from udalab.methods.losses import seg_ce
 from udalab.methods.mixing import domain_cutmix
@@ -89,6 +93,10 @@ class UDASConfig(AdaptSegNetConfig):
     tau: float = 0.6                     # confidence threshold (Sec. 4.2.5)
     st_iterations: int = 120_000         # per round; not stated, ADVENT's early stop
     lambda_st_kl: float = 1.0            # the consistency weight on labelled images (not stated)
+    share_uda: bool = True               # step 1 trained once per its settings and seed, an artifact read by
+    #                                      every trial that differs only in step 2's (SELF_TRAINING_KEYS): a
+    #                                      τ / K / rounds search pays for self-training alone; the same metrics
+    #                                      as training it in the trial (tests/test_udas_parts.py)
 
     def validate(self) -> None:
         super().validate()
@@ -199,6 +207,30 @@ class UDAStep(AdaptSegNetStep):
 
     def target_terms(self, t_main, t_aux):
         return {"kl": (self.hp.lambda_kl, KL_TERMS[self.hp.kl](t_main, t_aux))}
+
+
+SELF_TRAINING_KEYS = ("rounds", "views", "tau", "st_iterations", "lambda_st_kl")   # what step 1 never reads
+
+
+def shared_uda(config: dict, data: UDAData) -> Callable[[], tuple[dict, list[dict], str]]:
+    """Step 1 as an artifact (for `adopt`): the trial's config less step 2's settings, trained as a
+    nested local run with no self-training round, the first time any trial asks for it; its final
+    state and its reports are what every later trial with those settings reads."""
+    uda_config = {**{k: v for k, v in config.items() if k not in SELF_TRAINING_KEYS}, "rounds": 0, "share_uda": False}
+    key = {"udas_uda_stage": uda_config, "source_root": str(data.source.root), "target_root": str(data.target.root)}
+
+    def build(tmp: Path, partial: Path) -> None:
+        reports = run_local("udas", uda_config, checkpoint_dir=partial)
+        os.replace(partial / "state.pt", tmp / "state.pt")
+        (tmp / "reports.json").write_text(json.dumps(reports, default=str) + "\n")
+
+    def read() -> tuple[dict, list[dict], str]:
+        root = get_or_build_trained("udas_uda", key, build)
+        log.info("UDA stage read from %s (trained once for every trial with these step-1 settings)", root)
+        state = torch.load(root / "state.pt", map_location="cpu", weights_only=False)
+        return state["state"], json.loads((root / "reports.json").read_text()), root.name
+
+    return read
 
 
 # ---------------------------------------------------------------------------------------
@@ -368,6 +400,9 @@ def train_loop(config: dict) -> None:
     source = translated_source(config, hp, data, run) if hp.translate else data.source   # 0.
     labelled, unlabelled = split_target(hp, data.target)
     G = build_model(run, hp, data.num_classes)
-    fit(run, UDAStep(run, hp, data, G, source, Subset(data.target, labelled) if labelled else None),
-        stage="uda", iterations=hp.iterations, eval_every=hp.eval_every, last=hp.rounds == 0)      # 1.
+    uda = UDAStep(run, hp, data, G, source, Subset(data.target, labelled) if labelled else None)
+    if hp.share_uda and hp.rounds > 0:                                                            # 1.
+        adopt(run, uda, stage="uda", iterations=hp.iterations, shared=shared_uda(config, data))
+    else:
+        fit(run, uda, stage="uda", iterations=hp.iterations, eval_every=hp.eval_every, last=hp.rounds == 0)
     self_training(run, hp, data, G, labelled, unlabelled, source if hp.translate else None)       # 2.

@@ -201,6 +201,38 @@ def test_udas_reuses_its_translation_and_resumes_inside_a_self_training_round(tm
         assert src != tr
 
 
+def test_trials_that_differ_only_in_self_training_share_one_uda_stage(tmp_path, monkeypatch, mini_data):
+    """A τ / K search pays for the UDA stage once per seed: the first trial trains it as an artifact,
+    a trial with another τ and K reads it without one UDA step, reading it ends with the metrics of
+    training the stage inside the trial, and a trial with another UDA setting trains its own."""
+    from udalab.methods import udas
+    from udalab.methods.engine import run_local
+    from udalab.methods.engine import without_timings as strip
+
+    monkeypatch.setenv("UDALAB_ARTIFACTS", str(tmp_path / "artifacts"))
+    config = {"method": "udas", "preset": "smoke", "seed": 0, "translate": False, "st_iterations": 4}
+    own = run_local("udas", {**config, "share_uda": False})
+    shared = run_local("udas", config)
+    assert len(list((tmp_path / "artifacts").glob("udas_uda-*/state.pt"))) == 1
+    assert [r["stage"] for r in shared] == ["uda", "uda", "round1", "round1"]
+    assert all(r["shared_from"].startswith("udas_uda-") for r in shared[:2]) and "shared_from" not in shared[-1]
+    unmarked = [{k: v for k, v in strip(r).items() if k != "shared_from"} for r in shared]
+    assert len(unmarked) == len(own)
+    for mine, theirs in zip(unmarked, own):
+        assert mine == pytest.approx(strip(theirs), nan_ok=True)
+
+    def no_uda_step(*args):
+        raise AssertionError("a UDA step ran")
+
+    monkeypatch.setattr(udas.UDAStep, "train_step", no_uda_step)
+    other = run_local("udas", {**config, "tau": 0.9, "views": 1})
+    for mine, theirs in zip(other[:2], shared[:2]):
+        assert strip(mine) == pytest.approx(strip(theirs), nan_ok=True)
+    assert other[-1]["test.miou"] >= 0 and other[-1]["done"]
+    with pytest.raises(AssertionError, match="a UDA step ran"):
+        run_local("udas", {**config, "lambda_kl": 0.5})
+
+
 def test_udas_kl_is_the_symmetric_kl_and_the_printed_formula_adds_both_entropies():
     """Sec. 3.3 names L_kl a KL divergence; its printed formula is a symmetric cross entropy. The default
     is the symmetric KL: KL(aux||main) + KL(main||aux), zero where the two classifiers agree; the printed
