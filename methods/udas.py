@@ -304,6 +304,7 @@ class SelfTrainStep(Step):
             with autocast(self.run.device, hp.precision):
                 main, aux = (upsample(p, x_p.shape[-2:]) for p in self.student(x_p))
                 losses["pseudo"] = seg_ce(main, y_p) + hp.lambda_seg_aux * seg_ce(aux, y_p)
+            losses["q"] = (y_p != IGNORE_INDEX).float().mean()   # pixels kept at τ (reported as loss.q, as DACS's)
         if "labelled" in batch:
             x_l, y_l = batch["labelled"]["image"], batch["labelled"]["label"]
             with torch.no_grad(), eval_mode(self.teacher):

@@ -228,7 +228,7 @@ def test_trials_that_differ_only_in_self_training_share_one_uda_stage(tmp_path, 
     other = run_local("udas", {**config, "tau": 0.9, "views": 1})
     for mine, theirs in zip(other[:2], shared[:2]):
         assert strip(mine) == pytest.approx(strip(theirs), nan_ok=True)
-    assert other[-1]["test.miou"] >= 0 and other[-1]["done"]
+    assert other[-1]["done"] and 0 <= other[-1]["loss.q"] <= 1      # the kept fraction, reported
     with pytest.raises(AssertionError, match="a UDA step ran"):
         run_local("udas", {**config, "lambda_kl": 0.5})
 
