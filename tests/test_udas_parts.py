@@ -287,6 +287,8 @@ def test_udas_study_rows_are_the_papers_steps_and_bad_values_stop_before_any_tri
         check_trial_configs(STUDY, args, trial_settings(STUDY, args))
     args.set, args.optuna = [], True
     check_trial_configs(STUDY, args, trial_settings(STUDY, args))        # both ends of every searched range
+    from udalab.methods.udas import SELF_TRAINING_KEYS
+    assert set(STUDY.search) <= set(SELF_TRAINING_KEYS)     # every searched config of a seed reads one UDA stage
 
 
 def test_supervised_trains_on_the_labelled_target_images_only(mini_data, monkeypatch):
