@@ -220,9 +220,9 @@ def shared_uda(config: dict, data: UDAData) -> Callable[[], tuple[dict, list[dic
     key = {"udas_uda_stage": uda_config, "source_root": str(data.source.root), "target_root": str(data.target.root)}
 
     def build(tmp: Path, partial: Path) -> None:
-        reports = run_local("udas", uda_config, checkpoint_dir=partial)
+        run_local("udas", uda_config, checkpoint_dir=partial)   # a build killed half-way resumes here
         os.replace(partial / "state.pt", tmp / "state.pt")
-        (tmp / "reports.json").write_text(json.dumps(reports, default=str) + "\n")
+        os.replace(partial / "history.json", tmp / "reports.json")   # every report, those before a resume too
 
     def read() -> tuple[dict, list[dict], str]:
         root = get_or_build_trained("udas_uda", key, build)

@@ -201,10 +201,12 @@ def test_udas_reuses_its_translation_and_resumes_inside_a_self_training_round(tm
         assert src != tr
 
 
-def test_trials_that_differ_only_in_self_training_share_one_uda_stage(tmp_path, monkeypatch, mini_data):
-    """A τ / K search pays for the UDA stage once per seed: the first trial trains it as an artifact,
-    a trial with another τ and K reads it without one UDA step, reading it ends with the metrics of
-    training the stage inside the trial, and a trial with another UDA setting trains its own."""
+def test_trials_that_differ_only_in_self_training_share_one_uda_stage(tmp_path, monkeypatch, killed_after,
+                                                                      mini_data):
+    """A τ / K search pays for the UDA stage once per seed: the first trial trains it as an artifact
+    (killed inside that stage, it resumes there), a trial with another τ and K reads it without one
+    UDA step, reading it ends with the metrics of training the stage inside the trial, and a trial
+    with another UDA setting trains its own."""
     from udalab.methods import udas
     from udalab.methods.engine import run_local
     from udalab.methods.engine import without_timings as strip
@@ -212,6 +214,10 @@ def test_trials_that_differ_only_in_self_training_share_one_uda_stage(tmp_path, 
     monkeypatch.setenv("UDALAB_ARTIFACTS", str(tmp_path / "artifacts"))
     config = {"method": "udas", "preset": "smoke", "seed": 0, "translate": False, "st_iterations": 4}
     own = run_local("udas", {**config, "share_uda": False})
+    with killed_after(2):                                # inside the shared UDA stage's build
+        run_local("udas", config)
+    assert list((tmp_path / "artifacts").glob(".partial-udas_uda-*/state.pt"))
+    assert not list((tmp_path / "artifacts").glob("udas_uda-*/"))
     shared = run_local("udas", config)
     assert len(list((tmp_path / "artifacts").glob("udas_uda-*/state.pt"))) == 1
     assert [r["stage"] for r in shared] == ["uda", "uda", "round1", "round1"]
