@@ -383,3 +383,38 @@ def test_a_set_for_the_rows_that_run_is_checked_against_those_rows_only():
     args.rows = None
     with pytest.raises(SystemExit, match="unknown hyperparameter 'lambda_kl'.*adaptsegnet.*no trial was started"):
         check_trial_configs(STUDY, args, trial_settings(STUDY, args))
+
+
+def test_pseudo_label_benchmark_thresholds_the_labels_self_training_trains_on(tmp_path, monkeypatch, mini_data):
+    """benchmarks/udas_pseudo_labels.py reads the study's shared UDA stage and draws round 1's views:
+    at the run's τ its kept fraction is that of `udas.label_targets` on the same model, and a τ above
+    1 keeps nothing; precision and recall are scored against the target's own labels."""
+    import importlib.util
+    from pathlib import Path
+
+    import torch
+
+    from udalab.datasets.labels import IGNORE_INDEX
+    from udalab.methods.advent import build_model
+    from udalab.methods.engine import Run, make_hparams
+    from udalab.methods.uda_data import build_uda_data
+    from udalab.methods.udas import PRESETS, UDASConfig, label_targets, shared_uda, split_target
+
+    monkeypatch.setenv("UDALAB_ARTIFACTS", str(tmp_path / "artifacts"))
+    spec = importlib.util.spec_from_file_location(
+        "udas_pseudo_labels", Path(__file__).resolve().parents[1] / "benchmarks" / "udas_pseudo_labels.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.measure(0, [0.6, 1.01], preset="smoke")
+    at_tau, above = result["taus"]["0.6"], result["taus"]["1.01"]
+    assert above == {"q": 0.0, "precision": 0.0, "recall": 0.0}
+    assert 0 < at_tau["q"] <= 100 and 0 <= at_tau["recall"] <= at_tau["precision"] <= 100
+
+    config = json.loads((tmp_path / "artifacts" / result["artifact"] / "config.json").read_text())["udas_uda_stage"]
+    hp = make_hparams(UDASConfig, config, PRESETS)
+    run = Run(config, ray=False, rank=0, world=1, device=torch.device("cpu"))
+    data = build_uda_data(config, hp.source_size, hp.target_size)
+    G = build_model(run, hp, data.num_classes)
+    G.load_state_dict(shared_uda(config, data)()[0]["G"])
+    labels = label_targets(run, hp, G, data.target, split_target(hp, data.target)[1], seed=1)   # round 1, seed 0
+    assert 100 * float((labels != IGNORE_INDEX).float().mean()) == pytest.approx(at_tau["q"], abs=1e-9)

@@ -1,0 +1,104 @@
+"""How good are UDAS's pseudo labels at each confidence threshold τ? Without Ray.
+
+For each seed, the UDA stage of the udas_ablation study's ST + DA + SSL row (the shared
+artifact every trial of that seed reads; trained here the first time if no trial has yet)
+labels the unlabelled target train images as self-training's round 1 does: K photometric
+AutoAugment views (+ an undone flip), the most confident view per pixel, kept where its
+confidence >= τ. Against those images' own labels, which no method reads, it reports per τ:
+
+    q          the fraction of pixels kept (what self-training reports as loss.q)
+    precision  of the kept pixels that have a label, the fraction labelled right
+    recall     of the labelled pixels, the fraction kept and right
+
+The views are drawn once per seed and thresholded at every τ (the run draws them with the
+same generator, so τ = the run's τ gives the run's labels).
+
+    python benchmarks/udas_pseudo_labels.py --seeds 0 1 2 --taus 0.3 0.6 0.8 0.9 0.95 --json out.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from types import SimpleNamespace
+
+
+def measure(seed: int, taus: list[float], views: int | None = None, preset: str = "mini") -> dict:
+    import torch
+    from torch.utils.data import DataLoader, Subset
+
+    from udalab.datasets.labels import IGNORE_INDEX
+    from udalab.methods.advent import build_model
+    from udalab.methods.engine import Run, make_hparams
+    from udalab.methods.uda_data import build_uda_data
+    from udalab.methods.udas import PRESETS, UDASConfig, shared_uda, split_target
+    from udalab.methods.views import augmented_views, max_confidence
+    from udalab.studies.study import trial_run_config, trial_settings
+    from udalab.studies.udas_ablation import STUDY
+
+    args = SimpleNamespace(preset=preset, smoke=False, data_root=None, set=[], optuna=False)
+    row = next(r for r in STUDY.grid_rows() if r.get("method", "udas") == "udas" and r.get("rounds", 1) > 0)
+    config = trial_run_config({"row": row, "seed": seed}, trial_settings(STUDY, args))   # the study's trial
+    if views is not None:
+        config["views"] = views
+    hp = make_hparams(UDASConfig, config, PRESETS)
+    run = Run(config, ray=False, rank=0, world=1, device=torch.device("cpu"))
+    data = build_uda_data(config, hp.source_size, hp.target_size)
+    state, reports, artifact = shared_uda(config, data)()
+    G = build_model(run, hp, data.num_classes)
+    G.load_state_dict(state["G"])
+    G.eval()
+    _, unlabelled = split_target(hp, data.target)
+
+    gen = torch.Generator().manual_seed(seed * 1000 + 1)     # round 1's draws (udas.label_targets)
+    kept, right, both, labelled, pixels = [0] * len(taus), [0] * len(taus), [0] * len(taus), 0, 0
+    with torch.no_grad():
+        for batch in DataLoader(Subset(data.target, unlabelled), batch_size=hp.batch_size):
+            conf, label = max_confidence(lambda x: G(x)[0], *augmented_views(batch["image"], hp.views, gen))
+            truth = batch["label"]
+            valid = truth != IGNORE_INDEX
+            pixels += truth.numel()
+            labelled += int(valid.sum())
+            for i, tau in enumerate(taus):
+                keep = conf >= tau
+                kept[i] += int(keep.sum())
+                both[i] += int((keep & valid).sum())
+                right[i] += int((keep & valid & (label == truth)).sum())
+    return {"seed": seed, "views": hp.views, "artifact": artifact, "uda_test_miou": reports[-1].get("test.miou"),
+            "images": len(unlabelled),
+            "taus": {str(t): {"q": 100 * kept[i] / pixels, "precision": 100 * right[i] / max(1, both[i]),
+                              "recall": 100 * right[i] / max(1, labelled)} for i, t in enumerate(taus)}}
+
+
+def table(results: list[dict]) -> str:
+    taus = list(results[0]["taus"])
+    lines = [f"K = {results[0]['views']}, seeds {', '.join(str(r['seed']) for r in results)} "
+             f"({results[0]['images']} unlabelled target train images); mean ± std over seeds",
+             "", "| τ | q % | precision % | recall % |", "|---|---|---|---|"]
+    for t in taus:
+        cells = []
+        for k in ("q", "precision", "recall"):
+            v = [r["taus"][t][k] for r in results]
+            cells.append(f"{statistics.mean(v):.1f} ± {statistics.stdev(v):.1f}" if len(v) > 1 else f"{v[0]:.1f}")
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--taus", type=float, nargs="+", default=[0.3, 0.6, 0.8, 0.9, 0.95])
+    p.add_argument("--views", type=int, default=None, help="K (default: the preset's)")
+    p.add_argument("--preset", default="mini", choices=["mini", "smoke"])
+    p.add_argument("--json", default=None, help="write the results here")
+    args = p.parse_args()
+    results = [measure(s, args.taus, args.views, args.preset) for s in args.seeds]
+    print(table(results))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
