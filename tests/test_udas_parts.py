@@ -407,8 +407,9 @@ def test_pseudo_label_benchmark_thresholds_the_labels_self_training_trains_on(tm
     spec.loader.exec_module(bench)
     result = bench.measure(0, [0.6, 1.01], preset="smoke")
     at_tau, above = result["taus"]["0.6"], result["taus"]["1.01"]
-    assert above == {"q": 0.0, "precision": 0.0, "recall": 0.0}
+    assert above == {"q": 0.0, "precision": 0.0, "recall": 0.0, "miou": 0.0}
     assert 0 < at_tau["q"] <= 100 and 0 <= at_tau["recall"] <= at_tau["precision"] <= 100
+    assert 0 <= at_tau["miou"] <= 100
 
     config = json.loads((tmp_path / "artifacts" / result["artifact"] / "config.json").read_text())["udas_uda_stage"]
     hp = make_hparams(UDASConfig, config, PRESETS)
