@@ -25,7 +25,10 @@ import statistics
 from types import SimpleNamespace
 
 
-def measure(seed: int, taus: list[float], views: int | None = None, preset: str = "mini") -> dict:
+def measure(seed: int, taus: list[float], views: int | None = None, preset: str = "mini",
+            overrides: dict | None = None) -> dict:
+    """The pseudo labels of `seed`'s UDA stage at each of `taus`; `overrides`: settings of the
+    study's row changed (e.g. {"translate": False}), as --set would."""
     import torch
     from torch.utils.data import DataLoader, Subset
 
@@ -41,6 +44,7 @@ def measure(seed: int, taus: list[float], views: int | None = None, preset: str 
     args = SimpleNamespace(preset=preset, smoke=False, data_root=None, set=[], optuna=False)
     row = next(r for r in STUDY.grid_rows() if r.get("method", "udas") == "udas" and r.get("rounds", 1) > 0)
     config = trial_run_config({"row": row, "seed": seed}, trial_settings(STUDY, args))   # the study's trial
+    config.update(overrides or {})
     if views is not None:
         config["views"] = views
     hp = make_hparams(UDASConfig, config, PRESETS)
