@@ -30,14 +30,12 @@ def measure(seed: int, taus: list[float], views: int | None = None, preset: str 
     """The pseudo labels of `seed`'s UDA stage at each of `taus`; `overrides`: settings of the
     study's row changed (e.g. {"translate": False}), as --set would."""
     import torch
-    from torch.utils.data import DataLoader, Subset
 
     from udalab.datasets.labels import IGNORE_INDEX
     from udalab.methods.advent import build_model
     from udalab.methods.engine import Run, make_hparams
     from udalab.methods.uda_data import build_uda_data
-    from udalab.methods.udas import PRESETS, UDASConfig, shared_uda, split_target
-    from udalab.methods.views import augmented_views, max_confidence
+    from udalab.methods.udas import PRESETS, UDASConfig, labelling_seed, shared_uda, split_target, view_confidence
     from udalab.studies.study import trial_run_config, trial_settings
     from udalab.studies.udas_ablation import STUDY
 
@@ -53,30 +51,26 @@ def measure(seed: int, taus: list[float], views: int | None = None, preset: str 
     state, reports, artifact = shared_uda(config, data)()
     G = build_model(run, hp, data.num_classes)
     G.load_state_dict(state["G"])
-    G.eval()
     _, unlabelled = split_target(hp, data.target)
 
-    gen = torch.Generator().manual_seed(seed * 1000 + 1)     # round 1's draws (udas.label_targets)
     kept, right, both, labelled, pixels = [0] * len(taus), [0] * len(taus), [0] * len(taus), 0, 0
     n = data.num_classes
     tp, predicted = torch.zeros(len(taus), n), torch.zeros(len(taus), n)
     present = torch.zeros(n)
-    with torch.no_grad():
-        for batch in DataLoader(Subset(data.target, unlabelled), batch_size=hp.batch_size):
-            conf, label = max_confidence(lambda x: G(x)[0], *augmented_views(batch["image"], hp.views, gen))
-            truth = batch["label"]
-            valid = truth != IGNORE_INDEX
-            pixels += truth.numel()
-            labelled += int(valid.sum())
-            present += torch.bincount(truth[valid].long(), minlength=n)[:n]
-            for i, tau in enumerate(taus):
-                keep = conf >= tau
-                kept[i] += int(keep.sum())
-                both[i] += int((keep & valid).sum())
-                hit = keep & valid & (label == truth)
-                right[i] += int(hit.sum())
-                tp[i] += torch.bincount(label[hit].long(), minlength=n)[:n]
-                predicted[i] += torch.bincount(label[keep & valid].long(), minlength=n)[:n]
+    for batch, conf, label in view_confidence(run, hp, G, data.target, unlabelled, labelling_seed(seed, 1)):  # round 1's
+        truth = batch["label"]
+        valid = truth != IGNORE_INDEX
+        pixels += truth.numel()
+        labelled += int(valid.sum())
+        present += torch.bincount(truth[valid].long(), minlength=n)[:n]
+        for i, tau in enumerate(taus):
+            keep = conf >= tau
+            kept[i] += int(keep.sum())
+            both[i] += int((keep & valid).sum())
+            hit = keep & valid & (label == truth)
+            right[i] += int(hit.sum())
+            tp[i] += torch.bincount(label[hit].long(), minlength=n)[:n]
+            predicted[i] += torch.bincount(label[keep & valid].long(), minlength=n)[:n]
     return {"seed": seed, "views": hp.views, "artifact": artifact, "uda_test_miou": reports[-1].get("test.miou"),
             "images": len(unlabelled),
             "taus": {str(t): {"q": 100 * kept[i] / pixels, "precision": 100 * right[i] / max(1, both[i]),

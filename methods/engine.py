@@ -553,6 +553,15 @@ class Step:
         raise NotImplementedError
 
 
+def _enter_stage(run: Run, stage: str, iterations: int) -> int:
+    """Register `stage` with the run; returns the iterations of the stages before it (its reports count on)."""
+    if stage in run.stages:
+        raise ValueError(f"stage {stage!r} is fit twice in one run; give each stage its own name")
+    run.stages.append(stage)
+    offset, run.iteration = run.iteration, run.iteration + iterations
+    return offset
+
+
 def fit(run: Run, step: Step, *, stage: str, iterations: int, eval_every: int, last: bool = True) -> Step:
     """Train `step` for `iterations` iterations as the stage named `stage` of the run.
 
@@ -562,10 +571,7 @@ def fit(run: Run, step: Step, *, stage: str, iterations: int, eval_every: int, l
     its iteration; a checkpoint of a later stage means this one finished before (the later
     stage's state holds what it needs of it), so it is skipped.
     """
-    if stage in run.stages:
-        raise ValueError(f"stage {stage!r} is fit twice in one run; give each stage its own name")
-    run.stages.append(stage)
-    offset, run.iteration = run.iteration, run.iteration + iterations
+    offset = _enter_stage(run, stage, iterations)
     start, ckpt = 0, run.checkpoint
     if ckpt is not None and ckpt["stage"] != stage:
         return step                                  # resumed in a later stage
@@ -643,10 +649,7 @@ def adopt(run: Run, step: Step, *, stage: str, iterations: int,
     what they would have seen after their own `fit` of it: their batches and draws are seeded by
     (seed, stream, iteration), not by what ran before. A run resumed in a later stage skips it, as
     `fit` does (its checkpoint and history hold what it needs); `shared` is then not called."""
-    if stage in run.stages:
-        raise ValueError(f"stage {stage!r} is fit twice in one run; give each stage its own name")
-    run.stages.append(stage)
-    offset, run.iteration = run.iteration, run.iteration + iterations
+    offset = _enter_stage(run, stage, iterations)
     if run.checkpoint is not None:
         if run.checkpoint["stage"] == stage:
             raise RuntimeError(f"the checkpoint is inside stage {stage!r}, which this run now reads from an "

@@ -251,17 +251,27 @@ class PseudoLabelled(Dataset):
         return {"image": sample["image"], "label": self.labels[k].long()}
 
 
+def labelling_seed(seed: int, rnd: int) -> int:
+    """The seed of round `rnd`'s K views (the same views whatever τ)."""
+    return seed * 1000 + rnd
+
+
 @torch.no_grad()
-def label_targets(run: Run, hp: UDASConfig, teacher, target, indices: list[int], seed: int) -> torch.Tensor:
-    """Step 2a: (len(indices), H, W) uint8 pseudo labels of the target images, IGNORE_INDEX below τ."""
+def view_confidence(run: Run, hp: UDASConfig, teacher, target, indices: list[int], seed: int):
+    """Per batch of the target images at `indices`: (batch, confidence, label), the per-pixel most
+    confident of K augmented views brought back to the image's grid, before any threshold."""
     gen = torch.Generator().manual_seed(seed)
-    out = []
     with eval_mode(teacher):
         for batch in DataLoader(Subset(target, indices), batch_size=hp.batch_size):
             views, flipped = augmented_views(batch["image"].to(run.device), hp.views, gen)
-            conf, label = max_confidence(lambda x: unwrap(teacher)(x)[0], views, flipped)
-            out.append(pseudo_labels(conf, label, hp.tau).to(torch.uint8).cpu())
-    labels = torch.cat(out)
+            yield (batch, *max_confidence(lambda x: unwrap(teacher)(x)[0], views, flipped))
+
+
+@torch.no_grad()
+def label_targets(run: Run, hp: UDASConfig, teacher, target, indices: list[int], seed: int) -> torch.Tensor:
+    """Step 2a: (len(indices), H, W) uint8 pseudo labels of the target images, IGNORE_INDEX below τ."""
+    labels = torch.cat([pseudo_labels(conf, label, hp.tau).to(torch.uint8).cpu()
+                        for _, conf, label in view_confidence(run, hp, teacher, target, indices, seed)])
     log.info("pseudo labels: %.1f %% of target pixels kept at τ = %s", 100 * float((labels != IGNORE_INDEX).float().mean()),
              hp.tau)
     return labels
@@ -284,7 +294,7 @@ class SelfTrainStep(Step):
         # 2a. the teacher labels the unlabelled target images (none when every image is labelled)
         if self.unlabelled:
             self.labels = label_targets(self.run, self.hp, self.teacher, self.data.target, self.unlabelled,
-                                        seed=self.run.seed * 1000 + self.rnd)
+                                        seed=labelling_seed(self.run.seed, self.rnd))
 
     def streams(self) -> dict[str, Stream]:
         streams = {}
