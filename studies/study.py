@@ -551,6 +551,13 @@ def _search(study: Study, args, max_concurrent: int, study_dir: str | None = Non
     if args.asha:
         scheduler = ASHAScheduler(time_attr="training_iteration", metric=study.metric, mode=study.mode,
                                   grace_period=1, reduction_factor=2)
+    # reuse_actors: a trial's Tune actor (it only drives Train's controller) runs the next trial too,
+    # instead of a new process importing torch and Ray Train again. Not when a scheduler stops trials:
+    # a stopped trial's function thread stays inside TorchTrainer.fit() (its Train run goes on), so
+    # reusing its actor fails after TUNE_FUNCTION_THREAD_TIMEOUT_S, the next trial errors and the
+    # search hangs (an 8-trial MML search did, 2026-12-01); an actor that is not reused is ended
+    # instead, and the Train controller it owns, with its workers, ends with it
+    reuse = scheduler is None
     if args.optuna:
         if not study.search:
             raise SystemExit(f"study {study.name} declares no Optuna search space")
@@ -563,15 +570,13 @@ def _search(study: Study, args, max_concurrent: int, study_dir: str | None = Non
         searcher = OptunaSearch(metric=study.metric, mode=study.mode, seed=study.seeds[0], storage=storage,
                                 study_name=study_name or study.name)
         cfg = TuneConfig(search_alg=searcher, num_samples=n, max_concurrent_trials=max_concurrent,
-                         scheduler=scheduler, reuse_actors=True)
+                         scheduler=scheduler, reuse_actors=reuse)
         return space, cfg
     rows, seeds = grid(study, args)
     space = {"row": tune.grid_search(rows), "seed": tune.grid_search(seeds)}
     metric_mode = {} if scheduler else {"metric": study.metric, "mode": study.mode}
-    # reuse_actors: a trial's Tune actor (it only drives Train's controller) runs the next trial too,
-    # instead of a new process importing torch and Ray Train again
     return space, TuneConfig(num_samples=1, max_concurrent_trials=max_concurrent, scheduler=scheduler,
-                             reuse_actors=True, **metric_mode)
+                             reuse_actors=reuse, **metric_mode)
 
 
 def _init_ray(args) -> None:

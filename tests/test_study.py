@@ -126,7 +126,7 @@ def test_results_on_an_s3_compatible_server_resume_and_report(s3_results, mini_d
 
     env = {**ENV, **{k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}}
     run = lambda: subprocess.run([sys.executable, str(SCRIPT), "--results", s3_results, "--smoke", "--rows", "0"],  # noqa: E731
-                                 env=env, capture_output=True, text=True, timeout=900)
+                                 env=env, capture_output=True, text=True, timeout=600)
     first = run()
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     study = store.uri_join(s3_results, "intrada_split_smoke")
@@ -229,3 +229,42 @@ def test_optuna_variant_searches_lambda(tmp_path, mini_data):
     again = _run(tmp_path, "--smoke", "--optuna", "--num-samples", "2", "--seeds", "0", "1")
     assert again.returncode == 0 and "Resuming" in again.stdout, again.stdout[-3000:] + again.stderr[-3000:]
     assert len(optuna.load_study(study_name="intrada_split_optuna_smoke", storage=storage).trials) == 2
+
+
+_STOP_AT_FIRST_RESULT = """
+import sys
+import ray.tune.schedulers as schedulers
+
+class StopAtFirstResult(schedulers.FIFOScheduler):
+    # stands in for ASHA: stops every trial at its first result, so which trials stop is certain
+    def __init__(self, **kwargs):
+        super().__init__()
+
+    def on_trial_result(self, tune_controller, trial, result):
+        return schedulers.TrialScheduler.STOP
+
+schedulers.ASHAScheduler = StopAtFirstResult
+from udalab.studies.intrada_split import STUDY
+from udalab.studies.study import main
+
+sys.argv = ["intrada_split.py", *sys.argv[1:]]
+raise SystemExit(main(STUDY))
+"""
+
+
+def test_a_trial_that_the_scheduler_stops_ends_its_train_run_and_the_sweep_goes_on(tmp_path, mini_data):
+    """--asha: a stopped trial's Train run must end with it. When Tune reused the stopped trial's actor,
+    its function thread was still inside TorchTrainer.fit(), the reuse failed after the thread timeout,
+    the next trial errored, and an Optuna search hung (docs/performance.md)."""
+    env = {**ENV, "TUNE_FUNCTION_THREAD_TIMEOUT_S": "3"}
+    out = subprocess.run([sys.executable, "-c", _STOP_AT_FIRST_RESULT, "--smoke", "--asha", "--max-concurrent", "1",
+                          "--results", str(tmp_path), "--no-report", "--set", "iterations=3000", "--set", "eval_every=20"],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    study = tmp_path / "intrada_split_smoke"
+    df = pd.read_parquet(study / "trials.parquet")
+    assert sorted(df["method"]) == ["intrada", "source_only"] and set(df["status"]) == {"TERMINATED"}, df[["status", "error"]]
+    # each Train run stopped soon after its first report, far from the 3000 iterations it was given
+    for run in (study / "_train").glob("train-*"):
+        last = max(json.loads((c / "history.json").read_text())[-1]["iteration"] for c in run.glob("checkpoint_*") if c.is_dir())
+        assert 20 <= last < 3000, (run.name, last)
