@@ -126,7 +126,7 @@ def test_results_on_an_s3_compatible_server_resume_and_report(s3_results, mini_d
 
     env = {**ENV, **{k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}}
     run = lambda: subprocess.run([sys.executable, str(SCRIPT), "--results", s3_results, "--smoke", "--rows", "0"],  # noqa: E731
-                                 env=env, capture_output=True, text=True, timeout=600)
+                                 env=env, capture_output=True, text=True, timeout=900)
     first = run()
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     study = store.uri_join(s3_results, "intrada_split_smoke")
