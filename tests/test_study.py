@@ -255,7 +255,7 @@ raise SystemExit(main(STUDY))
 def test_a_trial_that_the_scheduler_stops_ends_its_train_run_and_the_sweep_goes_on(tmp_path, mini_data):
     """--asha: a stopped trial's Train run must end with it. When Tune reused the stopped trial's actor,
     its function thread was still inside TorchTrainer.fit(), the reuse failed after the thread timeout,
-    the next trial errored, and an Optuna search hung (docs/performance.md)."""
+    the next trial errored, and an Optuna search hung (docs/architecture.md, "Ray")."""
     env = {**ENV, "TUNE_FUNCTION_THREAD_TIMEOUT_S": "3"}
     out = subprocess.run([sys.executable, "-c", _STOP_AT_FIRST_RESULT, "--smoke", "--asha", "--max-concurrent", "1",
                           "--results", str(tmp_path), "--no-report", "--set", "iterations=3000", "--set", "eval_every=20"],
