@@ -163,7 +163,10 @@ def test_sigkill_midway_resumes_unfinished_trial_from_checkpoint(tmp_path, mini_
     try:
         while time.time() < deadline:
             ckpts = _registered(study) if (study / "_train").exists() else {}
-            if len(ckpts) == 2 and all(ckpts.values()):        # both trials have a checkpoint Ray knows
+            first = (_result_lines(study) if study.exists() else {}).get("source_only") or [{}]
+            # both trials have a checkpoint Ray knows, and Tune has written the 1st trial's last result
+            # (it can start the 2nd trial before that line is on disk: a kill then raced the write)
+            if len(ckpts) == 2 and all(ckpts.values()) and first[-1].get("done") is True:
                 break
             assert proc.poll() is None, "the study ended before it could be interrupted"
             time.sleep(0.2)
