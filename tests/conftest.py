@@ -15,6 +15,16 @@ def mini_data():
     return {name: mini_root(name) for name in ("gta5", "cityscapes")}
 
 
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on localhost that nothing listens on now (for a test's server: moto, Ray's dashboard)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 class Killed(Exception):
     """Raised by `killed_after` where a run is 'killed'."""
 

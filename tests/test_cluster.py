@@ -5,7 +5,6 @@ workers spread over the two worker nodes (DDP over gloo), its results on storage
 would: the trial's Train run restarts from its last checkpoint on a replacement node."""
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -26,15 +25,12 @@ ITERS, EVERY = 16, 4   # per trial; the kill lands at its first registered check
 
 
 @pytest.fixture
-def cluster():
+def cluster(free_port):
     """A head (no CPUs: it hosts the study's driver and the trials' Train controllers, gated by
-    the driver resource) and two 1-CPU worker nodes (where the Train workers must go)."""
-    # the dashboard on a free port: a study running on this machine holds Ray's default 8265
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    the driver resource) and two 1-CPU worker nodes (where the Train workers must go). Its dashboard
+    is on a free port: a study running on this machine holds Ray's default 8265."""
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "resources": {DRIVER_RESOURCE: 1},
-                                                      "include_dashboard": True, "dashboard_port": port})
+                                                      "include_dashboard": True, "dashboard_port": free_port})
     workers = [c.add_node(num_cpus=1) for _ in range(2)]
     c.wait_for_nodes()
     try:

@@ -89,17 +89,13 @@ def test_smoke_study_runs_end_to_end_and_rerun_resumes(tmp_path, mini_data):
 
 
 @pytest.fixture
-def s3_results():
+def s3_results(free_port):
     """An S3-compatible server on localhost (moto's, in a thread of this process) with a bucket; the
     results URI names it the way a MinIO or Ceph user would (docs/cluster.md)."""
-    import socket
-
     import pyarrow.fs as pafs
 
     moto_server = pytest.importorskip("moto.server")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     keys = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
