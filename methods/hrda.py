@@ -31,7 +31,7 @@ from torch import nn
 
 from udalab.methods import pictures, register
 from udalab.methods.crops import Box, random_box
-from udalab.methods.daformer import MINI as DAFORMER_MINI, DAFormerConfig, train_dacs
+from udalab.methods.daformer import DAFormerConfig, train_dacs
 from udalab.methods.engine import ConfigError
 from udalab.methods.evaluate import evaluate, slide_inference
 from udalab.methods.losses import weighted_ce
@@ -90,10 +90,12 @@ class HRDAConfig(DAFormerConfig):
 
 # The mini data at the paper's geometry / 8: Cityscapes 256x128, GTA 320x180, 128-px context
 # (64 px at LR, DAFormer's mini crop), 64-px detail, pseudo-label margins / 8; the rest as
-# DAFormer's mini preset (the ImageNet stand-in included).
+# DAFormer's mini preset (the ImageNet stand-in included) but its learning rate: 6e-4, chosen on val
+# (at DAFormer's 1.2e-3 HRDA scores lower on every seed: val -0.6, -0.7, -0.5; its source-only model
+# -1.5, -2.2, -0.8; docs/results.md).
 MINI = dict(backbone="mit_b0", decoder_dim=64, pretrained="standin", source_size=(320, 180), target_size=(256, 128),
-            crop_size=(128, 128), batch_size=4, iterations=600, warmup_iters=60, lr=DAFORMER_MINI["lr"],
-            eval_every=200, eval_size=(256, 128), fd_lambda=0.0, rcs_min_pixels=50, pl_margins=(4, 30, 4, 4))
+            crop_size=(128, 128), batch_size=4, iterations=600, warmup_iters=60, lr=6e-4, eval_every=200,
+            eval_size=(256, 128), fd_lambda=0.0, rcs_min_pixels=50, pl_margins=(4, 30, 4, 4))
 SMOKE = {**MINI, "pretrained": "none", "source_size": (80, 48), "target_size": (64, 32), "crop_size": (32, 32), "batch_size": 2,
          "iterations": 4, "warmup_iters": 2, "eval_every": 2, "eval_size": (64, 32), "rcs_min_pixels": 5,
          "pl_margins": (1, 8, 1, 1)}
