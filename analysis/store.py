@@ -349,7 +349,8 @@ def _empty_frame() -> pd.DataFrame:
 
 def load_trials(study_dir: str | os.PathLike, live_status: Mapping[str, str] | None = None,
                 filesystem: pafs.FileSystem | None = None) -> pd.DataFrame:
-    """One row per trial of the study's Tune experiment directory (also while it runs).
+    """One row per trial of the study's Tune experiment directory (also while it runs); of a folder
+    without a Tune state (a `--local` study), the trials.parquet it holds.
 
     Columns: trial_id, status, method, <hyperparameters as named in the search space, and those the
     study fixed for every trial (udalab_study.json)>, seed, miou, pixel_acc, [iiou], iou.<class>...,
@@ -371,8 +372,8 @@ def load_trials(study_dir: str | os.PathLike, live_status: Mapping[str, str] | N
         raise StoreError(f"study directory {study_dir} does not exist; run the study first or pass the "
                          f"folder that holds experiment_state-*.json (results/<study>)")
     state = _experiment_state(fs, path)
-    if state is None:  # built but not yet saved by Tune
-        return _empty_frame()
+    if state is None:  # no Tune state: the table a --local study wrote (studies/local.py), or none yet
+        return read_trials(study_dir, filesystem) if is_file(fs, join_path(path, TRIALS_FILE)) else _empty_frame()
 
     rows: list[dict] = []
     fixed = study_options(fs, path).get("fixed") or {}   # what every trial ran with (--set, budget, Study.fixed)

@@ -117,6 +117,7 @@ def _report(args) -> int:
 
     from udalab.analysis import store
     from udalab.analysis.report import ReportSpec, study_dirs, write_index, write_report
+    from udalab.studies.study import study_of_dir
 
     results = args.results if "://" in args.results else str(Path(args.results).resolve())
     names = args.study or study_dirs(results)
@@ -126,7 +127,7 @@ def _report(args) -> int:
     status = 0
     for name in names:
         study_dir = store.uri_join(results, name)
-        base = name.removesuffix("_smoke").removesuffix("_optuna")
+        base = study_of_dir(name)
         spec = _load_study(base).report if base in _studies() else None
         if spec is None:
             spec = ReportSpec(title=name)

@@ -356,6 +356,11 @@ def study_dir_name(study: Study, args) -> str:
     return name + ("_smoke" if args.smoke else "")
 
 
+def study_of_dir(dir_name: str) -> str:
+    """The study a results folder belongs to: its name less study_dir_name's and --local's suffixes."""
+    return dir_name.removesuffix("_local").removesuffix("_smoke").removesuffix("_optuna")
+
+
 def run_study(study: Study, args, callbacks: list | None = None) -> int:
     """Run (or resume) `study` with the command line's `args`; `callbacks`: more Ray Tune callbacks
     (benchmarks/sweep_overhead.py times trials with one)."""

@@ -182,6 +182,13 @@ def test_local_study_runs_the_grid_without_ray_and_resumes(tmp_path, mini_data):
     assert (out / local.RUNS_FILE).read_text().splitlines() == lines
     with pytest.raises(SystemExit, match="other options"):
         runner.run_study(study, runner.build_parser(study).parse_args([*argv[:-2], "iterations=3", "--no-report"]))
+    # `udalab report` rewrites a local study's report from its trials.parquet (it has no Tune state)
+    from udalab.studies import cli
+
+    assert store.load_trials(out)["trial_id"].tolist() == ["row0-seed0", "row1-seed0"]
+    assert cli.main(["report", "--results", str(tmp_path), "--no-figures"]) == 0
+    assert "<b>2 trials:</b> 2 finished" in (out / "report.html").read_text()
+    assert runner.study_of_dir("daformer_ablation_optuna_smoke_local") == "daformer_ablation"
 
 
 def test_on_a_cluster_trials_ask_for_the_studys_gpus_and_retry_lost_nodes():
