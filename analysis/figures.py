@@ -249,10 +249,23 @@ def ablation_bars(agg: pd.DataFrame, metrics: Sequence[str] = ("miou",), cfg_col
                     _add(fig, go.Bar(x=names, y=ys, name=f"{_mlabel(m)} published", marker_color=_band(color, 0.45),
                                      marker_line=dict(color=color, width=1.5), marker_pattern_shape="/"))
     _finish_axes(fig, metrics[0], published_axis, have_published)
+    if secondary and have_published:   # both axes from 0 to the same top: a published 68.3 reads as 68.3
+        top = 1.05 * _highest(fig)
+        fig.update_yaxes(range=[0, top], secondary_y=False)
+        fig.update_yaxes(range=[0, top], secondary_y=True)
     fig.update_layout(barmode="group", height=460,
                       title=title or "Per configuration: mean ± std over seeds", **_LAYOUT)
     fig.update_xaxes(tickangle=0, automargin=True)          # names wrapped onto lines, never slanted
     return fig
+
+
+def _highest(fig) -> float:
+    """The highest point of a bar figure: a bar's mean + std or a published star."""
+    tops = []
+    for t in fig.data:
+        errors = t.error_y.array if t.error_y and t.error_y.array is not None else [0.0] * len(t.y)
+        tops += [y + (e or 0.0) for y, e in zip(t.y, errors) if y is not None and math.isfinite(y)]
+    return max(tops, default=1.0)
 
 
 def tick_text(name: str, width: int = 14) -> str:

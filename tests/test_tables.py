@@ -200,6 +200,11 @@ def test_bars_heatmap_search_and_cost_figures():
                            reference_info("mml_ablation")["config"], "same")
     assert [t.type for t in bars.data] == ["bar", "bar"] and list(bars.data[1].y) == [61.1, 66.6, 70.4, 78.2]
     assert list(bars.data[0].error_y.array) == pytest.approx([0.7071] * 4, abs=1e-3)
+    stars = F.ablation_bars(agg, ("miou",), cfg, T.varying_columns(agg, cfg), "method", reference("mml_ablation"),
+                            reference_info("mml_ablation")["config"], "secondary")
+    top = max(list(stars.data[1].y) + [m + e for m, e in zip(stars.data[0].y, stars.data[0].error_y.array)])
+    assert stars.data[1].mode == "markers" and stars.layout.yaxis2.range == stars.layout.yaxis.range  # one scale
+    assert stars.layout.yaxis.range[0] == 0 and stars.layout.yaxis.range[1] == pytest.approx(1.05 * top)
     heat = F.class_heatmap(agg, ["car", "person", "bicycle"], cfg, T.varying_columns(agg, cfg), "method",
                            reference("mml_ablation"), reference_info("mml_ablation")["config"])
     assert heat.data[0].z.shape == (8, 3) and heat.data[0].y[1].startswith("published")
