@@ -9,7 +9,7 @@ L_att and L_KL (published RGB 83.3 / thermal 67.8 vs 85.2 / 61.1: the RGB-stream
 `rgb.miou` column). `--optuna` searches the δ ramp of the pseudo-label loss (start, end, shape; paper
 linear 0.2 -> 1) and the weights α, β, γ (paper 1, 0.25, 0.01) on val mIoU. `--asha` judges a
 schedule at its first evaluation, before δ has ramped: on the mini data the paper's own schedule scores
-0.0 there and ends level with the search's best, which it beats on two more seeds (docs/results.md).
+0.0 there and ends above all eight searched configurations on each of 3 seeds (docs/results.md).
 ASHA favours a large δ start; run the search without it.
 
     python studies/mml_ablation.py                  # 4 rows + MS-UDA, x 3 seeds on the mini MFNet
