@@ -116,7 +116,7 @@ def sweep_in_process(study, ns, results: str) -> dict:
     wall = time.time() - t0
     if rc:
         raise SystemExit(f"the local sweep failed (exit {rc}); see its output above")
-    runs = read_runs(Path(results) / (study_dir_name(study, args) + "_local"))
+    runs = read_runs(Path(results) / study_dir_name(study, args))
     trials = []
     for tid, run in runs.items():
         start, end = run["started"], run["started"] + run["wall_seconds"]

@@ -89,7 +89,7 @@ def run_local_study(study, args) -> int:
         raise SystemExit("--local runs the study's grid; --optuna and --asha need Ray Tune (leave --local off)")
     settings = trial_settings(study, args)
     check_trial_configs(study, args, settings)
-    name = study_dir_name(study, args) + "_local"
+    name = study_dir_name(study, args)
     study_dir = Path(args.results).resolve() / name
     if args.restart and study_dir.exists():
         moved = study_dir.with_name(f"{name}.old-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -352,12 +352,13 @@ def _trials_table_callback():
 
 
 def study_dir_name(study: Study, args) -> str:
+    """The study's results folder: <study>[_optuna][_smoke][_local] (--local: the grid without Ray)."""
     name = study.name + ("_optuna" if args.optuna else "")
-    return name + ("_smoke" if args.smoke else "")
+    return name + ("_smoke" if args.smoke else "") + ("_local" if args.local else "")
 
 
 def study_of_dir(dir_name: str) -> str:
-    """The study a results folder belongs to: its name less study_dir_name's and --local's suffixes."""
+    """The study a results folder belongs to: its name less study_dir_name's suffixes."""
     return dir_name.removesuffix("_local").removesuffix("_smoke").removesuffix("_optuna")
 
 

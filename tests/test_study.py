@@ -95,16 +95,15 @@ def s3_results(free_port):
     import pyarrow.fs as pafs
 
     moto_server = pytest.importorskip("moto.server")
-    port = free_port
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=free_port, verbose=False)
     server.start()
     keys = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
     old = {k: os.environ.get(k) for k in keys}
     os.environ.update(keys)
     try:
-        pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http",
+        pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{free_port}", scheme="http",
                           allow_bucket_creation=True).create_dir("udalab")
-        yield f"s3://udalab/results?endpoint_override=127.0.0.1:{port}&scheme=http"
+        yield f"s3://udalab/results?endpoint_override=127.0.0.1:{free_port}&scheme=http"
     finally:
         server.stop()
         for k, v in old.items():
