@@ -455,7 +455,8 @@ def reproduction_summary(agg: pd.DataFrame, spec: ReportSpec, ref: pd.DataFrame 
                           f"2 std); mean Δ measured − published {np.mean(gaps):+.1f}.")
     else:
         same_best = out["best_measured"] == out["best_published"]
-        parts = [f"{len(pairs)} configurations have a published number."]
+        parts = ["1 configuration has a published number." if len(pairs) == 1 else
+                 f"{len(pairs)} configurations have a published number."]
         if len(pairs) >= 2:
             parts.append("The best of them is the same as the paper's." if same_best else
                          f"The paper's best of them is {out['best_published']}; here it is {out['best_measured']}.")

@@ -356,6 +356,16 @@ def test_every_study_names_each_row_as_its_paper(module):
     assert len(set(names)) == len(study.rows) and not any("=" in n or any(k in n for k in raw) for n in names), names
 
 
+def test_verdict_counts_published_pairs_in_words():
+    """The DAFormer ablation has one published row (the full method): the verdict says so in the singular."""
+    from udalab.studies.daformer_ablation import STUDY
+
+    rows = [store.trial_row(f"{i:05d}", "TERMINATED", {"row": row, "seed": 0}, {"miou": 10.0 + i})
+            for i, row in enumerate(STUDY.grid_rows())]
+    rep = build_report(store.trials_frame(rows), STUDY.report, preset="mini", study_name=STUDY.name)
+    assert "1 configuration has a published number." in rep.html and "1 configurations" not in rep.html
+
+
 def test_search_figures_mark_the_papers_values_and_draw_the_best_schedules():
     """A search's metric-against-parameter panels mark the paper's τ; MML's δ schedules of the best
     trials are drawn beside the paper's linear 0.2 -> 1."""
