@@ -124,6 +124,8 @@ class DAFormerConfig:
 # 600-step mini teacher is the plain mean of every student since step 0. Scaled (20 steps, 3 %), val
 # 26.4 -> 27.3 mIoU over 3 seeds (+1.1, +0.1, +1.5; flat from α 0.97 to 0.9; α 0.99 26.8) and the
 # teacher's pixels above τ 26 -> 36 % (docs/daformer_mini_ema_runs.jsonl, docs/results.md);
+# 600 steps: what studies and CI afford, not what val prefers (at 2400 steps val 27.3 -> 33.7, the gain
+# over source only +1.6 -> +4.3 test, q 56-58 % at the end; --set iterations=2400; docs/results.md);
 # a 64-channel decoder (at 256 the decoder is ~90 % of a MiT-B0 step on CPU); RCS keeps images
 # with >= 50 pixels of a class (3000 px at 1914x1052 scaled to the 256x144 mini labels);
 # pseudo-label margins at the paper's 15 / 120 rows scaled by the geometry (/ 8). The feature
