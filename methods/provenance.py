@@ -4,7 +4,9 @@
                          (+ "-dirty" when files differ from that commit; "unknown" outside git)
     provenance.torch     torch version, CUDA and cuDNN versions it was built with
     provenance.ray       Ray version (absent: run without Ray)
-    provenance.device    the GPU's name, or the CPU model
+    provenance.device    the GPU's name, or the CPU model and the instruction set torch's CPU kernels
+                         run with (AVX2, AVX512, ...: runs on two CPUs that differ in it do not repeat
+                         each other to the last digit, and 600 SGD steps amplify that; docs/results.md)
     provenance.data      each dataset of the run: its class, folder name (mini twins: <name>-v<version>),
                          number of files and a checksum of its sorted relative file list
 
@@ -35,7 +37,8 @@ def software() -> dict[str, str]:
     out = {f"{PREFIX}udalab": f"{version} ({_git_commit()})",
            f"{PREFIX}torch": f"{torch.__version__}, CUDA {torch.version.cuda or '–'}, "
                              f"cuDNN {torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else '–'}",
-           f"{PREFIX}device": (torch.cuda.get_device_name() if torch.cuda.is_available() else _cpu_model())
+           f"{PREFIX}device": (torch.cuda.get_device_name() if torch.cuda.is_available()
+                               else f"{_cpu_model()} ({torch.backends.cpu.get_cpu_capability()})")
                               + f", {torch.get_num_threads()} CPU thread{'s' * (torch.get_num_threads() > 1)}"}
     try:
         out[f"{PREFIX}ray"] = importlib.metadata.version("ray")

@@ -197,6 +197,20 @@ def test_fit_scores_val_at_the_cadence_and_the_held_out_split_at_each_stage_end(
         assert reports[-1]["test.split"] == "test" and reports[-1]["test.miou"] == 7 and reports[-1]["done"]
 
 
+def test_reports_name_the_cpu_instruction_set_their_kernels_ran_with():
+    """Two CPUs that differ in it (AVX2 / AVX512) do not repeat each other's runs to the last digit
+    (docs/results.md, "Runs reproduce on one machine"): every report says which it was."""
+    if torch.cuda.is_available():
+        pytest.skip("a GPU run names the GPU")
+    data = UDAData(_Named("src", 4), None, _Named("val", 5), None, 2, ("a", "b"))
+
+    def loop(config):
+        fit(Run.start(config), _Counting(data), stage="a", iterations=2, eval_every=2)
+
+    device = run_local(loop, {"seed": 0})[-1]["provenance.device"]
+    assert f"({torch.backends.cpu.get_cpu_capability()})" in device and "CPU thread" in device
+
+
 class _Slow(_Counting):
     """Sleeps a known time in each phase fit times (and in one part of its step)."""
 
