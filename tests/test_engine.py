@@ -211,6 +211,26 @@ def test_reports_name_the_cpu_instruction_set_their_kernels_ran_with():
     assert f"({torch.backends.cpu.get_cpu_capability()})" in device and "CPU thread" in device
 
 
+def test_dataset_fingerprint_tells_same_names_with_other_bytes_apart(tmp_path):
+    """A regenerated or re-encoded dataset keeps its file names: the fingerprint also reads bytes."""
+    from udalab.methods.provenance import dataset_fingerprint
+
+    class Pairs:
+        def __init__(self, root):
+            self.root = root
+            self.files = [(root / f"img{i:03d}.png", root / f"lbl{i:03d}.png") for i in range(40)]
+
+    for i in range(40):
+        for kind in ("img", "lbl"):
+            (tmp_path / f"{kind}{i:03d}.png").write_bytes(bytes([i, 1, 2, 3]))
+    before = dataset_fingerprint(Pairs(tmp_path))
+    assert before.startswith(f"Pairs {tmp_path.name}: 40 files, ") and ", bytes " in before
+    assert dataset_fingerprint(Pairs(tmp_path)) == before
+    (tmp_path / "img000.png").write_bytes(bytes([0, 1, 2, 4]))         # the first file is always read
+    after = dataset_fingerprint(Pairs(tmp_path))
+    assert after != before and after.rsplit(", bytes ", 1)[0] == before.rsplit(", bytes ", 1)[0]
+
+
 class _Slow(_Counting):
     """Sleeps a known time in each phase fit times (and in one part of its step)."""
 
