@@ -89,7 +89,8 @@ def dataset_fingerprint(ds) -> str:
     paths = sorted(Path(p) for pair in files for p in (pair if isinstance(pair, (tuple, list)) else (pair,)))
     names = [str(p.relative_to(root)) if p.is_relative_to(root) else p.name for p in paths]
     digest = hashlib.sha1("\n".join(names).encode()).hexdigest()[:8]
-    sample = sorted({round(k * (len(paths) - 1) / (CONTENT_SAMPLE - 1)) for k in range(CONTENT_SAMPLE)}) if paths else []
+    last = len(paths) - 1
+    sample = sorted({round(k * last / (CONTENT_SAMPLE - 1)) for k in range(CONTENT_SAMPLE)}) if paths else []
     content = hashlib.sha1()
     for i in sample:
         try:
