@@ -48,8 +48,9 @@ def _band(c: str, alpha: float = 0.18) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
-def _mlabel(metric: str) -> str:
-    return metric_label(metric)
+def _mlabel(metric: str, labels: Mapping[str, str] | None = None) -> str:
+    """A metric's display name: the study's label for it (a held-out report: "test mIoU"), else metric_label."""
+    return (labels or {}).get(metric) or metric_label(metric)
 
 
 def _make(published_axis: str | None):
@@ -73,11 +74,12 @@ def _is_subplots(fig) -> bool:
         return False
 
 
-def _finish_axes(fig, metric: str, published_axis: str | None, have_published: bool, pub_metric_label: str = ""):
-    label = _mlabel(metric)
+def _finish_axes(fig, metric: str, published_axis: str | None, have_published: bool, pub_metric_label: str = "",
+                 labels: Mapping[str, str] | None = None):
+    label = _mlabel(metric, labels)
     if _is_subplots(fig):
         fig.update_yaxes(title_text=f"measured {label} (%)", secondary_y=False)
-        fig.update_yaxes(title_text=f"published {pub_metric_label or label} (%)" if have_published else "",
+        fig.update_yaxes(title_text=f"published {pub_metric_label or metric_label(metric)} (%)" if have_published else "",
                          secondary_y=True, showgrid=False, visible=have_published)
     else:
         fig.update_yaxes(title_text=f"{label} (%)" + (" — measured and published" if have_published else ""))
@@ -133,7 +135,7 @@ def metric_curve(agg: pd.DataFrame, x: str, metric: str = "miou", group: str | N
                              name=f"{name} (mean over seeds)", line=dict(color=color), marker=dict(size=9),
                              customdata=np.stack([sub["std"].to_numpy(dtype=float), sub["n"].to_numpy(dtype=float)],
                                                  axis=1),
-                             hovertemplate=f"{labels.get(x, x)}=%{{x}}<br>{_mlabel(metric)}=%{{y:.2f}} ± "
+                             hovertemplate=f"{labels.get(x, x)}=%{{x}}<br>{_mlabel(metric, labels)}=%{{y:.2f}} ± "
                                            f"%{{customdata[0]:.2f}}<br>n=%{{customdata[1]}}<extra>{name}</extra>"))
     for _, row in flat.iterrows():
         if is_missing(row["mean"]):
@@ -180,8 +182,8 @@ def metric_curve(agg: pd.DataFrame, x: str, metric: str = "miou", group: str | N
                                  line=dict(color="black", dash="dot", width=1),
                                  name=f"published: {prow['label']}" + (" (right axis)" if pub_sec else "")), pub_sec)
     fig.update_xaxes(title_text=labels.get(x, x), type="log" if x_log else None)
-    _finish_axes(fig, metric, published_axis, have_published)
-    fig.update_layout(title=title or f"{_mlabel(metric)} vs {labels.get(x, x)}: mean over seeds, band ±1 std",
+    _finish_axes(fig, metric, published_axis, have_published, labels=labels)
+    fig.update_layout(title=title or f"{_mlabel(metric, labels)} vs {labels.get(x, x)}: mean over seeds, band ±1 std",
                       height=480, **_LAYOUT)
     return fig
 
@@ -230,9 +232,9 @@ def ablation_bars(agg: pd.DataFrame, metrics: Sequence[str] = ("miou",), cfg_col
     for k, m in enumerate(metrics):
         mean_col, std_col = (f"{m}.mean", f"{m}.std") if f"{m}.mean" in agg else ("mean", "std")
         color = PALETTE[k % len(PALETTE)]
-        _add(fig, go.Bar(x=names, y=list(agg[mean_col]), name=f"{_mlabel(m)} measured (mean ± std)",
+        _add(fig, go.Bar(x=names, y=list(agg[mean_col]), name=f"{_mlabel(m, labels)} measured (mean ± std)",
                          marker_color=color, customdata=configs,
-                         hovertemplate=f"%{{x}}<br>{_mlabel(m)} %{{y:.2f}}<br>%{{customdata}}<extra></extra>",
+                         hovertemplate=f"%{{x}}<br>{_mlabel(m, labels)} %{{y:.2f}}<br>%{{customdata}}<extra></extra>",
                          error_y=dict(type="data", array=list(agg[std_col].fillna(0.0)), visible=True)))
         if ref is not None and m in ref.columns:
             ys = []
@@ -248,7 +250,7 @@ def ablation_bars(agg: pd.DataFrame, metrics: Sequence[str] = ("miou",), cfg_col
                 else:
                     _add(fig, go.Bar(x=names, y=ys, name=f"{_mlabel(m)} published", marker_color=_band(color, 0.45),
                                      marker_line=dict(color=color, width=1.5), marker_pattern_shape="/"))
-    _finish_axes(fig, metrics[0], published_axis, have_published)
+    _finish_axes(fig, metrics[0], published_axis, have_published, labels=labels)
     if secondary and have_published:   # both axes from 0 to the same top: a published 68.3 reads as 68.3
         top = 1.05 * _highest(fig)
         fig.update_yaxes(range=[0, top], secondary_y=False)

@@ -228,10 +228,23 @@ def _table_metrics(df: pd.DataFrame, spec: ReportSpec) -> list[str]:
     if spec.metrics:
         return [m for m in spec.metrics if m in df.columns] or [spec.metric]
     out = [spec.metric]
-    for m in (f"std.{spec.metric}", "test.miou", "iiou", "pixel_acc"):      # std.*: a search scored over seeds
+    # std.*: a search scored over seeds; val.*: the validation split beside a held-out report (held_out_view)
+    for m in (f"std.{spec.metric}", "test.miou", f"{store.VAL_PREFIX}{spec.metric}", "iiou", "pixel_acc"):
         if m in df.columns and m not in out and pd.to_numeric(df[m], errors="coerce").notna().any():
             out.append(m)
     return out
+
+
+def _held_out_metrics(spec: ReportSpec, view: pd.DataFrame) -> tuple[str, ...] | None:
+    """spec.metrics in a held-out view's names: test.<m> -> <m>; <m> -> <m> where the test split scored
+    it too, else val.<m>; the headline first, its val twin second."""
+    if not spec.metrics:
+        return None
+    val = store.VAL_PREFIX
+    names = [m.removeprefix(store.TEST_PREFIX) if m.startswith(store.TEST_PREFIX)
+             else m if m in view.columns else val + m for m in spec.metrics]
+    names = [spec.metric, val + spec.metric] + [m for m in names if m not in (spec.metric, val + spec.metric)]
+    return tuple(m for m in names if m in view.columns)
 
 
 def _is_search(study_name: str) -> bool:
@@ -251,7 +264,9 @@ class ReportData:
     trials' learning curves or None; cfg_cols / varying: the config columns, those that vary;
     metrics: the results table's metric columns; agg: aggregate(df, metrics); ref / info: the
     published table and its reference_info (None without a reference); ref_error: why the
-    reference could not be loaded ("" when it could).
+    reference could not be loaded ("" when it could); held_out: the metrics are the held-out test
+    split's, the validation ones named val.* (store.held_out_view; a grid of fixed configurations
+    whose every finished trial scored the test split).
     """
 
     df: pd.DataFrame
@@ -268,10 +283,15 @@ class ReportData:
     info: dict | None = None
     ref_error: str = ""
     pictures: dict | None = None          # {trial_id: store.load_pictures(...)} of the trials that kept them
+    held_out: bool = False
 
     @property
     def ref_cfg(self) -> list[str]:
         return list(self.info["config"]) if self.info else []
+
+    def label(self, metric: str) -> str:
+        """A metric's display name in this report ("test mIoU" for a held-out report's "miou")."""
+        return self.spec.labels.get(metric) or T.metric_label(metric)
 
     @property
     def pub_axis(self) -> str:
@@ -285,6 +305,14 @@ def report_data(df: pd.DataFrame, spec: ReportSpec, preset: str = "mini", study_
     """The trials frame (store.load_trials) with everything the sections share computed once.
     search: None: a study whose name has "_optuna" in it."""
     search = _is_search(study_name) if search is None else search
+    # A grid reports the held-out split, nothing was tuned on it; a search shows the split it selects on
+    held_out = None if search else store.held_out_view(df, spec.metric)
+    if held_out is not None:
+        tested = {m: T.metric_label(store.TEST_PREFIX + m) for m in held_out.columns
+                  if f"{store.TEST_PREFIX}{m}" in df.columns and not m.startswith("iou.")}   # "miou": "test mIoU"
+        df, spec = held_out, dataclasses.replace(spec, metrics=_held_out_metrics(spec, held_out),
+                                                 labels={**tested, **spec.labels})
+        histories = None if histories is None else store.held_out_view(histories, complete=False)
     df = _apply_derived(df, spec, names=not search)    # a search's trials are points, not named rows
     if spec.metric not in df.columns:
         df = df.assign(**{spec.metric: np.nan})
@@ -294,7 +322,7 @@ def report_data(df: pd.DataFrame, spec: ReportSpec, preset: str = "mini", study_
     data = ReportData(df=df, spec=spec, preset=preset, study_name=study_name,
                       search=search, histories=histories,
                       cfg_cols=cfg_cols, varying=T.varying_columns(agg, cfg_cols), metrics=metrics, agg=agg,
-                      pictures=pictures)
+                      pictures=pictures, held_out=held_out is not None)
     if spec.reference:
         try:
             data.ref, data.info = reference(spec.reference), reference_info(spec.reference)
@@ -361,6 +389,9 @@ def header_section(d: ReportData) -> Section:
         body.append(f'<div class="banner">{_e(_BANNERS[d.preset])}</div>')
     if spec.description:
         body.append(f"<p>{_e(spec.description)}</p>")
+    if d.held_out:
+        body.append('<p class="note">Results on the held-out test split, which nothing was tuned on; the '
+                    "val columns and the learning curves are the validation split, which settings were chosen on.</p>")
     if d.ref_error:
         body.append(f'<p class="note">{_e(d.ref_error)}</p>')
     if spec.x and spec.x not in df.columns and len(df):
@@ -482,8 +513,8 @@ def reproduction_section(d: ReportData) -> Section | None:
             rows.append(f"<tr><td>{_e(label)}</td><td>{_e(ms)} (n={n})</td><td>{_e(f'{pub:g}')}</td>"
                         f"<td>{_e(plabel)}</td><td>{_e(delta)}</td></tr>")
         m = T.metric_label(d.spec.metric)
-        parts.append(f'<div class="scroll"><table class="paper"><thead><tr><th>configuration</th><th>measured {m}</th>'
-                     f"<th>published {m}</th><th>published row</th><th>Δ</th></tr></thead><tbody>"
+        parts.append(f'<div class="scroll"><table class="paper"><thead><tr><th>configuration</th>'
+                     f"<th>measured {d.label(d.spec.metric)}</th><th>published {m}</th><th>published row</th><th>Δ</th></tr></thead><tbody>"
                      + "".join(rows) + "</tbody></table></div>")
     if s.get("ambiguous"):
         parts.append(f'<p class="note">Not compared, the published configuration is not pinned down by the reference '
@@ -537,7 +568,7 @@ def metric_section(d: ReportData) -> Section:
     if spec.x and spec.x in d.df.columns:
         fig = F.metric_curve(d.agg, spec.x, metric, spec.group, d.cfg_cols, d.varying, d.ref, d.ref_cfg,
                              d.pub_axis, spec.x_log, spec.labels)
-        title = f"{T.metric_label(metric)} vs {spec.labels.get(spec.x, spec.x)}"
+        title = f"{d.label(metric)} vs {spec.labels.get(spec.x, spec.x)}"
     else:
         fig = F.ablation_bars(d.agg, d.metrics[:1] if len(d.agg) > 6 else d.metrics, d.cfg_cols, d.varying,
                               spec.group, d.ref, d.ref_cfg, d.pub_axis, spec.labels)
@@ -576,7 +607,8 @@ def learning_curves_section(d: ReportData) -> Section | None:
     """fig-curves: the metric vs iteration per configuration, from the trials' histories."""
     if d.histories is None:
         return None
-    fig = F.learning_curves(d.histories, d.df, d.spec.metric, d.cfg_cols, d.varying, d.spec.group, d.spec.labels)
+    metric = store.VAL_PREFIX + d.spec.metric if d.held_out else d.spec.metric   # scored on val while training
+    fig = F.learning_curves(d.histories, d.df, metric, d.cfg_cols, d.varying, d.spec.group, d.spec.labels)
     return Section("Learning curves", _plots(("fig-curves", fig))) if fig is not None else None
 
 

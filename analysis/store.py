@@ -52,6 +52,7 @@ SCHEMA_VERSION = 2  # stored in trials.parquet's metadata (key b"udalab"); bump 
 # held-out split, scored once at the end of a run, methods/uda_data.py).
 METRIC_COLUMNS: tuple[str, ...] = ("miou", "pixel_acc", "iiou", "test.miou", "test.pixel_acc")
 TEST_PREFIX = "test."
+VAL_PREFIX = "val."     # a report's name for the validation metrics when it shows the held-out split (held_out_view)
 # Scalar metrics of a part of the evaluation (MML / MS-UDA: day.miou, night.miou, rgb.miou and their
 # test.* twins) are kept too: any reported key ending in one of these.
 VIEW_METRIC_SUFFIXES = (".miou", ".pixel_acc", ".iiou")
@@ -63,8 +64,24 @@ PROVENANCE_PREFIX = "provenance."   # what a trial's result depends on (methods/
 def is_metric(name: str) -> bool:
     """A metric column of the trials table (not a hyperparameter)."""
     name = str(name)
-    return (name in METRIC_COLUMNS or name.startswith(("iou.", "test.iou."))
+    return (name in METRIC_COLUMNS or name.startswith(("iou.", TEST_PREFIX + "iou.", VAL_PREFIX + "iou."))
             or (name.endswith(VIEW_METRIC_SUFFIXES) and ".iou." not in name))
+
+
+def held_out_view(df: pd.DataFrame, metric: str = "miou", complete: bool = True) -> pd.DataFrame | None:
+    """The frame as a report of the held-out split shows it: test.<m> under the plain name <m>,
+    every validation metric (the split the settings were chosen on) as val.<m>; nothing else renamed.
+
+    complete: None unless every finished trial scored test.<metric> (a study without a held-out
+    split, or with trials run before it existed, keeps its validation numbers). Histories (learning
+    curves, scored on val) are renamed with complete=False."""
+    if complete:
+        test = TEST_PREFIX + metric
+        done = df["status"].astype(str) == "TERMINATED" if "status" in df else pd.Series(True, index=df.index)
+        if test not in df or not done.any() or pd.to_numeric(df.loc[done, test], errors="coerce").isna().any():
+            return None
+    return df.rename(columns={c: c[len(TEST_PREFIX):] if c.startswith(TEST_PREFIX) else VAL_PREFIX + c
+                              for c in df.columns if is_metric(c)})
 
 TRIALS_FILE = "trials.parquet"
 _STATE_RE = re.compile(r"^experiment_state-.*\.json$")

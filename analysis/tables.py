@@ -41,7 +41,7 @@ __all__ = ["Cell", "Column", "Row", "Table", "aggregate", "ablation_table", "cla
 
 METRIC_LABELS = {"miou": "mIoU", "pixel_acc": "pixel acc.", "iiou": "iIoU", "test.miou": "test mIoU",
                  "test.pixel_acc": "test pixel acc."}
-_PART_LABELS = {"test": "test", "day": "day", "night": "night", "rgb": "RGB stream", "std": "seed std of"}
+_PART_LABELS = {"test": "test", "val": "val", "day": "day", "night": "night", "rgb": "RGB stream", "std": "seed std of"}
 
 
 def metric_label(metric: str) -> str:
@@ -602,7 +602,7 @@ def class_table(df: pd.DataFrame, classes: Sequence[str] | None = None,
         if g and class_groups:
             columns.append(Column(f"_group.{g}", f"{g} mIoU", "metric", group=g))
             value_keys.append(f"_group.{g}")
-    columns.append(Column(metric, metric_label(metric), "metric"))
+    columns.append(Column(metric, labels.get(metric) or metric_label(metric), "metric"))
     value_keys.append(metric)
 
     best = {k: _best(gagg[f"{k}.mean"] if f"{k}.mean" in gagg else pd.Series(dtype=float), "max")

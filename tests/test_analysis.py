@@ -23,7 +23,7 @@ from PIL import Image
 from udalab.analysis import reference as ref_mod
 from udalab.analysis import store
 from udalab.analysis.score_predictions import EvaluationError, add_eval_arguments, evaluate_predictions, run_eval
-from udalab.analysis.report import ReportSpec, render_report, write_report
+from udalab.analysis.report import ReportSpec, learning_curves_section, render_report, report_data, write_report
 from udalab.datasets.labels import CLASS_NAMES, TRAIN_ID_TO_ID
 from udalab.datasets.metrics import ConfusionMatrix
 
@@ -341,6 +341,44 @@ def test_held_out_metrics_are_metrics_not_hyperparameters(tmp_path):
     assert {"miou", "test.miou", "test.pixel_acc", "iou.road", "test.iou.road"} <= set(store.metric_columns(df))
     text = render_report(df, INTRADA_SPEC, preset="mini")
     assert "test mIoU" in text and "21.0" in text
+
+
+def _held_out_trials(test_of_last: float | None = 23.0) -> pd.DataFrame:
+    """Source only and IntraDA λ 0.6, two seeds each: val miou 30 + k, test miou 20 + k."""
+    rows = []
+    for k, (method, lam, seed) in enumerate([("source_only", None, 0), ("source_only", None, 1),
+                                             ("intrada", 0.6, 0), ("intrada", 0.6, 1)]):
+        rows.append({"trial_id": f"t{k}", "status": "TERMINATED", "method": method, "lambda_split": lam,
+                     "seed": seed, "miou": 30.0 + k, "pixel_acc": 70.0, "iou.road": 50.0 + k,
+                     "test.miou": 20.0 + k, "test.pixel_acc": 60.0, "test.iou.road": 40.0 + k,
+                     "iterations": 9, "train_seconds": 1.0, "wall_seconds": 2.0, "gpu": "cpu", "error": None})
+    rows[-1]["test.miou"] = test_of_last
+    return pd.DataFrame(rows)
+
+
+def test_a_grid_report_shows_the_held_out_split_and_labels_val():
+    """A grid whose trials all scored the test split reports test (curve, table, classes, published
+    comparison) and keeps val beside it as val.*; the learning curves stay on val, where they were
+    scored; a search, or a grid with a trial lacking test, reports val as before."""
+    hist = pd.DataFrame([{"trial_id": f"t{k}", "iteration": it, "miou": 10.0 * it + k}
+                         for k in range(4) for it in (1, 2)])
+    d = report_data(_held_out_trials(), INTRADA_SPEC, "mini", "intrada_split", histories=hist)
+    assert d.held_out and d.metrics[:2] == ["miou", "val.miou"]
+    agg = d.agg.set_index("method")
+    assert agg.loc["intrada", "miou.mean"] == 22.5 and agg.loc["intrada", "val.miou.mean"] == 32.5
+    assert agg.loc["intrada", "iou.road"] == 42.5                             # per-class: test too
+    assert d.label("miou") == "test mIoU" and d.label("val.miou") == "val mIoU"
+    assert store.config_columns(d.df) == ["method", "lambda_split"]           # val.iou.* are metrics
+    curves = learning_curves_section(d).figures["fig-curves"]
+    assert sorted(y for t in curves.data if t.mode == "lines+markers" for y in t.y) == [10.5, 12.5, 20.5, 22.5]
+    assert "val mIoU" in curves.layout.title.text
+    text = render_report(_held_out_trials(), INTRADA_SPEC, preset="mini")
+    assert "held-out test split" in text and "val mIoU" in text and "measured test mIoU" in text
+
+    for d in (report_data(_held_out_trials(), INTRADA_SPEC, "mini", "intrada_split_optuna"),
+              report_data(_held_out_trials(test_of_last=None), INTRADA_SPEC, "mini", "intrada_split")):
+        assert not d.held_out and d.agg.set_index("method").loc["intrada", "mean"] == 32.5
+        assert "val.miou" not in d.df
 
 
 def test_store_empty_and_missing(tmp_path):
