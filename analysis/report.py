@@ -963,7 +963,8 @@ def _study_dirs(fs, root: str) -> list[str]:
 
 def study_summary(results_dir: str | os.PathLike, name: str, metric: str = "miou") -> dict:
     """Status and best result of one study folder, for the index: name, title, trials, status counts,
-    state, best (label, mean, std, n), preset (the preset it recorded in udalab_study.json, "?" when
+    state, best (label, mean, std, n: the best configuration by the val metric), best_test (its held-out
+    test.<metric>: mean, std, n; absent without one), preset (the preset it recorded in udalab_study.json, "?" when
     none), report (whether report.html exists), updated, error."""
     fs, root = store.fs_path(results_dir)
     path = store.join_path(root, name)
@@ -985,11 +986,14 @@ def study_summary(results_dir: str | os.PathLike, name: str, metric: str = "miou
     mtimes = [i.mtime for i in store.list_dir(fs, path) if i.mtime is not None]
     out["updated"] = max(mtimes).strftime("%Y-%m-%d %H:%M") if mtimes else ""
     if len(df) and metric in df.columns and pd.to_numeric(df[metric], errors="coerce").notna().any():
-        agg = aggregate(df, metric)
+        test = store.TEST_PREFIX + metric
+        agg = aggregate(df, [metric, test] if test in df.columns else metric)
         cfg = store.config_columns(df)
         varying = T.varying_columns(agg, cfg)
-        b = agg.loc[agg["mean"].idxmax()]
+        b = agg.loc[agg["mean"].idxmax()]            # chosen on val; its held-out score beside it
         out["best"] = (T.config_label(b, cfg, varying, "method"), float(b["mean"]), b["std"], int(b["n"]))
+        if b.get(f"{test}.n", 0):
+            out["best_test"] = (float(b[f"{test}.mean"]), b[f"{test}.std"], int(b[f"{test}.n"]))
     if not len(df):
         out["state"] = "no trials yet"
     elif status.get("ERROR"):
@@ -1015,13 +1019,16 @@ def render_index(summaries: list[dict], results_dir: str = "") -> str:
         if s["best"]:
             label, mean, std, n = s["best"]
             best = f"{_fmt(mean)}" + ("" if is_missing(std) else f" ± {_fmt(std)}") + f" ({_e(label)}, n={n})"
+            if s.get("best_test"):
+                t_mean, t_std, t_n = s["best_test"]
+                best += f"; test {_fmt(t_mean)}" + ("" if is_missing(t_std) else f" ± {_fmt(t_std)}") + f" (n={t_n})"
         rows.append(f"<tr><td>{name}</td><td style='text-align:left'>{link}</td><td>{_e(s['state'])}</td>"
                     f"<td>{s['trials']}: {_e(st)}</td><td>{best}</td><td>{_e(s['preset'])}</td><td>{_e(s['updated'])}</td></tr>")
     when = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     body = ("<h1>udalab results</h1>"
             f'<div class="meta">{_e(results_dir)} · {len(summaries)} studies · generated {when}</div>'
             + ('<div class="scroll"><table><thead><tr><th>study</th><th>report</th><th>state</th><th>trials</th>'
-               "<th>best mIoU (mean ± std over seeds)</th><th>data</th><th>updated</th></tr></thead><tbody>"
+               "<th>best configuration by val mIoU (mean ± std over seeds); its held-out test mIoU</th><th>data</th><th>updated</th></tr></thead><tbody>"
                + "\n".join(rows) + "</tbody></table></div>" if summaries else
                '<p class="note">No studies yet: run one, e.g. python studies/intrada_split.py --smoke</p>')
             + '<p class="note">mini / smoke data: compare shapes, not levels, with the papers. Each report opens '

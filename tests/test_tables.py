@@ -285,6 +285,17 @@ def test_index_lists_states():
     assert "12.3 ± 0.5 (x, n=2)" in html and "no report yet: udalab report b" in html and "2 studies" in html
 
 
+def test_index_picks_the_best_on_val_and_shows_its_test(tmp_path):
+    """The index's best configuration is chosen on val (the split settings are chosen on) and shown
+    with its held-out test mIoU, even where another configuration has the higher test score."""
+    df = _lambda_frame()
+    df["test.miou"] = np.where(df["lambda_split"] == 0.2, 30.0, df["miou"] - 2)   # λ 0.2: best on test only
+    store.write_trials(tmp_path / "intrada_split", df)
+    write_index(tmp_path)
+    index = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert "16.7 ± 1.0 (intrada, lambda_split=1, n=3); test 14.7 ± 1.0 (n=3)" in index
+
+
 def test_report_without_static_export_says_so(tmp_path, monkeypatch):
     monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-such-chrome"))
     path = write_report(tmp_path / "s", ReportSpec(title="t"), df=MML, preset="paper")
