@@ -570,7 +570,9 @@ def metric_section(d: ReportData) -> Section:
                              d.pub_axis, spec.x_log, spec.labels)
         title = f"{d.label(metric)} vs {spec.labels.get(spec.x, spec.x)}"
     else:
-        fig = F.ablation_bars(d.agg, d.metrics[:1] if len(d.agg) > 6 else d.metrics, d.cfg_cols, d.varying,
+        # the IoU metrics only: pixel accuracy (≈ 80 %) beside them flattens a 1-point mIoU difference
+        ious = [m for m in d.metrics if not m.endswith("pixel_acc")] or d.metrics[:1]
+        fig = F.ablation_bars(d.agg, ious[:1] if len(d.agg) > 6 else ious, d.cfg_cols, d.varying,
                               spec.group, d.ref, d.ref_cfg, d.pub_axis, spec.labels)
         title = "Configurations"
     return Section(title, [Plot("fig-metric", fig)])

@@ -237,6 +237,12 @@ def test_named_configurations_label_every_table_bar_and_trial():
     assert bars.layout.xaxis.tickangle == 0 and all("=" in c for c in bars.data[0].customdata)
     assert set(rep.figures["fig-classes"].data[0].y) >= names
     assert {y.split(", seed")[0] for y in rep.figures["fig-cost"].data[0].y} == names
+    # the bars draw the IoU metrics side by side; pixel accuracy (≈ 80 %) stays in the table
+    with_acc = MML.assign(pixel_acc=80.0, **{"test.miou": MML["miou"] - 1, "test.pixel_acc": 81.0})
+    rep = build_report(with_acc, spec, preset="mini", study_name="mml_ablation")
+    assert [t.name for t in rep.figures["fig-metric"].data if t.type == "bar"] == \
+        ["test mIoU measured (mean ± std)", "val mIoU measured (mean ± std)"]
+    assert "test pixel acc." in [c.label for c in rep.tables["results"].columns]
     # the default name without `name`: the declared columns with their labels, no raw config dump
     spec = ReportSpec(title="MML", group=None, columns=("att_loss", "kl_loss"), labels={"att_loss": "L_att"})
     rep = build_report(MML, spec, preset="mini", study_name="mml_ablation")
