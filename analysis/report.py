@@ -32,6 +32,8 @@ Without trials only the header (saying so) and the published table are there.
 Tables are also written to <study>/tables/*.md|tex, figures to <study>/figures/*.png|svg when a
 Chromium / Chrome is there for kaleido (else the report says that it skipped them).
 Running trials count with their latest evaluation (marked), NaN metrics show as "–".
+A grid whose finished trials all scored the held-out split reports that split (store.held_out_view:
+test.* under the plain names, val.* beside, learning curves on val); a search reports val, its selector.
 """
 from __future__ import annotations
 
