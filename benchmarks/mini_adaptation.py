@@ -30,6 +30,8 @@ import statistics
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
+from udalab.studies.study import parse_sets
+
 # row -> (method, config overrides, its baseline row); IntraDA's run also yields the ADVENT row
 ROWS = {
     "source only": ("source_only", {}, None),
@@ -126,7 +128,8 @@ def main(argv=None):
                    help="ADVENT alone only when named: by default IntraDA's stage 1 reports it")
     p.add_argument("--preset", default="mini")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a hyperparameter of every run (JSON value), e.g. --set iterations=300")
+                   help="override a hyperparameter of every run (a JSON value, else a string), e.g. "
+                        "--set iterations=300 --set variant=minent")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--out", default="docs/mini_adaptation.jsonl", help="JSON lines, one finished run each")
     p.add_argument("--summary", action="store_true", help="print the table of --out and run nothing")
@@ -134,7 +137,7 @@ def main(argv=None):
     out = Path(args.out)
     done = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.is_file() else []
     if not args.summary:
-        sets = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+        sets = parse_sets(args.set)
         have = {_key(d) for d in done}
         jobs = [{"row": row, "method": ROWS[row][0],
                  "config": {"preset": args.preset, **ROWS[row][1], **sets, "seed": seed}}

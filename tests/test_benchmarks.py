@@ -97,10 +97,12 @@ def test_mini_adaptation_runs_advent_alone_against_its_baseline_and_resumes(tmp_
     bench = _load("mini_adaptation")
     assert "ADVENT" not in bench.DEFAULT_ROWS and "IntraDA" in bench.DEFAULT_ROWS   # stage 1 of IntraDA by default
     out = tmp_path / "runs.jsonl"
-    argv = ["--rows", "source only", "ADVENT", "--preset", "smoke", "--seeds", "0", "--jobs", "1", "--out", str(out)]
+    argv = ["--rows", "source only", "ADVENT", "--preset", "smoke", "--seeds", "0", "--jobs", "1", "--out", str(out),
+            "--set", "precision=fp32", "--set", "iterations=4"]            # a plain string and a JSON value
     bench.main(argv)
     runs = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted((r["row"], r["method"]) for r in runs) == [("ADVENT", "advent"), ("source only", "source_only")]
+    assert all(r["config"]["precision"] == "fp32" and r["config"]["iterations"] == 4 for r in runs)
     table = capsys.readouterr().out
     advent_row = next(line for line in table.splitlines() if line.startswith("| ADVENT |"))
     test = {r["row"]: r["reports"][-1]["test.miou"] for r in runs}
