@@ -77,13 +77,13 @@ class AdventConfig:
 # 1.0 and 0.8 below that, seeds 0-1: docs/advent_mini_frozen_bn_runs.jsonl), 10x the paper's LR
 # (chosen for random init: 0.01 was unstable, mean CE 6.8 over the first 100 steps; not re-tuned for
 # the stand-in), 600 steps, the poly schedule decaying over the run's own 600 (the reference's stop
-# at 120k of 250k is not measured; at 2400 steps ADVENT is below its source-only model on every seed,
-# test -1.2 +- 0.3: docs/results.md, "ADVENT at four times the schedule"). λ_adv 0.001 -> 0.0003
-# (aux 0.0002 -> 0.00006, the paper's ratio 1/5), chosen on val, 3 seeds: 0.0003 is above the paper's 0.001 on every seed (+0.7 to +0.8), 0.003 is below it
-# (-1.7 to -2.2), 0.01 -3.4 (seed 0). Even at 0.0003 ADVENT is only level with source only (val
-# +0.2 +- 0.4; the discriminator's BCE on target maps is 0.03-0.09 from step 200 on; docs/results.md,
-# "ADVENT's adversarial weight"). About 3.5 min for source-only and 10-13 min for ADVENT on one core
-# of the 2-core machine.
+# at 120k of 250k is not measured; at 2400 steps ADVENT is below its source-only model on every
+# seed, test -1.2 +- 0.3: docs/results.md, "ADVENT at four times the schedule"). λ_adv 0.001 ->
+# 0.0003 (aux 0.0002 -> 0.00006, the paper's ratio 1/5), chosen on val, 3 seeds: 0.0003 is above the
+# paper's 0.001 on every seed (+0.7 to +0.8), 0.003 is below it (-1.7 to -2.2), 0.01 -3.4 (seed 0).
+# Even at 0.0003 ADVENT is only level with source only (val +0.2 +- 0.4; the discriminator's BCE on
+# target maps is 0.03-0.09 from step 200 on; docs/results.md, "ADVENT's adversarial weight"). About
+# 3.5 min for source-only and 10-13 min for ADVENT on one core of the 2-core machine.
 MINI = dict(backbone_depth=18, pretrained="standin", output_stride=8, freeze_bn=False,
             source_size=(128, 72), target_size=(128, 64), eval_size=(128, 64), batch_size=4,
             iterations=600, poly_iterations=None, eval_every=200, lr=0.0025,
