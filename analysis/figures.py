@@ -49,8 +49,7 @@ def _band(c: str, alpha: float = 0.18) -> str:
 
 
 def _mlabel(metric: str, labels: Mapping[str, str] | None = None) -> str:
-    """A metric's display name: the study's label for it (a held-out report: "test mIoU"), else metric_label."""
-    return (labels or {}).get(metric) or metric_label(metric)
+    return metric_label(metric, labels)
 
 
 def _make(published_axis: str | None):

@@ -189,6 +189,11 @@ def _fmt(v: Any, digits: int = 1, signed: bool = False) -> str:
     return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
 
 
+def _fmt_ms(mean: Any, std: Any) -> str:
+    """mean ± std, the std left out when missing (one seed)."""
+    return _fmt(mean) + ("" if is_missing(std) else f" ± {_fmt(std)}")
+
+
 def _html_table(headers: list[str], rows: list[list[str]], cls: str = "") -> str:
     """headers: plain text (escaped here); rows: cells already HTML."""
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
@@ -293,7 +298,7 @@ class ReportData:
 
     def label(self, metric: str) -> str:
         """A metric's display name in this report ("test mIoU" for a held-out report's "miou")."""
-        return self.spec.labels.get(metric) or T.metric_label(metric)
+        return T.metric_label(metric, self.spec.labels)
 
     @property
     def pub_axis(self) -> str:
@@ -510,7 +515,7 @@ def reproduction_section(d: ReportData) -> Section | None:
     if s["pairs"]:
         rows = []
         for label, mean, std, n, pub, plabel in s["pairs"]:
-            ms = _fmt(mean) + ("" if is_missing(std) else f" ± {_fmt(std)}")
+            ms = _fmt_ms(mean, std)
             delta = _fmt(mean - pub, signed=True) if d.preset == "paper" else "(levels differ)"
             rows.append(f"<tr><td>{_e(label)}</td><td>{_e(ms)} (n={n})</td><td>{_e(f'{pub:g}')}</td>"
                         f"<td>{_e(plabel)}</td><td>{_e(delta)}</td></tr>")
@@ -1022,10 +1027,10 @@ def render_index(summaries: list[dict], results_dir: str = "") -> str:
         best = "–"
         if s["best"]:
             label, mean, std, n = s["best"]
-            best = f"{_fmt(mean)}" + ("" if is_missing(std) else f" ± {_fmt(std)}") + f" ({_e(label)}, n={n})"
+            best = f"{_fmt_ms(mean, std)} ({_e(label)}, n={n})"
             if s.get("best_test"):
                 t_mean, t_std, t_n = s["best_test"]
-                best += f"; test {_fmt(t_mean)}" + ("" if is_missing(t_std) else f" ± {_fmt(t_std)}") + f" (n={t_n})"
+                best += f"; test {_fmt_ms(t_mean, t_std)} (n={t_n})"
         rows.append(f"<tr><td>{name}</td><td style='text-align:left'>{link}</td><td>{_e(s['state'])}</td>"
                     f"<td>{s['trials']}: {_e(st)}</td><td>{best}</td><td>{_e(s['preset'])}</td><td>{_e(s['updated'])}</td></tr>")
     when = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")

@@ -44,8 +44,11 @@ METRIC_LABELS = {"miou": "mIoU", "pixel_acc": "pixel acc.", "iiou": "iIoU", "tes
 _PART_LABELS = {"test": "test", "val": "val", "day": "day", "night": "night", "rgb": "RGB stream", "std": "seed std of"}
 
 
-def metric_label(metric: str) -> str:
-    """A metric's display name: "mIoU", "test mIoU", "night mIoU", "RGB stream mIoU", "test night mIoU"."""
+def metric_label(metric: str, labels: Mapping[str, str] | None = None) -> str:
+    """A metric's display name: the study's label for it when `labels` has one (a held-out report's
+    "miou": "test mIoU"), else "mIoU", "test mIoU", "night mIoU", "RGB stream mIoU", "test night mIoU"."""
+    if labels and labels.get(metric):
+        return labels[metric]
     if metric in METRIC_LABELS:
         return METRIC_LABELS[metric]
     part, dot, rest = metric.partition(".")
@@ -602,7 +605,7 @@ def class_table(df: pd.DataFrame, classes: Sequence[str] | None = None,
         if g and class_groups:
             columns.append(Column(f"_group.{g}", f"{g} mIoU", "metric", group=g))
             value_keys.append(f"_group.{g}")
-    columns.append(Column(metric, labels.get(metric) or metric_label(metric), "metric"))
+    columns.append(Column(metric, metric_label(metric, labels), "metric"))
     value_keys.append(metric)
 
     best = {k: _best(gagg[f"{k}.mean"] if f"{k}.mean" in gagg else pd.Series(dtype=float), "max")
