@@ -48,6 +48,8 @@ class AdventConfig:
     poly_power: float = 0.9
     lr_d: float = 1e-4                     # Adam (0.9, 0.99) for D (ADVENT reference)
     ndf: int = 64                          # discriminator width (Tsai et al. 2018, Sec. 4.1)
+    d_layers: int = 4                      # D's 4x4 stride-2 convs before the classifier (Tsai et al. 2018,
+                                           # Sec. 4.1): a logit sees 94 px, 9 % of a 1024-px-wide map
     # losses (ADVENT reference config, REFERENCE_FACTS)
     lambda_seg_aux: float = 0.1
     variant: str = "adv"                   # "adv" = AdvEnt, "minent" = MinEnt
@@ -63,6 +65,8 @@ class AdventConfig:
     def validate(self) -> None:
         if self.variant not in ("adv", "minent"):
             raise ConfigError(f"variant must be 'adv' or 'minent', got {self.variant!r}")
+        if not 1 <= self.d_layers <= 4:
+            raise ConfigError(f"d_layers must be 1..4 (the reference discriminator has 4), got {self.d_layers}")
         if self.iterations <= 0 or self.eval_every <= 0:
             raise ConfigError("iterations and eval_every must be positive")
         if self.poly_iterations is not None and self.poly_iterations < self.iterations:
@@ -104,8 +108,8 @@ class AdventStep(Step):
         self.hp, self.run, self.data = hp, run, data
         self.G = G
         # D sees source and target maps in separate forward passes: no DDP, gradients synced by hand
-        self.D_main = run.prepare(FCDiscriminator(data.num_classes, hp.ndf), ddp=False)
-        self.D_aux = run.prepare(FCDiscriminator(data.num_classes, hp.ndf), ddp=False)
+        self.D_main = run.prepare(FCDiscriminator(data.num_classes, hp.ndf, hp.d_layers), ddp=False)
+        self.D_aux = run.prepare(FCDiscriminator(data.num_classes, hp.ndf, hp.d_layers), ddp=False)
         self.networks = (G, self.D_main, self.D_aux)
         self.opt_G = sgd_head_10x(unwrap(G), hp.lr, hp.momentum, hp.weight_decay)
         self.opt_D = adam_discriminator([*self.D_main.parameters(), *self.D_aux.parameters()], hp.lr_d)

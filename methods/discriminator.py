@@ -2,7 +2,9 @@
 
 Tsai et al. CVPR 2018, Sec. 4.1; Vu et al. CVPR 2019, Sec. 4: five 4x4 convolutions with
 stride 2, channels ndf, 2ndf, 4ndf, 8ndf, 1, LeakyReLU(0.2) between them. It outputs a
-patch map of domain logits.
+patch map of domain logits, each judging a square of `receptive_field(layers)` pixels of its
+input: 94 px for the reference's four layers before the classifier, on maps of 1024 x 512
+(ADVENT upsamples G's output to the input size first), i.e. 9 % of the width.
 """
 from __future__ import annotations
 
@@ -11,10 +13,18 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def receptive_field(layers: int) -> int:
+    """Side in pixels of the input square one output logit sees: `layers` 4x4 stride-2 convolutions
+    and the 4x4 stride-2 classifier (each adds 3 input steps of the stride so far)."""
+    return 1 + 3 * (2 ** (layers + 1) - 1)
+
+
 class FCDiscriminator(nn.Module):
-    def __init__(self, in_channels: int, ndf: int = 64):
+    def __init__(self, in_channels: int, ndf: int = 64, layers: int = 4):
         super().__init__()
-        chans = [in_channels, ndf, ndf * 2, ndf * 4, ndf * 8]
+        if not 1 <= layers <= 4:
+            raise ValueError(f"FCDiscriminator layers must be 1..4 (the reference has 4), got {layers}")
+        chans = [in_channels] + [ndf * 2 ** i for i in range(layers)]
         layers: list[nn.Module] = []
         for cin, cout in zip(chans[:-1], chans[1:]):
             layers += [nn.Conv2d(cin, cout, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)]

@@ -52,6 +52,35 @@ def test_what_the_discriminators_see(method, monkeypatch, mini_data):
         assert not torch.allclose(sums, torch.ones_like(sums), atol=1e-2)
 
 
+@pytest.mark.parametrize("layers", [1, 2, 3, 4])
+def test_a_discriminator_logit_sees_its_receptive_field(layers):
+    """The centre logit's gradient reaches exactly a receptive_field(layers)-px square of the map:
+    94 px for the reference's four layers (all of a 64-px-high mini map), 10 px for one."""
+    from udalab.methods.discriminator import FCDiscriminator, receptive_field
+
+    d = FCDiscriminator(19, ndf=4, layers=layers)
+    x = torch.randn(1, 19, 256, 256, requires_grad=True)
+    y = d(x)
+    y[0, 0, y.shape[2] // 2, y.shape[3] // 2].backward()
+    rows, cols = (x.grad.abs().sum((0, 1)) > 0).nonzero(as_tuple=True)
+    assert (int(rows.max() - rows.min()) + 1, int(cols.max() - cols.min()) + 1) == (receptive_field(layers),) * 2
+    assert receptive_field(4) == 94 and receptive_field(1) == 10
+
+
+def test_advent_builds_its_discriminators_with_d_layers(monkeypatch, mini_data):
+    from udalab.methods.advent import PRESETS, AdventConfig
+    from udalab.methods.discriminator import FCDiscriminator
+    from udalab.methods.engine import make_hparams
+
+    built, init = [], FCDiscriminator.__init__
+    monkeypatch.setattr(FCDiscriminator, "__init__",
+                        lambda self, c, ndf=64, layers=4: built.append(layers) or init(self, c, ndf, layers))
+    run_local("advent", {"method": "advent", **SMOKE, "iterations": 1, "eval_every": 1, "d_layers": 2})
+    assert built == [2, 2]                 # D_main and D_aux
+    with pytest.raises(ConfigError, match="d_layers must be 1..4"):
+        make_hparams(AdventConfig, {"preset": "mini", "d_layers": 0}, PRESETS)
+
+
 def test_adaptsegnet_reference_schedule_and_bad_configs():
     from udalab.methods.adaptsegnet import PRESETS, AdaptSegNetConfig
     from udalab.methods.engine import make_hparams
