@@ -16,10 +16,13 @@ mini GTA5 -> mini Cityscapes with the mini presets (ImageNet stand-in init):
 The result is the held-out test split (`test.miou`, 45 images nothing was tuned on); val
 (`miou`, what the presets were chosen on) is printed beside it. Every finished run is
 appended to the --out JSON-lines file at once, and a re-run skips the runs already there,
-so an interrupted measurement resumes:
+so an interrupted measurement resumes; a run with other settings (`--set`) is a run of its own, and
+the table names it by them:
 
     python benchmarks/mini_adaptation.py --seeds 0 1 2 --out docs/mini_adaptation.jsonl
     python benchmarks/mini_adaptation.py --out docs/mini_adaptation.jsonl --summary   # the table only
+    python benchmarks/mini_adaptation.py --rows ADVENT --set lambda_adv_main=0.001 --out sweep.jsonl
+    python benchmarks/mini_adaptation.py --out sweep.jsonl --baseline docs/mini_adaptation.jsonl --summary
 """
 from __future__ import annotations
 
@@ -58,8 +61,31 @@ def _one(job: dict) -> dict:
     return {**job, "reports": run_local(job["method"], job["config"])}
 
 
+def settings(job: dict) -> dict[str, str]:
+    """What a run set beyond its row and the preset as it is now: {key: JSON value}. A value the
+    preset has since adopted (e.g. a tuned lr passed with --set) is no setting of its own."""
+    from udalab.methods import HPARAMS, get_method
+    from udalab.methods.engine import make_hparams
+
+    method, own, _ = ROWS[job["row"]]
+    get_method(method)
+    cls, presets = HPARAMS[method]
+    preset = make_hparams(cls, {"preset": job["config"]["preset"], **own}, presets)
+    return {k: json.dumps(v) for k, v in job["config"].items()
+            if k == "preset" or (k != "seed" and k not in own and json.dumps(v) != json.dumps(getattr(preset, k, None)))}
+
+
 def _key(job: dict) -> tuple:
-    return job["row"], job["config"]["seed"]
+    """A run is done when its row ran on that seed with the same settings."""
+    return job["row"], job["config"]["seed"], json.dumps(settings(job), sort_keys=True)
+
+
+def labels(runs: list[dict]) -> list[str]:
+    """Each run's row suffix: the settings that set it apart from the table's other runs, e.g.
+    " (lambda_adv_main=0.001, lambda_adv_aux=0.0002)"; "" where it has none."""
+    each = [set(settings(r).items()) for r in runs]
+    common = set.intersection(*each) if each else set()
+    return [" (" + ", ".join(f"{k}={v}" for k, v in sorted(e - common)) + ")" if e - common else "" for e in each]
 
 
 def rows_of(run: dict) -> dict[str, dict]:
@@ -79,12 +105,14 @@ def teacher_share(run: dict, after: int) -> float | None:
 
 def summary(runs: list[dict]) -> str:
     """The table: test mIoU per row, val beside it, Δ to the row's baseline (unpaired: means; paired:
-    the same seed's difference, mean ± std), and whether the mean Δ exceeds twice the larger std."""
+    the same seed's difference, mean ± std), and whether the mean Δ exceeds twice the larger std.
+    Runs with other settings than the rest get rows of their own, named by those settings; a row's
+    baseline is the baseline row with the same settings, else the one without any."""
     vals: dict[str, dict[str, dict[int, float]]] = {}
-    for run in runs:
+    for run, suffix in zip(runs, labels(runs)):
         for row, rep in rows_of(run).items():
             for m in ("test.miou", "miou"):
-                vals.setdefault(row, {}).setdefault(m, {})[run["config"]["seed"]] = rep.get(m, float("nan"))
+                vals.setdefault(row + suffix, {}).setdefault(m, {})[run["config"]["seed"]] = rep.get(m, float("nan"))
 
     def ms(v):
         v = list(v)
@@ -94,13 +122,14 @@ def summary(runs: list[dict]) -> str:
            "mean ± sample std over seeds",
            "| row | test mIoU | per seed | val mIoU | Δ test | Δ > 2 × larger std? | paired Δ per seed |",
            "|---|---|---|---|---|---|---|"]
-    for row in ORDER:
-        if row not in vals:
-            continue
+    for row in sorted(vals, key=lambda name: (ORDER.index(name.split(" (")[0]), name)):
         t, v = vals[row]["test.miou"], vals[row]["miou"]
         (tm, ts), (vm, vs) = ms(t.values()), ms(v.values())
         delta = verdict = paired = ""
-        base = BASELINE.get(row)
+        plain, _, settings = row.partition(" (")
+        base = BASELINE.get(plain)
+        if base and settings and f"{base} ({settings}" in vals:
+            base = f"{base} ({settings}"
         if base in vals:
             b = vals[base]["test.miou"]
             bm, bs = ms(b.values())
@@ -133,9 +162,13 @@ def main(argv=None):
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--out", default="docs/mini_adaptation.jsonl", help="JSON lines, one finished run each")
     p.add_argument("--summary", action="store_true", help="print the table of --out and run nothing")
+    p.add_argument("--baseline", metavar="FILE", help="pair with the baseline rows of another --out file, e.g. "
+                   "a sweep's ADVENT runs with docs/mini_adaptation.jsonl's source-only runs of the same seeds")
     args = p.parse_args(argv)
     out = Path(args.out)
-    done = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.is_file() else []
+    done = _read(out)
+    needed = {BASELINE[r["row"]] for r in done if r["row"] in BASELINE}
+    baselines = [r for r in _read(Path(args.baseline), must_exist=True) if r["row"] in needed] if args.baseline else []
     if not args.summary:
         sets = parse_sets(args.set)
         have = {_key(d) for d in done}
@@ -152,7 +185,16 @@ def main(argv=None):
                 done.append(run)
                 print(f"done: {run['row']} seed {run['config']['seed']}: "
                       f"test {run['reports'][-1].get('test.miou', float('nan')):.1f}", flush=True)
-    print(summary(done))
+    print(summary(baselines + done))
+
+
+def _read(path: Path, must_exist: bool = False) -> list[dict]:
+    """The runs of an --out file ([] before its first run)."""
+    if not path.is_file():
+        if must_exist:
+            raise SystemExit(f"--baseline {path}: no such file; give the --out file of a run with the baseline rows")
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 if __name__ == "__main__":

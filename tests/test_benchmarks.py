@@ -4,6 +4,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -109,3 +111,19 @@ def test_mini_adaptation_runs_advent_alone_against_its_baseline_and_resumes(tmp_
     assert f"{test['ADVENT'] - test['source only']:+.1f} (" in advent_row   # the paired Δ of seed 0
     bench.main(argv)
     assert out.read_text().count("\n") == 2 and "done:" not in capsys.readouterr().out
+    # another setting is another run (not "done"), in a row of its own named by that setting
+    bench.main([*argv, "--rows", "ADVENT", "--set", "lambda_adv_main=0.01"])
+    runs = [json.loads(line) for line in out.read_text().splitlines()]
+    swept = runs[-1]["reports"][-1]["test.miou"]
+    assert len(runs) == 3 and runs[-1]["config"]["lambda_adv_main"] == 0.01
+    # --baseline: a sweep's file without baseline rows is paired with another file's
+    sweep = tmp_path / "sweep.jsonl"
+    sweep.write_text(json.dumps(runs[-1]) + "\n")
+    capsys.readouterr()
+    bench.main(["--out", str(sweep), "--baseline", str(out), "--summary"])
+    table = capsys.readouterr().out
+    assert "| source only |" in table and "| ADVENT |" not in table   # only the baseline rows come from --baseline
+    row = next(line for line in table.splitlines() if line.startswith("| ADVENT (lambda_adv_main=0.01) |"))
+    assert f"{swept - test['source only']:+.1f} (" in row
+    with pytest.raises(SystemExit, match="--baseline .*nope.jsonl: no such file"):
+        bench.main(["--out", str(sweep), "--baseline", str(tmp_path / "nope.jsonl"), "--summary"])
