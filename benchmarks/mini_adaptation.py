@@ -126,10 +126,10 @@ def summary(runs: list[dict]) -> str:
         t, v = vals[row]["test.miou"], vals[row]["miou"]
         (tm, ts), (vm, vs) = ms(t.values()), ms(v.values())
         delta = verdict = paired = ""
-        plain, _, settings = row.partition(" (")
+        plain, _, named = row.partition(" (")
         base = BASELINE.get(plain)
-        if base and settings and f"{base} ({settings}" in vals:
-            base = f"{base} ({settings}"
+        if base and named and f"{base} ({named}" in vals:
+            base = f"{base} ({named}"
         if base in vals:
             b = vals[base]["test.miou"]
             bm, bs = ms(b.values())

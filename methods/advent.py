@@ -85,8 +85,9 @@ class AdventConfig:
 # seed, test -1.2 +- 0.3: docs/results.md, "ADVENT at four times the schedule"). D with one
 # convolution before its classifier, not four: a logit of the reference's D sees 94 px, 9 % of the
 # 1024-px-wide maps it judges; on the 128 x 64 mini maps it would see 94 x 64 px, the whole scene,
-# and tell the domains apart by their layout (horizon, road width: docs/datasets.md), so fooling it
-# moved G's layout (val against source only fell as λ_adv grew: 0.001 -0.5, 0.003 -2.4, 0.01 -4.0).
+# and can tell the domains apart by their layout (horizon, road width: docs/datasets.md); fooling it
+# then asks G to move its layout (our reading of: val against source only fell as λ_adv grew,
+# 0.001 -0.5, 0.003 -2.4, 0.01 -4.0).
 # One layer sees 10 px, 8 % of the width: val +0.3, +0.6, -0.1 over the four-layer D at the same λ
 # (3 seeds); but no λ_adv moves it either (seed 0: val 15.8-15.9 at 0, 0.0003, 0.001 and 0.01; a
 # patch of ~1 of the 16 x 8 output cells barely tells the domains apart, BCE 0.65): docs/results.md,
