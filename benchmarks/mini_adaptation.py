@@ -81,11 +81,11 @@ def _key(job: dict) -> tuple:
 
 
 def labels(runs: list[dict]) -> list[str]:
-    """Each run's row suffix: the settings that set it apart from the table's other runs, e.g.
-    " (lambda_adv_main=0.001, lambda_adv_aux=0.0002)"; "" where it has none."""
+    """Each run's settings that set it apart from the table's other runs, e.g.
+    "lambda_adv_main=0.001, lambda_adv_aux=0.0002"; "" where it has none."""
     each = [set(settings(r).items()) for r in runs]
     common = set.intersection(*each) if each else set()
-    return [" (" + ", ".join(f"{k}={v}" for k, v in sorted(e - common)) + ")" if e - common else "" for e in each]
+    return [", ".join(f"{k}={v}" for k, v in sorted(e - common)) for e in each]
 
 
 def rows_of(run: dict) -> dict[str, dict]:
@@ -108,11 +108,11 @@ def summary(runs: list[dict]) -> str:
     the same seed's difference, mean ± std), and whether the mean Δ exceeds twice the larger std.
     Runs with other settings than the rest get rows of their own, named by those settings; a row's
     baseline is the baseline row with the same settings, else the one without any."""
-    vals: dict[str, dict[str, dict[int, float]]] = {}
-    for run, suffix in zip(runs, labels(runs)):
+    vals: dict[tuple[str, str], dict[str, dict[int, float]]] = {}   # (row, its settings) -> metric -> seed -> value
+    for run, named in zip(runs, labels(runs)):
         for row, rep in rows_of(run).items():
             for m in ("test.miou", "miou"):
-                vals.setdefault(row + suffix, {}).setdefault(m, {})[run["config"]["seed"]] = rep.get(m, float("nan"))
+                vals.setdefault((row, named), {}).setdefault(m, {})[run["config"]["seed"]] = rep.get(m, float("nan"))
 
     def ms(v):
         v = list(v)
@@ -122,14 +122,11 @@ def summary(runs: list[dict]) -> str:
            "mean ± sample std over seeds",
            "| row | test mIoU | per seed | val mIoU | Δ test | Δ > 2 × larger std? | paired Δ per seed |",
            "|---|---|---|---|---|---|---|"]
-    for row in sorted(vals, key=lambda name: (ORDER.index(name.split(" (")[0]), name)):
-        t, v = vals[row]["test.miou"], vals[row]["miou"]
+    for row, named in sorted(vals, key=lambda key: (ORDER.index(key[0]), key[1])):
+        t, v = vals[row, named]["test.miou"], vals[row, named]["miou"]
         (tm, ts), (vm, vs) = ms(t.values()), ms(v.values())
         delta = verdict = paired = ""
-        plain, _, named = row.partition(" (")
-        base = BASELINE.get(plain)
-        if base and named and f"{base} ({named}" in vals:
-            base = f"{base} ({named}"
+        base = (BASELINE.get(row), named) if (BASELINE.get(row), named) in vals else (BASELINE.get(row), "")
         if base in vals:
             b = vals[base]["test.miou"]
             bm, bs = ms(b.values())
@@ -139,7 +136,8 @@ def summary(runs: list[dict]) -> str:
             diffs = [t[s] - b[s] for s in sorted(t) if s in b]
             pm, ps = ms(diffs)
             paired = f"{', '.join(f'{x:+.1f}' for x in diffs)} ({pm:+.1f} ± {ps:.1f})"
-        out.append(f"| {row} | {tm:.1f} ± {ts:.1f} | {', '.join(f'{t[s]:.1f}' for s in sorted(t))} "
+        name = f"{row} ({named})" if named else row
+        out.append(f"| {name} | {tm:.1f} ± {ts:.1f} | {', '.join(f'{t[s]:.1f}' for s in sorted(t))} "
                    f"| {vm:.1f} ± {vs:.1f} | {delta} | {verdict} | {paired} |")
     for run in runs:
         if run["method"] in ("daformer", "hrda") and run["config"].get("self_training", True):

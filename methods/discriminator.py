@@ -22,14 +22,12 @@ def receptive_field(layers: int) -> int:
 class FCDiscriminator(nn.Module):
     def __init__(self, in_channels: int, ndf: int = 64, layers: int = 4):
         super().__init__()
-        if not 1 <= layers <= 4:
-            raise ValueError(f"FCDiscriminator layers must be 1..4 (the reference has 4), got {layers}")
         chans = [in_channels] + [ndf * 2 ** i for i in range(layers)]
-        layers: list[nn.Module] = []
+        convs: list[nn.Module] = []
         for cin, cout in zip(chans[:-1], chans[1:]):
-            layers += [nn.Conv2d(cin, cout, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)]
-        layers.append(nn.Conv2d(chans[-1], 1, 4, stride=2, padding=1))
-        self.net = nn.Sequential(*layers)
+            convs += [nn.Conv2d(cin, cout, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+        convs.append(nn.Conv2d(chans[-1], 1, 4, stride=2, padding=1))
+        self.net = nn.Sequential(*convs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
