@@ -10,6 +10,7 @@ Algorithm (one iteration, multi-level DeepLab-v2 G, discriminators D_main, D_aux
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,7 @@ from udalab.methods.discriminator import FCDiscriminator, bce_to
 from udalab.methods.engine import ConfigError, Run, Step, Stream, autocast, fit, make_hparams, unwrap
 from udalab.methods.evaluate import evaluate
 from udalab.methods.losses import entropy_loss, seg_ce, self_information
+from udalab.methods.norm import batchnorm_mode
 from udalab.methods.optim import adam_discriminator, poly, sgd_head_10x
 from udalab.methods.uda_data import UDAData, build_uda_data
 
@@ -34,6 +36,11 @@ class AdventConfig:
     pretrained: str = "imagenet"
     output_stride: int = 8
     freeze_bn: bool = True                 # batch 1: BN frozen (ADVENT reference)
+    # BN in train mode only (freeze_bn False): G's target forward normalised by the target batch's own
+    # statistics ("batch", PyTorch's train mode; they also enter the running ones) or by the running
+    # statistics, which then only source batches update ("running": both domains normalised alike,
+    # as by the reference's frozen BN)
+    bn_target: str = "batch"
     # data: GTA5 resized to 1280x720, Cityscapes to 1024x512, 1 + 1 images per step (REFERENCE_FACTS)
     source_size: tuple = (1280, 720)
     target_size: tuple = (1024, 512)
@@ -65,6 +72,8 @@ class AdventConfig:
     def validate(self) -> None:
         if self.variant not in ("adv", "minent"):
             raise ConfigError(f"variant must be 'adv' or 'minent', got {self.variant!r}")
+        if self.bn_target not in ("batch", "running"):
+            raise ConfigError(f"bn_target must be 'batch' or 'running', got {self.bn_target!r}")
         if not 1 <= self.d_layers <= 4:
             raise ConfigError(f"d_layers must be 1..4 (the reference discriminator has 4), got {self.d_layers}")
         if self.iterations <= 0 or self.eval_every <= 0:
@@ -152,7 +161,7 @@ class AdventStep(Step):
         s_main, s_aux, seg_main, seg_aux = self.segment(x_s, y_s)
 
         # 2. align the unlabelled domain: fool D (AdvEnt) or minimise entropy (MinEnt)
-        with clock("step.forward"), self.amp():
+        with clock("step.forward"), self.amp(), self.target_norm():
             t_main, t_aux = (upsample(p, x_t.shape[-2:]) for p in self.G(x_t))
         t_main, t_aux = t_main.float(), t_aux.float()
         losses = {"seg_main": seg_main.detach(), "seg_aux": seg_aux.detach()}
@@ -184,6 +193,12 @@ class AdventStep(Step):
             (d_src + d_tgt).backward()
         return {**losses, "adv_main": adv_main.detach(), "adv_aux": adv_aux.detach(), "d_src": d_src.detach(),
                 "d_tgt": d_tgt.detach()}
+
+    def target_norm(self):
+        """The BatchNorm mode of G's forward on the unlabelled domain (`bn_target`)."""
+        if self.hp.bn_target == "running":
+            return batchnorm_mode(self.G, train=False)
+        return contextlib.nullcontext()
 
     def maps(self, logits: torch.Tensor) -> torch.Tensor:
         """What D sees of a prediction: ADVENT's weighted self-information map (AdaptSegNet: softmax)."""

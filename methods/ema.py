@@ -15,12 +15,12 @@ DAFormer reference restarts it).
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
+
+from udalab.methods.norm import batchnorm_mode
 
 
 class EMATeacher:
@@ -45,17 +45,9 @@ class EMATeacher:
         else:
             torch._foreach_lerp_(teacher_params, student_params, 1.0 - a)
 
-    @contextlib.contextmanager
     def predicting(self):
         """The reference's pseudo-label mode: BatchNorm on batch statistics, dropout and drop-path off."""
-        norms = [m for m in self.model.modules() if isinstance(m, _BatchNorm)]
-        for m in norms:
-            m.train()
-        try:
-            yield self.model
-        finally:
-            for m in norms:
-                m.eval()
+        return batchnorm_mode(self.model, train=True)
 
     def state_dict(self) -> dict:
         return self.model.state_dict()

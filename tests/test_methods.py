@@ -81,6 +81,20 @@ def test_advent_builds_its_discriminators_with_d_layers(monkeypatch, mini_data):
         make_hparams(AdventConfig, {"preset": "mini", "d_layers": 0}, PRESETS)
 
 
+def test_advent_without_its_adversarial_term_is_source_only_when_bn_target_is_running(mini_data):
+    """λ_adv 0 leaves G's gradients source-only's; what the target then still changes is BatchNorm's
+    running statistics, and only with bn_target "batch" (the target batch's own statistics)."""
+    config = {**SMOKE, "iterations": 3, "eval_every": 3, "lambda_adv_main": 0.0, "lambda_adv_aux": 0.0}
+    source_only = run_local("source_only", {"method": "source_only", **config})[-1]
+    running = run_local("advent", {"method": "advent", **config, "bn_target": "running"})[-1]
+    batch = run_local("advent", {"method": "advent", **config, "bn_target": "batch"})[-1]
+    for key in ("miou", "pixel_acc", "test.miou", "test.pixel_acc"):
+        assert running[key] == source_only[key], key
+    assert batch["pixel_acc"] != source_only["pixel_acc"]
+    with pytest.raises(ConfigError, match="bn_target must be 'batch' or 'running'"):
+        run_local("advent", {"method": "advent", **config, "bn_target": "target"})
+
+
 def test_adaptsegnet_reference_schedule_and_bad_configs():
     from udalab.methods.adaptsegnet import PRESETS, AdaptSegNetConfig
     from udalab.methods.engine import make_hparams
