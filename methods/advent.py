@@ -103,7 +103,10 @@ class AdventConfig:
 # "ADVENT's discriminator sees the whole mini image". λ_adv 0.001 -> 0.0003 (aux 0.0002 ->
 # 0.00006, the paper's ratio 1/5) was chosen on val with the four-layer D, 3 seeds: above the
 # paper's 0.001 on every seed (+0.7 to +0.8), 0.003 below it (-1.7 to -2.2), 0.01 -3.4 (seed 0);
-# kept (with one layer the paper's 0.001 is level with it: val -0.1, -0.1, +0.2). About 3.5 min
+# kept (with one layer the paper's 0.001 is level with it: val -0.1, -0.1, +0.2). bn_target stays
+# "batch": ahead of "running" on val on every seed (+1.3, +1.3, +1.0), all of it BN's share, for with
+# "running" ADVENT is level with source only (test -0.1 +- 0.4: docs/results.md, "Which BatchNorm
+# statistics see the target"). About 3.5 min
 # for source-only and 7-8 min for ADVENT on one core of the 2-core machine.
 MINI = dict(backbone_depth=18, pretrained="standin", output_stride=8, freeze_bn=False,
             source_size=(128, 72), target_size=(128, 64), eval_size=(128, 64), batch_size=4,
