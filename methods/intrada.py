@@ -61,13 +61,15 @@ PRESETS = {name: {**preset, "intra_iterations": preset["iterations"] // 2, "intr
 def rank_by_entropy(run: Run, G: torch.nn.Module, target, lambda_split: float) -> tuple[list[int], list[int], list[float]]:
     """Step 2: (easy indices, hard indices, per-image mean entropy) of the target training set.
 
-    Images are scored as loaded for training (no random transform: ADVENT's target data has none).
+    Images are scored as loaded for training (no random transform: ADVENT's target data has none),
+    16 at a time (they share the training size; 3.4x faster than one at a time at the smoke size,
+    1.4x at the mini size, on the 2-core CPU; the logits agree to 1e-5).
     """
     scores: list[float] = []
     with eval_mode(G):
-        for batch in DataLoader(target, batch_size=1):
+        for batch in DataLoader(target, batch_size=16):
             prob = F.softmax(unwrap(G)(batch["image"].to(run.device))[0], dim=1)
-            scores.append(float(entropy_map(prob).mean()))
+            scores += entropy_map(prob).flatten(1).mean(1).tolist()
     order = sorted(range(len(scores)), key=lambda i: (scores[i], i))
     n_easy = int(len(scores) * lambda_split)
     return sorted(order[:n_easy]), sorted(order[n_easy:]), scores
