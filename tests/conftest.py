@@ -15,6 +15,19 @@ def mini_data():
     return {name: mini_root(name) for name in ("gta5", "cityscapes")}
 
 
+@pytest.fixture(scope="session")
+def fresh_twins(tmp_path_factory):
+    """Every mini twin generated from scratch through mini_root into one temporary cache (not the
+    user's): {name: root}. Generated once per session (about a minute on the 2-core machine); the
+    tests that read it leave its files as they are."""
+    from udalab.datasets import mini_root
+
+    cache = tmp_path_factory.mktemp("fresh-twins")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("UDALAB_DATA_CACHE", str(cache))
+        yield {name: mini_root(name) for name in ("gta5", "cityscapes", "synthia", "mfnet", "voc")}
+
+
 @pytest.fixture
 def free_port() -> int:
     """A TCP port on localhost that nothing listens on now (for a test's server: moto, Ray's dashboard)."""

@@ -32,12 +32,11 @@ def _digest(folder: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def twins(tmp_path_factory):
-    """The full mini twins, generated once through mini_root into a temporary cache."""
-    cache = tmp_path_factory.mktemp("cache")
+def twins(fresh_twins):
+    """The full mini GTA5 and Cityscapes, generated through mini_root into a temporary cache."""
     with pytest.MonkeyPatch.context() as mp_:
-        mp_.setenv("UDALAB_DATA_CACHE", str(cache))
-        yield {name: mini_root(name) for name in ("gta5", "cityscapes")}
+        mp_.setenv("UDALAB_DATA_CACHE", str(fresh_twins["gta5"].parent))
+        yield {name: fresh_twins[name] for name in ("gta5", "cityscapes")}
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from udalab.datasets import DATASETS, DatasetError, build_dataset, mini, root_ke
 from udalab.datasets.mfnet import EVAL_3, MFNet, time_of
 from udalab.datasets.synthia import EVAL_13, EVAL_16, SYNTHIA
 
-TWINS = ("synthia", "mfnet", "voc")
 
 # name, split, images, channels, classes, train ids that must occur in the sampled labels
 CASES = [
@@ -31,13 +30,9 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as m:
-        m.setenv("UDALAB_DATA_CACHE", str(path))
-        for name in ("gta5", "cityscapes", *TWINS):
-            mini.mini_root(name)
-        yield path
+def cache(fresh_twins):
+    """The temporary cache every twin was generated into (conftest.py)."""
+    return fresh_twins["gta5"].parent
 
 
 @pytest.mark.parametrize("name, split, n, channels, num_classes, expected", CASES,
