@@ -39,7 +39,7 @@ def test_train_step_benchmark_times_every_method_and_precision(tmp_path):
 def test_hrda_step_benchmark_times_every_row_and_precision(tmp_path):
     bench = _load("hrda_step")
     out = tmp_path / "bench.json"
-    rows = bench.main(["--device", "cpu", "--backbone", "mit_b0", "--size-scale", "0.125", "--batch", "1",
+    rows = bench.main(["--device", "cpu", "--backbone", "mit_b0", "--size-scale", "0.0625", "--batch", "1",
                        "--warmup", "1", "--iters", "1", "--threads", "1", "--json", str(out)])
     expected = [r for r in bench.ROWS if r != "segformer_hf" or importlib.util.find_spec("transformers")]
     assert [(r["row"], r["precision"]) for r in rows] == [(r, p) for r in expected for p in ("fp32", "bf16")]
