@@ -69,22 +69,23 @@ def test_bad_set_value_is_a_clear_error():
         runner.parse_sets(["iterations"])
 
 
-def test_udalab_command_lists_and_trains(tmp_path, mini_data):
-    def udalab(*args):
-        return subprocess.run([sys.executable, "-m", "udalab.studies.cli", *args], capture_output=True, text=True,
-                              timeout=300)
+def test_udalab_command_lists_and_trains(tmp_path, mini_data, capsys):
+    """`udalab train` as a user types it (a process of its own); listing and a refused config in this one."""
+    from udalab.studies.cli import main as udalab
 
-    studies = udalab("studies")
-    assert studies.returncode == 0, studies.stderr[-2000:]
-    assert [line.split()[0] for line in studies.stdout.splitlines()] == sorted(
+    assert udalab(["studies"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == sorted(
         p.stem for p in (ROOT / "studies").glob("*.py") if p.stem not in ("__init__", "study", "cli", "local"))
-    assert set(udalab("methods").stdout.split()) >= {"source_only", "advent", "intrada"}
-    out = udalab("train", "advent", "--set", "preset=smoke", "--set", "seed=3", "--checkpoint-dir", str(tmp_path))
+    assert udalab(["methods"]) == 0
+    assert set(capsys.readouterr().out.split()) >= {"source_only", "advent", "intrada"}
+    out = subprocess.run([sys.executable, "-m", "udalab.studies.cli", "train", "advent", "--set", "preset=smoke",
+                          "--set", "seed=3", "--checkpoint-dir", str(tmp_path)], capture_output=True, text=True,
+                         timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     last = json.loads(out.stdout.strip().splitlines()[-1])
     assert last["done"] and last["iteration"] == 4 and (tmp_path / "state.pt").exists()
-    bad = udalab("train", "advent", "--set", "preset=smoke", "--set", "lamda_adv_main=1")
-    assert bad.returncode != 0 and "unknown hyperparameter 'lamda_adv_main'" in bad.stderr
+    assert udalab(["train", "advent", "--set", "preset=smoke", "--set", "lamda_adv_main=1"]) != 0
+    assert "unknown hyperparameter 'lamda_adv_main'" in capsys.readouterr().err
 
 
 def test_hrda_study_grid_budget_and_seeds_option():
