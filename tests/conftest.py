@@ -19,13 +19,14 @@ def mini_data():
 def fresh_twins(tmp_path_factory):
     """Every mini twin generated from scratch through mini_root into one temporary cache (not the
     user's): {name: root}. Generated once per session (about a minute on the 2-core machine); the
-    tests that read it leave its files as they are."""
+    tests that read it leave its files as they are, and point UDALAB_DATA_CACHE at it themselves
+    (it is set here only while generating, not for the rest of the session)."""
     from udalab.datasets import mini_root
 
     cache = tmp_path_factory.mktemp("fresh-twins")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("UDALAB_DATA_CACHE", str(cache))
-        yield {name: mini_root(name) for name in ("gta5", "cityscapes", "synthia", "mfnet", "voc")}
+        return {name: mini_root(name) for name in ("gta5", "cityscapes", "synthia", "mfnet", "voc")}
 
 
 @pytest.fixture
