@@ -1,7 +1,7 @@
 """The report's "What the models see" section: the pictures trials kept at their final evaluation.
 
 Each trial keeps, in its last checkpoint, the input, ground truth and its prediction for the same
-few validation images (methods/pictures.py; store.load_pictures reads them). The section lays
+few validation images (methods/engine/pictures.py; store.load_pictures reads them). The section lays
 them out as the papers' qualitative figures: one row per image, columns image | ground truth |
 baseline | every other configuration, each configuration shown by its lowest-seed trial (said in
 the caption). A method's own pictures (pseudo labels, depth, RGB-stream predictions) follow, one

@@ -412,7 +412,7 @@ def header_section(d: ReportData) -> Section:
 
 
 def _provenance(df: pd.DataFrame) -> list[str]:
-    """What the trials ran with (methods/provenance.py): each value with its number of trials; a
+    """What the trials ran with (methods/engine/provenance.py): each value with its number of trials; a
     warning when they differ, since their results then compare less well."""
     cols = [c for c in df.columns if str(c).startswith(store.PROVENANCE_PREFIX)]
     if not cols:

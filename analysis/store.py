@@ -49,7 +49,7 @@ SCHEMA_COLUMNS: tuple[str, ...] = ("trial_id", "status", "method", "seed", "miou
                                    "iterations", "train_seconds", "wall_seconds", "gpu", "error")
 SCHEMA_VERSION = 2  # stored in trials.parquet's metadata (key b"udalab"); bump on a breaking change
 # Scalar metrics kept when reported (iiou: the multi-decoder study's instance-level IoU; test.*: the
-# held-out split, scored once at the end of a run, methods/uda_data.py).
+# held-out split, scored once at the end of a run, methods/engine/uda_data.py).
 METRIC_COLUMNS: tuple[str, ...] = ("miou", "pixel_acc", "iiou", "test.miou", "test.pixel_acc")
 TEST_PREFIX = "test."
 VAL_PREFIX = "val."     # a report's name for the validation metrics when it shows the held-out split (held_out_view)
@@ -58,7 +58,7 @@ VAL_PREFIX = "val."     # a report's name for the validation metrics when it sho
 VIEW_METRIC_SUFFIXES = (".miou", ".pixel_acc", ".iiou")
 
 
-PROVENANCE_PREFIX = "provenance."   # what a trial's result depends on (methods/provenance.py): str columns
+PROVENANCE_PREFIX = "provenance."   # what a trial's result depends on (methods/engine/provenance.py): str columns
 
 
 def is_metric(name: str) -> bool:
@@ -555,7 +555,7 @@ PICTURES_DIR = "pictures"
 
 def load_pictures(study_dir: str | os.PathLike, trial_id: str, filesystem: pafs.FileSystem | None = None
                   ) -> dict | None:
-    """The pictures a trial kept at its final evaluation (methods/pictures.py), from its newest
+    """The pictures a trial kept at its final evaluation (methods/engine/pictures.py), from its newest
     checkpoint that has them: {"index": index.json, "files": {file name: PNG bytes}}; None when
     it has none (still running, or written before pictures were kept)."""
     fs, path = fs_path(study_dir, filesystem)

@@ -36,8 +36,8 @@ from udalab.methods.daformer import DACSStep, DAFormerConfig, Segmentor
 from udalab.methods.engine import Run, autocast, make_hparams
 from udalab.methods.hrda import PRESETS as HRDA_PRESETS
 from udalab.methods.hrda import HRDAConfig, HRDASegmentor
-from udalab.methods.segformer import EncoderDecoder
-from udalab.methods.uda_data import UDAData
+from udalab.methods.nets.segformer import EncoderDecoder
+from udalab.methods.engine.uda_data import UDAData
 
 NUM_CLASSES = 19
 ROWS = ("segformer_hf", "segformer_ours", "daformer", "hrda")

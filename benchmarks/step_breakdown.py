@@ -5,7 +5,7 @@ method's Step times), the optimiser update, and the evaluations' seconds.
 Each method runs its mini preset in this process (engine.run_local, no Ray) on the data and
 switches of the last row of the first study that trains it, for `--iterations` iterations of each stage and one evaluation at the
 end (val, the held-out test split and the pictures), reading the phases from its last report
-(methods/engine.py Clock).
+(methods/engine/__init__.py Clock).
 
     python benchmarks/step_breakdown.py                                  # every method, 1 thread
     python benchmarks/step_breakdown.py --methods daformer hrda --set precision=bf16

@@ -12,7 +12,7 @@ Per trial (mean over the trials, seconds and share of the trial's wall time):
                       controller and worker group, placement group, imports (local: the pool
                       worker's imports, once per process)
     setup             the loop's start -> its first iteration: ImageNet stand-in, datasets, model
-    data, step, update, evaluate, checkpoint    the loop's phases (methods/engine.py Clock)
+    data, step, update, evaluate, checkpoint    the loop's phases (methods/engine/__init__.py Clock)
     other (loop)      the loop's time outside those phases (loss bookkeeping, reports' metrics)
     after the loop    the last report -> trial end: the final checkpoint, teardown, Tune's bookkeeping
 

@@ -20,7 +20,7 @@ from udalab.methods.advent import AdventStep, build_model
 from udalab.methods.engine import Run, make_hparams
 from udalab.methods.intrada import IntraDAConfig, IntraStep
 from udalab.methods.source_only import SourceOnlyStep
-from udalab.methods.uda_data import UDAData
+from udalab.methods.engine.uda_data import UDAData
 
 NUM_CLASSES = 19
 

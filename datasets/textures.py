@@ -1,7 +1,7 @@
 """Procedural textures and shapes: a generic image-classification set for the ImageNet stand-in.
 
 The papers start every method from ImageNet features; none can be downloaded here, so
-`udalab.methods.standin` pretrains the backbones on this set instead. It holds neither
+`udalab.methods.nets.standin` pretrains the backbones on this set instead. It holds neither
 domain's training images and no labels of any segmentation set: each image shows one of
 16 procedural pattern classes (stripes at four angles, checkerboards, dot grids, scattered
 dots, smooth and fine noise spectra, gradients, rings, blobs, polygons, bricks, waves,

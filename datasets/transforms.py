@@ -1,7 +1,7 @@
 """Joint image/label transforms on torchvision.transforms.v2 (tv_tensors keep them aligned).
 
 Resize (bilinear image, nearest mask), random crop and horizontal flip draw from torch's
-global RNG, which the training engine seeds per sample (see methods/engine.py).
+global RNG, which the training engine seeds per sample (see methods/engine/__init__.py).
 """
 from __future__ import annotations
 

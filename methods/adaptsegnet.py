@@ -24,7 +24,7 @@ from udalab.methods import register
 from udalab.methods.advent import PRESETS as ADVENT_PRESETS
 from udalab.methods.advent import AdventConfig, AdventStep, build_model
 from udalab.methods.engine import ConfigError, Run, fit, make_hparams
-from udalab.methods.uda_data import build_uda_data
+from udalab.methods.engine.uda_data import build_uda_data
 
 GANS = ("vanilla", "lsgan")
 

@@ -17,14 +17,14 @@ import torch
 import torch.nn.functional as F
 
 from udalab.methods import register
-from udalab.methods.deeplab import DeepLabV2, upsample
-from udalab.methods.discriminator import FCDiscriminator, bce_to
+from udalab.methods.nets.deeplab import DeepLabV2, upsample
+from udalab.methods.nets.discriminator import FCDiscriminator, bce_to
 from udalab.methods.engine import ConfigError, Run, Step, Stream, autocast, fit, make_hparams, unwrap
-from udalab.methods.evaluate import evaluate
-from udalab.methods.losses import entropy_loss, seg_ce, self_information
-from udalab.methods.norm import batchnorm_mode
-from udalab.methods.optim import adam_discriminator, poly, sgd_head_10x
-from udalab.methods.uda_data import UDAData, build_uda_data
+from udalab.methods.engine.evaluate import evaluate
+from udalab.methods.parts.losses import entropy_loss, seg_ce, self_information
+from udalab.methods.parts.norm import batchnorm_mode
+from udalab.methods.parts.optim import adam_discriminator, poly, sgd_head_10x
+from udalab.methods.engine.uda_data import UDAData, build_uda_data
 
 SOURCE, TARGET = 0.0, 1.0  # discriminator labels (ADVENT reference)
 
@@ -84,7 +84,7 @@ class AdventConfig:
 
 
 # The embedded mini data: 128-px images, ResNet-18 at output stride 8 from the ImageNet stand-in
-# (methods/standin.py: pretrained on procedural textures; target fine-tune 20.8 -> 23.1 mIoU over
+# (methods/nets/standin.py: pretrained on procedural textures; target fine-tune 20.8 -> 23.1 mIoU over
 # random init, 3 seeds), BN in train mode with 4 + 4 images (the reference freezes it at batch 1;
 # frozen at the stand-in's statistics, source only falls from 15.9 to 14.3 val mIoU and ADVENT lands
 # 1.0 and 0.8 below that, seeds 0-1: docs/advent_mini_frozen_bn_runs.jsonl), 10x the paper's LR

@@ -13,7 +13,7 @@ generators, D_A / D_B 70x70 PatchGAN discriminators, L_gan least squares):
 
 Used as a stage: the trained G_AB translates every source image once, written in the source
 dataset's own layout beside its labels (`write_translated`), cached as an artifact keyed by
-the CycleGAN config and the source (methods/artifacts.py), so every trial that asks for the
+the CycleGAN config and the source (methods/engine/artifacts.py), so every trial that asks for the
 same translation reads the same folder. Reference settings: REFERENCE_FACTS.md, CycleGAN
 (junyanz/pytorch-CycleGAN-and-pix2pix; CyCADA for GTA5 -> Cityscapes).
 """
@@ -28,7 +28,7 @@ from torch import nn
 from torchvision.io import write_png
 
 from udalab.datasets.transforms import denormalize
-from udalab.methods.artifacts import link_tree
+from udalab.methods.engine.artifacts import link_tree
 from udalab.methods.engine import ConfigError, Run, Step, Stream, unwrap
 
 REAL, FAKE = 1.0, 0.0  # LSGAN targets (the reference)

@@ -2,7 +2,7 @@
 
 Per iteration t (Sec. 3.1 and Algorithm of DACS, Tranheden et al. 2021):
 
-    1. teacher  φ ← α_t φ + (1 - α_t) θ,  α_t = min(1 - 1/(t+1), α)            (EMA, methods/ema.py)
+    1. teacher  φ ← α_t φ + (1 - α_t) θ,  α_t = min(1 - 1/(t+1), α)            (EMA, methods/parts/ema.py)
     2. source   L_S  = CE(f_θ(x_S), y_S)  [+ λ_FD · ImageNet feature distance on thing classes]
     3. target   p_T  = argmax g_φ(x_T),   q_T = |{max prob ≥ τ}| / |pixels|   (the teacher normalises
                 by the target batch's statistics; margins of the crop, or of the image (HRDA), get
@@ -30,16 +30,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from udalab.datasets.labels import THING_CLASSES
-from udalab.methods import pictures, register
-from udalab.methods.crops import Box, balanced_box, crop, crop_batch, random_box
-from udalab.methods.ema import EMATeacher
+from udalab.methods.engine import pictures
+from udalab.methods import register
+from udalab.methods.parts.crops import Box, balanced_box, crop, crop_batch, random_box
+from udalab.methods.parts.ema import EMATeacher
 from udalab.methods.engine import ConfigError, Run, Step, Stream, autocast, fit, make_hparams, unwrap
-from udalab.methods.evaluate import evaluate
-from udalab.methods.losses import downscale_label_ratio, weighted_ce
-from udalab.methods.mixing import classmix_masks, mix, strong_augment
-from udalab.methods.optim import adamw_head_10x, warmup_poly
-from udalab.methods.segformer import MiT, EncoderDecoder, load_pretrained
-from udalab.methods.uda_data import UDAData, build_uda_data
+from udalab.methods.engine.evaluate import evaluate
+from udalab.methods.parts.losses import downscale_label_ratio, weighted_ce
+from udalab.methods.parts.mixing import classmix_masks, mix, strong_augment
+from udalab.methods.parts.optim import adamw_head_10x, warmup_poly
+from udalab.methods.nets.segformer import MiT, EncoderDecoder, load_pretrained
+from udalab.methods.engine.uda_data import UDAData, build_uda_data
 
 log = logging.getLogger("udalab")
 
@@ -116,7 +117,7 @@ class DAFormerConfig:
 
 
 # The embedded mini data: the paper's geometry / 8 (Cityscapes 128x64, GTA 160x90, 64-px crops),
-# MiT-B0 from the ImageNet stand-in (methods/standin.py; target fine-tune 24.1 -> 26.2 mIoU over
+# MiT-B0 from the ImageNet stand-in (methods/nets/standin.py; target fine-tune 24.1 -> 26.2 mIoU over
 # random init, 3 seeds), 20x the paper's learning rate (re-tuned on val with the stand-in:
 # 2e-4 / 6e-4 / 1.2e-3 / 2.4e-3 score 23.5 / 25.9 / 26.4 / 25.5 val mIoU over 3 seeds, 1.2e-3 +0.5 on
 # every seed, docs/results.md; 6e-4 was chosen for random init);

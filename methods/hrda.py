@@ -29,13 +29,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from udalab.methods import pictures, register
-from udalab.methods.crops import Box, random_box
+from udalab.methods.engine import pictures
+from udalab.methods import register
+from udalab.methods.parts.crops import Box, random_box
 from udalab.methods.daformer import DAFormerConfig, train_dacs
 from udalab.methods.engine import ConfigError
-from udalab.methods.evaluate import evaluate, slide_inference
-from udalab.methods.losses import weighted_ce
-from udalab.methods.segformer import EncoderDecoder, SegFormerHead
+from udalab.methods.engine.evaluate import evaluate, slide_inference
+from udalab.methods.parts.losses import weighted_ce
+from udalab.methods.nets.segformer import EncoderDecoder, SegFormerHead
 
 MODES = ("lr", "hr", "lr+hr")
 

@@ -10,7 +10,7 @@ Algorithm, one trial running all stages:
      (λ = 1: no hard split left, i.e. plain self-training on pseudo labels;
       λ = 0: no easy split, stages 2-3 are skipped and G_inter is the result)
 
-Each stage is one `fit` (methods/engine.py): a run resumed in stage 3 skips stage 1, whose
+Each stage is one `fit` (methods/engine/__init__.py): a run resumed in stage 3 skips stage 1, whose
 G_inter and ranking are part of stage 3's checkpoint.
 """
 from __future__ import annotations
@@ -26,8 +26,8 @@ from udalab.methods import register
 from udalab.methods.advent import PRESETS as ADVENT_PRESETS
 from udalab.methods.advent import AdventConfig, AdventStep, build_model
 from udalab.methods.engine import ConfigError, Run, Stream, derive_seed, eval_mode, fit, make_hparams, unwrap
-from udalab.methods.losses import entropy_map, seg_ce
-from udalab.methods.uda_data import UDAData, build_uda_data
+from udalab.methods.parts.losses import entropy_map, seg_ce
+from udalab.methods.engine.uda_data import UDAData, build_uda_data
 
 log = logging.getLogger("udalab")
 

@@ -10,7 +10,7 @@ a discriminator ψ on predictions):
   1. P_rgb = D(E_rgb(x_rgb)), P_th = D(E_th(x_th)).
   2. L_MML(P_s, P_t) = L_KL(P_s, P_t) + δ · L_KT(P_s, y), with L_KL(P_s, P_t) = Σ p_t log(p_t / p_s)
      (P_t detached: the other stream is the teacher) and L_KT the pixel CE with y; δ ramps from
-     delta_start to delta_end over training (methods/ramps.py; the paper: linear 0.2 -> 1).
+     delta_start to delta_end over training (methods/parts/ramps.py; the paper: linear 0.2 -> 1).
   3. L_adv = BCE(ψ(P_th), RGB): the thermal prediction fools ψ (ψ frozen here);
      L_att = Σ_scales MSE(KAM_th, KAM_rgb) + MSE(CAM_th, CAM_rgb) over the decoder's attention maps.
   4. each part gets the gradient of its own loss, as the paper's update rules route them:
@@ -39,19 +39,20 @@ from torch.utils.data import Subset
 from udalab.datasets.labels import IGNORE_INDEX
 from udalab.datasets.mfnet import CITYSCAPES_TO_MFNET, VIEWS, time_of, write_pseudo_labels
 from udalab.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
-from udalab.methods import pictures, register
+from udalab.methods.engine import pictures
+from udalab.methods import register
 from udalab.methods.advent import PRESETS as ADVENT_PRESETS
 from udalab.methods.advent import AdventConfig, build_model
-from udalab.methods.artifacts import get_or_build_trained, link_tree
-from udalab.methods.attention import AttentionBlock
-from udalab.methods.deeplab import ResNetFeatures, upsample
-from udalab.methods.discriminator import FCDiscriminator, bce_to
+from udalab.methods.engine.artifacts import get_or_build_trained, link_tree
+from udalab.methods.nets.attention import AttentionBlock
+from udalab.methods.nets.deeplab import ResNetFeatures, upsample
+from udalab.methods.nets.discriminator import FCDiscriminator, bce_to
 from udalab.methods.engine import ConfigError, Run, Step, Stream, autocast, fit, make_hparams, run_local
-from udalab.methods.evaluate import evaluate
-from udalab.methods.losses import seg_ce
-from udalab.methods.optim import adam_discriminator, poly
-from udalab.methods.ramps import SHAPES, ramp
-from udalab.methods.uda_data import build_uda_data
+from udalab.methods.engine.evaluate import evaluate
+from udalab.methods.parts.losses import seg_ce
+from udalab.methods.parts.optim import adam_discriminator, poly
+from udalab.methods.parts.ramps import SHAPES, ramp
+from udalab.methods.engine.uda_data import build_uda_data
 
 log = logging.getLogger("udalab")
 RGB, THERMAL = 0.0, 1.0  # discriminator labels (z = 0 RGB, z = 1 thermal)

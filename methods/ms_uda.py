@@ -34,14 +34,14 @@ from udalab.datasets import build_dataset
 from udalab.datasets.mfnet import VIEWS
 from udalab.datasets.transforms import THERMAL_MEAN, THERMAL_STD
 from udalab.methods import register
-from udalab.methods.artifacts import get_or_build_trained
+from udalab.methods.engine.artifacts import get_or_build_trained
 from udalab.methods.cyclegan import CycleGANConfig, ResnetGenerator, lsgan, train_cyclegan
 from udalab.methods.engine import ConfigError, Run, autocast, fit, make_hparams, unwrap
-from udalab.methods.losses import seg_ce
+from udalab.methods.parts.losses import seg_ce
 from udalab.methods.mml import MINI as MML_MINI
 from udalab.methods.mml import SMOKE as MML_SMOKE
 from udalab.methods.mml import MMLStep, expert_pseudo_labels, route_gradients
-from udalab.methods.uda_data import build_uda_data
+from udalab.methods.engine.uda_data import build_uda_data
 
 RGB, THERMAL = 0.0, 1.0  # discriminator targets: RGB prediction 0, thermal 1 (the reference)
 

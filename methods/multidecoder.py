@@ -3,7 +3,7 @@
 
 Model: a U-Net with one ResNet encoder and two decoders with skip connections from it, a
 semantic one (21 VOC classes) and a depth one (1 channel). Losses: L_seg = α(1 - e^(-CE))^γ · CE
-(focal, γ = 2), L_depth = MSE against the pseudo depth normalised per image (methods/losses.py),
+(focal, γ = 2), L_depth = MSE against the pseudo depth normalised per image (methods/parts/losses.py),
 "both" = 0.85 L_seg + 0.15 L_depth. Adam 1e-4.
 
 Algorithm (the schedule, `schedule` = stages joined by ">", e.g. "d+copy>s>b"):
@@ -29,12 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from udalab.datasets.labels import IGNORE_INDEX
-from udalab.methods import pictures, register
-from udalab.methods.deeplab import ResNetFeatures
+from udalab.methods.engine import pictures
+from udalab.methods import register
+from udalab.methods.nets.deeplab import ResNetFeatures
 from udalab.methods.engine import ConfigError, Run, Step, Stream, autocast, fit, make_hparams
-from udalab.methods.evaluate import evaluate
-from udalab.methods.losses import focal_loss, normalised_depth_mse
-from udalab.methods.uda_data import build_uda_data
+from udalab.methods.engine.evaluate import evaluate
+from udalab.methods.parts.losses import focal_loss, normalised_depth_mse
+from udalab.methods.engine.uda_data import build_uda_data
 
 DECODERS = {"s": "semantic", "d": "depth"}
 

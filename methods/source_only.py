@@ -14,9 +14,9 @@ import torch
 from udalab.methods import register
 from udalab.methods.advent import PRESETS, AdventConfig, AdventStep, build_model
 from udalab.methods.engine import Run, Step, Stream, autocast, fit, make_hparams, unwrap
-from udalab.methods.losses import seg_ce
-from udalab.methods.optim import poly, sgd_head_10x
-from udalab.methods.uda_data import UDAData, build_uda_data
+from udalab.methods.parts.losses import seg_ce
+from udalab.methods.parts.optim import poly, sgd_head_10x
+from udalab.methods.engine.uda_data import UDAData, build_uda_data
 
 SourceOnlyConfig = AdventConfig  # same model/optimiser/data fields; the adversarial ones are unused
 

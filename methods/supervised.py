@@ -22,7 +22,7 @@ from udalab.methods import register
 from udalab.methods.advent import build_model
 from udalab.methods.engine import ConfigError, Run, fit, make_hparams
 from udalab.methods.source_only import SourceOnlyStep
-from udalab.methods.uda_data import build_uda_data
+from udalab.methods.engine.uda_data import build_uda_data
 from udalab.methods.udas import PRESETS, UDASConfig, check_labelled_count, split_target
 
 

@@ -13,11 +13,11 @@ Algorithm (DeepLab-v2 multi-level G, images resized to 640x360):
      gets a box of r = sqrt(1 - λ) of each side, λ ~ U(0, 1), cut from a labelled target image
      (labels likewise), then AutoAugment; the mixed pair is the source batch.
      With `share_uda` (the default) the stage is trained once per its settings and seed, as an
-     artifact, and trials that differ only in step 2's settings read it (methods/engine.py `adopt`).
+     artifact, and trials that differ only in step 2's settings read it (methods/engine/__init__.py `adopt`).
   2. Self-training, R rounds (stages "round1" ... "roundR"), when `rounds` > 0:
      a. the teacher (round 1: the UDA model; then the last student) labels every unlabelled
         target image: K AutoAugment views, each prediction back on the image's grid, the
-        per-pixel most confident view, kept where confidence >= τ (methods/views.py);
+        per-pixel most confident view, kept where confidence >= τ (methods/parts/views.py);
      b. the student (initialised from the teacher) trains on the pseudo-labelled images, each
         AutoAugmented (the noisy student), and on the labelled target images with their labels
         plus the consistency KL(teacher ‖ student) on them (the paper's "KL between pseudo
@@ -45,21 +45,22 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from udalab.datasets import build_dataset
 from udalab.datasets.labels import IGNORE_INDEX
-from udalab.methods import pictures, register
+from udalab.methods.engine import pictures
+from udalab.methods import register
 from udalab.methods.adaptsegnet import AdaptSegNetConfig, AdaptSegNetStep
 from udalab.methods.advent import PRESETS as ADVENT_PRESETS
 from udalab.methods.advent import build_model
-from udalab.methods.artifacts import get_or_build_trained
+from udalab.methods.engine.artifacts import get_or_build_trained
 from udalab.methods.cyclegan import CycleGANConfig, train_cyclegan, write_translated
-from udalab.methods.deeplab import upsample
+from udalab.methods.nets.deeplab import upsample
 from udalab.methods.engine import (ConfigError, Run, Step, Stream, adopt, autocast, eval_mode, fit, make_hparams,
                                    rng_preserved, run_local, unwrap)
-from udalab.methods.evaluate import evaluate
-from udalab.methods.losses import seg_ce
-from udalab.methods.mixing import domain_cutmix
-from udalab.methods.optim import poly, sgd_head_10x
-from udalab.methods.uda_data import UDAData, build_uda_data
-from udalab.methods.views import augmented_views, autoaugment, max_confidence, pseudo_labels
+from udalab.methods.engine.evaluate import evaluate
+from udalab.methods.parts.losses import seg_ce
+from udalab.methods.parts.mixing import domain_cutmix
+from udalab.methods.parts.optim import poly, sgd_head_10x
+from udalab.methods.engine.uda_data import UDAData, build_uda_data
+from udalab.methods.parts.views import augmented_views, autoaugment, max_confidence, pseudo_labels
 
 log = logging.getLogger("udalab")
 

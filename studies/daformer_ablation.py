@@ -3,7 +3,7 @@
 DACS self-training with the MiT-B5 + DAFormer decoder, adding the paper's three strategies
 one at a time: learning-rate warm-up, rare-class sampling (RCS) and the thing-class ImageNet
 feature distance (FD). Source only and plain DACS complete the table. On the mini data the
-encoder starts from the ImageNet stand-in (methods/standin.py), so FD holds on to the stand-in's
+encoder starts from the ImageNet stand-in (methods/nets/standin.py), so FD holds on to the stand-in's
 features, not ImageNet's (docs/results.md has the measured table).
 
     python studies/daformer_ablation.py                  # 5 rows x 3 seeds, mini data

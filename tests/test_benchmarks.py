@@ -52,7 +52,7 @@ def test_compile_parts_compiles_each_network_its_own_parts():
     student's weights), and leaves parameters and state-dict keys as they were."""
     import torch
 
-    from udalab.methods.ema import EMATeacher
+    from udalab.methods.parts.ema import EMATeacher
     from udalab.methods.engine import make_hparams
     from udalab.methods.hrda import PRESETS, HRDAConfig, HRDASegmentor
 

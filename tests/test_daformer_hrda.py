@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from udalab.methods.crops import Box, balanced_box, crop, random_box
-from udalab.methods.ema import EMATeacher
+from udalab.methods.parts.crops import Box, balanced_box, crop, random_box
+from udalab.methods.parts.ema import EMATeacher
 from udalab.methods.engine import ConfigError, make_hparams, run_local
 from udalab.methods.daformer import PRESETS as DAFORMER_PRESETS
 from udalab.methods.daformer import DAFormerConfig, FeatureDistance, draw_crops, margin_mask
 from udalab.methods.hrda import PRESETS, HRDAConfig, HRDASegmentor, fuse
-from udalab.methods.mixing import classmix_masks, mix, strong_augment
-from udalab.methods.segformer import MiT, EncoderDecoder, convert_mit_state, load_pretrained
+from udalab.methods.parts.mixing import classmix_masks, mix, strong_augment
+from udalab.methods.nets.segformer import MiT, EncoderDecoder, convert_mit_state, load_pretrained
 
 SMOKE = {"preset": "smoke", "seed": 0}
 

@@ -9,8 +9,8 @@ import torch
 from udalab.datasets import mini
 from udalab.datasets.metrics import ConfusionMatrix
 from udalab.datasets.synthia import EVAL_13, EVAL_16
-from udalab.methods.evaluate import evaluate
-from udalab.methods.uda_data import UDAData, build_uda_data
+from udalab.methods.engine.evaluate import evaluate
+from udalab.methods.engine.uda_data import UDAData, build_uda_data
 
 
 def test_summary_over_a_subset():
@@ -108,7 +108,7 @@ class _Sized(torch.utils.data.Dataset):
 def test_batched_evaluation_scores_as_one_image_at_a_time(input_size, window):
     """Batches form after resizing (or per native size without input_size); every prediction is
     upsampled to its own label and recorded under its own index."""
-    from udalab.methods import pictures
+    from udalab.methods.engine import pictures
 
     conv = torch.nn.Conv2d(3, 3, 3, padding=1)
     torch.nn.init.normal_(conv.weight, generator=torch.Generator().manual_seed(1))

@@ -85,7 +85,7 @@ def test_shared_evaluator_reports_iiou_beside_miou(tmp_path):
 
     from udalab.datasets import mini
     from udalab.datasets.voc import CLASS_NAMES, VOC
-    from udalab.methods.evaluate import evaluate
+    from udalab.methods.engine.evaluate import evaluate
 
     ds = VOC(mini.make_mini("voc", tmp_path / "v", count={"val": 3}), "val")
     labels = iter([ds[i]["label"] for i in range(len(ds))])

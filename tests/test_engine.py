@@ -6,13 +6,13 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from udalab.methods.deeplab import DeepLabV2
-from udalab.methods.discriminator import FCDiscriminator
+from udalab.methods.nets.deeplab import DeepLabV2
+from udalab.methods.nets.discriminator import FCDiscriminator
 from udalab.methods.engine import (ConfigError, NonFiniteLossError, Run, Step, Stream, batches, check_finite,
                                    derive_seed, fit, make_hparams, run_local)
-from udalab.methods.evaluate import slide_inference
-from udalab.methods.losses import entropy_map, self_information
-from udalab.methods.uda_data import UDAData
+from udalab.methods.engine.evaluate import slide_inference
+from udalab.methods.parts.losses import entropy_map, self_information
+from udalab.methods.engine.uda_data import UDAData
 
 
 @dataclass
@@ -213,7 +213,7 @@ def test_reports_name_the_cpu_instruction_set_their_kernels_ran_with():
 
 def test_dataset_fingerprint_tells_same_names_with_other_bytes_apart(tmp_path):
     """A regenerated or re-encoded dataset keeps its file names: the fingerprint also reads bytes."""
-    from udalab.methods.provenance import dataset_fingerprint
+    from udalab.methods.engine.provenance import dataset_fingerprint
 
     class Pairs:
         def __init__(self, root):

@@ -35,7 +35,7 @@ def imported_layers(path: Path) -> list[tuple[int, str]]:
 
 @pytest.mark.parametrize("layer", sorted(FORBIDDEN))
 def test_layers_import_only_downwards(layer):
-    files = sorted((ROOT / layer).glob("*.py"))
+    files = sorted((ROOT / layer).rglob("*.py"))
     assert files, f"no modules in {layer}/"
     broken = [f"{p.relative_to(ROOT)}:{line} imports udalab.{other}" for p in files
               for line, other in imported_layers(p) if other in FORBIDDEN[layer]]

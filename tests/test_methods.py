@@ -38,7 +38,7 @@ def test_method_reports_contract_metrics(method, mini_data):
 def test_what_the_discriminators_see(method, monkeypatch, mini_data):
     """AdaptSegNet's discriminators see the segmentation softmax (sums to 1 over classes at every
     pixel); ADVENT's the weighted self-information -p log p / log C (each value in [0, 1/e / log C])."""
-    from udalab.methods.discriminator import FCDiscriminator
+    from udalab.methods.nets.discriminator import FCDiscriminator
 
     seen, forward = [], FCDiscriminator.forward
     monkeypatch.setattr(FCDiscriminator, "forward", lambda self, x: seen.append(x.detach()) or forward(self, x))
@@ -56,7 +56,7 @@ def test_what_the_discriminators_see(method, monkeypatch, mini_data):
 def test_a_discriminator_logit_sees_its_receptive_field(layers):
     """The centre logit's gradient reaches exactly a receptive_field(layers)-px square of the map:
     94 px for the reference's four layers (all of a 64-px-high mini map), 10 px for one."""
-    from udalab.methods.discriminator import FCDiscriminator, receptive_field
+    from udalab.methods.nets.discriminator import FCDiscriminator, receptive_field
 
     d = FCDiscriminator(19, ndf=4, layers=layers)
     x = torch.randn(1, 19, 256, 256, requires_grad=True)
@@ -69,7 +69,7 @@ def test_a_discriminator_logit_sees_its_receptive_field(layers):
 
 def test_advent_builds_its_discriminators_with_d_layers(monkeypatch, mini_data):
     from udalab.methods.advent import PRESETS, AdventConfig
-    from udalab.methods.discriminator import FCDiscriminator
+    from udalab.methods.nets.discriminator import FCDiscriminator
     from udalab.methods.engine import make_hparams
 
     built, init = [], FCDiscriminator.__init__
@@ -177,7 +177,7 @@ def test_unknown_hyperparameter_is_rejected(mini_data):
 
 def test_entropy_ranking_splits_by_lambda(mini_data):
     from udalab.datasets import build_dataset
-    from udalab.methods.deeplab import DeepLabV2
+    from udalab.methods.nets.deeplab import DeepLabV2
     from udalab.methods.engine import Run
 
     target = torch.utils.data.Subset(build_dataset("cityscapes", split="train", size=(64, 32)), range(12))

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from udalab.methods.attention import AttentionBlock, ChannelAttention, KernelAttention
-from udalab.methods.ramps import ramp
+from udalab.methods.nets.attention import AttentionBlock, ChannelAttention, KernelAttention
+from udalab.methods.parts.ramps import ramp
 
 
 def test_kernel_attention_equals_the_quadratic_form_of_its_formula():

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from udalab.methods.engine import ConfigError, Run, make_hparams, run_local
-from udalab.methods.losses import focal_loss
+from udalab.methods.parts.losses import focal_loss
 from udalab.methods.multidecoder import (PRESETS, DecoderStageStep, MultiDecoderConfig, MultiDecoderUNet,
                                          copy_decoder, export_semantic)
 

@@ -10,7 +10,7 @@ from udalab.analysis import store
 from udalab.analysis import tables as T
 from udalab.analysis.report import ReportSpec, build_report
 from udalab.datasets.labels import IGNORE_COLOR, IGNORE_INDEX, PALETTE, colorize
-from udalab.methods import pictures
+from udalab.methods.engine import pictures
 
 
 def _decode(data: bytes) -> np.ndarray:

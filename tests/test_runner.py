@@ -125,7 +125,7 @@ def test_a_study_trains_on_the_data_it_declares(mini_data):
     SYNTHIA and scores the 16 classes SYNTHIA labels."""
     from udalab.datasets.synthia import SYNTHIA
     from udalab.methods.engine import run_local
-    from udalab.methods.uda_data import build_uda_data
+    from udalab.methods.engine.uda_data import build_uda_data
     from udalab.studies.study import Study
 
     synthia = Study(name="s", method="source_only", source="synthia", target="cityscapes")

@@ -7,11 +7,11 @@ import torch
 
 from udalab.datasets.textures import CLASS_NAMES, TextureDataset
 from udalab.datasets.transforms import denormalize
-from udalab.methods import artifacts
-from udalab.methods.artifacts import ArtifactError, artifact_path, get_or_build
-from udalab.methods.deeplab import DeepLabV2, load_imagenet_backbone
-from udalab.methods.segformer import MiT, load_pretrained
-from udalab.methods.standin import STATE_FILE, artifact_config, parse_spec
+from udalab.methods.engine import artifacts
+from udalab.methods.engine.artifacts import ArtifactError, artifact_path, get_or_build
+from udalab.methods.nets.deeplab import DeepLabV2, load_imagenet_backbone
+from udalab.methods.nets.segformer import MiT, load_pretrained
+from udalab.methods.nets.standin import STATE_FILE, artifact_config, parse_spec
 
 TINY = "standin:steps=2,batch_size=4,image_size=32,eval_samples=16"  # seconds, not minutes
 

@@ -6,8 +6,8 @@ import torch
 
 from udalab.datasets.labels import IGNORE_INDEX
 from udalab.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
-from udalab.methods.mixing import cutmix_box, domain_cutmix
-from udalab.methods.views import PhotometricAutoAugment, augmented_views, max_confidence, pseudo_labels
+from udalab.methods.parts.mixing import cutmix_box, domain_cutmix
+from udalab.methods.parts.views import PhotometricAutoAugment, augmented_views, max_confidence, pseudo_labels
 
 
 @pytest.mark.parametrize("lam", [0.0, 0.3, 0.75, 0.96, 1.0])
@@ -397,7 +397,7 @@ def test_pseudo_label_benchmark_thresholds_the_labels_self_training_trains_on(tm
     from udalab.datasets.labels import IGNORE_INDEX
     from udalab.methods.advent import build_model
     from udalab.methods.engine import Run, make_hparams
-    from udalab.methods.uda_data import build_uda_data
+    from udalab.methods.engine.uda_data import build_uda_data
     from udalab.methods.udas import PRESETS, UDASConfig, label_targets, shared_uda, split_target
 
     monkeypatch.setenv("UDALAB_ARTIFACTS", str(tmp_path / "artifacts"))

@@ -6,7 +6,7 @@ main prediction, a second one on layer3 the auxiliary prediction. The backbone i
 torchvision's ResNet with dilation instead of stride in the last stages (output stride 8
 in the papers). ImageNet weights come through torchvision's weights API (its cache,
 $TORCH_HOME/hub/checkpoints) or a local file; without them the model starts from random
-init and says so. `pretrained="standin"` loads the ImageNet stand-in (methods/standin.py:
+init and says so. `pretrained="standin"` loads the ImageNet stand-in (methods/nets/standin.py:
 the backbone pretrained on procedural textures, built once and cached as an artifact).
 """
 from __future__ import annotations
@@ -54,7 +54,7 @@ def _dilate(layer: nn.Sequential, dilation: int) -> None:
 
 
 def load_imagenet_backbone(depth: int, pretrained: str) -> nn.Module:
-    """torchvision ResNet-`depth`; `pretrained` = 'imagenet', 'none', 'standin[:k=v,...]' (methods/standin.py)
+    """torchvision ResNet-`depth`; `pretrained` = 'imagenet', 'none', 'standin[:k=v,...]' (methods/nets/standin.py)
     or a path to a state dict."""
     builders = {18: torchvision.models.resnet18, 34: torchvision.models.resnet34,
                 50: torchvision.models.resnet50, 101: torchvision.models.resnet101,
@@ -76,7 +76,7 @@ def load_imagenet_backbone(depth: int, pretrained: str) -> nn.Module:
             net.load_state_dict(state)
             log.info("backbone ResNet-%d: ImageNet weights %s", depth, weights)
     elif pretrained.partition(":")[0] == "standin":
-        from udalab.methods.standin import load_standin  # standin builds its networks with this module
+        from udalab.methods.nets.standin import load_standin  # standin builds its networks with this module
         load_standin(net, f"resnet{depth}", pretrained)
     else:
         path = Path(pretrained)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from udalab.datasets.metrics import ConfusionMatrix, InstanceIoU
-from udalab.methods import pictures
+from udalab.methods.engine import pictures
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]  # image batch -> logits (N, C, h, w)
 BATCH_PIXELS = 2 ** 20   # pixels of the images evaluated together by default: one full-size Cityscapes image

@@ -44,15 +44,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from udalab.methods import pictures, provenance
-from udalab.methods.uda_data import UDAData
+from udalab.methods.engine import pictures
+from udalab.methods.engine import provenance
+from udalab.methods.engine.uda_data import UDAData
 
 log = logging.getLogger("udalab")
 
 # Keys of a run config that are not hyperparameters of the method.
 # "pictures": "final" (default: the run's last evaluation keeps pictures of a few val images, which
 # the report shows) or "every" (each evaluation's too, under pictures/iteration-<n>/ of every later
-# checkpoint: how the predictions and pseudo labels developed; methods/pictures.py).
+# checkpoint: how the predictions and pseudo labels developed; methods/engine/pictures.py).
 RUN_KEYS = {"method", "seed", "source", "target", "data_root", "preset", "device", "pictures"}
 PICTURES_WHEN = ("final", "every")
 
@@ -420,7 +421,7 @@ class Run:
 
     def _save_dir(self, d: Path, checkpoint: dict, files: dict[str, bytes] | None = None) -> None:
         d.mkdir(parents=True, exist_ok=True)
-        for name, data in (files or {}).items():    # the final pictures (methods/pictures.py)
+        for name, data in (files or {}).items():    # the final pictures (methods/engine/pictures.py)
             (d / name).parent.mkdir(parents=True, exist_ok=True)
             (d / name).write_bytes(data)
         tmp = d / "state.pt.tmp"
@@ -516,11 +517,11 @@ class Step:
                                        and at the end of each stage `data.target_test`, the held-out
                                        split nothing is tuned on, when there is one (reported as test.*)
         pictures(dataset, indices)     at the run's final evaluation: the method's own pictures beside
-                                       the predictions the evaluator recorded (methods/pictures.py)
+                                       the predictions the evaluator recorded (methods/engine/pictures.py)
         state_dict() / load_state_dict(state)    everything a resume needs, CPU or device tensors
 
     `networks` are put in training mode for training and eval mode for evaluation; `data` is the
-    run's UDAData (methods/uda_data.py).
+    run's UDAData (methods/engine/uda_data.py).
     """
 
     networks: tuple[torch.nn.Module, ...] = ()

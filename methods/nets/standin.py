@@ -13,7 +13,7 @@ and saves the backbone's state dict (the classifier is dropped).
     pretrained="standin"                     # in DeepLabV2 / EncoderDecoder / a method's config
     pretrained="standin:steps=600,image_size=96"   # the same with other StandinConfig fields
 
-The first use builds the artifact (methods/artifacts.py: keyed by the config, file-locked,
+The first use builds the artifact (methods/engine/artifacts.py: keyed by the config, file-locked,
 atomic), later uses on the machine (or the cluster, with UDALAB_ARTIFACTS on shared storage)
 load it. The log names the artifact's path, config hash and texture accuracy:
 
@@ -21,7 +21,7 @@ load it. The log names the artifact's path, config hash and texture accuracy:
                                      meta.json     config, hash, accuracy vs chance, wall time, device
                                      config.json   the artifact config (StandinConfig + versions)
 
-Build one ahead of a study (or print its path) with `python -m udalab.methods.standin resnet18 mit_b0`.
+Build one ahead of a study (or print its path) with `python -m udalab.methods.nets.standin resnet18 mit_b0`.
 
 The defaults (one thread of the 2-core CPU, shared with other jobs; texture accuracy on 512
 held-out images, chance 6.25 %):
@@ -63,9 +63,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from udalab.datasets import textures
-from udalab.methods.artifacts import ArtifactError, config_hash, get_or_build
-from udalab.methods.deeplab import load_imagenet_backbone
-from udalab.methods.segformer import MiT
+from udalab.methods.engine.artifacts import ArtifactError, config_hash, get_or_build
+from udalab.methods.nets.deeplab import load_imagenet_backbone
+from udalab.methods.nets.segformer import MiT
 
 log = logging.getLogger("udalab")
 
@@ -263,7 +263,7 @@ def load_standin(module: nn.Module, backbone: str, pretrained: str) -> dict:
 
 
 def main(argv: list[str]) -> None:
-    """`python -m udalab.methods.standin [BACKBONE[:k=v,...] ...]`: build (or find) and print the artifacts."""
+    """`python -m udalab.methods.nets.standin [BACKBONE[:k=v,...] ...]`: build (or find) and print the artifacts."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for arg in argv or ["resnet18", "mit_b0"]:
         backbone, _, overrides = arg.partition(":")

@@ -20,7 +20,7 @@ import copy
 import torch
 from torch import nn
 
-from udalab.methods.norm import batchnorm_mode
+from udalab.methods.parts.norm import batchnorm_mode
 
 
 class EMATeacher:

@@ -22,7 +22,7 @@ Decoders:
 ImageNet weights: `pretrained="imagenet"` loads the MiT ImageNet-1k checkpoint from
 $UDALAB_WEIGHTS/mit_bX.pth (the SegFormer/DAFormer release files) or from the Hugging Face
 cache of `nvidia/mit-bX` (offline); `pretrained=<path>` loads that file; "none" starts from
-random init; "standin" loads the ImageNet stand-in (methods/standin.py: the encoder pretrained
+random init; "standin" loads the ImageNet stand-in (methods/nets/standin.py: the encoder pretrained
 on procedural textures, built once and cached as an artifact). A missing checkpoint is a clear
 error; random init is said in the log.
 """
@@ -266,13 +266,13 @@ def _find_imagenet_checkpoint(variant: str) -> Path | None:
 def load_pretrained(encoder: MiT, pretrained: str) -> bool:
     """Load ImageNet weights into `encoder`: 'imagenet' (found offline, else random init with a
     warning, as the DeepLab backbones do), a checkpoint path (must exist), 'none', or
-    'standin[:k=v,...]' (the ImageNet stand-in, methods/standin.py)."""
+    'standin[:k=v,...]' (the ImageNet stand-in, methods/nets/standin.py)."""
     variant = encoder.variant.upper()
     if pretrained == "none":
         log.info("MiT-%s: random initialisation (pretrained='none')", variant)
         return False
     if pretrained.partition(":")[0] == "standin":
-        from udalab.methods.standin import load_standin  # standin builds its encoders with this module
+        from udalab.methods.nets.standin import load_standin  # standin builds its encoders with this module
         load_standin(encoder, f"mit_{encoder.variant}", pretrained)
         return True
     if pretrained == "imagenet":

@@ -1,0 +1,1 @@
+"""The networks the methods train: backbones, decoders, discriminators, their ImageNet weights."""

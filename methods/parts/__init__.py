@@ -1,0 +1,1 @@
+"""Shared pieces of the algorithms: losses, mixing, EMA teacher, crops, augmented views, ramps, optimisers."""
