@@ -56,6 +56,7 @@ import pyarrow.fs as pafs
 from udalab.analysis import figures as F
 from udalab.analysis import pictures as P
 from udalab.analysis import store
+from udalab.core import storage
 from udalab.analysis import tables as T
 from udalab.analysis.reference import reference, reference_info
 from udalab.analysis.tables import aggregate, is_missing
@@ -811,8 +812,8 @@ def export_figures(figs: Mapping[str, Any], out_dir: str | os.PathLike, formats:
     os.environ.setdefault("BROWSER_PATH", browser)
     for name in ("kaleido", "choreographer", "logistro"):   # their INFO lines would flood a study's log
         logging.getLogger(name).setLevel(logging.WARNING)
-    fs, path = store.fs_path(out_dir)
-    local = store.is_local(out_dir)
+    fs, path = storage.fs_path(out_dir)
+    local = storage.is_local(out_dir)
     tmp = None if local else tempfile.mkdtemp(prefix="udalab-figures-")
     target = path if local else tmp
     os.makedirs(target, exist_ok=True)
@@ -833,7 +834,7 @@ def export_figures(figs: Mapping[str, Any], out_dir: str | os.PathLike, formats:
     else:
         fs.create_dir(path, recursive=True)
         for p in paths:
-            dst = store.join_path(path, os.path.basename(p))
+            dst = storage.join_path(path, os.path.basename(p))
             with open(p, "rb") as f, fs.open_output_stream(dst) as o:
                 o.write(f.read())
             written.append(dst)
@@ -847,8 +848,8 @@ def export_figures(figs: Mapping[str, Any], out_dir: str | os.PathLike, formats:
 
 
 def _write_text(fs, path: str, name: str, text: str) -> str:
-    target = store.join_path(path, name)
-    tmp = store.join_path(path, f".{name.replace('/', '_')}.{os.getpid()}.tmp")
+    target = storage.join_path(path, name)
+    tmp = storage.join_path(path, f".{name.replace('/', '_')}.{os.getpid()}.tmp")
     with fs.open_output_stream(tmp) as f:
         f.write(text.encode("utf-8"))
     fs.move(tmp, target)
@@ -892,14 +893,14 @@ def _export_note(figures: Mapping[str, Any], study_dir: str | os.PathLike, path:
                     "BROWSER_PATH). The interactive figures above are unaffected.")
     if not (static_figures and figures):
         return ""
-    out_dir = os.path.join(path, "figures") if store.is_local(study_dir) else store.join_path(path, "figures")
+    out_dir = os.path.join(path, "figures") if storage.is_local(study_dir) else storage.join_path(path, "figures")
     return export_figures(figures, out_dir)[1]
 
 
 def _file_notes(fs, path: str) -> list[str]:
     """What lies beside the report."""
     files = ["trials.parquet: one row per trial (docs/architecture.md)", "tables/*.md, tables/*.tex: the tables"]
-    if store.is_file(fs, store.join_path(path, "optuna.db")):
+    if storage.is_file(fs, storage.join_path(path, "optuna.db")):
         files.append(f"optuna.db: the Optuna study (optuna-dashboard sqlite:///{path}/optuna.db)")
     return files
 
@@ -916,15 +917,15 @@ def write_report(study_dir: str | os.PathLike, spec: ReportSpec | None, df: pd.D
     static_figures: export PNG/SVG with kaleido (None: when a Chromium / Chrome is found); index:
     also rewrite <results>/index.html.
     """
-    fs, path = store.fs_path(study_dir)
+    fs, path = storage.fs_path(study_dir)
     if df is None:
         df = store.load_trials(study_dir)
-    name = store.uri_name(study_dir)
+    name = storage.uri_name(study_dir)
     if spec is None:
         spec = ReportSpec(title=name)
     if preset is None:
         preset = _study_preset(fs, path) or "mini"
-    search = _is_search(name) or any(i.base_name.startswith("searcher-state-") for i in store.list_dir(fs, path))
+    search = _is_search(name) or any(i.base_name.startswith("searcher-state-") for i in storage.list_dir(fs, path))
     fs.create_dir(path, recursive=True)
 
     sections = report_sections(report_data(df, spec, preset, name, search, _histories(study_dir, df),
@@ -933,20 +934,20 @@ def write_report(study_dir: str | os.PathLike, spec: ReportSpec | None, df: pd.D
     sections.append(files_section(_file_notes(fs, path) + ([note] if note else [])))
     report = assemble_report(sections, spec.title, name)
 
-    fs.create_dir(store.join_path(path, "tables"), recursive=True)
+    fs.create_dir(storage.join_path(path, "tables"), recursive=True)
     for tname, table in report.tables.items():
         _write_text(fs, path, f"tables/{tname}.md", table.to_markdown())
         _write_text(fs, path, f"tables/{tname}.tex", table.to_latex())
     target = _write_text(fs, path, REPORT_FILE, report.html)
     if index:
-        parent = store.uri_parent(study_dir)
+        parent = storage.uri_parent(study_dir)
         try:
             write_index(parent)
         except Exception as e:  # the index is a convenience; never lose the report for it
             log.warning("could not write %s/%s: %s", parent, INDEX_FILE, e)
-    if store.is_local(study_dir):
+    if storage.is_local(study_dir):
         return Path(target)
-    return store.uri_join(study_dir, REPORT_FILE)
+    return storage.uri_join(study_dir, REPORT_FILE)
 
 
 # ---------------------------------------------------------------------------------------
@@ -955,16 +956,16 @@ def write_report(study_dir: str | os.PathLike, spec: ReportSpec | None, df: pd.D
 
 def study_dirs(results_dir: str | os.PathLike) -> list[str]:
     """The study folders under a results folder (those holding a Tune state or a trials.parquet)."""
-    fs, root = store.fs_path(results_dir)
+    fs, root = storage.fs_path(results_dir)
     return _study_dirs(fs, root)
 
 
 def _study_dirs(fs, root: str) -> list[str]:
     out = []
-    for i in store.list_dir(fs, root):
+    for i in storage.list_dir(fs, root):
         if i.type != pafs.FileType.Directory or i.base_name.startswith((".", "_")):
             continue
-        names = {j.base_name for j in store.list_dir(fs, i.path)}
+        names = {j.base_name for j in storage.list_dir(fs, i.path)}
         if store.TRIALS_FILE in names or any(store.is_state_file(n) for n in names):
             out.append(i.base_name)
     return sorted(out)
@@ -975,24 +976,24 @@ def study_summary(results_dir: str | os.PathLike, name: str, metric: str = "miou
     state, best (label, mean, std, n: the best configuration by the val metric), best_test (its held-out
     test.<metric>: mean, std, n; absent without one), preset (the preset it recorded in udalab_study.json, "?" when
     none), report (whether report.html exists), updated, error."""
-    fs, root = store.fs_path(results_dir)
-    path = store.join_path(root, name)
+    fs, root = storage.fs_path(results_dir)
+    path = storage.join_path(root, name)
     try:
-        df = store.load_trials(store.uri_join(results_dir, name)) \
-            if any(store.is_state_file(i.base_name) for i in store.list_dir(fs, path)) \
-            else pd.read_parquet(store.join_path(path, store.TRIALS_FILE), filesystem=fs)
+        df = store.load_trials(storage.uri_join(results_dir, name)) \
+            if any(store.is_state_file(i.base_name) for i in storage.list_dir(fs, path)) \
+            else pd.read_parquet(storage.join_path(path, store.TRIALS_FILE), filesystem=fs)
     except Exception as e:
         return {"name": name, "error": f"{type(e).__name__}: {e}", "trials": 0}
     status = df["status"].astype(str).value_counts().to_dict() if len(df) else {}
     out = {"name": name, "trials": len(df), "status": status, "preset": _study_preset(fs, path) or "?",
-           "report": store.is_file(fs, store.join_path(path, REPORT_FILE)),
+           "report": storage.is_file(fs, storage.join_path(path, REPORT_FILE)),
            "title": name, "best": None, "error": None}
     if out["report"]:
-        text = store.read_text(fs, store.join_path(path, REPORT_FILE)) or ""
+        text = storage.read_text(fs, storage.join_path(path, REPORT_FILE)) or ""
         m = re.search(r"<title>(.*?)</title>", text[:4000], re.S)
         if m:
             out["title"] = html.unescape(m.group(1))
-    mtimes = [i.mtime for i in store.list_dir(fs, path) if i.mtime is not None]
+    mtimes = [i.mtime for i in storage.list_dir(fs, path) if i.mtime is not None]
     out["updated"] = max(mtimes).strftime("%Y-%m-%d %H:%M") if mtimes else ""
     if len(df) and metric in df.columns and pd.to_numeric(df[metric], errors="coerce").notna().any():
         test = store.TEST_PREFIX + metric
@@ -1048,8 +1049,8 @@ def render_index(summaries: list[dict], results_dir: str = "") -> str:
 
 def write_index(results_dir: str | os.PathLike) -> Path | str:
     """Write <results_dir>/index.html: every study folder with its state and best result."""
-    fs, root = store.fs_path(results_dir)
+    fs, root = storage.fs_path(results_dir)
     summaries = [study_summary(results_dir, n) for n in _study_dirs(fs, root)]
     fs.create_dir(root, recursive=True)
     target = _write_text(fs, root, INDEX_FILE, render_index(summaries, str(results_dir)))
-    return Path(target) if store.is_local(results_dir) else store.uri_join(results_dir, INDEX_FILE)
+    return Path(target) if storage.is_local(results_dir) else storage.uri_join(results_dir, INDEX_FILE)

@@ -38,9 +38,12 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from udalab.core import layout
+from udalab.core.storage import fs_path, is_dir, is_file, join_path, list_dir, read_text, uri_join
+
 __all__ = ["SCHEMA_COLUMNS", "METRIC_COLUMNS", "TRIALS_FILE", "PROVENANCE_PREFIX", "is_metric", "load_trials", "write_trials", "read_trials",
            "load_history", "load_histories", "load_pictures", "trial_row", "trials_frame", "config_columns", "metric_columns", "param_series", "StoreError",
-           "fs_path", "join_path", "uri_join", "uri_parent", "uri_name", "is_file", "is_dir", "list_dir", "read_text", "is_local", "is_state_file"]
+           "is_state_file"]
 
 # The fixed columns of trials.parquet (docs/architecture.md). Between `method` and `seed` sit the
 # searched hyperparameters (named as in the search space), between `pixel_acc` and `iterations`
@@ -83,7 +86,7 @@ def held_out_view(df: pd.DataFrame, metric: str = "miou", complete: bool = True)
     return df.rename(columns={c: c[len(TEST_PREFIX):] if c.startswith(TEST_PREFIX) else VAL_PREFIX + c
                               for c in df.columns if is_metric(c)})
 
-TRIALS_FILE = "trials.parquet"
+TRIALS_FILE = layout.TRIALS_FILE
 _STATE_RE = re.compile(r"^experiment_state-.*\.json$")
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 _STRING_COLUMNS = ("trial_id", "status", "method", "gpu", "error")
@@ -94,93 +97,20 @@ class StoreError(Exception):
 
 
 # ---------------------------------------------------------------------------------------
-# File system helpers (local paths and URIs).
-
-
-def fs_path(uri: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -> tuple[pafs.FileSystem, str]:
-    """The pyarrow FileSystem of a local path or URI (s3://..., file://...) and the path in it.
-    With `filesystem`, `uri` is a path inside that file system (e.g. a SubTreeFileSystem)."""
-    uri = str(uri)
-    if filesystem is not None:
-        return filesystem, uri.rstrip("/") or "/"
-    if "://" not in uri:
-        return pafs.LocalFileSystem(), os.path.abspath(uri)
-    fs, path = pafs.FileSystem.from_uri(uri)
-    return fs, path.rstrip("/")
-
-
-def join_path(base: str, *parts: str) -> str:
-    """`base/part/...` with "/" (file-system paths, not OS paths)."""
-    return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
-
-
-def uri_join(uri: str | os.PathLike, *parts: str) -> str:
-    """`uri/part/...` for a local path or a URI whose options follow its path, kept at the end:
-    uri_join("s3://b/results?endpoint_override=minio:9000&scheme=http", "study") is
-    "s3://b/results/study?endpoint_override=minio:9000&scheme=http" (an S3-compatible server)."""
-    head, sep, query = str(uri).partition("?") if "://" in str(uri) else (str(uri), "", "")
-    return join_path(head, *parts) + sep + query
-
-
-def uri_parent(uri: str | os.PathLike) -> str:
-    """The folder holding `uri` (its options kept)."""
-    head, sep, query = str(uri).partition("?") if "://" in str(uri) else (str(uri), "", "")
-    head = head.rstrip("/")
-    return (head.rsplit("/", 1)[0] if "/" in head else ".") + sep + query
-
-
-def uri_name(uri: str | os.PathLike) -> str:
-    """The last part of `uri`'s path (without its options)."""
-    return (str(uri).partition("?")[0] if "://" in str(uri) else str(uri)).rstrip("/").rsplit("/", 1)[-1]
-
-
-def is_file(fs: pafs.FileSystem, path: str) -> bool:
-    """A plain file exists at `path`."""
-    return fs.get_file_info(path).type == pafs.FileType.File
-
-
-def is_dir(fs: pafs.FileSystem, path: str) -> bool:
-    """A folder exists at `path`."""
-    return fs.get_file_info(path).type == pafs.FileType.Directory
-
-
-def list_dir(fs: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:
-    """The entries of a folder (not recursive); [] when it does not exist or cannot be listed."""
-    try:
-        return fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-    except (FileNotFoundError, OSError):
-        return []
-
-
-def read_text(fs: pafs.FileSystem, path: str) -> str | None:
-    """A file's text (UTF-8, undecodable bytes replaced); None when it cannot be read."""
-    try:
-        with fs.open_input_stream(path) as f:
-            return f.read().decode("utf-8", errors="replace")
-    except (FileNotFoundError, OSError):
-        return None
-
-
-def is_local(uri: str | os.PathLike) -> bool:
-    """A local path or a file:// URI (results can be returned as a Path)."""
-    return "://" not in str(uri) or str(uri).startswith("file://")
-
+# Ray Tune's files.
 
 def is_state_file(name: str) -> bool:
     """A Tune experiment state file name (experiment_state-<timestamp>.json): its folder is a study."""
     return bool(_STATE_RE.match(name))
 
 
-# ---------------------------------------------------------------------------------------
-# Ray Tune's files.
 
-
-STUDY_OPTIONS_FILE = "udalab_study.json"   # the options a study runs with (studies/study.py writes it)
+STUDY_OPTIONS_FILE = layout.OPTIONS_FILE
 
 
 def study_options(fs: pafs.FileSystem, study_path: str) -> dict:
     """The study's recorded options ({"preset", "source", "target", "data_root", "fixed", ...});
-    {} when absent or unreadable. Folders written before the preset had its name say "scale"."""
+    {} when absent or unreadable."""
     text = read_text(fs, join_path(study_path, STUDY_OPTIONS_FILE))
     try:
         options = json.loads(text) if text else {}
@@ -188,8 +118,6 @@ def study_options(fs: pafs.FileSystem, study_path: str) -> dict:
         return {}
     if not isinstance(options, dict):
         return {}
-    if "scale" in options and "preset" not in options:
-        options["preset"] = options.pop("scale")
     return options
 
 
@@ -522,9 +450,9 @@ def load_history(study_dir: str | os.PathLike, trial_id: str, filesystem: pafs.F
     resume restarts).
     """
     fs, path = fs_path(study_dir, filesystem)
-    train_dir = join_path(path, "_train", f"train-{trial_id}")
+    train_dir = join_path(path, layout.TRAIN_DIR, layout.train_run_name(trial_id))
     for name in _checkpoints(fs, train_dir):
-        text = read_text(fs, join_path(train_dir, name, "history.json"))
+        text = read_text(fs, join_path(train_dir, name, layout.HISTORY_FILE))
         if text is None:
             continue
         try:
@@ -546,11 +474,7 @@ def load_history(study_dir: str | os.PathLike, trial_id: str, filesystem: pafs.F
 
 def _checkpoints(fs: pafs.FileSystem, train_dir: str) -> list[str]:
     """The checkpoint folders of a trial's Train run, newest first (checkpoint_local: a --local run)."""
-    return sorted((i.base_name for i in list_dir(fs, train_dir)
-                   if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")), reverse=True)
-
-
-PICTURES_DIR = "pictures"
+    return layout.newest_first([i.base_name for i in list_dir(fs, train_dir) if i.type == pafs.FileType.Directory])
 
 
 def load_pictures(study_dir: str | os.PathLike, trial_id: str, filesystem: pafs.FileSystem | None = None
@@ -559,10 +483,10 @@ def load_pictures(study_dir: str | os.PathLike, trial_id: str, filesystem: pafs.
     checkpoint that has them: {"index": index.json, "files": {file name: PNG bytes}}; None when
     it has none (still running, or written before pictures were kept)."""
     fs, path = fs_path(study_dir, filesystem)
-    train_dir = join_path(path, "_train", f"train-{trial_id}")
+    train_dir = join_path(path, layout.TRAIN_DIR, layout.train_run_name(trial_id))
     for name in _checkpoints(fs, train_dir):
-        folder = join_path(train_dir, name, PICTURES_DIR)
-        text = read_text(fs, join_path(folder, "index.json"))
+        folder = join_path(train_dir, name, layout.PICTURES_DIR)
+        text = read_text(fs, join_path(folder, layout.PICTURES_INDEX))
         if text is None:
             continue
         try:

@@ -116,6 +116,8 @@ def _report(args) -> int:
     from pathlib import Path
 
     from udalab.analysis import store
+
+    from udalab.core import storage
     from udalab.analysis.report import ReportSpec, study_dirs, write_index, write_report
     from udalab.studies.study import study_of_dir
 
@@ -126,7 +128,7 @@ def _report(args) -> int:
               file=sys.stderr)
     status = 0
     for name in names:
-        study_dir = store.uri_join(results, name)
+        study_dir = storage.uri_join(results, name)
         base = study_of_dir(name)
         spec = _load_study(base).report if base in _studies() else None
         if spec is None:

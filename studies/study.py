@@ -333,6 +333,7 @@ def _trials_table_callback():
                 return
             self._last = time.time()
             from udalab.analysis import store
+            from udalab.core import storage
 
             try:
                 store.write_trials(self.study_dir, live_status={t.trial_id: t.status for t in trials})
@@ -377,15 +378,17 @@ def run_study(study: Study, args, callbacks: list | None = None) -> int:
 
     from udalab.analysis import store
 
+    from udalab.core import storage
+
     TrialsTable, ProgressLine = _trials_table_callback(), _progress_callback()
     results = _abs_uri(args.results)
     name = study_dir_name(study, args)
-    study_dir = store.uri_join(results, name)
+    study_dir = storage.uri_join(results, name)
     shared = trial_settings(study, args)
     preset = shared["preset"]
 
     if args.restart and _exists(study_dir):
-        moved = store.uri_join(results, f"{name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+        moved = storage.uri_join(results, f"{name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
         _move(study_dir, moved)
         print(f"--restart: the previous results were moved to {moved}")
 
@@ -405,7 +408,7 @@ def run_study(study: Study, args, callbacks: list | None = None) -> int:
                          f"nodes: Ray Train's workers cannot write there. Pass --results s3://BUCKET/PREFIX (or a "
                          f"shared file system mounted on every node); docs/cluster.md")
     settings = dict(shared, workers=args.workers, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=gpus,
-                    max_failures=max_failures, train_storage=store.uri_join(study_dir, "_train"),
+                    max_failures=max_failures, train_storage=storage.uri_join(study_dir, "_train"),
                     search_seeds=search_seeds(study, args) if args.optuna else None)
     trainable = tune.with_resources(tune.with_parameters(_trial, settings=settings), {DRIVER_RESOURCE: 1})
 
@@ -469,8 +472,6 @@ def _check_same_options(study_dir: str, options: dict) -> None:
     if fs.get_file_info(file).type == pafs.FileType.File:
         with fs.open_input_stream(file) as f:
             before = json.loads(f.read())
-        if "scale" in before and "preset" not in before:  # written before the preset had its own name
-            before["preset"] = before.pop("scale")
         if before != json.loads(json.dumps(options)):
             changed = sorted(k for k in set(before) | set(options) if before.get(k) != options.get(k))
             raise SystemExit(

@@ -22,6 +22,7 @@ from PIL import Image
 
 from udalab.analysis import reference as ref_mod
 from udalab.analysis import store
+from udalab.core import storage
 from udalab.analysis.score_predictions import EvaluationError, add_eval_arguments, evaluate_predictions, run_eval
 from udalab.analysis.report import ReportSpec, learning_curves_section, render_report, report_data, write_report
 from udalab.datasets.labels import CLASS_NAMES, TRAIN_ID_TO_ID
@@ -547,12 +548,13 @@ def test_cli_report_writes_every_study_and_the_index(tune_study, capsys):
 def test_uris_keep_their_options_at_the_end_when_joined():
     """An S3-compatible server is named by URI options; every path built from the results URI keeps them."""
     from udalab.analysis import store
+    from udalab.core import storage
 
     uri = "s3://b/results?endpoint_override=127.0.0.1:9000&scheme=http"
-    assert store.uri_join(uri, "study", "trials.parquet") == \
+    assert storage.uri_join(uri, "study", "trials.parquet") == \
         "s3://b/results/study/trials.parquet?endpoint_override=127.0.0.1:9000&scheme=http"
-    assert store.uri_parent(store.uri_join(uri, "study")) == uri and store.uri_name(store.uri_join(uri, "study")) == "study"
-    assert store.uri_join("/tmp/a?b", "c") == "/tmp/a?b/c"               # a local path is only a path
-    assert store.uri_parent("results") == "." and store.uri_name("/x/results/") == "results"
-    fs, path = store.fs_path(store.uri_join(uri, "study"))
+    assert storage.uri_parent(storage.uri_join(uri, "study")) == uri and storage.uri_name(storage.uri_join(uri, "study")) == "study"
+    assert storage.uri_join("/tmp/a?b", "c") == "/tmp/a?b/c"               # a local path is only a path
+    assert storage.uri_parent("results") == "." and storage.uri_name("/x/results/") == "results"
+    fs, path = storage.fs_path(storage.uri_join(uri, "study"))
     assert path == "b/results/study" and type(fs).__name__ == "S3FileSystem"

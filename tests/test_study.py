@@ -88,6 +88,8 @@ def test_results_on_an_s3_compatible_server_resume_and_report(s3_results, mini_d
     import pyarrow.fs as pafs
 
     from udalab.analysis import store
+
+    from udalab.core import storage
     from udalab.studies.cli import main as udalab
 
     env = {**ENV, **{k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}}
@@ -95,11 +97,11 @@ def test_results_on_an_s3_compatible_server_resume_and_report(s3_results, mini_d
                                  env=env, capture_output=True, text=True, timeout=900)
     first = run()
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    study = store.uri_join(s3_results, "intrada_split_smoke")
+    study = storage.uri_join(s3_results, "intrada_split_smoke")
     df = store.load_trials(study)
     assert list(df["method"]) == ["source_only"] and set(df["status"]) == {"TERMINATED"} and df["miou"].notna().all()
-    fs, path = store.fs_path(study)
-    checkpoints = sorted(i.path for i in fs.get_file_info(pafs.FileSelector(store.join_path(path, "_train"),
+    fs, path = storage.fs_path(study)
+    checkpoints = sorted(i.path for i in fs.get_file_info(pafs.FileSelector(storage.join_path(path, "_train"),
                                                                             recursive=True))
                          if i.type == pafs.FileType.File and i.base_name == "state.pt")
     assert len(checkpoints) == 1                                # the trial's latest checkpoint, on the server
@@ -107,12 +109,12 @@ def test_results_on_an_s3_compatible_server_resume_and_report(s3_results, mini_d
 
     again = run()
     assert again.returncode == 0 and "Resuming" in again.stdout, again.stdout[-3000:] + again.stderr[-3000:]
-    assert sorted(i.path for i in fs.get_file_info(pafs.FileSelector(store.join_path(path, "_train"), recursive=True))
+    assert sorted(i.path for i in fs.get_file_info(pafs.FileSelector(storage.join_path(path, "_train"), recursive=True))
                   if i.base_name == "state.pt") == checkpoints    # nothing ran again
 
-    fs.delete_file(store.join_path(path, "report.html"))
+    fs.delete_file(storage.join_path(path, "report.html"))
     assert udalab(["report", "intrada_split_smoke", "--results", s3_results, "--no-figures"]) == 0
-    with fs.open_input_stream(store.join_path(path, "report.html")) as f:
+    with fs.open_input_stream(storage.join_path(path, "report.html")) as f:
         html = f.read().decode()
     assert len(html) > 100_000 and "study intrada_split_smoke" in html and "1 finished" in html
 

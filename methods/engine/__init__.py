@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from udalab.core import layout
 from udalab.methods.engine import pictures
 from udalab.methods.engine import provenance
 from udalab.methods.engine.uda_data import UDAData
@@ -401,33 +402,23 @@ class Run:
             with ckpt.as_directory() as d:
                 return self._load_dir(Path(d))
         d = _LOCAL.checkpoint_dir
-        if d is None or not (d / "state.pt").exists():
+        if d is None or not (d / layout.STATE_FILE).exists():
             return None
         return self._load_dir(d)
 
     def _load_dir(self, d: Path) -> dict:
-        state = torch.load(d / "state.pt", map_location="cpu", weights_only=False)
-        missing = {"iteration", "stage", "state", "rng"} - set(state)
-        if missing:
-            raise RuntimeError(f"{d / 'state.pt'} is not a udalab checkpoint (no {', '.join(sorted(missing))}); "
-                               f"it was written by an older version: start the run over (--restart)")
-        history_file = d / "history.json"
-        self.history = json.loads(history_file.read_text()) if history_file.exists() else []
-        self.picture_files = {str(f.relative_to(d)): f.read_bytes()
-                              for f in sorted((d / pictures.DIR).glob(f"{pictures.ITERATION_PREFIX}*/*"))}
+        try:
+            saved = layout.read_checkpoint(d)
+        except layout.CheckpointError as e:
+            raise RuntimeError(str(e)) from e
+        state = saved["state"]
+        self.history, self.picture_files = saved["history"], saved["pictures"]
         self.train_seconds = state.pop("train_seconds", 0.0)
         log.info("resuming stage '%s' from iteration %s", state["stage"], state["iteration"])
         return state
 
     def _save_dir(self, d: Path, checkpoint: dict, files: dict[str, bytes] | None = None) -> None:
-        d.mkdir(parents=True, exist_ok=True)
-        for name, data in (files or {}).items():    # the final pictures (methods/engine/pictures.py)
-            (d / name).parent.mkdir(parents=True, exist_ok=True)
-            (d / name).write_bytes(data)
-        tmp = d / "state.pt.tmp"
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, d / "state.pt")  # atomic: a kill never leaves half a checkpoint
-        (d / "history.json").write_text(json.dumps(self.history, default=_json_default))
+        layout.write_checkpoint(d, checkpoint, self.history, files=files)
 
     # -- reporting ------------------------------------------------------------------------
     def elapsed(self) -> float:

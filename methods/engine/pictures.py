@@ -24,13 +24,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from udalab.core import layout
 from udalab.datasets.labels import IGNORE_INDEX, colorize
 from udalab.datasets.transforms import denormalize
 
 NUM_PICTURES = 4      # images per study: a row each in the report's grid
 MAX_WIDTH = 192       # px: pictures are shrunk to this width (the report's size budget, docs/architecture.md)
-DIR = "pictures"
-ITERATION_PREFIX = "iteration-"   # pictures/iteration-000100/: one evaluation's (engine: pictures="every")
+DIR = layout.PICTURES_DIR
 
 
 def chosen(dataset, k: int = NUM_PICTURES) -> list[int]:
@@ -176,13 +176,13 @@ def picture_files(dataset, predictions: dict[int, np.ndarray], extra: dict[str, 
     index = {"dataset": type(dataset).__name__, "images": names,
              "pictures": {"pred": "prediction", **(captions or {})},
              "legend": [[name, palette[c].tolist()] for c, name in enumerate(dataset.class_names)]}
-    files[f"{DIR}/index.json"] = json.dumps(index).encode()
+    files[f"{DIR}/{layout.PICTURES_INDEX}"] = json.dumps(index).encode()
     return files
 
 
 def at_iteration(files: dict[str, bytes], iteration: int) -> dict[str, bytes]:
     """`picture_files` moved under pictures/iteration-<n>/: one evaluation's pictures beside the others."""
-    return {f"{DIR}/{ITERATION_PREFIX}{iteration:06d}/{name.split('/', 1)[1]}": data for name, data in files.items()}
+    return {f"{DIR}/{layout.pictures_of_iteration(iteration)}/{name.split('/', 1)[1]}": data for name, data in files.items()}
 
 
 def paired_sources(dataset, indices: Sequence[int], source) -> dict[int, int]:

@@ -1,0 +1,134 @@
+"""The on-disk layout of udalab's results, in one place: what a run's checkpoint holds, where a
+study keeps its trials, and how a results folder is named. Every reader and writer (the engine,
+the runners, the result store, the report) goes through these names.
+
+    <results>/                              $UDALAB_RESULTS, a local folder or s3://...
+      index.html                            every study's headline (analysis.report)
+      <study>[_optuna][_smoke][_local]/     one folder per study invocation kind (study_dir_name)
+        udalab_study.json                   the options the study runs with (a resume must match)
+        trials.parquet, report.html         the trials table and the report
+        runs.jsonl                          the local runner's finished runs (one JSON line each)
+        optuna.db                           an Optuna search's storage (local results only)
+        <Tune's experiment files and trial folders>
+        _train/train-<trial_id>[-seed<s>]/  the trial's Train run: its checkpoints
+          checkpoint_<n>/ | checkpoint_local/
+            state.pt                        {"iteration", "stage", "state", "rng", "train_seconds", "world"}
+            history.json                    every report so far (Tune forgets a resumed trial's)
+            config.json                     the run's config (what `load_trained` rebuilds it from)
+            pictures/                       the final evaluation's pictures (methods/engine/pictures.py)
+              iteration-<n>/                one evaluation's pictures (pictures="every")
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+# A run's checkpoint folder.
+STATE_FILE = "state.pt"
+HISTORY_FILE = "history.json"
+CONFIG_FILE = "config.json"
+PICTURES_DIR = "pictures"
+PICTURES_INDEX = "index.json"
+ITERATION_PREFIX = "iteration-"        # pictures/iteration-000100/: one evaluation's pictures
+
+# A study's folder.
+OPTIONS_FILE = "udalab_study.json"
+TRIALS_FILE = "trials.parquet"
+REPORT_FILE = "report.html"
+INDEX_FILE = "index.html"
+RUNS_FILE = "runs.jsonl"
+OPTUNA_DB = "optuna.db"
+TRAIN_DIR = "_train"
+CHECKPOINT_PREFIX = "checkpoint_"
+LOCAL_CHECKPOINT = "checkpoint_local"  # the local runner's one checkpoint folder of a run
+
+STUDY_SUFFIXES = ("_optuna", "_smoke", "_local")
+
+
+def train_run_name(trial_id: str, seed: int | None = None) -> str:
+    """The Train run's fixed name (a re-run under it resumes): train-<trial_id>[-seed<s>]."""
+    return f"train-{trial_id}" + ("" if seed is None else f"-seed{seed}")
+
+
+def study_dir_name(study: str, optuna: bool = False, smoke: bool = False, local: bool = False) -> str:
+    """The results folder of a study invocation: <study>[_optuna][_smoke][_local]."""
+    return study + "_optuna" * optuna + "_smoke" * smoke + "_local" * local
+
+
+def study_of_dir(dir_name: str) -> str:
+    """The study a results folder belongs to: its name less study_dir_name's suffixes."""
+    for suffix in reversed(STUDY_SUFFIXES):
+        dir_name = dir_name.removesuffix(suffix)
+    return dir_name
+
+
+def is_checkpoint_dir(name: str) -> bool:
+    return name.startswith(CHECKPOINT_PREFIX)
+
+
+def newest_first(names: list[str]) -> list[str]:
+    """Checkpoint folder names, newest first (Ray Train numbers them checkpoint_<n>, zero-padded)."""
+    return sorted((n for n in names if is_checkpoint_dir(n)), reverse=True)
+
+
+def pictures_of_iteration(iteration: int) -> str:
+    """The folder (under PICTURES_DIR) of one evaluation's pictures."""
+    return f"{ITERATION_PREFIX}{iteration:06d}"
+
+
+# ---------------------------------------------------------------------------------------
+# A checkpoint folder on a local disk (Ray Train hands a run its checkpoint as a local folder).
+
+
+def write_checkpoint(folder: Path, state: dict, history: list[dict], config: dict | None = None,
+                     files: dict[str, bytes] | None = None) -> None:
+    """Write a checkpoint folder; state.pt last and atomically (a kill never leaves half of one)."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in (files or {}).items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    (folder / HISTORY_FILE).write_text(json.dumps(history, default=_json_default))
+    if config is not None:
+        (folder / CONFIG_FILE).write_text(json.dumps(config, default=_json_default, indent=1))
+    tmp = folder / (STATE_FILE + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, folder / STATE_FILE)
+
+
+class CheckpointError(RuntimeError):
+    """A folder that is not a readable udalab checkpoint; the message names it and the fix."""
+
+
+def read_checkpoint(folder: Path) -> dict:
+    """{"state": state.pt's dict, "history": [...], "config": dict | None, "pictures": {relative
+    path: bytes} of the per-evaluation pictures} of a checkpoint folder."""
+    import torch
+
+    file = folder / STATE_FILE
+    if not file.is_file():
+        raise CheckpointError(f"{folder} holds no {STATE_FILE}: not a udalab checkpoint folder")
+    state = torch.load(file, map_location="cpu", weights_only=False)
+    missing = {"iteration", "stage", "state", "rng"} - set(state)
+    if missing:
+        raise CheckpointError(f"{file} is not a udalab checkpoint (no {', '.join(sorted(missing))}); it was written "
+                              f"by an older version: start the run over (--restart)")
+    history = folder / HISTORY_FILE
+    config = folder / CONFIG_FILE
+    return {"state": state,
+            "history": json.loads(history.read_text()) if history.is_file() else [],
+            "config": json.loads(config.read_text()) if config.is_file() else None,
+            "pictures": {str(f.relative_to(folder)): f.read_bytes()
+                         for f in sorted((folder / PICTURES_DIR).glob(f"{ITERATION_PREFIX}*/*"))}}
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    return str(o)
