@@ -333,7 +333,6 @@ def _trials_table_callback():
                 return
             self._last = time.time()
             from udalab.analysis import store
-            from udalab.core import storage
 
             try:
                 store.write_trials(self.study_dir, live_status={t.trial_id: t.status for t in trials})
