@@ -56,7 +56,7 @@ def _one(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from udalab.methods.engine import run_local
+    from udalab.methods import run_local
 
     return {**job, "reports": run_local(job["method"], job["config"])}
 
@@ -64,13 +64,10 @@ def _one(job: dict) -> dict:
 def settings(job: dict) -> dict[str, str]:
     """What a run set beyond its row and the preset as it is now: {key: JSON value}. A value the
     preset has since adopted (e.g. a tuned lr passed with --set) is no setting of its own."""
-    from udalab.methods import HPARAMS, get_method
-    from udalab.methods.engine import make_hparams
+    from udalab.methods import get_method
 
     method, own, _ = ROWS[job["row"]]
-    get_method(method)
-    cls, presets = HPARAMS[method]
-    preset = make_hparams(cls, {"preset": job["config"]["preset"], **own}, presets)
+    preset = get_method(method).hparams({"preset": job["config"]["preset"], **own})
     return {k: json.dumps(v) for k, v in job["config"].items()
             if k == "preset" or (k != "seed" and k not in own and json.dumps(v) != json.dumps(getattr(preset, k, None)))}
 
@@ -99,7 +96,7 @@ def rows_of(run: dict) -> dict[str, dict]:
 
 def teacher_share(run: dict, after: int) -> float | None:
     """Mean share (%) of target pixels the teacher keeps above τ (`q`) over reports after step `after`."""
-    qs = [r["loss.q"] for r in run["reports"] if "loss.q" in r and r["iteration"] > after]
+    qs = [r["stat.q"] for r in run["reports"] if "stat.q" in r and r["iteration"] > after]
     return 100 * statistics.mean(qs) if qs else None
 
 

@@ -72,7 +72,7 @@ def _one(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from udalab.methods.engine import run_local
+    from udalab.methods import run_local
 
     t0 = time.perf_counter()
     reports = run_local("source_only", job["config"])

@@ -32,7 +32,7 @@ def _one(job: dict) -> dict:
 
     if job["config"].get("device", "cpu") == "cpu":
         torch.set_num_threads(1)
-    from udalab.methods.engine import run_local
+    from udalab.methods import run_local
 
     t0 = time.time()
     reports = run_local(job["method"], job["config"])

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None)
     ns = p.parse_args(argv)
     torch.set_num_threads(ns.threads)
-    from udalab.methods.engine import run_local
+    from udalab.methods import run_local
     from udalab.studies.study import parse_sets
 
     sets = parse_sets(ns.set)

@@ -33,9 +33,10 @@ def measure(seed: int, taus: list[float], views: int | None = None, preset: str 
 
     from udalab.datasets.labels import IGNORE_INDEX
     from udalab.methods.advent import build_model
-    from udalab.methods.engine import Run, make_hparams
-    from udalab.methods.engine.uda_data import build_uda_data
-    from udalab.methods.udas import PRESETS, UDASConfig, labelling_seed, shared_uda, split_target, view_confidence
+    from udalab.methods.engine import Run
+    from udalab.methods import get_method
+    from udalab.methods.engine.run import LocalSession
+    from udalab.methods.udas import labelling_seed, shared_uda, split_target, view_confidence
     from udalab.studies.study import trial_run_config, trial_settings
     from udalab.studies.udas_ablation import STUDY
 
@@ -45,9 +46,10 @@ def measure(seed: int, taus: list[float], views: int | None = None, preset: str 
     config.update(overrides or {})
     if views is not None:
         config["views"] = views
-    hp = make_hparams(UDASConfig, config, PRESETS)
-    run = Run(config, ray=False, rank=0, world=1, device=torch.device("cpu"))
-    data = build_uda_data(config, hp.source_size, hp.target_size)
+    method = get_method("udas")
+    hp = method.hparams(config)
+    run = Run(config, LocalSession(device="cpu"))
+    data = method.data(config, hp)
     state, reports, artifact = shared_uda(config, data)()
     G = build_model(run, hp, data.num_classes)
     G.load_state_dict(state["G"])

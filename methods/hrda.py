@@ -29,14 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from udalab.methods.daformer import DAFormerConfig, dacs, trained_segmentor
+from udalab.methods.engine import ConfigError, Prediction, Run, Step, UDAData, register
 from udalab.methods.engine import pictures
-from udalab.methods import register
-from udalab.methods.parts.crops import Box, random_box
-from udalab.methods.daformer import DAFormerConfig, train_dacs
-from udalab.methods.engine import ConfigError
-from udalab.methods.engine.evaluate import evaluate, slide_inference
-from udalab.methods.parts.losses import weighted_ce
+from udalab.methods.engine.evaluate import slide_inference
 from udalab.methods.nets.segformer import EncoderDecoder, SegFormerHead
+from udalab.methods.parts.crops import Box, random_box
+from udalab.methods.parts.losses import weighted_ce
 
 MODES = ("lr", "hr", "lr+hr")
 
@@ -47,6 +46,7 @@ class HRDAConfig(DAFormerConfig):
     source_size: tuple = (2560, 1440)
     target_size: tuple = (2048, 1024)
     crop_size: tuple = (1024, 1024)
+    sync_crop: bool = False                # the same crop window on source and target (the crop-size ablation's)
     # multi-resolution (Sec. 3.2-3.4): s = 2, context 1024 -> 512 LR, detail 512, λ_d = 0.1
     mode: str = "lr+hr"
     scale: int = 2
@@ -72,6 +72,8 @@ class HRDAConfig(DAFormerConfig):
                               f"{self.detail_ratio}")
         if not 0.0 <= self.hr_loss_weight <= 1.0:
             raise ConfigError(f"hr_loss_weight (λ_d) must be in [0, 1], got {self.hr_loss_weight}")
+        if self.pl_margins_of not in ("crop", "image"):
+            raise ConfigError(f"pl_margins_of must be 'crop' or 'image', got {self.pl_margins_of!r}")
 
     @property
     def grid(self) -> int:
@@ -89,13 +91,9 @@ class HRDAConfig(DAFormerConfig):
         return self._on_grid(self.detail_ratio * w), self._on_grid(self.detail_ratio * h)
 
 
-# The mini data at the paper's geometry / 8: Cityscapes 256x128, GTA 320x180, 128-px context
-# (64 px at LR, DAFormer's mini crop), 64-px detail, pseudo-label margins / 8; the rest as
-# DAFormer's mini preset, the ImageNet stand-in, lr 1.2e-3 and EMA α 0.95 included, each measured for
-# HRDA on val on one machine (docs/results.md): lr 1.2e-3 over 6e-4 +0.1, +0.7, +0.5 (source only
-# +0.4, +0.1, +0.6); then α 0.95 over 0.999 at 1.2e-3 +2.0, +0.9, +0.8 (q 22-23 -> 33-35 %). Val
-# 27.5 +- 0.7 against 25.8 +- 1.1 at the earlier 6e-4 / 0.999, which had been read off pairs of runs
-# from two machines (docs/hrda_mini_lr_runs.jsonl, docs/hrda_mini_ema_runs.jsonl).
+# The mini data at the paper's geometry / 8: Cityscapes 256x128, GTA 320x180, 128-px context (64 px at
+# LR, DAFormer's mini crop), 64-px detail, pseudo-label margins / 8; the rest as DAFormer's mini preset
+# (its lr and EMA α measured for HRDA too: docs/results.md, "HRDA on the mini data").
 MINI = dict(backbone="mit_b0", decoder_dim=64, pretrained="standin", source_size=(320, 180), target_size=(256, 128),
             crop_size=(128, 128), batch_size=4, iterations=600, warmup_iters=60, lr=1.2e-3, ema_alpha=0.95,
             eval_every=200, eval_size=(256, 128), fd_lambda=0.0, rcs_min_pixels=50, pl_margins=(4, 30, 4, 4))
@@ -148,7 +146,7 @@ class HRDASegmentor(nn.Module):
         self.net = EncoderDecoder(num_classes, hp.backbone, hp.decoder, hp.pretrained, hp.drop_path_rate,
                                   hp.decoder_dim)
         self.s, self.o, self.mode = hp.scale, EncoderDecoder.output_stride, hp.mode
-        self.grid = hp.grid
+        self.grid, self.sync_crop, self.margins_of = hp.grid, hp.sync_crop, hp.pl_margins_of
         if self.mode == "lr+hr":  # HRDA's scale attention: a light SegFormer-style head on the LR features
             self.attention = SegFormerHead(self.net.encoder.dims, num_classes if hp.attention_classwise else 1,
                                            hp.decoder_dim)
@@ -224,12 +222,14 @@ class HRDASegmentor(nn.Module):
         """The scale attention a of step 6 (the HR share of each pixel, classes averaged) at the LR grid."""
         return torch.sigmoid(self.attention(self.net.features(_down(x, self.s)))).float().mean(1, keepdim=True)
 
-    def evaluate(self, dataset, data, hp: HRDAConfig, device) -> dict:
-        w, h = hp.crop_size  # the test window does not follow the training crop (crop_ratio)
-        return evaluate(self.predict, dataset, num_classes=data.num_classes, class_names=data.class_names,
-                        device=device, input_size=hp.eval_size, window=(h, w), stride=(h // 2, w // 2))
+    def prediction(self, hp: HRDAConfig, num_classes: int) -> Prediction:
+        """Step 7: sliding context windows of crop_size (stride half) over the image at eval_size; the test
+        window does not follow the training crop (crop_ratio)."""
+        w, h = hp.crop_size
+        return Prediction(self.predict, num_classes, input_size=hp.eval_size, window=(h, w), stride=(h // 2, w // 2),
+                          modules=(self,))
 
 
-@register("hrda", HRDAConfig, PRESETS)
-def train_loop(config: dict) -> None:
-    train_dacs(config, HRDAConfig, PRESETS, HRDASegmentor)
+@register("hrda", HRDAConfig, PRESETS, trained=trained_segmentor(HRDASegmentor))
+def hrda(run: Run, hp: HRDAConfig, data: UDAData) -> Step:
+    return dacs(run, hp, data, HRDASegmentor(hp, data.num_classes))

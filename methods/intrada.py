@@ -22,12 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
-from udalab.methods import register
 from udalab.methods.advent import PRESETS as ADVENT_PRESETS
-from udalab.methods.advent import AdventConfig, AdventStep, build_model
-from udalab.methods.engine import ConfigError, Run, Stream, derive_seed, eval_mode, fit, make_hparams, unwrap
-from udalab.methods.parts.losses import entropy_map, seg_ce
-from udalab.methods.engine.uda_data import UDAData, build_uda_data
+from udalab.methods.advent import AdventConfig, AdventStep, build_model, trained_model
+from udalab.methods.engine import ConfigError, Run, Step, Stream, UDAData, derive_seed, eval_mode, fit, register, unwrap
+from udalab.methods.parts.losses import entropy_map, multi_level_ce
 
 log = logging.getLogger("udalab")
 
@@ -45,10 +43,13 @@ class IntraDAConfig(AdventConfig):
             raise ConfigError(f"lambda_split must lie in [0, 1], got {self.lambda_split}")
         if self.intra_init not in ("imagenet", "inter"):
             raise ConfigError(f"intra_init must be 'imagenet' or 'inter', got {self.intra_init!r}")
+        if self.intra_iterations < 0:
+            raise ConfigError(f"intra_iterations must be >= 0, got {self.intra_iterations}")
 
     @property
     def total_iterations(self) -> int:
-        return self.iterations + self.intra_iterations
+        """Both stages' (the intra stage runs unless λ or intra_iterations leaves it nothing)."""
+        return self.iterations + (self.intra_iterations if self.lambda_split > 0 else 0)
 
 
 # Mini data: the ADVENT mini preset for each stage; G_intra starts from G_inter because a
@@ -80,11 +81,13 @@ class IntraStep(AdventStep):
     the hard split as the "target" (λ = 1: no hard split, self-training on the pseudo labels)."""
 
     def __init__(self, run: Run, hp: IntraDAConfig, data: UDAData, G_inter: torch.nn.Module):
-        super().__init__(run, hp, data, build_model(run, hp, data.num_classes), hp.intra_iterations)
+        super().__init__(run, hp, data, build_model(run, hp, data.num_classes), hp.intra_iterations,
+                         minent=hp.variant == "minent")
         self.G_inter = G_inter.eval().requires_grad_(False)
         self.easy: list[int] = []
         self.hard: list[int] = []
         self.entropy: list[float] = []
+        self.saved += ("G_inter", "easy", "hard", "entropy")
 
     def begin(self) -> None:
         # 2. entropy ranking of the target by G_inter; G_intra starts from G_inter or ImageNet
@@ -116,30 +119,20 @@ class IntraStep(AdventStep):
         self.opt_G.zero_grad(set_to_none=True)
         with self.amp():
             main, aux = self.G(x)
-            seg_main, seg_aux = seg_ce(main, pseudo), seg_ce(aux, pseudo)
-        (seg_main + self.hp.lambda_seg_aux * seg_aux).backward()
+            loss, seg_main, seg_aux = multi_level_ce(main, aux, pseudo, self.hp.lambda_seg_aux)
+        loss.backward()
         return {"seg_main": seg_main.detach(), "seg_aux": seg_aux.detach()}
 
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "G_inter": unwrap(self.G_inter).state_dict(), "easy": self.easy,
-                "hard": self.hard, "entropy": self.entropy}
 
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        unwrap(self.G_inter).load_state_dict(state["G_inter"])
-        self.easy, self.hard, self.entropy = state["easy"], state["hard"], state["entropy"]
-
-
-@register("intrada", IntraDAConfig, PRESETS)
-def train_loop(config: dict) -> None:
-    run = Run.start(config)
-    hp = make_hparams(IntraDAConfig, config, PRESETS)
-    data = build_uda_data(config, hp.source_size, hp.target_size)
+@register("intrada", IntraDAConfig, PRESETS, trained=trained_model)
+def intrada(run: Run, hp: IntraDAConfig, data: UDAData) -> Step:
     intra = int(len(data.target) * hp.lambda_split) > 0 and hp.intra_iterations > 0  # λ = 0: G_inter is the result
     # 1. inter-domain adaptation (ADVENT, source -> target)
-    inter = AdventStep(run, hp, data, build_model(run, hp, data.num_classes), hp.iterations)
-    fit(run, inter, stage="inter", iterations=hp.iterations, eval_every=hp.eval_every, last=not intra)
+    inter = AdventStep(run, hp, data, build_model(run, hp, data.num_classes), hp.iterations,
+                       minent=hp.variant == "minent")
+    step = fit(run, inter, stage="inter", iterations=hp.iterations, eval_every=hp.eval_every, last=not intra)
     if intra:  # 2-3. entropy ranking, intra-domain adaptation (easy + pseudo labels -> hard)
         torch.manual_seed(derive_seed(run.seed, 3))  # stage 3's networks start the same, resumed or not
-        fit(run, IntraStep(run, hp, data, inter.G), stage="intra", iterations=hp.intra_iterations,
-            eval_every=hp.eval_every)
+        step = fit(run, IntraStep(run, hp, data, inter.G), stage="intra", iterations=hp.intra_iterations,
+                   eval_every=hp.eval_every)
+    return step

@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(list_methods()))
     elif args.command == "train":
         from udalab.datasets import DatasetError
-        from udalab.methods.engine import ConfigError, NonFiniteLossError, run_local
+        from udalab.methods import run_local
+        from udalab.methods.engine import ConfigError, NonFiniteLossError
 
         config = {"method": args.method}
         for item in args.set:

@@ -44,7 +44,7 @@ def _run(trial_id: str, config: dict, checkpoint_dir: str, threads: int) -> dict
     import torch
 
     torch.set_num_threads(threads)
-    from udalab.methods.engine import run_local
+    from udalab.methods import run_local
 
     reports = run_local(config["method"], config, checkpoint_dir=checkpoint_dir)
     state = Path(checkpoint_dir) / "state.pt"

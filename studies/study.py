@@ -160,14 +160,14 @@ def _trainer(method_config: dict, settings: dict, name: str, callbacks: list):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from udalab.methods import get_method
+    from udalab.methods import train_loop
 
     workers = settings["workers"]
     per_worker = {"CPU": settings["cpus_per_trial"] / workers}
     if settings["gpus_per_trial"]:
         per_worker["GPU"] = settings["gpus_per_trial"] / workers
     return TorchTrainer(
-        get_method(method_config["method"]),
+        train_loop,                                      # opens the run config["method"] names
         train_loop_config=method_config,
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(settings["gpus_per_trial"]),
                                      resources_per_worker=per_worker),

@@ -27,19 +27,19 @@ STUDY = Study(
     name="udas_data",
     description=__doc__.split("\n\n")[0],
     method="udas",
-    rows=([{"method": "supervised", "labeled": n} for n in MINI_COUNTS if n > 0]
-          + [{"method": "udas", "labeled": n} for n in MINI_COUNTS]),
+    rows=([{"method": "supervised", "labelled": n} for n in MINI_COUNTS if n > 0]
+          + [{"method": "udas", "labelled": n} for n in MINI_COUNTS]),
     smoke_rows=(3, 7),                         # 10 labelled images: Supervised and UDAS
     seeds=(0, 1, 2),
     report=ReportSpec(
         title="UDAS data dependency: labelled target images, Supervised vs UDAS (GTA5 → Cityscapes)",
-        x="labeled",
+        x="labelled",
         x_log=True,
         group="method",
         reference="udas_data",
-        columns=("method", "labeled"),
-        labels={"labeled": "labelled target images"},
-        name=lambda r: f"{NAMES.get(r['method'], r['method'])}, {r['labeled']:g} labelled",
+        columns=("method", "labelled"),
+        labels={"labelled": "labelled target images"},
+        name=lambda r: f"{NAMES.get(r['method'], r['method'])}, {r['labelled']:g} labelled",
     ),
 )
 

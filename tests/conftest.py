@@ -55,8 +55,8 @@ def killed_after():
     def kill(iteration: int):
         original = engine.Run.report
 
-        def report(self, metrics, state=None, files=None):
-            original(self, metrics, state, files)
+        def report(self, metrics, state=None, files=None, history=True):
+            original(self, metrics, state, files, history)
             if metrics["iteration"] >= iteration:
                 raise Killed(f"killed after iteration {metrics['iteration']}")
 

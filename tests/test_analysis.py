@@ -547,8 +547,6 @@ def test_cli_report_writes_every_study_and_the_index(tune_study, capsys):
 
 def test_uris_keep_their_options_at_the_end_when_joined():
     """An S3-compatible server is named by URI options; every path built from the results URI keeps them."""
-    from udalab.analysis import store
-    from udalab.core import storage
 
     uri = "s3://b/results?endpoint_override=127.0.0.1:9000&scheme=http"
     assert storage.uri_join(uri, "study", "trials.parquet") == \

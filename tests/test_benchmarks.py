@@ -53,7 +53,7 @@ def test_compile_parts_compiles_each_network_its_own_parts():
     import torch
 
     from udalab.methods.parts.ema import EMATeacher
-    from udalab.methods.engine import make_hparams
+    from udalab.methods.engine.config import make_hparams
     from udalab.methods.hrda import PRESETS, HRDAConfig, HRDASegmentor
 
     bench = _load("hrda_step")

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from ray.cluster_utils import Cluster
 
-from udalab.methods.engine import without_timings
+from udalab.methods.engine.run import without_timings
 from udalab.studies.study import DRIVER_RESOURCE
 
 pytestmark = pytest.mark.ray

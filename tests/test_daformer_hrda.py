@@ -1,6 +1,5 @@
 """DAFormer / HRDA pieces: MiT against Hugging Face's SegFormer, crop geometry, fusion, EMA,
 ClassMix, and the DACS loop's resume with the teacher it had."""
-import dataclasses
 import math
 
 import numpy as np
@@ -9,12 +8,15 @@ import torch
 
 from udalab.methods.parts.crops import Box, balanced_box, crop, random_box
 from udalab.methods.parts.ema import EMATeacher
-from udalab.methods.engine import ConfigError, make_hparams, run_local
+from udalab.methods import run_local
+from udalab.methods.engine import ConfigError
+from udalab.methods.engine.config import make_hparams
 from udalab.methods.daformer import PRESETS as DAFORMER_PRESETS
 from udalab.methods.daformer import DAFormerConfig, FeatureDistance, draw_crops, margin_mask
 from udalab.methods.hrda import PRESETS, HRDAConfig, HRDASegmentor, fuse
 from udalab.methods.parts.mixing import classmix_masks, mix, strong_augment
-from udalab.methods.nets.segformer import MiT, EncoderDecoder, convert_mit_state, load_pretrained
+from udalab.methods.nets.backbones import load_mit
+from udalab.methods.nets.mit import MiT, convert_mit_state
 
 SMOKE = {"preset": "smoke", "seed": 0}
 
@@ -56,11 +58,11 @@ def test_missing_imagenet_weights_mean_random_init_said_in_the_log(tmp_path, mon
     enc = MiT("b0")
     before = {k: v.clone() for k, v in enc.state_dict().items()}
     with caplog.at_level("WARNING", logger="udalab"):
-        load_pretrained(enc, "imagenet")
+        load_mit(enc, "imagenet")
     assert "RANDOM INITIALISATION" in caplog.text and "mit_b0.pth" in caplog.text
     assert all(torch.equal(before[k], v) for k, v in enc.state_dict().items())
     with pytest.raises(FileNotFoundError, match="nope.pth do not exist"):
-        load_pretrained(MiT("b0"), str(tmp_path / "nope.pth"))
+        load_mit(MiT("b0"), str(tmp_path / "nope.pth"))
 
 
 def test_pretrained_release_file_loads(tmp_path, monkeypatch):
@@ -81,7 +83,7 @@ def test_pretrained_release_file_loads(tmp_path, monkeypatch):
     torch.save({"state_dict": inverse}, tmp_path / "mit_b0.pth")
     monkeypatch.setenv("UDALAB_WEIGHTS", str(tmp_path))
     dst = MiT("b0")
-    load_pretrained(dst, "imagenet")
+    load_mit(dst, "imagenet")
     for (k, a), b in zip(src.state_dict().items(), dst.state_dict().values()):
         assert torch.equal(a, b), k
 
@@ -265,7 +267,7 @@ def test_daformer_resume_keeps_the_teacher(tmp_path, mini_data, killed_after):
     assert mid["iteration"] == 2 and "teacher" in mid["state"]
     resumed = run_local("daformer", config, checkpoint_dir=ckpt)
     assert [r["iteration"] for r in resumed] == [4]
-    from udalab.methods.engine import without_timings as strip
+    from udalab.methods.engine.run import without_timings as strip
     assert strip(resumed[-1]) == pytest.approx(strip(full[-1]))
     end_full = torch.load(full_dir / "state.pt", weights_only=False)
     end_resumed = torch.load(ckpt / "state.pt", weights_only=False)
@@ -307,7 +309,7 @@ def test_synchronized_crops_reach_the_whole_source_image():
     tgt = _batch(torch.zeros(1, 128, 256, dtype=torch.long))
     bottom = right = 0
     for seed in range(200):
-        _, ys, xt, _ = draw_crops(src, tgt, hp, torch.Generator().manual_seed(seed), grid=hp.grid)
+        _, ys, xt, _ = draw_crops(src, tgt, hp, torch.Generator().manual_seed(seed), grid=hp.grid, sync_crop=True)
         assert ys.shape[-2:] == xt.shape[-2:] == (64, 64)
         y, x = divmod(int(ys[0, -1, -1]), 320)           # the crop's bottom-right source pixel
         bottom, right = max(bottom, y), max(right, x)
@@ -326,7 +328,7 @@ def test_pseudo_label_margins_of_the_crop_and_of_the_image():
     src, tgt = _batch(torch.zeros(1, 180, 320, dtype=torch.long)), _batch(torch.zeros(1, 128, 256, dtype=torch.long))
     lost = []
     for seed in range(60):
-        *_, valid = draw_crops(src, tgt, hp, torch.Generator().manual_seed(seed), grid=hp.grid)
+        *_, valid = draw_crops(src, tgt, hp, torch.Generator().manual_seed(seed), grid=hp.grid, margins_of="image")
         lost.append(float((valid == 0).float().mean()))
     assert min(lost) == 0.0 and max(lost) > 0.0
     whole = margin_mask(128, 256, hp.pl_margins, "cpu")[0]
@@ -334,16 +336,12 @@ def test_pseudo_label_margins_of_the_crop_and_of_the_image():
     assert whole[4:-30, 4:-4].eq(1).all()
 
 
-def test_hrda_test_window_does_not_follow_the_training_crop(monkeypatch):
-    import udalab.methods.hrda as hrda
-
-    seen = []
-    monkeypatch.setattr(hrda, "evaluate", lambda *a, **k: seen.append(k["window"]) or {})
-    data = type("D", (), {"target_val": None, "num_classes": 19, "class_names": ()})()
+def test_hrda_test_window_does_not_follow_the_training_crop():
+    windows = []
     for ratio in (0.25, 0.5, 1.0):
         hp = make_hparams(HRDAConfig, {"preset": "mini", "crop_ratio": ratio}, PRESETS)
-        HRDASegmentor(hp, 19).evaluate(None, data, hp, "cpu")
-    assert seen == [(128, 128)] * 3
+        windows.append(HRDASegmentor(hp, 19).prediction(hp, 19).window)
+    assert windows == [(128, 128)] * 3
 
 
 def test_feature_distance_covers_exactly_the_thing_classes():

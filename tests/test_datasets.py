@@ -17,7 +17,7 @@ from udalab.datasets import mini
 from udalab.datasets.cityscapes import Cityscapes
 from udalab.datasets.gta5 import GTA5
 from udalab.datasets.labels import CLASS_NAMES, ID_TO_TRAIN_ID, LABELS, NUM_CLASSES
-from udalab.datasets.mini import MINI_DATASETS, make_mini
+from udalab.datasets.mini import make_mini
 from udalab.datasets.transforms import denormalize
 
 VALID = set(range(NUM_CLASSES)) | {255}

@@ -1,4 +1,4 @@
-"""The layer rules of ../shared/DESIGN.md, checked on every import statement (ast) of the project:
+"""The layer rules of docs/architecture.md, checked on every import statement (ast) of the project:
 
     datasets   imports nothing of methods, studies, analysis
     methods    imports nothing of studies, analysis

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from udalab.analysis.report import find_browser
-from udalab.methods.engine import make_hparams, run_local
+from udalab.methods import run_local
+from udalab.methods.engine.config import make_hparams
 from udalab.methods.intrada import PRESETS, IntraDAConfig
 
 pytestmark = pytest.mark.ray

@@ -6,7 +6,7 @@
     provenance.ray       Ray version (absent: run without Ray)
     provenance.device    the GPU's name, or the CPU model and the instruction set torch's CPU kernels
                          run with (AVX2, AVX512, ...: runs on two CPUs that differ in it do not repeat
-                         each other to the last digit, and 600 SGD steps amplify that; docs/results.md)
+                         each other to the last digit, and hundreds of SGD steps amplify that)
     provenance.data      each dataset of the run: its class, folder name (mini twins: <name>-v<version>),
                          number of files, a checksum of its sorted relative file list and one of the
                          bytes of 16 of its files
