@@ -1,4 +1,5 @@
-"""Open a report in headless Chromium over the Chrome DevTools Protocol: which figures rendered,
+"""The Chromium / Chrome on this machine (find_browser; kaleido's static figure export uses it too),
+and a report opened in it, headless, over the Chrome DevTools Protocol: which figures rendered,
 which JavaScript errors were raised, and a screenshot.
 
     result = check_page("results/intrada_split/report.html", screenshot="docs/report.png")
@@ -23,18 +24,27 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["PageCheck", "check_page", "chromium_path", "CHROMIUM_FLAGS"]
+__all__ = ["PageCheck", "check_page", "find_browser", "CHROMIUM_FLAGS"]
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio")
 
 
-def chromium_path() -> str | None:
-    """$BROWSER_PATH, else chromium / google-chrome on PATH."""
-    from udalab.analysis.report import find_browser
+_BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 
-    return find_browser()
+
+def find_browser() -> str | None:
+    """The Chromium / Chrome to use (here and by kaleido's figure export): $BROWSER_PATH, else the first
+    of chromium, google-chrome... on PATH."""
+    env = os.environ.get("BROWSER_PATH")
+    if env:
+        return env if os.path.exists(env) else None
+    for name in _BROWSERS:
+        p = shutil.which(name)
+        if p:
+            return p
+    return None
 
 
 @dataclasses.dataclass
@@ -55,7 +65,7 @@ async def _check(url: str, screenshot: str | None, width: int, height: int, time
                  full_page: bool) -> PageCheck:
     import aiohttp
 
-    exe = chromium_path()
+    exe = find_browser()
     if exe is None:
         raise FileNotFoundError("no Chromium / Chrome found: apt-get install chromium, or set BROWSER_PATH")
     profile = tempfile.mkdtemp(prefix="udalab-chromium-")
