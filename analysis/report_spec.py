@@ -19,7 +19,7 @@ __all__ = ["ReportSpec", "Schedule"]
 @dataclasses.dataclass(frozen=True)
 class Schedule:
     """A weight schedule a search tunes: `fn(progress, *values of params)`, e.g. MML's δ ramp
-    (methods.ramps.ramp; params delta_start, delta_end, delta_shape; paper 0.2, 1, linear)."""
+    (methods.parts.ramps.ramp; params delta_start, delta_end, delta_shape; paper 0.2, 1, linear)."""
 
     label: str
     params: tuple[str, ...]
