@@ -119,7 +119,8 @@ def _report(args) -> int:
     from udalab.analysis import store
 
     from udalab.core import storage
-    from udalab.analysis.report import ReportSpec, study_dirs, write_index, write_report
+    from udalab.analysis.report import study_dirs, write_index, write_report
+    from udalab.analysis.report_spec import ReportSpec
     from udalab.studies.study import study_of_dir
 
     results = args.results if "://" in args.results else str(Path(args.results).resolve())

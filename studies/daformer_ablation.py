@@ -11,7 +11,7 @@ features, not ImageNet's (docs/results.md has the measured table).
 """
 from ray import tune
 
-from udalab.analysis.report import ReportSpec
+from udalab.analysis.report_spec import ReportSpec
 from udalab.studies.study import Study, main
 
 

@@ -21,7 +21,7 @@ combination best. `--optuna` searches the detail-loss weight λ_d (paper: 0.1).
 """
 from ray import tune
 
-from udalab.analysis.report import ReportSpec
+from udalab.analysis.report_spec import ReportSpec
 from udalab.studies.study import Study, main
 
 LR_RATIOS = (0.25, 0.5, 0.75, 1.0)

@@ -22,7 +22,7 @@ by every trial.
 """
 from ray import tune
 
-from udalab.analysis.report import ReportSpec, Schedule
+from udalab.analysis.report_spec import ReportSpec, Schedule
 from udalab.methods.parts.ramps import ramp
 from udalab.studies.study import Study, main
 

@@ -16,7 +16,7 @@ the depth-loss weight.
 """
 from ray import tune
 
-from udalab.analysis.report import ReportSpec
+from udalab.analysis.report_spec import ReportSpec
 from udalab.studies.study import Study, main
 
 TABLE_3 = ["s+copy>d>b", "s+copy>b", "s>d>b", "s>b", "d+copy>s>b", "d+copy>b", "d>s>b", "d>b"]

@@ -23,7 +23,7 @@ UDALAB_ARTIFACTS to shared storage on a cluster.
 """
 from ray import tune
 
-from udalab.analysis.report import ReportSpec
+from udalab.analysis.report_spec import ReportSpec
 from udalab.studies.study import Study, main
 
 NO_SSL = {"cutmix": False, "rounds": 0}

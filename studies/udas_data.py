@@ -16,7 +16,7 @@ decade left of the published ones on its log axis (0 is in the tables only).
 The rows hold the mini counts: for a paper-scale run (--data-root) declare PAPER_COUNTS in
 `rows` instead (a row's count is a number of images; a study has no per-preset rows).
 """
-from udalab.analysis.report import ReportSpec
+from udalab.analysis.report_spec import ReportSpec
 from udalab.studies.study import Study, main
 
 PAPER_COUNTS = (2975, 1000, 500, 100, 0)      # Sec. 4.3.2

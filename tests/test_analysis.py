@@ -24,7 +24,9 @@ from udalab.analysis import reference as ref_mod
 from udalab.analysis import store
 from udalab.core import storage
 from udalab.analysis.score_predictions import EvaluationError, add_eval_arguments, evaluate_predictions, run_eval
-from udalab.analysis.report import ReportSpec, learning_curves_section, render_report, report_data, write_report
+from udalab.analysis.report import render_report, write_report
+from udalab.analysis.report_spec import ReportSpec
+from udalab.analysis.sections import learning_curves_section, report_data
 from udalab.datasets.labels import CLASS_NAMES, TRAIN_ID_TO_ID
 from udalab.datasets.metrics import ConfusionMatrix
 

@@ -7,7 +7,8 @@ import torch
 from torchvision.io import decode_png
 
 from udalab.analysis import store
-from udalab.analysis.report import ReportSpec, build_report
+from udalab.analysis.report import build_report
+from udalab.analysis.report_spec import ReportSpec
 from udalab.datasets.labels import IGNORE_COLOR, IGNORE_INDEX, PALETTE, colorize
 from udalab.methods.engine import pictures
 

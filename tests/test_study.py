@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from udalab.analysis.report import find_browser
+from udalab.analysis.browser import find_browser
 from udalab.methods import run_local
 from udalab.methods.engine.config import make_hparams
 from udalab.methods.intrada import PRESETS, IntraDAConfig

@@ -8,7 +8,8 @@ import pytest
 from udalab.analysis import figures as F
 from udalab.analysis import store
 from udalab.analysis import tables as T
-from udalab.analysis.report import ReportSpec, build_report, render_index, write_index, write_report
+from udalab.analysis.report import build_report, render_index, write_index, write_report
+from udalab.analysis.report_spec import ReportSpec
 from udalab.datasets.labels import CLASS_NAMES, THING_CLASSES
 
 
