@@ -5,7 +5,7 @@ the scale attention) of the same four validation images. This puts input, ground
 HR 0.75, LR 1.0, LR + HR 1.0 and LR + HR 1.0's scale attention in one row per image, one seed.
 
     python studies/hrda_crop_size.py --local --jobs 2 --cpus-per-trial 1
-    python docs/make_lr_vs_hr.py results/hrda_crop_size_local [--seed 0] [--images 0 1]
+    python tools/make_lr_vs_hr.py results/hrda_crop_size_local [--seed 0] [--images 0 1]
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 
 from udalab.studies.hrda_crop_size import STUDY
 
-HERE = Path(__file__).resolve().parent
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 # (column title, row of the study, picture)
 COLUMNS = [("input", ("lr+hr", 1.0), "image"), ("ground truth", ("lr+hr", 1.0), "label"),
            ("LR 0.75", ("lr", 0.75), "pred"), ("HR 0.75", ("hr", 0.75), "pred"),
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     p.add_argument("results", type=Path, help="the study's results folder (…/hrda_crop_size_local)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--images", type=int, nargs="+", default=[0, 1], help="indices of the saved validation images")
-    p.add_argument("--out", type=Path, default=HERE / "hrda_lr_vs_hr.png")
+    p.add_argument("--out", type=Path, default=DOCS / "hrda_lr_vs_hr.png")
     args = p.parse_args(argv)
     tiles = [[Image.open(pictures_dir(args.results, row_index(*row), args.seed) / f"{i}_{kind}.png").convert("RGB")
               for _, row, kind in COLUMNS] for i in args.images]

@@ -1,13 +1,13 @@
 """Make docs/report_intrada_split.png: the intrada_split report of the measured 3-seed mini results.
 
-The numbers come from docs/mini_adaptation.json (benchmarks/mini_adaptation.py: source only,
-ADVENT, IntraDA λ = 0.67 and the oracle, seeds 0-2, 600 steps on the mini data, run without
-Ray). They are turned into a trials frame in analysis.store's schema and rendered with the
+The numbers come from records/mini_adaptation_v1/runs.json (source only, ADVENT, IntraDA λ = 0.67
+and the oracle, seeds 0-2, 600 steps on the mini v1 data, random init, run without Ray: the record
+of an earlier benchmark; a run of the study itself replaces this picture). They are turned into a trials frame in analysis.store's schema and rendered with the
 intrada_split study's ReportSpec, then headless Chromium takes a full-page screenshot.
 It is not a Tune run of the whole λ grid (that is ≈ 4 CPU-hours here): the curve has the one
 measured λ, the other configurations are the horizontal lines.
 
-    python docs/make_report_screenshot.py [--out docs/report_intrada_split.png] [--keep DIR]
+    python tools/make_report_screenshot.py [--out docs/report_intrada_split.png] [--keep DIR]
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from udalab.analysis.browser import check_page
 from udalab.analysis.report import write_report
 from udalab.studies.intrada_split import STUDY
 
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def trials_from_benchmark(path: Path) -> pd.DataFrame:
@@ -60,13 +60,13 @@ def trials_from_benchmark(path: Path) -> pd.DataFrame:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--json", default=str(HERE / "mini_adaptation.json"))
-    p.add_argument("--out", default=str(HERE / "report_intrada_split.png"))
+    p.add_argument("--json", default=str(ROOT / "records" / "mini_adaptation_v1" / "runs.json"))
+    p.add_argument("--out", default=str(ROOT / "docs" / "report_intrada_split.png"))
     p.add_argument("--keep", default=None, help="write the report into this folder (default: a temporary one)")
     args = p.parse_args(argv)
     df = trials_from_benchmark(Path(args.json))
     spec = dataclasses.replace(STUDY.report, description=(
-        "Rendered from docs/mini_adaptation.json (3 seeds x source only / ADVENT / IntraDA λ = 0.67 / oracle, "
+        "Rendered from records/mini_adaptation_v1/runs.json (3 seeds x source only / ADVENT / IntraDA λ = 0.67 / oracle, "
         "600 steps on the mini data, run without Ray by benchmarks/mini_adaptation.py), not from a Tune run "
         "of the whole λ grid: the curve has the one measured λ."))
     root = Path(args.keep or tempfile.mkdtemp(prefix="udalab-report-"))
