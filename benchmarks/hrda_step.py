@@ -12,7 +12,7 @@ Rows (synthetic tensors, random init, AdamW; one row per model x precision):
 
 Runs without Ray (the lent GPU machine has none):
 
-    python benchmarks/hrda_step.py --json docs/bench_hrda_h100.json           # GPU, paper sizes
+    python benchmarks/hrda_step.py --json records/hrda_step_NAME/bench.json           # GPU, paper sizes
     python benchmarks/hrda_step.py --device cpu --backbone mit_b0 --size-scale 0.125 --iters 1
     python benchmarks/hrda_step.py --device cpu --backbone mit_b0 --size-scale 0.125 --compile
 

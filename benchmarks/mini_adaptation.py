@@ -19,10 +19,10 @@ appended to the --out JSON-lines file at once, and a re-run skips the runs alrea
 so an interrupted measurement resumes; a run with other settings (`--set`) is a run of its own, and
 the table names it by them:
 
-    python benchmarks/mini_adaptation.py --seeds 0 1 2 --out docs/mini_adaptation.jsonl
-    python benchmarks/mini_adaptation.py --out docs/mini_adaptation.jsonl --summary   # the table only
+    python benchmarks/mini_adaptation.py --seeds 0 1 2 --out records/mini_adaptation/runs.jsonl
+    python benchmarks/mini_adaptation.py --out records/mini_adaptation/runs.jsonl --summary   # the table only
     python benchmarks/mini_adaptation.py --rows ADVENT --set lambda_adv_main=0.001 --out sweep.jsonl
-    python benchmarks/mini_adaptation.py --out sweep.jsonl --baseline docs/mini_adaptation.jsonl --summary
+    python benchmarks/mini_adaptation.py --out sweep.jsonl --baseline records/mini_adaptation/runs.jsonl --summary
 """
 from __future__ import annotations
 
@@ -155,10 +155,10 @@ def main(argv=None):
                    help="override a hyperparameter of every run (a JSON value, else a string), e.g. "
                         "--set iterations=300 --set variant=minent")
     p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--out", default="docs/mini_adaptation.jsonl", help="JSON lines, one finished run each")
+    p.add_argument("--out", default="records/mini_adaptation/runs.jsonl", help="JSON lines, one finished run each")
     p.add_argument("--summary", action="store_true", help="print the table of --out and run nothing")
     p.add_argument("--baseline", metavar="FILE", help="pair with the baseline rows of another --out file, e.g. "
-                   "a sweep's ADVENT runs with docs/mini_adaptation.jsonl's source-only runs of the same seeds")
+                   "a sweep's ADVENT runs with records/mini_adaptation/runs.jsonl's source-only runs of the same seeds")
     args = p.parse_args(argv)
     out = Path(args.out)
     done = _read(out)

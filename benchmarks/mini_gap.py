@@ -23,7 +23,7 @@ mean colour across domains over the median distance between two source classes. 
 written into the JSON ("colour") and printed alone with `--colour-only`.
 
     python benchmarks/mini_gap.py --seeds 0 1 2 --iterations 600 --pairs "GTA5 -> Cityscapes" "SYNTHIA -> Cityscapes" \
-        --jobs 2 --json docs/mini_gap.json
+        --jobs 2 --json records/mini_gap/gap.json
     python benchmarks/mini_gap.py --colour-only
 """
 from __future__ import annotations

@@ -14,7 +14,7 @@ target-val mIoU mean ± std per row:
 Each segmentor has its own source-only and oracle row, so the table also gives the share of
 its own gap that self-training closes: (UDA - source only) / (oracle - source only).
 
-    python benchmarks/mini_hrda.py --seeds 0 1 2 --json docs/mini_hrda.json
+    python benchmarks/mini_hrda.py --seeds 0 1 2 --json records/mini_hrda/runs.json
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ end (val, the held-out test split and the pictures), reading the phases from its
 
     python benchmarks/step_breakdown.py                                  # every method, 1 thread
     python benchmarks/step_breakdown.py --methods daformer hrda --set precision=bf16
-    python benchmarks/step_breakdown.py --json docs/step_breakdown.json
+    python benchmarks/step_breakdown.py --json records/step_breakdown_NAME/steps.json
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ users run them, and in-process (the `--local` runner: a pool of this machine's p
 invocation, with the same trials at once.
 
     python benchmarks/sweep_overhead.py                     # hrda_crop_size rows 0 4 7 10, seed 0, its mini budget
-    python benchmarks/sweep_overhead.py --rows 4 10 --set iterations=100 --json docs/sweep_overhead.json
+    python benchmarks/sweep_overhead.py --rows 4 10 --set iterations=100 --json records/sweep_overhead_NAME/sweep.json
     python benchmarks/sweep_overhead.py --modes local       # one mode only
 
 Per trial (mean over the trials, seconds and share of the trial's wall time):

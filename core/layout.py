@@ -17,6 +17,10 @@ the runners, the result store, the report) goes through these names.
             config.json                     the run's config (what `load_trained` rebuilds it from)
             pictures/                       the final evaluation's pictures (methods/engine/pictures.py)
               iteration-<n>/                one evaluation's pictures (pictures="every")
+
+    records/<experiment>/                   a measured run kept in the repository (udalab.analysis.records)
+      manifest.json                         command, commit, machine, date, cpu_hours, files
+      runs.jsonl, trials.parquet, *.json    its data files
 """
 from __future__ import annotations
 
@@ -44,6 +48,10 @@ CHECKPOINT_PREFIX = "checkpoint_"
 LOCAL_CHECKPOINT = "checkpoint_local"  # the local runner's one checkpoint folder of a run
 
 STUDY_SUFFIXES = ("_optuna", "_smoke", "_local")
+
+# The repository's records of measured runs.
+RECORDS_DIR = "records"
+MANIFEST_FILE = "manifest.json"
 
 
 def train_run_name(trial_id: str, seed: int | None = None) -> str:
