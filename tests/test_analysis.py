@@ -113,6 +113,12 @@ PRED = {
 EXPECTED_IOU = {"road": 75.0, "sidewalk": 50.0, "car": 200 / 3, "sky": 100.0}
 EXPECTED_MIOU = sum(EXPECTED_IOU.values()) / 4
 EXPECTED_ACC = 100 * 11 / 13
+# No instanceIds files: the one car instance is its 4-connected component (3 pixels, 2 hit, no car
+# false positive) -> car iIoU 2/3; the other instance classes have neither instances nor false
+# positives (NaN). Categories: flat 8 hit, 1 false positive (a car pixel predicted road) -> 8/9;
+# vehicle 2/3; sky 1; object only predicted on an ignored pixel -> NaN.
+EXPECTED_IIOU = 200 / 3
+EXPECTED_CATEGORY_IOU = {"flat": 800 / 9, "vehicle": 200 / 3, "sky": 100.0}
 
 
 def _cityscapes(tmp_path, fmt="trainid", mode="L"):
@@ -142,7 +148,15 @@ def test_evaluate_predictions_hand_computed(tmp_path, fmt, mode):
         assert s["pixel_acc"] == pytest.approx(EXPECTED_ACC)
         for name, v in EXPECTED_IOU.items():
             assert s[f"iou.{name}"] == pytest.approx(v)
-        assert math.isnan(s["iou.bicycle"]) and len(s) == 2 + len(CLASS_NAMES)
+        assert math.isnan(s["iou.bicycle"])
+        assert s["iiou.car"] == pytest.approx(EXPECTED_IIOU) and s["iiou"] == pytest.approx(EXPECTED_IIOU)
+        assert math.isnan(s["iiou.person"]) and "iiou.road" not in s
+        for name, v in EXPECTED_CATEGORY_IOU.items():
+            assert s[f"category_iou.{name}"] == pytest.approx(v)
+        assert s["category_miou"] == pytest.approx(sum(EXPECTED_CATEGORY_IOU.values()) / 3)
+        assert s["category_iiou.vehicle"] == pytest.approx(200 / 3) and math.isnan(s["category_iiou.human"])
+        assert s["category_iiou"] == pytest.approx(200 / 3)
+        assert len(s) == 2 + len(CLASS_NAMES) + 1 + 8 + 1 + 7 + 1 + 2
 
 
 def test_evaluate_wrong_format_changes_numbers(tmp_path):
@@ -160,6 +174,7 @@ def test_run_eval_prints_table_and_writes_json(tmp_path, capsys):
     s = run_eval(args)
     text = capsys.readouterr().out
     assert "label ids" in text and "mIoU" in text and "traffic light" in text
+    assert "iIoU" in text and "vehicle" in text and "connected components" in text
     saved = json.loads(out.read_text())
     assert saved["miou"] == pytest.approx(s["miou"]) and saved["iou.bicycle"] is None
 
@@ -167,7 +182,7 @@ def test_run_eval_prints_table_and_writes_json(tmp_path, capsys):
 def test_evaluate_missing_duplicate_and_size_errors(tmp_path):
     root, preds = _cityscapes(tmp_path)
     target = preds / "bochum" / "bochum_000000_000313_leftImg8bit.png"
-    dup = preds / "copy_bochum_000000_000313.png"
+    dup = preds / "bochum_000000_000313_copy.png"
     dup.write_bytes(target.read_bytes())
     with pytest.raises(EvaluationError, match="2 predictions match") as e:
         evaluate_predictions(root, "val", preds)
