@@ -36,7 +36,7 @@ def measure(seed: int, taus: list[float], views: int | None = None, preset: str 
     from udalab.methods.engine import Run, make_hparams
     from udalab.methods.engine.uda_data import build_uda_data
     from udalab.methods.udas import PRESETS, UDASConfig, labelling_seed, shared_uda, split_target, view_confidence
-    from udalab.studies.study import trial_run_config, trial_settings
+    from udalab.studies.run.trials import trial_run_config, trial_settings
     from udalab.studies.udas_ablation import STUDY
 
     args = SimpleNamespace(preset=preset, smoke=False, data_root=None, set=[], optuna=False)
