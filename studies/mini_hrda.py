@@ -18,17 +18,16 @@ the two Δs, (UDA - source only) / (oracle - source only).
     python studies/mini_hrda.py --local --rows 1 3 --set iterations=1200 --set eval_every=300
 """
 from udalab.analysis.report import ReportSpec
+from udalab.studies import mini_adaptation
 from udalab.studies.run.command import main
 from udalab.studies.study import Study
 
-NAMES = {"daformer": "DAFormer", "hrda": "HRDA"}
-
 
 def row_name(r: dict) -> str:
-    name = NAMES.get(r["method"], r["method"])
+    """mini_adaptation's name of the row, "<segmentor> oracle" for a row trained on the target."""
     if r.get("source") == "cityscapes":
-        return f"{name} oracle"
-    return f"{name} source only" if r.get("self_training") is False else name
+        return f"{mini_adaptation.FAMILY[r['method']]} oracle"
+    return mini_adaptation.row_name(r)
 
 
 STUDY = Study(
