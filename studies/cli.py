@@ -14,6 +14,7 @@ from pathlib import Path
 import udalab.studies as studies_package
 from udalab.core import layout, storage
 from udalab.studies.run.command import main as run_main
+from udalab.studies.run.trials import write_study_report
 
 # The modules of udalab.studies that declare no STUDY: the declaration and this command (the
 # runner is the studies.run package).
@@ -149,7 +150,7 @@ def _report(args) -> int:
     if args.open:
         return open_report(args.results, args.open, Path(args.to))
     from udalab.analysis import store
-    from udalab.analysis.report import ReportSpec, study_dirs, write_index, write_report
+    from udalab.analysis.report import study_dirs, write_index
 
     results = args.results if "://" in args.results else str(Path(args.results).resolve())
     names = args.study or study_dirs(results)
@@ -160,7 +161,7 @@ def _report(args) -> int:
     for name in names:
         study_dir = storage.uri_join(results, name)
         base = layout.study_of_dir(name)
-        spec = load_study(base).report if base in study_names() else None
+        study = load_study(base) if base in study_names() else None
         try:
             df = store.load_trials(study_dir)
         except store.StoreError as e:
@@ -169,8 +170,8 @@ def _report(args) -> int:
             continue
         if len(df):
             print(store.write_trials(study_dir, df))
-        print(write_report(study_dir, spec or ReportSpec(title=name), df=df, preset=args.preset,
-                           static_figures=False if args.no_figures else None, index=False))
+        print(write_study_report(study, study_dir, df, args.preset, static_figures=False if args.no_figures else None,
+                                 index=False))
     print(write_index(results))
     return status
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from udalab.core import layout
 from udalab.studies.run import progress
-from udalab.studies.run.trials import grid, open_study_dir, trial_run_config, trial_settings
+from udalab.studies.run.trials import grid, open_study_dir, trial_run_config, trial_settings, write_study_report
 from udalab.studies.study import Study
 
 _TRIAL_ID = re.compile(r"row(\d+)-seed(-?\d+)")
@@ -173,9 +173,7 @@ def run(study: Study, args) -> int:
     print(f"{name}: {sum(t in done for t, _ in trials)} of this grid's {len(trials)} runs finished, {len(df)} in all "
           f"-> {store.write_trials(str(study_dir), df)}")
     if study.report is not None and not args.no_report and len(df):
-        from udalab.analysis.report import write_report
-
-        print(f"report: {write_report(str(study_dir), study.report, df=df, preset=settings['preset'])}")
+        print(f"report: {write_study_report(study, str(study_dir), df, settings['preset'])}")
     if errors:
         print(f"{len(errors)} run(s) failed; run the same command again to retry them.", file=sys.stderr)
         return 1

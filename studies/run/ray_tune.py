@@ -9,7 +9,6 @@ ones continue from their last checkpoint); --restart moves the old results aside
 """
 from __future__ import annotations
 
-import logging
 import os
 import re
 import statistics
@@ -18,12 +17,9 @@ import time
 from pathlib import Path
 
 from udalab.core import layout, storage
-from udalab.studies.run import progress
 from udalab.studies.run.trials import (grid, open_study_dir, results_uri, search_seeds, trial_run_config,
-                                       trial_settings)
+                                       trial_settings, write_study_report)
 from udalab.studies.study import Study
-
-log = logging.getLogger("udalab")
 
 # Ray settings for this project.
 RAY_ENV = {
@@ -290,111 +286,6 @@ def check_results_reach_every_node(results: str, mounts: str | None = None) -> N
 
 
 # ---------------------------------------------------------------------------------------
-# Tune callbacks: the progress line and the trials table while the sweep runs.
-
-
-def progress_callback():
-    from ray.tune import Callback
-
-    class ProgressLine(Callback):
-        """Shows `progress.progress_line` when a trial reports (every `every_s` at most) or ends:
-        trials finished, each running trial's iteration of its total and time left, the study's."""
-
-        def __init__(self, name: str, total: int, concurrent: int, trial_name=None, every_s: float = 20.0):
-            self.name, self.total, self.concurrent, self.every_s = name, total, concurrent, every_s
-            self.trial_name = trial_name or (lambda trial: trial.trial_id)
-            self.started: dict[str, float] = {}
-            self.running: dict[str, progress.TrialProgress] = {}
-            self.durations: list[float] = []
-            self.ended = self.failed = 0
-            self._last = 0.0
-
-        def _show(self, trials, force: bool = False) -> None:
-            if not force and time.time() - self._last < self.every_s:
-                return
-            self._last = time.time()
-            status = [t.status for t in trials]
-            # Tune calls on_trial_complete before it marks the trial TERMINATED: count what this saw end
-            finished, errored = max(status.count("TERMINATED"), self.ended), max(status.count("ERROR"), self.failed)
-            running = max(0, status.count("RUNNING") - (finished - status.count("TERMINATED"))
-                          - (errored - status.count("ERROR")))
-            progress.show(progress.progress_line(self.name, max(self.total, len(trials)), finished, errored, running,
-                                                 self.durations, self.concurrent, list(self.running.values())))
-
-        def on_trial_start(self, iteration, trials, trial, **info):
-            self.started[trial.trial_id] = time.time()
-            self.running[trial.trial_id] = progress.TrialProgress(self.trial_name(trial))
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            before = self.running.get(trial.trial_id)
-            self.running[trial.trial_id] = progress.TrialProgress.of_report(self.trial_name(trial), result)
-            self._show(trials, force=before is None or before.iteration is None)   # a trial's first report: at once
-
-        def _ended(self, trial) -> float | None:
-            """Forget a trial that ended; when it started (None: before this callback saw it)."""
-            self.running.pop(trial.trial_id, None)
-            return self.started.pop(trial.trial_id, None)
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            started = self._ended(trial)
-            if started is not None:
-                self.durations.append(time.time() - started)
-            self.ended += 1
-            self._show(trials, force=True)
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            self._ended(trial)
-            self.failed += 1
-            self._show(trials, force=True)
-
-    return ProgressLine
-
-
-def trials_table_callback():
-    from ray.tune import Callback
-
-    from udalab.analysis import store
-
-    class TrialsTable(Callback):
-        """Keeps results/<study>/trials.parquet current while the study runs."""
-
-        def __init__(self, study_dir: str, every_s: float = 30.0):
-            self.study_dir, self.every_s, self._last = study_dir, every_s, 0.0
-
-        def _write(self, trials, force: bool = False) -> None:
-            if not force and time.time() - self._last < self.every_s:
-                return
-            self._last = time.time()
-            try:
-                store.write_trials(self.study_dir, live_status={t.trial_id: t.status for t in trials})
-            except Exception as e:  # the table is a convenience while running; never kill the study
-                log.warning("could not update trials.parquet: %s", e)
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            self._write(trials)
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            self._write(trials, force=True)
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            self._write(trials, force=True)
-
-    return TrialsTable
-
-
-def grid_trial_name(study: Study):
-    """A trial's name in the progress line: row<i>-seed<s> of the grid (the local runner's run
-    names), the trial id for a searched configuration."""
-    rows = study.grid_rows()
-
-    def name(trial) -> str:
-        row = trial.config.get("row")
-        return f"row{rows.index(row)}-seed{trial.config.get('seed')}" if row in rows else trial.trial_id
-
-    return name
-
-
-# ---------------------------------------------------------------------------------------
 # The study.
 
 
@@ -410,14 +301,15 @@ def tuner(study: Study, args, study_dir: str, name: str, settings: dict, max_con
         print(f"Resuming {name} from {study_dir} (finished trials are kept; --restart to start over)")
         return Tuner.restore(study_dir, trainable=trainable, resume_unfinished=True, resume_errored=True,
                              param_space=param_space)
+    from udalab.studies.run.tune_callbacks import ProgressLine, TrialsTable   # imports ray.tune
+
     total = tune_config.num_samples if args.optuna else len(param_space["row"]["grid_search"]) * len(
         param_space["seed"]["grid_search"])
-    ProgressLine, TrialsTable = progress_callback(), trials_table_callback()
     return Tuner(trainable, param_space=param_space, tune_config=tune_config,
                  run_config=RunConfig(name=name, storage_path=results_uri(args.results),
                                       verbose=2 if args.ray_status else 0,
                                       callbacks=[TrialsTable(study_dir),
-                                                 ProgressLine(name, total, max_concurrent or 0, grid_trial_name(study)),
+                                                 ProgressLine(name, total, max_concurrent or 0, study.grid_rows()),
                                                  *callbacks]))
 
 
@@ -452,9 +344,7 @@ def finish(study: Study, args, study_dir: str, name: str, preset: str, seconds: 
     counts = df["status"].value_counts().to_dict() if len(df) else {}
     print(f"\n{name}: {len(df)} trials {counts} in {seconds:.0f} s -> {store_path}")
     if study.report is not None and not args.no_report:
-        from udalab.analysis.report import write_report
-
-        print(f"report: {write_report(study_dir, study.report, df=df, preset=preset)}")
+        print(f"report: {write_study_report(study, study_dir, df, preset)}")
     for error in errors:
         print(f"ERROR in trial: {error}", file=sys.stderr)
     unfinished = int((df["status"] != "TERMINATED").sum()) if len(df) else 0

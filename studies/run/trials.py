@@ -175,3 +175,15 @@ def open_study_dir(study: Study, args, settings: dict, grid_recorded: bool) -> t
         print(f"--restart: the previous results were moved to {moved}")
     check_same_options(study_dir, study_options(settings, args, grid_recorded))
     return name, study_dir
+
+
+def write_study_report(study: Study | None, study_dir: str, df, preset: str | None, **options):
+    """Write the study's report.html (analysis.report.write_report; `options`: its keywords) and
+    return its path; a folder of no known study (`study` None) or a study without a ReportSpec
+    gets a plain report titled by the folder's name."""
+    from udalab.analysis.report import ReportSpec, write_report
+
+    spec = study.report if study is not None and study.report is not None else None
+    return write_report(study_dir, spec or ReportSpec(title=storage.uri_name(study_dir)), df=df, preset=preset,
+                        **options)
+
