@@ -28,11 +28,11 @@ def method_data() -> dict[str, dict]:
     """{method: the run config of the last row that trains it in the first study that does}: its data,
     fixed values and the row's switches (a study's last row is its full method: HRDA's LR+HR 1.0,
     DAFormer with every strategy)."""
-    from udalab.studies.cli import _load_study, _studies
+    from udalab.studies.cli import load_study, study_names
 
     out = {}
-    for name in _studies():
-        study = _load_study(name)
+    for name in study_names():
+        study = load_study(name)
         found = {}
         for row in study.grid_rows():
             found[row["method"]] = {"method": row["method"], "source": study.source, "target": study.target,
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     ns = p.parse_args(argv)
     torch.set_num_threads(ns.threads)
     from udalab.methods import run_local
-    from udalab.studies.study import parse_sets
+    from udalab.studies.run.trials import parse_sets
 
     sets = parse_sets(ns.set)
     configs = method_data()

@@ -6,7 +6,7 @@ labels the unlabelled target train images as self-training's round 1 does: K pho
 AutoAugment views (+ an undone flip), the most confident view per pixel, kept where its
 confidence >= τ. Against those images' own labels, which no method reads, it reports per τ:
 
-    q          the fraction of pixels kept (what self-training reports as loss.q)
+    q          the fraction of pixels kept (what self-training reports as stat.q)
     precision  of the kept pixels that have a label, the fraction labelled right
     recall     of the labelled pixels, the fraction kept and right
     miou       the pseudo labels' mIoU, a pixel not kept counting as missed (over the classes the
@@ -33,11 +33,11 @@ def measure(seed: int, taus: list[float], views: int | None = None, preset: str 
 
     from udalab.datasets.labels import IGNORE_INDEX
     from udalab.methods.advent import build_model
-    from udalab.methods.engine import Run
     from udalab.methods import get_method
+    from udalab.methods.engine import Run
     from udalab.methods.engine.run import LocalSession
     from udalab.methods.udas import labelling_seed, shared_uda, split_target, view_confidence
-    from udalab.studies.study import trial_run_config, trial_settings
+    from udalab.studies.run.trials import trial_run_config, trial_settings
     from udalab.studies.udas_ablation import STUDY
 
     args = SimpleNamespace(preset=preset, smoke=False, data_root=None, set=[], optuna=False)

@@ -17,7 +17,8 @@ The rows hold the mini counts: for a paper-scale run (--data-root) declare PAPER
 `rows` instead (a row's count is a number of images; a study has no per-preset rows).
 """
 from udalab.analysis.report_spec import ReportSpec
-from udalab.studies.study import Study, main
+from udalab.studies.run.command import main
+from udalab.studies.study import Study
 
 PAPER_COUNTS = (2975, 1000, 500, 100, 0)      # Sec. 4.3.2
 MINI_COUNTS = (300, 100, 50, 10, 0)           # x 300 / 2975, rounded

@@ -148,7 +148,7 @@ def test_mml_study_declares_table_3_and_checks_its_search_space():
 
     from udalab.analysis.reference import reference
     from udalab.studies.mml_ablation import STUDY
-    from udalab.studies.study import check_trial_configs, trial_settings
+    from udalab.studies.run.trials import check_trial_configs, trial_settings
 
     published = {(r["att_loss"], r["kl_loss"]) for _, r in reference("mml_ablation").iterrows()}
     table_3 = [r for r in STUDY.rows if r.get("method", "mml") == "mml"]

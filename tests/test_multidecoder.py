@@ -109,7 +109,7 @@ def test_the_study_declares_table_3_with_the_papers_columns():
 
     from udalab.analysis.reference import reference
     from udalab.studies.multidecoder_schedule import STUDY, TABLE_3, columns_of
-    from udalab.studies.study import check_trial_configs, trial_settings
+    from udalab.studies.run.trials import check_trial_configs, trial_settings
 
     ref = reference("multidecoder_schedule")
     table_3 = ref[ref["priority"].notna()]

@@ -272,7 +272,7 @@ def test_udas_bad_configs_name_the_value(bad, match, tmp_path, monkeypatch, mini
 def test_udas_study_rows_are_the_papers_steps_and_bad_values_stop_before_any_trial():
     from types import SimpleNamespace
 
-    from udalab.studies.study import check_trial_configs, trial_settings
+    from udalab.studies.run.trials import check_trial_configs, trial_settings
     from udalab.studies.udas_ablation import STUDY, step_of
 
     rows = STUDY.grid_rows()
@@ -336,7 +336,7 @@ def test_udas_self_trains_when_every_target_image_is_labelled(tmp_path, monkeypa
 def test_udas_data_study_declares_both_curves_at_the_mini_counts():
     from types import SimpleNamespace
 
-    from udalab.studies.study import check_trial_configs, trial_settings
+    from udalab.studies.run.trials import check_trial_configs, trial_settings
     from udalab.studies.udas_data import MINI_COUNTS, STUDY
 
     rows = STUDY.grid_rows()
@@ -371,7 +371,7 @@ def test_a_set_for_the_rows_that_run_is_checked_against_those_rows_only():
     whole grid the AdaptSegNet row refuses it, naming the row, before any trial starts."""
     from types import SimpleNamespace
 
-    from udalab.studies.study import check_trial_configs, trial_settings
+    from udalab.studies.run.trials import check_trial_configs, trial_settings
     from udalab.studies.udas_ablation import STUDY
 
     args = SimpleNamespace(preset=None, smoke=False, data_root=None, set=["lambda_kl=0"], optuna=False, rows=[1])
