@@ -86,11 +86,7 @@ def write_bytes(uri: str | os.PathLike, data: bytes) -> None:
     half of one (locally a temporary file renamed over it; an object store's PUT is atomic)."""
     fs, path = fs_path(uri)
     if isinstance(fs, pafs.LocalFileSystem):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        os.replace(_written_beside(path, data), path)
         return
     with fs.open_output_stream(path) as f:
         f.write(data)
@@ -104,10 +100,7 @@ def create_exclusive(uri: str | os.PathLike, data: bytes) -> bool:
     and moto honour it). Other URI schemes have no such write and are refused."""
     fs, path = fs_path(uri)
     if isinstance(fs, pafs.LocalFileSystem):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
+        tmp = _written_beside(path, data)
         try:
             os.link(tmp, path)
         except FileExistsError:
@@ -119,6 +112,15 @@ def create_exclusive(uri: str | os.PathLike, data: bytes) -> bool:
         return _s3_create_exclusive(str(uri), data)
     raise ValueError(f"{uri}: no exclusive create on a {fs.type_name} file system; use a local path, a shared "
                      f"file system (file://) or s3://")
+
+
+def _written_beside(path: str, data: bytes) -> str:
+    """A new temporary file holding `data` in the folder of `path` (made if missing)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    return tmp
 
 
 def _s3_create_exclusive(uri: str, data: bytes) -> bool:

@@ -84,7 +84,8 @@ def steps_build(tmp: Path, partial: Path, stop_at: Path | None = None) -> None:
     (tmp / "steps.json").write_text(json.dumps(done))
 
 
-@pytest.mark.parametrize("store, sig", [("path", signal.SIGKILL), ("s3", signal.SIGSTOP)], indirect=["store"])
+@pytest.mark.parametrize("store, sig", [("path", signal.SIGKILL), ("s3", signal.SIGSTOP)], indirect=["store"],
+                         ids=["path-killed", "s3-frozen"])
 def test_a_builder_that_dies_is_taken_over_and_its_successor_resumes(store, sig, tmp_path):
     """Killed (its pid gone: taken over at once) or frozen (its lease not renewed: taken over after
     it expires), the first builder's two steps stay done: the second does the last two."""
