@@ -21,6 +21,7 @@ TINY = "standin:steps=2,batch_size=4,image_size=32,eval_samples=16"  # seconds, 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
     monkeypatch.setenv("UDALAB_ARTIFACTS", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("UDALAB_ARTIFACT_POLL_S", "0.05")  # a waiting builder looks again at once
     return tmp_path / "artifacts"
 
 
@@ -87,7 +88,8 @@ def test_half_written_artifact_never_counts(store):
     assert not final.exists()
     get_or_build("demo", config, lambda tmp: (tmp / "x.txt").write_text("whole"))
     assert (final / "x.txt").read_text() == "whole"
-    assert [p.name for p in store.iterdir() if not p.name.endswith(".lock")] == [final.name]  # stale temps gone
+    assert sorted(p.name for p in store.iterdir()) == [".leases", final.name]  # stale temps gone
+    assert not list((store / ".leases").iterdir())  # and the lease released
 
 
 def test_concurrent_builders_build_once(store):

@@ -13,9 +13,9 @@ and saves the backbone's state dict (the classifier is dropped).
     pretrained="standin"                     # in DeepLabV2 / EncoderDecoder / a method's config
     pretrained="standin:steps=600,image_size=96"   # the same with other StandinConfig fields
 
-The first use builds the artifact (methods/engine/artifacts.py: keyed by the config, file-locked,
-atomic), later uses on the machine (or the cluster, with UDALAB_ARTIFACTS on shared storage)
-load it. The log names the artifact's path, config hash and texture accuracy:
+The first use builds the artifact (methods/engine/artifacts.py: keyed by the config, under a
+lease, atomic), later uses on the machine (or the cluster, with UDALAB_ARTIFACTS a store every
+node reaches) load it. The log names the artifact's path, config hash and texture accuracy:
 
     $UDALAB_ARTIFACTS/standin-<hash>/backbone.pt   the backbone's state dict (torchvision / MiT names)
                                      meta.json     config, hash, accuracy vs chance, wall time, device
