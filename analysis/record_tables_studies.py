@@ -490,14 +490,14 @@ def udas_kl(recs: RecordSet) -> str:
 
 @table("udas_data")
 def udas_data(recs: RecordSet) -> str:
-    df = recs["udas_data"].runs()
-    df["configuration"] = df["method"].map({"supervised": "Supervised", "udas": "UDAS"}) + ", " + df["labeled"].astype(str)
-    df["baseline"] = df.apply(lambda r: f"Supervised, {r['labeled']}" if r["method"] == "udas" and r["labeled"] else None,
+    df = recs["udas_data"].runs().rename(columns={"labeled": "labelled"})   # the record's runs used the old name
+    df["configuration"] = df["method"].map({"supervised": "Supervised", "udas": "UDAS"}) + ", " + df["labelled"].astype(str)
+    df["baseline"] = df.apply(lambda r: f"Supervised, {r['labelled']}" if r["method"] == "udas" and r["labelled"] else None,
                               axis=1)
     ref = reference("udas_data")
     paper = {300: 2975, 100: 1000, 50: 500, 10: 100, 0: 0}
-    pub = {f"{m}, {n}": num(float(ref[(ref["method"] == m.lower()) & (ref["labeled"] == paper[n])]["miou"].iloc[0]))
-           if len(ref[(ref["method"] == m.lower()) & (ref["labeled"] == paper[n])]) else "–"
+    pub = {f"{m}, {n}": num(float(ref[(ref["method"] == m.lower()) & (ref["labelled"] == paper[n])]["miou"].iloc[0]))
+           if len(ref[(ref["method"] == m.lower()) & (ref["labelled"] == paper[n])]) else "–"
            for m in ("Supervised", "UDAS") for n in paper}
     order = [f"{m}, {n}" for n in paper for m in ("Supervised", "UDAS") if f"{m}, {n}" in set(df["configuration"])]
     return delta_table(ordered(df, order), first="labelled target images (method)", bar=True,

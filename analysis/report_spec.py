@@ -32,7 +32,7 @@ class ReportSpec:
     """What a study's report shows.
 
     title:        heading of the report
-    x:            the numeric hyperparameter of the curve (e.g. "lambda_split", "crop_ratio", "labeled");
+    x:            the numeric hyperparameter of the curve (e.g. "lambda_split", "crop_ratio", "labelled");
                   None: grouped bars per configuration
     reference:    name in the published reference data (analysis.reference.REFERENCES)
     baseline:     the configuration Δ is measured against, e.g. {"method": "source_only"}

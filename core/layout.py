@@ -4,6 +4,7 @@ the runners, the result store, the report) goes through these names.
 
     <results>/                              $UDALAB_RESULTS, a local folder or s3://...
       index.html                            every study's headline (analysis.report)
+      _artifacts/                           what trials share, built once (methods/engine/artifacts.py)
       <study>[_optuna][_smoke][_local]/     one folder per study invocation kind (study_dir_name)
         udalab_study.json                   the options the study runs with (a resume must match)
         trials.parquet, report.html         the trials table and the report
@@ -44,6 +45,7 @@ INDEX_FILE = "index.html"
 RUNS_FILE = "runs.jsonl"
 OPTUNA_DB = "optuna.db"
 TRAIN_DIR = "_train"
+ARTIFACTS_DIR = "_artifacts"           # the artifact store of every study under a URI results folder
 CHECKPOINT_PREFIX = "checkpoint_"
 LOCAL_CHECKPOINT = "checkpoint_local"  # the local runner's one checkpoint folder of a run
 

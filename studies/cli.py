@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("study")
     sub.add_parser("studies", help="list the studies")
     sub.add_parser("methods", help="list the methods")
+    sub.add_parser("records", help="render / check / list the docs tables generated from records/: "
+                                   "udalab records render|check|list", add_help=False)
 
     p_train = sub.add_parser("train", help="run one method loop in this process, without Ray")
     p_train.add_argument("method")
@@ -85,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["run"]:
         return _run(argv[1:])
+    if argv[:1] == ["records"]:
+        from udalab.analysis.records import main as records_main
+
+        return records_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     commands = {"studies": _studies, "methods": _methods, "train": _train, "report": _report, "data": _data,

@@ -9,6 +9,7 @@ import argparse
 import logging
 import os
 
+from udalab.core import layout, storage
 from udalab.studies.run import local, ray_tune
 from udalab.studies.study import Study
 
@@ -62,7 +63,10 @@ def build_parser(study: Study | None = None) -> argparse.ArgumentParser:
 
 def run_study(study: Study, args, callbacks: list | None = None) -> int:
     """Run (or resume) `study` with the command line's `args`: --local in local processes, else
-    on Ray Tune (`callbacks`: more Ray Tune callbacks)."""
+    on Ray Tune (`callbacks`: more Ray Tune callbacks). With results on a URI (s3://...) the trials'
+    shared artifacts live beside the studies (<results>/_artifacts), built once for every node."""
+    if "://" in str(args.results) and not os.environ.get("UDALAB_ARTIFACTS"):
+        os.environ["UDALAB_ARTIFACTS"] = storage.uri_join(args.results, layout.ARTIFACTS_DIR)
     if args.local:
         return local.run(study, args)
     return ray_tune.run(study, args, callbacks)

@@ -22,6 +22,8 @@ from udalab.studies.run.trials import (grid, open_study_dir, results_uri, search
 from udalab.studies.study import Study
 
 # Ray settings for this project.
+# The artifact store's settings (methods/engine/artifacts.py) travel to a cluster's trials with the job.
+ARTIFACT_ENV = ("UDALAB_ARTIFACTS", "UDALAB_ARTIFACT_CACHE", "UDALAB_ARTIFACT_LEASE_S", "UDALAB_ARTIFACT_POLL_S")
 RAY_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_AUTH_MODE": "disabled",
@@ -31,6 +33,9 @@ RAY_ENV = {
     # trial's function thread has returned (Ray Train's teardown), and waits 2 s for it by default;
     # a slower teardown (a loaded machine, a restarted worker group) errored the next trial
     "TUNE_FUNCTION_THREAD_TIMEOUT_S": "120",
+    # a checkpoint between two evaluations (methods/engine/loop.py, checkpoint_minutes) reports before the
+    # first evaluation too, without the metric the searcher and the scheduler read
+    "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
 }
 # On this machine only (no --address): what a one-node sweep does not need costs no process or poll
 # per trial (docs/performance.md): the preemption watcher actor (a node here is never drained by a
@@ -149,17 +154,27 @@ def optuna_storage(study_dir: str):
                                       engine_kwargs={"connect_args": {"timeout": 60}})
 
 
+def asha(study: Study, args, settings: dict):
+    """ASHA on the optimiser steps a trial's reports name (`iteration`, not Tune's count of reports: a
+    checkpoint between evaluations reports too, whenever wall time says): its first rung at the first
+    evaluation, its last at the run's end (the first grid row's, or the search's base config's)."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    from udalab.methods import check_config
+
+    rows, seeds = grid(study, args)
+    hp = check_config(trial_run_config({"row": rows[0] if not args.optuna else {}, "seed": seeds[0]}, settings))
+    return ASHAScheduler(time_attr="iteration", metric=study.metric, mode=study.mode, grace_period=hp.eval_every,
+                         max_t=hp.total_iterations, reduction_factor=2)
+
+
 def search(study: Study, args, max_concurrent: int | None, study_dir: str | None = None,
-           study_name: str | None = None):
+           study_name: str | None = None, settings: dict | None = None):
     """(param_space, TuneConfig) of the grid (rows x seeds) or, with --optuna, of the search."""
     from ray import tune
     from ray.tune import TuneConfig
-    from ray.tune.schedulers import ASHAScheduler
 
-    scheduler = None
-    if args.asha:
-        scheduler = ASHAScheduler(time_attr="training_iteration", metric=study.metric, mode=study.mode,
-                                  grace_period=1, reduction_factor=2)
+    scheduler = asha(study, args, settings) if args.asha else None
     # reuse_actors: a trial's Tune actor (it only drives Train's controller) runs the next trial too,
     # instead of a new process importing torch and Ray Train again. Not when a scheduler stops trials:
     # a stopped trial's function thread stays inside TorchTrainer.fit() (its Train run goes on), so
@@ -196,7 +211,8 @@ def init_ray(args) -> None:
     if args.address:
         # the cluster's processes were not started from this shell: the settings above reach the
         # trials' actors (and, through Ray Train, its controllers and workers) as the job's env
-        ray.init(address=args.address, runtime_env={"env_vars": {k: os.environ[k] for k in RAY_ENV}})
+        env = {k: os.environ[k] for k in (*RAY_ENV, *ARTIFACT_ENV) if k in os.environ}
+        ray.init(address=args.address, runtime_env={"env_vars": env})
         return
     cpus = os.cpu_count() or 2
     # Each trial's driver holds one TRAIN_DRIVER; as many as trials can run at once.
@@ -296,7 +312,8 @@ def tuner(study: Study, args, study_dir: str, name: str, settings: dict, max_con
     from ray.tune import RunConfig, Tuner
 
     trainable = tune.with_resources(tune.with_parameters(trial, settings=settings), {DRIVER_RESOURCE: 1})
-    param_space, tune_config = search(study, args, max_concurrent, study_dir=study_dir, study_name=name)
+    param_space, tune_config = search(study, args, max_concurrent, study_dir=study_dir, study_name=name,
+                                      settings=settings)
     if Tuner.can_restore(study_dir):
         print(f"Resuming {name} from {study_dir} (finished trials are kept; --restart to start over)")
         return Tuner.restore(study_dir, trainable=trainable, resume_unfinished=True, resume_errored=True,
