@@ -97,8 +97,8 @@ class AdventConfig(DeepLabTraining, AdversarialAlignment):
 # The embedded mini data: 128-px images, ResNet-18 at output stride 8 from the ImageNet stand-in,
 # BN in train mode with 4 + 4 images, 10x the paper's LR, 600 steps with the poly schedule over the
 # run's own 600, and a discriminator of one convolution before its classifier: a logit of the
-# reference's four-layer D would see the whole 128 x 64 mini map rather than 9 % of it (the choices'
-# measurements: docs/results.md, "ADVENT on the mini data").
+# reference's four-layer D would see the whole 128 x 64 mini map rather than 9 % of it. Measured in
+# records/advent_lambda_adv and records/advent_d_layers (docs/results.md).
 MINI = dict(backbone_depth=18, pretrained="standin", output_stride=8, freeze_bn=False,
             source_size=(128, 72), target_size=(128, 64), eval_size=(128, 64), batch_size=4,
             iterations=600, poly_iterations=None, eval_every=200, lr=0.0025, d_layers=1,

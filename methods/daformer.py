@@ -121,7 +121,7 @@ class DAFormerConfig(HParams):
 # teacher averages over ~3 % of the 600 steps, as the paper's 0.999 does over its 40k), RCS at >= 50
 # pixels and the pseudo-label margins scaled by the geometry, sliding-window inference (a MiT-B0 trained
 # on 64-px crops does badly on the whole image), no feature distance (a second encoder pass per step).
-# The choices' measurements: docs/results.md, "DAFormer on the mini data".
+# Measured in records/daformer_lr and records/daformer_ema_alpha (docs/results.md).
 MINI = dict(backbone="mit_b0", decoder_dim=64, pretrained="standin", source_size=(160, 90), target_size=(128, 64),
             crop_size=(64, 64), batch_size=4, iterations=600, warmup_iters=60, lr=1.2e-3, ema_alpha=0.95,
             eval_every=200, eval_size=(128, 64), inference="slide", fd_lambda=0.0, rcs_min_pixels=50,

@@ -93,7 +93,7 @@ class HRDAConfig(DAFormerConfig):
 
 # The mini data at the paper's geometry / 8: Cityscapes 256x128, GTA 320x180, 128-px context (64 px at
 # LR, DAFormer's mini crop), 64-px detail, pseudo-label margins / 8; the rest as DAFormer's mini preset
-# (its lr and EMA α measured for HRDA too: docs/results.md, "HRDA on the mini data").
+# (its lr and EMA α measured for HRDA too: records/hrda_lr, records/hrda_ema_alpha).
 MINI = dict(backbone="mit_b0", decoder_dim=64, pretrained="standin", source_size=(320, 180), target_size=(256, 128),
             crop_size=(128, 128), batch_size=4, iterations=600, warmup_iters=60, lr=1.2e-3, ema_alpha=0.95,
             eval_every=200, eval_size=(256, 128), fd_lambda=0.0, rcs_min_pixels=50, pl_margins=(4, 30, 4, 4))

@@ -115,7 +115,7 @@ class UDASConfig(AdaptSegNetConfig, CycleGANStage):
 # domains at 128x72 (the paper's 640x360 / 5); 30 of the 300 mini target images labelled (the paper's
 # 500 of 2975, rounded down); a small CycleGAN (16 filters, 3 blocks, 64-px crops, 600 steps); one
 # self-training round of 300 steps; λ_kl 0.1, which keeps the paper's λ_kl·lr at ADVENT's mini lr (at
-# weight 1 the UDA step diverged: docs/results.md, "UDAS step ablation"); D with the reference's four
+# weight 1 the UDA step diverged: records/udas_kl); D with the reference's four
 # layers, as AdaptSegNet's.
 MINI = {**ADAPTSEGNET_PRESETS["mini"],
         "source_size": (128, 72), "target_size": (128, 72), "eval_size": (128, 72),
