@@ -77,7 +77,7 @@ class DAFormerConfig(HParams):
     color_jitter: float = 0.2              # DACS strong augmentation: strength 0.2, applied when
     color_jitter_p: float = 0.8            # U(0,1) > 0.2 in the reference, i.e. with probability 0.8
     blur: bool = True
-    # rare-class sampling (Sec. 3.3): T = 0.01, images with >= 3000 pixels of the class
+    # rare-class sampling (Sec. 3.3): T = 0.01, images with > 3000 pixels of the class
     rcs: bool = True
     rcs_temperature: float = 0.01
     rcs_min_pixels: int = 3000
@@ -118,7 +118,7 @@ class DAFormerConfig(HParams):
 
 # The embedded mini data: the paper's geometry / 8 (Cityscapes 128x64, GTA 160x90, 64-px crops), MiT-B0
 # from the ImageNet stand-in with a 64-channel decoder, 20x the paper's learning rate, EMA α 0.95 (the
-# teacher averages over ~3 % of the 600 steps, as the paper's 0.999 does over its 40k), RCS at >= 50
+# teacher averages over ~3 % of the 600 steps, as the paper's 0.999 does over its 40k), RCS at > 50
 # pixels and the pseudo-label margins scaled by the geometry, sliding-window inference (a MiT-B0 trained
 # on 64-px crops does badly on the whole image), no feature distance (a second encoder pass per step).
 # The choices' measurements: docs/results.md, "DAFormer on the mini data".
