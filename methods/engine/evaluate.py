@@ -27,8 +27,9 @@ BATCH_PIXELS = 2 ** 20   # pixels of the images evaluated together by default: o
 class Prediction:
     """How a trained model predicts, the way its method evaluates: `fn` maps an image batch to logits
     (N, C, h, w); images are first resized to `input_size` (W, H; None: as they are); with `window`
-    (h, w), logits are averaged over sliding windows moved by `stride`. `modules`: the networks behind
-    `fn` (moved to a device by `to`)."""
+    (h, w), logits are averaged over sliding windows moved by `stride`. The logits reach the label's
+    size by bilinear upsampling, with aligned corners when `align_corners` (the ADVENT family's
+    reference evaluation). `modules`: the networks behind `fn` (moved to a device by `to`)."""
 
     fn: Predictor
     num_classes: int
@@ -36,6 +37,7 @@ class Prediction:
     window: tuple[int, int] | None = None
     stride: tuple[int, int] | None = None
     modules: tuple[torch.nn.Module, ...] = ()
+    align_corners: bool = False
 
     def to(self, device) -> "Prediction":
         for m in self.modules:
@@ -54,11 +56,14 @@ class Prediction:
             return slide_inference(self.fn, image, self.num_classes, self.window, self.stride or self.window)
         return self.fn(image)
 
+    def upsampled(self, logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Logits (N, C, h, w) brought to `size` (H, W), as this prediction upsamples them."""
+        return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=self.align_corners)
+
     @torch.no_grad()
     def labels(self, image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Train ids (N, H, W) at `size` (H, W) of a batch of images as loaded."""
-        logits = self.logits(self.resized(image))
-        return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False).max(1).indices
+        return self.upsampled(self.logits(self.resized(image)), size).max(1).indices
 
 
 def slide_inference(predict: Predictor, image: torch.Tensor, num_classes: int,
@@ -128,8 +133,7 @@ def evaluate(prediction: Prediction, dataset: Dataset, *, class_names, device, b
         logits = prediction.logits(torch.cat(images))
         for k, label in enumerate(labels):
             # max(1).indices: argmax's first-maximum indices, faster along the class dim on CPUs
-            pred = F.interpolate(logits[k:k + 1].float(), size=label.shape[-2:], mode="bilinear",
-                                 align_corners=False).max(1).indices
+            pred = prediction.upsampled(logits[k:k + 1], label.shape[-2:]).max(1).indices
             cm.update(pred, label)
             if record is not None:
                 record.add(dataset, index, pred)
