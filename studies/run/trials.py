@@ -2,6 +2,7 @@
 anything starts, and the study's results folder (its name, its recorded options, --restart)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -196,6 +197,8 @@ def write_study_report(study: Study | None, study_dir: str, df, preset: str | No
     from udalab.analysis.report import ReportSpec, write_report
 
     spec = study.report if study is not None and study.report is not None else None
+    if spec is not None and study.paired:
+        spec = dataclasses.replace(spec, pairs=tuple(study.baseline_pairs()))
     return write_report(study_dir, spec or ReportSpec(title=storage.uri_name(study_dir)), df=df, preset=preset,
                         **options)
 
