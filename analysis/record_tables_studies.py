@@ -488,14 +488,23 @@ def udas_kl(recs: RecordSet) -> str:
     return md(["L_kl", "λ_kl", "UDA steps (seed 0)", "mean source CE over the steps", "val mIoU", "test mIoU"], rows)
 
 
-@table("udas_data")
-def udas_data(recs: RecordSet) -> str:
-    df = recs["udas_data"].runs().rename(columns={"labeled": "labelled"})   # the record's runs used the old name
+UDAS_PAPER_COUNTS = {300: 2975, 100: 1000, 50: 500, 10: 100, 0: 0}    # mini count -> the paper's (x 2975 / 300)
+
+
+def udas_data_trials(rec: Record) -> pd.DataFrame:
+    """The data study's runs with `configuration` ("UDAS, 50") and `baseline` (Supervised on as many labels)."""
+    df = rec.runs().rename(columns={"labeled": "labelled"})   # the record's runs used the old name
     df["configuration"] = df["method"].map({"supervised": "Supervised", "udas": "UDAS"}) + ", " + df["labelled"].astype(str)
     df["baseline"] = df.apply(lambda r: f"Supervised, {r['labelled']}" if r["method"] == "udas" and r["labelled"] else None,
                               axis=1)
+    return df
+
+
+@table("udas_data")
+def udas_data(recs: RecordSet) -> str:
+    df = udas_data_trials(recs["udas_data"])
     ref = reference("udas_data")
-    paper = {300: 2975, 100: 1000, 50: 500, 10: 100, 0: 0}
+    paper = UDAS_PAPER_COUNTS
     pub = {f"{m}, {n}": num(float(ref[(ref["method"] == m.lower()) & (ref["labelled"] == paper[n])]["miou"].iloc[0]))
            if len(ref[(ref["method"] == m.lower()) & (ref["labelled"] == paper[n])]) else "–"
            for m in ("Supervised", "UDAS") for n in paper}

@@ -1,0 +1,170 @@
+"""The direction tables of docs/results.md: each published comparison of a study's paper
+(reference_data.json's `comparisons`, analysis/directions.py) beside the same comparison in the
+study's newest record, paired per seed; and each adaptation method against its source-only
+baseline at its study's schedule."""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import pandas as pd
+
+from udalab.analysis.directions import Comparison, count_line, match, published_comparisons, verdict
+from udalab.analysis.paired import paired
+from udalab.analysis.record_tables import MINUS, bench, md, num, seeds, signed
+from udalab.analysis.record_tables_studies import (DAFORMER_STEPS, SCHEDULES, UDAS_PAPER_COUNTS, UDAS_STEPS,
+                                                   crop_trials, daformer_trials, mml_trials, multidecoder_frame,
+                                                   udas_data_trials, udas_trials)
+from udalab.analysis.records import Record, RecordSet, table
+from udalab.analysis.reference import reference, reference_info
+
+
+# ---------------------------------------------------------------------------------------
+# Each study's record rows with the published tables' config columns.
+
+def _hrda(rec: Record) -> pd.DataFrame:
+    df = crop_trials(rec)
+    return df.assign(self_training=df["configuration"] != "source only")     # null in the grid: the preset's True
+
+
+def _daformer(rec: Record) -> pd.DataFrame:
+    df = daformer_trials(rec)
+    step = df["configuration"].map(DAFORMER_STEPS.index)
+    return df.assign(**{name: step >= i for i, name in enumerate(["self-training", "warm-up", "RCS", "FD"], 1)})
+
+
+def _udas(rec: Record) -> pd.DataFrame:
+    df = udas_trials(rec)
+    return df.assign(step=df["configuration"].map({name: step for name, step in UDAS_STEPS.values()}))
+
+
+def _udas_data(rec: Record) -> pd.DataFrame:
+    df = udas_data_trials(rec)
+    return df.assign(labelled=df["labelled"].map(UDAS_PAPER_COUNTS))
+
+
+def _multidecoder(rec: Record) -> pd.DataFrame:
+    df = multidecoder_frame(rec.runs())
+    columns = df["schedule"].map(lambda s: SCHEDULES[s][1])
+    return df.assign(**{k: columns.map(lambda c, i=i: c[i]) for i, k in enumerate(["priority", "weight_copy", "order"])})
+
+
+# study: (its newest record on the current data or None, the references it reproduces, its rows)
+STUDIES: dict[str, tuple[str | None, tuple[str, ...], Callable[[Record], pd.DataFrame] | None]] = {
+    "hrda_crop_size": ("hrda_crop_size", ("hrda",), _hrda),
+    "daformer_ablation": ("daformer_ablation", ("daformer",), _daformer),
+    "intrada_split": (None, ("intrada",), None),
+    "udas_ablation": ("udas_ablation", ("udas_steps",), _udas),
+    "udas_data": ("udas_data", ("udas_data",), _udas_data),
+    "mml_ablation": ("mml_ablation", ("mml_ablation", "mml_streams"), mml_trials),
+    "multidecoder_schedule": ("multidecoder_schedule", ("multidecoder_schedule",), _multidecoder),
+}
+
+
+def study_comparisons(study: str) -> list[Comparison]:
+    """Every published comparison of the references a study reproduces."""
+    return [c for ref in STUDIES[study][1] for c in published_comparisons(reference_info(ref), reference(ref))]
+
+
+def configurations(df: pd.DataFrame, columns) -> dict[str, dict]:
+    """{configuration: its values of `columns`} (its first trial's)."""
+    first = df.drop_duplicates("configuration").set_index("configuration")
+    return {label: {c: row[c] for c in columns if c in first} for label, row in first.iterrows()}
+
+
+# ---------------------------------------------------------------------------------------
+# The tables.
+
+def _metric_name(c: Comparison) -> str:
+    return f"test IoU of {', '.join(c.classes)}" if c.classes else f"test {c.measured.replace('miou', 'mIoU')}"
+
+
+def _paper_cell(c: Comparison) -> str:
+    return signed(c.paper_delta) if not math.isnan(c.paper_delta) else f"{'+' if c.sign > 0 else MINUS} (direction only)"
+
+
+def pair_rows(df: pd.DataFrame, a: str, b: str, column: str) -> pd.Series:
+    """paired()'s row of configuration a against b on one metric column."""
+    sel = pd.concat([df[df["configuration"] == b].assign(baseline=None), df[df["configuration"] == a].assign(baseline=b)])
+    return paired(sel, column).set_index("configuration").loc[a]
+
+
+# published config columns that are no configuration of a record: the stream MML's Table 1 reads
+# is a metric of the same run (the comparison's `measured`: rgb.miou for the RGB stream)
+NOT_CONFIG = ("stream",)
+
+
+def _measured(df: pd.DataFrame, confs: dict, c: Comparison) -> tuple[str, pd.Series]:
+    a, b = ({k: v for k, v in x.items() if k not in NOT_CONFIG} for x in (c.a, c.b))
+    a, b = match(a, confs), match(b, confs)
+    column = "test." + c.measured
+    if c.classes:
+        column = "test.classes"
+        df = df.assign(**{column: df[[f"test.iou.{k}" for k in c.classes]].mean(axis=1)})
+    return f"{a} − {b}", pair_rows(df, a, b, column)
+
+
+def direction_table(recs: RecordSet, study: str) -> str:
+    """comparison | record rows | metric | paper Δ | mini Δ paired | agree?, and the count line."""
+    name, refs, rows_of = STUDIES[study]
+    comps = study_comparisons(study)
+    header = ["published comparison (a − b)", "record rows (a − b)", "metric", "paper Δ",
+              "mini Δ, paired (± 2 × larger seed std; per seed)", "agree?"]
+    if name is None:
+        rows = [[c.name, "no record", _metric_name(c), _paper_cell(c), "no record", "–"] for c in comps]
+        return md(header, rows) + f"\n\nNo record of this study on the current data: 0 / {len(comps)} compared."
+    df = rows_of(recs[name])
+    confs = configurations(df, {k for ref in refs for k in reference_info(ref)["config"]})
+    rows, verdicts = [], []
+    for c in comps:
+        label, p = _measured(df, confs, c)
+        verdicts.append(verdict(c.sign, p["delta"], p["bar"]))
+        rows.append([c.name, label, _metric_name(c), _paper_cell(c),
+                     f"{signed(p['delta'])} ± {num(p['bar'])} ({seeds(p['paired'], sign=True)})", verdicts[-1]])
+    return md(header, rows) + f"\n\nrecords/{name}: {count_line(verdicts)}."
+
+
+def _register(study: str) -> None:
+    table(f"directions_{study}")(lambda recs: direction_table(recs, study))
+
+
+for _study in STUDIES:
+    _register(_study)
+
+
+# method, record, its configuration there, its source-only configuration there (None: the record has none)
+METHODS = [("ADVENT", "mini_adaptation", "ADVENT", "source only"),
+           ("IntraDA (λ 0.67)", "mini_adaptation", "IntraDA", "source only"),
+           ("DAFormer", "daformer_2400_steps", "DAFormer", "DAFormer source only"),
+           ("HRDA", "hrda_2400_steps", "HRDA", "HRDA source only"),
+           ("AdaptSegNet (UDAS study)", "udas_ablation", "AdaptSegNet", "no adaptation"),
+           ("ADVENT, four-layer D (UDAS study)", "udas_ablation", "ADVENT (four-layer D)", "no adaptation"),
+           ("UDAS: ST + DA + SSL", "udas_ablation", "ST + DA + SSL", "no adaptation"),
+           ("MS-UDA", "mml_ablation", "MS-UDA (Table 1's baseline)", None),
+           ("MML (L_att + L_KL)", "mml_ablation", "L_att + L_KL", None)]
+
+
+def _method_rows(recs: RecordSet, name: str) -> pd.DataFrame:
+    if name == "udas_ablation":
+        return udas_trials(recs[name])
+    if name == "mml_ablation":
+        return mml_trials(recs[name])
+    df = bench(recs[name])
+    return df.assign(configuration=df["row"])
+
+
+@table("method_vs_source_only")
+def method_vs_source_only(recs: RecordSet) -> str:
+    rows = []
+    for method, name, conf, base in METHODS:
+        df = _method_rows(recs, name)
+        steps = int(df[df["configuration"] == conf]["iteration"].max())
+        if base is None:
+            rows.append([method, f"`{name}`", steps, "no baseline in the record", "", "", "", ""])
+            continue
+        p = pair_rows(df, conf, base, "test.miou")
+        beats = "**beats**" if p["clears"] and p["delta"] > 0 else ("**below**" if p["clears"] else "within 2 × std")
+        rows.append([method, f"`{name}`", steps, f"{num(p['base_mean'])} ({base})", num(p["mean"]),
+                     f"{signed(p['delta'])} ({seeds(p['paired'], sign=True)})", num(p["bar"]), beats])
+    return md(["method", "record", "steps", "source-only test mIoU", "method test mIoU", "paired Δ (per seed)",
+               "2 × larger seed std", "beats source only?"], rows)

@@ -1,0 +1,100 @@
+"""Directions (analysis/directions.py, analysis/record_tables_directions.py): a comparison's direction
+is derived from its published rows, a measured comparison is paired per seed and agrees or not, and
+every study's docs table is the render of its records."""
+import math
+
+import pandas as pd
+import pytest
+
+from udalab.analysis import record_tables_directions as rtd
+from udalab.analysis import records
+from udalab.analysis.directions import DirectionError, count_line, match, published_comparisons, verdict
+
+PUBLISHED = pd.DataFrame([{"label": "A", "method": "m", "x": 1.0, "miou": 40.0, "iou.road": 90.0, "iou.sky": 70.0,
+                           "source": "toy paper, Table 1"},
+                          {"label": "B", "method": "m", "x": 2.0, "miou": 42.5, "iou.road": 80.0, "iou.sky": 60.0,
+                           "source": "toy paper, Table 1"}])
+INFO = {"name": "toy", "config": ["method", "x"], "metrics": ["miou", "iou.road", "iou.sky"]}
+
+
+def test_a_direction_is_the_sign_of_the_published_difference_of_two_rows():
+    comps = published_comparisons(INFO | {"comparisons": [{"a": "A", "b": "B"}, {"a": "B", "b": "A"},
+                                                          {"a": "A", "b": "B", "classes": ["road", "sky"]}]},
+                                  PUBLISHED)
+    assert [c.sign for c in comps] == [-1, 1, 1]
+    assert [c.paper_delta for c in comps] == [-2.5, 2.5, 10.0]
+    assert comps[0].a == {"method": "m", "x": 1.0} and comps[0].b == {"method": "m", "x": 2.0}
+    assert comps[0].name == "A − B" and comps[2].classes == ("road", "sky")
+    assert comps[1].source == "toy paper, Table 1" and comps[1].measured == "miou"
+
+
+def test_a_figure_finding_declares_its_direction_and_rows_never_do():
+    declared = {"claim": "x = 2 above x = 1", "a": {"x": 2.0}, "b": {"x": 1.0}, "direction": "-", "source": "Fig. 3"}
+    (c,) = published_comparisons(INFO | {"comparisons": [declared]}, PUBLISHED)
+    assert c.sign == -1 and math.isnan(c.paper_delta) and c.a == {"x": 2.0}
+    with pytest.raises(DirectionError, match="remove `direction`"):
+        published_comparisons(INFO | {"comparisons": [{"a": "A", "b": "B", "direction": "+"}]}, PUBLISHED)
+    with pytest.raises(DirectionError, match="source"):
+        published_comparisons(INFO | {"comparisons": [{k: v for k, v in declared.items() if k != "source"}]},
+                              PUBLISHED)
+    with pytest.raises(DirectionError, match="'C'"):
+        published_comparisons(INFO | {"comparisons": [{"a": "A", "b": "C"}]}, PUBLISHED)
+    same = PUBLISHED.assign(miou=40.0)
+    with pytest.raises(DirectionError, match="no difference"):
+        published_comparisons(INFO | {"comparisons": [{"a": "A", "b": "B"}]}, same)
+
+
+def test_a_published_configuration_maps_to_exactly_one_record_configuration():
+    confs = {"LR 1": {"mode": "lr", "crop_ratio": 1.0}, "HR 0.5": {"mode": "hr", "crop_ratio": 0.5},
+             "LR 0.5": {"mode": "lr", "crop_ratio": 0.5}}
+    assert match({"mode": "hr", "crop_ratio": 0.5}, confs) == "HR 0.5"
+    with pytest.raises(DirectionError, match="2 configurations"):
+        match({"mode": "lr"}, confs)
+    with pytest.raises(DirectionError, match="0 configurations"):
+        match({"mode": "lr+hr"}, confs)
+
+
+def test_verdicts_and_the_agreement_count():
+    assert verdict(1, 2.0, 1.0) == "**agrees**"
+    assert verdict(1, 0.5, 1.0) == "agrees, within 2 × std"
+    assert verdict(-1, 2.0, 1.0) == "**disagrees**"
+    assert verdict(-1, 0.5, 1.0) == "disagrees, within 2 × std"
+    line = count_line([verdict(1, 2.0, 1.0), verdict(1, 0.5, 1.0), verdict(-1, 2.0, 1.0), verdict(-1, 0.5, 1.0)])
+    assert line.startswith("**2 / 4 agree** in direction (1 of them beyond") and "1 / 4 disagree beyond it" in line
+
+
+def _crop_trials(hr_075_offset: float) -> pd.DataFrame:
+    """A made-up HRDA crop-size record: mIoU grows with the crop, HR 1 above LR at equal size (but
+    at 0.75 by `hr_075_offset`), LR 5 above HR on road and sidewalk, LR + HR 1 three above LR 1."""
+    rows = []
+    configs = [("lr", r) for r in (0.25, 0.5, 0.75, 1.0)] + [("hr", r) for r in (0.25, 0.5, 0.75)] + [("lr+hr", 1.0)]
+    for mode, ratio in configs:
+        miou = 10 * ratio + {"lr": 0.0, "hr": hr_075_offset if ratio == 0.75 else 1.0, "lr+hr": 3.0}[mode]
+        stuff = 50.0 if mode == "lr" else 45.0
+        for seed in (0, 1, 2):
+            rows.append({"configuration": f"{mode} {ratio}", "method": "hrda", "mode": mode, "crop_ratio": ratio, "self_training": True,
+                         "seed": seed, "machine": "m", "test.miou": miou + 0.1 * seed,
+                         "test.iou.road": stuff + 0.1 * seed, "test.iou.sidewalk": stuff})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("offset, agree, against", [(1.0, 12, 0), (-1.0, 11, 1)])
+def test_a_study_table_counts_the_comparisons_its_record_agrees_with(monkeypatch, offset, agree, against):
+    monkeypatch.setitem(rtd.STUDIES, "toy", ("toy_record", ("hrda",), lambda rec: _crop_trials(offset)))
+    text = rtd.direction_table({"toy_record": None}, "toy")
+    assert f"records/toy_record: **{agree} / 12 agree** in direction ({agree} of them beyond" in text
+    assert f"{against} / 12 disagree beyond it" in text
+    assert "| lr+hr 1.0 − lr 1.0 | test mIoU | +5.5 | +3.0 ± 0.2 (+3.0, +3.0, +3.0) | **agrees** |" in text
+
+
+def test_a_study_without_a_record_says_so():
+    text = rtd.direction_table({}, "intrada_split")
+    assert "no record" in text and "0 / 3 compared" in text
+
+
+def test_every_direction_table_is_in_the_docs_and_equals_its_render():
+    used = records.uses()
+    names = [f"directions_{s}" for s in rtd.STUDIES] + ["method_vs_source_only"]
+    assert all(n in used for n in names), [n for n in names if n not in used]
+    differences = [d for d in records.render(check=True) if d.split("table ")[1].split("\n")[0] in names]
+    assert not differences, "\n\n".join(differences)
