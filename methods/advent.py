@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from udalab.methods.engine import (ConfigError, HParams, Prediction, Run, Step, Stream, UDAData, autocast, evaluate,
-                                   fit, register, unwrap)
+                                   fit, register, scale_size, unwrap)
 from udalab.methods.nets.deeplab import DeepLabV2, upsample
 from udalab.methods.nets.discriminator import FCDiscriminator, bce_to
 from udalab.methods.parts.losses import entropy_loss, multi_level_ce, self_information
@@ -56,6 +56,13 @@ class DeepLabTraining(SGDPoly):
         super().validate()
         if self.eval_every <= 0 or self.batch_size <= 0:
             raise ConfigError("eval_every and batch_size must be positive")
+
+    def shortened(self, iterations: int, eval_every: int) -> dict:
+        return {**super().shortened(iterations, eval_every), "eval_every": eval_every}
+
+    def scaled(self, factor: float) -> dict:
+        return {**super().scaled(factor), **{k: scale_size(getattr(self, k), factor)
+                                             for k in ("source_size", "target_size", "eval_size")}}
 
 
 @dataclass
