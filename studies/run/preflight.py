@@ -18,7 +18,8 @@ Each row, one after another in this process:
 Measured over both runs: the peak of torch's allocations (CUDA's peak allocated on a GPU; on a CPU
 the running total of the CPU allocator's allocations, from torch.profiler's memory events), seconds
 per training iteration (the median over iterations without an evaluation, checkpoint or stage change
-between them; else the run's own clock), the trained networks' parameters. A trial's hours are the
+between them; else the run's own clock; on a CPU from a third, unprofiled run of the row, since the
+profiler's recording slows a CPU run many fold), the trained networks' parameters. A trial's hours are the
 paper schedule's iterations at a seconds-per-iteration that is measured here or given
 (`--seconds-per-iteration published`: the papers' training times), a node's boot added for its
 instance-hours (cluster.yaml's `metadata.udalab`).
@@ -203,7 +204,12 @@ def run_row(config: dict, folder: Path, device: str | None, progress: bool) -> d
         second = PreflightSession(folder, device, progress, stop=False)
         step = train_loop(config, second)
         second.close()
-    seconds, how = seconds_per_iteration(first, second)
+    timed = (first, second)
+    if first.device.type != "cuda":  # torch.profiler's recording slows a CPU run many fold: time a run of its own
+        timed = (PreflightSession(None, device, progress, stop=False),)
+        train_loop(config, timed[0])
+        timed[0].close()
+    seconds, how = seconds_per_iteration(*timed)
     params = {id(p): p.numel() for net in step.networks for p in net.parameters()}
     return {"params": round(sum(params.values()) / 1e6, 3), "peak_memory_gb": round(memory["bytes"] / GIB, 3),
             "memory_measured_as": memory["how"], "seconds_per_iteration": seconds, "seconds_measured_as": how,
