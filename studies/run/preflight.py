@@ -15,11 +15,10 @@ Each row, one after another in this process:
    and resumed from it to the end; its artifacts go to a temporary store (UDALAB_ARTIFACTS), built by
    the first row that needs each and read by the later ones.
 
-Measured over both runs: the peak of torch's allocations (CUDA's peak allocated on a GPU; on a CPU
-the running total of the CPU allocator's allocations, from torch.profiler's memory events), seconds
+Measured over both runs: the peak memory (CUDA's peak allocated on a GPU; on a CPU the process's peak
+resident memory above its start, Linux's VmHWM: torch keeps no CPU allocator statistics), seconds
 per training iteration (the median over iterations without an evaluation, checkpoint or stage change
-between them; else the run's own clock; on a CPU from a third, unprofiled run of the row, since the
-profiler's recording slows a CPU run many fold), the trained networks' parameters. A trial's hours are the
+between them; else the run's own clock), the trained networks' parameters. A trial's hours are the
 paper schedule's iterations at a seconds-per-iteration that is measured here or given
 (`--seconds-per-iteration published`: the papers' training times), a node's boot added for its
 instance-hours (cluster.yaml's `metadata.udalab`).
@@ -41,6 +40,7 @@ from pathlib import Path
 
 import torch
 
+from udalab.analysis.costs import costs, published_seconds
 from udalab.core.machine import CHECKOUT
 from udalab.methods.engine.run import LocalSession
 
@@ -53,8 +53,6 @@ CITYSCAPES_TRAIN = 2975
 TRAIN_IMAGES = 4
 VAL_IMAGES = {"mfnet": 2}   # a day and a night image: MML scores each apart; every other dataset: 1
 GIB = 2 ** 30
-# published training times, by method: the reference (analysis/reference_data.json) whose facts give them
-PUBLISHED = {"daformer": "daformer", "hrda": "hrda"}
 
 
 class Stopped(Exception):
@@ -94,10 +92,12 @@ class PreflightSession(LocalSession):
 
 @contextlib.contextmanager
 def peak_memory(device: torch.device):
-    """Yields a dict that holds, after the block, `bytes` (the peak of torch's allocations made inside
-    it) and `how`: on CUDA the caching allocator's peak allocated above what was allocated at the start;
-    on a CPU the running total of the CPU allocator's allocations made inside the block, its maximum
-    (torch.profiler's memory events; what was allocated before and freed inside is not subtracted)."""
+    """Yields a dict that holds, after the block, `bytes` (the peak memory of what the block allocated)
+    and `how`: on CUDA the caching allocator's peak allocated above what was allocated at the start; on
+    a CPU the process's peak resident memory above its resident memory at the start (Linux's VmHWM,
+    reset at the start): torch's CPU allocations, which are malloc's, and what else the block keeps
+    resident (the allocator's free but unreturned pages, libraries' scratch buffers). torch keeps no
+    CPU allocator statistics, and torch.profiler's memory events slow a large network's run many fold."""
     out: dict = {}
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -108,24 +108,19 @@ def peak_memory(device: torch.device):
         finally:
             out.update(bytes=torch.cuda.max_memory_allocated(device) - base, how="CUDA peak allocated")
         return
-    from torch.profiler import ProfilerActivity, profile
-
-    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
-    prof.start()
+    status = Path("/proc/self/status")
+    status.with_name("clear_refs").write_text("5")  # the peak resident size (VmHWM) restarts from now
+    base = _status_kib(status, "VmRSS")
     try:
         yield out
     finally:
-        prof.stop()
-        events = _walk(prof.profiler.kineto_results.experimental_event_tree())
-        totals = [e.extra_fields.total_allocated for e in events
-                  if type(e.extra_fields).__name__ == "_ExtraFields_Allocation" and e.extra_fields.device.type == "cpu"]
-        out.update(bytes=max(totals, default=0), how="CPU: peak of torch's allocations (torch.profiler memory events)")
+        out.update(bytes=(_status_kib(status, "VmHWM") - base) * 1024,
+                   how="CPU: the process's peak resident memory above the block's start (Linux VmHWM)")
 
 
-def _walk(events):
-    for e in events:
-        yield e
-        yield from _walk(e.children)
+def _status_kib(status: Path, key: str) -> int:
+    """A kB field of /proc/self/status."""
+    return int(next(line.split()[1] for line in status.read_text().splitlines() if line.startswith(f"{key}:")))
 
 
 # ---------------------------------------------------------------------------------------
@@ -204,12 +199,7 @@ def run_row(config: dict, folder: Path, device: str | None, progress: bool) -> d
         second = PreflightSession(folder, device, progress, stop=False)
         step = train_loop(config, second)
         second.close()
-    timed = (first, second)
-    if first.device.type != "cuda":  # torch.profiler's recording slows a CPU run many fold: time a run of its own
-        timed = (PreflightSession(None, device, progress, stop=False),)
-        train_loop(config, timed[0])
-        timed[0].close()
-    seconds, how = seconds_per_iteration(*timed)
+    seconds, how = seconds_per_iteration(first, second)
     params = {id(p): p.numel() for net in step.networks for p in net.parameters()}
     return {"params": round(sum(params.values()) / 1e6, 3), "peak_memory_gb": round(memory["bytes"] / GIB, 3),
             "memory_measured_as": memory["how"], "seconds_per_iteration": seconds, "seconds_measured_as": how,
@@ -249,18 +239,6 @@ def cluster_settings(path: Path = CLUSTER_YAML) -> dict:
     return ((yaml.safe_load(path.read_text()) or {}).get("metadata") or {}).get("udalab") or {}
 
 
-def published_seconds(method: str) -> tuple[float | None, str]:
-    """A method's published seconds per iteration (hours x 3600 / iterations) and where it is from."""
-    from udalab.analysis.reference import reference_info
-
-    if method not in PUBLISHED:
-        return None, f"unknown: no published training time of {method}"
-    info = reference_info(PUBLISHED[method])
-    t = info["facts"]["training"]
-    return (t["hours"] * 3600 / t["iterations"],
-            f"published: {t['iterations']} iterations in {t['hours']} h on one {t['gpu']} ({info['title']})")
-
-
 def estimate_seconds(method: str, measured: float | None, device: str, source: str) -> tuple[float | None, str]:
     """The seconds per iteration a trial's hours are estimated from: `source` = measured (this run's,
     on `device`), published (the method's paper), a number, or a JSON file {method: seconds}."""
@@ -277,16 +255,6 @@ def estimate_seconds(method: str, measured: float | None, device: str, source: s
     except ValueError:
         raise SystemExit(f"--seconds-per-iteration {source!r}: use measured, published, a number of seconds or "
                          f"a JSON file {{method: seconds}}") from None
-
-
-def costs(seconds: float | None, paper_iterations: int, price: float, boot_minutes: float) -> dict:
-    """Trial-hours at the paper's schedule, instance-hours (the trial on a fresh node: its boot added)
-    and their cost."""
-    if seconds is None:
-        return {"trial_hours": None, "instance_hours": None, "cost_usd": None}
-    trial = seconds * paper_iterations / 3600
-    instance = trial + boot_minutes / 60
-    return {"trial_hours": round(trial, 3), "instance_hours": round(instance, 3), "cost_usd": round(instance * price, 2)}
 
 
 # ---------------------------------------------------------------------------------------
@@ -376,7 +344,7 @@ def run_rows(study, args, tmp: Path, cluster: dict) -> list[dict]:
     ns = argparse.Namespace(preset="paper", smoke=False, set=args.set, data_root=args.data_root, rows=args.rows,
                             seeds=None)
     rows = grid(study, ns)[0]
-    indices = args.rows or list(range(len(study.rows)))
+    indices = args.rows or list(range(len(rows)))
     if args.data_root is None:
         names = dataset_names(study, trial_settings(study, ns))
         ns.data_root = str(generate_data(names, args.size_scale, tmp / "data"))
