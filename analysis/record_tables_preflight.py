@@ -1,0 +1,67 @@
+"""The tables of `udalab preflight` records: a study's cost on the cluster (docs/cluster.md) and a
+row's peak memory at the paper's sizes beside its paper's GPU memory (docs/performance.md)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from udalab.analysis.costs import costs, published_seconds, published_training
+from udalab.analysis.record_tables import md, num
+from udalab.analysis.records import RecordSet, table
+
+
+def _overrides(row: dict) -> str:
+    shown = {k: v for k, v in row["config"].items() if k != "method"}
+    return f"{row['row']}: " + (", ".join(f"{k}={json.dumps(v)}" for k, v in shown.items()) or "–")
+
+
+@table("preflight_cost_daformer_ablation")
+def preflight_cost_daformer_ablation(recs: RecordSet) -> str:
+    """Each row's trial at the paper's schedule priced from its paper's training time, the study's
+    trials (rows x seeds) summed; the memory measured at the record's sizes beside the worker's GPU."""
+    data = recs["preflight_daformer_ablation_s0125"].json()
+    cluster, seeds = data["cluster"], len(data["seeds"])
+    rows, total = [], {"trial_hours": 0.0, "instance_hours": 0.0, "cost_usd": 0.0}
+    for r in data["rows"]:
+        seconds, _ = published_seconds(r["method"])
+        c = costs(seconds, r["paper_iterations"], cluster["price_usd_per_hour"], cluster["boot_minutes"])
+        total = {k: v + seeds * c[k] for k, v in total.items()}
+        rows.append([_overrides(r), r["paper_iterations"], num(seconds, 2), num(c["trial_hours"]),
+                     num(c["instance_hours"]), num(c["cost_usd"], 2), num(r["peak_memory_gb"], 2)])
+    rows.append([f"study: {len(data['rows'])} rows x {seeds} seeds", "", "", num(total["trial_hours"]),
+                 num(total["instance_hours"]), num(total["cost_usd"], 2), ""])
+    return md(["row", "paper iterations", "s/it (published)", "trial h", f"instance h (+{num(cluster['boot_minutes'], 0)} min boot)",
+               f"cost USD at {cluster['price_usd_per_hour']}/h", f"peak GiB, sizes x {data['size_scale']:g} "
+               f"(GPU: {cluster['gpu_memory_gb']})"], rows)
+
+
+def at_full_size(scales: list[float], peaks: list[float]) -> tuple[float, bool]:
+    """The peak at the paper's sizes (scale 1): measured where a run was, else extrapolated as
+    constant + activations x scale² (least squares over the measured scales), and whether it was."""
+    if 1.0 in scales:
+        return peaks[scales.index(1.0)], False
+    fit = np.polyfit(np.square(scales), peaks, 1)
+    return float(fit[0] + fit[1]), True
+
+
+@table("preflight_memory_cpu")
+def preflight_memory_cpu(recs: RecordSet) -> str:
+    rec = recs["preflight_memory_cpu"]
+    runs: dict[tuple, list] = {}
+    for name in rec.manifest["files"]:
+        data = rec.json(name)
+        for r in data["rows"]:
+            runs.setdefault((data["study"], r["row"], r["method"]), []).append((data["size_scale"], r["peak_memory_gb"]))
+    rows = []
+    for (study, row, method), points in sorted(runs.items()):
+        scales, peaks = zip(*sorted(points))
+        full, extrapolated = at_full_size(list(scales), list(peaks))
+        published = published_training(method)
+        paper = published["gpu_memory_gb"] if published else None
+        rows.append([f"{study} row {row} ({method})", ", ".join(f"{p:.2f} at x{s:g}" for s, p in zip(scales, peaks)),
+                     num(full, 2) + (" (extrapolated)" if extrapolated else " (measured)"),
+                     f"{num(paper, 1)} ({published['gpu']})" if published else "–",
+                     f"{100 * (full - paper) / paper:+.0f} %" if paper else "–"])
+    return md(["row (paper preset)", "peak GiB measured on this CPU at sizes x F", "at the paper's sizes (x1)",
+               "published GPU memory (GB)", "difference"], rows)
