@@ -108,6 +108,11 @@ def peak_memory(device: torch.device):
         finally:
             out.update(bytes=torch.cuda.max_memory_allocated(device) - base, how="CUDA peak allocated")
         return
+    import ctypes
+    import gc
+
+    gc.collect()
+    ctypes.CDLL(None).malloc_trim(0)  # what earlier rows freed goes back to the OS, so it is not reused unseen
     status = Path("/proc/self/status")
     status.with_name("clear_refs").write_text("5")  # the peak resident size (VmHWM) restarts from now
     base = _status_kib(status, "VmRSS")
