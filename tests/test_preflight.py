@@ -119,7 +119,7 @@ def test_the_command_writes_its_table_and_json_and_fails_on_a_failing_row(tmp_pa
 
 def test_the_cpu_memory_measure_counts_what_the_block_allocated():
     """On a CPU the peak resident memory above the block's start: a 64 MiB tensor made and freed inside
-    the block is counted, one made before it is not."""
+    the block is counted, one made before it is not, and memory freed before it and reused inside is."""
     before = torch.ones(16 * 2 ** 20)
     with preflight.peak_memory(torch.device("cpu")) as memory:
         x = torch.ones(16 * 2 ** 20)
@@ -127,6 +127,12 @@ def test_the_cpu_memory_measure_counts_what_the_block_allocated():
     assert 60 * 2 ** 20 <= memory["bytes"] < 80 * 2 ** 20  # 64 MiB, give or take pages the process let go
     assert "CPU" in memory["how"]
     del before
+    freed = [torch.ones(2 ** 14) for _ in range(1024)]  # 64 MiB of small blocks, freed before the block
+    del freed
+    with preflight.peak_memory(torch.device("cpu")) as memory:
+        reused = [torch.ones(2 ** 14) for _ in range(1024)]
+        del reused
+    assert memory["bytes"] >= 60 * 2 ** 20
 
 
 def test_costs_and_published_seconds():
