@@ -35,4 +35,5 @@ def costs(seconds: float | None, paper_iterations: int, price: float, boot_minut
         return {"trial_hours": None, "instance_hours": None, "cost_usd": None}
     trial = seconds * paper_iterations / 3600
     instance = trial + boot_minutes / 60
-    return {"trial_hours": round(trial, 3), "instance_hours": round(instance, 3), "cost_usd": round(instance * price, 2)}
+    return {"trial_hours": round(trial, 3), "instance_hours": round(instance, 3),
+            "cost_usd": round(instance * price, 2)}

@@ -31,7 +31,8 @@ def preflight_cost_daformer_ablation(recs: RecordSet) -> str:
                      num(c["instance_hours"]), num(c["cost_usd"], 2), num(r["peak_memory_gb"], 2)])
     rows.append([f"study: {len(data['rows'])} rows x {seeds} seeds", "", "", num(total["trial_hours"]),
                  num(total["instance_hours"]), num(total["cost_usd"], 2), ""])
-    return md(["row", "paper iterations", "s/it (published)", "trial h", f"instance h (+{num(cluster['boot_minutes'], 0)} min boot)",
+    boot = num(cluster["boot_minutes"], 0)
+    return md(["row", "paper iterations", "s/it (published)", "trial h", f"instance h (+{boot} min boot)",
                f"cost USD at {cluster['price_usd_per_hour']}/h", f"peak GiB, sizes x {data['size_scale']:g} "
                f"(GPU: {cluster['gpu_memory_gb']})"], rows)
 
@@ -52,7 +53,8 @@ def preflight_memory_cpu(recs: RecordSet) -> str:
     for name in rec.manifest["files"]:
         data = rec.json(name)
         for r in data["rows"]:
-            runs.setdefault((data["study"], r["row"], r["method"]), []).append((data["size_scale"], r["peak_memory_gb"]))
+            key = (data["study"], r["row"], r["method"])
+            runs.setdefault(key, []).append((data["size_scale"], r["peak_memory_gb"]))
     rows = []
     for (study, row, method), points in sorted(runs.items()):
         scales, peaks = zip(*sorted(points))

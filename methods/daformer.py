@@ -119,7 +119,8 @@ class DAFormerConfig(HParams):
         return {**super().shortened(iterations, eval_every), "eval_every": eval_every}
 
     def scaled(self, factor: float) -> dict:
-        sizes = {k: scale_size(getattr(self, k), factor) for k in ("source_size", "target_size", "crop_size", "eval_size")}
+        sizes = {k: scale_size(getattr(self, k), factor)
+                 for k in ("source_size", "target_size", "crop_size", "eval_size")}
         return {**super().scaled(factor), **sizes, "pl_margins": tuple(round(m * factor) for m in self.pl_margins),
                 "rcs_min_pixels": max(1, round(self.rcs_min_pixels * factor ** 2))}
 

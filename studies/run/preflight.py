@@ -303,7 +303,8 @@ def main(argv: list[str]) -> int:
         results = run_rows(study, args, Path(tmp), cluster)
     print_table(study.name, results, args)
     if args.json:
-        out = {"study": study.name, "seeds": list(study.seeds), "size_scale": args.size_scale, "iterations": args.iterations,
+        out = {"study": study.name, "seeds": list(study.seeds), "size_scale": args.size_scale,
+               "iterations": args.iterations,
                "data": args.data_root or "generated", "seconds_per_iteration_from": args.seconds_per_iteration,
                "cluster": cluster, "rows": results}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
