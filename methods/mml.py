@@ -45,7 +45,7 @@ from udalab.methods.engine import pictures
 from udalab.methods.engine.artifacts import get_or_build_trained, link_tree
 from udalab.methods.engine.registry import train_loop
 from udalab.methods.engine.run import LocalSession
-from udalab.methods.nets.discriminator import FCDiscriminator, bce_to
+from udalab.methods.nets.discriminator import FCDiscriminator, bce_to, smallest_input
 from udalab.methods.nets.two_stream import MMLNet
 from udalab.methods.parts.losses import seg_ce
 from udalab.methods.parts.optim import SGDPoly, adam_discriminator, poly
@@ -114,7 +114,7 @@ class MMLConfig(SGDPoly, ExpertStage):
         return {**super().shortened(iterations, eval_every), "eval_every": eval_every}
 
     def scaled(self, factor: float) -> dict:
-        return {**super().scaled(factor), "size": scale_size(self.size, factor)}
+        return {**super().scaled(factor), "size": scale_size(self.size, factor, least=smallest_input())}
 
 
 # The mini data (MFNet / 4 = 160x120): ResNet-18 encoders from the ImageNet stand-in, a 64-wide

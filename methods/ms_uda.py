@@ -34,6 +34,7 @@ from udalab.datasets.transforms import THERMAL_MEAN, THERMAL_STD
 from udalab.methods.cyclegan import CycleGANStage, train_stage
 from udalab.methods.engine import ConfigError, Run, Step, UDAData, autocast, fit, register, scale_size, unwrap
 from udalab.methods.engine.artifacts import get_or_build_trained
+from udalab.methods.nets.discriminator import smallest_input
 from udalab.methods.mml import MINI as MML_MINI
 from udalab.methods.mml import SMOKE as MML_SMOKE
 from udalab.methods.mml import ExpertStage, MMLStep, day_pairs, route_gradients, trained_mml
@@ -88,7 +89,7 @@ class MSUDAConfig(SGDPoly, CycleGANStage, ExpertStage):
         return {**super().shortened(iterations, eval_every), "eval_every": eval_every}
 
     def scaled(self, factor: float) -> dict:
-        return {**super().scaled(factor), "size": scale_size(self.size, factor)}
+        return {**super().scaled(factor), "size": scale_size(self.size, factor, least=smallest_input())}
 
 
 # The mini data: MML's mini networks and schedule (so the two compare at equal cost), and UDAS's

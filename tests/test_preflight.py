@@ -44,8 +44,9 @@ def test_every_row_of_every_study_becomes_a_valid_preflight_run(name, generated)
         assert hp.total_iterations <= 3 * N < paper.total_iterations, row
         assert getattr(hp, "pretrained", "none") == "none", row
         for key in ("target_size", "crop_size", "size"):
-            if getattr(paper, key, None) is not None:
-                assert tuple(getattr(hp, key)) == tuple(max(16, round(s * SCALE)) for s in getattr(paper, key)), row
+            if getattr(paper, key, None) is not None:  # scaled, each side at least what a discriminator runs on
+                for side, full in zip(getattr(hp, key), getattr(paper, key)):
+                    assert max(16, round(full * SCALE)) <= side <= max(32, round(full * SCALE)), (row, key)
         if "expert_overrides" in config:
             expert = config["expert_overrides"]
             assert expert["iterations"] == N and expert["pretrained"] == "none" and expert["target_size"] == (64, 32)
@@ -87,8 +88,8 @@ def test_a_row_trains_stops_at_its_checkpoint_resumes_and_is_measured(name, inde
     assert r["ok"], r["error"]
     assert r["params"] > 0.1 and r["peak_memory_gb"] > 0 and r["seconds_per_iteration"] > 0
     assert r["fits_gpu"] is False  # nothing fits in 0.1 MB
-    assert 1 <= r["resumed_at"] < r["metrics"]["iteration"] == r["metrics"]["iterations_total"]
-    assert any(k.startswith("test.") or k.startswith("val.") for k in r["metrics"]), sorted(r["metrics"])
+    assert r["resumed_at"] >= 1 and r["metrics"]["done"]
+    assert any(k.startswith(("iou.", "iiou.")) for k in r["metrics"]), sorted(r["metrics"])
     hours = r["seconds_per_iteration"] * r["paper_iterations"] / 3600
     assert r["trial_hours"] == pytest.approx(hours, abs=1e-3)
     assert r["cost_usd"] == pytest.approx((hours + 0.5) * 2.0, abs=0.01)

@@ -374,7 +374,8 @@ def preflight_row(study, index: int, row: dict, settings: dict, args, folder: Pa
     paper = trial_run_config({"row": row, "seed": study.seeds[0]}, settings)
     result = {"study": study.name, "row": index, "config": row, "method": row["method"], "ok": False, "error": None,
               "pretrained": "none", "size_scale": args.size_scale, "iterations": args.iterations,
-              "device": device_name(args.device)}
+              "device": device_name(args.device), "params": None, "peak_memory_gb": None,
+              "seconds_per_iteration": None, "metrics": None}
     try:
         result["paper_iterations"] = get_method(row["method"]).hparams(paper).total_iterations
         config = row_config(study, row, settings, args.iterations, args.size_scale, args.data_root is None)
