@@ -43,6 +43,8 @@ def test_every_row_of_every_study_becomes_a_valid_preflight_run(name, generated)
         paper = check_config(trial_run_config({"row": row, "seed": study.seeds[0]}, settings))
         assert hp.total_iterations <= 3 * N < paper.total_iterations, row
         assert getattr(hp, "pretrained", "none") == "none", row
+        if hasattr(paper, "lr"):
+            assert hp.lr == pytest.approx(paper.lr * preflight.LR_FACTOR), row
         for key in ("target_size", "crop_size", "size"):
             if getattr(paper, key, None) is not None:  # scaled, each side at least what a discriminator runs on
                 for side, full in zip(getattr(hp, key), getattr(paper, key)):
@@ -56,9 +58,9 @@ def test_every_row_of_every_study_becomes_a_valid_preflight_run(name, generated)
 # (self-training, warm-up, RCS, FD), HRDA's LR+HR with its sliding-window evaluation, IntraDA's two
 # stages (ADVENT inside), MML's and MS-UDA's Cityscapes expert (source only inside) and CycleGAN, the
 # multi-decoder's three stages with the copy, UDAS's CycleGAN, UDA stage (AdaptSegNet inside),
-# Domain CutMix and self-training round, and the supervised baseline.
+# Domain CutMix and self-training round on pseudo-labelled and labelled images, and the supervised baseline.
 TRAINED = [("daformer_ablation", 4), ("hrda_crop_size", 10), ("intrada_split", 3), ("mml_ablation", 3),
-           ("mml_ablation", 4), ("multidecoder_schedule", 0), ("udas_ablation", 4), ("udas_data", 0)]
+           ("mml_ablation", 4), ("multidecoder_schedule", 0), ("udas_data", 5), ("udas_data", 0)]
 
 
 def _args(**given):

@@ -53,6 +53,7 @@ CITYSCAPES_TRAIN = 2975
 TRAIN_IMAGES = 4
 VAL_IMAGES = {"mfnet": 2}   # a day and a night image: MML scores each apart; every other dataset: 1
 GIB = 2 ** 30
+LR_FACTOR = 1e-6   # the main learning rate of a preflight run, relative to the paper's
 
 
 class Stopped(Exception):
@@ -134,15 +135,19 @@ def _status_kib(status: Path, key: str) -> int:
 
 def shortened_and_scaled(config: dict, iterations: int, scale: float) -> dict:
     """The overrides that make `config`'s run a preflight run: every stage `iterations` long, evaluated
-    (and checkpointed) halfway and at its end, every size scaled, random init; the same for the runs it
-    trains inside it (their overrides under the key `nested_runs` names)."""
+    (and checkpointed) halfway and at its end, every size scaled, random init, the learning rate x
+    LR_FACTOR; the same for the runs it trains inside it (their overrides under the key `nested_runs`
+    names)."""
     from udalab.methods.engine.registry import get_method
 
     method = get_method(config["method"])
     hp = method.hparams(config)
     out = {**hp.scaled(scale), **hp.shortened(iterations, max(1, (iterations + 1) // 2))}
-    if "pretrained" in {f.name for f in dataclasses.fields(hp)}:
+    fields = {f.name for f in dataclasses.fields(hp)}
+    if "pretrained" in fields:
         out["pretrained"] = "none"
+    if "lr" in fields:  # random weights at the paper's rate can diverge within the run (a random ResNet-101
+        out["lr"] = hp.lr * LR_FACTOR  # under frozen BatchNorm); the rate changes neither memory nor time
     for key, nested in hp.nested_runs().items():
         out[key] = shortened_and_scaled(nested, iterations, scale)
     return out
