@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from udalab.analysis.costs import costs, published_seconds, published_training
-from udalab.analysis.record_tables import md, num
+from udalab.analysis.record_tables import md, num, signed
 from udalab.analysis.records import RecordSet, table
 
 
@@ -37,17 +37,20 @@ def preflight_cost_daformer_ablation(recs: RecordSet) -> str:
                f"(GPU: {cluster['gpu_memory_gb']})"], rows)
 
 
-def at_full_size(scales: list[float], peaks: list[float]) -> tuple[float, bool]:
-    """The peak at the paper's sizes (scale 1): measured where a run was, else extrapolated as
-    constant + activations x scale² (least squares over the measured scales), and whether it was."""
-    if 1.0 in scales:
-        return peaks[scales.index(1.0)], False
-    fit = np.polyfit(np.square(scales), peaks, 1)
-    return float(fit[0] + fit[1]), True
+def extrapolated(scales: list[float], peaks: list[float]) -> float | None:
+    """The peak at the paper's sizes (scale 1) extrapolated from the scales below 1 as a constant
+    + activations x scale² (least squares); None with fewer than two such scales."""
+    points = [(s, p) for s, p in zip(scales, peaks) if s < 1]
+    if len(points) < 2:
+        return None
+    slope, constant = np.polyfit([s * s for s, _ in points], [p for _, p in points], 1)
+    return float(constant + slope)
 
 
 @table("preflight_memory_cpu")
 def preflight_memory_cpu(recs: RecordSet) -> str:
+    """Each row's peaks at the measured scales, at x1 extrapolated and measured, beside its paper's
+    GPU memory (the difference: of the measured value where there is one, else the extrapolated)."""
     rec = recs["preflight_memory_cpu"]
     runs: dict[tuple, list] = {}
     for name in rec.manifest["files"]:
@@ -58,12 +61,14 @@ def preflight_memory_cpu(recs: RecordSet) -> str:
     rows = []
     for (study, row, method), points in sorted(runs.items()):
         scales, peaks = zip(*sorted(points))
-        full, extrapolated = at_full_size(list(scales), list(peaks))
+        measured = dict(zip(scales, peaks)).get(1.0)
+        guess = extrapolated(list(scales), list(peaks))
+        full = measured if measured is not None else guess
         published = published_training(method)
         paper = published["gpu_memory_gb"] if published else None
-        rows.append([f"{study} row {row} ({method})", ", ".join(f"{p:.2f} at x{s:g}" for s, p in zip(scales, peaks)),
-                     num(full, 2) + (" (extrapolated)" if extrapolated else " (measured)"),
-                     f"{num(paper, 1)} ({published['gpu']})" if published else "–",
-                     f"{100 * (full - paper) / paper:+.0f} %" if paper else "–"])
-    return md(["row (paper preset)", "peak GiB measured on this CPU at sizes x F", "at the paper's sizes (x1)",
-               "published GPU memory (GB)", "difference"], rows)
+        rows.append([f"{study} row {row} ({method})",
+                     ", ".join(f"{num(p, 2)} at x{s:g}" for s, p in zip(scales, peaks) if s < 1),
+                     num(guess, 2), num(measured, 2), f"{num(paper, 1)} ({published['gpu']})" if published else "–",
+                     signed(100 * (full - paper) / paper, 0) + " %" if paper and full is not None else "–"])
+    return md(["row (paper preset)", "peak GiB on this CPU at sizes x F < 1", "x1 extrapolated (GiB)",
+               "x1 measured (GiB)", "published GPU memory (GB)", "x1 against the published"], rows)
