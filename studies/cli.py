@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["preflight"]:
         from udalab.studies.run.preflight import main as preflight_main
 
-        return preflight_main(argv[1:])
+        return preflight_main(argv[1:], load_study)
     if argv[:1] == ["records"]:
         from udalab.analysis.records import main as records_main
 

@@ -296,9 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str]) -> int:
-    from udalab.studies.cli import load_study
-
+def main(argv: list[str], load_study) -> int:
+    """`udalab preflight ARGV`; `load_study(name)` gives the Study (studies/cli.py's, which calls this)."""
     args = build_parser().parse_args(argv)
     if args.iterations < 1 or args.size_scale <= 0:
         raise SystemExit("--iterations must be >= 1 and --size-scale > 0")
