@@ -7,8 +7,10 @@ Each row, one after another in this process:
 1. its trial's config (studies/run/trials.py) at preset "paper", with every stage (and every artifact
    it trains: CycleGAN, MML's expert, UDAS's UDA stage) cut to `--iterations` and evaluated halfway and
    at its end (`HParams.shortened`), every image size scaled by `--size-scale` (`HParams.scaled`; a
-   row's own sizes too), random initialisation (`pretrained="none"`: memory and time do not depend on
-   the weights), the same for the runs it trains inside it (`HParams.nested_runs`);
+   row's own sizes too; never below what a method's discriminator runs on), random initialisation
+   (`pretrained="none"`) and the learning rate x LR_FACTOR (random weights at the paper's rate can
+   diverge; memory and time depend on neither), the same for the runs it trains inside it
+   (`HParams.nested_runs`);
 2. on a few images per split generated at the real datasets' sizes x the scale (the mini twins'
    renderers, in the real formats, through the real loaders) or on `--data-root`;
 3. trained with a checkpoint folder until its first checkpoint, stopped there as a killed trial is,
@@ -438,7 +440,7 @@ def print_table(name: str, results: list[dict], args) -> None:
                       "yes" if r["ok"] else "FAILED"])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     print(f"\npreflight {name}: paper preset, sizes x {args.size_scale:g}, {args.iterations} iterations a stage, "
-          f"pretrained='none' (random init: memory and time do not depend on the weights)")
+          f"pretrained='none', lr x {LR_FACTOR:g} (memory and time depend on neither)")
     for line in lines:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)))
     first = results[0] if results else {}
