@@ -213,3 +213,25 @@ def mini_gap_colour(recs: RecordSet) -> str:
              f"{c['shift_ratio']:.2f} ({c['median_shift']:.0f} / {c['median_class_distance']:.0f})",
              ", ".join(f"{a} → {b}" for a, b in c["mapped_to"].items())] for pair, c in colour.items()]
     return md(["pair (v2)", "classes mapped to themselves", "shift / class distance", "the others, mapped to"], rows)
+
+
+# ---------------------------------------------------------------------------------------
+# The test suite's wall time on a clean clone (benchmarks/suite_time.py).
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)}:{int(round(seconds % 60)):02d}"
+
+
+@table("suite_time")
+def suite_time(recs: RecordSet) -> str:
+    rec = recs["suite_time"]
+    machine = rec.manifest["machine"]
+    rows = []
+    for run in rec.json()["runs"]:
+        counts = ", ".join(f"{n} {k}" for k, n in run["counts"].items())
+        slowest = "; ".join(f"{s['test'].split('::')[-1]} {s['seconds']:.0f} s" for s in run["slowest"][:3])
+        rows.append([f"`{run['commit']}`", counts, _minutes(run["pytest_seconds"]), _minutes(run["wall_seconds"]),
+                     slowest])
+    return md([f"commit ({machine['cpu']}, {machine['isa']}, {machine['cores']} cores)", "tests",
+               "pytest (min:s)", "`.ci/run` wall (min:s)", "slowest three"], rows)

@@ -90,3 +90,22 @@ def test_sweep_overhead_accounts_for_every_second_of_a_trial():
     table = markdown({"tune": {"trials": trials, "sweep": sweep},
                       "local": {"trials": trials, "sweep": {**sweep, "wall": 160.0}}})
     assert "| before the loop | 5.0 | 6 % | 5.0 | 6 % |" in table and "| overhead: (Tune − in-process) / in-process | 25 % | |" in table
+
+
+def test_suite_time_reads_pytests_summary_and_durations():
+    """benchmarks/suite_time.py: the counts and seconds of pytest's last summary line and each
+    --durations line; a log without a summary (a run that did not finish) is an error."""
+    import pytest
+
+    bench = _load("suite_time")
+    log = ("...\n============ slowest 2 durations ============\n"
+           "161.40s call     tests/test_cluster.py::test_a_lost_worker_node\n"
+           "30.58s setup    tests/test_datasets.py::test_mini_twins\n"
+           "======= 1 failed, 318 passed, 2 skipped in 953.29s (0:15:53) =======\n")
+    parsed = bench.parse_log(log)
+    assert parsed["pytest_seconds"] == 953.29 and parsed["counts"] == {"failed": 1, "passed": 318, "skipped": 2}
+    assert parsed["slowest"] == [
+        {"seconds": 161.4, "when": "call", "test": "tests/test_cluster.py::test_a_lost_worker_node"},
+        {"seconds": 30.58, "when": "setup", "test": "tests/test_datasets.py::test_mini_twins"}]
+    with pytest.raises(ValueError, match="did not finish"):
+        bench.parse_log("....F..\n")

@@ -110,7 +110,7 @@ def test_balanced_box_avoids_a_dominating_class():
 
 
 def test_hrda_crops_follow_the_grid_and_detail_lies_inside_context():
-    hp = make_hparams(HRDAConfig, {"preset": "mini", "crop_ratio": 0.75}, PRESETS)
+    hp = make_hparams(HRDAConfig, {"preset": "mini", "pretrained": "none", "crop_ratio": 0.75}, PRESETS)
     k = hp.grid
     assert k == 8  # s * o = 2 * 4
     cw, ch = hp.train_crop()
@@ -147,7 +147,7 @@ def test_fused_output_is_the_lr_output_where_attention_is_zero():
 
 
 def test_hrda_loss_weights_fused_and_detail_terms():
-    hp = make_hparams(HRDAConfig, {"preset": "mini", "crop_size": [64, 64], "hr_loss_weight": 0.0}, PRESETS)
+    hp = make_hparams(HRDAConfig, {"preset": "mini", "pretrained": "none", "crop_size": [64, 64], "hr_loss_weight": 0.0}, PRESETS)
     seg = HRDASegmentor(hp, 19).eval()
     x, y = torch.randn(2, 3, 64, 64), torch.randint(0, 19, (2, 64, 64))
     gen = torch.Generator().manual_seed(0)
@@ -346,7 +346,7 @@ def test_pseudo_label_margins_of_the_crop_and_of_the_image():
 def test_hrda_test_window_does_not_follow_the_training_crop():
     windows = []
     for ratio in (0.25, 0.5, 1.0):
-        hp = make_hparams(HRDAConfig, {"preset": "mini", "crop_ratio": ratio}, PRESETS)
+        hp = make_hparams(HRDAConfig, {"preset": "mini", "pretrained": "none", "crop_ratio": ratio}, PRESETS)
         windows.append(HRDASegmentor(hp, 19).prediction(hp, 19).window)
     assert windows == [(128, 128)] * 3
 

@@ -15,7 +15,7 @@ from udalab.methods.engine.config import make_hparams
 from udalab.methods.engine.loop import NonFiniteLossError, check_finite
 from udalab.methods.engine.run import LocalSession
 from udalab.methods.engine.evaluate import slide_inference
-from udalab.methods.parts.losses import entropy_map, self_information
+from udalab.methods.parts.losses import entropy_map, seg_ce, self_information
 from udalab.methods.engine.uda_data import UDAData
 
 
@@ -126,6 +126,20 @@ def test_missing_pretrained_file_is_a_clear_error(tmp_path):
 def test_discriminator_patch_output():
     d = FCDiscriminator(19, ndf=8)
     assert d(torch.randn(2, 19, 64, 64)).shape == (2, 1, 2, 2)
+
+
+def test_segmentation_ce_is_the_mean_over_labelled_pixels_and_zero_without_one():
+    """Half a batch ignored: PyTorch's mean over the labelled pixels; every pixel ignored (pseudo labels
+    all below τ): 0 and no gradient, not NaN."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 19, 16, 16, requires_grad=True)
+    label = torch.randint(0, 19, (2, 16, 16))
+    label[0, :8] = 255
+    assert seg_ce(logits, label).item() == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, label, ignore_index=255).item(), rel=1e-6)
+    none = seg_ce(logits, torch.full((2, 16, 16), 255))
+    none.backward()
+    assert none.item() == 0.0 and logits.grad.abs().sum().item() == 0.0
 
 
 def test_entropy_maps():

@@ -366,18 +366,22 @@ def test_the_no_adaptation_row_never_sees_an_unlabelled_target_image(mini_data, 
     assert seen == [{"source", "target"}]
 
 
-def test_a_set_for_the_rows_that_run_is_checked_against_those_rows_only():
-    """--set lambda_kl=0 names a UDAS hyperparameter: with --rows 1 (a UDAS row) it passes; over the
-    whole grid the AdaptSegNet row refuses it, naming the row, before any trial starts."""
+def test_a_set_reaches_the_rows_that_read_it_and_one_no_running_row_reads_stops_the_run():
+    """--set lambda_kl=0 names a UDAS hyperparameter: over the whole grid it reaches the UDAS rows and
+    leaves the AdaptSegNet and ADVENT comparison rows as they are; with --rows 5 6 (those two alone) no
+    row that runs reads it, and the run stops before any trial, naming it."""
     from types import SimpleNamespace
 
-    from udalab.studies.run.trials import check_trial_configs, trial_settings
+    from udalab.studies.run.trials import check_trial_configs, trial_run_config, trial_settings
     from udalab.studies.udas_ablation import STUDY
 
-    args = SimpleNamespace(preset=None, smoke=False, data_root=None, set=["lambda_kl=0"], optuna=False, rows=[1])
-    check_trial_configs(STUDY, args, trial_settings(STUDY, args))
-    args.rows = None
-    with pytest.raises(SystemExit, match="adaptsegnet does not read 'lambda_kl'.*no trial was started"):
+    args = SimpleNamespace(preset=None, smoke=False, data_root=None, set=["lambda_kl=0"], optuna=False, rows=None)
+    settings = trial_settings(STUDY, args)
+    check_trial_configs(STUDY, args, settings)
+    configs = [trial_run_config({"row": row, "seed": 0}, settings) for row in STUDY.grid_rows()]
+    assert [c.get("lambda_kl") for c in configs] == [0.0] * 5 + [None, None]
+    args.rows = [5, 6]
+    with pytest.raises(SystemExit, match="no row of this run reads 'lambda_kl'.*no trial was started"):
         check_trial_configs(STUDY, args, trial_settings(STUDY, args))
 
 

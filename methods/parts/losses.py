@@ -10,10 +10,13 @@ from udalab.datasets.labels import IGNORE_INDEX
 
 
 def seg_ce(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-    """Pixel cross-entropy; logits are upsampled to the label size first; 255 is ignored."""
+    """Pixel cross-entropy, the mean over the labelled pixels; logits are upsampled to the label size
+    first; 255 is ignored. A batch without one labelled pixel (pseudo labels all below a confidence
+    threshold) gives 0 and no gradient, where the mean's 0 / 0 would be NaN."""
     if logits.shape[-2:] != label.shape[-2:]:
         logits = F.interpolate(logits, size=label.shape[-2:], mode="bilinear", align_corners=False)
-    return F.cross_entropy(logits, label, ignore_index=IGNORE_INDEX)
+    total = F.cross_entropy(logits, label, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / (label != IGNORE_INDEX).sum().clamp_min(1)
 
 
 def multi_level_ce(main: torch.Tensor, aux: torch.Tensor, label: torch.Tensor, lambda_aux: float
