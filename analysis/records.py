@@ -319,7 +319,7 @@ def table(name: str):
 def tables() -> dict[str, Callable[[RecordSet], str]]:
     """Every registered renderer (importing the modules that register them)."""
     from udalab.analysis import (record_tables, record_tables_directions, record_tables_other,  # noqa: F401
-                                 record_tables_studies)                                    # (they register)
+                                 record_tables_preflight, record_tables_studies)           # (they register)
 
     return TABLES
 

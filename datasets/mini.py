@@ -81,11 +81,12 @@ def _check_name(name: str) -> None:
                            f"(other datasets need --data-root)")
 
 
-def make_mini(name: str, out_dir, seed: int = 0, count: dict | None = None) -> Path:
-    """Write the mini twin `name` into out_dir. count overrides images per split."""
+def make_mini(name: str, out_dir, seed: int = 0, count: dict | None = None, size: tuple | None = None) -> Path:
+    """Write the mini twin `name` into out_dir. count overrides images per split, size (W, H) the
+    twin's image size (VOC, whose sizes vary: that of its first shape, 160x120; the others scale with it)."""
     _check_name(name)
     out = Path(out_dir)
-    spec = SPECS[name]
+    spec = SPECS[name] if size is None else {**SPECS[name], "size": tuple(size)}
     for split in count or {}:
         if split not in spec["splits"]:
             raise DatasetError(f"mini {name} has no split {split!r}; use {', '.join(spec['splits'])}")
@@ -98,7 +99,7 @@ def make_mini(name: str, out_dir, seed: int = 0, count: dict | None = None) -> P
     if name == "voc":
         from udalab.datasets.mini_voc import make_voc
 
-        make_voc(out, counts, seed, VERSIONS[name], hash_name(name))
+        make_voc(out, counts, seed, VERSIONS[name], hash_name(name), size)
         return out
     W, H = spec["size"]
     version = VERSIONS[name]

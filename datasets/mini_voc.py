@@ -206,8 +206,11 @@ def _save_palette(arr: np.ndarray, path: Path) -> None:
     im.save(path)
 
 
-def make_voc(out: Path, counts: dict, seed: int, version: int, name_hash: int) -> None:
+def make_voc(out: Path, counts: dict, seed: int, version: int, name_hash: int, size: tuple | None = None) -> None:
+    """`size`: (W, H) of the first of SIZES, the others scaled with it (None: SIZES as they are)."""
     from udalab.datasets.pseudo_depth import DepthWriter
+
+    scale = 1.0 if size is None else size[0] / SIZES[0][0]
 
     voc = Path(out) / "VOCdevkit" / "VOC2012"
     for sub in ("JPEGImages", "SegmentationClass", "SegmentationObject", "ImageSets/Segmentation"):
@@ -223,7 +226,7 @@ def make_voc(out: Path, counts: dict, seed: int, version: int, name_hash: int) -
         for i in range(counts[split]):
             k += 1
             rng = np.random.default_rng(np.random.SeedSequence([seed, version, name_hash, order.index(split), i]))
-            W, H = SIZES[int(rng.integers(len(SIZES)))]
+            W, H = (round(side * scale) for side in SIZES[int(rng.integers(len(SIZES)))])
             label, inst, rgb, depth = render(rng, W, H)
             name = f"{2007 + k % 5}_{k:06d}"
             Image.fromarray(rgb).save(voc / "JPEGImages" / f"{name}.jpg", quality=95)

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from udalab.methods.engine import (ConfigError, HParams, Prediction, Run, Step, Stream, UDAData, autocast, evaluate,
-                                   fit, register, unwrap)
+                                   fit, register, scale_size, unwrap)
 from udalab.methods.nets.deeplab import DeepLabV2, upsample
-from udalab.methods.nets.discriminator import FCDiscriminator, bce_to
+from udalab.methods.nets.discriminator import FCDiscriminator, bce_to, smallest_input
 from udalab.methods.parts.losses import entropy_loss, multi_level_ce, self_information
 from udalab.methods.parts.norm import batchnorm_mode
 from udalab.methods.parts.optim import SGDPoly, adam_discriminator, poly, sgd_head_10x
@@ -61,6 +61,15 @@ class DeepLabTraining(SGDPoly):
         super().validate()
         if self.eval_every <= 0 or self.batch_size <= 0:
             raise ConfigError("eval_every and batch_size must be positive")
+
+    def shortened(self, iterations: int, eval_every: int) -> dict:
+        return {**super().shortened(iterations, eval_every), "eval_every": eval_every}
+
+    def scaled(self, factor: float) -> dict:
+        """Sizes a discriminator (AdversarialAlignment's, of G's output at the input's size) still runs on."""
+        least = max(16, smallest_input(getattr(self, "d_layers", 0)))
+        return {**super().scaled(factor), **{k: scale_size(getattr(self, k), factor, least)
+                                             for k in ("source_size", "target_size", "eval_size")}}
 
 
 @dataclass

@@ -30,7 +30,7 @@ from torch import nn
 from torchvision.io import write_png
 
 from udalab.datasets.transforms import denormalize
-from udalab.methods.engine import ConfigError, HParams, Run, Step, Stream, UDAData, fit, register
+from udalab.methods.engine import ConfigError, HParams, Run, Step, Stream, UDAData, fit, register, scale_size
 from udalab.methods.engine.artifacts import link_tree
 from udalab.methods.engine.registry import train_loop
 from udalab.methods.engine.run import LocalSession
@@ -38,6 +38,7 @@ from udalab.methods.nets.cyclegan import PatchDiscriminator, ResnetGenerator
 from udalab.methods.parts.losses import lsgan
 
 REAL, FAKE = 1.0, 0.0  # LSGAN targets (the reference)
+PATCH_MIN = 32         # the smallest crop the 70x70 PatchGAN's last instance norm sees more than 1x1 of
 
 
 @dataclass
@@ -75,6 +76,10 @@ class CycleGANConfig(HParams):
         size = tuple(self.load_size) if self.load_size else None
         return {"source_size": size, "target_size": size, "crop": tuple(self.crop_size)}
 
+    def scaled(self, factor: float) -> dict:
+        return {**super().scaled(factor), "load_size": scale_size(self.load_size, factor),
+                "crop_size": scale_size(self.crop_size, factor, least=PATCH_MIN)}
+
 
 @dataclass
 class CycleGANStage(HParams):
@@ -91,6 +96,12 @@ class CycleGANStage(HParams):
         super().validate()
         if min(self.cyclegan_iterations, self.cyclegan_ngf, self.cyclegan_blocks) < 1:
             raise ConfigError("cyclegan_iterations, cyclegan_ngf and cyclegan_blocks must be >= 1")
+
+    def shortened(self, iterations: int, eval_every: int) -> dict:
+        return {**super().shortened(iterations, eval_every), "cyclegan_iterations": iterations}
+
+    def scaled(self, factor: float) -> dict:
+        return {**super().scaled(factor), "cyclegan_crop": scale_size(self.cyclegan_crop, factor, least=PATCH_MIN)}
 
     def cyclegan(self) -> CycleGANConfig:
         return CycleGANConfig(ngf=self.cyclegan_ngf, ndf=self.cyclegan_ngf, n_blocks=self.cyclegan_blocks,

@@ -32,7 +32,7 @@ from torch import nn
 from udalab.datasets.labels import THING_CLASSES
 from udalab.datasets.rcs import RareClassSampler, class_stats
 from udalab.methods.engine import (ConfigError, HParams, Prediction, Run, Step, Stream, UDAData, autocast, evaluate,
-                                   fit, register, unwrap)
+                                   fit, register, scale_size, unwrap)
 from udalab.methods.engine import pictures
 from udalab.methods.nets.backbones import load_mit
 from udalab.methods.nets.mit import MiT
@@ -114,6 +114,15 @@ class DAFormerConfig(HParams):
     def train_crop(self) -> tuple[int, int]:
         """(W, H) of the training crop (HRDA: the context window at its relative size)."""
         return tuple(self.crop_size)
+
+    def shortened(self, iterations: int, eval_every: int) -> dict:
+        return {**super().shortened(iterations, eval_every), "eval_every": eval_every}
+
+    def scaled(self, factor: float) -> dict:
+        sizes = {k: scale_size(getattr(self, k), factor)
+                 for k in ("source_size", "target_size", "crop_size", "eval_size")}
+        return {**super().scaled(factor), **sizes, "pl_margins": tuple(round(m * factor) for m in self.pl_margins),
+                "rcs_min_pixels": max(1, round(self.rcs_min_pixels * factor ** 2))}
 
 
 # The embedded mini data: the paper's geometry / 8 (Cityscapes 128x64, GTA 160x90, 64-px crops), MiT-B0

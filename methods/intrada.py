@@ -52,6 +52,9 @@ class IntraDAConfig(AdventConfig):
         """Both stages' (the intra stage runs unless λ or intra_iterations leaves it nothing)."""
         return self.iterations + (self.intra_iterations if self.lambda_split > 0 else 0)
 
+    def shortened(self, iterations: int, eval_every: int) -> dict:
+        return {**super().shortened(iterations, eval_every), "intra_iterations": iterations}
+
 
 # Mini data: the ADVENT mini preset for each stage; G_intra starts from G_inter because a
 # from-scratch backbone (no ImageNet weights offline) would throw away all it learned.

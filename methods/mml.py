@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +39,13 @@ from udalab.datasets.labels import IGNORE_INDEX
 from udalab.datasets.mfnet import CITYSCAPES_TO_MFNET, VIEWS, time_of, write_pseudo_labels
 from udalab.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
 from udalab.methods.advent import main_prediction
-from udalab.methods.engine import ConfigError, Prediction, Run, Step, Stream, UDAData, autocast, evaluate, fit, register
+from udalab.methods.engine import (ConfigError, HParams, Prediction, Run, Step, Stream, UDAData, autocast, evaluate, fit,
+                                   register, scale_size)
 from udalab.methods.engine import pictures
 from udalab.methods.engine.artifacts import get_or_build_trained, link_tree
 from udalab.methods.engine.registry import train_loop
 from udalab.methods.engine.run import LocalSession
-from udalab.methods.nets.discriminator import FCDiscriminator, bce_to
+from udalab.methods.nets.discriminator import FCDiscriminator, bce_to, smallest_input
 from udalab.methods.nets.two_stream import MMLNet
 from udalab.methods.parts.losses import seg_ce
 from udalab.methods.parts.optim import SGDPoly, adam_discriminator, poly
@@ -55,7 +56,20 @@ RGB, THERMAL = 0.0, 1.0  # discriminator labels (z = 0 RGB, z = 1 thermal)
 
 
 @dataclass
-class MMLConfig(SGDPoly):
+class ExpertStage(HParams):
+    """The expert whose pseudo labels MML and MS-UDA learn from (an artifact): an RGB DeepLab-v2 trained on
+    Cityscapes with this preset of source_only (the paper's expert is an HRNet; a Cityscapes model is what
+    matters), `expert_overrides` (source_only's fields) over that preset's settings."""
+
+    expert_preset: str = "paper"
+    expert_overrides: dict = field(default_factory=dict)
+
+    def nested_runs(self) -> dict[str, dict]:
+        return {**super().nested_runs(), "expert_overrides": {"method": "source_only", "preset": self.expert_preset}}
+
+
+@dataclass
+class MMLConfig(SGDPoly, ExpertStage):
     # model: MS-UDA's ResNet-50 encoders from ImageNet (thermal conv1: the mean of the RGB filters)
     backbone_depth: int = 50
     pretrained: str = "imagenet"
@@ -81,9 +95,6 @@ class MMLConfig(SGDPoly):
     delta_shape: str = "linear"
     kl_loss: bool = True
     att_loss: bool = True
-    # the expert: an RGB DeepLab-v2 trained on Cityscapes with this preset of source_only (the paper's
-    # expert is an HRNet; a Cityscapes model is what matters)
-    expert_preset: str = "paper"
     eval_every: int = 1000
     precision: str = "fp32"
 
@@ -98,6 +109,12 @@ class MMLConfig(SGDPoly):
 
     def images(self) -> dict:
         return {"source_size": self.size, "target_size": self.size}
+
+    def shortened(self, iterations: int, eval_every: int) -> dict:
+        return {**super().shortened(iterations, eval_every), "eval_every": eval_every}
+
+    def scaled(self, factor: float) -> dict:
+        return {**super().scaled(factor), "size": scale_size(self.size, factor, least=smallest_input())}
 
 
 # The mini data (MFNet / 4 = 160x120): ResNet-18 encoders from the ImageNet stand-in, a 64-wide
@@ -151,7 +168,8 @@ def expert_pseudo_labels(config: dict, hp: MMLConfig, mfnet_root: Path, run: Run
     expert. The expert (source only on Cityscapes) trains as a run of its own, checkpointing into the
     artifact's partial folder."""
     expert_config = {"method": "source_only", "preset": hp.expert_preset, "seed": 0, "source": "cityscapes",
-                     "target": "cityscapes", "data_root": {"cityscapes": (config.get("data_root") or {}).get("cityscapes")}}
+                     "target": "cityscapes", "data_root": {"cityscapes": (config.get("data_root") or {}).get("cityscapes")},
+                     **hp.expert_overrides}
     key = {"expert": expert_config, "mfnet_root": str(mfnet_root), "split": "train", "time": "day"}
     name = "deeplab_cityscapes"
 

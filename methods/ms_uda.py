@@ -32,11 +32,12 @@ import torch.nn.functional as F
 
 from udalab.datasets.transforms import THERMAL_MEAN, THERMAL_STD
 from udalab.methods.cyclegan import CycleGANStage, train_stage
-from udalab.methods.engine import ConfigError, Run, Step, UDAData, autocast, fit, register, unwrap
+from udalab.methods.engine import ConfigError, Run, Step, UDAData, autocast, fit, register, scale_size, unwrap
 from udalab.methods.engine.artifacts import get_or_build_trained
+from udalab.methods.nets.discriminator import smallest_input
 from udalab.methods.mml import MINI as MML_MINI
 from udalab.methods.mml import SMOKE as MML_SMOKE
-from udalab.methods.mml import MMLStep, day_pairs, route_gradients, trained_mml
+from udalab.methods.mml import ExpertStage, MMLStep, day_pairs, route_gradients, trained_mml
 from udalab.methods.nets.cyclegan import ResnetGenerator
 from udalab.methods.parts.losses import lsgan, seg_ce
 from udalab.methods.parts.optim import SGDPoly
@@ -45,7 +46,7 @@ RGB, THERMAL = 0.0, 1.0  # discriminator targets: RGB prediction 0, thermal 1 (t
 
 
 @dataclass
-class MSUDAConfig(SGDPoly, CycleGANStage):
+class MSUDAConfig(SGDPoly, CycleGANStage, ExpertStage):
     # model: two ResNet-50 encoders from ImageNet (thermal conv1: the mean RGB filter), one decoder
     backbone_depth: int = 50
     pretrained: str = "imagenet"
@@ -69,7 +70,6 @@ class MSUDAConfig(SGDPoly, CycleGANStage):
     # fake night: each thermal batch replaced by its CycleGAN day -> night version with p 0.5
     p_night: float = 0.5
     cyclegan_iterations: int = 200 * 400        # 200 epochs (100 + 100 decaying) of the day images
-    expert_preset: str = "paper"               # the Cityscapes expert (methods/mml.py)
     eval_every: int = 250
     precision: str = "fp32"
 
@@ -84,6 +84,12 @@ class MSUDAConfig(SGDPoly, CycleGANStage):
 
     def images(self) -> dict:
         return {"source_size": self.size, "target_size": self.size}
+
+    def shortened(self, iterations: int, eval_every: int) -> dict:
+        return {**super().shortened(iterations, eval_every), "eval_every": eval_every}
+
+    def scaled(self, factor: float) -> dict:
+        return {**super().scaled(factor), "size": scale_size(self.size, factor, least=smallest_input())}
 
 
 # The mini data: MML's mini networks and schedule (so the two compare at equal cost), and UDAS's

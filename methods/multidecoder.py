@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import torch
 
 from udalab.datasets.labels import IGNORE_INDEX
-from udalab.methods.engine import ConfigError, HParams, Prediction, Run, Step, Stream, UDAData, autocast, evaluate, fit, register
+from udalab.methods.engine import (ConfigError, HParams, Prediction, Run, Step, Stream, UDAData, autocast, evaluate, fit,
+                                   register, scale_size)
 from udalab.methods.engine import pictures
 from udalab.methods.nets.unet import MultiDecoderUNet, UNetDecoder
 from udalab.methods.parts.losses import focal_loss, normalised_depth_mse
@@ -93,6 +94,15 @@ class MultiDecoderConfig(HParams):
         first = round(self.first_share * self.iterations) if self.first_share else self.iterations // n
         rest = self.iterations - first
         return [first] + [rest // (n - 1) + (1 if k < rest % (n - 1) else 0) for k in range(n - 1)]
+
+    def shortened(self, iterations: int, eval_every: int) -> dict:
+        """Each stage `iterations` long (equal stages: `first_share` 0)."""
+        return {**super().shortened(iterations * len(self.stages()), eval_every), "first_share": 0.0,
+                "eval_every": eval_every}
+
+    def scaled(self, factor: float) -> dict:
+        return {**super().scaled(factor), **{k: scale_size(getattr(self, k), factor)
+                                             for k in ("size", "crop_size", "eval_size")}}
 
 
 MINI = dict(backbone_depth=18, pretrained="standin", decoder_channels=(64, 32, 32, 16, 16), crop_size=(96, 96),

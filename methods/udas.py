@@ -110,6 +110,9 @@ class UDASConfig(AdaptSegNetConfig, CycleGANStage):
     def total_iterations(self) -> int:
         return self.iterations + self.rounds * self.st_iterations
 
+    def shortened(self, iterations: int, eval_every: int) -> dict:
+        return {**super().shortened(iterations, eval_every), "st_iterations": iterations}
+
 
 # The mini data: ADVENT's mini model and schedule (ResNet-18 from the stand-in, 600 steps) with both
 # domains at 128x72 (the paper's 640x360 / 5); 30 of the 300 mini target images labelled (the paper's

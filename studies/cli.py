@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("study")
     sub.add_parser("studies", help="list the studies")
     sub.add_parser("methods", help="list the methods")
+    sub.add_parser("preflight", help="each row of a study at its paper preset, a few iterations: peak memory, "
+                                     "seconds per iteration, cost: udalab preflight STUDY [options]", add_help=False)
     sub.add_parser("records", help="render / check / list the docs tables generated from records/: "
                                    "udalab records render|check|list", add_help=False)
 
@@ -87,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["run"]:
         return _run(argv[1:])
+    if argv[:1] == ["preflight"]:
+        from udalab.studies.run.preflight import main as preflight_main
+
+        return preflight_main(argv[1:], load_study)
     if argv[:1] == ["records"]:
         from udalab.analysis.records import main as records_main
 

@@ -20,7 +20,7 @@ checkpoint at iteration k sees exactly the batches and draws an uninterrupted ru
 What a method file imports from the engine is re-exported here.
 """
 from udalab.methods.engine.batches import Stream
-from udalab.methods.engine.config import ConfigError, HParams, fields_of
+from udalab.methods.engine.config import ConfigError, HParams, fields_of, scale_size
 from udalab.methods.engine.evaluate import Prediction, evaluate
 from udalab.methods.engine.loop import NonFiniteLossError, Step, adopt, autocast, eval_mode, fit, unwrap
 from udalab.methods.engine.registry import Method, register
@@ -30,4 +30,4 @@ from udalab.methods.engine.uda_data import UDAData
 
 __all__ = ["ConfigError", "HParams", "Method", "NonFiniteLossError", "Prediction", "Run", "Step", "Stream", "UDAData",
            "adopt", "autocast", "derive_seed", "eval_mode", "evaluate", "fields_of", "fit", "register",
-           "rng_preserved", "unwrap"]
+           "rng_preserved", "scale_size", "unwrap"]

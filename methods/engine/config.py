@@ -52,6 +52,31 @@ class HParams:
         """What `build_uda_data` needs beyond the config's datasets: source_size, target_size[, crop, flip]."""
         return {"source_size": getattr(self, "source_size"), "target_size": getattr(self, "target_size")}
 
+    # What `udalab preflight` (studies/run/preflight.py) runs instead of the paper's schedule and sizes.
+    # Each part adds its own fields, calling super() first.
+
+    def shortened(self, iterations: int, eval_every: int) -> dict:
+        """Overrides that cut every stage of the run, and every artifact it trains from this config's
+        fields (a CycleGAN), to `iterations` iterations, evaluated every `eval_every` and at the end."""
+        return {"iterations": iterations}
+
+    def scaled(self, factor: float) -> dict:
+        """Overrides that scale every image size (and pixel count) the run trains and evaluates at by
+        `factor`, the training crops included."""
+        return {}
+
+    def nested_runs(self) -> dict[str, dict]:
+        """{config key: the run config of a run trained inside this one whose settings that key
+        overrides} (MML's expert); preflight shortens and scales those runs too."""
+        return {}
+
+
+def scale_size(size, factor: float, least: int = 16):
+    """A (W, H) size scaled by `factor`, each side rounded, at least `least` pixels; None stays None."""
+    if size is None:
+        return None
+    return tuple(max(least, round(side * factor)) for side in size)
+
 
 def fields_of(cls: type, values: dict) -> dict:
     """The entries of `values` that are fields of `cls` (a preset of a method that another, with fewer

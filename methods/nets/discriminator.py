@@ -19,6 +19,11 @@ def receptive_field(layers: int) -> int:
     return 1 + 3 * (2 ** (layers + 1) - 1)
 
 
+def smallest_input(layers: int = 4) -> int:
+    """The smallest input side `layers` stride-2 convolutions leave the stride-2 classifier a map to run on."""
+    return 2 ** (layers + 1)
+
+
 class FCDiscriminator(nn.Module):
     def __init__(self, in_channels: int, ndf: int = 64, layers: int = 4):
         super().__init__()
