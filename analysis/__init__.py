@@ -10,10 +10,14 @@ methods, in udalab.datasets.metrics.
                        HTML / LaTeX
     figures            Plotly figures (curves with seed bands, bars, heatmaps, Optuna history / importance,
                        parallel coordinates, cost)
-    report             ReportSpec, build_report (a sequence of Sections: header, reproduction, search,
-                       metric, results, per-class, learning curves, cost, errors, published, files),
-                       write_report -> report.html (+ tables/, figures/), write_index -> index.html
-    browser            check_page: a report in headless Chromium (rendered figures, JavaScript errors, screenshot)
+    report_spec        ReportSpec: what a study's report shows (studies import it from here)
+    sections           the report's sections (header, reproduction, search, metric, results, per-class,
+                       pictures, learning curves, cost, errors, published, files) from its ReportData
+    report             the page: build_report, write_report -> report.html (+ tables/, figures/),
+                       write_index -> index.html
+    export             static PNG / SVG copies of the report's figures (kaleido)
+    browser            find_browser (a Chromium / Chrome); check_page: a report in headless Chromium
+                       (rendered figures, JavaScript errors, screenshot)
 
 Submodules are imported on use (`from udalab.analysis import store`), so that importing the
 package stays cheap.

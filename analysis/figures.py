@@ -23,6 +23,7 @@ Published numbers go on a second y axis when the study ran on mini data (`publis
 """
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from typing import Any, Mapping, Sequence
@@ -92,99 +93,136 @@ def metric_curve(agg: pd.DataFrame, x: str, metric: str = "miou", group: str | N
     column; else per combination of the other config columns). Configurations without an x value
     (e.g. source only) are dashed horizontal lines with their band. Published points: stars in the
     curve's colour when their config matches the curve's, black otherwise."""
-    import plotly.graph_objects as go
-
     labels = dict(labels or {})
     fig = _make(published_axis if ref is not None else None)
-    secondary = _is_subplots(fig)
     has_x = agg[x].map(lambda v: not is_missing(v)) if x in agg else pd.Series(False, index=agg.index)
     curves, flat = agg[has_x], agg[~has_x]
-    xs = pd.to_numeric(curves[x], errors="coerce").dropna() if len(curves) else pd.Series(dtype=float)
-    if ref is not None and x in ref.columns:
-        xs = pd.concat([xs, pd.to_numeric(ref[x], errors="coerce").dropna()])
-    x0, x1 = (float(xs.min()), float(xs.max())) if len(xs) else (0.0, 1.0)
-    if x0 == x1:
-        x0, x1 = x0 - 0.5, x1 + 0.5
+    x_span = _x_span(curves, ref, x)
     use_group = bool(group) and group in agg.columns and group != x
     curve_keys = [group] if use_group else [c for c in cfg_cols if c != x]
     groups: dict[tuple, list] = {}
     for i, row in curves.iterrows():
         groups.setdefault(tuple(norm_value(row[c]) for c in curve_keys), []).append(i)
 
-    color_i = 0
-    have_published = False
-    curve_colors: list[tuple[dict, str]] = []
+    colors = itertools.cycle(PALETTE)
+    curve_colors: list[tuple[dict, str, list[dict]]] = []   # (the curve's config values, colour, its rows)
     for key, idx in groups.items():
-        sub = curves.loc[idx].copy()
-        sub["_x"] = pd.to_numeric(sub[x], errors="coerce")
-        if use_group and sub["_x"].duplicated().any():   # several configurations at one x: pool them
-            sub = _pool(sub, "_x")
-        sub = sub.sort_values("_x")
-        color = PALETTE[color_i % len(PALETTE)]
-        color_i += 1
-        name = str(key[0]) if use_group else config_label(dict(zip(curve_keys, key)), curve_keys, varying, group,
-                                                           labels)
-        curve_colors.append((dict(zip(curve_keys, key)), color, curves.loc[idx].to_dict("records")))
-        std = sub["std"].fillna(0.0)
-        upper, lower = sub["mean"] + std, sub["mean"] - std
-        _add(fig, go.Scatter(x=list(sub["_x"]) + list(sub["_x"])[::-1], y=list(upper) + list(lower)[::-1],
-                             fill="toself", fillcolor=_band(color), mode="lines", line=dict(width=0), hoverinfo="skip",
-                             showlegend=False, name=f"{name} ±std"))
-        _add(fig, go.Scatter(x=list(sub["_x"]), y=list(sub["mean"]), mode="lines+markers",
-                             name=f"{name} (mean over seeds)", line=dict(color=color), marker=dict(size=9),
-                             customdata=np.stack([sub["std"].to_numpy(dtype=float), sub["n"].to_numpy(dtype=float)],
-                                                 axis=1),
-                             hovertemplate=f"{labels.get(x, x)}=%{{x}}<br>{_mlabel(metric, labels)}=%{{y:.2f}} ± "
-                                           f"%{{customdata[0]:.2f}}<br>n=%{{customdata[1]}}<extra>{name}</extra>"))
+        cfg, color = dict(zip(curve_keys, key)), next(colors)
+        name = str(key[0]) if use_group else config_label(cfg, curve_keys, varying, group, labels)
+        curve_colors.append((cfg, color, curves.loc[idx].to_dict("records")))
+        _draw_curve(fig, _curve_points(curves.loc[idx], x, pool=use_group), name, color, x, metric, labels)
     for _, row in flat.iterrows():
-        if is_missing(row["mean"]):
-            continue
-        color = PALETTE[color_i % len(PALETTE)]
-        color_i += 1
-        name = config_label(row, cfg_cols, varying, group, labels)
-        std = 0.0 if is_missing(row["std"]) else float(row["std"])
-        m = float(row["mean"])
-        _add(fig, go.Scatter(x=[x0, x1, x1, x0], y=[m + std, m + std, m - std, m - std], fill="toself", mode="lines",
-                             fillcolor=_band(color, 0.12), line=dict(width=0), hoverinfo="skip", showlegend=False,
-                             name=f"{name} ±std"))
-        _add(fig, go.Scatter(x=[x0, x1], y=[m, m], mode="lines", line=dict(color=color, dash="dash"),
-                             name=f"{name} (no {labels.get(x, x)}; n={int(row['n'])})",
-                             hovertemplate=f"{name}: %{{y:.2f}} ± {std:.2f}<extra></extra>"))
+        if not is_missing(row["mean"]):
+            _draw_level(fig, row, config_label(row, cfg_cols, varying, group, labels), next(colors), x_span, x, labels)
 
+    have_published = False
     if ref is not None and metric in ref.columns:
-        pts = ref[ref[metric].notna()]
-        pub_sec = secondary
+        pts, secondary = ref[ref[metric].notna()], _is_subplots(fig)
         if x in pts.columns:
             with_x = pts[pts[x].map(lambda v: not is_missing(v))]
-            for cfg, color, rows in curve_colors:
-                keep = [_belongs(p, cfg, rows, ref_config, x) for p in with_x.to_dict("records")]
-                hit = with_x[pd.Series(keep, index=with_x.index, dtype=bool)] if len(with_x) else with_x
-                if not len(hit):
-                    continue
-                have_published = True
-                name = "published" + (f" {next(iter(cfg.values()))}" if use_group and cfg else "")
-                _add(fig, go.Scatter(x=list(pd.to_numeric(hit[x])), y=list(hit[metric]), mode="markers+lines",
-                                     line=dict(color=color, dash="dot", width=1),
-                                     marker=dict(symbol="star", size=13, color=color,
-                                                 line=dict(color="black", width=1)),
-                                     text=list(hit["label"]),
-                                     hovertemplate="%{text}: %{y}<extra>published</extra>",
-                                     name=name + (" (right axis)" if pub_sec else "")), pub_sec)
-            no_x = pts[pts[x].map(is_missing)]
-        else:
-            no_x = pts
-        for _, prow in no_x.iterrows():   # published numbers without x: a level line (e.g. HRDA's 73.8)
-            if not any(config_matches(prow, r, ref_config) for r in agg.to_dict("records")):
-                continue
-            have_published = True
-            _add(fig, go.Scatter(x=[x0, x1], y=[prow[metric]] * 2, mode="lines",
-                                 line=dict(color="black", dash="dot", width=1),
-                                 name=f"published: {prow['label']}" + (" (right axis)" if pub_sec else "")), pub_sec)
+            have_published = _draw_published_points(fig, with_x, x, metric, curve_colors, use_group, ref_config,
+                                                    secondary)
+            pts = pts[pts[x].map(is_missing)]
+        levels = _draw_published_levels(fig, pts, agg, metric, ref_config, x_span, secondary)
+        have_published = have_published or levels
     fig.update_xaxes(title_text=labels.get(x, x), type="log" if x_log else None)
     _finish_axes(fig, metric, published_axis, have_published, labels=labels)
     fig.update_layout(title=title or f"{_mlabel(metric, labels)} vs {labels.get(x, x)}: mean over seeds, band ±1 std",
                       height=480, **_LAYOUT)
     return fig
+
+
+def _x_span(curves: pd.DataFrame, ref: pd.DataFrame | None, x: str) -> tuple[float, float]:
+    """The x range the horizontal lines span: that of the measured and published x values."""
+    xs = pd.to_numeric(curves[x], errors="coerce").dropna() if len(curves) else pd.Series(dtype=float)
+    if ref is not None and x in ref.columns:
+        xs = pd.concat([xs, pd.to_numeric(ref[x], errors="coerce").dropna()])
+    x0, x1 = (float(xs.min()), float(xs.max())) if len(xs) else (0.0, 1.0)
+    if x0 == x1:
+        x0, x1 = x0 - 0.5, x1 + 0.5
+    return x0, x1
+
+
+def _curve_points(rows: pd.DataFrame, x: str, pool: bool) -> pd.DataFrame:
+    """A curve's configurations as points sorted by x (column "_x"); pool: several configurations at one
+    x (a group curve) merge into one point."""
+    sub = rows.copy()
+    sub["_x"] = pd.to_numeric(sub[x], errors="coerce")
+    if pool and sub["_x"].duplicated().any():
+        sub = _pool(sub, "_x")
+    return sub.sort_values("_x")
+
+
+def _draw_curve(fig, sub: pd.DataFrame, name: str, color: str, x: str, metric: str, labels: Mapping[str, str]):
+    """One curve: its ±1 std band, then the mean over seeds (std and n in the hover)."""
+    import plotly.graph_objects as go
+
+    std = sub["std"].fillna(0.0)
+    upper, lower = sub["mean"] + std, sub["mean"] - std
+    _add(fig, go.Scatter(x=list(sub["_x"]) + list(sub["_x"])[::-1], y=list(upper) + list(lower)[::-1],
+                         fill="toself", fillcolor=_band(color), mode="lines", line=dict(width=0), hoverinfo="skip",
+                         showlegend=False, name=f"{name} ±std"))
+    _add(fig, go.Scatter(x=list(sub["_x"]), y=list(sub["mean"]), mode="lines+markers",
+                         name=f"{name} (mean over seeds)", line=dict(color=color), marker=dict(size=9),
+                         customdata=np.stack([sub["std"].to_numpy(dtype=float), sub["n"].to_numpy(dtype=float)],
+                                             axis=1),
+                         hovertemplate=f"{labels.get(x, x)}=%{{x}}<br>{_mlabel(metric, labels)}=%{{y:.2f}} ± "
+                                       f"%{{customdata[0]:.2f}}<br>n=%{{customdata[1]}}<extra>{name}</extra>"))
+
+
+def _draw_level(fig, row: Mapping, name: str, color: str, x_span: tuple[float, float], x: str,
+                labels: Mapping[str, str]):
+    """A configuration without an x value: a dashed horizontal line across x_span with its band."""
+    import plotly.graph_objects as go
+
+    x0, x1 = x_span
+    std = 0.0 if is_missing(row["std"]) else float(row["std"])
+    m = float(row["mean"])
+    _add(fig, go.Scatter(x=[x0, x1, x1, x0], y=[m + std, m + std, m - std, m - std], fill="toself", mode="lines",
+                         fillcolor=_band(color, 0.12), line=dict(width=0), hoverinfo="skip", showlegend=False,
+                         name=f"{name} ±std"))
+    _add(fig, go.Scatter(x=[x0, x1], y=[m, m], mode="lines", line=dict(color=color, dash="dash"),
+                         name=f"{name} (no {labels.get(x, x)}; n={int(row['n'])})",
+                         hovertemplate=f"{name}: %{{y:.2f}} ± {std:.2f}<extra></extra>"))
+
+
+def _draw_published_points(fig, with_x: pd.DataFrame, x: str, metric: str, curve_colors: list, use_group: bool,
+                           ref_config: Sequence[str], secondary: bool) -> bool:
+    """Published points with an x value, as stars in the colour of the curve they belong to (_belongs);
+    whether any was drawn."""
+    import plotly.graph_objects as go
+
+    drawn = False
+    for cfg, color, rows in curve_colors:
+        keep = [_belongs(p, cfg, rows, ref_config, x) for p in with_x.to_dict("records")]
+        hit = with_x[pd.Series(keep, index=with_x.index, dtype=bool)] if len(with_x) else with_x
+        if not len(hit):
+            continue
+        drawn = True
+        name = "published" + (f" {next(iter(cfg.values()))}" if use_group and cfg else "")
+        _add(fig, go.Scatter(x=list(pd.to_numeric(hit[x])), y=list(hit[metric]), mode="markers+lines",
+                             line=dict(color=color, dash="dot", width=1),
+                             marker=dict(symbol="star", size=13, color=color, line=dict(color="black", width=1)),
+                             text=list(hit["label"]), hovertemplate="%{text}: %{y}<extra>published</extra>",
+                             name=name + (" (right axis)" if secondary else "")), secondary)
+    return drawn
+
+
+def _draw_published_levels(fig, no_x: pd.DataFrame, agg: pd.DataFrame, metric: str, ref_config: Sequence[str],
+                           x_span: tuple[float, float], secondary: bool) -> bool:
+    """Published numbers without an x value (e.g. HRDA's 73.8) that match a measured configuration, as
+    dotted level lines; whether any was drawn."""
+    import plotly.graph_objects as go
+
+    drawn = False
+    for _, prow in no_x.iterrows():
+        if not any(config_matches(prow, r, ref_config) for r in agg.to_dict("records")):
+            continue
+        drawn = True
+        _add(fig, go.Scatter(x=list(x_span), y=[prow[metric]] * 2, mode="lines",
+                             line=dict(color="black", dash="dot", width=1),
+                             name=f"published: {prow['label']}" + (" (right axis)" if secondary else "")), secondary)
+    return drawn
 
 
 def _belongs(p: Mapping, cfg: Mapping, rows: list[dict], ref_config: Sequence[str], x: str) -> bool:

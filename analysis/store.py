@@ -39,7 +39,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from udalab.core import layout
-from udalab.core.storage import fs_path, is_dir, is_file, join_path, list_dir, read_text, uri_join
+from udalab.core.storage import fs_path, is_dir, is_file, is_local, join_path, list_dir, read_text, uri_join
 
 __all__ = ["SCHEMA_COLUMNS", "METRIC_COLUMNS", "TRIALS_FILE", "PROVENANCE_PREFIX", "is_metric", "load_trials", "write_trials", "read_trials",
            "load_history", "load_histories", "load_pictures", "trial_row", "trials_frame", "config_columns", "metric_columns", "param_series", "StoreError",

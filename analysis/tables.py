@@ -571,43 +571,21 @@ def class_table(df: pd.DataFrame, classes: Sequence[str] | None = None,
     cols = _table_config_columns(df, agg, config)
     kinds = _column_kinds(df, cols, checkmarks)
     ref, info = _load_reference(reference) if published else (None, None)
-
-    layout: list[tuple[str, list[str]]] = []
-    if class_groups:
-        placed = set()
-        for g, members in class_groups.items():
-            ms = [c for c in members if c in classes]
-            if ms:
-                layout.append((g, ms))
-                placed |= set(ms)
-        rest = [c for c in classes if c not in placed]
-        if rest:
-            layout.append(("other", rest))
-    else:
-        layout.append(("", classes))
+    layout = _class_layout(classes, class_groups)
+    grouped = bool(class_groups)
 
     # group means per trial, then mean ± std over seeds
     work = df.copy()
     group_keys = []
     for g, ms in layout:
-        if g and class_groups:
+        if g and grouped:
             key = f"_group.{g}"
             work[key] = work[[f"iou.{c}" for c in ms]].apply(pd.to_numeric, errors="coerce").mean(axis=1, skipna=True)
-            group_keys.append((g, key))
-    gagg = aggregate(work, [metric, *[k for _, k in group_keys]], config=store.config_columns(df))
+            group_keys.append(key)
+    gagg = aggregate(work, [metric, *group_keys], config=store.config_columns(df))
 
-    columns = [Column(c, labels.get(c, c), "config") for c in cols]
-    value_keys: list[str] = []
-    for g, ms in layout:
-        for c in ms:
-            columns.append(Column(f"iou.{c}", c, "metric", group=g))
-            value_keys.append(f"iou.{c}")
-        if g and class_groups:
-            columns.append(Column(f"_group.{g}", f"{g} mIoU", "metric", group=g))
-            value_keys.append(f"_group.{g}")
-    columns.append(Column(metric, metric_label(metric, labels), "metric"))
-    value_keys.append(metric)
-
+    columns = [Column(c, labels.get(c, c), "config") for c in cols] + _class_columns(layout, grouped, metric, labels)
+    value_keys = [c.key for c in columns if c.kind == "metric"]
     best = {k: _best(gagg[f"{k}.mean"] if f"{k}.mean" in gagg else pd.Series(dtype=float), "max")
             for k in value_keys}
     rows: list[Row] = []
@@ -615,25 +593,11 @@ def class_table(df: pd.DataFrame, classes: Sequence[str] | None = None,
     for pos, (i, r) in enumerate(gagg.iterrows()):
         rec = r.to_dict()
         cells = _config_cells(rec, cols, kinds)
-        for k in value_keys:
-            mean = r.get(f"{k}.mean", math.nan)
-            std = r.get(f"{k}.std", math.nan)
-            cells[k] = Cell(mean, kind="number", digits=digits,
-                            bold=not is_missing(mean) and not is_missing(best[k]) and bool(np.isclose(mean, best[k])),
-                            title="" if is_missing(std) else f"± {std:.{digits}f} (std over {int(r[f'{k}.n'])} seeds)")
+        cells.update(_class_cells(r, value_keys, best, digits))
         rows.append(Row(cells, "measured"))
         for p in unique.get(pos, []):
-            if not any(not is_missing(p.get(f"iou.{c}")) for c in classes):
-                continue
-            pc = _config_cells({**rec, **{k: v for k, v in p.items() if not is_missing(v)}}, cols, kinds)
-            for g, ms in layout:
-                for c in ms:
-                    pc[f"iou.{c}"] = Cell(p.get(f"iou.{c}"), kind="number", digits=1)
-                if g and class_groups:
-                    vals = [p.get(f"iou.{c}") for c in ms if not is_missing(p.get(f"iou.{c}"))]
-                    pc[f"_group.{g}"] = Cell(float(np.mean(vals)) if vals else None, kind="number", digits=1)
-            pc[metric] = Cell(p.get(metric), kind="number", digits=1)
-            rows.append(Row(pc, "published", source=f"{p['label']}: {p['source']}"))
+            if any(not is_missing(p.get(f"iou.{c}")) for c in classes):
+                rows.append(_published_class_row(p, rec, cols, kinds, layout, grouped, metric))
     notes = ["IoU in % per class, mean over seeds; best measured value per column in bold; "
              "– where the class appeared in neither ground truth nor prediction."]
     if class_groups:
@@ -642,3 +606,59 @@ def class_table(df: pd.DataFrame, classes: Sequence[str] | None = None,
     if any(r.kind == "published" for r in rows):
         notes.append(f"Published rows (italic): {info['title']}, {info['benchmark']}.")
     return Table(columns, rows, caption=caption, notes=notes)
+
+
+def _class_layout(classes: Sequence[str], class_groups: Mapping[str, Sequence[str]] | None
+                  ) -> list[tuple[str, list[str]]]:
+    """The per-class columns as (header, classes) in order: each group's shown classes, then the rest
+    under "other"; one ("", classes) without groups."""
+    if not class_groups:
+        return [("", list(classes))]
+    layout, placed = [], set()
+    for g, members in class_groups.items():
+        ms = [c for c in members if c in classes]
+        if ms:
+            layout.append((g, ms))
+            placed |= set(ms)
+    rest = [c for c in classes if c not in placed]
+    if rest:
+        layout.append(("other", rest))
+    return layout
+
+
+def _class_columns(layout: list[tuple[str, list[str]]], grouped: bool, metric: str,
+                   labels: Mapping[str, str]) -> list[Column]:
+    """The value columns: each group's classes and (grouped) its mean, then the metric."""
+    columns = []
+    for g, ms in layout:
+        columns += [Column(f"iou.{c}", c, "metric", group=g) for c in ms]
+        if g and grouped:
+            columns.append(Column(f"_group.{g}", f"{g} mIoU", "metric", group=g))
+    columns.append(Column(metric, metric_label(metric, labels), "metric"))
+    return columns
+
+
+def _class_cells(r: pd.Series, value_keys: Sequence[str], best: Mapping[str, float], digits: int) -> dict[str, Cell]:
+    """A configuration's value cells: mean over seeds, bold when best, the std in the tooltip."""
+    cells = {}
+    for k in value_keys:
+        mean = r.get(f"{k}.mean", math.nan)
+        std = r.get(f"{k}.std", math.nan)
+        cells[k] = Cell(mean, kind="number", digits=digits,
+                        bold=not is_missing(mean) and not is_missing(best[k]) and bool(np.isclose(mean, best[k])),
+                        title="" if is_missing(std) else f"± {std:.{digits}f} (std over {int(r[f'{k}.n'])} seeds)")
+    return cells
+
+
+def _published_class_row(p: Mapping, rec: Mapping, cols, kinds, layout: list[tuple[str, list[str]]], grouped: bool,
+                         metric: str) -> Row:
+    """A published row beside its configuration: its per-class IoU, group means of the classes it gives."""
+    pc = _config_cells({**rec, **{k: v for k, v in p.items() if not is_missing(v)}}, cols, kinds)
+    for g, ms in layout:
+        for c in ms:
+            pc[f"iou.{c}"] = Cell(p.get(f"iou.{c}"), kind="number", digits=1)
+        if g and grouped:
+            vals = [p.get(f"iou.{c}") for c in ms if not is_missing(p.get(f"iou.{c}"))]
+            pc[f"_group.{g}"] = Cell(float(np.mean(vals)) if vals else None, kind="number", digits=1)
+    pc[metric] = Cell(p.get(metric), kind="number", digits=1)
+    return Row(pc, "published", source=f"{p['label']}: {p['source']}")

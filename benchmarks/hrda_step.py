@@ -12,7 +12,7 @@ Rows (synthetic tensors, random init, AdamW; one row per model x precision):
 
 Runs without Ray (the lent GPU machine has none):
 
-    python benchmarks/hrda_step.py --json docs/bench_hrda_h100.json           # GPU, paper sizes
+    python benchmarks/hrda_step.py --json records/hrda_step_NAME/bench.json           # GPU, paper sizes
     python benchmarks/hrda_step.py --device cpu --backbone mit_b0 --size-scale 0.125 --iters 1
     python benchmarks/hrda_step.py --device cpu --backbone mit_b0 --size-scale 0.125 --compile
 
@@ -33,7 +33,9 @@ from timing import device_name, time_step, write_rows  # benchmarks/timing.py
 from udalab.datasets.labels import CLASS_NAMES, IGNORE_INDEX
 from udalab.methods.daformer import PRESETS as DAFORMER_PRESETS
 from udalab.methods.daformer import DACSStep, DAFormerConfig, Segmentor
-from udalab.methods.engine import Run, autocast, make_hparams
+from udalab.methods.engine import Run, autocast
+from udalab.methods.engine.run import LocalSession
+from udalab.methods.engine.config import make_hparams
 from udalab.methods.hrda import PRESETS as HRDA_PRESETS
 from udalab.methods.hrda import HRDAConfig, HRDASegmentor
 from udalab.methods.nets.segformer import EncoderDecoder
@@ -95,7 +97,7 @@ def dacs_iteration(row: str, device, precision: str, backbone: str, scale: float
         student = Segmentor(EncoderDecoder(NUM_CLASSES, backbone, "daformer", "none"))
     if cl:
         student = student.to(memory_format=torch.channels_last)
-    run = Run({"seed": 0}, ray=False, rank=0, world=1, device=device)
+    run = Run({"seed": 0}, LocalSession(device=str(device)))
     dacs = DACSStep(run, hp, UDAData(None, None, None, None, NUM_CLASSES, CLASS_NAMES), student)  # EMA, AdamW, poly
     dacs.student.train()
     if compiled:

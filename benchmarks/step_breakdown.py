@@ -9,7 +9,7 @@ end (val, the held-out test split and the pictures), reading the phases from its
 
     python benchmarks/step_breakdown.py                                  # every method, 1 thread
     python benchmarks/step_breakdown.py --methods daformer hrda --set precision=bf16
-    python benchmarks/step_breakdown.py --json docs/step_breakdown.json
+    python benchmarks/step_breakdown.py --json records/step_breakdown_NAME/steps.json
 """
 from __future__ import annotations
 
@@ -28,11 +28,11 @@ def method_data() -> dict[str, dict]:
     """{method: the run config of the last row that trains it in the first study that does}: its data,
     fixed values and the row's switches (a study's last row is its full method: HRDA's LR+HR 1.0,
     DAFormer with every strategy)."""
-    from udalab.studies.cli import _load_study, _studies
+    from udalab.studies.cli import load_study, study_names
 
     out = {}
-    for name in _studies():
-        study = _load_study(name)
+    for name in study_names():
+        study = load_study(name)
         found = {}
         for row in study.grid_rows():
             found[row["method"]] = {"method": row["method"], "source": study.source, "target": study.target,
@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None)
     ns = p.parse_args(argv)
     torch.set_num_threads(ns.threads)
-    from udalab.methods.engine import run_local
-    from udalab.studies.study import parse_sets
+    from udalab.methods import run_local
+    from udalab.studies.run.trials import parse_sets
 
     sets = parse_sets(ns.set)
     configs = method_data()

@@ -3,7 +3,7 @@ users run them, and in-process (the `--local` runner: a pool of this machine's p
 invocation, with the same trials at once.
 
     python benchmarks/sweep_overhead.py                     # hrda_crop_size rows 0 4 7 10, seed 0, its mini budget
-    python benchmarks/sweep_overhead.py --rows 4 10 --set iterations=100 --json docs/sweep_overhead.json
+    python benchmarks/sweep_overhead.py --rows 4 10 --set iterations=100 --json records/sweep_overhead_NAME/sweep.json
     python benchmarks/sweep_overhead.py --modes local       # one mode only
 
 Per trial (mean over the trials, seconds and share of the trial's wall time):
@@ -79,7 +79,7 @@ def sweep_summary(trials: list[dict], wall: float, slots: int) -> dict:
 
 
 def _study_args(study, ns, results: str, local: bool):
-    from udalab.studies.study import build_parser
+    from udalab.studies.run.command import build_parser
 
     argv = ["--results", results, "--restart"] + (["--no-report"] if ns.no_report else [])
     argv += ["--rows", *map(str, ns.rows), "--seeds", *map(str, ns.seeds)]
@@ -90,7 +90,7 @@ def _study_args(study, ns, results: str, local: bool):
 
 
 def sweep_through_tune(study, ns, results: str) -> dict:
-    from udalab.studies.study import run_study
+    from udalab.studies.run.command import run_study
 
     clock = _trial_clock_callback()
     t0 = time.time()
@@ -107,8 +107,9 @@ def sweep_through_tune(study, ns, results: str) -> dict:
 
 
 def sweep_in_process(study, ns, results: str) -> dict:
-    from udalab.studies.local import read_runs
-    from udalab.studies.study import run_study, study_dir_name
+    from udalab.studies.run.command import run_study
+    from udalab.studies.run.local import read_runs
+    from udalab.studies.run.trials import study_dir_name
 
     args = _study_args(study, ns, results, local=True)
     t0 = time.time()
@@ -172,9 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", default=None, help="where both sweeps write (default: a temporary folder)")
     p.add_argument("--json", default=None, help="write every trial's numbers here")
     ns = p.parse_args(argv)
-    from udalab.studies.cli import _load_study
+    from udalab.studies.cli import load_study
 
-    study = _load_study(ns.study)
+    study = load_study(ns.study)
     results = ns.results or tempfile.mkdtemp(prefix="udalab-overhead-")
     out = {"study": ns.study, "rows": ns.rows, "seeds": ns.seeds, "set": ns.set, "jobs": ns.jobs,
            "cpus": os.cpu_count()}

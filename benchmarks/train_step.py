@@ -16,10 +16,11 @@ import torch
 from timing import device_name, time_step, write_rows  # benchmarks/timing.py
 
 from udalab.datasets.labels import CLASS_NAMES
-from udalab.methods.advent import AdventStep, build_model
-from udalab.methods.engine import Run, make_hparams
+from udalab.methods.advent import AdventStep, SegmentationStep, build_model
+from udalab.methods.engine import Run
+from udalab.methods.engine.run import LocalSession
+from udalab.methods.engine.config import make_hparams
 from udalab.methods.intrada import IntraDAConfig, IntraStep
-from udalab.methods.source_only import SourceOnlyStep
 from udalab.methods.engine.uda_data import UDAData
 
 NUM_CLASSES = 19
@@ -35,7 +36,7 @@ def make_steps(method: str, run: Run, hp: IntraDAConfig, src_hw, tgt_hw):
     data = UDAData(None, None, None, None, NUM_CLASSES, CLASS_NAMES)
     G = build_model(run, hp, NUM_CLASSES)
     if method == "source_only":
-        step, batch = SourceOnlyStep(run, hp, data, G), {"source": {"image": x_s, "label": y_s}}
+        step, batch = SegmentationStep(run, hp, data, G, hp.iterations), {"source": {"image": x_s, "label": y_s}}
     elif method == "advent":
         step, batch = AdventStep(run, hp, data, G, hp.iterations), {"source": {"image": x_s, "label": y_s},
                                                                     "target": {"image": x_t}}
@@ -57,7 +58,7 @@ def make_steps(method: str, run: Run, hp: IntraDAConfig, src_hw, tgt_hw):
 
 def bench(method: str, precision: str, args) -> dict:
     device = torch.device(args.device)
-    run = Run({"seed": 0}, ray=False, rank=0, world=1, device=device)
+    run = Run({"seed": 0}, LocalSession(device=str(device)))
     hp = make_hparams(IntraDAConfig, {"preset": "paper", "precision": precision, "pretrained": "none",
                                        "backbone_depth": args.depth})
     src_hw = (round(720 * args.size_scale), round(1280 * args.size_scale))

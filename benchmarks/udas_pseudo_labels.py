@@ -6,7 +6,7 @@ labels the unlabelled target train images as self-training's round 1 does: K pho
 AutoAugment views (+ an undone flip), the most confident view per pixel, kept where its
 confidence >= τ. Against those images' own labels, which no method reads, it reports per τ:
 
-    q          the fraction of pixels kept (what self-training reports as loss.q)
+    q          the fraction of pixels kept (what self-training reports as stat.q)
     precision  of the kept pixels that have a label, the fraction labelled right
     recall     of the labelled pixels, the fraction kept and right
     miou       the pseudo labels' mIoU, a pixel not kept counting as missed (over the classes the
@@ -33,10 +33,11 @@ def measure(seed: int, taus: list[float], views: int | None = None, preset: str 
 
     from udalab.datasets.labels import IGNORE_INDEX
     from udalab.methods.advent import build_model
-    from udalab.methods.engine import Run, make_hparams
-    from udalab.methods.engine.uda_data import build_uda_data
-    from udalab.methods.udas import PRESETS, UDASConfig, labelling_seed, shared_uda, split_target, view_confidence
-    from udalab.studies.study import trial_run_config, trial_settings
+    from udalab.methods import get_method
+    from udalab.methods.engine import Run
+    from udalab.methods.engine.run import LocalSession
+    from udalab.methods.udas import labelling_seed, shared_uda, split_target, view_confidence
+    from udalab.studies.run.trials import trial_run_config, trial_settings
     from udalab.studies.udas_ablation import STUDY
 
     args = SimpleNamespace(preset=preset, smoke=False, data_root=None, set=[], optuna=False)
@@ -45,9 +46,10 @@ def measure(seed: int, taus: list[float], views: int | None = None, preset: str 
     config.update(overrides or {})
     if views is not None:
         config["views"] = views
-    hp = make_hparams(UDASConfig, config, PRESETS)
-    run = Run(config, ray=False, rank=0, world=1, device=torch.device("cpu"))
-    data = build_uda_data(config, hp.source_size, hp.target_size)
+    method = get_method("udas")
+    hp = method.hparams(config)
+    run = Run(config, LocalSession(device="cpu"))
+    data = method.data(config, hp)
     state, reports, artifact = shared_uda(config, data)()
     G = build_model(run, hp, data.num_classes)
     G.load_state_dict(state["G"])

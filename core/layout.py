@@ -4,6 +4,7 @@ the runners, the result store, the report) goes through these names.
 
     <results>/                              $UDALAB_RESULTS, a local folder or s3://...
       index.html                            every study's headline (analysis.report)
+      _artifacts/                           what trials share, built once (methods/engine/artifacts.py)
       <study>[_optuna][_smoke][_local]/     one folder per study invocation kind (study_dir_name)
         udalab_study.json                   the options the study runs with (a resume must match)
         trials.parquet, report.html         the trials table and the report
@@ -17,6 +18,10 @@ the runners, the result store, the report) goes through these names.
             config.json                     the run's config (what `load_trained` rebuilds it from)
             pictures/                       the final evaluation's pictures (methods/engine/pictures.py)
               iteration-<n>/                one evaluation's pictures (pictures="every")
+
+    records/<experiment>/                   a measured run kept in the repository (udalab.analysis.records)
+      manifest.json                         command, commit, machine, date, cpu_hours, files
+      runs.jsonl, trials.parquet, *.json    its data files
 """
 from __future__ import annotations
 
@@ -40,10 +45,15 @@ INDEX_FILE = "index.html"
 RUNS_FILE = "runs.jsonl"
 OPTUNA_DB = "optuna.db"
 TRAIN_DIR = "_train"
+ARTIFACTS_DIR = "_artifacts"           # the artifact store of every study under a URI results folder
 CHECKPOINT_PREFIX = "checkpoint_"
 LOCAL_CHECKPOINT = "checkpoint_local"  # the local runner's one checkpoint folder of a run
 
 STUDY_SUFFIXES = ("_optuna", "_smoke", "_local")
+
+# The repository's records of measured runs.
+RECORDS_DIR = "records"
+MANIFEST_FILE = "manifest.json"
 
 
 def train_run_name(trial_id: str, seed: int | None = None) -> str:

@@ -6,9 +6,10 @@ bucket; these helpers read and write them alike. udalab.core imports nothing of 
 from __future__ import annotations
 
 import os
+import urllib.parse
+import uuid
 
 import pyarrow.fs as pafs
-
 
 
 def fs_path(uri: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -> tuple[pafs.FileSystem, str]:
@@ -78,3 +79,82 @@ def read_text(fs: pafs.FileSystem, path: str) -> str | None:
 def is_local(uri: str | os.PathLike) -> bool:
     """A local path or a file:// URI (results can be returned as a Path)."""
     return "://" not in str(uri) or str(uri).startswith("file://")
+
+
+def write_bytes(uri: str | os.PathLike, data: bytes) -> None:
+    """Write a whole file, replacing what was there; a reader sees the old or the new content, never
+    half of one (locally a temporary file renamed over it; an object store's PUT is atomic)."""
+    fs, path = fs_path(uri)
+    if isinstance(fs, pafs.LocalFileSystem):
+        os.replace(_written_beside(path, data), path)
+        return
+    with fs.open_output_stream(path) as f:
+        f.write(data)
+
+
+def create_exclusive(uri: str | os.PathLike, data: bytes) -> bool:
+    """Write a whole file only where none is: True when this call created it, False when one was
+    there. Of callers racing on one name exactly one gets True, on a local or shared POSIX file
+    system (a hard link of a written temporary file, which fails where the name exists; NFS too)
+    and on S3 (a conditional PUT, If-None-Match: *, through boto3: the `aws` extra; AWS S3, MinIO
+    and moto honour it). Other URI schemes have no such write and are refused."""
+    fs, path = fs_path(uri)
+    if isinstance(fs, pafs.LocalFileSystem):
+        tmp = _written_beside(path, data)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+        return True
+    if isinstance(fs, pafs.S3FileSystem):
+        return _s3_create_exclusive(str(uri), data)
+    raise ValueError(f"{uri}: no exclusive create on a {fs.type_name} file system; use a local path, a shared "
+                     f"file system (file://) or s3://")
+
+
+def _written_beside(path: str, data: bytes) -> str:
+    """A new temporary file holding `data` in the folder of `path` (made if missing)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    return tmp
+
+
+def _s3_create_exclusive(uri: str, data: bytes) -> bool:
+    try:
+        import boto3
+        from botocore.exceptions import ClientError
+    except ImportError as e:
+        raise ImportError(f"{uri}: an exclusive create on S3 needs boto3: pip install 'udalab[aws]'") from e
+    parts = urllib.parse.urlsplit(uri)
+    options = dict(urllib.parse.parse_qsl(parts.query))
+    endpoint = options.get("endpoint_override")
+    client = boto3.client("s3", region_name=options.get("region"),
+                          endpoint_url=f"{options.get('scheme', 'https')}://{endpoint}" if endpoint else None,
+                          aws_access_key_id=options.get("access_key"), aws_secret_access_key=options.get("secret_key"),
+                          aws_session_token=options.get("session_token"))
+    try:
+        client.put_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"), Body=data, IfNoneMatch="*")
+    except ClientError as e:
+        # 412: the object exists; 409: a concurrent conditional write to it is in flight (AWS's answer to
+        # a race; the caller looks again)
+        if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+            return False
+        raise
+    return True
+
+
+def delete(uri: str | os.PathLike) -> None:
+    """Delete a file or a folder with everything under it; nothing there is no error."""
+    fs, path = fs_path(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.Directory:
+        fs.delete_dir(path)
+    elif info.type == pafs.FileType.File:
+        try:
+            fs.delete_file(path)
+        except FileNotFoundError:
+            pass

@@ -13,6 +13,7 @@ for all four (`SegmentationDataset.read_split`):
 """
 from __future__ import annotations
 
+import json
 import struct
 import warnings
 import zlib
@@ -30,8 +31,10 @@ from udalab.datasets.errors import DatasetError
 # torchvision 0.29 announces that its image decoders will move to TorchCodec; they work today.
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
                         category=DeprecationWarning)
-from udalab.datasets.labels import IGNORE_INDEX
+from udalab.datasets.labels import IGNORE_INDEX, colorize
 from udalab.datasets.transforms import apply, build_transform
+
+PREDICTIONS_INFO = "predictions.json"  # in a predictions folder: the dataset, split and value encoding
 
 
 def read_rgb(path: Path) -> torch.Tensor:
@@ -111,6 +114,7 @@ class SegmentationDataset(Dataset):
     palette: np.ndarray | None = None          # [num_classes, 3] uint8: the benchmark's colours (labels.colorize)
     EVAL_SUBSETS: dict[str, tuple[int, ...]] = {}
     SPLITS: tuple[str, ...] = ("train", "val")
+    PREDICTION_VALUES = "class index"          # how a prediction PNG encodes the classes (Cityscapes: "labelid")
 
     def __init__(self, root, split: str, size=None, crop=None, flip: bool = False, strict: bool = True):
         self.root = Path(root)
@@ -219,6 +223,91 @@ class SegmentationDataset(Dataset):
         image, label = self.load(i)
         image, label = apply(self.transform, image, label)
         return {"image": image, "label": label, "name": self.files[i][0].name}
+
+    # -- predictions in the benchmark's own format (`udalab predict` writes them, `udalab eval` reads them)
+    def prediction_name(self, i: int) -> str:
+        """Where sample i's prediction goes under an output folder, named as the benchmark's tools expect."""
+        raise DatasetError(f"{type(self).__name__} has no prediction format: predictions are written for the "
+                           f"target datasets (Cityscapes, MFNet, VOC)")
+
+    def prediction_image(self, pred: np.ndarray) -> Image.Image:
+        """A checked train-id map as the benchmark stores it: here class indices, one 8-bit channel."""
+        return Image.fromarray(pred.astype(np.uint8), mode="L")
+
+    def write_prediction(self, i: int, pred, out_dir, colour_dir=None) -> Path:
+        """Write sample i's train-id prediction (numpy or torch [H,W] at the label's own size) as
+        `out_dir / prediction_name(i)`, in the dataset's own label encoding; with colour_dir, a
+        colour picture in the dataset's palette under the same name there. colour_dir may not lie
+        inside out_dir: the benchmarks' tools take every PNG there for a prediction."""
+        pred = pred.detach().cpu().numpy() if hasattr(pred, "detach") else np.asarray(pred)
+        image, label = self.files[i]
+        with Image.open(label) as im:
+            W, H = im.size
+        if pred.shape != (H, W):
+            raise ValueError(f"the prediction for {image} has shape {pred.shape}, its label {label} has shape "
+                             f"({H}, {W}); upsample the logits to the label's size before the argmax")
+        if pred.dtype.kind not in "iu":
+            raise ValueError(f"the prediction for {image} holds {pred.dtype} values; pass the argmax (train ids)")
+        bad = (pred < 0) | (pred >= self.num_classes)
+        if bad.any():
+            raise ValueError(f"the prediction for {image} holds {np.unique(pred[bad])[:10].tolist()}, which are no "
+                             f"train ids of {type(self).__name__} (0..{self.num_classes - 1}); pass the argmax "
+                             f"over its {self.num_classes} classes")
+        path = Path(out_dir) / self.prediction_name(i)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.prediction_image(pred).save(path)
+        if colour_dir is not None:
+            if Path(out_dir).resolve() in (Path(colour_dir).resolve(), *Path(colour_dir).resolve().parents):
+                raise ValueError(f"colour folder {colour_dir} lies inside the prediction folder {out_dir}; the "
+                                 f"benchmark's tools would take its pictures for predictions: put it beside it")
+            picture = Path(colour_dir) / self.prediction_name(i)
+            picture.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(colorize(pred, self.palette)).save(picture)
+        return path
+
+    def read_prediction(self, path: Path) -> np.ndarray:
+        """A prediction PNG in the dataset's label encoding as train ids (uint8 [H,W], 255: no class)."""
+        try:
+            return self.encode(read_prediction_png(path), path).astype(np.uint8)
+        except DatasetError as e:
+            raise DatasetError(f"prediction {path} is not in {type(self).__name__}'s label encoding: {e}. Write "
+                               f"predictions with `udalab predict`, or in the encoding of the dataset's labels") from e
+
+
+def read_prediction_png(path: Path, what: str = "prediction") -> np.ndarray:
+    """The class indices of a prediction PNG (mode L, P or I;16); a colour picture is refused."""
+    try:
+        with Image.open(path) as im:
+            mode, arr = im.mode, np.array(im)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise DatasetError(f"cannot read {what} {path} ({e}); write it again as a PNG") from e
+    if arr.ndim != 2:
+        raise DatasetError(f"{what} {path} is a {mode} image of shape {arr.shape}; expected a single-channel PNG of "
+                           f"class indices (PIL mode 'L', 'P' or 'I;16'): a colour picture holds no class indices")
+    return arr
+
+
+def write_predictions_info(dataset: SegmentationDataset, out_dir, name: str, **extra) -> Path:
+    """Write PREDICTIONS_INFO into a predictions folder: {"dataset": name, "split", "root", "values",
+    "images", **extra (the run, the method, ...)}. `values` (the dataset's PREDICTION_VALUES) tells
+    `udalab eval` how the PNGs encode the classes, so that it need not guess."""
+    info = {"dataset": name, "split": dataset.split, "root": str(dataset.root), "values": dataset.PREDICTION_VALUES,
+            "images": len(dataset), **extra}
+    path = Path(out_dir) / PREDICTIONS_INFO
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(info, indent=1) + "\n")
+    return path
+
+
+def read_predictions_info(pred_dir) -> dict | None:
+    """The PREDICTIONS_INFO of a predictions folder, or None where there is none (predictions from elsewhere)."""
+    path = Path(pred_dir) / PREDICTIONS_INFO
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise DatasetError(f"{path} is not valid JSON ({e}); delete it, or write the predictions again") from e
 
 
 def map_ids(raw: np.ndarray, lut: np.ndarray, valid_max: int, path: Path, encoding: str) -> np.ndarray:

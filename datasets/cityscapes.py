@@ -11,16 +11,22 @@ benchmark server scores test predictions): every gtFine test label is void, whic
 the fix (hold out part of val: move a few val cities to leftImg8bit/test and gtFine/test).
 A "test" folder with real labels, such as the mini twin's held-out split, loads like val.
 The check reads up to three labels of the split (first, middle, last), not all of them.
+
+Predictions (`write_prediction`) are written as the benchmark and cityscapesScripts'
+evalPixelLevelSemanticLabeling read them: label ids (not train ids), one 8-bit PNG per image,
+`<out>/<city>/<city>_<seq>_<frame>_leftImg8bit.png` (the evaluation finds a prediction by the
+`<city>_<seq>_<frame>` its file name starts with, anywhere under the results folder).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from udalab.datasets.base import SegmentationDataset, map_ids
 from udalab.datasets.errors import DatasetError
-from udalab.datasets.labels import CLASS_NAMES, ID_TO_TRAIN_ID, MAX_LABEL_ID, NUM_CLASSES, PALETTE
+from udalab.datasets.labels import CLASS_NAMES, ID_TO_TRAIN_ID, MAX_LABEL_ID, NUM_CLASSES, PALETTE, TRAIN_ID_TO_ID
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
@@ -31,6 +37,7 @@ class Cityscapes(SegmentationDataset):
     class_names = CLASS_NAMES
     palette = PALETTE
     SPLITS = ("train", "val", "test")
+    PREDICTION_VALUES = "labelid"
 
     def __init__(self, root, split: str = "train", size=None, crop=None, flip: bool = False, strict: bool = True):
         super().__init__(root, split, size, crop, flip, strict)
@@ -64,3 +71,10 @@ class Cityscapes(SegmentationDataset):
 
     def encode(self, raw: np.ndarray, path: Path) -> np.ndarray:
         return map_ids(raw, ID_TO_TRAIN_ID, MAX_LABEL_ID, path, "Cityscapes label-id")
+
+    def prediction_name(self, i: int) -> str:
+        image = self.files[i][0]
+        return f"{image.parent.name}/{image.name}"
+
+    def prediction_image(self, pred: np.ndarray) -> Image.Image:
+        return Image.fromarray(TRAIN_ID_TO_ID[pred], mode="L")

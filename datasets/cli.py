@@ -6,6 +6,8 @@ fill VOC's pseudo-depth folder.
                                                      label ids, sizes; each problem with its fix
     udalab data stats DATASET [--root DIR]           images per split, class pixel frequencies
     udalab data pseudo-depth --root VOCROOT --model PATH_OR_HF_ID
+    udalab data realism [--images N] [--json FILE]   does colour alone tell the mini twins' domains
+                                                     apart? (datasets/realism.py)
 
 DATASET is a dataset name (gta5, cityscapes, synthia, mfnet, voc, or a view such as
 mfnet_thermal_day); without --root the embedded mini twin is used.
@@ -67,6 +69,10 @@ def add_arguments(subparsers) -> argparse.ArgumentParser:
     d.add_argument("--device", default=None)
     d.add_argument("--overwrite", action="store_true", help="recompute images that already have a depth map")
     d.add_argument("--quiet", action="store_true")
+    r = sub.add_parser("realism", help="colour check of the mini twins' street pairs: the domain gap is realism, "
+                                       "not colour (datasets/realism.py)")
+    r.add_argument("--images", type=int, default=None, help="images per dataset (default: all)")
+    r.add_argument("--json", default=None, help="also write the checks to this JSON file")
     return p
 
 
@@ -82,6 +88,10 @@ def run(args) -> int:
             return _stats(args)
         if args.data_command == "pseudo-depth":
             return _pseudo_depth(args)
+        if args.data_command == "realism":
+            from udalab.datasets.realism import run as run_realism
+
+            return run_realism(args)
     except DatasetError as e:
         print(f"udalab data {args.data_command}: {e}", file=sys.stderr)
         return 2

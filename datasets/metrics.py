@@ -19,7 +19,9 @@ non-evaluated label is simply wrong. Pixels whose target is `ignore_index` are s
 
 Accumulation is a single bincount on the inputs' device (no host sync per update for torch
 tensors); `merge()` / `+` add matrices of several workers, `all_reduce()` sums them over a
-torch.distributed process group.
+torch.distributed process group. `cm.grouped(groups)` is the matrix over groups of classes;
+`cm.category_summary(CATEGORIES)` its IoU over Cityscapes' categories, cityscapesScripts'
+category IoU ({"category_miou": .., "category_iou.flat": ..}).
 
 iIoU: instance-level IoU, background excluded (the multi-decoder pseudo-depth paper's metric;
 Cityscapes' definition). For a class c, every ground-truth instance i of c contributes its
@@ -37,6 +39,15 @@ without one, from the 4-connected components of each class in the label.
     m = InstanceIoU(21)                      # background=(0,), ignore_index=IGNORE_INDEX (255)
     m.update(pred, label, instances)         # numpy / torch [H,W]; instances optional
     m.summary(CLASS_NAMES)                   # {"iiou": .., "iiou.<class>": ..} in percent
+
+Cityscapes, as cityscapesScripts' evalPixelLevelSemanticLabeling scores it: no background, the
+8 instance classes only (each scored even without instances: 0 where it was predicted), weights
+from the train set's mean instance sizes, and the category iIoU of human and vehicle (an
+instance is hit where the prediction falls in its category):
+
+    m = InstanceIoU(19, background=(), instance_classes=INSTANCE_CLASSES, avg_sizes=AVG_INSTANCE_SIZE,
+                    categories=CATEGORIES)
+    m.update(pred, label, instances)         # + {"category_iiou": .., "category_iiou.vehicle": ..}
 """
 from __future__ import annotations
 
@@ -232,6 +243,33 @@ class ConfusionMatrix:
             out[f"iou.{class_names[c]}"] = 100.0 * float(iou[c])
         return out
 
+    def grouped(self, groups: Sequence[Sequence[int]]) -> "ConfusionMatrix":
+        """The matrix over groups of classes (Cityscapes' categories): group g's row and column sum
+        its classes' rows and columns; the "outside" column stays. The groups must partition the
+        classes. Its IoU is cityscapesScripts' category IoU: a pixel predicted as another class of
+        its own category is right, one of another category is a false positive there."""
+        members = [_check_classes(g, self.num_classes) for g in groups]
+        flat = sorted(c for g in members for c in g)
+        if flat != list(range(self.num_classes)):
+            raise ValueError(f"groups {[list(g) for g in groups]} must partition the classes 0..{self.num_classes - 1}")
+        C = self.num_classes
+        onehot = torch.zeros((len(members), C), dtype=torch.int64)
+        for g, classes in enumerate(members):
+            onehot[g, classes] = 1
+        m = self.matrix.detach().cpu()
+        out = ConfusionMatrix(len(members), self.ignore_index)
+        out._mat = torch.cat([onehot @ m[:, :C] @ onehot.T, onehot @ m[:, C:]], dim=1)
+        return out
+
+    def category_summary(self, categories: dict[str, Sequence[int]]) -> dict:
+        """{"category_miou": .., "category_iou.<name>": ..} in percent: the IoU of `grouped` over
+        categories {name: class indices}, averaged over the categories present."""
+        cat = self.grouped(list(categories.values()))
+        out = {"category_miou": 100.0 * cat.miou()}
+        for name, v in zip(categories, cat.iou()):
+            out[f"category_iou.{name}"] = 100.0 * float(v)
+        return out
+
     def __repr__(self) -> str:
         return (f"ConfusionMatrix(num_classes={self.num_classes}, ignore_index={self.ignore_index}, "
                 f"pixels={self.total}, miou={100 * self.miou():.2f})")
@@ -274,19 +312,45 @@ def connected_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 class InstanceIoU:
-    """Accumulates per-instance sizes and true positives (and per-class false positives) for iIoU.
+    """Accumulates per-instance sizes and true positives (and false positives per class and per
+    category) for iIoU.
 
+    instance_classes: the classes annotated as instances (Cityscapes: person ... bicycle). Each
+    is scored even where the data holds none of its instances (0 if predicted there, NaN if not),
+    as cityscapesScripts scores them; the other classes are NaN. None: every class but the
+    background, scored where instances occur.
+    avg_sizes {class: mean instance size}: fixed weights (Cityscapes fixes them from its train
+    set); None: the evaluated instances' own means.
+    categories {name: classes}: also score category iIoU for the categories whose classes are all
+    instance classes (Cityscapes: human, vehicle). An instance counts as hit where the prediction
+    falls in its category; each instance is weighted by its class's mean size.
     Targets must be in [0, C) or `ignore_index`; anything else raises ValueError.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX, background: Sequence[int] = (0,)):
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX, background: Sequence[int] = (0,),
+                 instance_classes: Sequence[int] | None = None, avg_sizes: dict | None = None,
+                 categories: dict[str, Sequence[int]] | None = None):
         self.num_classes = int(num_classes)
         self.ignore_index = int(ignore_index)
         self.background = tuple(int(b) for b in background)
+        self.always = instance_classes is not None  # classes without instances are scored too
+        self.scored = (_check_classes(instance_classes, self.num_classes) if instance_classes is not None
+                       else [c for c in range(self.num_classes) if c not in self.background])
+        self.avg_sizes = avg_sizes
+        self.categories = {name: _check_classes(cs, self.num_classes) for name, cs in (categories or {}).items()}
+        self.category_of = np.full(self.num_classes + 1, IGNORE_INDEX, np.int64)  # class -> category; last: none
+        for g, classes in enumerate(self.categories.values()):
+            self.category_of[classes] = g
+        self.instance_categories = [g for g, cs in enumerate(self.categories.values()) if set(cs) <= set(self.scored)]
         self.fp = np.zeros(self.num_classes, np.float64)
-        self.instances: list[tuple[int, int, int]] = []  # (class, size, true positives)
+        self.category_fp = np.zeros(len(self.categories), np.float64)
+        self.instances: list[tuple[int, int, int, int]] = []  # (class, size, true positives, category hits)
 
-    def update(self, pred, target, instances=None) -> "InstanceIoU":
+    def update(self, pred, target, instances=None, pred_categories=None) -> "InstanceIoU":
+        """Add one image: pred and target [H,W] class indices, instances an optional instance map
+        (0 and ignore_index: none). pred_categories [H,W]: the category index each predicted
+        pixel counts for (255: none), where that is not its class's category (cityscapesScripts
+        counts a predicted caravan, no evaluated class, as a vehicle); default: its class's."""
         pred, target = _np(pred).astype(np.int64), _np(target).astype(np.int64)
         if pred.shape != target.shape:
             raise ValueError(f"prediction shape {pred.shape} != target shape {target.shape}")
@@ -295,10 +359,31 @@ class InstanceIoU:
         if bad.any():
             raise ValueError(f"target holds values {np.unique(target[bad])[:10].tolist()} outside [0, "
                              f"{self.num_classes}) that are not ignore_index={self.ignore_index}")
-        for c in range(self.num_classes):
-            if c in self.background:
-                continue
+        for c in self.scored:
             self.fp[c] += np.count_nonzero(valid & (pred == c) & (target != c))
+        if pred_categories is None:
+            pred_categories = self.category_of[np.where((pred >= 0) & (pred < self.num_classes), pred, -1)]
+        pred_categories = _np(pred_categories).astype(np.int64)
+        target_categories = self.category_of[np.where(valid, target, -1)]
+        for g in self.instance_categories:
+            self.category_fp[g] += np.count_nonzero(valid & (pred_categories == g) & (target_categories != g))
+        ids, classes = self._instance_ids(target, valid, instances)
+        n = len(classes)
+        if n:
+            classes = np.concatenate([[-1], classes])
+            sizes = np.bincount(ids.ravel(), minlength=n + 1)[1:]
+            tps = np.bincount(ids[pred == classes[ids]], minlength=n + 1)[1:]
+            hits = np.bincount(ids[pred_categories == self.category_of[classes[ids]]], minlength=n + 1)[1:]
+            self.instances += [(int(c), int(s), int(t), int(h)) for c, s, t, h in zip(classes[1:], sizes, tps, hits)]
+        return self
+
+    def _instance_ids(self, target, valid, instances) -> tuple[np.ndarray, np.ndarray]:
+        """(ids [H,W]: 1..n on the pixels of each instance of a scored class, 0 elsewhere; the n classes).
+
+        From an instance map, an instance's class is its pixels' majority class; without one, the
+        instances are the 4-connected components of each scored class in the target."""
+        ids = np.zeros(target.shape, np.int64)
+        classes: list[int] = []
         if instances is not None:
             inst = _np(instances).astype(np.int64)
             if inst.shape != target.shape:
@@ -307,45 +392,55 @@ class InstanceIoU:
                 if k == 0 or k == self.ignore_index:
                     continue
                 region = valid & (inst == k)
-                classes, counts = np.unique(target[region], return_counts=True)
-                c = int(classes[np.argmax(counts)])
-                if c in self.background:
-                    continue
-                region &= target == c
-                self.instances.append((c, int(region.sum()), int(np.count_nonzero(pred[region] == c))))
+                values, counts = np.unique(target[region], return_counts=True)
+                c = int(values[np.argmax(counts)])
+                if c in self.scored:
+                    classes.append(c)
+                    ids[region & (target == c)] = len(classes)
         else:
             for c in np.unique(target[valid]):
-                if int(c) in self.background:
+                if int(c) not in self.scored:
                     continue
                 comps, n = connected_components(valid & (target == c))
-                if n == 0:
-                    continue
-                sizes = np.bincount(comps.ravel(), minlength=n + 1)[1:]
-                tps = np.bincount(comps[pred == c], minlength=n + 1)[1:]
-                self.instances += [(int(c), int(s), int(t)) for s, t in zip(sizes, tps)]
-        return self
+                ids[comps > 0] = comps[comps > 0] + len(classes)
+                classes += [int(c)] * n
+        return ids, np.array(classes, np.int64)
+
+    def _weights(self, arr: np.ndarray, avg_sizes: dict | None) -> np.ndarray:
+        """Each instance's weight: its class's mean instance size over its own size."""
+        w = np.zeros(len(arr))
+        for c in np.unique(arr[:, 0]).astype(int):
+            rows = arr[:, 0] == c
+            mean = float(avg_sizes[c]) if avg_sizes and c in avg_sizes else arr[rows, 1].mean()
+            w[rows] = mean / arr[rows, 1]
+        return w
 
     def iiou(self, avg_sizes: dict | None = None) -> np.ndarray:
-        """Per-class iIoU in [0, 1]; NaN for background and for classes without instances.
+        """Per-class iIoU in [0, 1]; NaN for the classes not scored, and for classes without
+        instances unless `instance_classes` names them. avg_sizes: overrides the constructor's."""
+        return self._iiou(self.scored, self.fp, 2, avg_sizes, self.num_classes, lambda c: [c])
 
-        avg_sizes {class: mean instance size}: Cityscapes fixes these from its train set;
-        by default they are the evaluated instances' own means."""
-        out = np.full(self.num_classes, np.nan)
-        if not self.instances:
-            return out
-        arr = np.array(self.instances, np.float64)
-        for c in range(self.num_classes):
-            if c in self.background:
+    def category_iiou(self, avg_sizes: dict | None = None) -> dict[str, float]:
+        """{category: iIoU in [0, 1]} for the categories made of instance classes."""
+        members = list(self.categories.values())
+        v = self._iiou(self.instance_categories, self.category_fp, 3, avg_sizes, len(members), lambda g: members[g])
+        names = list(self.categories)
+        return {names[g]: float(v[g]) for g in self.instance_categories}
+
+    def _iiou(self, scored, fp, hit_column, avg_sizes, size, classes_of) -> np.ndarray:
+        """iIoU_k = Σ w_i hits_i / (Σ w_i hits_i + FP_k + Σ w_i (s_i - hits_i)) over the instances
+        of k's classes (a class, or a category's)."""
+        out = np.full(size, np.nan)
+        arr = np.array(self.instances, np.float64).reshape(-1, 4)
+        w = self._weights(arr, self.avg_sizes if avg_sizes is None else avg_sizes)
+        for k in scored:
+            rows = np.isin(arr[:, 0], classes_of(k))
+            if not rows.any() and not self.always:
                 continue
-            rows = arr[arr[:, 0] == c]
-            if len(rows) == 0:
-                continue
-            mean = float(avg_sizes[c]) if avg_sizes and c in avg_sizes else rows[:, 1].mean()
-            w = mean / rows[:, 1]
-            itp = float((w * rows[:, 2]).sum())
-            ifn = float((w * (rows[:, 1] - rows[:, 2])).sum())
-            denom = itp + ifn + self.fp[c]
-            out[c] = itp / denom if denom > 0 else np.nan
+            itp = float((w[rows] * arr[rows, hit_column]).sum())
+            ifn = float((w[rows] * (arr[rows, 1] - arr[rows, hit_column])).sum())
+            denom = itp + ifn + fp[k]
+            out[k] = itp / denom if denom > 0 else np.nan
         return out
 
     def mean(self, avg_sizes: dict | None = None) -> float:
@@ -353,11 +448,16 @@ class InstanceIoU:
         return float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
 
     def summary(self, class_names: Sequence[str] | None = None) -> dict:
-        """{"iiou": .., "iiou.<class>": ..} in percent (background left out)."""
+        """{"iiou": .., "iiou.<class>": ..} in percent over the scored classes; with categories also
+        {"category_iiou": .., "category_iiou.<category>": ..} (mean over those not NaN)."""
         names = class_names or [f"class_{i}" for i in range(self.num_classes)]
         v = self.iiou()
         out = {"iiou": 100.0 * self.mean()}
-        for c, name in enumerate(names):
-            if c not in self.background:
-                out[f"iiou.{name}"] = 100.0 * float(v[c])
+        for c in self.scored:
+            out[f"iiou.{names[c]}"] = 100.0 * float(v[c])
+        if self.instance_categories:
+            cat = self.category_iiou()
+            finite = [x for x in cat.values() if np.isfinite(x)]
+            out["category_iiou"] = 100.0 * float(np.mean(finite)) if finite else float("nan")
+            out.update({f"category_iiou.{name}": 100.0 * x for name, x in cat.items()})
         return out

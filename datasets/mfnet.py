@@ -20,6 +20,9 @@ name "mfnet" to the folder):
     mfnet_<view>_day, mfnet_<view>_night   only the day (D) / night (N) images of the split
     mfnet                                  = mfnet_rgbt
 
+Predictions (`write_prediction`) take the labels' format: `<out>/<name>.png`, class indices
+0..8 in one 8-bit channel.
+
 Pseudo labels (MS-UDA's layout): <root>/pseudo/<expert>/<name>.png, one class-index PNG
 per image, 255 = no label, written by `write_pseudo_labels` from an expert's predictions and
 read with `label_dir="pseudo/<expert>"`.
@@ -119,6 +122,9 @@ class MFNet(SegmentationDataset):
         if self.modality == "thermal":
             return img[3:4].expand(3, -1, -1).contiguous()
         return img
+
+    def prediction_name(self, i: int) -> str:
+        return self.files[i][0].name
 
     def encode(self, raw: np.ndarray, path: Path) -> np.ndarray:
         if self.label_dir != "labels" and raw.dtype == np.uint8:  # pseudo labels: 255 = no label

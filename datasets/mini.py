@@ -7,8 +7,8 @@ The domains differ the way the real ones do, not by colour: a class keeps its co
 every domain (one palette), and the gap is rendering (game vs photograph: texture, sensor
 noise, exposure, blur, vignetting, lighting), camera (height, focal length, horizon) and
 layout statistics (object sizes, class frequencies, shapes); see mini_street.py. The gap
-this leaves is measured by benchmarks/mini_gap.py (docs/mini_gap.json, docs/datasets.md),
-whose `colour_check` shows that colour alone no longer tells the domains apart.
+this leaves is measured by studies/mini_gap.py (records/mini_gap, docs/datasets.md);
+realism.py's `colour_check` shows that colour alone no longer tells the domains apart.
 
 Every target twin has a labelled held-out split that nothing is tuned on: Cityscapes
 `test` (45 images, the distribution of val; real Cityscapes' test labels are withheld),

@@ -5,7 +5,7 @@
 
 The class sits in the first channel of a 16-bit PNG: it must be read unchanged (PIL's
 default mode keeps the high byte only, which makes every class 0). SYNTHIA ids map to the
-Cityscapes train ids (REFERENCE_FACTS.md); terrain, truck and train do not exist in
+Cityscapes train ids (as DAFormer's tools/convert_datasets/synthia.py maps them); terrain, truck and train do not exist in
 SYNTHIA, so the UDA papers score SYNTHIA->Cityscapes over 16 classes (and 13, without
 wall, fence and pole). All 9,400 images are the training split; an optional
 <root>/<split>.txt lists image file names for other splits (SegmentationDataset.read_split).
@@ -27,7 +27,7 @@ SYNTHIA_NAMES = ("void", "sky", "building", "road", "sidewalk", "fence", "vegeta
                  "traffic sign", "pedestrian", "bicycle", "motorcycle", "parking-slot", "road-work",
                  "traffic light", "terrain", "rider", "truck", "bus", "train", "wall", "lanemarking")
 MAX_SYNTHIA_ID = len(SYNTHIA_NAMES) - 1  # 22
-# SYNTHIA id -> Cityscapes train id (REFERENCE_FACTS.md); everything else 255.
+# SYNTHIA id -> Cityscapes train id (lhoyer/DAFormer tools/convert_datasets/synthia.py); everything else 255.
 SYNTHIA_TO_TRAIN = {3: 0, 4: 1, 2: 2, 21: 3, 5: 4, 7: 5, 15: 6, 9: 7, 6: 8, 1: 10, 10: 11, 17: 12, 8: 13,
                     19: 15, 12: 17, 11: 18}
 ID_TO_TRAIN_ID = np.full(65536, IGNORE_INDEX, dtype=np.uint8)

@@ -10,6 +10,9 @@
 `root` may also be the VOC2012 folder itself. 1464 train / 1449 val images, 21 classes.
 VOC 2012 publishes no test labels; a `test.txt` beside them (the mini twin's labelled
 held-out split, or part of val held out) is read like the others.
+Predictions (`write_prediction`) are written as VOCdevkit's evaluation reads its results
+(results/VOC2012/Segmentation/<comp>_<split>_cls/<name>.png): `<out>/<name>.png`, a palette
+PNG of class indices 0..20 in the VOC colours.
 The pseudo-depth folder is filled by `udalab data pseudo-depth` (datasets/pseudo_depth.py)
 from a monocular depth model; the "voc_depth" view adds sample["depth"] (float [1,H,W],
 moved with the label by the joint transforms, 0 in padding).
@@ -21,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from udalab.datasets.base import SegmentationDataset, read_index_png, read_png_unchanged
 from udalab.datasets.errors import DatasetError
@@ -99,6 +103,14 @@ class VOC(SegmentationDataset):
                                f"(0..20 and 255 = void); it is not a SegmentationClass palette PNG: restore it from "
                                f"the VOC archive")
         return raw
+
+    def prediction_name(self, i: int) -> str:
+        return f"{self.files[i][0].stem}.png"
+
+    def prediction_image(self, pred: np.ndarray) -> Image.Image:
+        im = Image.fromarray(pred.astype(np.uint8), mode="P")
+        im.putpalette(PALETTE.ravel().tolist())
+        return im
 
     # -- instances (iIoU) and pseudo depth -------------------------------------------------
     def instance_path(self, i: int) -> Path:

@@ -20,17 +20,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from udalab.methods import register
 from udalab.methods.advent import PRESETS as ADVENT_PRESETS
-from udalab.methods.advent import AdventConfig, AdventStep, build_model
-from udalab.methods.engine import ConfigError, Run, fit, make_hparams
-from udalab.methods.engine.uda_data import build_uda_data
+from udalab.methods.advent import AdversarialAlignment, AdventStep, DeepLabTraining, build_model, trained_model
+from udalab.methods.engine import ConfigError, Run, Step, UDAData, fields_of, fit, register
 
 GANS = ("vanilla", "lsgan")
 
 
 @dataclass
-class AdaptSegNetConfig(AdventConfig):
+class AdaptSegNetConfig(DeepLabTraining, AdversarialAlignment):
     """ADVENT's model, data and optimisers (the same reference family) with AdaptSegNet's schedule
     and adversarial loss. Reference: wasidennis/AdaptSegNet train_gta2cityscapes_multi.py."""
 
@@ -45,18 +43,14 @@ class AdaptSegNetConfig(AdventConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.variant != "adv":
-            raise ConfigError(f"AdaptSegNet is adversarial only; variant={self.variant!r} is ADVENT's MinEnt "
-                              f"(run method 'advent' with variant='minent')")
         if self.gan not in GANS:
             raise ConfigError(f"gan must be one of {GANS}, got {self.gan!r}")
 
 
 # The mini data: ADVENT's mini preset (the same DeepLab-v2 ResNet-18 from the stand-in, 600 steps,
 # poly over the run's own length), so the two methods differ only in what D sees; except D's depth:
-# the reference's four layers, with which UDAS's comparison rows measured AdaptSegNet (docs/results.md;
-# ADVENT's one-layer mini D, see its MINI, is not measured for AdaptSegNet).
-PRESETS = {name: {**preset, "d_layers": 4} for name, preset in ADVENT_PRESETS.items()}
+# the reference's four layers, with which UDAS's comparison rows measured AdaptSegNet.
+PRESETS = {name: {**fields_of(AdaptSegNetConfig, preset), "d_layers": 4} for name, preset in ADVENT_PRESETS.items()}
 
 
 class AdaptSegNetStep(AdventStep):
@@ -70,11 +64,8 @@ class AdaptSegNetStep(AdventStep):
         return super().gan_loss(d_logits, domain)
 
 
-@register("adaptsegnet", AdaptSegNetConfig, PRESETS)
-def train_loop(config: dict) -> None:
-    run = Run.start(config)
-    hp = make_hparams(AdaptSegNetConfig, config, PRESETS)
-    data = build_uda_data(config, hp.source_size, hp.target_size)
+@register("adaptsegnet", AdaptSegNetConfig, PRESETS, trained=trained_model)
+def adaptsegnet(run: Run, hp: AdaptSegNetConfig, data: UDAData) -> Step:
     G = build_model(run, hp, data.num_classes)
-    fit(run, AdaptSegNetStep(run, hp, data, G, hp.iterations), stage="adapt", iterations=hp.iterations,
-        eval_every=hp.eval_every)
+    return fit(run, AdaptSegNetStep(run, hp, data, G, hp.iterations), stage="adapt", iterations=hp.iterations,
+               eval_every=hp.eval_every)

@@ -11,14 +11,16 @@ generators, D_A / D_B 70x70 PatchGAN discriminators, L_gan least squares):
   3. Adam (2e-4, betas 0.5 / 0.999) for both; the learning rate constant for the first half of
      the iterations, then decaying linearly to 0 (the reference: 100 + 100 epochs).
 
-Used as a stage: the trained G_AB translates every source image once, written in the source
-dataset's own layout beside its labels (`write_translated`), cached as an artifact keyed by
-the CycleGAN config and the source (methods/engine/artifacts.py), so every trial that asks for the
-same translation reads the same folder. Reference settings: REFERENCE_FACTS.md, CycleGAN
-(junyanz/pytorch-CycleGAN-and-pix2pix; CyCADA for GTA5 -> Cityscapes).
+Used as a stage of other methods (`CycleGANStage` is its part of their configs): the stage trains
+as a run of its own (`train_stage`), inside the artifact's build that every trial asking for the
+same translation shares (methods/engine/artifacts.py). UDAS translates every source image once
+with the trained G_AB (`write_translated`, in the source dataset's own layout beside its labels);
+MS-UDA keeps the generator. Reference settings: junyanz/pytorch-CycleGAN-and-pix2pix
+(options/train_options.py, models/cycle_gan_model.py); CyCADA for GTA5 -> Cityscapes.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,14 +30,18 @@ from torch import nn
 from torchvision.io import write_png
 
 from udalab.datasets.transforms import denormalize
+from udalab.methods.engine import ConfigError, HParams, Run, Step, Stream, UDAData, fit, register
 from udalab.methods.engine.artifacts import link_tree
-from udalab.methods.engine import ConfigError, Run, Step, Stream, unwrap
+from udalab.methods.engine.registry import train_loop
+from udalab.methods.engine.run import LocalSession
+from udalab.methods.nets.cyclegan import PatchDiscriminator, ResnetGenerator
+from udalab.methods.parts.losses import lsgan
 
 REAL, FAKE = 1.0, 0.0  # LSGAN targets (the reference)
 
 
 @dataclass
-class CycleGANConfig:
+class CycleGANConfig(HParams):
     # networks: resnet_9blocks generator, 64 filters, instance norm; 70x70 PatchGAN, 64 filters
     ngf: int = 64
     ndf: int = 64
@@ -50,10 +56,13 @@ class CycleGANConfig:
     batch_size: int = 1
     iterations: int = 200 * 2975        # 200 epochs of Cityscapes' 2975 train images
     decay_from: float = 0.5             # the fraction of iterations after which the LR decays to 0
-    # data: random 256-px crops (CyCADA: 400-px crops of images 1024 wide)
+    # data: images resized to load_size (None: as stored), then random crops of crop_size (the reference's
+    # --load_size 286 / --crop_size 256; CyCADA: width 1024, 400-px crops)
+    load_size: tuple | None = None
     crop_size: tuple = (256, 256)
 
     def validate(self) -> None:
+        super().validate()
         if min(self.ngf, self.ndf, self.n_blocks, self.batch_size, self.iterations) < 1:
             raise ConfigError("ngf, ndf, n_blocks, batch_size and iterations must be >= 1")
         if not 0.0 <= self.decay_from <= 1.0:
@@ -61,65 +70,31 @@ class CycleGANConfig:
         if self.lambda_cyc < 0 or self.lambda_identity < 0 or self.pool_size < 0:
             raise ConfigError("lambda_cyc, lambda_identity and pool_size must be >= 0")
 
-
-# ---------------------------------------------------------------------------------------
-# Networks.
-
-
-class ResidualBlock(nn.Module):
-    def __init__(self, ch: int):
-        super().__init__()
-        self.body = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3), nn.InstanceNorm2d(ch), nn.ReLU(True),
-                                  nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3), nn.InstanceNorm2d(ch))
-
-    def forward(self, x):
-        return x + self.body(x)
+    def images(self) -> dict:
+        """Both domains at load_size (or as stored), random crops (the reference's --preprocess resize_and_crop)."""
+        size = tuple(self.load_size) if self.load_size else None
+        return {"source_size": size, "target_size": size, "crop": tuple(self.crop_size)}
 
 
-class ResnetGenerator(nn.Module):
-    """7x7 conv, two stride-2 downsamplings, n residual blocks, two transposed-conv upsamplings,
-    7x7 conv to 3 channels, tanh; instance norm; images in [-1, 1]."""
+@dataclass
+class CycleGANStage(HParams):
+    """The CycleGAN stage of a method built on a translation (UDAS, MS-UDA): the fields it sets of
+    CycleGANConfig; the defaults translate Cityscapes-sized sets (UDAS overrides them, MS-UDA too)."""
 
-    def __init__(self, ngf: int = 64, n_blocks: int = 9):
-        super().__init__()
-        layers = [nn.ReflectionPad2d(3), nn.Conv2d(3, ngf, 7), nn.InstanceNorm2d(ngf), nn.ReLU(True)]
-        for k in (1, 2):
-            layers += [nn.Conv2d(ngf * k, ngf * 2 * k, 3, stride=2, padding=1), nn.InstanceNorm2d(ngf * 2 * k),
-                       nn.ReLU(True)]
-        layers += [ResidualBlock(ngf * 4) for _ in range(n_blocks)]
-        for k in (4, 2):
-            layers += [nn.ConvTranspose2d(ngf * k, ngf * k // 2, 3, stride=2, padding=1, output_padding=1),
-                       nn.InstanceNorm2d(ngf * k // 2), nn.ReLU(True)]
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7), nn.Tanh()]
-        self.net = nn.Sequential(*layers)
+    cyclegan_iterations: int = 200 * 2975  # 100 + 100 epochs of the target's images (the reference)
+    cyclegan_ngf: int = 64
+    cyclegan_blocks: int = 9
+    cyclegan_crop: tuple = (256, 256)
+    cyclegan_seed: int = 0                 # one translation for every trial, whatever its seed
 
-    def forward(self, x):
-        h, w = x.shape[-2:]
-        pad_h, pad_w = -h % 4, -w % 4      # any size: pad to a multiple of 4, crop back
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
-        return self.net(x)[..., :h, :w]
+    def validate(self) -> None:
+        super().validate()
+        if min(self.cyclegan_iterations, self.cyclegan_ngf, self.cyclegan_blocks) < 1:
+            raise ConfigError("cyclegan_iterations, cyclegan_ngf and cyclegan_blocks must be >= 1")
 
-
-class PatchDiscriminator(nn.Module):
-    """70x70 PatchGAN: 4x4 convs 64-128-256 (stride 2), 512 (stride 1), then 1; LeakyReLU 0.2,
-    instance norm after the first."""
-
-    def __init__(self, ndf: int = 64):
-        super().__init__()
-        layers, ch = [nn.Conv2d(3, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)], ndf
-        for k, stride in ((2, 2), (4, 2), (8, 1)):
-            layers += [nn.Conv2d(ch, ndf * k, 4, stride, 1), nn.InstanceNorm2d(ndf * k), nn.LeakyReLU(0.2, True)]
-            ch = ndf * k
-        layers.append(nn.Conv2d(ch, 1, 4, 1, 1))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x):
-        return self.net(x)
-
-
-def lsgan(d_out: torch.Tensor, target: float) -> torch.Tensor:
-    return F.mse_loss(d_out, torch.full_like(d_out, target))
+    def cyclegan(self) -> CycleGANConfig:
+        return CycleGANConfig(ngf=self.cyclegan_ngf, ndf=self.cyclegan_ngf, n_blocks=self.cyclegan_blocks,
+                              iterations=self.cyclegan_iterations, crop_size=tuple(self.cyclegan_crop))
 
 
 class ImagePool:
@@ -128,6 +103,12 @@ class ImagePool:
 
     def __init__(self, size: int):
         self.size, self.images = size, []
+
+    def state_dict(self) -> dict:
+        return {"images": list(self.images)}
+
+    def load_state_dict(self, state) -> None:
+        self.images = list(state["images"] if isinstance(state, dict) else state)
 
     def query(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         if self.size == 0:
@@ -160,8 +141,9 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
 
 
 class CycleGANStep(Step):
-    def __init__(self, run: Run, hp: CycleGANConfig, data, source, target):
-        self.run, self.hp, self.data, self.source, self.target = run, hp, data, source, target
+    def __init__(self, run: Run, hp: CycleGANConfig, data: UDAData):
+        self.run, self.hp, self.data = run, hp, data
+        self.source, self.target = data.source, data.target
         self.G_AB, self.G_BA = (run.prepare(ResnetGenerator(hp.ngf, hp.n_blocks), ddp=False) for _ in range(2))
         self.D_A, self.D_B = (run.prepare(PatchDiscriminator(hp.ndf), ddp=False) for _ in range(2))
         self.networks = (self.G_AB, self.G_BA, self.D_A, self.D_B)
@@ -173,6 +155,7 @@ class CycleGANStep(Step):
         self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, rate)
         self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, rate)
         self.pool_A, self.pool_B = ImagePool(hp.pool_size), ImagePool(hp.pool_size)
+        self.saved = ("G_AB", "G_BA", "D_A", "D_B", "opt_G", "opt_D", "sched_G", "sched_D", "pool_A", "pool_B")
 
     def streams(self) -> dict[str, Stream]:
         return {"source": Stream(self.source, self.hp.batch_size, id=0),
@@ -207,42 +190,30 @@ class CycleGANStep(Step):
             opt_or_sched.step()
 
     @torch.no_grad()
-    def evaluate(self, dataset) -> dict:
+    def evaluate(self, dataset, record=None) -> dict:
         """How well a translated image comes back: the cycle L1 over (up to) 8 images of `dataset`
         sent B -> A -> B (the translation has no segmentation metric)."""
         loss = [F.l1_loss(self.G_AB(self.G_BA(x)), x).item()
                 for x in (to_unit(dataset[k]["image"][None].to(self.run.device)) for k in range(min(8, len(dataset))))]
         return {"cycle_l1": sum(loss) / len(loss)}
 
-    def state_dict(self) -> dict:
-        return {**{name: unwrap(getattr(self, name)).state_dict() for name in ("G_AB", "G_BA", "D_A", "D_B")},
-                **{name: getattr(self, name).state_dict() for name in ("opt_G", "opt_D", "sched_G", "sched_D")},
-                "pool_A": list(self.pool_A.images), "pool_B": list(self.pool_B.images)}
 
-    def load_state_dict(self, state: dict) -> None:
-        for name in ("G_AB", "G_BA", "D_A", "D_B"):
-            unwrap(getattr(self, name)).load_state_dict(state[name])
-        for name in ("opt_G", "opt_D", "sched_G", "sched_D"):
-            getattr(self, name).load_state_dict(state[name])
-        self.pool_A.images, self.pool_B.images = list(state["pool_A"]), list(state["pool_B"])
+@register("cyclegan", CycleGANConfig)
+def cyclegan(run: Run, hp: CycleGANConfig, data: UDAData) -> Step:
+    return fit(run, CycleGANStep(run, hp, data), stage="cyclegan", iterations=hp.iterations,
+               eval_every=max(hp.iterations // 4, 1))
 
 
-def train_cyclegan(hp: CycleGANConfig, data, source, target, seed: int, device, checkpoint_dir: Path
-                   ) -> tuple[CycleGANStep, list[dict]]:
-    """The CycleGAN stage as a nested local run (an artifact's build: UDAS's translated source,
-    MS-UDA's fake night) checkpointing into `checkpoint_dir`, so a build killed half-way resumes
-    there. Returns the trained step (G_AB translates source -> target) and its reports."""
-    from udalab.methods.engine import fit, run_local
-
-    steps: list[CycleGANStep] = []
-
-    def loop(cfg):
-        r = Run.start(cfg)
-        steps.append(CycleGANStep(r, hp, data, source, target))
-        fit(r, steps[0], stage="cyclegan", iterations=hp.iterations, eval_every=max(hp.iterations // 4, 1))
-
-    reports = run_local(loop, {"seed": seed, "device": str(device)}, checkpoint_dir=checkpoint_dir)
-    return steps[0], reports
+def train_stage(hp: CycleGANConfig, *, source: str, target: str, data_root: dict, seed: int, device,
+                checkpoint_dir: Path) -> tuple[CycleGANStep, list[dict]]:
+    """The CycleGAN stage as a run of its own (an artifact's build: UDAS's translated source, MS-UDA's
+    fake night) on the datasets `source` -> `target` under `data_root`, checkpointing into
+    `checkpoint_dir`, so that a build killed half-way resumes there. Returns the trained step (G_AB
+    translates source -> target) and its reports."""
+    config = {"method": "cyclegan", "preset": "paper", "seed": seed, "device": str(device), "source": source,
+              "target": target, "data_root": data_root, **dataclasses.asdict(hp)}
+    session = LocalSession(checkpoint_dir, device=str(device))
+    return train_loop(config, session), session.reports
 
 
 # ---------------------------------------------------------------------------------------

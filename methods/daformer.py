@@ -30,23 +30,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from udalab.datasets.labels import THING_CLASSES
+from udalab.datasets.rcs import RareClassSampler, class_stats
+from udalab.methods.engine import (ConfigError, HParams, Prediction, Run, Step, Stream, UDAData, autocast, evaluate,
+                                   fit, register, unwrap)
 from udalab.methods.engine import pictures
-from udalab.methods import register
+from udalab.methods.nets.backbones import load_mit
+from udalab.methods.nets.mit import MiT
+from udalab.methods.nets.segformer import EncoderDecoder
 from udalab.methods.parts.crops import Box, balanced_box, crop, crop_batch, random_box
 from udalab.methods.parts.ema import EMATeacher
-from udalab.methods.engine import ConfigError, Run, Step, Stream, autocast, fit, make_hparams, unwrap
-from udalab.methods.engine.evaluate import evaluate
 from udalab.methods.parts.losses import downscale_label_ratio, weighted_ce
 from udalab.methods.parts.mixing import classmix_masks, mix, strong_augment
 from udalab.methods.parts.optim import adamw_head_10x, warmup_poly
-from udalab.methods.nets.segformer import MiT, EncoderDecoder, load_pretrained
-from udalab.methods.engine.uda_data import UDAData, build_uda_data
 
 log = logging.getLogger("udalab")
 
 
 @dataclasses.dataclass
-class DAFormerConfig:
+class DAFormerConfig(HParams):
     # model: MiT-B5 + DAFormer decoder, ImageNet init (Hoyer et al. 2022, Sec. 3.2, 4.1)
     backbone: str = "mit_b5"
     decoder: str = "daformer"              # "segformer": the plain SegFormer MLP head (Table 4)
@@ -58,7 +59,6 @@ class DAFormerConfig:
     target_size: tuple = (1024, 512)
     crop_size: tuple = (512, 512)
     source_cat_max_ratio: float = 0.75     # source crops re-drawn while one class covers > 75 % (reference)
-    sync_crop: bool = False                # the same crop window on source and target (HRDA crop ablation)
     flip: bool = True
     batch_size: int = 2
     # optimisation: AdamW 6e-5, wd 0.01, head x10, 1500 warm-up, poly 1.0, 40k iterations (Sec. 4.1)
@@ -73,11 +73,11 @@ class DAFormerConfig:
     ema_alpha: float = 0.999
     pseudo_threshold: float = 0.968
     pl_margins: tuple = (15, 120, 0, 0)    # pseudo-label weight 0 on the top 15 and bottom 120 rows (ego car,
-    pl_margins_of: str = "crop"            # rectification border) of the 512-px target crop (DAFormer ref.)
+    #                                        rectification border) of the 512-px target crop (DAFormer ref.)
     color_jitter: float = 0.2              # DACS strong augmentation: strength 0.2, applied when
     color_jitter_p: float = 0.8            # U(0,1) > 0.2 in the reference, i.e. with probability 0.8
     blur: bool = True
-    # rare-class sampling (Sec. 3.3): T = 0.01, images with >= 3000 pixels of the class
+    # rare-class sampling (Sec. 3.3): T = 0.01, images with > 3000 pixels of the class
     rcs: bool = True
     rcs_temperature: float = 0.01
     rcs_min_pixels: int = 3000
@@ -85,25 +85,25 @@ class DAFormerConfig:
     # thing-class ImageNet feature distance (Sec. 3.4): λ_FD = 0.005, cells with >= 75 % of one class
     fd_lambda: float = 0.005
     fd_min_ratio: float = 0.75
-    # evaluation: whole Cityscapes val images at 1024x512 (reference test mode "whole"); "slide":
+    # evaluation: whole Cityscapes val images at 1024x512 (the reference's test_cfg mode "whole"); "slide":
     # windows of the crop size, stride half
     eval_every: int = 4000
     eval_size: tuple = (1024, 512)
-    eval_mode: str = "whole"
+    inference: str = "whole"
     precision: str = "fp32"                # "bf16": autocast forward passes (the reference trains in fp32)
 
     def validate(self) -> None:
+        super().validate()
         if not 0.0 <= self.ema_alpha < 1.0:
             raise ConfigError(f"ema_alpha must be in [0, 1), got {self.ema_alpha}")
         if not 0.0 <= self.pseudo_threshold <= 1.0:
             raise ConfigError(f"pseudo_threshold must be in [0, 1], got {self.pseudo_threshold}")
         if self.iterations <= 0 or self.eval_every <= 0 or self.batch_size <= 0:
             raise ConfigError("iterations, eval_every and batch_size must be positive")
-        if self.pl_margins_of not in ("crop", "image") or len(self.pl_margins) != 4:
-            raise ConfigError(f"pl_margins must be (top, bottom, left, right) pixels of the 'crop' or the 'image', "
-                              f"got {self.pl_margins} of {self.pl_margins_of!r}")
-        if self.eval_mode not in ("whole", "slide"):
-            raise ConfigError(f"eval_mode must be 'whole' or 'slide', got {self.eval_mode!r}")
+        if len(self.pl_margins) != 4:
+            raise ConfigError(f"pl_margins must be (top, bottom, left, right) pixels, got {self.pl_margins}")
+        if self.inference not in ("whole", "slide"):
+            raise ConfigError(f"inference must be 'whole' or 'slide', got {self.inference!r}")
         if self.rcs_temperature <= 0:
             raise ConfigError(f"rcs_temperature must be > 0, got {self.rcs_temperature}")
         if self.crop_size[0] > min(self.source_size[0], self.target_size[0]) or \
@@ -116,27 +116,15 @@ class DAFormerConfig:
         return tuple(self.crop_size)
 
 
-# The embedded mini data: the paper's geometry / 8 (Cityscapes 128x64, GTA 160x90, 64-px crops),
-# MiT-B0 from the ImageNet stand-in (methods/nets/standin.py; target fine-tune 24.1 -> 26.2 mIoU over
-# random init, 3 seeds), 20x the paper's learning rate (re-tuned on val with the stand-in:
-# 2e-4 / 6e-4 / 1.2e-3 / 2.4e-3 score 23.5 / 25.9 / 26.4 / 25.5 val mIoU over 3 seeds, 1.2e-3 +0.5 on
-# every seed, docs/results.md; 6e-4 was chosen for random init);
-# EMA α 0.95: the paper's teacher averages over ~1/(1-α) = 1000 of 40k steps (2.5 %); at α 0.999 the
-# 600-step mini teacher is the plain mean of every student since step 0. Scaled (20 steps, 3 %), val
-# 26.4 -> 27.3 mIoU over 3 seeds (+1.1, +0.1, +1.5; flat from α 0.97 to 0.9; α 0.99 26.8) and the
-# teacher's pixels above τ 26 -> 36 % (docs/daformer_mini_ema_runs.jsonl, docs/results.md);
-# 600 steps: what studies and CI afford, not what val prefers (at 2400 steps val 27.3 -> 33.7, the gain
-# over source only +1.6 -> +4.3 test, q 56-58 % at the end; --set iterations=2400; docs/results.md);
-# a 64-channel decoder (at 256 the decoder is ~90 % of a MiT-B0 step on CPU); RCS keeps images
-# with >= 50 pixels of a class (3000 px at 1914x1052 scaled to the 256x144 mini labels);
-# pseudo-label margins at the paper's 15 / 120 rows scaled by the geometry (/ 8). The feature
-# distance stays off in the preset (it costs a second encoder pass per step; the ablation study's
-# last row measures it against the stand-in's features). Sliding-window evaluation: a MiT-B0 on
-# 64-px crops does badly on the whole 128x64 image (random init, target-supervised, 300 steps,
-# seed 0: 14.7 mIoU whole vs 30.9 sliding), which would hide every difference.
+# The embedded mini data: the paper's geometry / 8 (Cityscapes 128x64, GTA 160x90, 64-px crops), MiT-B0
+# from the ImageNet stand-in with a 64-channel decoder, 20x the paper's learning rate, EMA α 0.95 (the
+# teacher averages over ~3 % of the 600 steps, as the paper's 0.999 does over its 40k), RCS at > 50
+# pixels and the pseudo-label margins scaled by the geometry, sliding-window inference (a MiT-B0 trained
+# on 64-px crops does badly on the whole image), no feature distance (a second encoder pass per step).
+# Measured in records/daformer_lr and records/daformer_ema_alpha (docs/results.md).
 MINI = dict(backbone="mit_b0", decoder_dim=64, pretrained="standin", source_size=(160, 90), target_size=(128, 64),
             crop_size=(64, 64), batch_size=4, iterations=600, warmup_iters=60, lr=1.2e-3, ema_alpha=0.95,
-            eval_every=200, eval_size=(128, 64), eval_mode="slide", fd_lambda=0.0, rcs_min_pixels=50,
+            eval_every=200, eval_size=(128, 64), inference="slide", fd_lambda=0.0, rcs_min_pixels=50,
             pl_margins=(2, 15, 0, 0))
 SMOKE = {**MINI, "pretrained": "none", "source_size": (80, 45), "target_size": (64, 32), "crop_size": (32, 32),
          "batch_size": 2, "iterations": 4, "warmup_iters": 2, "eval_every": 2, "eval_size": (64, 32),
@@ -149,9 +137,13 @@ PRESETS = {"mini": MINI, "smoke": SMOKE}
 
 
 class Segmentor(nn.Module):
-    """One network at the input's resolution (DAFormer)."""
+    """One network at the input's resolution (DAFormer). What HRDA changes of the training crops is
+    said here too: `sync_crop` (source and target cut at one window) and `margins_of` (the pseudo-label
+    margins of the "crop" or of the "image"). Crop corners lie on any pixel, in DAFormer as in HRDA
+    (mmseg's RandomCrop in both references' data pipelines)."""
 
-    grid = 1  # crop corners on any pixel (HRDA: k = s·o)
+    sync_crop = False
+    margins_of = "crop"
 
     def __init__(self, net: EncoderDecoder):
         super().__init__()
@@ -170,16 +162,25 @@ class Segmentor(nn.Module):
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return F.interpolate(self.net(x).float(), size=x.shape[-2:], mode="bilinear", align_corners=False)
 
-    def evaluate(self, dataset, data, hp, device) -> dict:
+    def prediction(self, hp: DAFormerConfig, num_classes: int) -> Prediction:
+        """The image at eval_size, whole or in crop-size windows moved by half a window (`inference`)."""
         w, h = hp.crop_size
-        window = dict(window=(h, w), stride=(h // 2, w // 2)) if hp.eval_mode == "slide" else {}
-        return evaluate(self.predict, dataset, num_classes=data.num_classes, class_names=data.class_names,
-                        device=device, input_size=hp.eval_size, **window)
+        window = dict(window=(h, w), stride=(h // 2, w // 2)) if hp.inference == "slide" else {}
+        return Prediction(self.predict, num_classes, input_size=hp.eval_size, modules=(self,), **window)
 
 
 def build_segmentor(hp: DAFormerConfig, num_classes: int) -> Segmentor:
     return Segmentor(EncoderDecoder(num_classes, hp.backbone, hp.decoder, hp.pretrained, hp.drop_path_rate,
                                     hp.decoder_dim))
+
+
+def trained_segmentor(build):
+    """load_trained's hook for a DACS method built on `build(hp, num_classes)`: its final student."""
+    def trained(hp: DAFormerConfig, num_classes: int, state: dict) -> Prediction:
+        segmentor = build(dataclasses.replace(hp, pretrained="none"), num_classes)
+        segmentor.load_state_dict(state["student"])
+        return segmentor.eval().prediction(hp, num_classes)
+    return trained
 
 
 # ---------------------------------------------------------------------------------------
@@ -192,7 +193,7 @@ class FeatureDistance(nn.Module):
     def __init__(self, hp: DAFormerConfig, thing_ids: list[int], num_classes: int):
         super().__init__()
         self.encoder = MiT(hp.backbone.removeprefix("mit_"), drop_path_rate=0.0)
-        if not load_pretrained(self.encoder, hp.pretrained):
+        if not load_mit(self.encoder, hp.pretrained):
             log.warning("feature distance (fd_lambda=%s) pulls towards a RANDOMLY INITIALISED encoder: without "
                         "ImageNet weights it only regularises towards noise; set fd_lambda=0", hp.fd_lambda)
         self.encoder.requires_grad_(False).eval()
@@ -218,7 +219,7 @@ class FeatureDistance(nn.Module):
 # One iteration.
 
 
-def draw_crops(s: dict, t: dict, hp, gen: torch.Generator, grid: int = 1):
+def draw_crops(s: dict, t: dict, hp, gen: torch.Generator, sync_crop: bool = False, margins_of: str = "crop"):
     """Crops of a source and a target batch, and where the target crops may carry pseudo labels.
 
     Source crops are re-drawn while one class dominates them (cat_max_ratio) and, for an image
@@ -228,22 +229,22 @@ def draw_crops(s: dict, t: dict, hp, gen: torch.Generator, grid: int = 1):
     of the training crop at one random position is cut from both (HRDA's synchronized crop: the
     whole source image stays reachable). Random horizontal flips. Returns xs, ys, xt and the
     target crops' pseudo-label mask (1, or 0 on the pl_margins of the crop or of the image)."""
-    h, w = (hp.crop_size[1], hp.crop_size[0]) if hp.sync_crop else hp.train_crop()[::-1]
+    h, w = (hp.crop_size[1], hp.crop_size[0]) if sync_crop else hp.train_crop()[::-1]
     n = s["image"].shape[0]
     sampled = s.get("sampled_class")
-    src_boxes = [source_box(s["label"][i], h, w, gen, hp, grid, None if sampled is None else int(sampled[i]))
+    src_boxes = [source_box(s["label"][i], h, w, gen, hp, None if sampled is None else int(sampled[i]))
                  for i in range(n)]
-    tgt_boxes = [random_box(*t["image"].shape[-2:], h, w, gen, grid) for _ in range(n)]
-    if hp.sync_crop:
+    tgt_boxes = [random_box(*t["image"].shape[-2:], h, w, gen) for _ in range(n)]
+    if sync_crop:
         ww, wh = hp.train_crop()
         for i in range(n):
-            inner = random_box(h, w, wh, ww, gen, grid)
+            inner = random_box(h, w, wh, ww, gen)
             src_boxes[i] = Box(src_boxes[i].y + inner.y, src_boxes[i].x + inner.x, wh, ww)
             tgt_boxes[i] = Box(tgt_boxes[i].y + inner.y, tgt_boxes[i].x + inner.x, wh, ww)
     flips = (torch.rand(2, n, generator=gen) < 0.5).tolist() if hp.flip else [[False] * n] * 2
     xs, ys = crop_batch(s["image"], s["label"], src_boxes, flips[0])
     xt, _ = crop_batch(t["image"], None, tgt_boxes, flips[1])
-    if hp.pl_margins_of == "image":
+    if margins_of == "image":
         whole = margin_mask(*t["image"].shape[-2:], hp.pl_margins, xt.device).expand(n, 1, -1, -1)
         valid = crop_batch(whole, None, tgt_boxes, flips[1])[0][:, 0]
     else:
@@ -251,15 +252,14 @@ def draw_crops(s: dict, t: dict, hp, gen: torch.Generator, grid: int = 1):
     return xs, ys, xt, valid
 
 
-def source_box(label: torch.Tensor, h: int, w: int, gen: torch.Generator, hp, grid: int,
-               sampled_class: int | None) -> Box:
-    box = balanced_box(label, h, w, gen, hp.source_cat_max_ratio, grid=grid)
+def source_box(label: torch.Tensor, h: int, w: int, gen: torch.Generator, hp, sampled_class: int | None) -> Box:
+    box = balanced_box(label, h, w, gen, hp.source_cat_max_ratio)
     if sampled_class is None:
         return box
     for _ in range(10):  # rare-class sampling: the crop must show the class it was drawn for
         if int((crop(label, box) == sampled_class).sum()) > hp.rcs_min_pixels * hp.rcs_min_crop_ratio:
             break
-        box = balanced_box(label, h, w, gen, hp.source_cat_max_ratio, grid=grid)
+        box = balanced_box(label, h, w, gen, hp.source_cat_max_ratio)
     return box
 
 
@@ -276,7 +276,7 @@ def margin_mask(height: int, width: int, margins, device) -> torch.Tensor:
     return mask
 
 
-def pseudo_labels(teacher: nn.Module, xt: torch.Tensor, valid: torch.Tensor, hp):
+def teacher_labels(teacher: nn.Module, xt: torch.Tensor, valid: torch.Tensor, hp):
     """Teacher argmax labels, their weight (q_T, one scalar per batch as DACS, times the margin
     mask `valid`) and q_T itself."""
     prob = F.softmax(teacher.predict(xt), dim=1)
@@ -298,8 +298,6 @@ def source_sampler(hp, dataset):
     """Rare-class sampling over the source dataset (None: uniform epochs)."""
     if not hp.rcs:
         return None
-    from udalab.datasets.rcs import RareClassSampler, class_stats
-
     sampler = RareClassSampler(class_stats(dataset), temperature=hp.rcs_temperature, min_pixels=hp.rcs_min_pixels)
     return sampler.sample  # (index, class): the crop is then drawn to show the class
 
@@ -317,6 +315,7 @@ class DACSStep(Step):
         self.opt = adamw_head_10x(unwrap(self.student), hp.lr, hp.weight_decay, head_mult=hp.head_lr_mult)
         self.sched = warmup_poly(self.opt, hp.iterations, hp.warmup_iters, hp.poly_power)
         self.amp = lambda: autocast(run.device, hp.precision)
+        self.saved = ("student", "opt", "sched") + (("teacher",) if self.teacher is not None else ())
 
     def streams(self) -> dict[str, Stream]:
         return {"source": Stream(self.data.source, self.hp.batch_size, id=0,
@@ -325,7 +324,7 @@ class DACSStep(Step):
 
     def train_step(self, batch: dict, it: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
         seg = unwrap(self.student)
-        xs, ys, xt, valid = draw_crops(batch["source"], batch["target"], self.hp, gen, seg.grid)
+        xs, ys, xt, valid = draw_crops(batch["source"], batch["target"], self.hp, gen, seg.sync_crop, seg.margins_of)
         return self.losses(xs, ys, xt, valid, gen, it)
 
     def losses(self, xs, ys, xt, valid, gen: torch.Generator, it: int) -> dict[str, torch.Tensor]:
@@ -350,8 +349,8 @@ class DACSStep(Step):
 
         # 3-4. pseudo labels on the target, ClassMix, strong augmentation, weighted loss
         if teacher is not None:
-            with clock("step.pseudo_labels"), torch.no_grad(), self.amp(), teacher.predicting() as model:
-                pl, pl_weight, q = pseudo_labels(model, xt, valid, hp)
+            with clock("step.teacher_labels"), torch.no_grad(), self.amp(), teacher.predicting() as model:
+                pl, pl_weight, q = teacher_labels(model, xt, valid, hp)
             with clock("step.mix"):
                 masks = classmix_masks(ys, gen)
                 xm = strong_augment(mix(masks, xs, xt), gen, hp.color_jitter, hp.color_jitter_p, hp.blur)
@@ -361,7 +360,7 @@ class DACSStep(Step):
                 out_m = student(xm, ym, wm, seg.draw(xm.shape[0], *xm.shape[-2:], gen))
             with clock("step.backward"):
                 out_m["loss"].backward()
-            losses.update(mix=out_m["loss"], q=q)
+            losses.update({"mix": out_m["loss"], "stat.q": q})
         return {k: v.detach() for k, v in losses.items()}
 
     def update(self) -> None:
@@ -369,8 +368,9 @@ class DACSStep(Step):
         self.opt.step()
         self.sched.step()
 
-    def evaluate(self, dataset) -> dict:
-        return unwrap(self.student).evaluate(dataset, self.data, self.hp, self.run.device)
+    def evaluate(self, dataset, record=None) -> dict:
+        prediction = unwrap(self.student).prediction(self.hp, self.data.num_classes)
+        return evaluate(prediction, dataset, class_names=self.data.class_names, device=self.run.device, record=record)
 
     def pictures(self, dataset, indices):
         """The EMA teacher's pseudo labels of the chosen images (pixels below τ ignored, white), one
@@ -397,31 +397,13 @@ class DACSStep(Step):
             captions["attention"] = "the scale attention: black = the LR context prediction, white = the HR detail one"
         return out, captions
 
-    def state_dict(self) -> dict:
-        state = {"student": unwrap(self.student).state_dict(), "opt": self.opt.state_dict(),
-                 "sched": self.sched.state_dict()}
-        if self.teacher is not None:
-            state["teacher"] = self.teacher.state_dict()
-        return state
 
-    def load_state_dict(self, state: dict) -> None:
-        unwrap(self.student).load_state_dict(state["student"])
-        if self.teacher is not None:
-            self.teacher.load_state_dict(state["teacher"])
-        self.opt.load_state_dict(state["opt"])
-        self.sched.load_state_dict(state["sched"])
+def dacs(run: Run, hp: DAFormerConfig, data: UDAData, segmentor: nn.Module) -> Step:
+    """One DACS stage on a segmentor ("source" when self_training is off)."""
+    return fit(run, DACSStep(run, hp, data, segmentor), stage="dacs" if hp.self_training else "source",
+               iterations=hp.iterations, eval_every=hp.eval_every)
 
 
-def train_dacs(config: dict, cfg_cls=DAFormerConfig, presets=PRESETS, build=build_segmentor) -> None:
-    """DAFormer's and HRDA's train_loop: one DACS stage ("source" when self_training is off)."""
-    run = Run.start(config)
-    hp = make_hparams(cfg_cls, config, presets)
-    data = build_uda_data(config, hp.source_size, hp.target_size)
-    step = DACSStep(run, hp, data, build(hp, data.num_classes))
-    fit(run, step, stage="dacs" if hp.self_training else "source", iterations=hp.iterations,
-        eval_every=hp.eval_every)
-
-
-@register("daformer", DAFormerConfig, PRESETS)
-def train_loop(config: dict) -> None:
-    train_dacs(config)
+@register("daformer", DAFormerConfig, PRESETS, trained=trained_segmentor(build_segmentor))
+def daformer(run: Run, hp: DAFormerConfig, data: UDAData) -> Step:
+    return dacs(run, hp, data, build_segmentor(hp, data.num_classes))

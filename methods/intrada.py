@@ -3,8 +3,8 @@
 Algorithm, one trial running all stages:
   1. inter-domain adaptation: ADVENT between source and target -> G_inter
   2. entropy-based ranking: score every target training image by the mean normalised
-     entropy of G_inter's prediction; sorted ascending, the first int(N·λ) are the easy
-     split, the rest the hard split (λ = |easy| / |target|)
+     entropy of G_inter's prediction upsampled to the image; sorted ascending, the first
+     int(N·λ) are the easy split, the rest the hard split (λ = |easy| / |target|)
   3. intra-domain adaptation: ADVENT again, with the easy split and G_inter's argmax
      pseudo labels as the "source" and the hard split as the "target" -> G_intra
      (λ = 1: no hard split left, i.e. plain self-training on pseudo labels;
@@ -22,12 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
-from udalab.methods import register
 from udalab.methods.advent import PRESETS as ADVENT_PRESETS
-from udalab.methods.advent import AdventConfig, AdventStep, build_model
-from udalab.methods.engine import ConfigError, Run, Stream, derive_seed, eval_mode, fit, make_hparams, unwrap
-from udalab.methods.parts.losses import entropy_map, seg_ce
-from udalab.methods.engine.uda_data import UDAData, build_uda_data
+from udalab.methods.advent import ALIGN_CORNERS, AdventConfig, AdventStep, build_model, trained_model
+from udalab.methods.engine import ConfigError, Run, Step, Stream, UDAData, derive_seed, eval_mode, fit, register, unwrap
+from udalab.methods.nets.deeplab import upsample
+from udalab.methods.parts.losses import entropy_map, multi_level_ce
 
 log = logging.getLogger("udalab")
 
@@ -45,10 +44,13 @@ class IntraDAConfig(AdventConfig):
             raise ConfigError(f"lambda_split must lie in [0, 1], got {self.lambda_split}")
         if self.intra_init not in ("imagenet", "inter"):
             raise ConfigError(f"intra_init must be 'imagenet' or 'inter', got {self.intra_init!r}")
+        if self.intra_iterations < 0:
+            raise ConfigError(f"intra_iterations must be >= 0, got {self.intra_iterations}")
 
     @property
     def total_iterations(self) -> int:
-        return self.iterations + self.intra_iterations
+        """Both stages' (the intra stage runs unless λ or intra_iterations leaves it nothing)."""
+        return self.iterations + (self.intra_iterations if self.lambda_split > 0 else 0)
 
 
 # Mini data: the ADVENT mini preset for each stage; G_intra starts from G_inter because a
@@ -63,12 +65,15 @@ def rank_by_entropy(run: Run, G: torch.nn.Module, target, lambda_split: float) -
 
     Images are scored as loaded for training (no random transform: ADVENT's target data has none),
     16 at a time (they share the training size; 3.4x faster than one at a time at the smoke size,
-    1.4x at the mini size, on the 2-core CPU; the logits agree to 1e-5).
+    1.4x at the mini size, on the 2-core CPU; the logits agree to 1e-5). The entropy is averaged
+    over G's prediction upsampled to the image, as the reference ranks (feipan664/IntraDA
+    entropy_rank/entropy.py: interp_target, then prob_2_entropy).
     """
     scores: list[float] = []
     with eval_mode(G):
         for batch in DataLoader(target, batch_size=16):
-            prob = F.softmax(unwrap(G)(batch["image"].to(run.device))[0], dim=1)
+            x = batch["image"].to(run.device)
+            prob = F.softmax(upsample(unwrap(G)(x)[0], x.shape[-2:], align_corners=ALIGN_CORNERS), dim=1)
             scores += entropy_map(prob).flatten(1).mean(1).tolist()
     order = sorted(range(len(scores)), key=lambda i: (scores[i], i))
     n_easy = int(len(scores) * lambda_split)
@@ -80,11 +85,13 @@ class IntraStep(AdventStep):
     the hard split as the "target" (λ = 1: no hard split, self-training on the pseudo labels)."""
 
     def __init__(self, run: Run, hp: IntraDAConfig, data: UDAData, G_inter: torch.nn.Module):
-        super().__init__(run, hp, data, build_model(run, hp, data.num_classes), hp.intra_iterations)
+        super().__init__(run, hp, data, build_model(run, hp, data.num_classes), hp.intra_iterations,
+                         minent=hp.variant == "minent")
         self.G_inter = G_inter.eval().requires_grad_(False)
         self.easy: list[int] = []
         self.hard: list[int] = []
         self.entropy: list[float] = []
+        self.saved += ("G_inter", "easy", "hard", "entropy")
 
     def begin(self) -> None:
         # 2. entropy ranking of the target by G_inter; G_intra starts from G_inter or ImageNet
@@ -102,11 +109,11 @@ class IntraStep(AdventStep):
         return streams
 
     def train_step(self, batch: dict, it: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
-        # 3. pseudo labels: argmax of G_inter on the easy image; align easy -> hard
+        # 3. pseudo labels: argmax of G_inter's upsampled prediction on the easy image (the reference's
+        # colour masks: entropy_rank/entropy.py); align easy -> hard
         x = batch["easy"]["image"]
         with torch.no_grad(), self.amp():
-            pseudo = F.interpolate(self.G_inter(x)[0], size=x.shape[-2:], mode="bilinear",
-                                   align_corners=False).argmax(1)
+            pseudo = upsample(self.G_inter(x)[0], x.shape[-2:], align_corners=ALIGN_CORNERS).argmax(1)
         if "hard" in batch:
             return self.align(x, pseudo, batch["hard"]["image"])
         return self.self_train(x, pseudo)
@@ -115,31 +122,21 @@ class IntraStep(AdventStep):
         """λ = 1: the segmentation loss on pseudo labels only (D gets no gradient)."""
         self.opt_G.zero_grad(set_to_none=True)
         with self.amp():
-            main, aux = self.G(x)
-            seg_main, seg_aux = seg_ce(main, pseudo), seg_ce(aux, pseudo)
-        (seg_main + self.hp.lambda_seg_aux * seg_aux).backward()
+            main, aux = (upsample(p, x.shape[-2:], align_corners=ALIGN_CORNERS) for p in self.G(x))
+            loss, seg_main, seg_aux = multi_level_ce(main, aux, pseudo, self.hp.lambda_seg_aux)
+        loss.backward()
         return {"seg_main": seg_main.detach(), "seg_aux": seg_aux.detach()}
 
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "G_inter": unwrap(self.G_inter).state_dict(), "easy": self.easy,
-                "hard": self.hard, "entropy": self.entropy}
 
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        unwrap(self.G_inter).load_state_dict(state["G_inter"])
-        self.easy, self.hard, self.entropy = state["easy"], state["hard"], state["entropy"]
-
-
-@register("intrada", IntraDAConfig, PRESETS)
-def train_loop(config: dict) -> None:
-    run = Run.start(config)
-    hp = make_hparams(IntraDAConfig, config, PRESETS)
-    data = build_uda_data(config, hp.source_size, hp.target_size)
+@register("intrada", IntraDAConfig, PRESETS, trained=trained_model)
+def intrada(run: Run, hp: IntraDAConfig, data: UDAData) -> Step:
     intra = int(len(data.target) * hp.lambda_split) > 0 and hp.intra_iterations > 0  # λ = 0: G_inter is the result
     # 1. inter-domain adaptation (ADVENT, source -> target)
-    inter = AdventStep(run, hp, data, build_model(run, hp, data.num_classes), hp.iterations)
-    fit(run, inter, stage="inter", iterations=hp.iterations, eval_every=hp.eval_every, last=not intra)
+    inter = AdventStep(run, hp, data, build_model(run, hp, data.num_classes), hp.iterations,
+                       minent=hp.variant == "minent")
+    step = fit(run, inter, stage="inter", iterations=hp.iterations, eval_every=hp.eval_every, last=not intra)
     if intra:  # 2-3. entropy ranking, intra-domain adaptation (easy + pseudo labels -> hard)
         torch.manual_seed(derive_seed(run.seed, 3))  # stage 3's networks start the same, resumed or not
-        fit(run, IntraStep(run, hp, data, inter.G), stage="intra", iterations=hp.intra_iterations,
-            eval_every=hp.eval_every)
+        step = fit(run, IntraStep(run, hp, data, inter.G), stage="intra", iterations=hp.intra_iterations,
+                   eval_every=hp.eval_every)
+    return step

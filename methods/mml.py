@@ -1,5 +1,5 @@
-"""MML: multi-spectral mutual learning for RGB -> thermal segmentation
-(../shared/papers/mml_thermal_mutual_learning.ko.txt; ../shared/papers/README.md §1), on MS-UDA's setting.
+"""MML: multi-spectral mutual learning for RGB -> thermal segmentation (the mutual-learning extension
+of MS-UDA, Kim et al. RAL 2021; its sections cited below), on MS-UDA's setting.
 
 Algorithm (one iteration; a day RGB-T pair x = (x_rgb, x_th) of MFNet with the expert's hard
 pseudo label y; encoders E_rgb, E_th, one shared decoder D with attention blocks at 4 scales,
@@ -33,33 +33,29 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import Subset
 
 from udalab.datasets.labels import IGNORE_INDEX
 from udalab.datasets.mfnet import CITYSCAPES_TO_MFNET, VIEWS, time_of, write_pseudo_labels
 from udalab.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
+from udalab.methods.advent import main_prediction
+from udalab.methods.engine import ConfigError, Prediction, Run, Step, Stream, UDAData, autocast, evaluate, fit, register
 from udalab.methods.engine import pictures
-from udalab.methods import register
-from udalab.methods.advent import PRESETS as ADVENT_PRESETS
-from udalab.methods.advent import AdventConfig, build_model
 from udalab.methods.engine.artifacts import get_or_build_trained, link_tree
-from udalab.methods.nets.attention import AttentionBlock
-from udalab.methods.nets.deeplab import ResNetFeatures, upsample
+from udalab.methods.engine.registry import train_loop
+from udalab.methods.engine.run import LocalSession
 from udalab.methods.nets.discriminator import FCDiscriminator, bce_to
-from udalab.methods.engine import ConfigError, Run, Step, Stream, autocast, fit, make_hparams, run_local
-from udalab.methods.engine.evaluate import evaluate
+from udalab.methods.nets.two_stream import MMLNet
 from udalab.methods.parts.losses import seg_ce
-from udalab.methods.parts.optim import adam_discriminator, poly
+from udalab.methods.parts.optim import SGDPoly, adam_discriminator, poly
 from udalab.methods.parts.ramps import SHAPES, ramp
-from udalab.methods.engine.uda_data import build_uda_data
 
 log = logging.getLogger("udalab")
 RGB, THERMAL = 0.0, 1.0  # discriminator labels (z = 0 RGB, z = 1 thermal)
 
 
 @dataclass
-class MMLConfig:
+class MMLConfig(SGDPoly):
     # model: MS-UDA's ResNet-50 encoders from ImageNet (thermal conv1: the mean of the RGB filters)
     backbone_depth: int = 50
     pretrained: str = "imagenet"
@@ -70,6 +66,7 @@ class MMLConfig:
     # optimisation: SGD 0.002, momentum 0.9, wd 5e-4, poly 0.9; Adam 0.002 for ψ; 300 epochs of the
     # ~400 day training pairs at batch 8 (Sec. 4.1)
     iterations: int = 15_000
+    poly_iterations: int | None = None
     lr: float = 0.002
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -91,12 +88,16 @@ class MMLConfig:
     precision: str = "fp32"
 
     def validate(self) -> None:
+        super().validate()
         if self.delta_shape not in SHAPES:
             raise ConfigError(f"delta_shape must be one of {SHAPES}, got {self.delta_shape!r}")
         if min(self.alpha, self.beta, self.gamma) < 0:
             raise ConfigError(f"alpha, beta and gamma must be >= 0, got {self.alpha}, {self.beta}, {self.gamma}")
-        if self.iterations <= 0 or self.eval_every <= 0 or self.batch_size <= 0:
-            raise ConfigError("iterations, eval_every and batch_size must be positive")
+        if self.eval_every <= 0 or self.batch_size <= 0:
+            raise ConfigError("eval_every and batch_size must be positive")
+
+    def images(self) -> dict:
+        return {"source_size": self.size, "target_size": self.size}
 
 
 # The mini data (MFNet / 4 = 160x120): ResNet-18 encoders from the ImageNet stand-in, a 64-wide
@@ -108,88 +109,25 @@ SMOKE = {**MINI, "pretrained": "none", "decoder_dim": 16, "size": (80, 60), "bat
 PRESETS = {"mini": MINI, "smoke": SMOKE}
 
 
-# ---------------------------------------------------------------------------------------
-# Networks.
+def thermal_prediction(net: MMLNet, num_classes: int, size) -> Prediction:
+    """Inference: the thermal stream alone, on the image at `size`."""
+    return Prediction(net.thermal, num_classes, input_size=size, modules=(net,))
 
 
-def _cbr(cin, cout, k=1):
-    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True))
-
-
-class DeBlock(nn.Module):
-    """A 3x3 stride-2 deconvolution wrapped by 1x1 convolutions."""
-
-    def __init__(self, cin: int, cout: int):
-        super().__init__()
-        mid = max(cin // 2, 8)
-        self.body = nn.Sequential(_cbr(cin, mid),
-                                  nn.ConvTranspose2d(mid, mid, 3, stride=2, padding=1, output_padding=1, bias=False),
-                                  nn.BatchNorm2d(mid), nn.ReLU(True), _cbr(mid, cout))
-
-    def forward(self, x):
-        return self.body(x)
-
-
-class SharedDecoder(nn.Module):
-    """Attention block at each of the encoder's 4 coarsest scales (strides 4 ... 32, coarse to fine),
-    DeBlocks between them; `maps()` = the attention maps of the last call, fine to coarse.
-    attention=False: the same DeBlock decoder without attention blocks (MS-UDA's)."""
-
-    def __init__(self, channels: list[int], dim: int, num_classes: int, attention: bool = True):
-        super().__init__()
-        channels = channels[-4:]
-        self.lateral = nn.ModuleList([_cbr(c, dim) for c in channels])
-        self.attention = nn.ModuleList([AttentionBlock(dim) if attention else nn.Identity() for _ in channels])
-        self.up = nn.ModuleList([DeBlock(dim, dim) for _ in channels[1:]])
-        self.head = nn.Sequential(DeBlock(dim, dim), nn.Conv2d(dim, num_classes, 1))
-
-    def forward(self, feats):
-        feats = feats[-4:]
-        x = self.attention[-1](self.lateral[-1](feats[-1]))
-        for k in range(len(feats) - 2, -1, -1):
-            up = self.up[k](x)
-            lat = self.lateral[k](feats[k])
-            if up.shape[-2:] != lat.shape[-2:]:
-                up = F.interpolate(up, size=lat.shape[-2:], mode="bilinear", align_corners=False)
-            x = self.attention[k](lat + up)
-        return self.head(x)                   # stride 2
-
-    def maps(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return [block.maps for block in self.attention if isinstance(block, AttentionBlock)]
-
-
-class MMLNet(nn.Module):
-    """Two encoders, one shared decoder (MML's; MS-UDA's with attention=False)."""
-
-    def __init__(self, hp, num_classes: int, attention: bool = True):
-        super().__init__()
-        self.E_rgb = ResNetFeatures(hp.backbone_depth, hp.pretrained, 3)
-        self.E_th = ResNetFeatures(hp.backbone_depth, hp.pretrained, 1)   # conv1: the mean RGB filter
-        self.D = SharedDecoder(self.E_rgb.channels, hp.decoder_dim, num_classes, attention)
-
-    def thermal(self, x_rgbt: torch.Tensor) -> torch.Tensor:
-        """Inference: the thermal stream only (channel 3 of an R, G, B, T input)."""
-        return upsample(self.D(self.E_th(x_rgbt[:, 3:4])), x_rgbt.shape[-2:])
-
-    def rgb(self, x_rgbt: torch.Tensor) -> torch.Tensor:
-        """The RGB stream (training, and the per-stream scores of Table 1)."""
-        return upsample(self.D(self.E_rgb(x_rgbt[:, :3])), x_rgbt.shape[-2:])
-
-
-def evaluate_streams(net: MMLNet, dataset, data, size, device) -> dict:
+def evaluate_streams(net: MMLNet, dataset, data, size, device, record=None) -> dict:
     """Thermal-only predictions (the result: miou, iou.<class>), scored on car / person / bicycle
     (the dataset's eval classes) over all images and day and night apart (day.*, night.*); the RGB
     stream's beside them (rgb.*: the per-stream rows of Table 1)."""
-    def score(predict, ds):
-        return evaluate(predict, ds, num_classes=data.num_classes, class_names=data.class_names, device=device,
-                        input_size=size, eval_classes=data.eval_classes)
+    def score(stream, ds, record=None):
+        return evaluate(Prediction(stream, data.num_classes, input_size=size), ds, class_names=data.class_names,
+                        device=device, eval_classes=data.eval_classes, record=record)
 
-    metrics = score(net.thermal, dataset)
+    metrics = score(net.thermal, dataset, record)
     for time in ("day", "night"):
         idx = [i for i, (img, _) in enumerate(dataset.files) if time_of(img.name) == time]
         if idx:
             metrics.update({f"{time}.{k}": v for k, v in score(net.thermal, Subset(dataset, idx)).items()})
-    rgb = score(net.rgb, Subset(dataset, range(len(dataset))))      # a Subset: not among the pictures
+    rgb = score(net.rgb, dataset)
     metrics.update({f"rgb.{k}": v for k, v in rgb.items() if k in ("miou", "pixel_acc") or k.startswith("iou.")})
     return metrics
 
@@ -210,33 +148,30 @@ def stream_pictures(net: MMLNet, dataset, indices, size, device):
 def expert_pseudo_labels(config: dict, hp: MMLConfig, mfnet_root: Path, run: Run) -> tuple[Path, str]:
     """(root, label_dir) of MFNet's day training images with the expert's pseudo labels: a mirror of
     the MFNet folder (links) plus pseudo/<expert>/, built the first time any trial asks for this
-    expert. The expert trains as a nested local run that checkpoints into .partial-<name>/."""
+    expert. The expert (source only on Cityscapes) trains as a run of its own, checkpointing into the
+    artifact's partial folder."""
     expert_config = {"method": "source_only", "preset": hp.expert_preset, "seed": 0, "source": "cityscapes",
                      "target": "cityscapes", "data_root": {"cityscapes": (config.get("data_root") or {}).get("cityscapes")}}
     key = {"expert": expert_config, "mfnet_root": str(mfnet_root), "split": "train", "time": "day"}
     name = "deeplab_cityscapes"
 
     def build(tmp: Path, partial: Path) -> None:
-        reports = run_local("source_only", expert_config, checkpoint_dir=partial)
-        ehp = make_hparams(AdventConfig, expert_config, ADVENT_PRESETS)
-        G = build_model(Run(expert_config, ray=False, rank=0, world=1, device=run.device), ehp, 19)
-        G.load_state_dict(torch.load(partial / "state.pt", map_location=run.device, weights_only=False)["state"]["G"])
-        G.eval()
+        session = LocalSession(partial, device=str(run.device))
+        expert = train_loop(expert_config, session)
+        prediction = main_prediction(expert.hp, expert.G, expert.data.num_classes).to(run.device)
         mean = torch.tensor(IMAGENET_MEAN, device=run.device).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=run.device).view(1, 3, 1, 1)
 
-        @torch.no_grad()
         def predict(image: torch.Tensor) -> np.ndarray:
             x = (image[None].to(run.device).float() / 255 - mean) / std
-            x = F.interpolate(x, size=(ehp.eval_size[1], ehp.eval_size[0]), mode="bilinear", align_corners=False)
-            train_ids = upsample(G(x)[0], image.shape[-2:]).argmax(1)[0].cpu().numpy().astype(np.uint8)
+            train_ids = prediction.labels(x, image.shape[-2:])[0].cpu().numpy().astype(np.uint8)
             return CITYSCAPES_TO_MFNET[train_ids]
 
         link_tree(mfnet_root, tmp / "data")
         day_rgb = VIEWS["mfnet_rgb_day"](tmp / "data", split="train")
         write_pseudo_labels(day_rgb, predict, name)
         quality = pseudo_label_quality(day_rgb, f"pseudo/{name}")
-        (tmp / "meta.json").write_text(json.dumps({"expert_miou_on_cityscapes_val": reports[-1].get("miou"),
+        (tmp / "meta.json").write_text(json.dumps({"expert_miou_on_cityscapes_val": session.reports[-1].get("miou"),
                                                    "images": len(day_rgb), "pseudo_labels_vs_labels": quality},
                                                   default=str) + "\n")
 
@@ -292,13 +227,15 @@ class MMLStep(Step):
 
     def __init__(self, run: Run, hp: MMLConfig, data, train_set, attention: bool = True):
         self.run, self.hp, self.data, self.train_set = run, hp, data, train_set
-        self.net = MMLNet(hp, data.num_classes, attention).to(run.device)   # three parts, three gradients: no DDP
+        # three parts, three gradients: no DDP
+        self.net = MMLNet(hp.backbone_depth, hp.pretrained, hp.decoder_dim, data.num_classes, attention).to(run.device)
         self.psi = FCDiscriminator(data.num_classes).to(run.device)
         self.networks = (self.net, self.psi)
         self.opt = torch.optim.SGD(self.net.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
         self.opt_psi = adam_discriminator(self.psi.parameters(), hp.lr_d)
-        self.sched, self.sched_psi = poly(self.opt, hp.iterations, hp.poly_power), poly(self.opt_psi, hp.iterations,
-                                                                                         hp.poly_power)
+        length = hp.poly_length(hp.iterations)
+        self.sched, self.sched_psi = poly(self.opt, length, hp.poly_power), poly(self.opt_psi, length, hp.poly_power)
+        self.saved = ("net", "psi", "opt", "opt_psi", "sched", "sched_psi")
 
     def streams(self) -> dict[str, Stream]:
         return {"pair": Stream(self.train_set, self.hp.batch_size, id=0)}
@@ -341,7 +278,7 @@ class MMLStep(Step):
         d = (bce_to(self.psi(F.softmax(out["p_rgb"], 1)), RGB) + bce_to(self.psi(F.softmax(out["p_th"], 1)), THERMAL)) / 2
         d.backward()
         keep = ("kl_rgb", "kl_th", "kt_rgb", "kt_th", "adv", "att")
-        return {**{k: out[k].detach() for k in keep}, "dis": d.detach(), "delta": torch.tensor(self.delta(it))}
+        return {**{k: out[k].detach() for k in keep}, "dis": d.detach(), "stat.delta": torch.tensor(self.delta(it))}
 
     def update(self) -> None:
         # 5. SGD for the encoders and the decoder, Adam for ψ
@@ -349,29 +286,29 @@ class MMLStep(Step):
         for opt_or_sched in (self.opt, self.opt_psi, self.sched, self.sched_psi):
             opt_or_sched.step()
 
-    def evaluate(self, dataset) -> dict:
-        return evaluate_streams(self.net, dataset, self.data, self.hp.size, self.run.device)
+    def evaluate(self, dataset, record=None) -> dict:
+        return evaluate_streams(self.net, dataset, self.data, self.hp.size, self.run.device, record)
 
     def pictures(self, dataset, indices):
         """The thermal input the prediction is made from, and the RGB stream's prediction beside it
         (training only: inference never sees RGB)."""
         return stream_pictures(self.net, dataset, indices, self.hp.size, self.run.device)
 
-    def state_dict(self) -> dict:
-        return {"net": self.net.state_dict(), "psi": self.psi.state_dict(), "opt": self.opt.state_dict(),
-                "opt_psi": self.opt_psi.state_dict(), "sched": self.sched.state_dict(),
-                "sched_psi": self.sched_psi.state_dict()}
 
-    def load_state_dict(self, state: dict) -> None:
-        for name in ("net", "psi", "opt", "opt_psi", "sched", "sched_psi"):
-            getattr(self, name).load_state_dict(state[name])
+def trained_mml(hp: MMLConfig, num_classes: int, state: dict, attention: bool = True) -> Prediction:
+    """The thermal stream of a trained two-stream network (`load_trained`)."""
+    net = MMLNet(hp.backbone_depth, "none", hp.decoder_dim, num_classes, attention)
+    net.load_state_dict(state["net"])
+    return thermal_prediction(net.eval(), num_classes, hp.size)
 
 
-@register("mml", MMLConfig, PRESETS)
-def train_loop(config: dict) -> None:
-    run = Run.start(config)
-    hp = make_hparams(MMLConfig, config, PRESETS)
-    data = build_uda_data({"source": "mfnet_rgbt_day", "target": "mfnet@3", **config}, hp.size, hp.size)
-    root, label_dir = expert_pseudo_labels(config, hp, Path(data.target.root), run)                       # 0.
-    train = VIEWS["mfnet_rgbt_day"](root, split="train", size=hp.size, flip=True, label_dir=label_dir)
-    fit(run, MMLStep(run, hp, data, train), stage="mml", iterations=hp.iterations, eval_every=hp.eval_every)
+def day_pairs(run: Run, hp, data: UDAData):
+    """Step 0: MFNet's day RGB-T training pairs with the expert's pseudo labels (the artifact)."""
+    root, label_dir = expert_pseudo_labels(run.config, hp, Path(data.target.root), run)
+    return VIEWS["mfnet_rgbt_day"](root, split="train", size=hp.size, flip=True, label_dir=label_dir)
+
+
+@register("mml", MMLConfig, PRESETS, datasets=("mfnet_rgbt_day", "mfnet@3"), trained=trained_mml)
+def mml(run: Run, hp: MMLConfig, data: UDAData) -> Step:
+    train = day_pairs(run, hp, data)                                                                   # 0.
+    return fit(run, MMLStep(run, hp, data, train), stage="mml", iterations=hp.iterations, eval_every=hp.eval_every)

@@ -1,5 +1,5 @@
 """MS-UDA: multi-spectral unsupervised domain adaptation for thermal segmentation (Kim et al.,
-RAL 2021), the baseline MML extends (../shared/papers/README.md §1; REFERENCE_FACTS.md, MS-UDA).
+RAL 2021), the baseline MML extends.
 
 Algorithm (one iteration; a day RGB-T pair x = (x_rgb, x_th) of MFNet with the expert's hard
 pseudo label y; encoders E_rgb, E_th, one shared decoder D, a discriminator ψ on predictions):
@@ -17,47 +17,46 @@ pseudo label y; encoders E_rgb, E_th, one shared decoder D, a discriminator ψ o
      and ψ <- (LS-GAN(ψ(P_rgb), RGB) + LS-GAN(ψ(P_th), THERMAL)) / 2 on detached predictions.
   5. SGD steps for E_rgb, E_th, D (poly); an Adam step for ψ.
 Inference uses the thermal stream only: D(E_th(x_th)); the RGB stream is scored beside it (rgb.*).
-The networks are MML's without its attention blocks (MS-UDA's RTFNet-style decoder is not
-public in detail: the same DeBlock decoder keeps the two methods' comparison about the losses).
+The networks are MML's without its attention blocks (methods/nets/two_stream.py).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from udalab.datasets import build_dataset
-from udalab.datasets.mfnet import VIEWS
 from udalab.datasets.transforms import THERMAL_MEAN, THERMAL_STD
-from udalab.methods import register
+from udalab.methods.cyclegan import CycleGANStage, train_stage
+from udalab.methods.engine import ConfigError, Run, Step, UDAData, autocast, fit, register, unwrap
 from udalab.methods.engine.artifacts import get_or_build_trained
-from udalab.methods.cyclegan import CycleGANConfig, ResnetGenerator, lsgan, train_cyclegan
-from udalab.methods.engine import ConfigError, Run, autocast, fit, make_hparams, unwrap
-from udalab.methods.parts.losses import seg_ce
 from udalab.methods.mml import MINI as MML_MINI
 from udalab.methods.mml import SMOKE as MML_SMOKE
-from udalab.methods.mml import MMLStep, expert_pseudo_labels, route_gradients
-from udalab.methods.engine.uda_data import build_uda_data
+from udalab.methods.mml import MMLStep, day_pairs, route_gradients, trained_mml
+from udalab.methods.nets.cyclegan import ResnetGenerator
+from udalab.methods.parts.losses import lsgan, seg_ce
+from udalab.methods.parts.optim import SGDPoly
 
 RGB, THERMAL = 0.0, 1.0  # discriminator targets: RGB prediction 0, thermal 1 (the reference)
 
 
 @dataclass
-class MSUDAConfig:
+class MSUDAConfig(SGDPoly, CycleGANStage):
     # model: two ResNet-50 encoders from ImageNet (thermal conv1: the mean RGB filter), one decoder
     backbone_depth: int = 50
     pretrained: str = "imagenet"
     decoder_dim: int = 256
-    # data: MFNet 640x480, batch 16, flips, day pairs (REFERENCE_FACTS.md, MS-UDA)
+    # data: MFNet 640x480, batch 16, flips, day pairs (yeong5366/MS-UDA's training script)
     size: tuple = (640, 480)
     batch_size: int = 16
     # optimisation: SGD 0.002 (momentum 0.9, wd 5e-4), poly 0.9; ψ: Adam 2e-4 (0.9, 0.99);
     # 100 epochs of the ~400 day training pairs at batch 16
     iterations: int = 2_500
+    poly_iterations: int | None = None
     lr: float = 0.002
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -70,29 +69,25 @@ class MSUDAConfig:
     # fake night: each thermal batch replaced by its CycleGAN day -> night version with p 0.5
     p_night: float = 0.5
     cyclegan_iterations: int = 200 * 400        # 200 epochs (100 + 100 decaying) of the day images
-    cyclegan_ngf: int = 64
-    cyclegan_blocks: int = 9
-    cyclegan_crop: tuple = (256, 256)
-    cyclegan_seed: int = 0
     expert_preset: str = "paper"               # the Cityscapes expert (methods/mml.py)
     eval_every: int = 250
     precision: str = "fp32"
 
     def validate(self) -> None:
+        super().validate()
         if not 0.0 <= self.p_night <= 1.0:
             raise ConfigError(f"p_night must be in [0, 1], got {self.p_night}")
         if min(self.alpha, self.beta, self.gamma) < 0:
             raise ConfigError(f"alpha, beta and gamma must be >= 0, got {self.alpha}, {self.beta}, {self.gamma}")
-        if self.iterations <= 0 or self.eval_every <= 0 or self.batch_size <= 0:
-            raise ConfigError("iterations, eval_every and batch_size must be positive")
+        if self.eval_every <= 0 or self.batch_size <= 0:
+            raise ConfigError("eval_every and batch_size must be positive")
 
-    def cyclegan(self) -> CycleGANConfig:
-        return CycleGANConfig(ngf=self.cyclegan_ngf, ndf=self.cyclegan_ngf, n_blocks=self.cyclegan_blocks,
-                              iterations=self.cyclegan_iterations, crop_size=tuple(self.cyclegan_crop))
+    def images(self) -> dict:
+        return {"source_size": self.size, "target_size": self.size}
 
 
 # The mini data: MML's mini networks and schedule (so the two compare at equal cost), and UDAS's
-# mini CycleGAN (16 filters, 3 blocks, 64-px crops, 600 steps; not measured against the full one).
+# mini CycleGAN (16 filters, 3 blocks, 64-px crops, 600 steps).
 _SHARED = ("backbone_depth", "pretrained", "decoder_dim", "size", "batch_size", "iterations", "eval_every",
            "expert_preset")
 MINI = {**{k: MML_MINI[k] for k in _SHARED}, "cyclegan_iterations": 600, "cyclegan_ngf": 16,
@@ -106,7 +101,7 @@ PRESETS = {"mini": MINI, "smoke": SMOKE}
 # 0. The fake-night generator, an artifact.
 
 
-def night_generator(config: dict, hp: MSUDAConfig, data, mfnet_root: Path, run: Run) -> ResnetGenerator:
+def night_generator(hp: MSUDAConfig, mfnet_root: Path, run: Run) -> ResnetGenerator:
     """The day -> night thermal generator, trained the first time any trial asks for this CycleGAN
     config on this MFNet folder (thermal views: the channel replicated to 3, as CycleGAN's input)."""
     cg = hp.cyclegan()
@@ -114,14 +109,10 @@ def night_generator(config: dict, hp: MSUDAConfig, data, mfnet_root: Path, run: 
            "target": "mfnet_thermal_night", "root": str(mfnet_root)}
 
     def build(tmp: Path, partial: Path) -> None:
-        day, night = (build_dataset(name, root=mfnet_root, split="train", size=None, crop=cg.crop_size)
-                      for name in (key["source"], key["target"]))
-        # its evaluation (the cycle L1) on night thermal val images, not on the RGB-T target
-        night_val = build_dataset(key["target"], root=mfnet_root, split="val", size=tuple(hp.size))
-        cg_data = dataclasses.replace(data, target_val=night_val, target_test=None)
-        step, reports = train_cyclegan(cg, cg_data, day, night, hp.cyclegan_seed, run.device, partial)
+        step, reports = train_stage(cg, source=key["source"], target=key["target"], data_root={"mfnet": str(mfnet_root)},
+                                    seed=hp.cyclegan_seed, device=run.device, checkpoint_dir=partial)
         torch.save(unwrap(step.G_AB).state_dict(), tmp / "G_day_to_night.pt")
-        (tmp / "meta.json").write_text(json.dumps({"day": len(day.files), "night": len(night.files),
+        (tmp / "meta.json").write_text(json.dumps({"day": len(step.source.files), "night": len(step.target.files),
                                                    "last_report": reports[-1] if reports else None}, default=str))
 
     root = get_or_build_trained("cyclegan", key, build)
@@ -177,17 +168,13 @@ class MSUDAStep(MMLStep):
         d = (lsgan(self.psi(F.softmax(p_rgb.detach(), 1)), RGB) + lsgan(self.psi(F.softmax(p_th.detach(), 1)), THERMAL)) / 2
         d.backward()
         return {"ce_rgb": ce_rgb.detach(), "ce_th": ce_th.detach(), "adv": adv.detach(), "dis": d.detach(),
-                "night": torch.tensor(float(night))}
+                "stat.night": torch.tensor(float(night))}
 
 
-@register("ms_uda", MSUDAConfig, PRESETS)
-def train_loop(config: dict) -> None:
-    run = Run.start(config)
-    hp = make_hparams(MSUDAConfig, config, PRESETS)
-    data = build_uda_data({"source": "mfnet_rgbt_day", "target": "mfnet@3", **config}, hp.size, hp.size)
-    mfnet_root = Path(data.target.root)
-    root, label_dir = expert_pseudo_labels(config, hp, mfnet_root, run)                                   # 0.
-    night = night_generator(config, hp, data, mfnet_root, run) if hp.p_night > 0 else None                # 0.
-    train = VIEWS["mfnet_rgbt_day"](root, split="train", size=hp.size, flip=True, label_dir=label_dir)
-    fit(run, MSUDAStep(run, hp, data, train, night), stage="ms_uda", iterations=hp.iterations,
-        eval_every=hp.eval_every)
+@register("ms_uda", MSUDAConfig, PRESETS, datasets=("mfnet_rgbt_day", "mfnet@3"),
+          trained=partial(trained_mml, attention=False))
+def ms_uda(run: Run, hp: MSUDAConfig, data: UDAData) -> Step:
+    train = day_pairs(run, hp, data)                                                                   # 0.
+    night = night_generator(hp, Path(data.target.root), run) if hp.p_night > 0 else None               # 0.
+    return fit(run, MSUDAStep(run, hp, data, train, night), stage="ms_uda", iterations=hp.iterations,
+               eval_every=hp.eval_every)

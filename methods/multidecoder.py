@@ -1,5 +1,5 @@
-"""Multi-decoder U-Net with a pseudo-depth decoder and a decoder training schedule
-(../shared/papers/multidecoder_pseudo_depth.ko.txt; ../shared/papers/README.md §2).
+"""Multi-decoder U-Net with a pseudo-depth decoder and a decoder training schedule (the
+multi-decoder pseudo-depth paper; its tables cited below).
 
 Model: a U-Net with one ResNet encoder and two decoders with skip connections from it, a
 semantic one (21 VOC classes) and a depth one (1 channel). Losses: L_seg = α(1 - e^(-CE))^γ · CE
@@ -21,29 +21,23 @@ scene; datasets/metrics.py).
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from udalab.datasets.labels import IGNORE_INDEX
+from udalab.methods.engine import ConfigError, HParams, Prediction, Run, Step, Stream, UDAData, autocast, evaluate, fit, register
 from udalab.methods.engine import pictures
-from udalab.methods import register
-from udalab.methods.nets.deeplab import ResNetFeatures
-from udalab.methods.engine import ConfigError, Run, Step, Stream, autocast, fit, make_hparams
-from udalab.methods.engine.evaluate import evaluate
+from udalab.methods.nets.unet import MultiDecoderUNet, UNetDecoder
 from udalab.methods.parts.losses import focal_loss, normalised_depth_mse
-from udalab.methods.engine.uda_data import build_uda_data
 
 DECODERS = {"s": "semantic", "d": "depth"}
 
 
 @dataclass
-class MultiDecoderConfig:
+class MultiDecoderConfig(HParams):
     # model: U-Net, ResNet-50 encoder from ImageNet, decoder channels 256-128-64-32-16
-    # (segmentation_models_pytorch's U-Net, REFERENCE_FACTS)
+    # (segmentation_models_pytorch's Unet on resnet50)
     backbone_depth: int = 50
     pretrained: str = "imagenet"
     decoder_channels: tuple = (256, 128, 64, 32, 16)
@@ -66,6 +60,7 @@ class MultiDecoderConfig:
     precision: str = "fp32"
 
     def validate(self) -> None:
+        super().validate()
         stages = self.stages()
         if not 0.0 <= self.first_share < 1.0:
             raise ConfigError(f"first_share must be in [0, 1), got {self.first_share}")
@@ -87,6 +82,10 @@ class MultiDecoderConfig:
             raise ConfigError(f"schedule {self.schedule!r}: only a first stage of one decoder (s or d) copies")
         return out
 
+    def images(self) -> dict:
+        """VOC as loaded (or at `size`), random crops, flips."""
+        return {"source_size": self.size, "target_size": self.size, "crop": self.crop_size, "flip": True}
+
     def stage_iterations(self) -> list[int]:
         n = len(self.stages())
         if n == 1:
@@ -101,71 +100,6 @@ MINI = dict(backbone_depth=18, pretrained="standin", decoder_channels=(64, 32, 3
 SMOKE = {**MINI, "pretrained": "none", "decoder_channels": (16, 16, 8, 8, 8), "crop_size": (48, 48), "batch_size": 2,
          "iterations": 6, "eval_every": 2, "eval_size": (48, 48)}
 PRESETS = {"mini": MINI, "smoke": SMOKE}
-
-
-# ---------------------------------------------------------------------------------------
-# The network.
-
-
-def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True))
-
-
-class UNetDecoder(nn.Module):
-    """Each block: upsample x2, concatenate the skip (none for the last), (3x3 conv-BN-ReLU) x 2;
-    then a 3x3 head to `out_channels`."""
-
-    def __init__(self, skips: list[int], channels: tuple, out_channels: int):
-        super().__init__()
-        blocks, cin = [], skips[-1]
-        for k, cout in enumerate(channels):
-            skip = skips[-2 - k] if k < len(skips) - 1 else 0
-            blocks.append(nn.Sequential(_conv_bn_relu(cin + skip, cout), _conv_bn_relu(cout, cout)))
-            cin = cout
-        self.blocks = nn.ModuleList(blocks)
-        self.head = nn.Conv2d(cin, out_channels, 3, padding=1)
-
-    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        x = feats[-1]
-        for k, block in enumerate(self.blocks):
-            x = F.interpolate(x, scale_factor=2, mode="nearest")
-            if k < len(feats) - 1:
-                skip = feats[-2 - k]
-                if x.shape[-2:] != skip.shape[-2:]:
-                    x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
-                x = torch.cat([x, skip], 1)
-            x = block(x)
-        return self.head(x)
-
-
-class MultiDecoderUNet(nn.Module):
-    def __init__(self, hp: MultiDecoderConfig, num_classes: int):
-        super().__init__()
-        self.encoder = ResNetFeatures(hp.backbone_depth, hp.pretrained)   # strides 2 ... 32
-        self.semantic = UNetDecoder(self.encoder.channels, tuple(hp.decoder_channels), num_classes)
-        self.depth = UNetDecoder(self.encoder.channels, tuple(hp.decoder_channels), 1)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = self.encoder(x)
-        return self.semantic(feats), self.depth(feats)
-
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        return self.semantic(self.encoder(x))
-
-
-class SemanticUNet(nn.Module):
-    """The deployed model: the encoder and the semantic decoder, no depth parameters."""
-
-    def __init__(self, encoder: nn.Module, semantic: nn.Module):
-        super().__init__()
-        self.encoder, self.semantic = encoder, semantic
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.semantic(self.encoder(x))
-
-
-def export_semantic(model: MultiDecoderUNet) -> SemanticUNet:
-    return SemanticUNet(copy.deepcopy(model.encoder), copy.deepcopy(model.semantic))
 
 
 def copy_decoder(src: UNetDecoder, dst: UNetDecoder) -> list[str]:
@@ -190,6 +124,7 @@ class DecoderStageStep(Step):
         for part in (model.encoder, model.semantic, model.depth):       # 3. only this stage's parts learn
             part.requires_grad_(any(part is t for t in trained))
         self.opt = torch.optim.Adam([p for t in trained for p in t.parameters()], lr=hp.lr)
+        self.saved = ("model", "opt")
 
     def begin(self) -> None:
         if self.copy_from is not None:                                  # 2. weight copy, once
@@ -221,10 +156,9 @@ class DecoderStageStep(Step):
         self.run.sync_grads(self.model)
         self.opt.step()
 
-    def evaluate(self, dataset) -> dict:
-        return evaluate(self.model.predict, dataset, num_classes=self.data.num_classes,
-                        class_names=self.data.class_names, device=self.run.device, input_size=self.hp.eval_size,
-                        iiou=True)
+    def evaluate(self, dataset, record=None) -> dict:
+        return evaluate(semantic_prediction(self.hp, self.model, self.data.num_classes), dataset,
+                        class_names=self.data.class_names, device=self.run.device, iiou=True, record=record)
 
     def pictures(self, dataset, indices):
         """The depth decoder's prediction (its own range, far light), and the pseudo depth where the
@@ -239,28 +173,29 @@ class DecoderStageStep(Step):
             caps["pseudo_depth"] = "the pseudo depth it learns from"
         return out, caps
 
-    def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "opt": self.opt.state_dict()}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["opt"])
+def semantic_prediction(hp: MultiDecoderConfig, model: MultiDecoderUNet, num_classes: int) -> Prediction:
+    """The semantic decoder on the image as loaded (or at eval_size): the deployed model's prediction."""
+    return Prediction(model.predict, num_classes, input_size=hp.eval_size, modules=(model,))
 
 
-def run_schedule(run: Run, hp: MultiDecoderConfig, data, model: MultiDecoderUNet) -> None:
-    """Steps 1-3: one fit per stage of the schedule."""
+def trained_multidecoder(hp: MultiDecoderConfig, num_classes: int, state: dict) -> Prediction:
+    model = MultiDecoderUNet(hp.backbone_depth, "none", hp.decoder_channels, num_classes)
+    model.load_state_dict(state["model"])
+    return semantic_prediction(hp, model.eval(), num_classes)
+
+
+def run_schedule(run: Run, hp: MultiDecoderConfig, data, model: MultiDecoderUNet) -> Step:
+    """Steps 1-3: one fit per stage of the schedule; returns the last stage's step."""
     stages, lengths = hp.stages(), hp.stage_iterations()
     for k, ((decoder, _), n) in enumerate(zip(stages, lengths)):
         copy_from = stages[0][0] if k == 1 and stages[0][1] else None
-        fit(run, DecoderStageStep(run, hp, data, model, decoder, copy_from, n), stage=f"{k + 1}-{decoder}",
-            iterations=n, eval_every=hp.eval_every, last=k == len(stages) - 1)
+        step = fit(run, DecoderStageStep(run, hp, data, model, decoder, copy_from, n), stage=f"{k + 1}-{decoder}",
+                   iterations=n, eval_every=hp.eval_every, last=k == len(stages) - 1)
+    return step
 
 
-@register("multidecoder", MultiDecoderConfig, PRESETS)
-def train_loop(config: dict) -> None:
-    run = Run.start(config)
-    hp = make_hparams(MultiDecoderConfig, config, PRESETS)
-    data = build_uda_data({"source": "voc_depth", "target": "voc", **config}, hp.size, hp.size, crop=hp.crop_size,
-                          flip=True)
-    model = MultiDecoderUNet(hp, data.num_classes).to(run.device)
-    run_schedule(run, hp, data, model)
+@register("multidecoder", MultiDecoderConfig, PRESETS, datasets=("voc_depth", "voc"), trained=trained_multidecoder)
+def multidecoder(run: Run, hp: MultiDecoderConfig, data: UDAData) -> Step:
+    model = MultiDecoderUNet(hp.backbone_depth, hp.pretrained, hp.decoder_channels, data.num_classes).to(run.device)
+    return run_schedule(run, hp, data, model)

@@ -9,58 +9,24 @@ adapted rows is the adaptation:
 """
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
 
-from udalab.methods import register
-from udalab.methods.advent import PRESETS, AdventConfig, AdventStep, build_model
-from udalab.methods.engine import Run, Step, Stream, autocast, fit, make_hparams, unwrap
-from udalab.methods.parts.losses import seg_ce
-from udalab.methods.parts.optim import poly, sgd_head_10x
-from udalab.methods.engine.uda_data import UDAData, build_uda_data
-
-SourceOnlyConfig = AdventConfig  # same model/optimiser/data fields; the adversarial ones are unused
+from udalab.methods.advent import PRESETS as ADVENT_PRESETS
+from udalab.methods.advent import DeepLabTraining, SegmentationStep, build_model, trained_model
+from udalab.methods.engine import Run, Step, UDAData, fields_of, fit, register
 
 
-class SourceOnlyStep(Step):
-    def __init__(self, run: Run, hp: AdventConfig, data: UDAData, G: torch.nn.Module):
-        self.run, self.hp, self.data, self.G = run, hp, data, G
-        self.networks = (G,)
-        self.opt = sgd_head_10x(unwrap(G), hp.lr, hp.momentum, hp.weight_decay)
-        self.sched = poly(self.opt, hp.poly_iterations or hp.iterations, hp.poly_power)  # as ADVENT
-
-    def streams(self) -> dict[str, Stream]:
-        return {"source": Stream(self.data.source, self.hp.batch_size, id=0)}
-
-    def train_step(self, batch: dict, it: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
-        x, y = batch["source"]["image"], batch["source"]["label"]
-        self.opt.zero_grad(set_to_none=True)
-        # 1. multi-level segmentation loss
-        with autocast(self.run.device, self.hp.precision):
-            main, aux = self.G(x)
-            seg_main, seg_aux = seg_ce(main, y), seg_ce(aux, y)
-        (seg_main + self.hp.lambda_seg_aux * seg_aux).backward()
-        return {"seg_main": seg_main.detach(), "seg_aux": seg_aux.detach()}
-
-    def update(self) -> None:
-        # 2. the optimiser step
-        self.opt.step()
-        self.sched.step()
-
-    evaluate = AdventStep.evaluate  # G's main classifier on target val, as every DeepLab-v2 row
-
-    def state_dict(self) -> dict:
-        return {"G": unwrap(self.G).state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        unwrap(self.G).load_state_dict(state["G"])
-        self.opt.load_state_dict(state["opt"])
-        self.sched.load_state_dict(state["sched"])
+@dataclass
+class SourceOnlyConfig(DeepLabTraining):
+    """ADVENT's model, data, optimiser, schedule and evaluation (the reference's defaults)."""
 
 
-@register("source_only", SourceOnlyConfig, PRESETS)
-def train_loop(config: dict) -> None:
-    run = Run.start(config)
-    hp = make_hparams(SourceOnlyConfig, config, PRESETS)
-    data = build_uda_data(config, hp.source_size, hp.target_size)
+# ADVENT's presets, less the adaptation's settings
+PRESETS = {name: fields_of(SourceOnlyConfig, preset) for name, preset in ADVENT_PRESETS.items()}
+
+
+@register("source_only", SourceOnlyConfig, PRESETS, trained=trained_model)
+def source_only(run: Run, hp: SourceOnlyConfig, data: UDAData) -> Step:
     G = build_model(run, hp, data.num_classes)
-    fit(run, SourceOnlyStep(run, hp, data, G), stage="source", iterations=hp.iterations, eval_every=hp.eval_every)
+    return fit(run, SegmentationStep(run, hp, data, G, hp.iterations), stage="source",                  # 1., 2.
+               iterations=hp.iterations, eval_every=hp.eval_every)

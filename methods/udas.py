@@ -1,5 +1,5 @@
-"""UDAS: unsupervised domain adaptation + semi-supervised self-training
-(../shared/papers/udas_uda_ssl_self_training.ko.md; ../shared/papers/README.md §4).
+"""UDAS: unsupervised domain adaptation + semi-supervised self-training (the UDA+SSL self-training
+framework: CycleGAN translation, Domain CutMix, confidence-masked pseudo labels; its sections cited below).
 
 Algorithm (DeepLab-v2 multi-level G, images resized to 640x360):
   0. Style transfer (translate): CycleGAN source -> target style; the source set is replaced by
@@ -9,7 +9,7 @@ Algorithm (DeepLab-v2 multi-level G, images resized to 640x360):
      primary/auxiliary consistency on the target predictions, the symmetric KL divergence that
      Sec. 3.3 names (its printed formula, a symmetric cross entropy, is `kl="printed"`):
         L = L_seg + L_adv + λ_kl · mean_px(KL(p_aux ‖ p_main) + KL(p_main ‖ p_aux))
-     Domain CutMix (Sec. 3.4), when `labeled` > 0 target images have labels: each source image
+     Domain CutMix (Sec. 3.4), when `labelled` > 0 target images have labels: each source image
      gets a box of r = sqrt(1 - λ) of each side, λ ~ U(0, 1), cut from a labelled target image
      (labels likewise), then AutoAugment; the mixed pair is the source batch.
      With `share_uda` (the default) the stage is trained once per its settings and seed, as an
@@ -25,7 +25,7 @@ Algorithm (DeepLab-v2 multi-level G, images resized to 640x360):
         is also held to the teacher's distribution);
      c. the student becomes the teacher.
 The source is not used in self-training (Sec. 3.5). Which target images are labelled: the
-first `labeled` of one fixed permutation of the target train split (seed 0), the same in
+first `labelled` of one fixed permutation of the target train split (seed 0), the same in
 every trial, a smaller count a subset of a larger one.
 """
 from __future__ import annotations
@@ -34,7 +34,6 @@ import copy
 import dataclasses
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -43,50 +42,44 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from udalab.datasets import build_dataset
+from udalab.core import layout
+from udalab.datasets import build_dataset, root_key
 from udalab.datasets.labels import IGNORE_INDEX
-from udalab.methods.engine import pictures
-from udalab.methods import register
+from udalab.methods.adaptsegnet import PRESETS as ADAPTSEGNET_PRESETS
 from udalab.methods.adaptsegnet import AdaptSegNetConfig, AdaptSegNetStep
-from udalab.methods.advent import PRESETS as ADVENT_PRESETS
-from udalab.methods.advent import build_model
+from udalab.methods.advent import build_model, main_prediction, trained_model
+from udalab.methods.cyclegan import CycleGANStage, train_stage, write_translated
+from udalab.methods.engine import (ConfigError, Prediction, Run, Step, Stream, UDAData, adopt, autocast, eval_mode,
+                                   evaluate, fit, register, rng_preserved, unwrap)
+from udalab.methods.engine import pictures
 from udalab.methods.engine.artifacts import get_or_build_trained
-from udalab.methods.cyclegan import CycleGANConfig, train_cyclegan, write_translated
+from udalab.methods.engine.registry import get_method, train_loop
+from udalab.methods.engine.run import LocalSession
 from udalab.methods.nets.deeplab import upsample
-from udalab.methods.engine import (ConfigError, Run, Step, Stream, adopt, autocast, eval_mode, fit, make_hparams,
-                                   rng_preserved, run_local, unwrap)
-from udalab.methods.engine.evaluate import evaluate
-from udalab.methods.parts.losses import seg_ce
+from udalab.methods.parts.losses import multi_level_ce, seg_ce
 from udalab.methods.parts.mixing import domain_cutmix
 from udalab.methods.parts.optim import poly, sgd_head_10x
-from udalab.methods.engine.uda_data import UDAData, build_uda_data
-from udalab.methods.parts.views import augmented_views, autoaugment, max_confidence, pseudo_labels
+from udalab.methods.parts.views import augmented_views, autoaugment, keep_confident, max_confidence
 
 log = logging.getLogger("udalab")
 
 
 @dataclass
-class UDASConfig(AdaptSegNetConfig):
+class UDASConfig(AdaptSegNetConfig, CycleGANStage):
     """AdaptSegNet's model, optimisers and adversarial weights (the UDA step is AdaptSegNet's),
     at UDAS's resolution, with its own stages."""
 
     source_size: tuple = (640, 360)      # every image resized to 640x360 (Sec. 4.1)
     target_size: tuple = (640, 360)
     eval_size: tuple = (640, 360)
-    # 0. style transfer
+    # 0. style transfer (its CycleGAN: CycleGANStage's fields, the reference's 100 + 100 epochs)
     translate: bool = True
-    cyclegan_iterations: int = 200 * 2975  # CycleGAN's reference: 100 + 100 epochs (REFERENCE_FACTS)
-    cyclegan_ngf: int = 64
-    cyclegan_blocks: int = 9
-    cyclegan_crop: tuple = (256, 256)
-    cyclegan_seed: int = 0               # one translation for every trial, whatever its seed
     # 1. UDA
     uda: bool = True                     # False: the segmentation loss only (the "no adaptation" / "ST" rows)
     lambda_kl: float = 1.0               # L_total = L_seg + L_adv + L_kl (Sec. 3.3: unweighted)
     kl: str = "symmetric_kl"             # Sec. 3.3 calls L_kl a KL divergence; its printed formula ("printed")
-    #                                      is a symmetric cross entropy (+ both entropies). At weight 1 both
-    #                                      diverged at the mini lr (docs/results.md, "UDAS step ablation")
-    labeled: int = 2975                  # labelled target images: 2975 / 1000 / 500 / 100 / 0 (Sec. 4.3.3)
+    #                                      is a symmetric cross entropy (+ both entropies)
+    labelled: int = 2975                 # labelled target images: 2975 / 1000 / 500 / 100 / 0 (Sec. 4.3.3)
     cutmix: bool = True
     # 2. self-training
     rounds: int = 1                      # not stated in the paper; one teacher -> student round
@@ -107,32 +100,30 @@ class UDASConfig(AdaptSegNetConfig):
             raise ConfigError(f"kl must be one of {sorted(KL_TERMS)}, got {self.kl!r}")
         if self.views < 1:
             raise ConfigError(f"views (K) must be >= 1, got {self.views}")
-        if self.labeled < 0 or self.rounds < 0 or self.st_iterations < 1 or self.cyclegan_iterations < 1:
-            raise ConfigError("labeled and rounds must be >= 0, st_iterations and cyclegan_iterations >= 1")
-        if tuple(self.source_size) != tuple(self.target_size) and self.labeled > 0 and self.cutmix:
+        if self.labelled < 0 or self.rounds < 0 or self.st_iterations < 1:
+            raise ConfigError("labelled and rounds must be >= 0, st_iterations >= 1")
+        if tuple(self.source_size) != tuple(self.target_size) and self.labelled > 0 and self.cutmix:
             raise ConfigError(f"Domain CutMix needs source_size == target_size, got {self.source_size} and "
                               f"{self.target_size}")
 
-    def cyclegan(self) -> CycleGANConfig:
-        return CycleGANConfig(ngf=self.cyclegan_ngf, ndf=self.cyclegan_ngf, n_blocks=self.cyclegan_blocks,
-                              iterations=self.cyclegan_iterations, crop_size=tuple(self.cyclegan_crop))
+    @property
+    def total_iterations(self) -> int:
+        return self.iterations + self.rounds * self.st_iterations
 
 
-# The mini data: ADVENT's mini model and schedule (ResNet-18 from the stand-in, 600 steps) with
-# both domains at 128x72 (the paper's 640x360 / 5); 30 of the 300 mini target images labelled
-# (the paper's 500 of 2975, ~1/6, rounded down); a small CycleGAN (16 filters, 3 blocks, 64-px
-# crops, 600 steps; not measured against the full one); one self-training round of 300 steps.
-# λ_kl 0.1 keeps the paper's λ_kl·lr (1 x 2.5e-4) at ADVENT's mini lr (2.5e-3): at weight 1 the UDA
-# step diverged (mean source CE over its first 80 steps 14.7, val mIoU 5.4; at 0.1: 2.2 and 13.1).
-# D keeps the reference's four layers, as every UDAS table measured it (ADVENT's one-layer mini D is
-# not measured for UDAS).
-MINI = {**ADVENT_PRESETS["mini"], "d_layers": 4,
+# The mini data: ADVENT's mini model and schedule (ResNet-18 from the stand-in, 600 steps) with both
+# domains at 128x72 (the paper's 640x360 / 5); 30 of the 300 mini target images labelled (the paper's
+# 500 of 2975, rounded down); a small CycleGAN (16 filters, 3 blocks, 64-px crops, 600 steps); one
+# self-training round of 300 steps; λ_kl 0.1, which keeps the paper's λ_kl·lr at ADVENT's mini lr (at
+# weight 1 the UDA step diverged: records/udas_kl); D with the reference's four
+# layers, as AdaptSegNet's.
+MINI = {**ADAPTSEGNET_PRESETS["mini"],
         "source_size": (128, 72), "target_size": (128, 72), "eval_size": (128, 72),
         "cyclegan_iterations": 600, "cyclegan_ngf": 16, "cyclegan_blocks": 3, "cyclegan_crop": (64, 64),
-        "labeled": 30, "st_iterations": 300, "lambda_kl": 0.1}
-SMOKE = {**ADVENT_PRESETS["smoke"], "source_size": (64, 36), "target_size": (64, 36), "eval_size": (64, 36),
-         "cyclegan_iterations": 4, "cyclegan_ngf": 4, "cyclegan_blocks": 1, "cyclegan_crop": (32, 32),
-         "labeled": 4, "st_iterations": 2, "views": 2}
+        "labelled": 30, "st_iterations": 300, "lambda_kl": 0.1}
+SMOKE = {**ADAPTSEGNET_PRESETS["smoke"], "d_layers": 1, "source_size": (64, 36), "target_size": (64, 36),
+         "eval_size": (64, 36), "cyclegan_iterations": 4, "cyclegan_ngf": 4, "cyclegan_blocks": 1,
+         "cyclegan_crop": (32, 32), "labelled": 4, "st_iterations": 2, "views": 2}
 PRESETS = {"mini": MINI, "smoke": SMOKE}
 
 
@@ -143,25 +134,25 @@ PRESETS = {"mini": MINI, "smoke": SMOKE}
 def translated_source(config: dict, hp: UDASConfig, data: UDAData, run: Run):
     """The source set translated to the target's style (step 0), at hp.source_size; built (CycleGAN
     trained, every source image translated) the first time any trial asks for this CycleGAN
-    config, source and target. The build checkpoints into $UDALAB_ARTIFACTS/.partial-<name>/, so
-    a build killed half-way resumes there; the run's RNG is left as it was."""
+    config, source and target. The build checkpoints into its partial folder, so a build killed
+    half-way resumes there; the run's RNG is left as it was."""
     cg = hp.cyclegan()
-    key = {"cyclegan": dataclasses.asdict(cg), "seed": hp.cyclegan_seed, "source": config.get("source", "gta5"),
-           "target": config.get("target", "cityscapes"), "source_root": str(data.source.root),
-           "target_root": str(data.target.root)}
+    source, target = config.get("source", "gta5"), config.get("target", "cityscapes")
+    roots = {root_key(source): str(data.source.root), root_key(target): str(data.target.root)}
+    key = {"cyclegan": dataclasses.asdict(cg), "seed": hp.cyclegan_seed, "source": source, "target": target,
+           "source_root": str(data.source.root), "target_root": str(data.target.root)}
 
     def build(tmp: Path, partial: Path) -> None:
-        source = build_dataset(key["source"], root=data.source.root, split="train", size=None, crop=cg.crop_size)
-        target = build_dataset(key["target"], root=data.target.root, split="train", size=None, crop=cg.crop_size)
-        step, reports = train_cyclegan(cg, data, source, target, hp.cyclegan_seed, run.device, partial)
-        native = build_dataset(key["source"], root=data.source.root, split="train")
+        step, reports = train_stage(cg, source=source, target=target, data_root=roots, seed=hp.cyclegan_seed,
+                                    device=run.device, checkpoint_dir=partial)
+        native = build_dataset(source, root=data.source.root, split="train")
         n = write_translated(step.G_AB, native, tmp / "data", device=run.device)
         (tmp / "meta.json").write_text(json.dumps({"images": n, "last_report": reports[-1] if reports else None},
                                                   default=str) + "\n")
         log.info("CycleGAN: %d source images translated into %s", n, tmp)
 
     root = get_or_build_trained("cyclegan", key, build)
-    return build_dataset(key["source"], root=root / "data", split="train", size=hp.source_size)
+    return build_dataset(source, root=root / "data", split="train", size=hp.source_size)
 
 
 # ---------------------------------------------------------------------------------------
@@ -177,8 +168,7 @@ def symmetric_kl(main: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
 
 def symmetric_ce(main: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
     """L_kl as Sec. 3.3 prints it, per pixel, averaged over pixels: -Σ_c p_aux log p_main - Σ_c p_main log p_aux
-    = symmetric_kl + H(p_aux) + H(p_main): it also minimises both entropies (at weight 1 and the mini
-    learning rate the UDA step diverged with it, as with symmetric_kl; docs/results.md)."""
+    = symmetric_kl + H(p_aux) + H(p_main): it also minimises both entropies."""
     log_main, log_aux = F.log_softmax(main, 1), F.log_softmax(aux, 1)
     return -((log_aux.exp() * log_main).sum(1) + (log_main.exp() * log_aux).sum(1)).mean()
 
@@ -218,21 +208,23 @@ SELF_TRAINING_KEYS = ("rounds", "views", "tau", "st_iterations", "lambda_st_kl")
 
 def shared_uda(config: dict, data: UDAData) -> Callable[[], tuple[dict, list[dict], str]]:
     """Step 1 as an artifact (for `adopt`): the trial's config less step 2's settings, trained as a
-    nested local run with no self-training round, the first time any trial asks for it; its final
-    state and its reports are what every later trial with those settings reads."""
+    run of its own with no self-training round, the first time any trial asks for it; its final
+    checkpoint (state and every report) is what every later trial with those settings reads."""
     uda_config = {**{k: v for k, v in config.items() if k not in SELF_TRAINING_KEYS}, "rounds": 0, "share_uda": False}
-    key = {"udas_uda_stage": uda_config, "source_root": str(data.source.root), "target_root": str(data.target.root)}
+    # version 2: the artifact is a checkpoint folder (core/layout.py), its reports in history.json
+    key = {"udas_uda_stage": uda_config, "version": 2, "source_root": str(data.source.root),
+           "target_root": str(data.target.root)}
 
     def build(tmp: Path, partial: Path) -> None:
-        run_local("udas", uda_config, checkpoint_dir=partial)   # a build killed half-way resumes here
-        os.replace(partial / "state.pt", tmp / "state.pt")
-        os.replace(partial / "history.json", tmp / "reports.json")   # every report, those before a resume too
+        train_loop({**uda_config, "method": "udas"}, LocalSession(partial, device=config.get("device")))
+        for name in (layout.STATE_FILE, layout.HISTORY_FILE):   # every report, those before a resume too
+            (partial / name).replace(tmp / name)
 
     def read() -> tuple[dict, list[dict], str]:
         root = get_or_build_trained("udas_uda", key, build)
         log.info("UDA stage read from %s (trained once for every trial with these step-1 settings)", root)
-        state = torch.load(root / "state.pt", map_location="cpu", weights_only=False)
-        return state["state"], json.loads((root / "reports.json").read_text()), root.name
+        saved = layout.read_checkpoint(root)
+        return saved["state"]["state"], saved["history"], root.name
 
     return read
 
@@ -295,11 +287,17 @@ def view_confidence(run: Run, hp: UDASConfig, teacher, target, indices: list[int
 @torch.no_grad()
 def label_targets(run: Run, hp: UDASConfig, teacher, target, indices: list[int], seed: int) -> torch.Tensor:
     """Step 2a: (len(indices), H, W) uint8 pseudo labels of the target images, IGNORE_INDEX below τ."""
-    labels = torch.cat([pseudo_labels(conf, label, hp.tau).to(torch.uint8).cpu()
+    labels = torch.cat([keep_confident(conf, label, hp.tau).to(torch.uint8).cpu()
                         for _, conf, label in view_confidence(run, hp, teacher, target, indices, seed)])
     log.info("pseudo labels: %.1f %% of target pixels kept at τ = %s", 100 * float((labels != IGNORE_INDEX).float().mean()),
              hp.tau)
     return labels
+
+
+# The students' logits reach the image (training) and the label (evaluation) with corners not aligned:
+# UDAS has no reference code for its rounds (its UDA stage is AdaptSegNet's step, aligned as AdaptSegNet's
+# code aligns them).
+ROUNDS_ALIGN_CORNERS = False
 
 
 class SelfTrainStep(Step):
@@ -314,6 +312,7 @@ class SelfTrainStep(Step):
         self.labels = torch.zeros(0, dtype=torch.uint8)
         self.opt = sgd_head_10x(self.student, hp.lr, hp.momentum, hp.weight_decay)
         self.sched = poly(self.opt, hp.st_iterations, hp.poly_power)
+        self.saved = ("teacher", "student", "labels", "opt", "sched")
 
     def begin(self) -> None:
         # 2a. the teacher labels the unlabelled target images (none when every image is labelled)
@@ -334,18 +333,19 @@ class SelfTrainStep(Step):
         hp = self.hp
         self.opt.zero_grad(set_to_none=True)
         losses = {}
+        up = lambda t, x: upsample(t, x.shape[-2:], align_corners=ROUNDS_ALIGN_CORNERS)  # noqa: E731
         if "pseudo" in batch:
             x_p, y_p = autoaugment(batch["pseudo"]["image"], gen), batch["pseudo"]["label"]   # the noisy student
             with autocast(self.run.device, hp.precision):
-                main, aux = (upsample(p, x_p.shape[-2:]) for p in self.student(x_p))
-                losses["pseudo"] = seg_ce(main, y_p) + hp.lambda_seg_aux * seg_ce(aux, y_p)
-            losses["q"] = (y_p != IGNORE_INDEX).float().mean()   # pixels kept at τ (reported as loss.q, as DACS's)
+                main, aux = (up(p, x_p) for p in self.student(x_p))
+                losses["pseudo"] = multi_level_ce(main, aux, y_p, hp.lambda_seg_aux)[0]
+            losses["stat.q"] = (y_p != IGNORE_INDEX).float().mean()   # the share of pixels kept at τ
         if "labelled" in batch:
             x_l, y_l = batch["labelled"]["image"], batch["labelled"]["label"]
             with torch.no_grad(), eval_mode(self.teacher):
-                teacher_p = F.softmax(upsample(unwrap(self.teacher)(x_l)[0], x_l.shape[-2:]).float(), 1)
+                teacher_p = F.softmax(up(unwrap(self.teacher)(x_l)[0], x_l).float(), 1)
             with autocast(self.run.device, hp.precision):
-                s_main = upsample(self.student(x_l)[0], x_l.shape[-2:]).float()
+                s_main = up(self.student(x_l)[0], x_l).float()
             losses["labelled"] = seg_ce(s_main, y_l)
             losses["consistency"] = F.kl_div(F.log_softmax(s_main, 1), teacher_p, reduction="none").sum(1).mean()
         total = losses.get("pseudo", 0) + losses.get("labelled", 0) + hp.lambda_st_kl * losses.get("consistency", 0)
@@ -357,9 +357,9 @@ class SelfTrainStep(Step):
         self.opt.step()
         self.sched.step()
 
-    def evaluate(self, dataset) -> dict:
-        return evaluate(lambda x: self.student(x)[0], dataset, num_classes=self.data.num_classes,
-                        class_names=self.data.class_names, device=self.run.device, input_size=self.hp.eval_size)
+    def evaluate(self, dataset, record=None) -> dict:
+        prediction = main_prediction(self.hp, self.student, self.data.num_classes, ROUNDS_ALIGN_CORNERS)
+        return evaluate(prediction, dataset, class_names=self.data.class_names, device=self.run.device, record=record)
 
     def pictures(self, dataset, indices):
         """The teacher's K-view pseudo labels of the chosen images: the most confident view per
@@ -372,7 +372,7 @@ class SelfTrainStep(Step):
                 x = F.interpolate(sample["image"][None].to(self.run.device), size=hp.eval_size[::-1],
                                   mode="bilinear", align_corners=False)
                 conf, label = max_confidence(lambda v: teacher(v)[0], *augmented_views(x, hp.views, gen))
-                label = pseudo_labels(conf, label, hp.tau)[:, None].float()
+                label = keep_confident(conf, label, hp.tau)[:, None].float()
                 out[i] = F.interpolate(label, size=sample["label"].shape[-2:], mode="nearest")[0, 0].to(torch.uint8).cpu().numpy()
         pics = {"pseudo": out}
         captions = {"pseudo": f"the teacher's pseudo labels: most confident of K = {hp.views} views, white below "
@@ -385,60 +385,54 @@ class SelfTrainStep(Step):
                             translated="the same source image after the CycleGAN translation to the target's style")
         return pics, captions
 
-    def state_dict(self) -> dict:
-        return {"teacher": unwrap(self.teacher).state_dict(), "student": self.student.state_dict(),
-                "labels": self.labels, "opt": self.opt.state_dict(), "sched": self.sched.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        unwrap(self.teacher).load_state_dict(state["teacher"])
-        self.student.load_state_dict(state["student"])
-        self.labels = state["labels"]
-        self.opt.load_state_dict(state["opt"])
-        self.sched.load_state_dict(state["sched"])
-
 
 # ---------------------------------------------------------------------------------------
 # The run.
 
 
 def split_target(hp: UDASConfig, target) -> tuple[list[int], list[int]]:
-    """(labelled, unlabelled) indices of the target train split: the first `labeled` of one fixed
+    """(labelled, unlabelled) indices of the target train split: the first `labelled` of one fixed
     permutation (seed 0), so every trial labels the same images and smaller counts nest."""
-    if hp.labeled > len(target):
-        raise ConfigError(f"labeled={hp.labeled} but the target train split has only {len(target)} images; "
-                          f"set labeled <= {len(target)} (the mini preset scales the paper's counts by 300/2975)")
+    if hp.labelled > len(target):
+        raise ConfigError(f"labelled={hp.labelled} but the target train split has only {len(target)} images; "
+                          f"set labelled <= {len(target)} (the mini preset scales the paper's counts by 300/2975)")
     order = torch.randperm(len(target), generator=torch.Generator().manual_seed(0)).tolist()
-    return sorted(order[:hp.labeled]), sorted(order[hp.labeled:])
+    return sorted(order[:hp.labelled]), sorted(order[hp.labelled:])
 
 
 def self_training(run: Run, hp: UDASConfig, data: UDAData, G, labelled: list[int], unlabelled: list[int],
-                  translated=None) -> None:
-    """Step 2: R rounds; each round's student is the next round's teacher."""
+                  translated=None) -> Step | None:
+    """Step 2: R rounds; each round's student is the next round's teacher. Returns the last round's step."""
     labelled_set = Subset(data.target, labelled) if labelled else None
-    teacher = G
+    teacher, step = G, None
     for rnd in range(1, hp.rounds + 1):
         step = SelfTrainStep(run, hp, data, teacher, unlabelled, labelled_set, rnd, translated)
         fit(run, step, stage=f"round{rnd}", iterations=hp.st_iterations, eval_every=hp.eval_every,
             last=rnd == hp.rounds)
         teacher = step.student
+    return step
 
 
 def check_labelled_count(hp: UDASConfig, config: dict) -> None:
-    """Before any trial: `labeled` against the size of the target train split the config names."""
-    split_target(hp, build_uda_data(config, hp.source_size, hp.target_size).target)
+    """Before any trial: `labelled` against the size of the target train split the config names."""
+    split_target(hp, get_method(config["method"]).data(config, hp).target)
 
 
-@register("udas", UDASConfig, PRESETS, check_data=check_labelled_count)
-def train_loop(config: dict) -> None:
-    run = Run.start(config)
-    hp = make_hparams(UDASConfig, config, PRESETS)
-    data = build_uda_data(config, hp.source_size, hp.target_size)
-    source = translated_source(config, hp, data, run) if hp.translate else data.source   # 0.
+def trained_udas(hp: UDASConfig, num_classes: int, state: dict) -> Prediction:
+    """The last round's student (no round: the UDA stage's G, upsampled as AdaptSegNet's)."""
+    if hp.rounds > 0:
+        return trained_model(hp, num_classes, state, key="student", align_corners=ROUNDS_ALIGN_CORNERS)
+    return trained_model(hp, num_classes, state, key="G")
+
+
+@register("udas", UDASConfig, PRESETS, check_data=check_labelled_count, trained=trained_udas)
+def udas(run: Run, hp: UDASConfig, data: UDAData) -> Step:
+    source = translated_source(run.config, hp, data, run) if hp.translate else data.source      # 0.
     labelled, unlabelled = split_target(hp, data.target)
     G = build_model(run, hp, data.num_classes)
     uda = UDAStep(run, hp, data, G, source, Subset(data.target, labelled) if labelled else None)
     if hp.share_uda and hp.rounds > 0:                                                            # 1.
-        adopt(run, uda, stage="uda", iterations=hp.iterations, shared=shared_uda(config, data))
+        adopt(run, uda, stage="uda", iterations=hp.iterations, shared=shared_uda(run.config, data))
     else:
         fit(run, uda, stage="uda", iterations=hp.iterations, eval_every=hp.eval_every, last=hp.rounds == 0)
-    self_training(run, hp, data, G, labelled, unlabelled, source if hp.translate else None)       # 2.
+    return self_training(run, hp, data, G, labelled, unlabelled, source if hp.translate else None) or uda   # 2.

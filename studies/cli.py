@@ -1,24 +1,37 @@
-"""The `udalab` command."""
+"""The `udalab` command: run, list and report studies, train one method loop, score predictions,
+and the dataset tools (`udalab data ...`)."""
 from __future__ import annotations
 
 import argparse
 import importlib
 import json
 import logging
+import os
 import pkgutil
 import sys
+from pathlib import Path
+
+import udalab.studies as studies_package
+from udalab.core import layout, storage
+from udalab.studies.run.command import main as run_main
+from udalab.studies.run.trials import write_study_report
+
+# The modules of udalab.studies that declare no STUDY: the declaration and this command (the
+# runner is the studies.run package).
+NOT_STUDIES = {"study", "cli"}
+REPORTS_CACHE = Path.home() / ".cache" / "udalab" / "reports"   # where `udalab report --open` puts fetched reports
 
 
-def _studies() -> list[str]:
-    import udalab.studies as pkg
+def study_names() -> list[str]:
+    """Every study module of udalab.studies (each declares a STUDY)."""
+    return sorted(m.name for m in pkgutil.iter_modules(studies_package.__path__)
+                  if not m.ispkg and m.name not in NOT_STUDIES and not m.name.startswith("_"))
 
-    skip = {"study", "cli", "local"}   # the runner's modules; every other module declares a STUDY
-    return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if m.name not in skip and not m.name.startswith("_"))
 
-
-def _load_study(name: str):
-    if name not in _studies():
-        raise SystemExit(f"unknown study {name!r}; available: {', '.join(_studies())}")
+def load_study(name: str):
+    """The STUDY of udalab.studies.<name>; an unknown name is refused with the list."""
+    if name not in study_names():
+        raise SystemExit(f"unknown study {name!r}; available: {', '.join(study_names())}")
     return importlib.import_module(f"udalab.studies.{name}").STUDY
 
 
@@ -29,16 +42,15 @@ def _parse_value(text: str):
         return text
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="udalab", description="Domain-adaptive segmentation studies on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    p_run = sub.add_parser("run", help="run (or resume) a study: udalab run STUDY [study options]",
-                           add_help=False)
+    p_run = sub.add_parser("run", help="run (or resume) a study: udalab run STUDY [study options]", add_help=False)
     p_run.add_argument("study")
     sub.add_parser("studies", help="list the studies")
     sub.add_parser("methods", help="list the methods")
+    sub.add_parser("records", help="render / check / list the docs tables generated from records/: "
+                                   "udalab records render|check|list", add_help=False)
 
     p_train = sub.add_parser("train", help="run one method loop in this process, without Ray")
     p_train.add_argument("method")
@@ -46,80 +58,106 @@ def main(argv: list[str] | None = None) -> int:
                          help="run config / hyperparameter override (JSON values), repeatable")
     p_train.add_argument("--checkpoint-dir", default=None, help="save checkpoints here and resume from them")
 
-    p_report = sub.add_parser("report", help="write results/<study>/trials.parquet, report.html and "
-                                             "results/index.html")
+    p_report = sub.add_parser("report", help="write <results>/<study>/trials.parquet, report.html and "
+                                             "<results>/index.html; --open: fetch a study's report to open")
     p_report.add_argument("study", nargs="*", help="study folder(s) under --results, e.g. intrada_split "
                                                    "(default: every study there)")
-    p_report.add_argument("--results", default="results", help="results folder (local path or s3://...)")
+    p_report.add_argument("--results", default=os.environ.get("UDALAB_RESULTS", "results"),
+                          help="results folder, local path or s3://... (default: $UDALAB_RESULTS, else ./results)")
     p_report.add_argument("--preset", default=None, choices=["mini", "smoke", "paper"],
                           help="what data the study ran on (default: as recorded in udalab_study.json)")
     p_report.add_argument("--no-figures", action="store_true", help="skip the PNG/SVG export of the figures")
+    p_report.add_argument("--open", metavar="STUDY", default=None,
+                          help="write nothing: copy STUDY's report.html and the results' index.html to a local "
+                               "folder (--to) and print the path to open in a browser (a local study's own path)")
+    p_report.add_argument("--to", default=str(REPORTS_CACHE),
+                          help=f"with --open: the local folder (default {REPORTS_CACHE}/<bucket>/<prefix>/)")
 
     p_eval = sub.add_parser("eval", help="score saved prediction PNGs like cityscapesScripts")
     from udalab.analysis.score_predictions import add_eval_arguments
 
     add_eval_arguments(p_eval)
-
     from udalab.datasets.cli import add_arguments as add_data_arguments
 
     add_data_arguments(sub)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["run"]:
-        if len(argv) < 2 or argv[1].startswith("-"):
-            print("usage: udalab run STUDY [--smoke] [--optuna] [--data-root DIR] [--address ADDR] ...\n"
-                  f"studies: {', '.join(_studies())}")
-            return 0 if "-h" in argv or "--help" in argv else 2
-        from udalab.studies.study import main as study_main
+        return _run(argv[1:])
+    if argv[:1] == ["records"]:
+        from udalab.analysis.records import main as records_main
 
-        return study_main(_load_study(argv[1]), argv[2:])
-
-    args = parser.parse_args(argv)
+        return records_main(argv[1:])
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command == "studies":
-        for name in _studies():
-            print(f"{name:28s} {(_load_study(name).description or '').strip()}")
-    elif args.command == "methods":
-        from udalab.methods import list_methods
+    commands = {"studies": _studies, "methods": _methods, "train": _train, "report": _report, "data": _data,
+                "eval": _eval}
+    return commands[args.command](args) or 0
 
-        print("\n".join(list_methods()))
-    elif args.command == "train":
-        from udalab.datasets import DatasetError
-        from udalab.methods.engine import ConfigError, NonFiniteLossError, run_local
 
-        config = {"method": args.method}
-        for item in args.set:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
-            config[key] = _parse_value(value)
-        try:
-            reports = run_local(args.method, config, checkpoint_dir=args.checkpoint_dir)
-        except (ConfigError, DatasetError, NonFiniteLossError, KeyError) as e:
-            print(f"udalab train: {e}", file=sys.stderr)
-            return 2
-        for r in reports:
-            print(json.dumps({k: v for k, v in r.items() if not k.startswith("iou.")}))
-    elif args.command == "report":
-        return _report(args)
-    elif args.command == "data":
-        from udalab.datasets.cli import run as run_data
+def _run(argv: list[str]) -> int:
+    if not argv or argv[0].startswith("-"):
+        print("usage: udalab run STUDY [--smoke] [--optuna] [--local] [--data-root DIR] [--address ADDR] ...\n"
+              f"studies: {', '.join(study_names())}")
+        return 0 if "-h" in argv or "--help" in argv else 2
+    return run_main(load_study(argv[0]), argv[1:])
 
-        return run_data(args)
-    elif args.command == "eval":
-        from udalab.analysis.score_predictions import run_eval
 
-        run_eval(args)
+def _studies(args) -> int:
+    for name in study_names():
+        print(f"{name:28s} {(load_study(name).description or '').strip()}")
+    return 0
+
+
+def _methods(args) -> int:
+    from udalab.methods import list_methods
+
+    print("\n".join(list_methods()))
+    return 0
+
+
+def _train(args) -> int:
+    from udalab.datasets import DatasetError
+    from udalab.methods import run_local
+    from udalab.methods.engine import ConfigError, NonFiniteLossError
+
+    config = {"method": args.method}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
+        config[key] = _parse_value(value)
+    try:
+        reports = run_local(args.method, config, checkpoint_dir=args.checkpoint_dir)
+    except (ConfigError, DatasetError, NonFiniteLossError, KeyError) as e:
+        print(f"udalab train: {e}", file=sys.stderr)
+        return 2
+    for r in reports:
+        print(json.dumps({k: v for k, v in r.items() if not k.startswith("iou.")}))
+    return 0
+
+
+def _data(args) -> int:
+    from udalab.datasets.cli import run as run_data
+
+    return run_data(args)
+
+
+def _eval(args) -> int:
+    from udalab.analysis.score_predictions import run_eval
+
+    run_eval(args)
     return 0
 
 
 def _report(args) -> int:
-    from pathlib import Path
-
+    if args.open:
+        return open_report(args.results, args.open, Path(args.to))
     from udalab.analysis import store
-
-    from udalab.core import storage
-    from udalab.analysis.report import ReportSpec, study_dirs, write_index, write_report
-    from udalab.studies.study import study_of_dir
+    from udalab.analysis.report import study_dirs, write_index
 
     results = args.results if "://" in args.results else str(Path(args.results).resolve())
     names = args.study or study_dirs(results)
@@ -129,10 +167,8 @@ def _report(args) -> int:
     status = 0
     for name in names:
         study_dir = storage.uri_join(results, name)
-        base = study_of_dir(name)
-        spec = _load_study(base).report if base in _studies() else None
-        if spec is None:
-            spec = ReportSpec(title=name)
+        base = layout.study_of_dir(name)
+        study = load_study(base) if base in study_names() else None
         try:
             df = store.load_trials(study_dir)
         except store.StoreError as e:
@@ -141,10 +177,35 @@ def _report(args) -> int:
             continue
         if len(df):
             print(store.write_trials(study_dir, df))
-        print(write_report(study_dir, spec, df=df, preset=args.preset,
-                           static_figures=False if args.no_figures else None, index=False))
+        print(write_study_report(study, study_dir, df, args.preset, static_figures=False if args.no_figures else None,
+                                 index=False))
     print(write_index(results))
     return status
+
+
+def open_report(results: str, study: str, to: Path) -> int:
+    """Print the local path of `study`'s report.html: for results on a URI (s3://...), after copying
+    it to <to>/<bucket and prefix>/<study>/report.html with the results' index.html beside (so the
+    index's link to it works); a local results folder's own file as it is."""
+    fs, root = storage.fs_path(results)
+    report = storage.join_path(root, study, layout.REPORT_FILE)
+    if not storage.is_file(fs, report):
+        raise SystemExit(f"no {layout.REPORT_FILE} in {storage.uri_join(results, study)}: write it with "
+                         f"`udalab report {study} --results {results}` (or check the study's folder name: "
+                         f"`udalab report --results {results}` lists them)")
+    if storage.is_local(results):
+        print(Path(report))
+        return 0
+    local = to / root.strip("/")
+    for name in (storage.join_path(study, layout.REPORT_FILE), layout.INDEX_FILE):
+        source = storage.join_path(root, name)
+        if storage.is_file(fs, source):
+            (local / name).parent.mkdir(parents=True, exist_ok=True)
+            with fs.open_input_stream(source) as f:
+                (local / name).write_bytes(f.read())
+    print(f"copied from {storage.uri_join(results, study)}; open:")
+    print(local / study / layout.REPORT_FILE)
+    return 0
 
 
 if __name__ == "__main__":

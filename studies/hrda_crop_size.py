@@ -21,8 +21,9 @@ combination best. `--optuna` searches the detail-loss weight λ_d (paper: 0.1).
 """
 from ray import tune
 
-from udalab.analysis.report import ReportSpec
-from udalab.studies.study import Study, main
+from udalab.analysis.report_spec import ReportSpec
+from udalab.studies.run.command import main
+from udalab.studies.study import Study
 
 LR_RATIOS = (0.25, 0.5, 0.75, 1.0)
 HR_RATIOS = (0.25, 0.5, 0.75)          # 1.0 at HR (a 1024 crop at full resolution) did not fit in memory

@@ -12,8 +12,9 @@ ADVENT rows complete the table.
 """
 from ray import tune
 
-from udalab.analysis.report import ReportSpec
-from udalab.studies.study import Study, main
+from udalab.analysis.report_spec import ReportSpec
+from udalab.studies.run.command import main
+from udalab.studies.study import Study
 
 LAMBDAS = (0.0, 0.2, 0.4, 0.6, 0.67, 0.8, 1.0)
 

@@ -22,9 +22,10 @@ by every trial.
 """
 from ray import tune
 
-from udalab.analysis.report import ReportSpec, Schedule
+from udalab.analysis.report_spec import ReportSpec, Schedule
 from udalab.methods.parts.ramps import ramp
-from udalab.studies.study import Study, main
+from udalab.studies.run.command import main
+from udalab.studies.study import Study
 
 DELTA_PAPER = {"delta_start": 0.2, "delta_end": 1.0, "delta_shape": "linear"}   # Sec. 3.4: linear 0.2 -> 1
 

@@ -16,8 +16,9 @@ the depth-loss weight.
 """
 from ray import tune
 
-from udalab.analysis.report import ReportSpec
-from udalab.studies.study import Study, main
+from udalab.analysis.report_spec import ReportSpec
+from udalab.studies.run.command import main
+from udalab.studies.study import Study
 
 TABLE_3 = ["s+copy>d>b", "s+copy>b", "s>d>b", "s>b", "d+copy>s>b", "d+copy>b", "d>s>b", "d>b"]
 ALL = TABLE_3 + ["s", "b"]              # + single decoder, joint training (Table 2)

@@ -23,8 +23,9 @@ UDALAB_ARTIFACTS to shared storage on a cluster.
 """
 from ray import tune
 
-from udalab.analysis.report import ReportSpec
-from udalab.studies.study import Study, main
+from udalab.analysis.report_spec import ReportSpec
+from udalab.studies.run.command import main
+from udalab.studies.study import Study
 
 NO_SSL = {"cutmix": False, "rounds": 0}
 STEPS = {"no_adaptation": {"translate": False, "uda": False, **NO_SSL},

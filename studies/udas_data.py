@@ -16,8 +16,9 @@ decade left of the published ones on its log axis (0 is in the tables only).
 The rows hold the mini counts: for a paper-scale run (--data-root) declare PAPER_COUNTS in
 `rows` instead (a row's count is a number of images; a study has no per-preset rows).
 """
-from udalab.analysis.report import ReportSpec
-from udalab.studies.study import Study, main
+from udalab.analysis.report_spec import ReportSpec
+from udalab.studies.run.command import main
+from udalab.studies.study import Study
 
 PAPER_COUNTS = (2975, 1000, 500, 100, 0)      # Sec. 4.3.2
 MINI_COUNTS = (300, 100, 50, 10, 0)           # x 300 / 2975, rounded
@@ -27,19 +28,19 @@ STUDY = Study(
     name="udas_data",
     description=__doc__.split("\n\n")[0],
     method="udas",
-    rows=([{"method": "supervised", "labeled": n} for n in MINI_COUNTS if n > 0]
-          + [{"method": "udas", "labeled": n} for n in MINI_COUNTS]),
+    rows=([{"method": "supervised", "labelled": n} for n in MINI_COUNTS if n > 0]
+          + [{"method": "udas", "labelled": n} for n in MINI_COUNTS]),
     smoke_rows=(3, 7),                         # 10 labelled images: Supervised and UDAS
     seeds=(0, 1, 2),
     report=ReportSpec(
         title="UDAS data dependency: labelled target images, Supervised vs UDAS (GTA5 → Cityscapes)",
-        x="labeled",
+        x="labelled",
         x_log=True,
         group="method",
         reference="udas_data",
-        columns=("method", "labeled"),
-        labels={"labeled": "labelled target images"},
-        name=lambda r: f"{NAMES.get(r['method'], r['method'])}, {r['labeled']:g} labelled",
+        columns=("method", "labelled"),
+        labels={"labelled": "labelled target images"},
+        name=lambda r: f"{NAMES.get(r['method'], r['method'])}, {r['labelled']:g} labelled",
     ),
 )
 

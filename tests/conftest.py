@@ -39,6 +39,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture
+def s3_results(free_port):
+    """An S3-compatible server on localhost (moto's, in a thread of this process) with a bucket; the
+    results URI names it the way a MinIO or Ceph user would (docs/cluster.md)."""
+    import pyarrow.fs as pafs
+
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=free_port, verbose=False)
+    server.start()
+    keys = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    old = {k: os.environ.get(k) for k in keys}
+    os.environ.update(keys)
+    try:
+        pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{free_port}", scheme="http",
+                          allow_bucket_creation=True).create_dir("udalab")
+        yield f"s3://udalab/results?endpoint_override=127.0.0.1:{free_port}&scheme=http"
+    finally:
+        server.stop()
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
 class Killed(Exception):
     """Raised by `killed_after` where a run is 'killed'."""
 
@@ -55,8 +77,8 @@ def killed_after():
     def kill(iteration: int):
         original = engine.Run.report
 
-        def report(self, metrics, state=None, files=None):
-            original(self, metrics, state, files)
+        def report(self, metrics, state=None, files=None, history=True):
+            original(self, metrics, state, files, history)
             if metrics["iteration"] >= iteration:
                 raise Killed(f"killed after iteration {metrics['iteration']}")
 

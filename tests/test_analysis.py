@@ -24,7 +24,9 @@ from udalab.analysis import reference as ref_mod
 from udalab.analysis import store
 from udalab.core import storage
 from udalab.analysis.score_predictions import EvaluationError, add_eval_arguments, evaluate_predictions, run_eval
-from udalab.analysis.report import ReportSpec, learning_curves_section, render_report, report_data, write_report
+from udalab.analysis.report import render_report, write_report
+from udalab.analysis.report_spec import ReportSpec
+from udalab.analysis.sections import learning_curves_section, report_data
 from udalab.datasets.labels import CLASS_NAMES, TRAIN_ID_TO_ID
 from udalab.datasets.metrics import ConfusionMatrix
 
@@ -111,6 +113,12 @@ PRED = {
 EXPECTED_IOU = {"road": 75.0, "sidewalk": 50.0, "car": 200 / 3, "sky": 100.0}
 EXPECTED_MIOU = sum(EXPECTED_IOU.values()) / 4
 EXPECTED_ACC = 100 * 11 / 13
+# No instanceIds files: the one car instance is its 4-connected component (3 pixels, 2 hit, no car
+# false positive) -> car iIoU 2/3; the other instance classes have neither instances nor false
+# positives (NaN). Categories: flat 8 hit, 1 false positive (a car pixel predicted road) -> 8/9;
+# vehicle 2/3; sky 1; object only predicted on an ignored pixel -> NaN.
+EXPECTED_IIOU = 200 / 3
+EXPECTED_CATEGORY_IOU = {"flat": 800 / 9, "vehicle": 200 / 3, "sky": 100.0}
 
 
 def _cityscapes(tmp_path, fmt="trainid", mode="L"):
@@ -140,7 +148,15 @@ def test_evaluate_predictions_hand_computed(tmp_path, fmt, mode):
         assert s["pixel_acc"] == pytest.approx(EXPECTED_ACC)
         for name, v in EXPECTED_IOU.items():
             assert s[f"iou.{name}"] == pytest.approx(v)
-        assert math.isnan(s["iou.bicycle"]) and len(s) == 2 + len(CLASS_NAMES)
+        assert math.isnan(s["iou.bicycle"])
+        assert s["iiou.car"] == pytest.approx(EXPECTED_IIOU) and s["iiou"] == pytest.approx(EXPECTED_IIOU)
+        assert math.isnan(s["iiou.person"]) and "iiou.road" not in s
+        for name, v in EXPECTED_CATEGORY_IOU.items():
+            assert s[f"category_iou.{name}"] == pytest.approx(v)
+        assert s["category_miou"] == pytest.approx(sum(EXPECTED_CATEGORY_IOU.values()) / 3)
+        assert s["category_iiou.vehicle"] == pytest.approx(200 / 3) and math.isnan(s["category_iiou.human"])
+        assert s["category_iiou"] == pytest.approx(200 / 3)
+        assert len(s) == 2 + len(CLASS_NAMES) + 1 + 8 + 1 + 7 + 1 + 2
 
 
 def test_evaluate_wrong_format_changes_numbers(tmp_path):
@@ -158,6 +174,7 @@ def test_run_eval_prints_table_and_writes_json(tmp_path, capsys):
     s = run_eval(args)
     text = capsys.readouterr().out
     assert "label ids" in text and "mIoU" in text and "traffic light" in text
+    assert "iIoU" in text and "vehicle" in text and "connected components" in text
     saved = json.loads(out.read_text())
     assert saved["miou"] == pytest.approx(s["miou"]) and saved["iou.bicycle"] is None
 
@@ -165,7 +182,7 @@ def test_run_eval_prints_table_and_writes_json(tmp_path, capsys):
 def test_evaluate_missing_duplicate_and_size_errors(tmp_path):
     root, preds = _cityscapes(tmp_path)
     target = preds / "bochum" / "bochum_000000_000313_leftImg8bit.png"
-    dup = preds / "copy_bochum_000000_000313.png"
+    dup = preds / "bochum_000000_000313_copy.png"
     dup.write_bytes(target.read_bytes())
     with pytest.raises(EvaluationError, match="2 predictions match") as e:
         evaluate_predictions(root, "val", preds)
@@ -547,8 +564,6 @@ def test_cli_report_writes_every_study_and_the_index(tune_study, capsys):
 
 def test_uris_keep_their_options_at_the_end_when_joined():
     """An S3-compatible server is named by URI options; every path built from the results URI keeps them."""
-    from udalab.analysis import store
-    from udalab.core import storage
 
     uri = "s3://b/results?endpoint_override=127.0.0.1:9000&scheme=http"
     assert storage.uri_join(uri, "study", "trials.parquet") == \

@@ -4,7 +4,6 @@ import json
 import sys
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -14,7 +13,7 @@ def _load(name):
         sys.path.insert(0, str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod   # its functions pickle by name (mini_adaptation's process pool)
+    sys.modules[name] = mod
     spec.loader.exec_module(mod)
     return mod
 
@@ -53,7 +52,7 @@ def test_compile_parts_compiles_each_network_its_own_parts():
     import torch
 
     from udalab.methods.parts.ema import EMATeacher
-    from udalab.methods.engine import make_hparams
+    from udalab.methods.engine.config import make_hparams
     from udalab.methods.hrda import PRESETS, HRDAConfig, HRDASegmentor
 
     bench = _load("hrda_step")
@@ -91,39 +90,3 @@ def test_sweep_overhead_accounts_for_every_second_of_a_trial():
     table = markdown({"tune": {"trials": trials, "sweep": sweep},
                       "local": {"trials": trials, "sweep": {**sweep, "wall": 160.0}}})
     assert "| before the loop | 5.0 | 6 % | 5.0 | 6 % |" in table and "| overhead: (Tune − in-process) / in-process | 25 % | |" in table
-
-
-def test_mini_adaptation_runs_advent_alone_against_its_baseline_and_resumes(tmp_path, mini_data, capsys):
-    """`--rows ADVENT` (for sweeps) runs the advent method and pairs it with the source-only row of the
-    same seed; a re-run finds both runs in --out and trains nothing."""
-    bench = _load("mini_adaptation")
-    assert "ADVENT" not in bench.DEFAULT_ROWS and "IntraDA" in bench.DEFAULT_ROWS   # stage 1 of IntraDA by default
-    out = tmp_path / "runs.jsonl"
-    argv = ["--rows", "source only", "ADVENT", "--preset", "smoke", "--seeds", "0", "--jobs", "1", "--out", str(out),
-            "--set", "precision=fp32", "--set", "iterations=4"]            # a plain string and a JSON value
-    bench.main(argv)
-    runs = [json.loads(line) for line in out.read_text().splitlines()]
-    assert sorted((r["row"], r["method"]) for r in runs) == [("ADVENT", "advent"), ("source only", "source_only")]
-    assert all(r["config"]["precision"] == "fp32" and r["config"]["iterations"] == 4 for r in runs)
-    table = capsys.readouterr().out
-    advent_row = next(line for line in table.splitlines() if line.startswith("| ADVENT |"))
-    test = {r["row"]: r["reports"][-1]["test.miou"] for r in runs}
-    assert f"{test['ADVENT'] - test['source only']:+.1f} (" in advent_row   # the paired Δ of seed 0
-    bench.main(argv)
-    assert out.read_text().count("\n") == 2 and "done:" not in capsys.readouterr().out
-    # another setting is another run (not "done"), in a row of its own named by that setting
-    bench.main([*argv, "--rows", "ADVENT", "--set", "lambda_adv_main=0.01"])
-    runs = [json.loads(line) for line in out.read_text().splitlines()]
-    swept = runs[-1]["reports"][-1]["test.miou"]
-    assert len(runs) == 3 and runs[-1]["config"]["lambda_adv_main"] == 0.01
-    # --baseline: a sweep's file without baseline rows is paired with another file's
-    sweep = tmp_path / "sweep.jsonl"
-    sweep.write_text(json.dumps(runs[-1]) + "\n")
-    capsys.readouterr()
-    bench.main(["--out", str(sweep), "--baseline", str(out), "--summary"])
-    table = capsys.readouterr().out
-    assert "| source only |" in table and "| ADVENT |" not in table   # only the baseline rows come from --baseline
-    row = next(line for line in table.splitlines() if line.startswith("| ADVENT (lambda_adv_main=0.01) |"))
-    assert f"{swept - test['source only']:+.1f} (" in row
-    with pytest.raises(SystemExit, match="--baseline .*nope.jsonl: no such file"):
-        bench.main(["--out", str(sweep), "--baseline", str(tmp_path / "nope.jsonl"), "--summary"])

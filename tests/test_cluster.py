@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from ray.cluster_utils import Cluster
 
-from udalab.methods.engine import without_timings
-from udalab.studies.study import DRIVER_RESOURCE
+from udalab.methods.engine.run import without_timings
+from udalab.studies.run.ray_tune import DRIVER_RESOURCE
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ from udalab.datasets import mini
 from udalab.datasets.cityscapes import Cityscapes
 from udalab.datasets.gta5 import GTA5
 from udalab.datasets.labels import CLASS_NAMES, ID_TO_TRAIN_ID, LABELS, NUM_CLASSES
-from udalab.datasets.mini import MINI_DATASETS, make_mini
+from udalab.datasets.mini import make_mini
 from udalab.datasets.transforms import denormalize
 
 VALID = set(range(NUM_CLASSES)) | {255}
@@ -95,23 +95,13 @@ def test_mini_class_frequencies_look_like_driving_scenes(twins):
 # --------------------------------------------------------------------------- the domain gap is realism, not colour
 
 
-def _mini_gap():
-    """benchmarks/mini_gap.py (colour_check, class_mean_colours), loaded as the benchmark tests load scripts."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("mini_gap", Path(__file__).resolve().parents[1] / "benchmarks" /
-                                                  "mini_gap.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_a_class_keeps_its_colours_across_domains(twins):
     """Colour alone must not tell GTA5 from Cityscapes (as in the real datasets: road grey, sky blue-white).
     Measured on v2: 10 of 18 classes mapped to themselves (every frequent one; the misses are small dark
     things, which lens blur mixes with their surroundings on the camera images), class shift 0.21 of the
     class distance; v1 (a recoloured GTA5): 2 of 18 (road -> pole, sky -> wall, car -> pole, ...) and 0.71."""
-    gap = _mini_gap()
+    from udalab.datasets import realism as gap
+
     source, target = GTA5(twins["gta5"]), Cityscapes(twins["cityscapes"], "val")
     check = gap.colour_check(source, target)
     assert check["classes"] == 18 and check["self_mapped"] >= 9 and check["shift_ratio"] < 0.3, check

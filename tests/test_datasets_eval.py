@@ -1,6 +1,5 @@
 """Evaluation subsets: ConfusionMatrix.summary(eval_classes), the shared evaluator, and
 build_uda_data choosing SYNTHIA's 16 classes / MFNet's 3."""
-import math
 
 import numpy as np
 import pytest
@@ -9,7 +8,7 @@ import torch
 from udalab.datasets import mini
 from udalab.datasets.metrics import ConfusionMatrix
 from udalab.datasets.synthia import EVAL_13, EVAL_16
-from udalab.methods.engine.evaluate import evaluate
+from udalab.methods.engine.evaluate import Prediction, evaluate
 from udalab.methods.engine.uda_data import UDAData, build_uda_data
 
 
@@ -45,8 +44,8 @@ def test_evaluator_uses_the_datasets_eval_classes():
     label = torch.tensor([[0, 0, 1, 1], [2, 2, 2, 2]])
     logits = torch.zeros(1, 3, 2, 4)
     logits[0, 0, 0, :2] = logits[0, 1, 0, 2:] = 1  # row 0 right, row 1 predicted as class 0
-    predict = lambda x: logits  # noqa: E731
-    kw = dict(num_classes=3, class_names=("a", "b", "c"), device="cpu")
+    predict = Prediction(lambda x: logits, 3)
+    kw = dict(class_names=("a", "b", "c"), device="cpu")
     full = evaluate(predict, _Fixed(label), **kw)
     assert full["miou"] == pytest.approx(100 * (2 / 6 + 1 + 0) / 3)
     sub = evaluate(predict, _Fixed(label, eval_classes=(1,)), **kw)
@@ -119,13 +118,14 @@ def test_batched_evaluation_scores_as_one_image_at_a_time(input_size, window):
         return conv(x)
 
     ds = _Sized()
-    kw = dict(num_classes=3, class_names=("a", "b", "c"), device="cpu", input_size=input_size, window=window,
-              stride=None if window is None else (6, 10))
-    with pictures.recording(ds, [0, 3, 4]) as one_pics:
-        one = evaluate(predict, ds, batch_size=1, **kw)
+    prediction = Prediction(predict, 3, input_size=input_size, window=window,
+                            stride=None if window is None else (6, 10))
+    kw = dict(class_names=("a", "b", "c"), device="cpu")
+    one_record, many_record = pictures.Recording(ds, [0, 3, 4]), pictures.Recording(ds, [0, 3, 4])
+    one = evaluate(prediction, ds, batch_size=1, record=one_record, **kw)
     n_one, calls[:] = len(calls), []
-    with pictures.recording(ds, [0, 3, 4]) as many_pics:
-        many = evaluate(predict, ds, batch_size=4, **kw)
+    many = evaluate(prediction, ds, batch_size=4, record=many_record, **kw)
+    one_pics, many_pics = one_record.predictions, many_record.predictions
     assert len(calls) < n_one                      # fewer, larger calls
     assert many == pytest.approx(one) and 0 < one["miou"] < 100
     assert sorted(many_pics) == [0, 3, 4]

@@ -85,7 +85,7 @@ def test_shared_evaluator_reports_iiou_beside_miou(tmp_path):
 
     from udalab.datasets import mini
     from udalab.datasets.voc import CLASS_NAMES, VOC
-    from udalab.methods.engine.evaluate import evaluate
+    from udalab.methods.engine.evaluate import Prediction, evaluate
 
     ds = VOC(mini.make_mini("voc", tmp_path / "v", count={"val": 3}), "val")
     labels = iter([ds[i]["label"] for i in range(len(ds))])
@@ -95,8 +95,8 @@ def test_shared_evaluator_reports_iiou_beside_miou(tmp_path):
         lab[lab == 255] = 0
         return torch.nn.functional.one_hot(lab, 21).permute(2, 0, 1)[None].float()
 
-    out = evaluate(oracle, ds, num_classes=21, class_names=CLASS_NAMES, device="cpu", iiou=True)
+    out = evaluate(Prediction(oracle, 21), ds, class_names=CLASS_NAMES, device="cpu", iiou=True)
     assert out["miou"] == pytest.approx(100.0) and out["iiou"] == pytest.approx(100.0)
     assert "iiou.background" not in out and "iou.background" in out
-    assert "iiou" not in evaluate(lambda x: torch.zeros(1, 21, *x.shape[-2:]), ds, num_classes=21,
+    assert "iiou" not in evaluate(Prediction(lambda x: torch.zeros(1, 21, *x.shape[-2:]), 21), ds,
                                   class_names=CLASS_NAMES, device="cpu")

@@ -1,4 +1,5 @@
 """Engine pieces: hyperparameters, deterministic batches, finite-loss guard, models, inference."""
+import json
 import time
 from dataclasses import dataclass
 
@@ -8,15 +9,18 @@ from torch.utils.data import Dataset
 
 from udalab.methods.nets.deeplab import DeepLabV2
 from udalab.methods.nets.discriminator import FCDiscriminator
-from udalab.methods.engine import (ConfigError, NonFiniteLossError, Run, Step, Stream, batches, check_finite,
-                                   derive_seed, fit, make_hparams, run_local)
+from udalab.methods.engine import ConfigError, HParams, Run, Step, Stream, derive_seed, fit
+from udalab.methods.engine.batches import batches
+from udalab.methods.engine.config import make_hparams
+from udalab.methods.engine.loop import NonFiniteLossError, check_finite
+from udalab.methods.engine.run import LocalSession
 from udalab.methods.engine.evaluate import slide_inference
 from udalab.methods.parts.losses import entropy_map, self_information
 from udalab.methods.engine.uda_data import UDAData
 
 
 @dataclass
-class HP:
+class HP(HParams):
     lr: float = 0.1          # paper default
     iterations: int = 100
     flag: bool = True
@@ -31,7 +35,7 @@ def test_hparams_paper_defaults_preset_then_config():
 
 
 @pytest.mark.parametrize("config, message", [
-    ({"lrr": 1.0}, "unknown hyperparameter 'lrr'"),
+    ({"lrr": 1.0}, "HP does not read 'lrr'; HP reads: flag, iterations, lr, size"),
     ({"iterations": 2.5}, "must be an integer"),
     ({"lr": "fast"}, "must be a number"),
     ({"flag": 1}, "must be true/false"),
@@ -157,14 +161,15 @@ class _Counting(Step):
     def update(self):
         pass
 
-    def evaluate(self, dataset):
+    def evaluate(self, dataset, record=None):
         return {"miou": float(len(dataset)), "split": dataset.name}
 
-    def state_dict(self):
-        return {}
 
-    def load_state_dict(self, state):
-        pass
+def run_loop(loop, config: dict) -> list[dict]:
+    """`loop(run)` as a run of this process (a Step the registry does not know); its reports."""
+    session = LocalSession()
+    loop(Run.start(config, session))
+    return session.reports
 
 
 class _Named(Dataset):
@@ -183,12 +188,11 @@ def test_fit_scores_val_at_the_cadence_and_the_held_out_split_at_each_stage_end(
     data = UDAData(_Named("src", 4), None, _Named("val", 5), _Named("test", 7) if with_test else None, 2, ("a", "b"))
     step = _Counting(data)
 
-    def two_stages(config):
-        run = Run.start(config)
+    def two_stages(run):
         fit(run, step, stage="a", iterations=4, eval_every=2, last=False)
         fit(run, step, stage="b", iterations=4, eval_every=2)
 
-    reports = run_local(two_stages, {"seed": 0})
+    reports = run_loop(two_stages, {"seed": 0})
     assert [(r["iteration"], r["split"], r["miou"]) for r in reports] == [(2, "val", 5), (4, "val", 5),
                                                                            (6, "val", 5), (8, "val", 5)]
     ends = [r["iteration"] for r in reports if "test.miou" in r]
@@ -204,10 +208,10 @@ def test_reports_name_the_cpu_instruction_set_their_kernels_ran_with():
         pytest.skip("a GPU run names the GPU")
     data = UDAData(_Named("src", 4), None, _Named("val", 5), None, 2, ("a", "b"))
 
-    def loop(config):
-        fit(Run.start(config), _Counting(data), stage="a", iterations=2, eval_every=2)
+    def loop(run):
+        fit(run, _Counting(data), stage="a", iterations=2, eval_every=2)
 
-    device = run_local(loop, {"seed": 0})[-1]["provenance.device"]
+    device = run_loop(loop, {"seed": 0})[-1]["provenance.device"]
     assert f"({torch.backends.cpu.get_cpu_capability()})" in device and "CPU thread" in device
 
 
@@ -247,7 +251,7 @@ class _Slow(_Counting):
     def update(self):
         time.sleep(0.01)
 
-    def evaluate(self, dataset):
+    def evaluate(self, dataset, record=None):
         time.sleep(0.05)
         return super().evaluate(dataset)
 
@@ -256,18 +260,17 @@ def test_reports_carry_the_wall_seconds_of_each_phase():
     """time.<phase> add up what fit spent where (lower bounds: the sleeps; the sum within the loop's
     own wall time), time.started is when the loop began, and a report less its timings is what a
     resumed run must reproduce."""
-    from udalab.methods.engine import without_timings
+    from udalab.methods.engine.run import without_timings
 
     data = UDAData(_Named("src", 4), None, _Named("val", 5), None, 2, ("a", "b"))
 
-    def loop(config):
-        run = Run.start(config)
+    def loop(run):
         time.sleep(0.05)                               # building the step counts as setup
         fit(run, _Slow(data, run.clock), stage="a", iterations=4, eval_every=2)
 
     rounding = 1e-3                                    # reports round seconds to 3-4 decimals
     t0 = time.time()
-    last = run_local(loop, {"seed": 0})[-1]
+    last = run_loop(loop, {"seed": 0})[-1]
     assert t0 - rounding <= last["time.started"] <= time.time() + rounding
     assert last["time.setup"] >= 0.05 - rounding and last["time.step.part"] >= 4 * 0.02 - rounding
     assert last["time.step"] >= 4 * 0.03 - rounding and last["time.update"] >= 4 * 0.01 - rounding
@@ -275,3 +278,69 @@ def test_reports_carry_the_wall_seconds_of_each_phase():
     phases = sum(last[f"time.{p}"] for p in ("setup", "data", "step", "update", "evaluate", "checkpoint"))
     assert phases <= last["train_seconds"] + rounding and last["time.step.part"] <= last["time.step"] + rounding
     assert not any(k.startswith("time.") or k == "train_seconds" for k in without_timings(last))
+
+
+class _Drawing(_Counting):
+    """A Step whose loss depends on a draw of its generator and on the global RNG: a resume that lost
+    either would not repeat the uninterrupted run."""
+
+    def __init__(self, data):
+        super().__init__(data)
+        self.total = 0.0
+        self.saved = ("total",)
+
+    def train_step(self, batch, it, gen):
+        self.total += float(torch.rand((), generator=gen)) + float(torch.rand(()))
+        return {"l": torch.tensor(self.total), "stat.draws": torch.tensor(float(it))}
+
+    def evaluate(self, dataset, record=None):
+        return {"miou": self.total}
+
+
+def test_checkpoints_between_evaluations_resume_exactly_and_stay_out_of_the_history(tmp_path, killed_after):
+    """checkpoint_minutes: a checkpoint whenever that much wall time passed since the last one (here
+    every iteration); a run killed after one resumes to the uninterrupted run's reports, loss means
+    included, and the history holds the evaluations only. Statistics (stat.*) are reported as such."""
+    data = UDAData(_Named("src", 4), None, _Named("val", 5), None, 2, ("a", "b"))
+    config = {"seed": 3, "checkpoint_minutes": 1e-9}
+
+    def loop(run):
+        fit(run, _Drawing(data), stage="a", iterations=8, eval_every=4)
+
+    full = run_loop(loop, config)
+    evaluations = [r for r in full if not r.get("between_evaluations")]
+    assert [r["iteration"] for r in evaluations] == [4, 8] and len(full) == 8
+    assert "stat.draws" in evaluations[-1] and "loss.stat.draws" not in evaluations[-1]
+
+    session = LocalSession(tmp_path)
+    with killed_after(6):                       # a checkpoint between evaluations (iteration 6)
+        loop(Run.start(config, session))
+    assert (tmp_path / "state.pt").exists()
+    resumed = LocalSession(tmp_path)
+    loop(Run.start(config, resumed))
+    from udalab.methods.engine.run import without_timings
+    assert [without_timings(r) for r in resumed.reports if not r.get("between_evaluations")] == \
+        [without_timings(evaluations[-1])]
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [r["iteration"] for r in history] == [4, 8]
+
+
+def test_a_checkpoint_of_another_worker_count_is_refused(tmp_path):
+    """Each worker draws its share of the batch and its own random numbers: resuming a checkpoint of
+    two workers with one would not continue the run; the error names the count and the fix."""
+    data = UDAData(_Named("src", 4), None, _Named("val", 5), None, 2, ("a", "b"))
+    session = LocalSession(tmp_path)
+    fit(Run.start({"seed": 0}, session), _Counting(data), stage="a", iterations=2, eval_every=2)
+    state = torch.load(tmp_path / "state.pt", weights_only=False)
+    assert state["world"] == 1
+    torch.save({**state, "world": 2}, tmp_path / "state.pt")
+    with pytest.raises(ConfigError, match="2 worker.*this run has 1.*--workers 2"):
+        Run.start({"seed": 0}, LocalSession(tmp_path))
+
+
+def test_the_global_batch_splits_over_the_workers():
+    run = Run({"seed": 0}, LocalSession(device="cpu"))
+    run.world = 4
+    assert run.per_rank(8) == 2
+    with pytest.raises(ConfigError, match="batch_size 2 does not split over 4 workers"):
+        run.per_rank(2)

@@ -1,4 +1,4 @@
-"""The layer rules of ../shared/DESIGN.md, checked on every import statement (ast) of the project:
+"""The layer rules of docs/architecture.md, checked on every import statement (ast) of the project:
 
     datasets   imports nothing of methods, studies, analysis
     methods    imports nothing of studies, analysis
@@ -47,3 +47,52 @@ def test_the_checker_sees_imports_inside_functions(tmp_path):
     f.write_text("def f():\n    from udalab.analysis import store\n\nimport udalab.studies.study as s\n")
     f.write_text(f.read_text() + "from udalab import methods\n")
     assert sorted(imported_layers(f)) == [(2, "analysis"), (2, "analysis"), (4, "studies"), (5, "methods")]
+
+
+PACKAGES = ("core", "methods", "datasets", "analysis", "studies")
+
+
+def _project_files() -> list[Path]:
+    return [p for folder in (*PACKAGES, "benchmarks", "docs") for p in sorted((ROOT / folder).rglob("*.py"))]
+
+
+def test_no_private_name_is_imported_from_another_module():
+    """What another module needs is public in the module that owns it (no `from udalab.x import _y`)."""
+    broken = []
+    for p in _project_files():
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"), str(p))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("udalab"):
+                broken += [f"{p.relative_to(ROOT)}:{node.lineno} imports {node.module}.{a.name}" for a in node.names
+                           if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not broken, "\n".join(broken)
+
+
+def _module_of(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(("udalab", *parts[:-1], *(() if parts[-1] == "__init__" else parts[-1:])))
+
+
+def test_the_study_modules_import_each_other_in_no_circle():
+    """studies/: the declaration, the runners and the commands import downwards only (imports inside
+    functions count: none hides a circle)."""
+    import graphlib
+
+    files = {_module_of(p): p for p in sorted((ROOT / "studies").rglob("*.py"))}
+    graph = {}
+    for module, p in files.items():
+        graph[module] = set()
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"), str(p))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "") in files:
+                graph[module] |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in files else node.module
+                                  for a in node.names}
+            elif isinstance(node, ast.Import):
+                graph[module] |= {a.name for a in node.names if a.name in files}
+        graph[module].discard(module)
+    graphlib.TopologicalSorter(graph).prepare()      # raises CycleError naming the circle
+
+
+def test_one_process_pool_runs_the_sweeps():
+    """The study runner's local pool is the only process pool outside datasets/ (parallel file checks)."""
+    pools = {str(p.relative_to(ROOT)) for p in _project_files() if not p.is_relative_to(ROOT / "datasets")
+             and any(name in p.read_text(encoding="utf-8") for name in ("ProcessPoolExecutor", "multiprocessing"))}
+    assert pools == {"studies/run/local.py"}

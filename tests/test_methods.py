@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from udalab.methods import get_method, list_methods
-from udalab.methods.engine import ConfigError, NonFiniteLossError, run_local
+from udalab.methods import run_local
+from udalab.methods.engine import ConfigError, NonFiniteLossError
 from udalab.methods.intrada import rank_by_entropy
 
 SMOKE = {"preset": "smoke", "seed": 0}
@@ -70,7 +71,7 @@ def test_a_discriminator_logit_sees_its_receptive_field(layers):
 def test_advent_builds_its_discriminators_with_d_layers(monkeypatch, mini_data):
     from udalab.methods.advent import PRESETS, AdventConfig
     from udalab.methods.nets.discriminator import FCDiscriminator
-    from udalab.methods.engine import make_hparams
+    from udalab.methods.engine.config import make_hparams
 
     built, init = [], FCDiscriminator.__init__
     monkeypatch.setattr(FCDiscriminator, "__init__",
@@ -84,8 +85,12 @@ def test_advent_builds_its_discriminators_with_d_layers(monkeypatch, mini_data):
 def test_advent_without_its_adversarial_term_is_source_only_when_bn_target_is_running(mini_data):
     """λ_adv 0 leaves G's gradients source-only's; what the target then still changes is BatchNorm's
     running statistics, and only with bn_target "batch" (the target batch's own statistics)."""
-    config = {**SMOKE, "iterations": 3, "eval_every": 3, "lambda_adv_main": 0.0, "lambda_adv_aux": 0.0}
-    source_only = run_local("source_only", {"method": "source_only", **config})[-1]
+    schedule = {**SMOKE, "iterations": 3, "eval_every": 3}
+    config = {**schedule, "lambda_adv_main": 0.0, "lambda_adv_aux": 0.0}
+    source_only = run_local("source_only", {"method": "source_only", **schedule})[-1]
+    with pytest.raises(ConfigError, match="source_only does not read 'lambda_adv_aux', 'lambda_adv_main'; source_only "
+                                          "reads: backbone_depth, batch_size"):
+        run_local("source_only", {"method": "source_only", **config})
     running = run_local("advent", {"method": "advent", **config, "bn_target": "running"})[-1]
     batch = run_local("advent", {"method": "advent", **config, "bn_target": "batch"})[-1]
     for key in ("miou", "pixel_acc", "test.miou", "test.pixel_acc"):
@@ -97,11 +102,11 @@ def test_advent_without_its_adversarial_term_is_source_only_when_bn_target_is_ru
 
 def test_adaptsegnet_reference_schedule_and_bad_configs():
     from udalab.methods.adaptsegnet import PRESETS, AdaptSegNetConfig
-    from udalab.methods.engine import make_hparams
+    from udalab.methods.engine.config import make_hparams
 
     hp = make_hparams(AdaptSegNetConfig, {"preset": "paper"}, PRESETS)
     assert (hp.iterations, hp.poly_iterations, hp.lambda_adv_main, hp.lambda_adv_aux) == (150_000, 250_000, 1e-3, 2e-4)
-    for bad, match in (({"gan": "wgan"}, "gan must be"), ({"variant": "minent"}, "adversarial only"),
+    for bad, match in (({"gan": "wgan"}, "gan must be"), ({"variant": "minent"}, "does not read 'variant'"),
                        ({"iterations": 300_000}, "poly_iterations")):
         with pytest.raises(ConfigError, match=match):
             make_hparams(AdaptSegNetConfig, {"preset": "paper", **bad}, PRESETS)
@@ -120,12 +125,12 @@ def test_a_method_learns(method, mini_data):
 
 
 def _strip_time(reports):
-    from udalab.methods.engine import without_timings
+    from udalab.methods.engine.run import without_timings
 
     return [without_timings(r) for r in reports]
 
 
-CHECKPOINT_LAYOUT = {"iteration", "stage", "state", "rng", "train_seconds"}
+CHECKPOINT_LAYOUT = {"iteration", "stage", "state", "classes", "rng", "train_seconds", "world"}
 LAST_STAGE = {"source_only": "source", "advent": "inter", "adaptsegnet": "adapt", "intrada": "intra",
               "daformer": "dacs", "hrda": "dacs"}
 
@@ -169,7 +174,7 @@ def test_nan_loss_stops_with_name_and_iteration(mini_data):
 
 
 def test_unknown_hyperparameter_is_rejected(mini_data):
-    with pytest.raises(ConfigError, match="unknown hyperparameter 'lambda_spilt'"):
+    with pytest.raises(ConfigError, match="intrada does not read 'lambda_spilt'; intrada reads: .*lambda_split"):
         run_local("intrada", {"method": "intrada", **SMOKE, "lambda_spilt": 0.5})
     with pytest.raises(ConfigError, match="lambda_split must lie in"):
         run_local("intrada", {"method": "intrada", **SMOKE, "lambda_split": 1.5})
@@ -179,10 +184,11 @@ def test_entropy_ranking_splits_by_lambda(mini_data):
     from udalab.datasets import build_dataset
     from udalab.methods.nets.deeplab import DeepLabV2
     from udalab.methods.engine import Run
+    from udalab.methods.engine.run import LocalSession
 
     target = torch.utils.data.Subset(build_dataset("cityscapes", split="train", size=(64, 32)), range(12))
     G = DeepLabV2(19, depth=18, pretrained="none", output_stride=16, freeze_bn=False)
-    run = Run({"seed": 0}, ray=False, rank=0, world=1, device=torch.device("cpu"))
+    run = Run({"seed": 0}, LocalSession(device="cpu"))
     easy, hard, scores = rank_by_entropy(run, G, target, 0.67)
     assert len(easy) == int(12 * 0.67) and sorted(easy + hard) == list(range(12))
     assert max(scores[i] for i in easy) <= min(scores[i] for i in hard)
@@ -196,14 +202,48 @@ def test_intrada_lambda_zero_ends_with_the_inter_model(mini_data):
     assert reports[-1]["done"] is True and reports[-1]["iteration"] == 4
 
 
-def test_a_train_loop_is_a_few_lines():
-    """A method's train_loop only declares: hyperparameters, data, Step(s), fit. The loop is the engine's."""
+def test_a_methods_algorithm_is_a_few_lines_and_opens_no_run():
+    """A method's registered algorithm only declares its Steps and their stages; the run is opened by
+    the engine (registry.train_loop) and the loop is fit's: no method file starts a run, builds its
+    hyperparameters or its data itself."""
     import inspect
+    from pathlib import Path
 
     from udalab.methods import METHODS
 
     list_methods()
-    for name, fn in METHODS.items():
-        body = inspect.getsource(inspect.unwrap(fn)).splitlines()
-        assert len(body) <= 15, f"{name}'s train_loop has {len(body)} lines"
-        assert "for " not in inspect.getsource(fn), f"{name}'s train_loop loops itself; hand a Step to fit"
+    for name, method in METHODS.items():
+        source = inspect.getsource(method.algorithm)
+        assert len(source.splitlines()) <= 15, f"{name}'s algorithm has {len(source.splitlines())} lines"
+        assert "for " not in source, f"{name}'s algorithm loops itself; hand a Step to fit"
+    methods = Path(inspect.getfile(get_method("advent").algorithm)).parent
+    for path in sorted(methods.glob("*.py")):
+        text = path.read_text()
+        for opening in ("Run.start(", "make_hparams(", "build_uda_data(", "Run("):
+            assert opening not in text, f"{path.name} opens a run itself ({opening}); the registry does"
+
+
+@pytest.mark.parametrize("method", ["source_only", "hrda", "mml"])   # DeepLab-v2, sliding windows, thermal stream
+def test_load_trained_predicts_as_the_run_evaluated(method, tmp_path, monkeypatch, mini_data):
+    """A finished run's checkpoint comes back as the model the run evaluated, predicting the way its
+    method evaluates: scored on the run's val split it gives the run's final val metrics."""
+    from udalab.methods import load_trained
+    from udalab.methods.engine import evaluate
+
+    monkeypatch.setenv("UDALAB_ARTIFACTS", str(tmp_path / "artifacts"))
+    config = {"method": method, **SMOKE}
+    last = run_local(method, config, checkpoint_dir=tmp_path / "run")[-1]
+    trained = load_trained(tmp_path / "run", device="cpu")
+    assert trained.config["method"] == method and trained.history[-1]["iteration"] == last["iteration"]
+    m = get_method(method)
+    val = m.data(config, m.hparams(config)).target_val
+    scores = evaluate(trained.prediction, val, class_names=val.class_names, device="cpu")
+    assert scores["miou"] == pytest.approx(last["miou"], abs=1e-6)
+    assert scores["pixel_acc"] == pytest.approx(last["pixel_acc"], abs=1e-6)
+
+
+def test_load_trained_names_what_it_cannot_read(tmp_path):
+    from udalab.methods import load_trained
+
+    with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
+        load_trained(tmp_path)

@@ -69,13 +69,16 @@ def test_delta_ramp_at_start_middle_and_end(shape, values):
 def _step(**over):
     from types import SimpleNamespace
 
-    from udalab.methods.engine import Run, make_hparams
+    from udalab.methods.engine import Run
+    from udalab.methods.engine.run import LocalSession
+
+    from udalab.methods.engine.config import make_hparams
     from udalab.methods.mml import PRESETS, MMLConfig, MMLStep
 
     torch.manual_seed(0)
     hp = make_hparams(MMLConfig, {"preset": "smoke", **over}, PRESETS)
     data = SimpleNamespace(num_classes=9, class_names=tuple("abcdefghi"), eval_classes=(1, 2, 3))
-    return MMLStep(Run({"seed": 0}, ray=False, rank=0, world=1, device=torch.device("cpu")), hp, data, None)
+    return MMLStep(Run({"seed": 0}, LocalSession(device="cpu")), hp, data, None)
 
 
 def _grads(step, x, y):
@@ -119,12 +122,12 @@ def test_inference_reads_the_thermal_channel_only():
 
 
 def test_mml_resumes_mid_training_with_its_delta_position(tmp_path, monkeypatch, killed_after, mini_data):
-    from udalab.methods.engine import run_local
+    from udalab.methods import run_local
 
     monkeypatch.setenv("UDALAB_ARTIFACTS", str(tmp_path / "artifacts"))
     config = {"method": "mml", "preset": "smoke", "seed": 0}
     full = run_local("mml", config)                  # 4 steps, reports at 2 and 4
-    assert [r["loss.delta"] for r in full] == pytest.approx([0.2 + 0.8 * 0.5 / 3, 0.2 + 0.8 * 2.5 / 3])  # mean δ
+    assert [r["stat.delta"] for r in full] == pytest.approx([0.2 + 0.8 * 0.5 / 3, 0.2 + 0.8 * 2.5 / 3])  # mean δ
     assert {"day.miou", "night.miou", "test.miou", "test.night.miou"} <= set(full[-1])
     # the expert artifact says how good the pseudo labels every trial learns from are
     import json
@@ -134,7 +137,7 @@ def test_mml_resumes_mid_training_with_its_delta_position(tmp_path, monkeypatch,
     with killed_after(2):
         run_local("mml", config, checkpoint_dir=tmp_path / "ckpt")
     resumed = run_local("mml", config, checkpoint_dir=tmp_path / "ckpt")
-    from udalab.methods.engine import without_timings as strip
+    from udalab.methods.engine.run import without_timings as strip
     assert len(resumed) == 1
     for got, want in zip(resumed, full[1:]):
         assert strip(got) == pytest.approx(strip(want), nan_ok=True)
@@ -145,7 +148,7 @@ def test_mml_study_declares_table_3_and_checks_its_search_space():
 
     from udalab.analysis.reference import reference
     from udalab.studies.mml_ablation import STUDY
-    from udalab.studies.study import check_trial_configs, trial_settings
+    from udalab.studies.run.trials import check_trial_configs, trial_settings
 
     published = {(r["att_loss"], r["kl_loss"]) for _, r in reference("mml_ablation").iterrows()}
     table_3 = [r for r in STUDY.rows if r.get("method", "mml") == "mml"]
@@ -168,13 +171,16 @@ def test_mml_study_declares_table_3_and_checks_its_search_space():
 def _msuda_step(night=None, **over):
     from types import SimpleNamespace
 
-    from udalab.methods.engine import Run, make_hparams
+    from udalab.methods.engine import Run
+    from udalab.methods.engine.run import LocalSession
+
+    from udalab.methods.engine.config import make_hparams
     from udalab.methods.ms_uda import PRESETS, MSUDAConfig, MSUDAStep
 
     torch.manual_seed(0)
     hp = make_hparams(MSUDAConfig, {"preset": "smoke", **over}, PRESETS)
     data = SimpleNamespace(num_classes=9, class_names=tuple("abcdefghi"), eval_classes=(1, 2, 3))
-    return MSUDAStep(Run({"seed": 0}, ray=False, rank=0, world=1, device=torch.device("cpu")), hp, data, None, night)
+    return MSUDAStep(Run({"seed": 0}, LocalSession(device="cpu")), hp, data, None, night)
 
 
 def test_ms_uda_teaches_one_way_rgb_to_thermal():
@@ -207,7 +213,7 @@ def test_fake_night_replaces_the_thermal_channel_only():
     step = _msuda_step(night=lambda t: torch.full_like(t, -1.0), p_night=1.0)
     x = torch.randn(2, 4, 64, 48)
     losses = step.train_step({"pair": {"image": x, "label": torch.randint(9, (2, 64, 48))}}, 0, torch.Generator())
-    assert losses["night"] == 1.0
+    assert losses["stat.night"] == 1.0
 
 
 def test_ms_uda_rejects_a_night_probability_outside_0_1():
@@ -222,7 +228,7 @@ def test_ms_uda_resumes_mid_training_and_reuses_its_night_generator(tmp_path, mo
     """Killed after step 2 and resumed: the same metrics as one run (the fake-night draws included);
     the day -> night CycleGAN is trained once and read by every later run."""
     from udalab.methods import ms_uda
-    from udalab.methods.engine import run_local
+    from udalab.methods import run_local
 
     monkeypatch.setenv("UDALAB_ARTIFACTS", str(tmp_path / "artifacts"))
     config = {"method": "ms_uda", "preset": "smoke", "seed": 0, "p_night": 0.5}
@@ -233,9 +239,9 @@ def test_ms_uda_resumes_mid_training_and_reuses_its_night_generator(tmp_path, mo
     def retrain(*a, **k):
         raise AssertionError("the CycleGAN was trained again")
 
-    monkeypatch.setattr(ms_uda, "train_cyclegan", retrain)
+    monkeypatch.setattr(ms_uda, "train_stage", retrain)
     with killed_after(2):
         run_local("ms_uda", config, checkpoint_dir=tmp_path / "ckpt")
     resumed = run_local("ms_uda", config, checkpoint_dir=tmp_path / "ckpt")
-    from udalab.methods.engine import without_timings as strip
+    from udalab.methods.engine.run import without_timings as strip
     assert len(resumed) == 1 and strip(resumed[0]) == pytest.approx(strip(full[-1]), nan_ok=True)

@@ -3,10 +3,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from udalab.methods.engine import ConfigError, Run, make_hparams, run_local
+from udalab.methods import run_local
+from udalab.methods.engine import ConfigError, Run
+from udalab.methods.engine.config import make_hparams
+from udalab.methods.engine.run import LocalSession
+from udalab.methods.multidecoder import PRESETS, DecoderStageStep, MultiDecoderConfig, copy_decoder
+from udalab.methods.nets.unet import MultiDecoderUNet, export_semantic
 from udalab.methods.parts.losses import focal_loss
-from udalab.methods.multidecoder import (PRESETS, DecoderStageStep, MultiDecoderConfig, MultiDecoderUNet,
-                                         copy_decoder, export_semantic)
+
+
+def _model(hp) -> MultiDecoderUNet:
+    return MultiDecoderUNet(hp.backbone_depth, hp.pretrained, hp.decoder_channels, 21)
 
 
 def _hp(**over):
@@ -39,7 +46,7 @@ def test_bad_schedule_names_the_grammar(bad):
 
 def test_weight_copy_copies_all_but_the_output_layer():
     torch.manual_seed(0)
-    model = MultiDecoderUNet(_hp(), 21)
+    model = _model(_hp())
     head_before = {k: v.clone() for k, v in model.semantic.state_dict().items() if k.startswith("head.")}
     names = copy_decoder(model.depth, model.semantic)
     src, dst = model.depth.state_dict(), model.semantic.state_dict()
@@ -53,8 +60,8 @@ def test_weight_copy_copies_all_but_the_output_layer():
 def test_each_stage_sends_gradients_to_its_parts_only(decoder, trained):
     torch.manual_seed(0)
     hp = _hp()
-    model = MultiDecoderUNet(hp, 21)
-    step = DecoderStageStep(Run({"seed": 0}, ray=False, rank=0, world=1, device=torch.device("cpu")), hp, None,
+    model = _model(hp)
+    step = DecoderStageStep(Run({"seed": 0}, LocalSession(device="cpu")), hp, None,
                             model, decoder, None, 2)
     batch = {"voc": {"image": torch.randn(2, 3, 48, 48), "label": torch.randint(21, (2, 48, 48)),
                      "depth": torch.rand(2, 1, 48, 48)}}
@@ -69,7 +76,7 @@ def test_each_stage_sends_gradients_to_its_parts_only(decoder, trained):
 
 def test_export_has_no_depth_and_the_same_semantic_logits():
     torch.manual_seed(0)
-    model = MultiDecoderUNet(_hp(), 21).eval()
+    model = _model(_hp()).eval()
     deployed = export_semantic(model).eval()
     assert not any("depth" in name for name, _ in deployed.named_parameters())
     assert sum(p.numel() for p in deployed.parameters()) < sum(p.numel() for p in model.parameters())
@@ -91,7 +98,7 @@ def test_resume_inside_the_stage_after_the_copy_does_not_copy_again(tmp_path, ki
     with killed_after(4):
         run_local("multidecoder", config, checkpoint_dir=tmp_path)
     resumed = run_local("multidecoder", config, checkpoint_dir=tmp_path)
-    from udalab.methods.engine import without_timings as strip
+    from udalab.methods.engine.run import without_timings as strip
     assert [r["iteration"] for r in resumed] == [5, 7]
     for got, want in zip(resumed, full[2:]):
         assert strip(got) == pytest.approx(strip(want), nan_ok=True)
@@ -102,7 +109,7 @@ def test_the_study_declares_table_3_with_the_papers_columns():
 
     from udalab.analysis.reference import reference
     from udalab.studies.multidecoder_schedule import STUDY, TABLE_3, columns_of
-    from udalab.studies.study import check_trial_configs, trial_settings
+    from udalab.studies.run.trials import check_trial_configs, trial_settings
 
     ref = reference("multidecoder_schedule")
     table_3 = ref[ref["priority"].notna()]

@@ -7,8 +7,8 @@ import torch
 from torchvision.io import decode_png
 
 from udalab.analysis import store
-from udalab.analysis import tables as T
-from udalab.analysis.report import ReportSpec, build_report
+from udalab.analysis.report import build_report
+from udalab.analysis.report_spec import ReportSpec
 from udalab.datasets.labels import IGNORE_COLOR, IGNORE_INDEX, PALETTE, colorize
 from udalab.methods.engine import pictures
 
@@ -47,7 +47,7 @@ def test_a_trial_keeps_its_final_predictions_and_a_resume_keeps_them(tmp_path, m
     """The final checkpoint holds the input, ground truth (the label in the palette) and prediction of
     the chosen images; a run killed half-way and resumed keeps the same pictures."""
     from udalab.datasets import build_dataset
-    from udalab.methods.engine import run_local
+    from udalab.methods import run_local
 
     cfg = {"method": "source_only", "preset": "smoke", "seed": 0, "iterations": 4, "eval_every": 2}
     full, resumed = tmp_path / "full", tmp_path / "resumed"
@@ -76,7 +76,8 @@ def test_pictures_at_every_evaluation_survive_a_resume(tmp_path, mini_data, kill
     """pictures="every": each evaluation's pictures under pictures/iteration-<n>/ of every later
     checkpoint (a resumed run carries the ones from before the kill); the final ones stay where the
     report reads them, the same as the last evaluation's."""
-    from udalab.methods.engine import ConfigError, run_local
+    from udalab.methods import run_local
+    from udalab.methods.engine import ConfigError
 
     cfg = {"method": "source_only", "preset": "smoke", "seed": 0, "iterations": 4, "eval_every": 2,
            "pictures": "every"}
@@ -149,7 +150,7 @@ def test_the_report_grid_has_a_row_per_image_and_a_column_per_configuration():
 def test_each_report_records_what_the_result_depends_on(tmp_path, mini_data):
     """Versions, commit, device and the datasets' fingerprints travel with every report into the
     trials table (as text, not as a configuration) and the report lists them."""
-    from udalab.methods.engine import run_local
+    from udalab.methods import run_local
 
     reports = run_local("source_only", {"method": "source_only", "preset": "smoke", "seed": 0, "iterations": 2,
                                         "eval_every": 2})

@@ -5,13 +5,14 @@ import re
 
 import pytest
 
-from udalab.analysis.browser import check_page, chromium_path
-from udalab.analysis.report import ReportSpec, write_index, write_report
+from udalab.analysis.browser import check_page, find_browser
+from udalab.analysis.report import write_index, write_report
+from udalab.analysis.report_spec import ReportSpec
 
 from test_tables import MML, _frame
 
 pytestmark = pytest.mark.skipif(
-    chromium_path() is None,
+    find_browser() is None,
     reason="no Chromium / Chrome: apt-get install chromium (.ci/run does this where apt is reachable), "
            "or set BROWSER_PATH")
 

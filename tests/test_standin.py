@@ -9,8 +9,10 @@ from udalab.datasets.textures import CLASS_NAMES, TextureDataset
 from udalab.datasets.transforms import denormalize
 from udalab.methods.engine import artifacts
 from udalab.methods.engine.artifacts import ArtifactError, artifact_path, get_or_build
-from udalab.methods.nets.deeplab import DeepLabV2, load_imagenet_backbone
-from udalab.methods.nets.segformer import MiT, load_pretrained
+from udalab.methods.nets.backbones import resnet
+from udalab.methods.nets.deeplab import DeepLabV2
+from udalab.methods.nets.backbones import load_mit
+from udalab.methods.nets.mit import MiT
 from udalab.methods.nets.standin import STATE_FILE, artifact_config, parse_spec
 
 TINY = "standin:steps=2,batch_size=4,image_size=32,eval_samples=16"  # seconds, not minutes
@@ -19,6 +21,7 @@ TINY = "standin:steps=2,batch_size=4,image_size=32,eval_samples=16"  # seconds, 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
     monkeypatch.setenv("UDALAB_ARTIFACTS", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("UDALAB_ARTIFACT_POLL_S", "0.05")  # a waiting builder looks again at once
     return tmp_path / "artifacts"
 
 
@@ -85,7 +88,8 @@ def test_half_written_artifact_never_counts(store):
     assert not final.exists()
     get_or_build("demo", config, lambda tmp: (tmp / "x.txt").write_text("whole"))
     assert (final / "x.txt").read_text() == "whole"
-    assert [p.name for p in store.iterdir() if not p.name.endswith(".lock")] == [final.name]  # stale temps gone
+    assert sorted(p.name for p in store.iterdir()) == [".leases", final.name]  # stale temps gone
+    assert not list((store / ".leases").iterdir())  # and the lease released
 
 
 def test_concurrent_builders_build_once(store):
@@ -125,14 +129,14 @@ def test_standin_spec():
 
 def test_resnet_standin_loads_the_artifact(store):
     rng = torch.get_rng_state()
-    net = load_imagenet_backbone(18, TINY)
+    net = resnet(18, TINY)
     rng_after = torch.get_rng_state()
     state = torch.load(artifact_path("standin", artifact_config(parse_spec("resnet18", TINY))) / STATE_FILE)
     assert "fc.weight" not in state and state.keys() <= net.state_dict().keys()
     for k, v in state.items():
         assert torch.equal(net.state_dict()[k], v), k
     torch.set_rng_state(rng)
-    random = load_imagenet_backbone(18, "none")  # the same draws, without the stand-in
+    random = resnet(18, "none")  # the same draws, without the stand-in
     assert torch.equal(torch.get_rng_state(), rng_after)  # building it left the caller's RNG alone
     assert not torch.equal(random.conv1.weight, net.conv1.weight)
     assert not torch.equal(random.layer4[1].conv2.weight, net.layer4[1].conv2.weight)
@@ -146,7 +150,7 @@ def test_mit_standin_loads_the_artifact(store, caplog):
     encoder = MiT("b0", drop_path_rate=0.0)
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
     with caplog.at_level("INFO", logger="udalab"):
-        assert load_pretrained(encoder, TINY) is True
+        assert load_mit(encoder, TINY) is True
     directory = artifact_path("standin", artifact_config(parse_spec("mit_b0", TINY)))
     state = torch.load(directory / STATE_FILE)
     assert state.keys() == encoder.state_dict().keys()
@@ -158,14 +162,14 @@ def test_mit_standin_loads_the_artifact(store, caplog):
 
 @pytest.mark.parametrize("damage", ["missing", "corrupt"])
 def test_broken_artifact_names_the_path_and_the_fix(store, damage):
-    load_imagenet_backbone(18, TINY)
+    resnet(18, TINY)
     directory = artifact_path("standin", artifact_config(parse_spec("resnet18", TINY)))
     if damage == "missing":
         (directory / STATE_FILE).unlink()
     else:
         (directory / STATE_FILE).write_bytes(b"not a checkpoint")
     with pytest.raises(ArtifactError, match="delete") as err:
-        load_imagenet_backbone(18, TINY)
+        resnet(18, TINY)
     assert str(directory) in str(err.value)
 
 

@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
-from udalab.analysis.report import find_browser
-from udalab.methods.engine import make_hparams, run_local
+from udalab.analysis.browser import find_browser
+from udalab.methods import run_local
+from udalab.methods.engine.config import make_hparams
 from udalab.methods.intrada import PRESETS, IntraDAConfig
 
 pytestmark = pytest.mark.ray
@@ -57,28 +58,6 @@ def _result_lines(study: Path) -> dict[str, list[dict]]:
                 continue
             out[params["row"]["method"]] = lines
     return out
-
-
-@pytest.fixture
-def s3_results(free_port):
-    """An S3-compatible server on localhost (moto's, in a thread of this process) with a bucket; the
-    results URI names it the way a MinIO or Ceph user would (docs/cluster.md)."""
-    import pyarrow.fs as pafs
-
-    moto_server = pytest.importorskip("moto.server")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=free_port, verbose=False)
-    server.start()
-    keys = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    old = {k: os.environ.get(k) for k in keys}
-    os.environ.update(keys)
-    try:
-        pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{free_port}", scheme="http",
-                          allow_bucket_creation=True).create_dir("udalab")
-        yield f"s3://udalab/results?endpoint_override=127.0.0.1:{free_port}&scheme=http"
-    finally:
-        server.stop()
-        for k, v in old.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 
 
 def test_results_on_an_s3_compatible_server_resume_and_report(s3_results, mini_data):
@@ -249,7 +228,7 @@ class StopAtFirstResult(schedulers.FIFOScheduler):
 
 schedulers.ASHAScheduler = StopAtFirstResult
 from udalab.studies.intrada_split import STUDY
-from udalab.studies.study import main
+from udalab.studies.run.command import main
 
 sys.argv = ["intrada_split.py", *sys.argv[1:]]
 raise SystemExit(main(STUDY))

@@ -1,6 +1,5 @@
 """Tables, figures and report assembly on hand-made trials frames (fast: no Ray)."""
 import math
-import re
 
 import numpy as np
 import pandas as pd
@@ -9,7 +8,8 @@ import pytest
 from udalab.analysis import figures as F
 from udalab.analysis import store
 from udalab.analysis import tables as T
-from udalab.analysis.report import ReportSpec, build_report, render_index, write_index, write_report
+from udalab.analysis.report import build_report, render_index, write_index, write_report
+from udalab.analysis.report_spec import ReportSpec
 from udalab.datasets.labels import CLASS_NAMES, THING_CLASSES
 
 
@@ -313,10 +313,10 @@ def test_report_without_static_export_says_so(tmp_path, monkeypatch):
 def test_data_dependency_curve_published_per_group_and_log_axis():
     """UDAS data dependency: x = labelled images (log axis), one curve per method, each method's
     published points in its own curve's colour."""
-    rows = [{"method": m, "labeled": n, "seed": s, "miou": base + 5 * math.log10(n) + s}
+    rows = [{"method": m, "labelled": n, "seed": s, "miou": base + 5 * math.log10(n) + s}
             for m, base in (("supervised", 20.0), ("udas", 35.0)) for n in (100, 500, 1000, 2975) for s in (0, 1)]
     df = _frame(rows)
-    rep = build_report(df, ReportSpec(title="UDAS data", x="labeled", x_log=True, reference="udas_data"),
+    rep = build_report(df, ReportSpec(title="UDAS data", x="labelled", x_log=True, reference="udas_data"),
                        preset="paper", study_name="udas_data")
     fig = rep.figures["fig-metric"]
     assert fig.layout.xaxis.type == "log"

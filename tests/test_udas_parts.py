@@ -7,7 +7,7 @@ import torch
 from udalab.datasets.labels import IGNORE_INDEX
 from udalab.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
 from udalab.methods.parts.mixing import cutmix_box, domain_cutmix
-from udalab.methods.parts.views import PhotometricAutoAugment, augmented_views, max_confidence, pseudo_labels
+from udalab.methods.parts.views import PhotometricAutoAugment, augmented_views, keep_confident, max_confidence
 
 
 @pytest.mark.parametrize("lam", [0.0, 0.3, 0.75, 0.96, 1.0])
@@ -102,12 +102,12 @@ def test_max_confidence_takes_the_most_confident_view_per_pixel():
 def test_kept_fraction_falls_as_tau_rises():
     conf = torch.rand(4, 32, 32, generator=torch.Generator().manual_seed(0))
     label = torch.randint(19, (4, 32, 32), generator=torch.Generator().manual_seed(1))
-    kept = [float((pseudo_labels(conf, label, tau) != IGNORE_INDEX).float().mean()) for tau in (0.3, 0.6, 0.8, 0.95)]
+    kept = [float((keep_confident(conf, label, tau) != IGNORE_INDEX).float().mean()) for tau in (0.3, 0.6, 0.8, 0.95)]
     assert kept == sorted(kept, reverse=True) and kept[0] - kept[-1] > 0.5
-    assert torch.equal(pseudo_labels(conf, label, 0.6)[conf >= 0.6], label[conf >= 0.6])
+    assert torch.equal(keep_confident(conf, label, 0.6)[conf >= 0.6], label[conf >= 0.6])
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="τ"):
-            pseudo_labels(conf, label, bad)
+            keep_confident(conf, label, bad)
     with pytest.raises(ValueError, match="K"):
         augmented_views(_image(), 0, torch.Generator())
 
@@ -117,22 +117,16 @@ def test_kept_fraction_falls_as_tau_rises():
 
 
 def _cyclegan_run(tmp_path, iterations):
-    from udalab.datasets import build_dataset
-    from udalab.methods.cyclegan import CycleGANConfig, CycleGANStep
-    from udalab.methods.engine import Run, fit, run_local
+    """The CycleGAN stage as a run of its own (mini GTA5 -> mini Cityscapes, 32-px crops): its reports
+    and its trained step."""
+    from udalab.methods import train_loop
+    from udalab.methods.engine.run import LocalSession
 
-    hp = CycleGANConfig(ngf=8, ndf=8, n_blocks=1, lr=1e-3, batch_size=2, iterations=iterations, pool_size=4)
-    source = build_dataset("gta5", split="train", size=(64, 36), crop=(32, 32))
-    target = build_dataset("cityscapes", split="train", size=(64, 32), crop=(32, 32))
-    val = torch.utils.data.Subset(build_dataset("cityscapes", split="val", size=(64, 32)), range(4))
-    steps = []
-
-    def loop(config):
-        run = Run.start(config)
-        steps.append(CycleGANStep(run, hp, type("D", (), {"target_val": val, "target_test": None})(), source, target))
-        fit(run, steps[0], stage="cyclegan", iterations=iterations, eval_every=10)
-
-    return run_local(loop, {"seed": 0}, checkpoint_dir=tmp_path), steps[0]
+    config = {"method": "cyclegan", "preset": "paper", "seed": 0, "ngf": 8, "ndf": 8, "n_blocks": 1, "lr": 1e-3,
+              "batch_size": 2, "iterations": iterations, "pool_size": 4, "load_size": (64, 32), "crop_size": (32, 32)}
+    session = LocalSession(tmp_path)
+    step = train_loop(config, session)
+    return session.reports, step
 
 
 def test_cyclegan_cycle_loss_falls_and_translates_in_the_sources_layout(tmp_path, mini_data):
@@ -162,8 +156,9 @@ def test_cyclegan_resumes_inside_its_stage_bit_for_bit(tmp_path, killed_after, m
     with killed_after(10):
         _cyclegan_run(tmp_path / "resumed", 20)
     resumed, _ = _cyclegan_run(tmp_path / "resumed", 20)
-    from udalab.methods.engine import without_timings as strip
-    assert len(resumed) == 1 and strip(resumed[0]) == pytest.approx(strip(full[-1]), nan_ok=True)
+    from udalab.methods.engine.run import without_timings as strip
+    assert [r["iteration"] for r in resumed] == [15, 20]
+    assert strip(resumed[-1]) == pytest.approx(strip(full[-1]), nan_ok=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -175,7 +170,7 @@ def test_udas_reuses_its_translation_and_resumes_inside_a_self_training_round(tm
     """One smoke run builds the CycleGAN translation (an artifact); a second trial trains no CycleGAN
     step and, killed inside its self-training round, resumes to the uninterrupted run's metrics."""
     from udalab.methods import cyclegan
-    from udalab.methods.engine import run_local
+    from udalab.methods import run_local
 
     monkeypatch.setenv("UDALAB_ARTIFACTS", str(tmp_path / "artifacts"))
     config = {"method": "udas", "preset": "smoke", "seed": 0, "st_iterations": 4}
@@ -191,7 +186,7 @@ def test_udas_reuses_its_translation_and_resumes_inside_a_self_training_round(tm
         run_local("udas", config, checkpoint_dir=tmp_path / "ckpt")
     resumed = run_local("udas", config, checkpoint_dir=tmp_path / "ckpt")
     assert cyclegan_steps == []
-    from udalab.methods.engine import without_timings as strip
+    from udalab.methods.engine.run import without_timings as strip
     assert len(resumed) == 1 and strip(resumed[0]) == pytest.approx(strip(full[-1]), nan_ok=True)
     # its pictures: the K-view pseudo labels, and step 0's source image beside its translation
     index = json.loads((tmp_path / "ckpt" / "pictures" / "index.json").read_text())
@@ -208,8 +203,8 @@ def test_trials_that_differ_only_in_self_training_share_one_uda_stage(tmp_path, 
     UDA step, reading it ends with the metrics of training the stage inside the trial, and a trial
     with another UDA setting trains its own."""
     from udalab.methods import udas
-    from udalab.methods.engine import run_local
-    from udalab.methods.engine import without_timings as strip
+    from udalab.methods import run_local
+    from udalab.methods.engine.run import without_timings as strip
 
     monkeypatch.setenv("UDALAB_ARTIFACTS", str(tmp_path / "artifacts"))
     config = {"method": "udas", "preset": "smoke", "seed": 0, "translate": False, "st_iterations": 4}
@@ -234,7 +229,7 @@ def test_trials_that_differ_only_in_self_training_share_one_uda_stage(tmp_path, 
     other = run_local("udas", {**config, "tau": 0.9, "views": 1})
     for mine, theirs in zip(other[:2], shared[:2]):
         assert strip(mine) == pytest.approx(strip(theirs), nan_ok=True)
-    assert other[-1]["done"] and 0 <= other[-1]["loss.q"] <= 1      # the kept fraction, reported
+    assert other[-1]["done"] and 0 <= other[-1]["stat.q"] <= 1      # the kept fraction, reported
     with pytest.raises(AssertionError, match="a UDA step ran"):
         run_local("udas", {**config, "lambda_kl": 0.5})
 
@@ -261,7 +256,7 @@ def test_udas_kl_is_the_symmetric_kl_and_the_printed_formula_adds_both_entropies
 
 
 @pytest.mark.parametrize("bad, match", [({"tau": 0.0}, "tau"), ({"tau": 1.2}, "tau"), ({"views": 0}, "views"),
-                                        ({"labeled": 301}, "only 300 images"), ({"kl": "js"}, "kl must be one of")])
+                                        ({"labelled": 301}, "only 300 images"), ({"kl": "js"}, "kl must be one of")])
 def test_udas_bad_configs_name_the_value(bad, match, tmp_path, monkeypatch, mini_data):
     from udalab.methods import check_config
     from udalab.methods.engine import ConfigError
@@ -270,14 +265,14 @@ def test_udas_bad_configs_name_the_value(bad, match, tmp_path, monkeypatch, mini
     config = {"method": "udas", "preset": "smoke", "translate": False, **bad}
     with pytest.raises(ConfigError, match=match):
         check_config(config, data=True)          # what a study runs before any trial starts
-    if "labeled" in bad:                         # the count needs the data: the config alone passes
+    if "labelled" in bad:                         # the count needs the data: the config alone passes
         check_config(config)
 
 
 def test_udas_study_rows_are_the_papers_steps_and_bad_values_stop_before_any_trial():
     from types import SimpleNamespace
 
-    from udalab.studies.study import check_trial_configs, trial_settings
+    from udalab.studies.run.trials import check_trial_configs, trial_settings
     from udalab.studies.udas_ablation import STUDY, step_of
 
     rows = STUDY.grid_rows()
@@ -288,8 +283,8 @@ def test_udas_study_rows_are_the_papers_steps_and_bad_values_stop_before_any_tri
     args.set = ["tau=1.5"]
     with pytest.raises(SystemExit, match="tau .*no trial was started"):
         check_trial_configs(STUDY, args, trial_settings(STUDY, args))
-    args.set = ["labeled=301"]                                           # the smoke target split holds fewer
-    with pytest.raises(SystemExit, match="labeled=301 but the target train split has only .*no trial was started"):
+    args.set = ["labelled=301"]                                           # the smoke target split holds fewer
+    with pytest.raises(SystemExit, match="labelled=301 but the target train split has only .*no trial was started"):
         check_trial_configs(STUDY, args, trial_settings(STUDY, args))
     args.set, args.optuna = [], True
     check_trial_configs(STUDY, args, trial_settings(STUDY, args))        # both ends of every searched range
@@ -298,10 +293,11 @@ def test_udas_study_rows_are_the_papers_steps_and_bad_values_stop_before_any_tri
 
 
 def test_supervised_trains_on_the_labelled_target_images_only(mini_data, monkeypatch):
-    """The data-dependency table's "Supervised" row: its only stream is the `labeled` target images
+    """The data-dependency table's "Supervised" row: its only stream is the `labelled` target images
     UDAS labels (the same indices), and a count of 0 stops before any trial."""
     from udalab.methods import check_config, supervised
-    from udalab.methods.engine import ConfigError, run_local
+    from udalab.methods import run_local
+    from udalab.methods.engine import ConfigError
     from udalab.methods.udas import split_target
 
     streams = []
@@ -312,7 +308,7 @@ def test_supervised_trains_on_the_labelled_target_images_only(mini_data, monkeyp
         return real_fit(run, step, **kw)
 
     monkeypatch.setattr(supervised, "fit", spy)
-    config = {"method": "supervised", "preset": "smoke", "seed": 0, "labeled": 10}
+    config = {"method": "supervised", "preset": "smoke", "seed": 0, "labelled": 10}
     reports = run_local("supervised", config)
     [only] = streams
     assert list(only) == ["source"]
@@ -320,18 +316,18 @@ def test_supervised_trains_on_the_labelled_target_images_only(mini_data, monkeyp
     labelled, _ = split_target(hp, only["source"].dataset)
     assert only["source"].indices == labelled        # a Subset of the target train split
     assert len(labelled) == 10 and reports[-1]["stage"] == "supervised" and "test.miou" in reports[-1]
-    with pytest.raises(ConfigError, match="labeled must be >= 1"):
-        check_config({**config, "labeled": 0}, data=True)
+    with pytest.raises(ConfigError, match="labelled must be >= 1"):
+        check_config({**config, "labelled": 0}, data=True)
 
 
 def test_udas_self_trains_when_every_target_image_is_labelled(tmp_path, monkeypatch, mini_data):
     """2975 of 2975 in the paper (300 of 300 mini): no image is left to pseudo-label; the round
     trains on the labelled images (CE + consistency) and no pseudo loss is reported."""
-    from udalab.methods.engine import run_local
+    from udalab.methods import run_local
 
     monkeypatch.setenv("UDALAB_ARTIFACTS", str(tmp_path / "artifacts"))
     reports = run_local("udas", {"method": "udas", "preset": "smoke", "seed": 0, "translate": False,
-                                 "labeled": 300, "st_iterations": 2})
+                                 "labelled": 300, "st_iterations": 2})
     last = reports[-1]
     assert last["stage"] == "round1" and "loss.labelled" in last and "loss.consistency" in last
     assert "loss.pseudo" not in last
@@ -340,13 +336,13 @@ def test_udas_self_trains_when_every_target_image_is_labelled(tmp_path, monkeypa
 def test_udas_data_study_declares_both_curves_at_the_mini_counts():
     from types import SimpleNamespace
 
-    from udalab.studies.study import check_trial_configs, trial_settings
+    from udalab.studies.run.trials import check_trial_configs, trial_settings
     from udalab.studies.udas_data import MINI_COUNTS, STUDY
 
     rows = STUDY.grid_rows()
-    assert [r["labeled"] for r in rows if r["method"] == "udas"] == list(MINI_COUNTS)
-    assert [r["labeled"] for r in rows if r["method"] == "supervised"] == [n for n in MINI_COUNTS if n]
-    assert [(rows[i]["method"], rows[i]["labeled"]) for i in STUDY.smoke_rows] == [("supervised", 10), ("udas", 10)]
+    assert [r["labelled"] for r in rows if r["method"] == "udas"] == list(MINI_COUNTS)
+    assert [r["labelled"] for r in rows if r["method"] == "supervised"] == [n for n in MINI_COUNTS if n]
+    assert [(rows[i]["method"], rows[i]["labelled"]) for i in STUDY.smoke_rows] == [("supervised", 10), ("udas", 10)]
     args = SimpleNamespace(preset=None, smoke=False, data_root=None, set=[], optuna=False)
     check_trial_configs(STUDY, args, trial_settings(STUDY, args))        # every count fits the mini split
 
@@ -355,7 +351,7 @@ def test_the_no_adaptation_row_never_sees_an_unlabelled_target_image(mini_data, 
     """Without UDA the step has no target stream: BatchNorm's statistics come from the source
     alone (a target forward pass, even at adversarial weight 0, would adapt them)."""
     from udalab.methods import udas
-    from udalab.methods.engine import run_local
+    from udalab.methods import run_local
 
     seen = []
     real_fit = udas.fit
@@ -375,13 +371,13 @@ def test_a_set_for_the_rows_that_run_is_checked_against_those_rows_only():
     whole grid the AdaptSegNet row refuses it, naming the row, before any trial starts."""
     from types import SimpleNamespace
 
-    from udalab.studies.study import check_trial_configs, trial_settings
+    from udalab.studies.run.trials import check_trial_configs, trial_settings
     from udalab.studies.udas_ablation import STUDY
 
     args = SimpleNamespace(preset=None, smoke=False, data_root=None, set=["lambda_kl=0"], optuna=False, rows=[1])
     check_trial_configs(STUDY, args, trial_settings(STUDY, args))
     args.rows = None
-    with pytest.raises(SystemExit, match="unknown hyperparameter 'lambda_kl'.*adaptsegnet.*no trial was started"):
+    with pytest.raises(SystemExit, match="adaptsegnet does not read 'lambda_kl'.*no trial was started"):
         check_trial_configs(STUDY, args, trial_settings(STUDY, args))
 
 
@@ -392,13 +388,13 @@ def test_pseudo_label_benchmark_thresholds_the_labels_self_training_trains_on(tm
     import importlib.util
     from pathlib import Path
 
-    import torch
 
     from udalab.datasets.labels import IGNORE_INDEX
     from udalab.methods.advent import build_model
-    from udalab.methods.engine import Run, make_hparams
-    from udalab.methods.engine.uda_data import build_uda_data
-    from udalab.methods.udas import PRESETS, UDASConfig, label_targets, shared_uda, split_target
+    from udalab.methods.engine import Run
+    from udalab.methods import get_method
+    from udalab.methods.engine.run import LocalSession
+    from udalab.methods.udas import label_targets, shared_uda, split_target
 
     monkeypatch.setenv("UDALAB_ARTIFACTS", str(tmp_path / "artifacts"))
     spec = importlib.util.spec_from_file_location(
@@ -412,9 +408,10 @@ def test_pseudo_label_benchmark_thresholds_the_labels_self_training_trains_on(tm
     assert 0 <= at_tau["miou"] <= 100
 
     config = json.loads((tmp_path / "artifacts" / result["artifact"] / "config.json").read_text())["udas_uda_stage"]
-    hp = make_hparams(UDASConfig, config, PRESETS)
-    run = Run(config, ray=False, rank=0, world=1, device=torch.device("cpu"))
-    data = build_uda_data(config, hp.source_size, hp.target_size)
+    method = get_method("udas")
+    hp = method.hparams(config)
+    run = Run(config, LocalSession(device="cpu"))
+    data = method.data(config, hp)
     G = build_model(run, hp, data.num_classes)
     G.load_state_dict(shared_uda(config, data)()[0]["G"])
     labels = label_targets(run, hp, G, data.target, split_target(hp, data.target)[1], seed=1)   # round 1, seed 0

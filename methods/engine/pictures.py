@@ -16,9 +16,8 @@ checkpoint) and the report lays them out in a grid.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -44,34 +43,22 @@ def chosen(dataset, k: int = NUM_PICTURES) -> list[int]:
     return [order[i] for i in dict.fromkeys(picks.tolist())]
 
 
-class _Recorder:
+class Recording:
+    """The predictions [H, W] the shared evaluator makes for `indices` of `dataset` (that very object:
+    the day/night subsets MML scores apart are not recorded). fit hands one to Step.evaluate for the
+    final evaluation; the Step passes it on to `evaluate(..., record=...)`."""
+
     def __init__(self, dataset, indices: Sequence[int]):
         self.dataset, self.indices = dataset, set(indices)
         self.predictions: dict[int, np.ndarray] = {}
 
-
-_ACTIVE: _Recorder | None = None
-
-
-@contextlib.contextmanager
-def recording(dataset, indices: Sequence[int]) -> Iterator[dict[int, np.ndarray]]:
-    """While active, the shared evaluator keeps its predictions [H, W] for `indices` of `dataset`
-    (that very object: the day/night subsets MML scores apart are not recorded)."""
-    global _ACTIVE
-    outer, _ACTIVE = _ACTIVE, _Recorder(dataset, indices)
-    try:
-        yield _ACTIVE.predictions
-    finally:
-        _ACTIVE = outer
-
-
-def record(dataset, first: int, pred: torch.Tensor) -> None:
-    """Called by methods.evaluate for a batch of predictions [N, H, W] starting at sample `first`."""
-    if _ACTIVE is None or dataset is not _ACTIVE.dataset:
-        return
-    for j in range(pred.shape[0]):
-        if first + j in _ACTIVE.indices:
-            _ACTIVE.predictions[first + j] = pred[j].to(torch.uint8).cpu().numpy()
+    def add(self, dataset, first: int, pred: torch.Tensor) -> None:
+        """A batch of predictions [N, H, W] of `dataset` starting at sample `first`."""
+        if dataset is not self.dataset:
+            return
+        for j in range(pred.shape[0]):
+            if first + j in self.indices:
+                self.predictions[first + j] = pred[j].to(torch.uint8).cpu().numpy()
 
 
 @torch.no_grad()

@@ -6,7 +6,7 @@
     provenance.ray       Ray version (absent: run without Ray)
     provenance.device    the GPU's name, or the CPU model and the instruction set torch's CPU kernels
                          run with (AVX2, AVX512, ...: runs on two CPUs that differ in it do not repeat
-                         each other to the last digit, and 600 SGD steps amplify that; docs/results.md)
+                         each other to the last digit, and hundreds of SGD steps amplify that)
     provenance.data      each dataset of the run: its class, folder name (mini twins: <name>-v<version>),
                          number of files, a checksum of its sorted relative file list and one of the
                          bytes of 16 of its files
@@ -19,11 +19,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.metadata
-import platform
-import subprocess
 from pathlib import Path
 
 import torch
+
+from udalab.core.machine import cpu_model, git_commit
 
 PREFIX = "provenance."
 
@@ -35,41 +35,17 @@ def software() -> dict[str, str]:
         version = importlib.metadata.version("udalab")
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
-    out = {f"{PREFIX}udalab": f"{version} ({_git_commit()})",
+    out = {f"{PREFIX}udalab": f"{version} ({git_commit()})",
            f"{PREFIX}torch": f"{torch.__version__}, CUDA {torch.version.cuda or '–'}, "
                              f"cuDNN {torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else '–'}",
            f"{PREFIX}device": (torch.cuda.get_device_name() if torch.cuda.is_available()
-                               else f"{_cpu_model()} ({torch.backends.cpu.get_cpu_capability()})")
+                               else f"{cpu_model()} ({torch.backends.cpu.get_cpu_capability()})")
                               + f", {torch.get_num_threads()} CPU thread{'s' * (torch.get_num_threads() > 1)}"}
     try:
         out[f"{PREFIX}ray"] = importlib.metadata.version("ray")
     except importlib.metadata.PackageNotFoundError:
         pass
     return out
-
-
-def _git_commit() -> str:
-    here = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                                text=True, timeout=10).stdout.strip()
-        if not commit:
-            return "unknown"
-        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return commit + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
 
 
 CONTENT_SAMPLE = 16   # files whose bytes the fingerprint reads: evenly spaced over the sorted list

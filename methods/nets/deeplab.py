@@ -4,22 +4,15 @@ Chen et al., TPAMI 2017; the multi-level variant of Tsai et al. (CVPR 2018) and 
 (CVPR 2019): an ASPP classifier (atrous rates 6, 12, 18, 24, summed) on layer4 gives the
 main prediction, a second one on layer3 the auxiliary prediction. The backbone is
 torchvision's ResNet with dilation instead of stride in the last stages (output stride 8
-in the papers). ImageNet weights come through torchvision's weights API (its cache,
-$TORCH_HOME/hub/checkpoints) or a local file; without them the model starts from random
-init and says so. `pretrained="standin"` loads the ImageNet stand-in (methods/nets/standin.py:
-the backbone pretrained on procedural textures, built once and cached as an artifact).
+in the papers), initialised as `pretrained` says (methods/nets/backbones.py).
 """
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
-log = logging.getLogger("udalab")
+from udalab.methods.nets.backbones import resnet
 
 ASPP_RATES = (6, 12, 18, 24)  # DeepLab-v2 (Chen et al. 2017, Sec. 3.3 ASPP-L)
 
@@ -53,50 +46,14 @@ def _dilate(layer: nn.Sequential, dilation: int) -> None:
                     m.dilation, m.padding = (d, d), (d, d)
 
 
-def load_imagenet_backbone(depth: int, pretrained: str) -> nn.Module:
-    """torchvision ResNet-`depth`; `pretrained` = 'imagenet', 'none', 'standin[:k=v,...]' (methods/nets/standin.py)
-    or a path to a state dict."""
-    builders = {18: torchvision.models.resnet18, 34: torchvision.models.resnet34,
-                50: torchvision.models.resnet50, 101: torchvision.models.resnet101,
-                152: torchvision.models.resnet152}
-    if depth not in builders:
-        raise ValueError(f"ResNet depth {depth} is not available; choose one of {sorted(builders)}")
-    net = builders[depth](weights=None)
-    if pretrained == "none":
-        log.info("backbone ResNet-%d: random initialisation (pretrained='none')", depth)
-    elif pretrained == "imagenet":
-        weights = torchvision.models.get_model_weights(f"resnet{depth}").DEFAULT
-        try:
-            state = weights.get_state_dict(progress=False, check_hash=True)
-        except Exception as e:  # offline and not in the cache
-            log.warning("backbone ResNet-%d: ImageNet weights %s are not available (%s); "
-                        "RANDOM INITIALISATION. Put %s in $TORCH_HOME/hub/checkpoints or pass "
-                        "pretrained=<path>.", depth, weights, type(e).__name__, Path(weights.url).name)
-        else:
-            net.load_state_dict(state)
-            log.info("backbone ResNet-%d: ImageNet weights %s", depth, weights)
-    elif pretrained.partition(":")[0] == "standin":
-        from udalab.methods.nets.standin import load_standin  # standin builds its networks with this module
-        load_standin(net, f"resnet{depth}", pretrained)
-    else:
-        path = Path(pretrained)
-        if not path.is_file():
-            raise FileNotFoundError(f"pretrained weights {path} do not exist; pass 'imagenet', 'none' or a .pth file")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        missing, unexpected = net.load_state_dict(state, strict=False)
-        log.info("backbone ResNet-%d: weights from %s (missing %d, unexpected %d keys)",
-                 depth, path, len(missing), len(unexpected))
-    return net
-
-
 class ResNetFeatures(nn.Module):
-    """A torchvision ResNet (`load_imagenet_backbone`) as a feature pyramid: its stem (stride 2) and
+    """A torchvision ResNet (`backbones.resnet`) as a feature pyramid: its stem (stride 2) and
     its four stages (strides 4, 8, 16, 32), `channels` per level. in_channels=1: conv1 becomes the
     mean of the (pretrained) RGB filters (MS-UDA's thermal encoder)."""
 
     def __init__(self, depth: int, pretrained: str, in_channels: int = 3):
         super().__init__()
-        net = load_imagenet_backbone(depth, pretrained)
+        net = resnet(depth, pretrained)
         if in_channels == 1:
             conv = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
             conv.weight.data.copy_(net.conv1.weight.data.mean(1, keepdim=True))
@@ -124,7 +81,7 @@ class DeepLabV2(nn.Module):
     def __init__(self, num_classes: int, depth: int = 101, pretrained: str = "imagenet",
                  output_stride: int = 8, multi_level: bool = True, freeze_bn: bool = True):
         super().__init__()
-        net = load_imagenet_backbone(depth, pretrained)
+        net = resnet(depth, pretrained)
         if output_stride not in (8, 16, 32):
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
         if output_stride <= 16:
@@ -165,6 +122,8 @@ class DeepLabV2(nn.Module):
         return self.head(f4), (self.aux_head(f3) if self.aux_head is not None else None)
 
 
-def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear upsampling of logits to (H, W), as all these papers do before the loss."""
-    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+def upsample(logits: torch.Tensor, size: tuple[int, int], *, align_corners: bool) -> torch.Tensor:
+    """Bilinear upsampling of logits to (H, W), as all these papers do before the loss. Each caller
+    names its corner convention: True in ADVENT's, IntraDA's and AdaptSegNet's reference code (their
+    nn.Upsample(..., align_corners=True); AdaptSegNet's PyTorch 0.2 default meant the same)."""
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=align_corners)

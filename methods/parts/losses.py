@@ -16,6 +16,14 @@ def seg_ce(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, label, ignore_index=IGNORE_INDEX)
 
 
+def multi_level_ce(main: torch.Tensor, aux: torch.Tensor, label: torch.Tensor, lambda_aux: float
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The multi-level segmentation loss of the DeepLab-v2 family (Tsai et al. 2018, Eq. 3):
+    CE(main) + λ_aux · CE(aux); returns (total, CE(main), CE(aux))."""
+    ce_main, ce_aux = seg_ce(main, label), seg_ce(aux, label)
+    return ce_main + lambda_aux * ce_aux, ce_main, ce_aux
+
+
 def self_information(prob: torch.Tensor) -> torch.Tensor:
     """ADVENT's weighted self-information map -p·log p / log C, per class (N, C, H, W)."""
     c = prob.shape[1]
@@ -67,7 +75,7 @@ def focal_loss(logits: torch.Tensor, label: torch.Tensor, gamma: float = 2.0, al
 def normalised_depth_mse(pred: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """MSE between a depth prediction (N, 1, H, W) and a (pseudo) depth map min-max normalised per image
     over its valid pixels: a monocular model's depth is defined up to scale and shift, so only its
-    shape is a target (REFERENCE_FACTS: normalise, do not invert). `valid` (N, H, W) masks padding."""
+    shape is a target (MiDaS and Depth Anything give relative inverse depth: normalise, do not invert). `valid` (N, H, W) masks padding."""
     if pred.shape[-2:] != depth.shape[-2:]:
         pred = F.interpolate(pred, size=depth.shape[-2:], mode="bilinear", align_corners=False)
     d = depth[:, 0]
@@ -77,3 +85,8 @@ def normalised_depth_mse(pred: torch.Tensor, depth: torch.Tensor, valid: torch.T
     target = (d - lo) / (hi - lo).clamp_min(1e-6)
     err = (pred[:, 0].float() - target) ** 2
     return err[valid].mean() if valid.any() else err.sum() * 0
+
+
+def lsgan(d_out: torch.Tensor, target: float) -> torch.Tensor:
+    """Least-squares GAN loss (Mao et al. 2017) of discriminator outputs against a constant target."""
+    return F.mse_loss(d_out, torch.full_like(d_out, target))

@@ -1,13 +1,43 @@
-"""Optimisers and schedules of the DeepLab-v2 family (ADVENT / AdaptSegNet / IntraDA).
+"""Optimisers and schedules.
 
-SGD with momentum, the classifier at 10x the backbone's learning rate, and the
-polynomial decay (1 - t/T)^0.9 (DeepLab-v2; ADVENT reference config), through torch's
-own PolynomialLR.
+The DeepLab-v2 family (ADVENT / AdaptSegNet / IntraDA / UDAS, and MS-UDA / MML): SGD with
+momentum, the classifier at 10x the backbone's learning rate, and the polynomial decay
+(1 - t/T)^0.9 (DeepLab-v2; ADVENT reference config), through torch's own PolynomialLR. The
+DAFormer family: AdamW with mmcv's warm-up and poly schedule.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch.optim.lr_scheduler import PolynomialLR
+
+from udalab.methods.engine import ConfigError, HParams
+
+
+@dataclass
+class SGDPoly(HParams):
+    """SGD with momentum and a poly schedule: the DeepLab-v2 family's optimiser (ADVENT reference config:
+    lr 2.5e-4, momentum 0.9, weight decay 5e-4, power 0.9 over MAX_ITERS 250000, stopped early at 120000)."""
+
+    iterations: int = 120_000
+    poly_iterations: int | None = 250_000  # the poly schedule's length (None: the stage's own iterations)
+    lr: float = 2.5e-4
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+
+    def validate(self) -> None:
+        super().validate()
+        if self.iterations <= 0:
+            raise ConfigError(f"iterations must be positive, got {self.iterations}")
+        if self.poly_iterations is not None and self.poly_iterations < self.iterations:
+            raise ConfigError(f"poly_iterations ({self.poly_iterations}) must be >= iterations ({self.iterations}), "
+                              f"or None to decay over the run's own iterations")
+
+    def poly_length(self, stage_iterations: int) -> int:
+        """The poly schedule's length for a stage of `stage_iterations`."""
+        return self.poly_iterations or stage_iterations
 
 
 def sgd_head_10x(model, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
@@ -39,8 +69,8 @@ def adamw_head_10x(model, lr: float, weight_decay: float, betas=(0.9, 0.999), he
         groups.setdefault(key, []).append(p)
     params = [{"params": ps, "lr": lr * (head_mult if head else 1.0), "weight_decay": 0.0 if nd else weight_decay}
               for (head, nd), ps in sorted(groups.items())]
-    # fused: one kernel over all tensors instead of a Python loop over ~220 of them (a MiT-B0
-    # student on CPU: 21.5 -> 7.5 ms a step, docs/performance.md); the same update up to rounding
+    # fused: one kernel over all tensors instead of a Python loop over ~220 of them; the same update up
+    # to rounding
     fused = all(p.device.type in ("cpu", "cuda") for g in params for p in g["params"])
     return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, fused=fused)
 

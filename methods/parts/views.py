@@ -1,6 +1,6 @@
 """K augmented views of an unlabelled image and their maximum-confidence pseudo labels (UDAS).
 
-UDAS's self-training (Sec. 3.3 of the paper; ../shared/papers/README.md §4): the teacher
+UDAS's self-training (Sec. 3.3 of the UDAS paper): the teacher
 predicts K AutoAugment views of each target image; each view's prediction is brought back to
 the image's own pixel grid; per pixel the most confident view wins; pixels whose confidence
 reaches τ become pseudo labels, the rest are ignored.
@@ -91,7 +91,7 @@ def max_confidence(predict: Callable[[torch.Tensor], torch.Tensor], views: torch
     return best_conf, best_label
 
 
-def pseudo_labels(confidence: torch.Tensor, label: torch.Tensor, tau: float) -> torch.Tensor:
+def keep_confident(confidence: torch.Tensor, label: torch.Tensor, tau: float) -> torch.Tensor:
     """The class where the confidence reaches τ, IGNORE_INDEX elsewhere."""
     if not 0.0 < tau <= 1.0:
         raise ValueError(f"the confidence threshold τ must be in (0, 1], got {tau}")

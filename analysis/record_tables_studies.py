@@ -1,0 +1,566 @@
+"""The tables of docs/results.md that the studies' records give (trials.parquet and the local
+runner's runs.jsonl: DAFormer's strategies, HRDA's crop sizes, the multi-decoder U-Net, MML and
+UDAS), and the README run's cost in docs/performance.md."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from udalab.analysis.paired import paired
+from udalab.analysis.record_tables import SMALL, delta_table, md, ms, num, ordered, paired_cell, seeds, signed, span
+from udalab.analysis.records import Record, RecordSet, table
+from udalab.analysis.reference import reference
+
+TICK = {True: "✓", False: "✗"}
+
+
+def _is(value, default) -> bool:
+    """A grid column's value, null meaning the preset's default."""
+    return default if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA else bool(value)
+
+
+# ---------------------------------------------------------------------------------------
+# DAFormer's strategy study.
+
+DAFORMER_STEPS = ["source only", "+ self-training (DACS)", "+ warm-up", "+ RCS", "+ FD"]
+
+
+def daformer_trials(rec: Record) -> pd.DataFrame:
+    """The study's trials with `configuration` (its row) and `baseline` (the row above)."""
+    df = rec.trials().copy()
+
+    def step(r):
+        if not _is(r["self_training"], True):
+            return DAFORMER_STEPS[0]
+        if pd.notna(r["warmup_iters"]) and r["warmup_iters"] == 0:
+            return DAFORMER_STEPS[1]
+        if not _is(r["rcs"], True):
+            return DAFORMER_STEPS[2]
+        return DAFORMER_STEPS[3] if r["fd_lambda"] == 0 else DAFORMER_STEPS[4]
+    df["configuration"] = df.apply(step, axis=1)
+    df["baseline"] = df["configuration"].map(lambda c: None if c == DAFORMER_STEPS[0]
+                                             else DAFORMER_STEPS[DAFORMER_STEPS.index(c) - 1])
+    df["small"] = df[[f"test.iou.{c}" for c in SMALL]].mean(axis=1)
+    return ordered(df, DAFORMER_STEPS)
+
+
+@table("daformer_ablation")
+def daformer_ablation(recs: RecordSet) -> str:
+    df = daformer_trials(recs["daformer_ablation"])
+    to_src = paired(df.assign(baseline=df["configuration"].map(lambda c: None if c == DAFORMER_STEPS[0]
+                                                               else DAFORMER_STEPS[0])), "test.miou")
+    to_src = to_src.set_index("configuration")
+    mean = df.groupby("configuration")[["small", "test.iou.fence", "test.iou.wall"]].mean()
+    return delta_table(df, first="row (300 steps)", extra=[
+        ("paired Δ test to source only", lambda c: paired_cell(to_src.loc[c])),
+        ("Δ to source only > 2 × larger std?", lambda c: "" if c == DAFORMER_STEPS[0] else
+         f"{'**yes**' if to_src.loc[c, 'clears'] else 'no'} ({signed(to_src.loc[c, 'delta'])} against 2 × "
+         f"{num(to_src.loc[c, 'bar'] / 2)})"),
+        ("small classes' test IoU", lambda c: num(mean.loc[c, "small"])),
+        ("fence / wall test IoU", lambda c: f"{num(mean.loc[c, 'test.iou.fence'])} / {num(mean.loc[c, 'test.iou.wall'])}")])
+
+
+@table("daformer_ablation_presets")
+def daformer_ablation_presets(recs: RecordSet) -> str:
+    names = {"daformer_ablation": "lr 1.2e-3, α 0.95 (the preset)", "daformer_ablation_alpha0.999": "lr 1.2e-3, α 0.999",
+             "daformer_ablation_lr6e-4_alpha0.999": "lr 6e-4, α 0.999"}
+    frames = {n: daformer_trials(recs[n]) for n in names}
+    rows = [[step] + [ms(f[f["configuration"] == step].sort_values("seed")["test.miou"]) for f in frames.values()]
+            for step in DAFORMER_STEPS]
+    full = []
+    for f in frames.values():
+        t = paired(f.assign(baseline=f["configuration"].map(lambda c: None if c == DAFORMER_STEPS[0]
+                                                            else DAFORMER_STEPS[0])), "test.miou").set_index("configuration")
+        full.append(paired_cell(t.loc["+ FD"]))
+    rows.append(["+ FD − source only, paired"] + full)
+    fence = [f"{num(f[f['configuration'] == '+ warm-up']['test.iou.fence'].mean())} → "
+             f"{num(f[f['configuration'] == '+ RCS']['test.iou.fence'].mean())}" for f in frames.values()]
+    rows.append(["fence test IoU, + warm-up → + RCS"] + fence)
+    return md(["test mIoU (300 steps, seeds 0–2)", *names.values()], rows)
+
+
+@table("daformer_ablation_rcs")
+def daformer_ablation_rcs(recs: RecordSet) -> str:
+    df = daformer_trials(recs["daformer_ablation"])
+    before = df[df["configuration"] == "+ warm-up"].set_index("seed").sort_index()
+    after = df[df["configuration"] == "+ RCS"].set_index("seed").sort_index()
+    rows = []
+    for c in ["fence", "wall", "terrain", "bus", "truck", "sidewalk", "road"]:
+        k = f"test.iou.{c}"
+        d = after[k] - before[k]
+        rows.append([c, f"{num(before[k].mean())} → {num(after[k].mean())}", seeds(d, sign=True), ms(d, sign=True)])
+    top = max(df[f"test.iou.{c}"].max() for c in SMALL)
+    rows.append([f"the seven small classes ({', '.join(SMALL)})", f"largest test IoU in any of the {len(df)} trials: "
+                 f"{num(top)}", "", ""])
+    return md(["class", "test IoU, + warm-up → + RCS (mean of seeds)", "paired Δ per seed", "mean ± std"], rows)
+
+
+# ---------------------------------------------------------------------------------------
+# HRDA's crop-size study.
+
+MODES = {"lr": "LR only", "hr": "HR only", "lr+hr": "LR + HR"}
+
+
+def crop_trials(rec: Record) -> pd.DataFrame:
+    df = rec.trials().copy()
+    df["configuration"] = df.apply(lambda r: "source only" if not _is(r["self_training"], True)
+                                   else f"{MODES[r['mode']]} {r['crop_ratio']:g}", axis=1)
+    return df
+
+
+def _crop_grid(rec: Record) -> str:
+    df = crop_trials(rec)
+    rows = []
+    for ratio in sorted(df["crop_ratio"].unique()):
+        row = [str(float(ratio))]
+        for mode in MODES.values():
+            sel = df[df["configuration"] == f"{mode} {ratio:g}"].sort_values("seed")["test.miou"]
+            row.append(f"{ms(sel)} ({seeds(sel)})" if len(sel) else "–")
+        rows.append(row)
+    src = df[df["configuration"] == "source only"].sort_values("seed")["test.miou"]
+    rows.append(["source only (LR 1.0, no self-training)", f"{ms(src)} ({seeds(src)})", "", ""])
+    return md(["crop ratio", *MODES.values()], rows)
+
+
+@table("hrda_crop_size")
+def hrda_crop_size(recs: RecordSet) -> str:
+    return _crop_grid(recs["hrda_crop_size"])
+
+
+@table("hrda_crop_size_lr6e-4")
+def hrda_crop_size_lr6e4(recs: RecordSet) -> str:
+    return _crop_grid(recs["hrda_crop_size_lr6e-4_alpha0.999"])
+
+
+CROP_QUESTIONS = [("HR 0.25", "LR only 0.25"), ("HR 0.5", "LR only 0.5"), ("HR 0.75", "LR only 0.75"),
+                  ("LR only 0.75", "LR only 0.5"), ("LR + HR 1", "LR only 1"), ("LR + HR 1", "source only"),
+                  ("LR only 1", "source only"), ("HR only 0.75", "LR + HR 1")]
+
+
+@table("hrda_crop_size_questions")
+def hrda_crop_size_questions(recs: RecordSet) -> str:
+    rows = []
+    frames = [crop_trials(recs[n]) for n in ("hrda_crop_size", "hrda_crop_size_lr6e-4_alpha0.999")]
+    for a, b in CROP_QUESTIONS:
+        a = a.replace("HR 0", "HR only 0")
+        row = [f"{a} − {b}"]
+        for df in frames:
+            sel = pd.concat([df[df["configuration"] == b].assign(baseline=None),
+                             df[df["configuration"] == a].assign(baseline=b)])
+            row.append(paired_cell(paired(sel, "test.miou").set_index("configuration").loc[a]))
+        rows.append(row)
+    return md(["paired test Δ per seed (mean ± std)", "lr 1.2e-3, α 0.95 (the preset)", "lr 6e-4, α 0.999"], rows)
+
+
+@table("hrda_crop_size_classes")
+def hrda_crop_size_classes(recs: RecordSet) -> str:
+    df = crop_trials(recs["hrda_crop_size"])
+    rows = []
+    for c in ["LR only 0.75", "HR only 0.75", "LR only 1", "LR + HR 1"]:
+        sel = df[df["configuration"] == c]
+        rows.append([c, num(sel["test.iou.road"].mean()), num(sel["test.iou.car"].mean()),
+                     num(max(sel[f"test.iou.{k}"].max() for k in SMALL))])
+    return md(["configuration", "road test IoU", "car test IoU", "largest test IoU of the seven small classes"], rows)
+
+
+@table("readme_run_cost")
+def readme_run_cost(recs: RecordSet) -> str:
+    rows = []
+    for name, label in (("hrda_crop_size_lr6e-4_alpha0.999", "Ray Tune + Train (the README's run)"),
+                        ("hrda_crop_size", "local runner (`--local --jobs 2`)")):
+        df = recs[name].trials()
+        wall = df["wall_seconds"].sum() / 3600
+        train = df["train_seconds"].sum() / 3600
+        rows.append([label, len(df), num(wall, 2), num(train, 2), f"{100 * train / wall:.0f} %"])
+    return md(["hrda_crop_size, 300 steps a trial", "trials", "Σ trial wall time (h)", "Σ training time (h)",
+               "training's share"], rows)
+
+
+# ---------------------------------------------------------------------------------------
+# The multi-decoder U-Net.
+
+SCHEDULES = {"s+copy>d>b": ("semantic first + copy, d→b", ("semantic", True, "d→b")),
+             "s+copy>b": ("semantic first + copy, b", ("semantic", True, "b")),
+             "s>d>b": ("semantic first, d→b", ("semantic", False, "d→b")),
+             "s>b": ("semantic first, b", ("semantic", False, "b")),
+             "d+copy>s>b": ("depth first + copy, s→b", ("depth", True, "s→b")),
+             "d+copy>b": ("depth first + copy, b", ("depth", True, "b")),
+             "d>s>b": ("depth first, s→b", ("depth", False, "s→b")),
+             "d>b": ("depth first, b", ("depth", False, "b")),
+             "s": ("single decoder", (None, None, "single decoder")),
+             "b": ("joint (0.85 L_seg + 0.15 L_depth)", (None, None, "joint"))}
+
+
+def semantic_steps(schedule: str, iterations: int, first_share=None) -> int:
+    """Steps in which the semantic decoder trains: stages share the budget evenly (a two-stage
+    schedule's first stage gets first_share of it), and it trains in 's' and 'b' stages."""
+    stages = [s.split("+")[0] for s in schedule.split(">")]
+    if first_share is not None and not (isinstance(first_share, float) and math.isnan(first_share)) and len(stages) == 2:
+        lengths = [round(iterations * first_share), iterations - round(iterations * first_share)]
+    else:
+        lengths = [iterations // len(stages)] * len(stages)
+    return sum(n for s, n in zip(stages, lengths) if s in ("s", "b"))
+
+
+def _published(key) -> str:
+    ref = reference("multidecoder_schedule")
+    match = ref[ref["order"] == key[2]] if key[0] is None else \
+        ref[(ref["priority"] == key[0]) & (ref["weight_copy"] == key[1]) & (ref["order"] == key[2])]
+    return num(float(match["miou"].iloc[0]), 2) if len(match) else ""
+
+
+def multidecoder_frame(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    df["configuration"] = df["schedule"].map(lambda s: SCHEDULES[s][0])
+    df["baseline"] = df["schedule"].map(lambda s: None if s == "s" else SCHEDULES["s"][0])
+    return df
+
+
+@table("multidecoder_schedule")
+def multidecoder_schedule(recs: RecordSet) -> str:
+    df = multidecoder_frame(recs["multidecoder_schedule"].runs())
+    df = ordered(df, [v[0] for v in SCHEDULES.values()])
+    steps = {SCHEDULES[s][0]: semantic_steps(s, int(it)) for s, it in zip(df["schedule"], df["iteration"])}
+    pub = {v[0]: _published(v[1]) for v in SCHEDULES.values()}
+    return delta_table(df, first="schedule (600 steps)", extra=[("semantic-decoder steps", lambda c: steps[c]),
+                                                                ("published mIoU", lambda c: pub[c])])
+
+
+@table("multidecoder_equal_steps")
+def multidecoder_equal_steps(recs: RecordSet) -> str:
+    rec = recs["multidecoder_equal_semantic_steps"]
+    two, three = rec.trials("two_stage_trials.parquet"), rec.trials("three_stage_trials.parquet")
+    single = rec.runs("single_decoder_runs.jsonl").rename(columns={"iteration": "iterations"})
+    df = multidecoder_frame(pd.concat([single, two, three], ignore_index=True))
+    df["configuration"] = df.apply(lambda r: f"{r['configuration']} ({int(r['iterations'])} steps)", axis=1)
+    df["baseline"] = df["baseline"].map(lambda b: None if not isinstance(b, str) else f"{b} (600 steps)")
+    steps = {r["configuration"]: semantic_steps(r["schedule"], int(r["iterations"]), r.get("first_share"))
+             for _, r in df.iterrows()}
+    return delta_table(df, first="schedule", extra=[("semantic-decoder steps", lambda c: steps[c])])
+
+
+@table("multidecoder_single_repeat")
+def multidecoder_single_repeat(recs: RecordSet) -> str:
+    early = recs["multidecoder_schedule"].runs()
+    early = early[early["schedule"] == "s"].set_index("seed").sort_index()
+    late = recs["multidecoder_equal_semantic_steps"].runs("single_decoder_runs.jsonl").set_index("seed").sort_index()
+    rows = [[int(s), num(early.loc[s, "test.miou"], 4), num(late.loc[s, "test.miou"], 4),
+             "yes" if early.loc[s, "test.miou"] == late.loc[s, "test.miou"] else "no"] for s in early.index]
+    return md(["single decoder, seed", "test mIoU, records/multidecoder_schedule (2026-11-30)",
+               "test mIoU, records/multidecoder_equal_semantic_steps", "identical"], rows)
+
+
+# ---------------------------------------------------------------------------------------
+# MML and MS-UDA on mini MFNet.
+
+MML_ROWS = {(False, False): "neither", (True, False): "L_att", (False, True): "L_KL", (True, True): "L_att + L_KL"}
+
+
+def mml_trials(rec: Record, name: str | None = None) -> pd.DataFrame:
+    df = rec.runs(name)
+    df["configuration"] = df.apply(lambda r: "MS-UDA (Table 1's baseline)" if r["method"] == "ms_uda"
+                                   else MML_ROWS[(bool(r["att_loss"]), bool(r["kl_loss"]))], axis=1)
+    return df
+
+
+@table("mml_ablation")
+def mml_ablation(recs: RecordSet) -> str:
+    df = mml_trials(recs["mml_ablation"])
+    df["baseline"] = df["configuration"].map(lambda c: None if c == "neither" else "neither")
+    df = ordered(df, [*MML_ROWS.values(), "MS-UDA (Table 1's baseline)"])
+    ref = reference("mml_ablation").set_index("label")["miou"]
+    pub = {v: num(ref[f"L_att {TICK[k[0]]}, L_KL {TICK[k[1]]}"]) for k, v in MML_ROWS.items()}
+    streams = reference("mml_streams").set_index("label")["miou"]
+    pub["MS-UDA (Table 1's baseline)"] = num(streams["MS-UDA, thermal stream"])
+    mean = df.groupby("configuration")
+
+    def cell(c, *keys):
+        return " / ".join(ms(mean.get_group(c).sort_values("seed")[k]) for k in keys)
+    return delta_table(df, first="row", extra=[
+        ("test car IoU", lambda c: cell(c, "test.iou.car")),
+        ("test person / bicycle IoU", lambda c: cell(c, "test.iou.person", "test.iou.bicycle")),
+        ("test day / night mIoU", lambda c: cell(c, "test.day.miou", "test.night.miou")),
+        ("RGB stream test mIoU", lambda c: cell(c, "test.rgb.miou")),
+        ("published (thermal)", lambda c: pub[c])])
+
+
+@table("mml_factorial")
+def mml_factorial(recs: RecordSet) -> str:
+    df = mml_trials(recs["mml_ablation"])
+    t = {k: df[df["configuration"] == v].set_index("seed")["test.miou"].sort_index() for k, v in MML_ROWS.items()}
+    att = ((t[True, False] - t[False, False]) + (t[True, True] - t[False, True])) / 2
+    kl = ((t[False, True] - t[False, False]) + (t[True, True] - t[True, False])) / 2
+    day, night = (df[df["configuration"] == "MS-UDA (Table 1's baseline)"].set_index("seed").sort_index(),
+                  df[df["configuration"] == "neither"].set_index("seed").sort_index())
+    return md(["effect on test mIoU (thermal)", "per seed (0, 1, 2)", "mean ± std"],
+              [["L_att (with and without L_KL, averaged)", seeds(att, sign=True), ms(att, sign=True)],
+               ["L_KL (with and without L_att, averaged)", seeds(kl, sign=True), ms(kl, sign=True)],
+               ["MS-UDA − neither, day images", seeds(day["test.day.miou"] - night["test.day.miou"], sign=True),
+                ms(day["test.day.miou"] - night["test.day.miou"], sign=True)],
+               ["MS-UDA − neither, night images", seeds(day["test.night.miou"] - night["test.night.miou"], sign=True),
+                ms(day["test.night.miou"] - night["test.night.miou"], sign=True)]])
+
+
+@table("mml_delta_constant")
+def mml_delta_constant(recs: RecordSet) -> str:
+    ramp = mml_trials(recs["mml_ablation"])
+    ramp = ramp[ramp["configuration"] == "L_att + L_KL"].assign(configuration="δ 0.2 → 1 (the paper's ramp)", baseline=None)
+    const = recs["mml_delta_constant"].runs().assign(configuration="δ = 1 throughout", baseline="δ 0.2 → 1 (the paper's ramp)")
+    return delta_table(pd.concat([ramp, const]), first="L_att + L_KL")
+
+
+SEARCH_KEYS = ["delta_start", "delta_end", "delta_shape", "alpha", "beta", "gamma"]
+PAPER = {"delta_start": 0.2, "delta_end": 1.0, "delta_shape": "linear", "alpha": 1.0, "beta": 0.25, "gamma": 0.01}
+
+
+def _same(params: dict, row) -> bool:
+    """Whether a run's config has these search parameters (to the 4 digits the sweep printed)."""
+    return all(abs(float(row[k]) - float(v)) < 5e-4 if k != "delta_shape" else row[k] == v for k, v in params.items())
+
+
+def search_configurations(rec: Record) -> list[tuple[str, dict]]:
+    """(label, parameters): the paper's schedule, then the search's trials by their number."""
+    trials = sorted(rec.lines("search_trials.jsonl"), key=lambda t: t["number"])
+    return [("paper", PAPER)] + [(f"{t['number']} (`{t['trial_id']}`)", {k: t["params"][k] for k in SEARCH_KEYS})
+                                 for t in trials]
+
+
+def search_runs(rec: Record) -> pd.DataFrame:
+    """runs.jsonl with `configuration` (a search_configurations label)."""
+    df = rec.runs("runs.jsonl")
+    df[SEARCH_KEYS] = df[SEARCH_KEYS].astype(object) if set(SEARCH_KEYS) <= set(df) else None
+    for k, v in PAPER.items():
+        df[k] = df[k].where(df[k].notna(), v)
+    labels = search_configurations(rec)
+    df["configuration"] = df.apply(lambda r: next(lab for lab, p in labels if _same(p, r)), axis=1)
+    return df
+
+
+@table("mml_delta_search")
+def mml_delta_search(recs: RecordSet) -> str:
+    rec = recs["mml_delta_search"]
+    runs, reps = search_runs(rec), rec.reports("runs.jsonl")
+    trials = {f"{t['number']} (`{t['trial_id']}`)": t for t in rec.lines("search_trials.jsonl")}
+    rows = []
+    for label, p in search_configurations(rec):
+        t = trials.get(label)
+        hist = {h["iteration"]: h for h in (t["train_history"] if t else [])}
+        mine = runs[(runs["configuration"] == label) & (runs["seed"] == 0)]
+        local = {r["iteration"]: r for _, r in reps[reps["run"].isin(mine["run"])].iterrows()}
+
+        def at(step, key="miou"):
+            if step in hist:
+                return num(hist[step].get(key, math.nan))
+            return f"*{num(local[step][key])}*" if step in local else "–"
+        status = "(not in the search)" if t is None else f"{t['status']}, {len(t['tune_reports'])} of 3 reports to Tune"
+        rows.append([label, f"{p['delta_start']:.2f} → {p['delta_end']:.2f}, {p['delta_shape']}", num(p["alpha"], 2),
+                     num(p["beta"], 2), num(p["gamma"], 3), " / ".join(at(s) for s in (200, 400, 600)),
+                     at(600, "test.miou"), status])
+    return md(["configuration", "δ start → end, shape", "α", "β", "γ", "val at 200 / 400 / 600 steps", "test at 600",
+               "the search (seed 0)"], rows)
+
+
+def search_finals(rec: Record) -> pd.DataFrame:
+    """The search's trials whose Train run reached 600 steps (seed 0): their last report, as runs."""
+    labels = dict(search_configurations(rec)[1:]).keys()
+    rows = [{"configuration": lab, "seed": t["params"]["seed"], **t["train_history"][-1]}
+            for lab, t in zip(labels, sorted(rec.lines("search_trials.jsonl"), key=lambda t: t["number"]))
+            if t["train_history"] and t["train_history"][-1]["iteration"] == 600]
+    return pd.DataFrame(rows).assign(machine=rec.runs("runs.jsonl")["machine"].iloc[0])
+
+
+@table("mml_delta_seeds")
+def mml_delta_seeds(recs: RecordSet) -> str:
+    rec = recs["mml_delta_search"]
+    df = pd.concat([search_runs(rec), search_finals(rec)], ignore_index=True)
+    df["baseline"] = df["configuration"].map(lambda c: None if c == "paper" else "paper")
+    test = paired(df, "test.miou").set_index("configuration")
+    order = test.sort_values("mean", ascending=False).index
+    df = ordered(df, ["paper"] + [c for c in order if c != "paper"])
+    alpha = df.groupby("configuration")["alpha"].first()
+    return delta_table(df, first="configuration", extra=[("α", lambda c: num(float(alpha[c]), 2))])
+
+
+@table("mml_delta_shape")
+def mml_delta_shape(recs: RecordSet) -> str:
+    paper = search_runs(recs["mml_delta_search"])
+    paper = paper[paper["configuration"] == "paper"].assign(configuration="linear (the paper's)", baseline=None)
+    shape = recs["mml_delta_shape"].runs()
+    shape["configuration"] = shape["delta_shape"].map({"step": "step at half-way", "sigmoid": "sigmoid ramp-up"})
+    shape["baseline"] = "linear (the paper's)"
+    df = ordered(pd.concat([paper, shape]), ["linear (the paper's)", "step at half-way", "sigmoid ramp-up"])
+    mean_delta = {}
+    for name, part in (("mml_delta_search", paper), ("mml_delta_shape", shape)):
+        reps = recs[name].reports("runs.jsonl")
+        for c, sel in part.groupby("configuration"):
+            mean_delta[c] = span([reps[reps["run"] == r]["loss.delta"].mean() for r in sel["run"]], 2)
+    return delta_table(df, first="δ 0.2 → 1", extra=[("mean δ over training", lambda c: mean_delta[c])])
+
+
+@table("mml_expert_256x128")
+def mml_expert_256x128(recs: RecordSet) -> str:
+    rows = [[int(r["iteration"]), num(r["miou"]), num(r.get("test.miou", math.nan)), num(r["iou.car"]),
+             num(r["iou.person"]), num(r["iou.rider"]), num(r["iou.bicycle"]), num(r["train_seconds"] / 60)]
+            for r in recs["mml_expert_256x128"].json()]
+    return md(["step", "val mIoU", "test mIoU", "val car IoU", "person", "rider", "bicycle", "training minutes"], rows)
+
+
+# ---------------------------------------------------------------------------------------
+# UDAS.
+
+UDAS_STEPS = {"row0": ("no adaptation", "no_adaptation"), "row1": ("UDA", "uda"), "row2": ("ST", "st"),
+              "row3": ("ST + UDA", "st+uda"), "row4": ("ST + DA + SSL", "st+da+ssl"),
+              "row5": ("AdaptSegNet", "adaptsegnet"), "row6": ("ADVENT (four-layer D)", "advent")}
+
+
+def udas_trials(rec: Record) -> pd.DataFrame:
+    df = rec.runs()
+    df["configuration"] = df["trial_id"].map(lambda t: UDAS_STEPS[t.split("-")[0]][0])
+    df["baseline"] = df["configuration"].map(lambda c: None if c == "no adaptation" else "no adaptation")
+    return ordered(df, [v[0] for v in UDAS_STEPS.values()])
+
+
+def _udas_table(df: pd.DataFrame, rows: list[str]) -> str:
+    ref = reference("udas_steps").set_index("step")["miou"]
+    pub = {v[0]: num(ref[v[1]]) for v in UDAS_STEPS.values()}
+    minutes = df.groupby("configuration")["train_seconds"].mean() / 60
+    sel = df[df["configuration"].isin(rows)]
+    return delta_table(sel, first="row", extra=[("published", lambda c: pub[c]),
+                                                ("training minutes per run", lambda c: num(minutes[c], 0))])
+
+
+@table("udas_ablation")
+def udas_ablation(recs: RecordSet) -> str:
+    return _udas_table(udas_trials(recs["udas_ablation"]), [v[0] for v in list(UDAS_STEPS.values())[:5]])
+
+
+@table("udas_comparison")
+def udas_comparison(recs: RecordSet) -> str:
+    return _udas_table(udas_trials(recs["udas_ablation"]), ["no adaptation", "AdaptSegNet", "ADVENT (four-layer D)"])
+
+
+@table("udas_ablation_classes")
+def udas_ablation_classes(recs: RecordSet) -> str:
+    df = udas_trials(recs["udas_ablation"])
+    base = df[df["configuration"] == "no adaptation"].set_index("seed").sort_index()
+    classes = ["road", "sidewalk", "building", "vegetation", "sky", "car"]
+    rows = []
+    for c in ["UDA", "ST", "ST + UDA", "ST + DA + SSL"]:
+        sel = df[df["configuration"] == c].set_index("seed").sort_index()
+        rows.append([c] + [signed((sel[f"test.iou.{k}"] - base[f"test.iou.{k}"]).mean()) for k in classes])
+    return md(["paired Δ test IoU to no adaptation (mean of seeds)", *classes], rows)
+
+
+def stage_ends(rec: Record, df: pd.DataFrame, stage: str = "uda") -> pd.Series:
+    """{run: test mIoU at the end of a stage} (its last report in that stage)."""
+    reps = rec.reports()
+    ends = reps[reps["stage"] == stage].groupby("run").last()["test.miou"]
+    return df["run"].map(ends)
+
+
+@table("udas_ablation_stages")
+def udas_ablation_stages(recs: RecordSet) -> str:
+    rec = recs["udas_ablation"]
+    df = udas_trials(rec)
+    df = df[df["configuration"] == "ST + DA + SSL"].sort_values("seed")
+    uda = stage_ends(rec, df)
+    return md(["ST + DA + SSL, seeds 0, 1, 2", "test mIoU", "mean ± std"],
+              [["end of the UDA stage (with Domain CutMix)", seeds(uda), ms(uda)],
+               ["after the self-training round", seeds(df["test.miou"]), ms(df["test.miou"])],
+               ["the round's gain", seeds(df["test.miou"].values - uda.values, sign=True),
+                ms(df["test.miou"].values - uda.values, sign=True)]])
+
+
+@table("udas_kl")
+def udas_kl(recs: RecordSet) -> str:
+    df = recs["udas_kl"].runs()
+    short = df[df["iteration"] == 80].sort_values("lambda_kl", ascending=False)
+    rows = [[r["kl"], f"{r['lambda_kl']:g}", 80, num(r["loss.seg_main"]), num(r["miou"]), num(r["test.miou"])]
+            for _, r in short.iterrows()]
+    uda = udas_trials(recs["udas_ablation"])
+    shipped = uda[(uda["configuration"] == "UDA") & (uda["seed"] == 0)].iloc[0]
+    for _, r in df[df["iteration"] == 600].iterrows():
+        form = r["kl"] if isinstance(r.get("kl"), str) else "symmetric_kl"
+        rows.append([form, f"{r['lambda_kl'] if pd.notna(r.get('lambda_kl')) else 1:g}", 600, "", num(r["miou"]),
+                     num(r["test.miou"])])
+    rows.append(["symmetric_kl (records/udas_ablation)", "0.1", 600, "", num(shipped["miou"]), num(shipped["test.miou"])])
+    return md(["L_kl", "λ_kl", "UDA steps (seed 0)", "mean source CE over the steps", "val mIoU", "test mIoU"], rows)
+
+
+@table("udas_data")
+def udas_data(recs: RecordSet) -> str:
+    df = recs["udas_data"].runs().rename(columns={"labeled": "labelled"})   # the record's runs used the old name
+    df["configuration"] = df["method"].map({"supervised": "Supervised", "udas": "UDAS"}) + ", " + df["labelled"].astype(str)
+    df["baseline"] = df.apply(lambda r: f"Supervised, {r['labelled']}" if r["method"] == "udas" and r["labelled"] else None,
+                              axis=1)
+    ref = reference("udas_data")
+    paper = {300: 2975, 100: 1000, 50: 500, 10: 100, 0: 0}
+    pub = {f"{m}, {n}": num(float(ref[(ref["method"] == m.lower()) & (ref["labelled"] == paper[n])]["miou"].iloc[0]))
+           if len(ref[(ref["method"] == m.lower()) & (ref["labelled"] == paper[n])]) else "–"
+           for m in ("Supervised", "UDAS") for n in paper}
+    order = [f"{m}, {n}" for n in paper for m in ("Supervised", "UDAS") if f"{m}, {n}" in set(df["configuration"])]
+    return delta_table(ordered(df, order), first="labelled target images (method)", bar=True,
+                       extra=[("paper's count", lambda c: paper[int(c.split(", ")[1])]),
+                              ("published", lambda c: pub[c])])
+
+
+@table("udas_data_stages")
+def udas_data_stages(recs: RecordSet) -> str:
+    rec = recs["udas_data"]
+    df = rec.runs()
+    df = df[df["method"] == "udas"].copy()
+    df["uda"] = stage_ends(rec, df)
+    rows = []
+    for n in (300, 100, 50, 10, 0):
+        sel = df[df["labeled"] == n].sort_values("seed")
+        gain = sel["test.miou"] - sel["uda"]
+        rows.append([n, ms(sel["uda"]), f"{seeds(gain, sign=True)} ({signed(gain.mean())} ± {num(gain.std())})",
+                     ms(sel["test.miou"])])
+    return md(["labelled images", "UDAS: test mIoU at the end of the UDA stage", "the self-training round's gain per seed",
+               "after the round"], rows)
+
+
+SELF_TRAINING = [("τ = 0.3", {"tau": 0.3}), ("τ = 0.6 (paper)", {"tau": 0.6}), ("τ = 0.8", {"tau": 0.8}),
+                 ("τ = 0.9", {"tau": 0.9}), ("τ = 0.95", {"tau": 0.95}), ("K = 1 (τ 0.6)", {"views": 1}),
+                 ("K = 5 (τ 0.6)", {"views": 5}), ("rounds = 2 (τ 0.6, K 3)", {"rounds": 2})]
+
+
+@table("udas_selftraining")
+def udas_selftraining(recs: RecordSet) -> str:
+    rec = recs["udas_selftraining"]
+    df, reps = rec.runs(), rec.reports()
+
+    def label(r):
+        return next(lab for lab, s in SELF_TRAINING if all(r.get(k) == v for k, v in s.items()))
+    df["configuration"] = df.apply(label, axis=1)
+    df["baseline"] = df["configuration"].map(lambda c: None if c == "τ = 0.6 (paper)" else "τ = 0.6 (paper)")
+    df = ordered(df, [lab for lab, _ in SELF_TRAINING])
+    rounds = reps[reps["stage"].astype(str).str.startswith("round")]
+    q = rounds.groupby("run")["loss.q"].mean() * 100
+    qs = {c: ms(sel["run"].map(q)) for c, sel in df.groupby("configuration")}
+    uda_end = reps[reps["stage"] == "uda"].groupby("run")["train_seconds"].last()
+    minutes = (df["train_seconds"] - df["run"].map(uda_end)).groupby(df["configuration"]).mean() / 60
+    return delta_table(df, first="setting", extra=[("q % (pixels kept)", lambda c: qs[c]),
+                                                   ("self-training minutes per run", lambda c: num(minutes[c]))])
+
+
+@table("udas_selftraining_repeat")
+def udas_selftraining_repeat(recs: RecordSet) -> str:
+    st = recs["udas_selftraining"].runs()
+    st = st[st["tau"] == 0.6].set_index("seed").sort_index()
+    ab = udas_trials(recs["udas_ablation"])
+    ab = ab[ab["configuration"] == "ST + DA + SSL"].set_index("seed").sort_index()
+    return md(["ST + DA + SSL, τ 0.6, seed", "UDA stage shared (records/udas_selftraining)",
+               "UDA stage trained in the run (records/udas_ablation)"],
+              [[int(s), num(st.loc[s, "test.miou"], 4), num(ab.loc[s, "test.miou"], 4)] for s in st.index])
+
+
+@table("udas_pseudo_labels")
+def udas_pseudo_labels(recs: RecordSet) -> str:
+    data = recs["udas_pseudo_labels"].json()
+    rows = []
+    for tau in data[0]["taus"]:
+        cells = [ms([d["taus"][tau][k] for d in data]) for k in ("q", "precision", "recall", "miou")]
+        rows.append([tau, *cells])
+    return md(["τ", "q % (pixels kept)", "precision %", "recall %", "mIoU %"], rows)

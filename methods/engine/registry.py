@@ -1,0 +1,177 @@
+"""The method registry (timm-style), and the one place a run is opened.
+
+A method is one file in methods/ that registers its algorithm:
+
+    @register("advent", AdventConfig, PRESETS, trained=trained_advent)
+    def advent(run: Run, hp: AdventConfig, data: UDAData) -> Step:
+        G = build_model(run, hp, data.num_classes)
+        return fit(run, AdventStep(run, hp, data, G), stage="inter", iterations=hp.iterations,
+                   eval_every=hp.eval_every)
+
+and the engine does the rest: `train_loop(config)` (what Ray Train's TorchTrainer runs on every
+worker, and `run_local` in this process) starts the run, builds the hyperparameters (paper defaults
+< preset < config, strict: a key the method does not read is refused), opens the data and calls the
+algorithm, which returns its last Step. `trained(hp, num_classes, state) -> Prediction` rebuilds
+the trained model from a checkpoint's state the way the method evaluates it (`load_trained`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from pathlib import Path
+from typing import Any, Callable
+
+from udalab.core import layout
+from udalab.methods.engine.config import HParams, make_hparams
+from udalab.methods.engine.evaluate import Prediction
+from udalab.methods.engine.run import LocalSession, RaySession, Run
+from udalab.methods.engine.uda_data import UDAData, build_uda_data
+
+# Method modules, imported on first use so that `import udalab.methods` stays cheap.
+MODULES = ("source_only", "advent", "adaptsegnet", "intrada", "daformer", "hrda", "cyclegan", "udas", "supervised",
+           "ms_uda", "mml", "multidecoder")
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """A registered method: its algorithm, its hyperparameters and how its data is opened."""
+
+    name: str
+    algorithm: Callable[[Run, Any, UDAData], Any]     # the stages: Steps and their fits; returns the last Step
+    config: type                                      # the hyperparameter dataclass (HParams parts)
+    presets: dict                                     # {"mini": {...}, "smoke": {...}}; "paper" = the defaults
+    datasets: tuple[str, str] = ("gta5", "cityscapes")  # source and target unless the config names others
+    check_data: Callable | None = None                # check(hp, config) against the data, before any trial
+    trained: Callable[[Any, int, dict], Prediction] | None = None   # (hp, num_classes, state) -> Prediction
+
+    def hparams(self, config: dict) -> HParams:
+        return make_hparams(self.config, config, self.presets, method=self.name)
+
+    def data(self, config: dict, hp: HParams) -> UDAData:
+        source, target = self.datasets
+        return build_uda_data({"source": source, "target": target, **config}, **hp.images())
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(name: str, config: type, presets: dict | None = None, *, datasets: tuple[str, str] | None = None,
+             check_data: Callable | None = None, trained: Callable | None = None):
+    """Register the decorated algorithm(run, hp, data) as method `name`."""
+    def deco(algorithm):
+        method = Method(name, algorithm, config, presets or {}, datasets or Method.datasets, check_data, trained)
+        if name in METHODS and METHODS[name].algorithm is not algorithm:
+            raise ValueError(f"method {name!r} registered twice")
+        METHODS[name] = method
+        return algorithm
+    return deco
+
+
+def _load_all() -> None:
+    for mod in MODULES:
+        importlib.import_module(f"udalab.methods.{mod}")
+
+
+def get_method(name: str) -> Method:
+    _load_all()
+    if name not in METHODS:
+        raise KeyError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+def list_methods() -> list[str]:
+    _load_all()
+    return sorted(METHODS)
+
+
+def check_config(config: dict, data: bool = False) -> HParams:
+    """The hyperparameters `config` gives its method (config["method"]); a bad name or value raises
+    the ConfigError the trial itself would raise. data=True: also the method's checks against the
+    data it names (the datasets' file lists are read; the mini twins are made if missing)."""
+    method = get_method(config["method"])
+    hp = method.hparams(config)
+    if data and method.check_data is not None:
+        method.check_data(hp, config)
+    return hp
+
+
+# ---------------------------------------------------------------------------------------
+# Opening a run.
+
+
+def train_loop(config: dict, session=None):
+    """Run the method config["method"] names, as one worker of a run: what Ray Train's TorchTrainer
+    calls on every worker (session None: Ray Train's) and `run_local` in this process. Returns the
+    method's last Step."""
+    method = get_method(config["method"])
+    hp = method.hparams(config)
+    run = Run.start(config, session if session is not None else RaySession(), hp.total_iterations)
+    data = method.data(config, hp)
+    return method.algorithm(run, hp, data)
+
+
+def run_local(method: str, config: dict, checkpoint_dir: str | Path | None = None, progress: bool = False
+              ) -> list[dict]:
+    """Run a method in this process, without Ray; returns every report. With `checkpoint_dir`,
+    checkpoints are written there and a later call with the same folder resumes from them (the same
+    contract as a Ray Train run). An artifact's build inside a trial runs this way too: a run of its own."""
+    session = LocalSession(checkpoint_dir, device=config.get("device"), progress=progress)
+    train_loop({**config, "method": method}, session)
+    return session.reports
+
+
+# ---------------------------------------------------------------------------------------
+# A trained run, back.
+
+
+@dataclasses.dataclass
+class Trained:
+    """A trained run's model, predicting the way its method evaluates."""
+
+    config: dict
+    hp: HParams
+    prediction: Prediction
+    history: list[dict]
+
+
+def load_trained(path: str | Path, device: str | None = None) -> Trained:
+    """The trained model of a run: `path` is a checkpoint folder (state.pt + config.json), a Train run
+    folder (its newest checkpoint_*), a Tune trial folder or a local runner's run folder."""
+    folder = _checkpoint_folder(Path(path))
+    saved = layout.read_checkpoint(folder)
+    config = saved["config"]
+    if config is None:
+        raise layout.CheckpointError(f"{folder} has no {layout.CONFIG_FILE}: it was written before checkpoints "
+                                     f"carried their run's config, so its model cannot be rebuilt; train the run again")
+    method = get_method(config["method"])
+    if method.trained is None:
+        raise ValueError(f"method {method.name!r} has no trained model to load (it is a stage: its artifact is its output)")
+    hp = method.hparams(config)
+    classes = saved["state"].get("classes")
+    num_classes = len(classes) if classes else _num_classes(saved["history"], config)
+    session = LocalSession(device=device or config.get("device"))
+    prediction = method.trained(hp, num_classes, saved["state"]["state"])
+    prediction.to(session.device)
+    return Trained(config, hp, prediction, saved["history"])
+
+
+def _checkpoint_folder(path: Path) -> Path:
+    if (path / layout.STATE_FILE).is_file():
+        return path
+    if path.is_file() and path.name == layout.STATE_FILE:
+        return path.parent
+    candidates = sorted(path.glob(f"**/{layout.STATE_FILE}"), key=lambda p: p.parent.name, reverse=True)
+    if not candidates:
+        raise FileNotFoundError(f"{path} holds no checkpoint ({layout.STATE_FILE}); pass a trial's folder in a study's "
+                                f"results, its Train run folder under {layout.TRAIN_DIR}/, or a checkpoint folder")
+    return candidates[0].parent
+
+
+def _num_classes(history: list[dict], config: dict) -> int:
+    """The number of classes the run trained on: its per-class IoU keys, else its target dataset's."""
+    ious = {k for report in history for k in report if k.startswith("iou.")}
+    if ious:
+        return len(ious)
+    from udalab.datasets import build_dataset
+
+    return build_dataset(config.get("target", "cityscapes"), root=None, split="val").num_classes

@@ -1,0 +1,139 @@
+"""Records of measured runs and the docs tables generated from them (analysis/records.py): every
+table in docs/*.md is what its records give, every manifest is complete, docs/ holds no data, a
+record written by write_record reads back, and paired differences pair what they should."""
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from udalab.analysis import records
+from udalab.analysis.paired import PairingError, paired
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+DATA = {".json", ".jsonl", ".parquet", ".csv"}
+
+
+def test_every_docs_table_equals_what_its_records_give():
+    differences = records.render(check=True)
+    assert not differences, "tables that differ from their records (run `udalab records render`):\n" + \
+        "\n\n".join(differences)
+
+
+def test_the_docs_show_tables_and_every_table_has_a_renderer():
+    used = records.uses()
+    assert len(used) >= 30
+    assert set(used) <= set(records.tables())
+
+
+def test_a_hand_edited_number_in_a_table_fails_the_check(tmp_path):
+    for md in DOCS.glob("*.md"):
+        shutil.copy(md, tmp_path / md.name)
+    doc = tmp_path / "results.md"
+    text = doc.read_text(encoding="utf-8")
+    start = text.index("<!-- table: mini_adaptation -->")
+    number = re.compile(r"\d+\.\d").search(text, start)
+    edited = text[:number.start()] + str(int(number.group()[0]) + 1 if number.group()[0] != "9" else 1) + \
+        text[number.start() + 1:]
+    doc.write_text(edited, encoding="utf-8")
+    differences = records.render(check=True, docs=tmp_path)
+    assert [d.splitlines()[0] for d in differences] == ["results.md: table mini_adaptation"]
+    assert doc.read_text(encoding="utf-8") == edited            # check writes nothing
+    assert records.render(docs=tmp_path) == ["results.md: table mini_adaptation"]
+    assert doc.read_text(encoding="utf-8") == text              # render restores the generated table
+
+
+def test_a_table_without_a_renderer_is_an_error_naming_it(tmp_path):
+    (tmp_path / "x.md").write_text("<!-- table: no_such_table -->\n| a |\n<!-- /table -->\n", encoding="utf-8")
+    with pytest.raises(records.RecordError, match="no_such_table"):
+        records.render(check=True, docs=tmp_path)
+
+
+def test_every_record_has_a_complete_manifest_listing_files_that_exist():
+    folders = sorted(p for p in (ROOT / "records").iterdir() if p.is_dir())
+    assert folders and [p.name for p in folders] == records.list_records()
+    for folder in folders:
+        assert records.check_manifest(folder / "manifest.json") == [], folder.name
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        assert all(Path(f).suffix in DATA for f in manifest["files"])
+
+
+def test_a_manifest_with_a_missing_key_or_file_is_reported(tmp_path):
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    (folder / "stray.jsonl").write_text("{}\n")
+    (folder / "manifest.json").write_text(json.dumps({"experiment": "other", "description": "d", "command": ["c"],
+                                                      "commit": "abc", "machine": {}, "date": "yesterday",
+                                                      "cpu_hours": None, "files": ["runs.jsonl"]}))
+    problems = "\n".join(records.check_manifest(folder / "manifest.json"))
+    for expected in ("'other' is not the folder's name", "commit 'abc'", "machine must name", "date 'yesterday'",
+                     "lists 'runs.jsonl'", "stray.jsonl: a data file the manifest does not list"):
+        assert expected in problems
+
+
+def test_docs_hold_no_data_files():
+    assert [str(p.relative_to(ROOT)) for p in DOCS.rglob("*") if p.suffix in DATA] == []
+
+
+def _runs_file(path: Path) -> Path:
+    runs = [{"row": "source only", "method": "source_only", "config": {"preset": "smoke", "seed": s, "lr": [1, 2]},
+             "reports": [{"iteration": 1, "miou": 10.0 + s, "train_seconds": 60.0},
+                         {"iteration": 2, "miou": 11.0 + s, "test.miou": 12.0 + s, "train_seconds": 1800.0,
+                          "provenance.device": "Some CPU (AVX2), 2 CPU threads"}]} for s in (0, 1)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in runs))
+    return path
+
+
+def test_write_record_round_trips_and_fills_commit_machine_date(tmp_path):
+    src = _runs_file(tmp_path / "out.jsonl")
+    folder = records.write_record("smoke_runs", {"runs.jsonl": src}, "python bench.py --out out.jsonl",
+                                  "two smoke runs", root=tmp_path / "records")
+    rec = records.read_record("smoke_runs", root=tmp_path / "records")
+    m = rec.manifest
+    assert folder == tmp_path / "records" / "smoke_runs" and m["files"] == ["runs.jsonl"]
+    assert m["command"] == ["python bench.py --out out.jsonl"] and m["description"] == "two smoke runs"
+    assert re.match(r"^[0-9a-f]{12}(-dirty)?$|^unknown: ", m["commit"])
+    assert set(m["machine"]) == {"cpu", "isa", "cores", "gpu"} and m["machine"]["cores"] >= 1
+    assert m["date"].endswith("Z")
+    assert m["cpu_hours"] == pytest.approx(2 * 1800 * 2 / 3600)        # last reports, 2 threads each
+    runs = rec.runs()
+    assert list(runs["seed"]) == [0, 1] and list(runs["test.miou"]) == [12.0, 13.0]
+    assert list(runs["lr"]) == ["[1, 2]"] * 2 and set(runs["machine"]) == {records.machine_label(m)}
+    assert len(rec.reports()) == 4
+    with pytest.raises(records.RecordError, match="replace=True"):
+        records.write_record("smoke_runs", [src], "c", "d", root=tmp_path / "records")
+    records.write_record("smoke_runs", [src], "c", "d", root=tmp_path / "records", replace=True)
+    assert records.read_record("smoke_runs", root=tmp_path / "records").manifest["files"] == ["out.jsonl"]
+
+
+def test_write_record_refuses_bad_names_and_missing_files_before_writing(tmp_path):
+    with pytest.raises(records.RecordError, match="lower-case"):
+        records.write_record("Run 2026-12-01", [], "c", "d", root=tmp_path)
+    with pytest.raises(records.RecordError, match="does not exist"):
+        records.write_record("x", [tmp_path / "missing.jsonl"], "c", "d", root=tmp_path)
+    assert not (tmp_path / "x").exists()
+
+
+def _trials(rows):
+    return pd.DataFrame(rows, columns=["configuration", "baseline", "seed", "m", "machine"])
+
+
+def test_paired_differences_are_per_seed_and_set_against_twice_the_larger_std():
+    df = _trials([("base", None, 0, 10.0, "a"), ("base", None, 1, 12.0, "a"), ("base", None, 2, 11.0, "a"),
+                  ("method", "base", 0, 13.0, "a"), ("method", "base", 1, 14.0, "a"), ("method", "base", 2, 16.0, "a")])
+    out = paired(df, "m").set_index("configuration")
+    assert out.loc["method", "paired"] == (3.0, 2.0, 5.0) and out.loc["method", "paired_mean"] == pytest.approx(10 / 3)
+    assert out.loc["method", "delta"] == pytest.approx(43 / 3 - 11)
+    assert out.loc["method", "bar"] == pytest.approx(2 * pd.Series([13.0, 14.0, 16.0]).std())
+    assert bool(out.loc["method", "clears"]) is True and out.loc["base", "clears"] is None
+
+
+def test_paired_refuses_runs_of_two_machines_and_a_missing_baseline():
+    two = _trials([("base", None, 0, 10.0, "xeon"), ("method", "base", 0, 11.0, "epyc")])
+    with pytest.raises(PairingError, match="two machines"):
+        paired(two, "m")
+    with pytest.raises(PairingError, match="no trials"):
+        paired(_trials([("method", "base", 0, 11.0, "a")]), "m")
