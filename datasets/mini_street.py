@@ -592,7 +592,7 @@ def _person(rng, cv: Canvas, v: View, X, Z, domain, sun, name="person", ride=Fal
 
 
 def _rider(rng, cv: Canvas, v: View, X, Z, domain, sun) -> None:
-    s = v.f / Z
+    """A person on a bicycle or motorcycle, seen from the side or from behind."""
     bike = "bicycle" if rng.random() < 0.65 else "motorcycle"
     _two_wheeler(rng, cv, v, X, Z, bike, side_view=rng.random() < 0.5)
     _person(rng, cv, v, X, Z, domain, sun, name="rider", ride=True)
