@@ -318,7 +318,8 @@ def table(name: str):
 @functools.lru_cache(maxsize=1)
 def tables() -> dict[str, Callable[[RecordSet], str]]:
     """Every registered renderer (importing the modules that register them)."""
-    from udalab.analysis import record_tables, record_tables_other, record_tables_studies  # noqa: F401  (they register)
+    from udalab.analysis import (  # noqa: F401  (they register)
+        mini_data_tables, record_tables, record_tables_other, record_tables_studies)
 
     return TABLES
 

@@ -83,8 +83,8 @@ LAYOUTS = {
              "parked": (0, 2), "persons": (0, 3), "riders": 0.3, "verge": 0.2, "trucks": 0.35, "buses": 0.12, "poles": (1, 3),
              "bikes": (0, 2), "trees": (0, 3), "wall": 0.35, "fence": 0.35, "layouts": {"street": 1.0}},
     "cityscapes": {"road": (3.2, 6.0), "walk": (2.5, 5.0), "open": 0.1, "storeys": (4, 8), "cars": (1, 4),
-                   "parked": (1, 6), "persons": (1, 8), "riders": 0.7, "verge": 0.3, "trucks": 0.15, "buses": 0.15,
-                   "poles": (2, 5), "bikes": (0, 4), "trees": (1, 5), "wall": 0.35, "fence": 0.3, "layouts": {"street": 1.0}},
+                   "parked": (1, 6), "persons": (1, 8), "riders": 0.7, "verge": 0.5, "trucks": 0.15, "buses": 0.15,
+                   "poles": (2, 5), "bikes": (0, 4), "trees": (1, 5), "wall": 0.5, "fence": 0.3, "layouts": {"street": 1.0}},
     "synthia": {"road": (4.0, 8.0), "walk": (3.0, 7.0), "open": 0.2, "storeys": (3, 10), "cars": (1, 6),
                 "parked": (0, 4), "persons": (4, 16), "riders": 0.5, "verge": 0.2, "trucks": 0.0, "buses": 0.25, "poles": (1, 5),
                 "bikes": (0, 3), "trees": (1, 5), "wall": 0.3, "fence": 0.3, "layouts": {"street": 0.5, "crossing": 0.35, "plaza": 0.15}},
@@ -324,7 +324,7 @@ def _render(rng: np.random.Generator, W: int, H: int, domain: str) -> tuple[np.n
         if sides[s] == "open":
             cv.paint(ALL, below & (gX * s > R + S), open_ground, pick(rng, open_ground, 10))
         if rng.random() < lay["verge"]:  # a grass verge between the kerb and the footway
-            cv.paint(ALL, below & (gX * s > R + 0.2) & (gX * s < R + S * 0.35), open_ground, pick(rng, open_ground, 10))
+            cv.paint(ALL, below & (gX * s > R + 0.2) & (gX * s < R + S * 0.5), open_ground, pick(rng, open_ground, 10))
     road = below & (lat <= R) if R > 0 else np.zeros_like(below)
     if cross is not None:
         road |= below & (np.abs(gZ - cross[0]) <= cross[1])
@@ -488,10 +488,10 @@ def _objects(rng, v: View, lay, layout, R, S, cross) -> list[tuple[str, float, f
         objs.append(("rider", v.depth(rng, 45, v.in_frame(X)), X))
     for _ in range(rng.integers(*lay["poles"])):
         X = rng.choice([-1, 1]) * (R + 0.35)
-        objs.append(("pole", v.depth(rng, 60, v.in_frame(X)), X))
+        objs.append(("pole", v.depth(rng, 35, v.in_frame(X)), X))
     for _ in range(rng.integers(*lay["bikes"])):  # parked along the kerb, seen from the side
         X = rng.choice([-1, 1]) * (R + min(0.6, S / 2))
-        objs.append(("bicycle" if rng.random() < 0.6 else "motorcycle", v.depth(rng, 40, v.in_frame(X)), X))
+        objs.append(("bicycle" if rng.random() < 0.5 else "motorcycle", v.depth(rng, 30, v.in_frame(X)), X))
     for _ in range(rng.integers(*lay["trees"])):
         objs.append(("tree", v.depth(rng, 60), rng.choice([-1, 1]) * (R + S * rng.uniform(0.55, 0.85))))
     if cross is not None:
