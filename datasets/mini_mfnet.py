@@ -29,14 +29,14 @@ from udalab.datasets.mini_street import blur, camera, noise_field
 UNLABELED, CAR, PERSON, BIKE, CURVE, CAR_STOP, GUARDRAIL, CONE, BUMP = range(9)
 
 # temperature (0 cold .. 1 hot) of scene parts by day and by night; the small classes differ from the ground
-# they stand on by about 0.1 or more (plastic cones and metal rails cold, concrete car stops sun-warmed by day and
-# keeping their heat at night), so that thermal alone shows them
+# they stand on by about 0.1 or more (plastic cones, metal rails and bicycle frames cold, concrete car stops
+# sun-warmed by day and keeping their heat at night), so that thermal alone shows them
 TEMP = {
     "day": {"sky": 0.12, "building": 0.48, "tree": 0.40, "road": 0.62, "sidewalk": 0.56, "curb": 0.44,
-            "body": 0.52, "engine": 0.80, "person": 0.78, "bike": 0.47, "cone": 0.30, "bump": 0.74,
+            "body": 0.52, "engine": 0.80, "person": 0.78, "bike": 0.36, "cone": 0.30, "bump": 0.74,
             "rail": 0.36, "stop": 0.70, "lamp": 0.55},
     "night": {"sky": 0.02, "building": 0.34, "tree": 0.22, "road": 0.28, "sidewalk": 0.25, "curb": 0.40,
-              "body": 0.36, "engine": 0.92, "person": 0.88, "bike": 0.24, "cone": 0.10, "bump": 0.19,
+              "body": 0.36, "engine": 0.92, "person": 0.88, "bike": 0.14, "cone": 0.10, "bump": 0.19,
               "rail": 0.12, "stop": 0.45, "lamp": 0.75},
 }
 
@@ -78,7 +78,7 @@ def render(rng: np.random.Generator, W: int, H: int, night: bool):
     _ground(rng, sc, road)
     objects = [("car", rng.uniform(0.1, 1.0)) for _ in range(rng.integers(1, 5))]
     objects += [("person", rng.uniform(0.15, 1.0)) for _ in range(rng.integers(0, 4))]
-    objects += [("bike", rng.uniform(0.2, 1.0)) for _ in range(rng.integers(0, 3))]
+    objects += [("bike", rng.uniform(0.2, 1.0)) for _ in range(rng.integers(1, 3))]
     objects += [("cone", rng.uniform(0.3, 1.0)) for _ in range(rng.integers(1, 4) if rng.random() < 0.6 else 0)]
     objects += [("stop", rng.uniform(0.3, 1.0)) for _ in range(rng.integers(1, 4) if rng.random() < 0.6 else 0)]
     objects.sort(key=lambda o: o[1])
