@@ -156,13 +156,15 @@ def _mfnet_names(final: dict) -> dict:
     return {("iou.bicycle" if k == "iou.bike" else k): v for k, v in final.items()}
 
 
-def _gap_rows(data: dict) -> list[list]:
+def gap_rows(data: dict) -> list[list]:
+    """Per pair and class subset: source only and target supervised, mean ± std and per seed, and the gap
+    (`data["runs"]`: {"key": a pair's name or its target's, "config", "final"} each)."""
     by = {}
     for run in sorted(data["runs"], key=lambda r: r["config"]["seed"]):
         by.setdefault(run["key"], []).append(_mfnet_names(run["final"]))
     rows = []
     for pair, (oracle, subsets) in PAIRS.items():
-        if pair not in by:
+        if pair not in by or oracle not in by:
             continue
         for sub in subsets:
             so = [_over(f, SUBSETS[sub]) for f in by[pair]]
@@ -177,12 +179,12 @@ GAP_HEADER = ["pair", "classes", "source only", "target supervised", "gap", "sou
 
 @table("mini_gap")
 def mini_gap(recs: RecordSet) -> str:
-    return md(GAP_HEADER, _gap_rows(recs["mini_gap"].json()))
+    return md(GAP_HEADER, gap_rows(recs["mini_gap"].json()))
 
 
 @table("mini_gap_v1")
 def mini_gap_v1(recs: RecordSet) -> str:
-    return md(GAP_HEADER, _gap_rows(recs["mini_gap_v1"].json()))
+    return md(GAP_HEADER, gap_rows(recs["mini_gap_v1"].json()))
 
 
 def _mean_iou(finals: list[dict], classes: list[str]) -> float:
@@ -206,13 +208,17 @@ def mini_gap_classes(recs: RecordSet) -> str:
     return md(["IoU, mean of 3 seeds", *classes, f"largest IoU of {', '.join(SMALL)}, any seed"], rows)
 
 
-@table("mini_gap_colour")
-def mini_gap_colour(recs: RecordSet) -> str:
-    colour = recs["mini_gap"].json()["colour"]
-    rows = [[pair.replace("->", "→"), f"{c['self_mapped']} of {c['classes']}",
+def colour_rows(colour: dict) -> list[list]:
+    """Per pair of realism.colour_check's results: classes mapped to themselves, the colour shift, the misses."""
+    return [[pair.replace("->", "→"), f"{c['self_mapped']} of {c['classes']}",
              f"{c['shift_ratio']:.2f} ({c['median_shift']:.0f} / {c['median_class_distance']:.0f})",
              ", ".join(f"{a} → {b}" for a, b in c["mapped_to"].items())] for pair, c in colour.items()]
-    return md(["pair (v2)", "classes mapped to themselves", "shift / class distance", "the others, mapped to"], rows)
+
+
+@table("mini_gap_colour")
+def mini_gap_colour(recs: RecordSet) -> str:
+    return md(["pair (v2)", "classes mapped to themselves", "shift / class distance", "the others, mapped to"],
+              colour_rows(recs["mini_gap"].json()["colour"]))
 
 
 # ---------------------------------------------------------------------------------------

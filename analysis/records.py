@@ -318,8 +318,9 @@ def table(name: str):
 @functools.lru_cache(maxsize=1)
 def tables() -> dict[str, Callable[[RecordSet], str]]:
     """Every registered renderer (importing the modules that register them)."""
-    from udalab.analysis import (record_tables, record_tables_directions, record_tables_other,  # noqa: F401
-                                 record_tables_preflight, record_tables_studies)           # (they register)
+    from udalab.analysis import (  # noqa: F401  (they register)
+        mini_data_tables, record_tables, record_tables_directions, record_tables_other, record_tables_preflight,
+        record_tables_studies)
 
     return TABLES
 

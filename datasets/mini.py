@@ -7,7 +7,7 @@ The domains differ the way the real ones do, not by colour: a class keeps its co
 every domain (one palette), and the gap is rendering (game vs photograph: texture, sensor
 noise, exposure, blur, vignetting, lighting), camera (height, focal length, horizon) and
 layout statistics (object sizes, class frequencies, shapes); see mini_street.py. The gap
-this leaves is measured by studies/mini_gap.py (records/mini_gap, docs/datasets.md);
+this leaves is measured by studies/mini_gap.py (records/mini_gap_v3, docs/datasets.md);
 realism.py's `colour_check` shows that colour alone no longer tells the domains apart.
 
 Every target twin has a labelled held-out split that nothing is tuned on: Cityscapes
@@ -31,8 +31,10 @@ from udalab.datasets.errors import DatasetError
 from udalab.datasets.labels import LABELS
 from udalab.datasets.mini_street import LANE_MARK, render_scene
 
-VERSION = 2  # of every twin: 2 = same colours across domains, realism gap, held-out test splits
-VERSIONS = {"gta5": VERSION, "cityscapes": VERSION, "synthia": VERSION, "mfnet": VERSION, "voc": VERSION}
+# 2 = same colours across domains, realism gap, held-out test splits; 3 (street and MFNet twins) = every class
+# drawn large enough to be learnt at the methods' training sizes (mini_street.THICK, mini_mfnet)
+VERSION = 3  # of the street and MFNet twins
+VERSIONS = {"gta5": VERSION, "cityscapes": VERSION, "synthia": VERSION, "mfnet": VERSION, "voc": 2}
 MINI_DATASETS = ("gta5", "cityscapes", "synthia", "mfnet", "voc")
 SPECS = {
     "gta5": {"size": (256, 144), "splits": {"train": 300}},

@@ -28,14 +28,16 @@ from udalab.datasets.mini_street import blur, camera, noise_field
 
 UNLABELED, CAR, PERSON, BIKE, CURVE, CAR_STOP, GUARDRAIL, CONE, BUMP = range(9)
 
-# temperature (0 cold .. 1 hot) of scene parts by day and by night
+# temperature (0 cold .. 1 hot) of scene parts by day and by night; the small classes differ from the ground
+# they stand on by about 0.1 or more (plastic cones, metal rails and bicycle frames cold, concrete car stops
+# sun-warmed by day and keeping their heat at night), so that thermal alone shows them
 TEMP = {
-    "day": {"sky": 0.12, "building": 0.48, "tree": 0.40, "road": 0.62, "sidewalk": 0.56, "curb": 0.50,
-            "body": 0.52, "engine": 0.80, "person": 0.78, "bike": 0.47, "cone": 0.45, "bump": 0.66,
-            "rail": 0.44, "stop": 0.58, "lamp": 0.55},
-    "night": {"sky": 0.02, "building": 0.34, "tree": 0.22, "road": 0.28, "sidewalk": 0.25, "curb": 0.33,
-              "body": 0.36, "engine": 0.92, "person": 0.88, "bike": 0.24, "cone": 0.20, "bump": 0.31,
-              "rail": 0.18, "stop": 0.30, "lamp": 0.75},
+    "day": {"sky": 0.12, "building": 0.48, "tree": 0.40, "road": 0.62, "sidewalk": 0.56, "curb": 0.44,
+            "body": 0.52, "engine": 0.80, "person": 0.78, "bike": 0.36, "cone": 0.30, "bump": 0.74,
+            "rail": 0.36, "stop": 0.70, "lamp": 0.55},
+    "night": {"sky": 0.02, "building": 0.34, "tree": 0.22, "road": 0.28, "sidewalk": 0.25, "curb": 0.40,
+              "body": 0.36, "engine": 0.92, "person": 0.88, "bike": 0.14, "cone": 0.10, "bump": 0.19,
+              "rail": 0.12, "stop": 0.45, "lamp": 0.75},
 }
 
 
@@ -71,102 +73,135 @@ def _c(rng, rgb, amount=10.0):
 def render(rng: np.random.Generator, W: int, H: int, night: bool):
     """(label uint8 [H,W], rgb uint8 [H,W,3], thermal uint8 [H,W]) of one scene."""
     sc = _Scene(W, H, night)
-    horizon = H * rng.uniform(0.38, 0.5)
-    vx = W * rng.uniform(0.4, 0.6)
-    road_half = W * rng.uniform(0.5, 0.75)
-    d = np.clip((sc.yy - horizon) / (H - horizon), 0, 1)
-    ground = sc.yy >= horizon
-    sc.paint(~ground, UNLABELED, _c(rng, (140, 175, 215)), "sky")
-    # background: buildings and trees along the horizon
-    x = 0.0
-    while x < W:
-        w = rng.uniform(8, 30)
-        top = horizon - rng.uniform(0.08, 0.35) * H
-        if rng.random() < 0.3:
-            sc.ellipse(x + w / 2, top + 0.1 * H, w * 0.6, 0.12 * H, UNLABELED, _c(rng, (50, 100, 45)), "tree",
-                       dtemp=rng.normal(0, 0.03))
-        else:
-            sc.rect(x, top, x + w, horizon + 1, UNLABELED, _c(rng, (150, 140, 130), 25), "building",
-                    dtemp=rng.normal(0, 0.04))
-        x += w
-    left, right = vx - d * road_half, vx + d * road_half
-    sc.paint(ground, UNLABELED, _c(rng, (160, 155, 150)), "sidewalk")
-    sc.paint(ground & (sc.xx >= left) & (sc.xx <= right), UNLABELED, _c(rng, (90, 90, 95)), "road")
-    # curbs ("curve"): a band along each road edge, widening with depth
-    for edge in (left, right):
-        band = ground & (np.abs(sc.xx - edge) <= 0.5 + d * 2.5) & (d > 0.05)
-        sc.paint(band, CURVE, _c(rng, (200, 195, 185)), "curb")
-    # a speed bump across the road
-    if rng.random() < 0.35:
-        t = rng.uniform(0.35, 0.9)
-        y = horizon + t * (H - horizon)
-        m = ground & (np.abs(sc.yy - y) <= 1 + t * 2.5) & (sc.xx > vx - t * road_half) & (sc.xx < vx + t * road_half)
-        sc.paint(m, BUMP, (220, 200, 40), "bump")
-        stripes = m & ((sc.xx // 4) % 2 == 0)
-        sc.rgb[stripes] = (30, 30, 30)
-    # a guardrail along one side
-    if rng.random() < 0.4:
-        sgn = rng.choice([-1, 1])
-        ok = ground & (d > 0.05)
-        rail_y = horizon + np.abs(sc.xx - vx) / (road_half * 1.15) * (H - horizon)
-        m = ok & (sc.yy <= rail_y) & (sc.yy >= rail_y - 2 - 0.08 * H * np.clip((rail_y - horizon) / (H - horizon), 0, 1))
-        m &= (sc.xx - vx) * sgn > 0
-        sc.paint(m, GUARDRAIL, _c(rng, (170, 170, 175)), "rail")
+    road = _Road(horizon=H * rng.uniform(0.38, 0.5), vx=W * rng.uniform(0.4, 0.6), half=W * rng.uniform(0.5, 0.75))
+    _background(rng, sc, road)
+    _ground(rng, sc, road)
     objects = [("car", rng.uniform(0.1, 1.0)) for _ in range(rng.integers(1, 5))]
     objects += [("person", rng.uniform(0.15, 1.0)) for _ in range(rng.integers(0, 4))]
-    objects += [("bike", rng.uniform(0.2, 1.0)) for _ in range(rng.integers(0, 3))]
-    objects += [("cone", rng.uniform(0.3, 1.0)) for _ in range(rng.integers(0, 3) if rng.random() < 0.5 else 0)]
-    objects += [("stop", rng.uniform(0.3, 1.0)) for _ in range(rng.integers(0, 3) if rng.random() < 0.4 else 0)]
+    objects += [("bike", rng.uniform(0.2, 1.0)) for _ in range(rng.integers(1, 3))]
+    objects += [("cone", rng.uniform(0.3, 1.0)) for _ in range(rng.integers(1, 4) if rng.random() < 0.6 else 0)]
+    objects += [("stop", rng.uniform(0.3, 1.0)) for _ in range(rng.integers(1, 4) if rng.random() < 0.6 else 0)]
     objects.sort(key=lambda o: o[1])
-    lights = []
+    lights = []  # head and tail lights (x, y, radius), lit at night
     for kind, t in objects:
-        y = horizon + t * (H - horizon)
-        s = 0.15 + t
-        if kind == "car":
-            cx = vx + rng.uniform(-0.7, 0.7) * t * road_half
-            w, h = s * W * 0.2, s * W * 0.2 * 0.55
-            paint = _c(rng, [(200, 30, 30), (30, 60, 160), (220, 220, 220), (30, 30, 30), (120, 120, 125)][rng.integers(5)])
-            sc.rect(cx - w / 2, y - h, cx + w / 2, y, CAR, paint, "body", dtemp=rng.normal(0, 0.03))
-            sc.rect(cx - w * 0.35, y - h * 1.4, cx + w * 0.35, y - h, CAR, paint * 0.85, "body")
-            sc.rect(cx - w * 0.3, y - h * 1.3, cx + w * 0.3, y - h * 1.05, CAR, (60, 70, 90), "body", dtemp=-0.05)
-            sc.rect(cx - w / 2, y - h * 0.25, cx - w * 0.3, y, CAR, (20, 20, 20), "engine")  # wheels, warm
-            sc.rect(cx + w * 0.3, y - h * 0.25, cx + w / 2, y, CAR, (20, 20, 20), "engine")
-            sc.rect(cx - w * 0.25, y - h * 0.5, cx + w * 0.25, y - h * 0.3, CAR, paint * 0.9, "engine", dtemp=-0.08)
-            lights += [(cx - w * 0.4, y - h * 0.55, max(1.0, w * 0.08)), (cx + w * 0.4, y - h * 0.55, max(1.0, w * 0.08))]
-        elif kind == "person":
-            cx = vx + rng.choice([-1, 1]) * t * road_half * rng.uniform(0.8, 1.4)
-            h = s * H * 0.4
-            shirt = _c(rng, [(200, 40, 40), (40, 40, 60), (230, 230, 230), (60, 120, 60)][rng.integers(4)], 20)
-            sc.ellipse(cx, y - h * 0.55, h * 0.13, h * 0.3, PERSON, shirt, "person", dtemp=rng.normal(0, 0.03))
-            sc.ellipse(cx, y - h * 0.92, h * 0.08, h * 0.08, PERSON, _c(rng, (200, 160, 130)), "person", dtemp=0.05)
-            sc.rect(cx - h * 0.09, y - h * 0.3, cx + h * 0.09, y, PERSON, shirt * 0.5, "person", dtemp=-0.06)
-        elif kind == "bike":
-            cx = vx + rng.choice([-1, 1]) * t * road_half * rng.uniform(0.6, 1.1)
-            h = s * H * 0.4
-            frame = _c(rng, (40, 40, 45), 15)
-            for dx in (-0.25, 0.25):
-                ring = (((sc.xx - cx - dx * h) / (h * 0.15)) ** 2 + ((sc.yy - y + h * 0.15) / (h * 0.15)) ** 2)
-                sc.paint((ring <= 1) & (ring >= 0.35), BIKE, frame, "bike")
-            sc.rect(cx - h * 0.25, y - h * 0.35, cx + h * 0.25, y - h * 0.25, BIKE, frame, "bike")
-            if rng.random() < 0.7:  # a rider: a person on the bike
-                sc.ellipse(cx, y - h * 0.68, h * 0.11, h * 0.24, PERSON, _c(rng, (60, 60, 70), 20), "person")
-                sc.ellipse(cx, y - h * 0.97, h * 0.08, h * 0.08, PERSON, _c(rng, (200, 160, 130)), "person", dtemp=0.05)
-        elif kind == "cone":
-            cx = vx + rng.uniform(-0.9, 0.9) * t * road_half
-            h = max(3.0, s * H * 0.12)
-            m = (sc.yy <= y) & (sc.yy >= y - h) & (np.abs(sc.xx - cx) <= (sc.yy - (y - h)) * 0.35 + 0.5)
-            sc.paint(m, CONE, (240, 110, 20), "cone")
-            band = m & (np.abs(sc.yy - (y - h * 0.5)) < max(0.6, h * 0.1))
-            sc.rgb[band] = (240, 240, 240)
-        else:  # car stop: a low concrete block beside the road
-            cx = vx + rng.choice([-1, 1]) * t * road_half * rng.uniform(1.05, 1.3)
-            w, h = s * W * 0.08, max(2.0, s * H * 0.03)
-            sc.rect(cx - w / 2, y - h, cx + w / 2, y, CAR_STOP, _c(rng, (190, 185, 120)), "stop")
-    # street lamps (visible at night)
-    lamps = [(W * rng.uniform(0, 1), horizon - H * rng.uniform(0.05, 0.25)) for _ in range(rng.integers(1, 4))]
-    rgb = _rgb(rng, sc, night, lights, lamps)
-    thermal = _thermal(rng, sc)
-    return sc.label, rgb, thermal
+        DRAW[kind](rng, sc, road, t, lights)
+    lamps = [(W * rng.uniform(0, 1), road.horizon - H * rng.uniform(0.05, 0.25)) for _ in range(rng.integers(1, 4))]
+    return sc.label, _rgb(rng, sc, night, lights, lamps), _thermal(rng, sc)
+
+
+class _Road:
+    """The road's perspective: horizon row, vanishing column, half width at the bottom row (px)."""
+
+    def __init__(self, horizon: float, vx: float, half: float):
+        self.horizon, self.vx, self.half = horizon, vx, half
+
+    def row(self, sc: _Scene, t: float) -> float:
+        """The image row at relative depth t (0: the horizon, 1: the bottom row)."""
+        return self.horizon + t * (sc.H - self.horizon)
+
+
+def _background(rng, sc: _Scene, road: _Road) -> None:
+    """Sky, and buildings and trees along the horizon."""
+    ground = sc.yy >= road.horizon
+    sc.paint(~ground, UNLABELED, _c(rng, (140, 175, 215)), "sky")
+    x = 0.0
+    while x < sc.W:
+        w = rng.uniform(8, 30)
+        top = road.horizon - rng.uniform(0.08, 0.35) * sc.H
+        if rng.random() < 0.3:
+            sc.ellipse(x + w / 2, top + 0.1 * sc.H, w * 0.6, 0.12 * sc.H, UNLABELED, _c(rng, (50, 100, 45)), "tree",
+                       dtemp=rng.normal(0, 0.03))
+        else:
+            sc.rect(x, top, x + w, road.horizon + 1, UNLABELED, _c(rng, (150, 140, 130), 25), "building",
+                    dtemp=rng.normal(0, 0.04))
+        x += w
+
+
+def _ground(rng, sc: _Scene, road: _Road) -> None:
+    """Sidewalk, road, the curbs ("curve") along both road edges, a speed bump, a guardrail."""
+    H = sc.H
+    d = np.clip((sc.yy - road.horizon) / (H - road.horizon), 0, 1)
+    ground = sc.yy >= road.horizon
+    left, right = road.vx - d * road.half, road.vx + d * road.half
+    sc.paint(ground, UNLABELED, _c(rng, (160, 155, 150)), "sidewalk")
+    sc.paint(ground & (sc.xx >= left) & (sc.xx <= right), UNLABELED, _c(rng, (90, 90, 95)), "road")
+    for edge in (left, right):  # a curb: a band along the road edge, widening with nearness
+        band = ground & (np.abs(sc.xx - edge) <= 1.0 + d * 5.0) & (d > 0.05)
+        sc.paint(band, CURVE, _c(rng, (200, 195, 185)), "curb")
+    if rng.random() < 0.35:  # a speed bump across the road, striped
+        t = rng.uniform(0.35, 0.9)
+        y = road.row(sc, t)
+        m = ground & (np.abs(sc.yy - y) <= 1.5 + t * 4.0) & (np.abs(sc.xx - road.vx) < t * road.half)
+        sc.paint(m, BUMP, (220, 200, 40), "bump")
+        sc.rgb[m & ((sc.xx // 4) % 2 == 0)] = (30, 30, 30)
+    if rng.random() < 0.4:  # a guardrail along one side
+        sgn = rng.choice([-1, 1])
+        rail_y = road.horizon + np.abs(sc.xx - road.vx) / (road.half * 1.15) * (H - road.horizon)
+        near = np.clip((rail_y - road.horizon) / (H - road.horizon), 0, 1)
+        m = ground & (d > 0.05) & (sc.yy <= rail_y) & (sc.yy >= rail_y - 2 - 0.08 * H * near)
+        sc.paint(m & ((sc.xx - road.vx) * sgn > 0), GUARDRAIL, _c(rng, (170, 170, 175)), "rail")
+
+
+def _car(rng, sc: _Scene, road: _Road, t: float, lights: list) -> None:
+    """A car from behind: body, cabin, rear window, warm wheels and exhaust, tail lights."""
+    y, s = road.row(sc, t), 0.15 + t
+    cx = road.vx + rng.uniform(-0.7, 0.7) * t * road.half
+    w, h = s * sc.W * 0.2, s * sc.W * 0.2 * 0.55
+    paint = _c(rng, [(200, 30, 30), (30, 60, 160), (220, 220, 220), (30, 30, 30), (120, 120, 125)][rng.integers(5)])
+    sc.rect(cx - w / 2, y - h, cx + w / 2, y, CAR, paint, "body", dtemp=rng.normal(0, 0.03))
+    sc.rect(cx - w * 0.35, y - h * 1.4, cx + w * 0.35, y - h, CAR, paint * 0.85, "body")
+    sc.rect(cx - w * 0.3, y - h * 1.3, cx + w * 0.3, y - h * 1.05, CAR, (60, 70, 90), "body", dtemp=-0.05)
+    sc.rect(cx - w / 2, y - h * 0.25, cx - w * 0.3, y, CAR, (20, 20, 20), "engine")  # wheels, warm
+    sc.rect(cx + w * 0.3, y - h * 0.25, cx + w / 2, y, CAR, (20, 20, 20), "engine")
+    sc.rect(cx - w * 0.25, y - h * 0.5, cx + w * 0.25, y - h * 0.3, CAR, paint * 0.9, "engine", dtemp=-0.08)
+    lights += [(cx - w * 0.4, y - h * 0.55, max(1.0, w * 0.08)), (cx + w * 0.4, y - h * 0.55, max(1.0, w * 0.08))]
+
+
+def _person(rng, sc: _Scene, road: _Road, t: float, lights: list) -> None:
+    """A pedestrian beside the road: body, head, legs."""
+    y, s = road.row(sc, t), 0.15 + t
+    cx = road.vx + rng.choice([-1, 1]) * t * road.half * rng.uniform(0.8, 1.4)
+    h = s * sc.H * 0.4
+    shirt = _c(rng, [(200, 40, 40), (40, 40, 60), (230, 230, 230), (60, 120, 60)][rng.integers(4)], 20)
+    sc.ellipse(cx, y - h * 0.55, h * 0.13, h * 0.3, PERSON, shirt, "person", dtemp=rng.normal(0, 0.03))
+    sc.ellipse(cx, y - h * 0.92, h * 0.08, h * 0.08, PERSON, _c(rng, (200, 160, 130)), "person", dtemp=0.05)
+    sc.rect(cx - h * 0.09, y - h * 0.3, cx + h * 0.09, y, PERSON, shirt * 0.5, "person", dtemp=-0.06)
+
+
+def _bike(rng, sc: _Scene, road: _Road, t: float, lights: list) -> None:
+    """A bicycle from the side (two rings and a bar), most with a rider (a person)."""
+    y, s = road.row(sc, t), 0.15 + t
+    cx = road.vx + rng.choice([-1, 1]) * t * road.half * rng.uniform(0.6, 1.1)
+    h = s * sc.H * 0.4
+    frame = _c(rng, (40, 40, 45), 15)
+    for dx in (-0.28, 0.28):
+        ring = (((sc.xx - cx - dx * h) / (h * 0.18)) ** 2 + ((sc.yy - y + h * 0.18) / (h * 0.18)) ** 2)
+        sc.paint((ring <= 1) & (ring >= 0.2), BIKE, frame, "bike")
+    sc.rect(cx - h * 0.28, y - h * 0.42, cx + h * 0.28, y - h * 0.28, BIKE, frame, "bike")
+    if rng.random() < 0.7:
+        sc.ellipse(cx, y - h * 0.68, h * 0.11, h * 0.24, PERSON, _c(rng, (60, 60, 70), 20), "person")
+        sc.ellipse(cx, y - h * 0.97, h * 0.08, h * 0.08, PERSON, _c(rng, (200, 160, 130)), "person", dtemp=0.05)
+
+
+def _cone(rng, sc: _Scene, road: _Road, t: float, lights: list) -> None:
+    """A traffic cone ("color_cone") on the road: orange, a white band."""
+    y, s = road.row(sc, t), 0.15 + t
+    cx = road.vx + rng.uniform(-0.9, 0.9) * t * road.half
+    h = max(5.0, s * sc.H * 0.16)
+    m = (sc.yy <= y) & (sc.yy >= y - h) & (np.abs(sc.xx - cx) <= (sc.yy - (y - h)) * 0.35 + 0.5)
+    sc.paint(m, CONE, (240, 110, 20), "cone")
+    sc.rgb[m & (np.abs(sc.yy - (y - h * 0.5)) < max(0.6, h * 0.1))] = (240, 240, 240)
+
+
+def _car_stop(rng, sc: _Scene, road: _Road, t: float, lights: list) -> None:
+    """A car stop: a low concrete block beside the road."""
+    y, s = road.row(sc, t), 0.15 + t
+    cx = road.vx + rng.choice([-1, 1]) * t * road.half * rng.uniform(1.05, 1.3)
+    w, h = s * sc.W * 0.14, max(4.0, s * sc.H * 0.1)
+    sc.rect(cx - w / 2, y - h, cx + w / 2, y, CAR_STOP, _c(rng, (190, 185, 120)), "stop")
+
+
+DRAW = {"car": _car, "person": _person, "bike": _bike, "cone": _cone, "stop": _car_stop}
 
 
 def _rgb(rng, sc: _Scene, night: bool, lights, lamps) -> np.ndarray:

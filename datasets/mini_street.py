@@ -46,9 +46,9 @@ PALETTE = {
     "sidewalk": (((174, 172, 168), .6), ((180, 152, 142), .2), ((150, 150, 148), .2)),
     "building": (((192, 172, 142), .25), ((150, 146, 140), .25), ((165, 96, 76), .15), ((216, 211, 200), .2),
                  ((116, 106, 96), .15)),
-    "wall": (((150, 150, 142), .6), ((190, 172, 134), .4)),
+    "wall": (((128, 136, 128), .6), ((178, 164, 116), .4)),
     "fence": (((126, 96, 66), .5), ((110, 116, 116), .5)),
-    "pole": (((122, 122, 120), .7), ((72, 76, 72), .3)),
+    "pole": (((160, 160, 156), .6), ((48, 58, 52), .4)),
     "traffic light": (((42, 42, 40), 1),),
     "traffic sign": (((230, 186, 26), .35), ((36, 82, 182), .35), ((202, 42, 42), .3)),
     "vegetation": (((66, 114, 42), .6), ((92, 130, 52), .4)),
@@ -80,15 +80,22 @@ CAMERAS = {
 # object counts (ranges are integers' [lo, hi)), probabilities; layouts (SYNTHIA): street / crossing / plaza.
 LAYOUTS = {
     "gta5": {"road": (4.5, 9.0), "walk": (1.5, 3.5), "open": 0.45, "storeys": (2, 6), "cars": (1, 6),
-             "parked": (0, 2), "persons": (0, 3), "riders": 0.3, "trucks": 0.35, "buses": 0.12, "poles": (1, 4),
-             "trees": (0, 3), "wall": 0.35, "fence": 0.35, "layouts": {"street": 1.0}},
+             "parked": (0, 2), "persons": (0, 3), "riders": 0.3, "verge": 0.2, "trucks": 0.35, "buses": 0.12, "poles": (1, 3),
+             "bikes": (0, 2), "trees": (0, 3), "wall": 0.35, "fence": 0.35, "layouts": {"street": 1.0}},
     "cityscapes": {"road": (3.2, 6.0), "walk": (2.5, 5.0), "open": 0.1, "storeys": (4, 8), "cars": (1, 4),
-                   "parked": (1, 6), "persons": (1, 8), "riders": 0.7, "trucks": 0.1, "buses": 0.08,
-                   "poles": (3, 7), "trees": (1, 5), "wall": 0.25, "fence": 0.3, "layouts": {"street": 1.0}},
+                   "parked": (1, 6), "persons": (1, 8), "riders": 0.7, "verge": 0.5, "trucks": 0.15, "buses": 0.15,
+                   "poles": (2, 5), "bikes": (0, 4), "trees": (1, 5), "wall": 0.5, "fence": 0.3, "layouts": {"street": 1.0}},
     "synthia": {"road": (4.0, 8.0), "walk": (3.0, 7.0), "open": 0.2, "storeys": (3, 10), "cars": (1, 6),
-                "parked": (0, 4), "persons": (4, 16), "riders": 0.5, "trucks": 0.0, "buses": 0.25, "poles": (2, 6),
-                "trees": (1, 5), "wall": 0.3, "fence": 0.3, "layouts": {"street": 0.5, "crossing": 0.35, "plaza": 0.15}},
+                "parked": (0, 4), "persons": (4, 16), "riders": 0.5, "verge": 0.2, "trucks": 0.0, "buses": 0.25, "poles": (1, 5),
+                "bikes": (0, 3), "trees": (1, 5), "wall": 0.3, "fence": 0.3, "layouts": {"street": 0.5, "crossing": 0.35, "plaza": 0.15}},
 }
+# Thin things are drawn thicker than life, alike in every domain: widths (m) of a pole, a sign (its diameter),
+# a traffic light's housing (2.4 x as high), a person's body, a rider's, a bicycle's and a motorcycle's frame
+# seen from behind (real: 0.15, 0.6, 0.35, 0.5, 0.5, 0.1, 0.25). The twins are 1/8 of the real images' width and
+# the DeepLab family trains at 1/16, where a real-sized pole, sign or pedestrian is 1-3 px wide, under one 8-px
+# cell of an output-stride-8 network: no run learns such a class (v2: IoU 0 on every seed).
+THICK = {"pole": 0.5, "traffic sign": 1.4, "traffic light": 0.9, "person": 0.9, "rider": 0.9, "bicycle": 0.8,
+         "motorcycle": 0.9}
 # Camera look (Cityscapes): relative amplitude of the fine (1 px), medium (3 px) and coarse (12 px) texture per class.
 TEXTURE = {"road": (.04, .03, .05), "sidewalk": (.04, .03, .04), "building": (.03, .04, .06), "wall": (.04, .04, .06),
            "fence": (.04, .04, .04), "pole": (.02, .02, .03), "traffic light": (.02, .02, .03),
@@ -247,7 +254,7 @@ class View:
         self.hc = rng.uniform(*rig["height"])
         self.hor = H * rng.uniform(*rig["horizon"])
         self.vx = W * (0.5 + rng.uniform(-1, 1) * rig["yaw"])
-        self.H = H
+        self.W, self.H = W, H
         self.z_near = self.f * self.hc / max(H - self.hor, 1.0)  # depth of the bottom row
         self.z_top = self.f * self.hc / -self.hor if self.hor < -0.5 else np.inf  # of the top row, looking down
 
@@ -262,6 +269,11 @@ class View:
         """A depth log-uniform between just below the frame and `far`."""
         lo = (near or 0.75 * self.z_near)
         return float(np.exp(rng.uniform(np.log(lo), np.log(max(min(far, self.z_top), lo * 1.5)))))
+
+    def in_frame(self, X):
+        """The nearest depth at which the lateral offset X is inside the frame (and not below it)."""
+        room = self.W - self.vx if X > 0 else self.vx
+        return max(self.f * abs(X) / max(room, 1.0), 0.75 * self.z_near)
 
 
 # ---------------------------------------------------------------------------------------
@@ -311,6 +323,8 @@ def _render(rng: np.random.Generator, W: int, H: int, domain: str) -> tuple[np.n
     for s in (-1, 1):
         if sides[s] == "open":
             cv.paint(ALL, below & (gX * s > R + S), open_ground, pick(rng, open_ground, 10))
+        if rng.random() < lay["verge"]:  # a grass verge between the kerb and the footway
+            cv.paint(ALL, below & (gX * s > R + 0.2) & (gX * s < R + S * 0.5), open_ground, pick(rng, open_ground, 10))
     road = below & (lat <= R) if R > 0 else np.zeros_like(below)
     if cross is not None:
         road |= below & (np.abs(gZ - cross[0]) <= cross[1])
@@ -438,13 +452,16 @@ def _barrier(rng, cv: Canvas, v: View, side, X, kind, gaps) -> None:
     if any(a < z1 and z0 < b for a, b in gaps):
         return
     Zc = _facade_cols(cv, v, side, X)[None, :]
-    height = rng.uniform(0.9, 2.2)
-    m = (Zc >= z0) & (Zc < z1) & (cv.yy >= v.hor - v.f * (height - v.hc) / Zc) & (cv.yy < v.hor + v.f * v.hc / Zc)
+    height = rng.uniform(0.9, 2.2) if kind == "fence" else rng.uniform(1.2, 2.8)
+    top = v.hor - v.f * (height - v.hc) / Zc
+    m = (Zc >= z0) & (Zc < z1) & (cv.yy >= top) & (cv.yy < v.hor + v.f * v.hc / Zc)
     color = pick(rng, kind)
     cv.paint(ALL, m, kind, color)
     if kind == "fence":  # posts and slats
-        slats = m & ((Zc * 3.0) % 1.0 < 0.35)
-        cv.color[slats] *= 0.65
+        cv.color[m & ((Zc * 3.0) % 1.0 < 0.35)] *= 0.65
+    else:  # a light coping along the top, joints between the panels
+        cv.color[m & (cv.yy < top + v.f * 0.2 / Zc)] *= 1.2
+        cv.color[m & ((Zc / 2.5) % 1.0 < 0.06)] *= 0.75
 
 
 def _objects(rng, v: View, lay, layout, R, S, cross) -> list[tuple[str, float, float]]:
@@ -464,12 +481,17 @@ def _objects(rng, v: View, lay, layout, R, S, cross) -> list[tuple[str, float, f
             X = rng.uniform(-R - S, R + S)
         else:
             X = rng.choice([-1, 1]) * (R + rng.uniform(0.3, max(S - 0.3, 0.6)))
-        objs.append(("person", v.depth(rng, 45), X))
+        objs.append(("person", v.depth(rng, 45, v.in_frame(X)), X))
     n_riders = int(rng.random() < lay["riders"]) + int(rng.random() < lay["riders"] / 2)
     for _ in range(n_riders):
-        objs.append(("rider", v.depth(rng, 45), rng.choice([-1, 1]) * max(R - 0.9, 0.5) + rng.normal(0, 0.2)))
+        X = rng.choice([-1, 1]) * max(R - 0.9, 0.5) + rng.normal(0, 0.2)
+        objs.append(("rider", v.depth(rng, 45, v.in_frame(X)), X))
     for _ in range(rng.integers(*lay["poles"])):
-        objs.append(("pole", v.depth(rng, 60), rng.choice([-1, 1]) * (R + 0.35)))
+        X = rng.choice([-1, 1]) * (R + 0.35)
+        objs.append(("pole", v.depth(rng, 35, v.in_frame(X)), X))
+    for _ in range(rng.integers(*lay["bikes"])):  # parked along the kerb, seen from the side
+        X = rng.choice([-1, 1]) * (R + min(0.6, S / 2))
+        objs.append(("bicycle" if rng.random() < 0.5 else "motorcycle", v.depth(rng, 30, v.in_frame(X)), X))
     for _ in range(rng.integers(*lay["trees"])):
         objs.append(("tree", v.depth(rng, 60), rng.choice([-1, 1]) * (R + S * rng.uniform(0.55, 0.85))))
     if cross is not None:
@@ -549,63 +571,76 @@ def _vehicle(rng, cv: Canvas, v: View, X, Z, domain, sun, kind="car") -> None:
 
 
 def _person(rng, cv: Canvas, v: View, X, Z, domain, sun, name="person", ride=False) -> None:
-    """A pedestrian (legs apart or together) or, with ride, a person sitting on a bike (legs on the pedals)."""
+    """A pedestrian (legs apart or together) or, with ride, a person sitting on a bike (legs on the pedals);
+    widths are THICK's."""
     s = v.f / Z
-    hp = rng.uniform(1.55, 1.9)
+    w = s * THICK[name]
+    hp = rng.uniform(1.6, 2.0)
     cx, yb = v.x(X, Z), v.y(Z)
     top, legs = pick(rng, name, 18), np.clip(np.asarray(TROUSERS, np.float32) + rng.normal(0, 12, 3), 0, 255)
     if ride:
-        cv.rect(cx - s * 0.12, yb - s * 0.95, cx + s * 0.12, yb - s * 0.3, name, legs)
+        cv.rect(cx - w * 0.25, yb - s * 0.95, cx + w * 0.25, yb - s * 0.3, name, legs)
     else:
-        gap = s * rng.uniform(0.0, 0.12)
-        cv.rect(cx - s * 0.2 - gap / 2, yb - s * 0.88, cx - gap / 2, yb, name, legs)
-        cv.rect(cx + gap / 2, yb - s * 0.88, cx + s * 0.2 + gap / 2, yb, name, legs)
-    t0, t1 = 0.85, hp - 0.22
-    cv.ellipse(cx, yb - s * (t0 + t1) / 2, s * 0.24, s * ((t1 - t0) / 2 + 0.05), name, top)
+        gap = w * rng.uniform(0.0, 0.25)
+        cv.rect(cx - w * 0.42 - gap / 2, yb - s * 0.88, cx - gap / 2, yb, name, legs)
+        cv.rect(cx + gap / 2, yb - s * 0.88, cx + w * 0.42 + gap / 2, yb, name, legs)
+    t0, t1 = 0.85, hp - 0.25
+    cv.ellipse(cx, yb - s * (t0 + t1) / 2, w * 0.5, s * ((t1 - t0) / 2 + 0.05), name, top)
     head = (30, 30, 34) if ride and rng.random() < 0.6 else SKIN  # a helmet
-    cv.ellipse(cx, yb - s * (hp - 0.12), s * 0.11, s * 0.12, name,
+    cv.ellipse(cx, yb - s * (hp - 0.14), w * 0.22, s * 0.15, name,
                np.clip(np.asarray(head, np.float32) + rng.normal(0, 12, 3), 0, 255))
 
 
 def _rider(rng, cv: Canvas, v: View, X, Z, domain, sun) -> None:
-    s = v.f / Z
+    """A person on a bicycle or motorcycle, seen from the side or from behind."""
     bike = "bicycle" if rng.random() < 0.65 else "motorcycle"
-    color = pick(rng, bike)
-    cx, yb = v.x(X, Z), v.y(Z)
-    if rng.random() < 0.4:  # crossing: side view, two wheels
-        r = s * (0.34 if bike == "bicycle" else 0.32)
-        for dx in (-0.55, 0.55):
-            cv.ellipse(cx + dx * s, yb - r, r, r, bike, color if bike == "bicycle" else TYRE,
-                       hole=0.75 if bike == "bicycle" else 0.0)
-        cv.rect(cx - s * 0.5, yb - r * 1.9, cx + s * 0.5, yb - r * 1.6, bike, color)
-        if bike == "motorcycle":
-            cv.ellipse(cx, yb - r * 1.5, s * 0.5, r * 0.6, bike, color)
-    else:  # seen from behind: one thin wheel, the frame above it
-        cv.rect(cx - s * (0.04 if bike == "bicycle" else 0.1), yb - s * 0.68, cx + s * (0.04 if bike == "bicycle" else 0.1),
-                yb, bike, TYRE)
-        cv.rect(cx - s * 0.25, yb - s * 0.95, cx + s * 0.25, yb - s * 0.65, bike, color)
+    _two_wheeler(rng, cv, v, X, Z, bike, side_view=rng.random() < 0.5)
     _person(rng, cv, v, X, Z, domain, sun, name="rider", ride=True)
 
 
+def _two_wheeler(rng, cv: Canvas, v: View, X, Z, bike: str, side_view: bool) -> None:
+    """A bicycle or motorcycle seen from the side (two wheels, the frame between) or from behind (one wheel,
+    the frame and handlebar above it); widths are THICK's."""
+    s = v.f / Z
+    w = s * THICK[bike]
+    color = pick(rng, bike)
+    cx, yb = v.x(X, Z), v.y(Z)
+    if side_view:
+        r = s * (0.42 if bike == "bicycle" else 0.38)
+        for dx in (-0.62, 0.62):
+            cv.ellipse(cx + dx * s, yb - r, r, r, bike, color if bike == "bicycle" else TYRE,
+                       hole=0.3 if bike == "bicycle" else 0.0)
+        cv.rect(cx - s * 0.6, yb - r - w * 0.25, cx + s * 0.6, yb - r + w * 0.05, bike, color)
+        cv.rect(cx - w * 0.1, yb - s * 1.0, cx + w * 0.1, yb - r, bike, color)
+        if bike == "motorcycle":
+            cv.ellipse(cx, yb - r * 1.5, s * 0.55, r * 0.7, bike, color)
+    else:
+        cv.rect(cx - w * 0.2, yb - s * 0.68, cx + w * 0.2, yb, bike, TYRE)
+        cv.rect(cx - w * 0.5, yb - s * 1.0, cx + w * 0.5, yb - s * 0.6, bike, color)
+
+
 def _pole(rng, cv: Canvas, v: View, X, Z, domain, sun) -> None:
+    """A pole with a sign, a traffic light, both or neither; sizes are THICK's."""
     s = v.f / Z
     cx, yb = v.x(X, Z), v.y(Z)
     h = rng.uniform(3.5, 7.5)
-    cv.rect(cx - s * 0.07, yb - s * h, cx + s * 0.07, yb, "pole", pick(rng, "pole"))
-    kind = rng.choice(["sign", "light", "both", "bare"], p=[0.4, 0.3, 0.15, 0.15])
+    pw = s * THICK["pole"] / 2
+    cv.rect(cx - pw, yb - s * h, cx + pw, yb, "pole", pick(rng, "pole"))
+    kind = rng.choice(["sign", "light", "both", "bare"], p=[0.35, 0.35, 0.2, 0.1])
     if kind in ("sign", "both"):
-        hs, r = rng.uniform(2.0, 2.8), 0.32
+        r = THICK["traffic sign"] / 2
+        hs = rng.uniform(1.9, 2.6) + r
         color = pick(rng, "traffic sign", 10)
         if rng.random() < 0.5:
             cv.ellipse(cx, yb - s * hs, s * r, s * r, "traffic sign", color)
         else:
             cv.rect(cx - s * r, yb - s * (hs + r), cx + s * r, yb - s * (hs - r), "traffic sign", color)
     if kind in ("light", "both"):
-        lw, lh = 0.18, 0.45 * 1.0
+        lw, lh = THICK["traffic light"] / 2, THICK["traffic light"] * 2.4
         y0 = yb - s * h
-        cv.rect(cx - s * lw, y0 - s * lh * 2, cx + s * lw, y0, "traffic light", pick(rng, "traffic light"))
+        cv.rect(cx - s * lw, y0 - s * lh, cx + s * lw, y0, "traffic light", pick(rng, "traffic light"))
         lamp = [(222, 40, 30), (236, 170, 30), (40, 210, 80)][rng.integers(3)]
-        cv.ellipse(cx, y0 - s * lh * rng.choice([0.4, 1.0, 1.6]), s * lw * 0.6, s * lw * 0.6, "traffic light", lamp)
+        cv.ellipse(cx, y0 - s * lh * rng.choice([0.2, 0.5, 0.8]), s * lw * 0.6, s * lw * 0.6, "traffic light", lamp)
 
 
 def _tree(rng, cv: Canvas, v: View, X, Z, domain, sun) -> None:
@@ -617,7 +652,9 @@ def _tree(rng, cv: Canvas, v: View, X, Z, domain, sun) -> None:
 
 
 DRAW = {"car": _vehicle, "truck": lambda *a: _vehicle(*a, kind="truck"), "bus": lambda *a: _vehicle(*a, kind="bus"),
-        "person": _person, "rider": _rider, "pole": _pole, "tree": _tree}
+        "person": _person, "rider": _rider, "pole": _pole, "tree": _tree,
+        "bicycle": lambda rng, cv, v, X, Z, *a: _two_wheeler(rng, cv, v, X, Z, "bicycle", side_view=True),
+        "motorcycle": lambda rng, cv, v, X, Z, *a: _two_wheeler(rng, cv, v, X, Z, "motorcycle", side_view=True)}
 
 
 # ---------------------------------------------------------------------------------------

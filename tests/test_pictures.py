@@ -9,6 +9,7 @@ from torchvision.io import decode_png
 from udalab.analysis import store
 from udalab.analysis.report import build_report
 from udalab.analysis.report_spec import ReportSpec
+from udalab.datasets import mini
 from udalab.datasets.labels import IGNORE_COLOR, IGNORE_INDEX, PALETTE, colorize
 from udalab.methods.engine import pictures
 
@@ -156,7 +157,9 @@ def test_each_report_records_what_the_result_depends_on(tmp_path, mini_data):
                                         "eval_every": 2})
     last = reports[-1]
     assert last["provenance.udalab"].startswith("0.1.0 (") and "CUDA" in last["provenance.torch"]
-    assert "source GTA5 gta5-v2:" in last["provenance.data"] and "target_val Cityscapes cityscapes-v2:" in last["provenance.data"]
+    v = mini.VERSIONS
+    assert f"source GTA5 gta5-v{v['gta5']}:" in last["provenance.data"]
+    assert f"target_val Cityscapes cityscapes-v{v['cityscapes']}:" in last["provenance.data"]
     rows = [store.trial_row(f"t{s}", "TERMINATED", {"method": "source_only", "seed": s},
                             {**last, "provenance.device": dev}) for s, dev in ((0, "cpu A"), (1, "cpu B"))]
     df = store.trials_frame(rows)
