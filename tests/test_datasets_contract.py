@@ -196,7 +196,7 @@ def test_mfnet_modalities_differ_as_designed(cache):
     assert stats["mfnet_rgb_night"]["mean"] < 0.5 * stats["mfnet_rgb_day"]["mean"]
     for view in ("mfnet_thermal_day", "mfnet_thermal_night"):
         assert stats[view]["person"] > stats[view]["sky"] + 100
-    assert stats["mfnet_thermal_night"]["road_like"] < stats["mfnet_thermal_day"]["road_like"] - 30
+    assert stats["mfnet_thermal_night"]["road_like"] < stats["mfnet_thermal_day"]["road_like"] - 20   # curbs: colder at night
 
 
 def test_mfnet_pseudo_labels_round_trip(tmp_path):
