@@ -245,7 +245,7 @@ def test_dacs_loops_report_contract_metrics(method, extra, mini_data):
     reports = run_local(method, {"method": method, **SMOKE, **extra})
     last = reports[-1]
     assert last["done"] is True and last["iteration"] == 4
-    assert "iou.road" in last
+    assert "iou.road" in last and last["provenance.weights"] == "mit_b0: none (random init)"
     assert all(math.isfinite(v) for k, v in last.items() if k.startswith("loss."))
     assert ("loss.mix" in last) == extra.get("self_training", True)
 
