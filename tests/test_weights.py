@@ -234,6 +234,24 @@ def test_train_on_the_command_line_exits_naming_the_weights(tmp_path):
     assert "mit_b5.pth" in proc.stderr and "nvidia/mit-b5" in proc.stderr and proc.stdout == ""
 
 
+def test_a_study_without_its_weights_stops_before_ray_starts(places, tmp_path):
+    """The study runner's bad-input checks run the same weights check: a paper-preset study whose
+    backbone has no file here stops naming it, before Ray starts or the results folder is made."""
+    import ray
+
+    from udalab.studies.run import command
+    from udalab.studies.study import Study
+
+    study = Study(name="w", method="daformer")
+    for runner in ([], ["--local"]):
+        args = command.build_parser(study).parse_args(["--preset", "paper", "--results", str(tmp_path / "r"),
+                                                       *runner])
+        with pytest.raises(SystemExit, match=r"(?s)w: daformer at preset 'paper': no ImageNet weights of mit_b5.*"
+                                             r"mit_b5\.pth.*no trial was started"):
+            command.run_study(study, args)
+    assert not (tmp_path / "r").exists() and not ray.is_initialized()
+
+
 def test_provenance_names_each_backbones_file_and_checksum(places):
     from udalab.methods.engine.artifacts import config_hash
     from udalab.methods.nets.standin import artifact_config, parse_spec
