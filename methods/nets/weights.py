@@ -58,6 +58,8 @@ BACKBONES = RESNETS + MITS
 # there means random init said in the log (and in provenance.weights), not an error.
 SMALL_PRESETS = ("mini", "smoke")
 MODEL_FILES = ("model.safetensors", "pytorch_model.bin")    # inside a model folder, the first present
+# Where cluster.yaml stages the bucket's weights/ on every node (its $UDALAB_WEIGHTS and $TORCH_HOME there).
+CLUSTER_STAGING = "/weights"
 
 
 class WeightsError(ConfigError):
@@ -85,7 +87,8 @@ def locations() -> list[Location]:
         import huggingface_hub  # noqa: F401
     except ImportError:
         hf_note = "not searched: huggingface_hub is not installed"
-    return [Location("$UDALAB_WEIGHTS", Path(env) if env else None, "" if env else "not set"),
+    unset = f"not set; a node of cluster.yaml sets it to its copy of the bucket's weights, {CLUSTER_STAGING}"
+    return [Location("$UDALAB_WEIGHTS", Path(env) if env else None, "" if env else unset),
             Location("torch hub cache", Path(torch.hub.get_dir()) / "checkpoints"),
             Location("Hugging Face cache", None if hf_note else hf_cache(), hf_note)]
 
