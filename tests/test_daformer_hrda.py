@@ -41,7 +41,7 @@ def test_mit_matches_hugging_face_segformer_with_converted_weights():
     torch.manual_seed(0)
     hf = transformers.SegformerModel(cfg).eval()
     ours = MiT("b0", drop_path_rate=0.0).eval()
-    missing, unexpected = ours.load_state_dict(convert_mit_state(hf.state_dict()), strict=True), None
+    ours.load_state_dict(convert_mit_state(hf.state_dict()), strict=True)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         ref = hf(x, output_hidden_states=True).hidden_states
