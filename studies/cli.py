@@ -1,5 +1,5 @@
 """The `udalab` command: run, list and report studies, train one method loop, score predictions,
-and the dataset tools (`udalab data ...`)."""
+the dataset tools (`udalab data ...`) and the weights check (`udalab weights check`)."""
 from __future__ import annotations
 
 import argparse
@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_report.add_argument("--to", default=str(REPORTS_CACHE),
                           help=f"with --open: the local folder (default {REPORTS_CACHE}/<bucket>/<prefix>/)")
 
+    p_weights = sub.add_parser("weights", help="the backbones' ImageNet weights: udalab weights check [--backbones ...]")
+    p_weights.add_argument("action", choices=["check"], help="check: list what is found where, and what is missing "
+                                                             "(exit status 1 when a paper preset's backbone is)")
+    p_weights.add_argument("--backbones", nargs="+", default=None, metavar="NAME",
+                           help="resnet18 … resnet152, mit_b0 … mit_b5 (default: every backbone a method uses)")
+
     p_eval = sub.add_parser("eval", help="score saved prediction PNGs like cityscapesScripts")
     from udalab.analysis.score_predictions import add_eval_arguments
 
@@ -100,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     commands = {"studies": _studies, "methods": _methods, "train": _train, "report": _report, "data": _data,
-                "eval": _eval}
+                "eval": _eval, "weights": _weights}
     return commands[args.command](args) or 0
 
 
@@ -144,6 +150,17 @@ def _train(args) -> int:
     for r in reports:
         print(json.dumps({k: v for k, v in r.items() if not k.startswith("iou.")}))
     return 0
+
+
+def _weights(args) -> int:
+    from udalab.methods.engine.registry import backbones_used
+    from udalab.methods.nets.weights import WeightsError, check
+
+    try:
+        return check(args.backbones, backbones_used())
+    except WeightsError as e:        # an unknown backbone name
+        print(f"udalab weights: {e}", file=sys.stderr)
+        return 2
 
 
 def _data(args) -> int:

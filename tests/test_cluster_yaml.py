@@ -134,6 +134,27 @@ def test_the_readme_runs_the_study_with_the_pinned_python_of_every_node():
     assert SETUP.index(check) > SETUP.index(next(c for c in SETUP if "constraints.txt" in c))
 
 
+def test_every_node_finds_the_weights_staged_as_docs_cluster_md_lays_them_out(tmp_path, monkeypatch):
+    """The bucket's weights/ is synced to the folder that the nodes' $UDALAB_WEIGHTS and $TORCH_HOME
+    name; mit_b5.pth at its top and torchvision's files under hub/checkpoints/ are what a run loads."""
+    from udalab.methods.nets import weights
+
+    staging = weights.CLUSTER_STAGING
+    assert f"aws s3 sync s3://YOUR-BUCKET/weights {staging} --only-show-errors" in SETUP
+    env = next(c for c in SETUP if "> ~/.udalab_env" in c)
+    assert f"'export UDALAB_WEIGHTS={staging}' 'export TORCH_HOME={staging}'" in env
+    monkeypatch.setenv("UDALAB_WEIGHTS", str(tmp_path))      # the node's folder, here
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    for name in ("mit_b5.pth", "hub/checkpoints/resnet101-cd907fc2.pth", "hub/checkpoints/resnet50-11ad3fa6.pth"):
+        (tmp_path / name).write_bytes(b"")
+    assert [(f.location, f.name) for f in weights.find("mit_b5")] == [("$UDALAB_WEIGHTS", "mit_b5.pth")]
+    for b, file in (("resnet101", "resnet101-cd907fc2.pth"), ("resnet50", "resnet50-11ad3fa6.pth")):
+        assert [(f.location, f.name) for f in weights.find(b)] == [("torch hub cache", file)]
+    monkeypatch.delenv("UDALAB_WEIGHTS")
+    assert staging in weights.locations()[0].note
+
+
 def test_ray_up_ships_the_checkout_without_results_venvs_caches_or_records_data(tmp_path):
     from ray.autoscaler._private.command_runner import SSHCommandRunner
 

@@ -41,7 +41,7 @@ def test_mit_matches_hugging_face_segformer_with_converted_weights():
     torch.manual_seed(0)
     hf = transformers.SegformerModel(cfg).eval()
     ours = MiT("b0", drop_path_rate=0.0).eval()
-    missing, unexpected = ours.load_state_dict(convert_mit_state(hf.state_dict()), strict=True), None
+    ours.load_state_dict(convert_mit_state(hf.state_dict()), strict=True)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         ref = hf(x, output_hidden_states=True).hidden_states
@@ -252,7 +252,7 @@ def test_dacs_loops_report_contract_metrics(method, extra, mini_data):
     reports = run_local(method, {"method": method, **SMOKE, **extra})
     last = reports[-1]
     assert last["done"] is True and last["iteration"] == 4
-    assert "iou.road" in last
+    assert "iou.road" in last and last["provenance.weights"] == "mit_b0: none (random init)"
     assert all(math.isfinite(v) for k, v in last.items() if k.startswith("loss."))
     assert ("loss.mix" in last) == extra.get("self_training", True)
 

@@ -30,6 +30,7 @@ def test_method_reports_contract_metrics(method, mini_data):
     # the held-out split is scored at the end of each stage (IntraDA: inter at 4, intra at 6), not before
     assert [r["iteration"] for r in reports if "test.miou" in r] == ([4, 6] if method == "intrada" else [4])
     assert "test.iou.road" in last and 0 < last["test.miou"] < 100
+    assert last["provenance.weights"] == "resnet18: none (random init)"     # the smoke preset's backbone
     assert all(math.isfinite(v) for k, v in last.items() if k.startswith("loss."))
     if method in ("advent", "adaptsegnet"):
         assert {"loss.adv_main", "loss.d_src", "loss.d_tgt"} <= set(last)

@@ -52,6 +52,19 @@ class HParams:
         """What `build_uda_data` needs beyond the config's datasets: source_size, target_size[, crop, flip]."""
         return {"source_size": getattr(self, "source_size"), "target_size": getattr(self, "target_size")}
 
+    def pretrained_backbones(self) -> list[tuple[str, str]]:
+        """(backbone, pretrained) of the backbones the run builds, e.g. [("resnet101", "imagenet")]: checked
+        before the run starts and recorded in its provenance (methods/nets/weights.py). Every method names
+        them alike: `pretrained` with `backbone_depth` (a ResNet: the DeepLab-v2 family, MML, MS-UDA, the
+        multi-decoder U-Net; each of their encoders) or with `backbone` (a MiT: DAFormer and HRDA, whose
+        feature distance loads the same weights); a method built otherwise says so here."""
+        pretrained = getattr(self, "pretrained", None)
+        if pretrained is None:
+            return []
+        if hasattr(self, "backbone_depth"):
+            return [(f"resnet{self.backbone_depth}", pretrained)]
+        return [(self.backbone, pretrained)] if hasattr(self, "backbone") else []
+
     # What `udalab preflight` (studies/run/preflight.py) runs instead of the paper's schedule and sizes.
     # Each part adds its own fields, calling super() first.
 
@@ -85,6 +98,11 @@ def fields_of(cls: type, values: dict) -> dict:
     return {k: v for k, v in values.items() if k in names}
 
 
+def preset_of(config: dict) -> str:
+    """The preset a run config names ("mini" unless it names one)."""
+    return config.get("preset", "mini")
+
+
 def make_hparams(cls: type, config: dict, presets: dict[str, dict] | None = None, method: str | None = None):
     """Build a method's hyperparameter dataclass: paper defaults < presets[preset] < config.
 
@@ -93,7 +111,7 @@ def make_hparams(cls: type, config: dict, presets: dict[str, dict] | None = None
     must be a field.
     """
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    preset = config.get("preset", "mini")
+    preset = preset_of(config)
     presets = presets or {}
     if preset != "paper" and preset not in presets:
         raise ConfigError(f"preset={preset!r} is not known for {cls.__name__}; use 'paper' or one of "

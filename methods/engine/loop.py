@@ -218,7 +218,8 @@ def fit(run: Run, step: Step, *, stage: str, iterations: int, eval_every: int, l
     streams = {name: batches(s.dataset, run.per_rank(s.batch_size), seed=run.seed, stream=s.id, start=start,
                              rank=run.rank, world=run.world, device=run.device, sampler=s.sampler)
                for name, s in step.streams().items()}
-    prov = {**provenance.software(), **provenance.data_provenance(step.data)}   # what the result depends on
+    # what the result depends on: software, data, the backbones' weights
+    prov = {**provenance.software(), **provenance.data_provenance(step.data), **run.provenance}
     for net in step.networks:
         net.train()
     clock = run.clock

@@ -10,6 +10,9 @@
     provenance.data      each dataset of the run: its class, folder name (mini twins: <name>-v<version>),
                          number of files, a checksum of its sorted relative file list and one of the
                          bytes of 16 of its files
+    provenance.weights   each backbone's initialisation: the weights file and the first 12 hex of its
+                         sha256, "standin <config hash>" or "none (random init)" (methods/nets/weights.py;
+                         the run passes it to Run.start)
 
 Results from different nodes, days and machines compare only when these agree; the trials table
 keeps them as columns and the report lists the values its trials ran with.

@@ -9,9 +9,10 @@ A method is one file in methods/ that registers its algorithm:
                    eval_every=hp.eval_every)
 
 and the engine does the rest: `train_loop(config)` (what Ray Train's TorchTrainer runs on every
-worker, and `run_local` in this process) starts the run, builds the hyperparameters (paper defaults
-< preset < config, strict: a key the method does not read is refused), opens the data and calls the
-algorithm, which returns its last Step. `trained(hp, num_classes, state) -> Prediction` rebuilds
+worker, and `run_local` in this process) builds the hyperparameters (paper defaults < preset <
+config, strict: a key the method does not read is refused), refuses a run whose backbone lacks its
+weights (methods/nets/weights.py), starts the run, opens the data and calls the algorithm, which
+returns its last Step. `trained(hp, num_classes, state) -> Prediction` rebuilds
 the trained model from a checkpoint's state the way the method evaluates it (`load_trained`).
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from udalab.core import layout
-from udalab.methods.engine.config import RUN_KEYS, HParams, make_hparams
+from udalab.methods.engine.config import RUN_KEYS, HParams, make_hparams, preset_of
 from udalab.methods.engine.evaluate import Prediction
 from udalab.methods.engine.run import LocalSession, RaySession, Run
 from udalab.methods.engine.uda_data import UDAData, build_uda_data
@@ -90,13 +91,35 @@ def list_methods() -> list[str]:
 
 def check_config(config: dict, data: bool = False) -> HParams:
     """The hyperparameters `config` gives its method (config["method"]); a bad name or value raises
-    the ConfigError the trial itself would raise. data=True: also the method's checks against the
+    the ConfigError the trial itself would raise. data=True: also the files the run reads: its
+    backbones' weights (the WeightsError the trial would raise) and the method's checks against the
     data it names (the datasets' file lists are read; the mini twins are made if missing)."""
     method = get_method(config["method"])
     hp = method.hparams(config)
-    if data and method.check_data is not None:
-        method.check_data(hp, config)
+    if data:
+        require_weights(method, hp, config)
+        if method.check_data is not None:
+            method.check_data(hp, config)
     return hp
+
+
+def require_weights(method: Method, hp: HParams, config: dict) -> None:
+    """Refuse a run whose backbone has no weights here (a paper-scale preset without its ImageNet file, a
+    pretrained=<path> that does not exist): a WeightsError naming the files and where to get them."""
+    from udalab.methods.nets.weights import require_weights as require   # nets import the engine: on use
+
+    require(hp.pretrained_backbones(), preset_of(config), method.name)
+
+
+def backbones_used(presets: tuple[str, ...] = ("paper", "mini")) -> dict[str, list[tuple[str, str, str]]]:
+    """{backbone: [(method, preset, pretrained), ...]} of every method at each of `presets` it has."""
+    out: dict[str, list[tuple[str, str, str]]] = {}
+    for name in list_methods():
+        method = METHODS[name]
+        for preset in (p for p in presets if p == "paper" or p in method.presets):
+            for backbone, pretrained in method.hparams({"preset": preset}).pretrained_backbones():
+                out.setdefault(backbone, []).append((name, preset, pretrained))
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -107,9 +130,13 @@ def train_loop(config: dict, session=None):
     """Run the method config["method"] names, as one worker of a run: what Ray Train's TorchTrainer
     calls on every worker (session None: Ray Train's) and `run_local` in this process. Returns the
     method's last Step."""
+    from udalab.methods.nets.weights import weights_provenance
+
     method = get_method(config["method"])
     hp = method.hparams(config)
-    run = Run.start(config, session if session is not None else RaySession(), hp.total_iterations)
+    require_weights(method, hp, config)     # within seconds: before the session, the data or a network
+    run = Run.start(config, session if session is not None else RaySession(), hp.total_iterations,
+                    provenance=weights_provenance(hp.pretrained_backbones()))
     data = method.data(config, hp)
     return method.algorithm(run, hp, data)
 

@@ -178,8 +178,9 @@ class RaySession:
 class Run:
     """What a method needs from the outside world: device, rank, the checkpoint, reporting."""
 
-    def __init__(self, config: dict, session, total_iterations: int | None = None):
+    def __init__(self, config: dict, session, total_iterations: int | None = None, provenance: dict | None = None):
         self.config, self.session = config, session
+        self.provenance = dict(provenance or {})   # what the result depends on beyond software and data (weights)
         self.seed = int(config.get("seed", 0))
         self.rank, self.world, self.device = session.rank, session.world, session.device
         self.total_iterations = total_iterations
@@ -194,9 +195,10 @@ class Run:
         self.setup_from = self._t0            # setup runs from here to a stage's first iteration
 
     @classmethod
-    def start(cls, config: dict, session, total_iterations: int | None = None) -> "Run":
+    def start(cls, config: dict, session, total_iterations: int | None = None, provenance: dict | None = None
+              ) -> "Run":
         """Seed the RNGs by the config's seed and read the checkpoint to resume from, if any."""
-        run = cls(config, session, total_iterations)
+        run = cls(config, session, total_iterations, provenance)
         seed_everything(run.seed)
         saved = session.read_checkpoint()
         if saved is not None:

@@ -9,7 +9,7 @@ Written for speed rather than taken from Hugging Face transformers (benchmarks/h
 both): attention is one `scaled_dot_product_attention` call (flash / memory-efficient kernels),
 q and kv are single matmuls, tokens stay in (B, N, C) between the stages' norms, and the patch /
 depthwise convolutions run channels-last. `convert_mit_state` maps the release checkpoints' key
-names (mmseg's mit_bX.pth, Hugging Face's nvidia/mit-bX) to ours; methods/nets/backbones.py loads them.
+names (mmseg's mit_bX.pth, Hugging Face's nvidia/mit-bX) to ours; methods/nets/weights.py finds and reads them.
 """
 from __future__ import annotations
 
@@ -134,7 +134,7 @@ class MiT(nn.Module):
         self.variant = variant
         depths, dims = MIT_DEPTHS[variant], MIT_DIMS[variant]
         self.dims = dims
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # a list, also under a meta device
         stages, cin, k = [], in_channels, 0
         for i in range(4):
             stages.append(Stage(cin, dims[i], depths[i], MIT_HEADS[i], MIT_SR[i], i == 0, rates[k:k + depths[i]]))
@@ -216,10 +216,12 @@ def _from_hf(state: dict) -> dict:
 
 
 def convert_mit_state(state: dict) -> dict:
-    """A MiT ImageNet checkpoint in either published naming, as this module's state dict."""
+    """A MiT ImageNet checkpoint in either published naming, or in this module's own, as this module's state dict."""
     state = state.get("state_dict", state.get("model", state))
     if any(k.startswith(("segformer.", "encoder.", "patch_embeddings.")) or ".patch_embeddings." in k for k in state):
         return _from_hf(state)
+    if any(k.startswith("stages.0.patch_embed.") for k in state):   # saved from this module (or a stand-in)
+        return dict(state)
     out = {}
     for k, v in state.items():
         new = _from_mmseg(k.removeprefix("backbone."))
