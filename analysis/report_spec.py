@@ -60,6 +60,9 @@ class ReportSpec:
                   metric-against-parameter panels and named beside the best trial's
     schedule:     a searched weight schedule (Schedule: δ's start, end, shape) drawn for the best trials
                   beside the paper's
+    pairs:        ((row, its baseline row), ...): grid rows (dicts of their hyperparameters) measured
+                  against their own baseline on the same seed, a paired-Δ table each; a study fills it
+                  from its `paired` declaration (studies.study.Study.baseline_pairs)
     name:         function(trial row dict) -> the configuration's name as the paper gives it ("+ RCS",
                   "LR 0.5"), used for it in every table, bar, legend and axis; default: the `columns`
                   values ("L_att ✓, L_KL ✗") when `columns` is set, else the varying values (name=value).
@@ -85,6 +88,7 @@ class ReportSpec:
     name: Callable[[dict], str] | None = None
     paper: dict = dataclasses.field(default_factory=dict)
     schedule: Any = None
+    pairs: tuple = ()
 
     def derived_columns(self) -> dict[str, Callable[[dict], Any]]:
         """`derived`, then the configuration name (tables.NAME_COLUMN) computed from them."""

@@ -45,7 +45,8 @@ from udalab.analysis import store
 from udalab.analysis import tables as T
 from udalab.analysis.reference import reference, reference_info
 from udalab.analysis.report_spec import ReportSpec
-from udalab.analysis.tables import aggregate, is_missing
+from udalab.analysis.paired import paired
+from udalab.analysis.tables import aggregate, is_missing, values_equal
 
 __all__ = ["ReportData", "report_data", "is_search", "Section", "Plot", "report_sections", "files_section",
            "header_section", "reproduction_section", "search_section", "metric_section", "results_section",
@@ -482,6 +483,50 @@ def results_section(d: ReportData) -> Section:
     return Section("Results per configuration", [table.to_html("main"), _sources(table)], {"results": table})
 
 
+def _pair_labels(df: pd.DataFrame, spec: ReportSpec) -> pd.DataFrame:
+    """The trials of the pairs' rows, each labelled with its row's name and its baseline's: a trial is
+    a row's when it has that row's value (or none) of every key any paired row sets."""
+    rows = list({repr(sorted(r.items())): r for pair in spec.pairs for r in pair}.values())
+    keys = sorted({k for r in rows for k in r})
+    name = spec.name or (lambda r: ", ".join(f"{k}={T.fmt_value(v)}" for k, v in sorted(r.items())))
+
+    def same(a, b) -> bool:
+        return (is_missing(a) and is_missing(b)) or (not is_missing(a) and not is_missing(b) and values_equal(a, b))
+
+    def row_of(trial: dict) -> dict | None:
+        return next((r for r in rows if all(same(trial.get(k), r.get(k)) for k in keys)), None)
+
+    base_of = {repr(sorted(r.items())): name(b) for r, b in spec.pairs}
+    out = []
+    for trial in df.to_dict("records"):
+        row = row_of(trial)
+        if row is not None and not is_missing(trial.get(spec.metric)):
+            out.append({"configuration": name(row), "baseline": base_of.get(repr(sorted(row.items()))),
+                        "seed": trial["seed"], spec.metric: trial[spec.metric]})
+    return pd.DataFrame(out, columns=["configuration", "baseline", "seed", spec.metric])
+
+
+def paired_section(d: ReportData) -> Section | None:
+    """Each paired row against its own baseline on the same seed (analysis.paired): the per-seed Δ and
+    their mean ± std, the difference of the means and the bar it must clear, 2 × the larger seed std."""
+    if not d.spec.pairs or d.search or "seed" not in d.df.columns:
+        return None
+    trials = _pair_labels(d.df, d.spec)
+    table = paired(trials, d.spec.metric)
+    table = table[table["baseline"].notna()]
+    if not len(table):
+        return None
+    rows = [[escape(r.configuration), escape(r.baseline), escape(", ".join(_fmt(v, 2, True) for v in r.paired)),
+             fmt_mean_std(r.paired_mean, r.paired_std), _fmt(r.delta, 1, True), _fmt(r.bar),
+             "–" if r.clears is None else ("yes" if r.clears else "no")] for r in table.itertuples()]
+    headers = ["configuration", "baseline", "Δ per seed", "paired Δ (mean ± std)", "Δ of the means",
+               "2 × larger std", "Δ clears it?"]
+    note = (f"<p class='note'>{escape(d.label(d.spec.metric))}: each seed's run against the same seed's baseline "
+            "run (same initialisation and batches). A difference is read as a finding only when the difference "
+            "of the means is larger than twice the larger seed std of the two rows.</p>")
+    return Section("Each row against its own baseline, seed by seed", [note, _html_table(headers, rows, "paired")])
+
+
 def class_section(d: ReportData) -> Section | None:
     """Per-class IoU: heatmap (fig-classes) and table (tables/classes.md|tex), when the trials report classes."""
     spec = d.spec
@@ -579,7 +624,7 @@ def report_sections(d: ReportData) -> list[Section]:
     sections = [header_section(d)]
     if len(d.df):
         sections += [reproduction_section(d), search_section(d), metric_section(d), results_section(d),
-                     class_section(d), pictures_section(d), learning_curves_section(d), cost_section(d),
+                     paired_section(d), class_section(d), pictures_section(d), learning_curves_section(d), cost_section(d),
                      errors_section(d)]
     sections.append(published_section(d))
     return [s for s in sections if s is not None]

@@ -7,7 +7,7 @@ The domains differ the way the real ones do, not by colour: a class keeps its co
 every domain (one palette), and the gap is rendering (game vs photograph: texture, sensor
 noise, exposure, blur, vignetting, lighting), camera (height, focal length, horizon) and
 layout statistics (object sizes, class frequencies, shapes); see mini_street.py. The gap
-this leaves is measured by studies/mini_gap.py (docs/mini_gap.json, docs/datasets.md);
+this leaves is measured by studies/mini_gap.py (records/mini_gap, docs/datasets.md);
 realism.py's `colour_check` shows that colour alone no longer tells the domains apart.
 
 Every target twin has a labelled held-out split that nothing is tuned on: Cityscapes

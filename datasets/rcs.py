@@ -5,9 +5,9 @@
     index, cls = sampler.sample(rng)             # a class by P(c), then an image holding it
 
 P(c) ∝ exp((1 - f_c) / T), f_c the fraction of the split's labelled pixels that belong to
-class c; an image is a candidate for c if it holds at least `min_pixels` pixels of c
-(DAFormer defaults: T = 0.01, min_pixels = 3000, REFERENCE_FACTS.md). Classes with no
-candidate image get probability 0.
+class c; an image is a candidate for c if it holds more than `min_pixels` pixels of c
+(DAFormer defaults: T = 0.01, min_pixels = 3000; the strict `>` of lhoyer/DAFormer
+mmseg/datasets/uda_dataset.py). Classes with no candidate image get probability 0.
 
 Statistics are counted on the train-id labels at the files' native resolution (no
 transform) and cached in <root>/.udalab/ (or ~/.cache/udalab/stats/ when the root is not
@@ -42,9 +42,9 @@ class ClassStats:
         s = total.sum()
         return total / s if s > 0 else np.zeros(self.num_classes)
 
-    def images_with(self, cls: int, min_pixels: int = 1) -> np.ndarray:
-        """Indices of the images holding at least min_pixels pixels of class cls."""
-        return np.nonzero(self.counts[:, cls] >= min_pixels)[0]
+    def images_with(self, cls: int, min_pixels: int = 0) -> np.ndarray:
+        """Indices of the images holding more than min_pixels pixels of class cls (DAFormer's `>`)."""
+        return np.nonzero(self.counts[:, cls] > min_pixels)[0]
 
 
 def _cache_key(dataset) -> str:
@@ -122,7 +122,7 @@ class RareClassSampler:
         self.candidates = [stats.images_with(c, self.min_pixels) for c in range(stats.num_classes)]
         has = np.array([len(c) > 0 for c in self.candidates])
         if not has.any():
-            raise ValueError(f"no image holds {self.min_pixels} pixels of any class; lower min_pixels "
+            raise ValueError(f"no image holds more than {self.min_pixels} pixels of any class; lower min_pixels "
                              f"(DAFormer's 3000 is for full-resolution images)")
         self.frequencies = stats.frequencies()
         logits = (1.0 - self.frequencies) / self.temperature

@@ -29,6 +29,11 @@ from udalab.methods.parts.norm import batchnorm_mode
 from udalab.methods.parts.optim import SGDPoly, adam_discriminator, poly, sgd_head_10x
 
 SOURCE, TARGET = 0.0, 1.0  # discriminator labels (ADVENT reference)
+# G's logits reach the input size (training: before the segmentation loss, the discriminators and
+# MinEnt) and the label's size (evaluation) by bilinear upsampling with aligned corners
+# (valeoai/ADVENT advent/domain_adaptation/train_UDA.py and eval_UDA.py `interp`; IntraDA and
+# AdaptSegNet likewise)
+ALIGN_CORNERS = True
 
 
 @dataclass
@@ -97,8 +102,8 @@ class AdventConfig(DeepLabTraining, AdversarialAlignment):
 # The embedded mini data: 128-px images, ResNet-18 at output stride 8 from the ImageNet stand-in,
 # BN in train mode with 4 + 4 images, 10x the paper's LR, 600 steps with the poly schedule over the
 # run's own 600, and a discriminator of one convolution before its classifier: a logit of the
-# reference's four-layer D would see the whole 128 x 64 mini map rather than 9 % of it (the choices'
-# measurements: docs/results.md, "ADVENT on the mini data").
+# reference's four-layer D would see the whole 128 x 64 mini map rather than 9 % of it. Measured in
+# records/advent_lambda_adv and records/advent_d_layers (docs/results.md).
 MINI = dict(backbone_depth=18, pretrained="standin", output_stride=8, freeze_bn=False,
             source_size=(128, 72), target_size=(128, 64), eval_size=(128, 64), batch_size=4,
             iterations=600, poly_iterations=None, eval_every=200, lr=0.0025, d_layers=1,
@@ -118,16 +123,20 @@ def build_model(run: Run, hp: DeepLabTraining, num_classes: int) -> torch.nn.Mod
                                  multi_level=True, freeze_bn=hp.freeze_bn))
 
 
-def main_prediction(hp: DeepLabTraining, G: torch.nn.Module, num_classes: int) -> Prediction:
-    """G's main classifier on the image resized to eval_size: how every DeepLab-v2 row is scored."""
-    return Prediction(lambda x: unwrap(G)(x)[0], num_classes, input_size=hp.eval_size, modules=(unwrap(G),))
+def main_prediction(hp: DeepLabTraining, G: torch.nn.Module, num_classes: int,
+                    align_corners: bool = ALIGN_CORNERS) -> Prediction:
+    """G's main classifier on the image resized to eval_size, its logits upsampled to the label with
+    `align_corners` (the ADVENT family's reference: aligned): how every DeepLab-v2 row is scored."""
+    return Prediction(lambda x: unwrap(G)(x)[0], num_classes, input_size=hp.eval_size, modules=(unwrap(G),),
+                      align_corners=align_corners)
 
 
-def trained_model(hp: DeepLabTraining, num_classes: int, state: dict, key: str = "G") -> Prediction:
+def trained_model(hp: DeepLabTraining, num_classes: int, state: dict, key: str = "G",
+                  align_corners: bool = ALIGN_CORNERS) -> Prediction:
     """A trained DeepLab-v2 row's prediction from its final checkpoint's state (`load_trained`)."""
     G = DeepLabV2(num_classes, hp.backbone_depth, "none", hp.output_stride, multi_level=True, freeze_bn=hp.freeze_bn)
     G.load_state_dict(state[key])
-    return main_prediction(hp, G.eval(), num_classes)
+    return main_prediction(hp, G.eval(), num_classes, align_corners)
 
 
 class SegmentationStep(Step):
@@ -154,7 +163,7 @@ class SegmentationStep(Step):
         both levels' maps at input size (ADVENT) and their losses."""
         self.opt_G.zero_grad(set_to_none=True)
         with self.run.clock("step.forward"), self.amp():
-            s_main, s_aux = (upsample(p, x_s.shape[-2:]) for p in self.G(x_s))
+            s_main, s_aux = (upsample(p, x_s.shape[-2:], align_corners=ALIGN_CORNERS) for p in self.G(x_s))
             loss, seg_main, seg_aux = multi_level_ce(s_main, s_aux, y_s, self.hp.lambda_seg_aux)
         with self.run.clock("step.backward"):
             loss.backward()
@@ -207,7 +216,7 @@ class AdventStep(SegmentationStep):
         s_main, s_aux, seg_main, seg_aux = self.segment(x_s, y_s)
         # 2. align the unlabelled domain
         with self.run.clock("step.forward"), self.amp(), self.target_norm():
-            t_main, t_aux = (upsample(p, x_t.shape[-2:]).float() for p in self.G(x_t))
+            t_main, t_aux = (upsample(p, x_t.shape[-2:], align_corners=ALIGN_CORNERS).float() for p in self.G(x_t))
         losses = {"seg_main": seg_main.detach(), "seg_aux": seg_aux.detach()}
         if self.minent:
             return {**losses, **self.minimise_entropy(t_main, t_aux)}

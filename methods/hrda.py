@@ -3,15 +3,16 @@
 DAFormer's self-training loop (methods/daformer.py) with a multi-resolution segmentor:
 
     1. crop a context window x_c,HR (s·H_c x s·W_c) of the high-resolution image at a random
-       position on the grid k = s·o (o = 4, the decoder's output stride); downsample by s
-       -> the low-resolution context crop x_c
-    2. crop a detail window x_d (H_d x W_d) at full resolution, on the same grid, inside it
+       position; downsample by s -> the low-resolution context crop x_c
+    2. crop a detail window x_d (H_d x W_d) at full resolution inside it, its corner on the grid
+       k = s·o of the context window (o = 4, the decoder's output stride)
     3. the same encoder/decoder predicts ŷ_c = f(x_c) and ŷ_d = f(x_d); a scale-attention
        head predicts a_c = σ(f_A(x_c)), set to 0 outside the detail window
     4. fuse:  ŷ_F = ζ((1 - a_c) ⊙ ŷ_c, s) + ζ(a_c, s) ⊙ ŷ_d      (ζ: bilinear upsampling by s)
     5. loss (source and mixed target alike):  (1 - λ_d) CE(ŷ_F, y) + λ_d CE(ŷ_d, y_d)
     6. teacher pseudo labels: LR prediction of the whole context crop fused with HR predictions
-       of overlapping detail windows (stride half a window) that cover all of it
+       of overlapping detail windows (stride half a window) that cover all of it, averaged and
+       fused on the decoder's output grid, then upsampled by o
     7. inference: sliding context windows (stride half) over the full-resolution image, each
        predicted as in 6
 
@@ -93,7 +94,7 @@ class HRDAConfig(DAFormerConfig):
 
 # The mini data at the paper's geometry / 8: Cityscapes 256x128, GTA 320x180, 128-px context (64 px at
 # LR, DAFormer's mini crop), 64-px detail, pseudo-label margins / 8; the rest as DAFormer's mini preset
-# (its lr and EMA α measured for HRDA too: docs/results.md, "HRDA on the mini data").
+# (its lr and EMA α measured for HRDA too: records/hrda_lr, records/hrda_ema_alpha).
 MINI = dict(backbone="mit_b0", decoder_dim=64, pretrained="standin", source_size=(320, 180), target_size=(256, 128),
             crop_size=(128, 128), batch_size=4, iterations=600, warmup_iters=60, lr=1.2e-3, ema_alpha=0.95,
             eval_every=200, eval_size=(256, 128), fd_lambda=0.0, rcs_min_pixels=50, pl_margins=(4, 30, 4, 4))
@@ -104,8 +105,16 @@ PRESETS = {"mini": MINI, "smoke": SMOKE}
 
 
 def detail_box(context_h: int, context_w: int, h: int, w: int, gen: torch.Generator, grid: int) -> Box:
-    """A detail window inside the context window, its corner on the grid (step 2)."""
-    return random_box(context_h, context_w, h, w, gen, grid)
+    """A detail window inside the context window, its corner on the grid (step 2). As the reference
+    (lhoyer/HRDA mmseg/models/segmentors/hrda_encoder_decoder.py get_crop_bbox), a side with margin m
+    offers (m + 1) // grid corners, one fewer than the m // grid + 1 that fit unless m + 1 is a multiple
+    of the grid: the reference's off-by-one (1024 context, 512 detail: corners 0..504, not 0..512)."""
+    if h > context_h or w > context_w:
+        raise ValueError(f"detail crop {w}x{h} does not fit in the {context_w}x{context_h} context crop")
+    ny, nx = max((context_h - h + 1) // grid, 1), max((context_w - w + 1) // grid, 1)
+    y = int(torch.randint(ny, (), generator=gen)) * grid
+    x = int(torch.randint(nx, (), generator=gen)) * grid
+    return Box(y, x, h, w)
 
 
 def fuse(lr_logits: torch.Tensor, attention: torch.Tensor, hr_logits: torch.Tensor, boxes: list[Box] | None,
@@ -146,7 +155,7 @@ class HRDASegmentor(nn.Module):
         self.net = EncoderDecoder(num_classes, hp.backbone, hp.decoder, hp.pretrained, hp.drop_path_rate,
                                   hp.decoder_dim)
         self.s, self.o, self.mode = hp.scale, EncoderDecoder.output_stride, hp.mode
-        self.grid, self.sync_crop, self.margins_of = hp.grid, hp.sync_crop, hp.pl_margins_of
+        self.sync_crop, self.margins_of = hp.sync_crop, hp.pl_margins_of
         if self.mode == "lr+hr":  # HRDA's scale attention: a light SegFormer-style head on the LR features
             self.attention = SegFormerHead(self.net.encoder.dims, num_classes if hp.attention_classwise else 1,
                                            hp.decoder_dim)
@@ -156,7 +165,7 @@ class HRDASegmentor(nn.Module):
         if self.mode != "lr+hr":
             return None
         dw, dh = self.hp.detail_crop()
-        return [detail_box(height, width, dh, dw, gen, self.grid) for _ in range(n)]
+        return [detail_box(height, width, dh, dw, gen, self.hp.grid) for _ in range(n)]
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None, boxes=None) -> dict:
         w = torch.ones_like(y, dtype=torch.float32) if weight is None else weight
@@ -167,7 +176,7 @@ class HRDASegmentor(nn.Module):
         xc, yc = _down(x, self.s), _down_nearest(y, self.s)
         feats = self.net.features(xc)
         lr = self.net.decoder(feats)
-        out = {"feat": feats[-1], "fd_image": xc, "fd_label": yc}
+        out = {"feat": feats[-1], "fd_image": xc, "fd_label": y}  # FD cells from the full label (reference)
         if self.mode == "lr":
             out["loss"] = weighted_ce(lr, yc, _down_nearest(w, self.s))
             return out
@@ -184,7 +193,10 @@ class HRDASegmentor(nn.Module):
     # -- prediction (teacher pseudo labels, evaluation windows) -----------------------------
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits at x's full resolution: steps 6/7 for "lr+hr"; one pass for "lr"/"hr"."""
+        """Logits at x's full resolution: steps 6/7 for "lr+hr"; one pass for "lr"/"hr". As the reference
+        (hrda_encoder_decoder.py encode_decode, hrda_head.py forward), the HR windows are averaged, and
+        fused with the LR logits and the attention, on the decoder's output grid (stride o of x); only
+        the fused map is upsampled to x."""
         size = x.shape[-2:]
         up = lambda t: F.interpolate(t.float(), size=size, mode="bilinear", align_corners=False)  # noqa: E731
         if self.mode == "hr":
@@ -197,8 +209,8 @@ class HRDASegmentor(nn.Module):
         att = torch.sigmoid(self.attention(feats)).float()
         dw, dh = self.hp.detail_crop()
         hr = slide_inference(lambda t: self.net(t).float(), x, lr.shape[1], window=(dh, dw),
-                             stride=(max(dh // 2, 1), max(dw // 2, 1)))
-        return up((1 - att) * lr) + up(att) * hr
+                             stride=(max(dh // 2, 1), max(dw // 2, 1)), out_stride=self.o)
+        return up(fuse(lr.float(), att, hr, None, self.s, self.o))
 
     def crop_picture(self, image: torch.Tensor) -> np.ndarray:
         """The training crops of steps 1-2 drawn on a target image at the training target size: the
@@ -207,11 +219,11 @@ class HRDASegmentor(nn.Module):
         x = F.interpolate(image[None].float(), size=tuple(hp.target_size[::-1]), mode="bilinear", align_corners=False)
         pic = pictures.image_picture(x[0]).copy()
         cw, ch = hp.train_crop()
-        context = random_box(pic.shape[0], pic.shape[1], min(ch, pic.shape[0]), min(cw, pic.shape[1]), gen, self.grid)
+        context = random_box(pic.shape[0], pic.shape[1], min(ch, pic.shape[0]), min(cw, pic.shape[1]), gen)
         boxes = [(context, (255, 220, 0))]
         if self.mode == "lr+hr":
             dw, dh = hp.detail_crop()
-            inner = detail_box(context.h, context.w, dh, dw, gen, self.grid)
+            inner = detail_box(context.h, context.w, dh, dw, gen, hp.grid)
             boxes.append((Box(context.y + inner.y, context.x + inner.x, inner.h, inner.w), (230, 30, 30)))
         for b, colour in boxes:   # 2-px outlines
             pic[b.y:b.y + 2, b.x:b.x + b.w] = pic[b.y + b.h - 2:b.y + b.h, b.x:b.x + b.w] = colour

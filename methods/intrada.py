@@ -3,8 +3,8 @@
 Algorithm, one trial running all stages:
   1. inter-domain adaptation: ADVENT between source and target -> G_inter
   2. entropy-based ranking: score every target training image by the mean normalised
-     entropy of G_inter's prediction; sorted ascending, the first int(N·λ) are the easy
-     split, the rest the hard split (λ = |easy| / |target|)
+     entropy of G_inter's prediction upsampled to the image; sorted ascending, the first
+     int(N·λ) are the easy split, the rest the hard split (λ = |easy| / |target|)
   3. intra-domain adaptation: ADVENT again, with the easy split and G_inter's argmax
      pseudo labels as the "source" and the hard split as the "target" -> G_intra
      (λ = 1: no hard split left, i.e. plain self-training on pseudo labels;
@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
 from udalab.methods.advent import PRESETS as ADVENT_PRESETS
-from udalab.methods.advent import AdventConfig, AdventStep, build_model, trained_model
+from udalab.methods.advent import ALIGN_CORNERS, AdventConfig, AdventStep, build_model, trained_model
 from udalab.methods.engine import ConfigError, Run, Step, Stream, UDAData, derive_seed, eval_mode, fit, register, unwrap
+from udalab.methods.nets.deeplab import upsample
 from udalab.methods.parts.losses import entropy_map, multi_level_ce
 
 log = logging.getLogger("udalab")
@@ -64,12 +65,15 @@ def rank_by_entropy(run: Run, G: torch.nn.Module, target, lambda_split: float) -
 
     Images are scored as loaded for training (no random transform: ADVENT's target data has none),
     16 at a time (they share the training size; 3.4x faster than one at a time at the smoke size,
-    1.4x at the mini size, on the 2-core CPU; the logits agree to 1e-5).
+    1.4x at the mini size, on the 2-core CPU; the logits agree to 1e-5). The entropy is averaged
+    over G's prediction upsampled to the image, as the reference ranks (feipan664/IntraDA
+    entropy_rank/entropy.py: interp_target, then prob_2_entropy).
     """
     scores: list[float] = []
     with eval_mode(G):
         for batch in DataLoader(target, batch_size=16):
-            prob = F.softmax(unwrap(G)(batch["image"].to(run.device))[0], dim=1)
+            x = batch["image"].to(run.device)
+            prob = F.softmax(upsample(unwrap(G)(x)[0], x.shape[-2:], align_corners=ALIGN_CORNERS), dim=1)
             scores += entropy_map(prob).flatten(1).mean(1).tolist()
     order = sorted(range(len(scores)), key=lambda i: (scores[i], i))
     n_easy = int(len(scores) * lambda_split)
@@ -105,11 +109,11 @@ class IntraStep(AdventStep):
         return streams
 
     def train_step(self, batch: dict, it: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
-        # 3. pseudo labels: argmax of G_inter on the easy image; align easy -> hard
+        # 3. pseudo labels: argmax of G_inter's upsampled prediction on the easy image (the reference's
+        # colour masks: entropy_rank/entropy.py); align easy -> hard
         x = batch["easy"]["image"]
         with torch.no_grad(), self.amp():
-            pseudo = F.interpolate(self.G_inter(x)[0], size=x.shape[-2:], mode="bilinear",
-                                   align_corners=False).argmax(1)
+            pseudo = upsample(self.G_inter(x)[0], x.shape[-2:], align_corners=ALIGN_CORNERS).argmax(1)
         if "hard" in batch:
             return self.align(x, pseudo, batch["hard"]["image"])
         return self.self_train(x, pseudo)
@@ -118,7 +122,7 @@ class IntraStep(AdventStep):
         """λ = 1: the segmentation loss on pseudo labels only (D gets no gradient)."""
         self.opt_G.zero_grad(set_to_none=True)
         with self.amp():
-            main, aux = self.G(x)
+            main, aux = (upsample(p, x.shape[-2:], align_corners=ALIGN_CORNERS) for p in self.G(x))
             loss, seg_main, seg_aux = multi_level_ce(main, aux, pseudo, self.hp.lambda_seg_aux)
         loss.backward()
         return {"seg_main": seg_main.detach(), "seg_aux": seg_aux.detach()}

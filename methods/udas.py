@@ -115,7 +115,7 @@ class UDASConfig(AdaptSegNetConfig, CycleGANStage):
 # domains at 128x72 (the paper's 640x360 / 5); 30 of the 300 mini target images labelled (the paper's
 # 500 of 2975, rounded down); a small CycleGAN (16 filters, 3 blocks, 64-px crops, 600 steps); one
 # self-training round of 300 steps; λ_kl 0.1, which keeps the paper's λ_kl·lr at ADVENT's mini lr (at
-# weight 1 the UDA step diverged: docs/results.md, "UDAS step ablation"); D with the reference's four
+# weight 1 the UDA step diverged: records/udas_kl); D with the reference's four
 # layers, as AdaptSegNet's.
 MINI = {**ADAPTSEGNET_PRESETS["mini"],
         "source_size": (128, 72), "target_size": (128, 72), "eval_size": (128, 72),
@@ -294,6 +294,12 @@ def label_targets(run: Run, hp: UDASConfig, teacher, target, indices: list[int],
     return labels
 
 
+# The students' logits reach the image (training) and the label (evaluation) with corners not aligned:
+# UDAS has no reference code for its rounds (its UDA stage is AdaptSegNet's step, aligned as AdaptSegNet's
+# code aligns them).
+ROUNDS_ALIGN_CORNERS = False
+
+
 class SelfTrainStep(Step):
     def __init__(self, run: Run, hp: UDASConfig, data: UDAData, teacher, unlabelled: list[int], labelled, rnd: int,
                  translated=None):
@@ -327,18 +333,19 @@ class SelfTrainStep(Step):
         hp = self.hp
         self.opt.zero_grad(set_to_none=True)
         losses = {}
+        up = lambda t, x: upsample(t, x.shape[-2:], align_corners=ROUNDS_ALIGN_CORNERS)  # noqa: E731
         if "pseudo" in batch:
             x_p, y_p = autoaugment(batch["pseudo"]["image"], gen), batch["pseudo"]["label"]   # the noisy student
             with autocast(self.run.device, hp.precision):
-                main, aux = (upsample(p, x_p.shape[-2:]) for p in self.student(x_p))
+                main, aux = (up(p, x_p) for p in self.student(x_p))
                 losses["pseudo"] = multi_level_ce(main, aux, y_p, hp.lambda_seg_aux)[0]
             losses["stat.q"] = (y_p != IGNORE_INDEX).float().mean()   # the share of pixels kept at τ
         if "labelled" in batch:
             x_l, y_l = batch["labelled"]["image"], batch["labelled"]["label"]
             with torch.no_grad(), eval_mode(self.teacher):
-                teacher_p = F.softmax(upsample(unwrap(self.teacher)(x_l)[0], x_l.shape[-2:]).float(), 1)
+                teacher_p = F.softmax(up(unwrap(self.teacher)(x_l)[0], x_l).float(), 1)
             with autocast(self.run.device, hp.precision):
-                s_main = upsample(self.student(x_l)[0], x_l.shape[-2:]).float()
+                s_main = up(self.student(x_l)[0], x_l).float()
             losses["labelled"] = seg_ce(s_main, y_l)
             losses["consistency"] = F.kl_div(F.log_softmax(s_main, 1), teacher_p, reduction="none").sum(1).mean()
         total = losses.get("pseudo", 0) + losses.get("labelled", 0) + hp.lambda_st_kl * losses.get("consistency", 0)
@@ -351,8 +358,8 @@ class SelfTrainStep(Step):
         self.sched.step()
 
     def evaluate(self, dataset, record=None) -> dict:
-        return evaluate(main_prediction(self.hp, self.student, self.data.num_classes), dataset,
-                        class_names=self.data.class_names, device=self.run.device, record=record)
+        prediction = main_prediction(self.hp, self.student, self.data.num_classes, ROUNDS_ALIGN_CORNERS)
+        return evaluate(prediction, dataset, class_names=self.data.class_names, device=self.run.device, record=record)
 
     def pictures(self, dataset, indices):
         """The teacher's K-view pseudo labels of the chosen images: the most confident view per
@@ -412,8 +419,10 @@ def check_labelled_count(hp: UDASConfig, config: dict) -> None:
 
 
 def trained_udas(hp: UDASConfig, num_classes: int, state: dict) -> Prediction:
-    """The last round's student (no round: the UDA stage's G)."""
-    return trained_model(hp, num_classes, state, key="student" if hp.rounds > 0 else "G")
+    """The last round's student (no round: the UDA stage's G, upsampled as AdaptSegNet's)."""
+    if hp.rounds > 0:
+        return trained_model(hp, num_classes, state, key="student", align_corners=ROUNDS_ALIGN_CORNERS)
+    return trained_model(hp, num_classes, state, key="G")
 
 
 @register("udas", UDASConfig, PRESETS, check_data=check_labelled_count, trained=trained_udas)

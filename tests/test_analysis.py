@@ -573,3 +573,24 @@ def test_uris_keep_their_options_at_the_end_when_joined():
     assert storage.uri_parent("results") == "." and storage.uri_name("/x/results/") == "results"
     fs, path = storage.fs_path(storage.uri_join(uri, "study"))
     assert path == "b/results/study" and type(fs).__name__ == "S3FileSystem"
+
+
+def test_paired_section_tells_rows_of_one_method_apart_and_pairs_them_seed_by_seed():
+    """DAFormer beside its own source-only row (the same method, self_training off): each trial goes to
+    the row whose every paired key it matches (a key a row leaves unset must be unset in the trial);
+    the per-seed Δ, their mean and the bar (2 × the larger seed std) are those of the numbers."""
+    from udalab.analysis.sections import paired_section
+
+    rows = [("daformer", False, 0, 40.0), ("daformer", False, 1, 42.0), ("daformer", None, 0, 45.0),
+            ("daformer", None, 1, 46.0), ("hrda", None, 0, 50.0)]
+    df = pd.DataFrame([{"trial_id": f"t{i}", "status": "TERMINATED", "method": m, "self_training": st, "seed": s,
+                        "miou": v} for i, (m, st, s, v) in enumerate(rows)])
+    base, adapted = {"method": "daformer", "self_training": False}, {"method": "daformer"}
+    name = lambda r: "source only" if r.get("self_training") is False else r["method"]  # noqa: E731
+    spec = ReportSpec(title="t", baseline=base, name=name, pairs=((adapted, base),))
+    section = paired_section(report_data(df, spec))
+    html = "".join(b for b in section.body if isinstance(b, str))
+    # seed 0: 45 - 40, seed 1: 46 - 42; means 45.5 - 41 = +4.5; bar 2 x std(40, 42) = 2.83
+    assert "<td>daformer</td><td>source only</td><td>+5.00, +4.00</td><td>4.5 ± 0.7</td><td>+4.5</td>" \
+           "<td>2.8</td><td>yes</td>" in html
+    assert "hrda" not in html

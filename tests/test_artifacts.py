@@ -89,7 +89,8 @@ def steps_build(tmp: Path, partial: Path, stop_at: Path | None = None) -> None:
 def test_a_builder_that_dies_is_taken_over_and_its_successor_resumes(store, sig, tmp_path):
     """Killed (its pid gone: taken over at once) or frozen (its lease not renewed: taken over after
     it expires), the first builder's two steps stay done: the second does the last two."""
-    partial = storage.uri_join(store, ".partial-" + artifacts.artifact_name("trained", {"a": 1}))
+    name = artifacts.artifact_name("trained", artifacts.trained_config({"a": 1}))
+    partial = storage.uri_join(store, f".partial-{name}")
     child = subprocess.Popen([sys.executable, "-c", TRAINED, str(tmp_path / "stopped"), str(Path(__file__).parent)],
                              env={**os.environ, "UDALAB_ARTIFACT_CACHE": str(tmp_path / "other_node_cache")})
     try:
@@ -170,6 +171,25 @@ def test_an_artifact_folder_without_its_manifest_is_set_aside_and_built_again(tm
     assert root == final and (root / "x.txt").read_text() == "whole"
     aside = list((tmp_path / "store").glob(f".unmarked-{final.name}-*"))
     assert len(aside) == 1 and (aside[0] / "x.txt").read_text() == "from an older build"
+
+
+def test_a_trained_artifact_of_an_older_training_is_not_reused(tmp_path, monkeypatch):
+    """A trained artifact's key holds TRAINING_VERSION: the same config under a bumped version builds anew."""
+    monkeypatch.setenv("UDALAB_ARTIFACTS", str(tmp_path / "store"))
+    builds = []
+
+    def build(tmp, partial):
+        builds.append(artifacts.TRAINING_VERSION)
+        (tmp / "x.txt").write_text("trained")
+
+    old = get_or_build_trained("expert", {"a": 1}, build)
+    assert get_or_build_trained("expert", {"a": 1}, build) == old and len(builds) == 1
+    monkeypatch.setattr(artifacts, "TRAINING_VERSION", artifacts.TRAINING_VERSION + 1)
+    new = get_or_build_trained("expert", {"a": 1}, build)
+    assert new != old and builds == [builds[0], builds[0] + 1]
+    assert json.loads((new / artifacts.CONFIG).read_text()) == {"a": 1, artifacts.TRAINING_KEY: builds[1]}
+    with pytest.raises(ValueError, match=artifacts.TRAINING_KEY):
+        get_or_build_trained("expert", {artifacts.TRAINING_KEY: 1}, build)
 
 
 # ---------------------------------------------------------------------------------------

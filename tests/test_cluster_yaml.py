@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from udalab.studies import study as runner
+from udalab.studies.run import ray_tune as runner
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((ROOT / "cluster.yaml").read_text())

@@ -61,8 +61,12 @@ def test_mini_adaptation_runs_each_method_beside_its_baseline_resumes_and_report
     assert list(df["method"]) == ["source_only", "advent"] and df["test.miou"].notna().all()
     assert (1, 0) in study.paired                       # ADVENT - source only, on the same seed
     assert _run(study, tmp_path) == (0, lines)          # resumed: nothing ran again
-    html = (write_report(out, study.report, df=df, static_figures=False)).read_text(encoding="utf-8")
+    html = trials.write_study_report(study, str(out), df, "smoke", static_figures=False).read_text(encoding="utf-8")
     assert "ADVENT" in html and "source only" in html and "baseline" in html
+    # the paired-Δ table: ADVENT against source only on seed 0, the difference of their test mIoU
+    paired = html[html.index("Each row against its own baseline, seed by seed"):]
+    delta = df["test.miou"].iloc[1] - df["test.miou"].iloc[0]
+    assert f"<td>ADVENT</td><td>source only</td><td>{delta:+.2f}</td>" in paired
 
 
 def test_mini_gap_rows_train_and_score_on_their_own_data(tmp_path, mini_data):

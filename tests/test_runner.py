@@ -27,6 +27,25 @@ def test_trial_config_merges_row_seed_and_study_options():
     assert optuna["lambda_split"] == 0.3 and optuna["method"] == "intrada"
 
 
+def test_a_set_key_reaches_the_rows_whose_method_reads_it_and_one_no_row_reads_is_refused():
+    """`--set d_layers=4` on ADVENT and its source-only baseline: ADVENT's discriminator changes, the
+    baseline (no discriminator) runs as it is; both get `iterations`; a key neither reads stops the run."""
+    import argparse
+
+    from udalab.studies.mini_adaptation import STUDY as MINI
+
+    args = argparse.Namespace(preset=None, smoke=False, set=["d_layers=4", "iterations=20"], data_root=None,
+                              rows=[0, 1], seeds=None, optuna=False)
+    settings = trials.trial_settings(MINI, args)
+    trials.check_trial_configs(MINI, args, settings)
+    baseline, advent = (trials.trial_run_config({"row": MINI.grid_rows()[i], "seed": 0}, settings) for i in (0, 1))
+    assert "d_layers" not in baseline and baseline["iterations"] == 20
+    assert advent["d_layers"] == 4 and advent["iterations"] == 20
+    args.set = ["d_layer=4"]
+    with pytest.raises(SystemExit, match=r"no row of this run reads 'd_layer'.*advent, source_only.*no trial"):
+        trials.check_trial_configs(MINI, args, trials.trial_settings(MINI, args))
+
+
 def test_intrada_study_declares_the_table():
     rows = STUDY.grid_rows()
     assert rows[0] == {"method": "source_only"} and rows[1] == {"method": "advent"}

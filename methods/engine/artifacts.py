@@ -26,8 +26,9 @@ first-writer-wins create on a URI store), and is checked against it (every file 
 size) before each use: a half-written, damaged or unmarked folder is never read. A damaged
 artifact in the store is an error that names it; a damaged cached copy is fetched again.
 
-`get_or_build_trained` is the same for a build that trains (CycleGAN, an expert): it gets a
-checkpoint folder that outlives a killed build, so the process that takes it over resumes there.
+`get_or_build_trained` is the same for a build that trains (CycleGAN, an expert, UDAS's UDA stage):
+it gets a checkpoint folder that outlives a killed build, so the process that takes it over resumes
+there, and its key carries TRAINING_VERSION, so that what an older training built is never reused.
 On a URI store the checkpoint folder is on the builder's disk and copied to the store whenever it
 holds a new whole checkpoint (state.pt written last, core/layout.py), at most every lease_s / 3.
 """
@@ -60,6 +61,13 @@ POINTER = "current.json"     # in a URI store's .partial-<name>/: the newest who
 LEASES = ".leases"
 ABSENT, UNMARKED = "absent", "no manifest"
 TRANSFER_THREADS = 8
+# The version of the training code behind trained artifacts (`get_or_build_trained`: CycleGAN, the
+# MML / MS-UDA expert, UDAS's UDA stage), part of each one's key. Bump it with any change that alters
+# what such a build trains or writes (a method's steps, losses, upsampling, data or evaluation, the
+# CycleGAN trainer, the pseudo labels an expert writes): trials then build anew instead of reading
+# an artifact of the old training. (The stand-in keys on its own trainer's VERSION, methods/nets/standin.py.)
+TRAINING_VERSION = 2
+TRAINING_KEY = "training_version"
 
 
 class ArtifactError(RuntimeError):
@@ -113,16 +121,23 @@ def get_or_build(kind: str, config: dict, build_fn: Callable[[Path], None]) -> P
     return _get(kind, config, lambda tmp, partial: build_fn(tmp), trained=False)
 
 
+def trained_config(config: dict) -> dict:
+    """The key of a trained artifact built from `config`: the config and TRAINING_VERSION."""
+    if TRAINING_KEY in config:
+        raise ValueError(f"a trained artifact's config may not hold {TRAINING_KEY!r}: get_or_build_trained adds it")
+    return {**config, TRAINING_KEY: TRAINING_VERSION}
+
+
 def get_or_build_trained(kind: str, config: dict, build_fn: Callable[[Path, Path], None]) -> Path:
-    """`get_or_build` for an artifact whose build trains a model (CycleGAN, an expert):
-    `build_fn(tmp_dir, checkpoint_dir)` gets a checkpoint folder that outlives a killed build (the
-    process that builds next resumes there) and is removed once the artifact is complete. The RNGs
-    are left as they were: only the first trial builds, and a trial's random draws must not depend
-    on whether it was that one."""
+    """`get_or_build` for an artifact whose build trains a model (CycleGAN, an expert), keyed by
+    `trained_config(config)`: `build_fn(tmp_dir, checkpoint_dir)` gets a checkpoint folder that
+    outlives a killed build (the process that builds next resumes there) and is removed once the
+    artifact is complete. The RNGs are left as they were: only the first trial builds, and a
+    trial's random draws must not depend on whether it was that one."""
     from udalab.methods.engine import rng_preserved
 
     with rng_preserved():
-        return _get(kind, config, build_fn, trained=True)
+        return _get(kind, trained_config(config), build_fn, trained=True)
 
 
 def _get(kind: str, config: dict, build: Callable[[Path, Path | None], None], trained: bool) -> Path:

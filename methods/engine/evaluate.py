@@ -27,8 +27,9 @@ BATCH_PIXELS = 2 ** 20   # pixels of the images evaluated together by default: o
 class Prediction:
     """How a trained model predicts, the way its method evaluates: `fn` maps an image batch to logits
     (N, C, h, w); images are first resized to `input_size` (W, H; None: as they are); with `window`
-    (h, w), logits are averaged over sliding windows moved by `stride`. `modules`: the networks behind
-    `fn` (moved to a device by `to`)."""
+    (h, w), logits are averaged over sliding windows moved by `stride`. The logits reach the label's
+    size by bilinear upsampling, with aligned corners when `align_corners` (the ADVENT family's
+    reference evaluation). `modules`: the networks behind `fn` (moved to a device by `to`)."""
 
     fn: Predictor
     num_classes: int
@@ -36,6 +37,7 @@ class Prediction:
     window: tuple[int, int] | None = None
     stride: tuple[int, int] | None = None
     modules: tuple[torch.nn.Module, ...] = ()
+    align_corners: bool = False
 
     def to(self, device) -> "Prediction":
         for m in self.modules:
@@ -54,16 +56,23 @@ class Prediction:
             return slide_inference(self.fn, image, self.num_classes, self.window, self.stride or self.window)
         return self.fn(image)
 
+    def upsampled(self, logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Logits (N, C, h, w) brought to `size` (H, W), as this prediction upsamples them."""
+        return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=self.align_corners)
+
     @torch.no_grad()
     def labels(self, image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Train ids (N, H, W) at `size` (H, W) of a batch of images as loaded."""
-        logits = self.logits(self.resized(image))
-        return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False).max(1).indices
+        return self.upsampled(self.logits(self.resized(image)), size).max(1).indices
 
 
 def slide_inference(predict: Predictor, image: torch.Tensor, num_classes: int,
-                    window: tuple[int, int], stride: tuple[int, int], max_batch: int = 64) -> torch.Tensor:
-    """Average logits over overlapping windows (h, w) moved by stride (sh, sw); returns (N, C, H, W).
+                    window: tuple[int, int], stride: tuple[int, int], max_batch: int = 64,
+                    out_stride: int = 1) -> torch.Tensor:
+    """Average logits over overlapping windows (h, w) moved by stride (sh, sw); returns (N, C, H, W),
+    or with out_stride o the average on every o-th pixel, (N, C, H/o, W/o), each window's logits
+    brought to (h/o, w/o) (HRDA's HR windows on the decoder's stride-4 grid); the image's and the
+    windows' sides and the strides must then be multiples of o.
 
     Windows are placed so that the last one ends at the image border (as mmseg's slide mode);
     they are predicted in batches of up to `max_batch` crops (one call per batch, not per window).
@@ -71,6 +80,10 @@ def slide_inference(predict: Predictor, image: torch.Tensor, num_classes: int,
     n, _, H, W = image.shape
     wh, ww = min(window[0], H), min(window[1], W)
     sh, sw = stride
+    if any(side % out_stride for side in (H, W, wh, ww, sh, sw)):
+        raise ValueError(f"sliding windows on a stride-{out_stride} grid need the image ({H}x{W}), the windows "
+                         f"({wh}x{ww}) and the strides ({sh}x{sw}) in multiples of {out_stride}")
+    oh, ow = wh // out_stride, ww // out_stride
     rows = max(H - wh + sh - 1, 0) // sh + 1
     cols = max(W - ww + sw - 1, 0) // sw + 1
     corners = [(min(r * sh, H - wh), min(c * sw, W - ww)) for r in range(rows) for c in range(cols)]
@@ -79,13 +92,14 @@ def slide_inference(predict: Predictor, image: torch.Tensor, num_classes: int,
     step = max(max_batch // n, 1) * n
     for i in range(0, crops.shape[0], step):
         out = predict(crops[i:i + step])
-        outs.append(F.interpolate(out.float(), size=(wh, ww), mode="bilinear", align_corners=False))
+        outs.append(F.interpolate(out.float(), size=(oh, ow), mode="bilinear", align_corners=False))
     outs = torch.cat(outs)
-    logits = image.new_zeros((n, num_classes, H, W), dtype=torch.float32)
-    count = image.new_zeros((1, 1, H, W), dtype=torch.float32)
+    logits = image.new_zeros((n, num_classes, H // out_stride, W // out_stride), dtype=torch.float32)
+    count = image.new_zeros((1, 1, H // out_stride, W // out_stride), dtype=torch.float32)
     for k, (y0, x0) in enumerate(corners):
-        logits[:, :, y0:y0 + wh, x0:x0 + ww] += outs[k * n:(k + 1) * n]
-        count[:, :, y0:y0 + wh, x0:x0 + ww] += 1
+        y, x = y0 // out_stride, x0 // out_stride
+        logits[:, :, y:y + oh, x:x + ow] += outs[k * n:(k + 1) * n]
+        count[:, :, y:y + oh, x:x + ow] += 1
     return logits / count
 
 
@@ -106,8 +120,7 @@ def predictions(prediction: Prediction, dataset: Dataset, *, device, batch_size:
         logits = prediction.logits(torch.cat(images))
         for k, label in enumerate(labels):
             # max(1).indices: argmax's first-maximum indices, faster along the class dim on CPUs
-            yield index + k, F.interpolate(logits[k:k + 1].float(), size=label.shape[-2:], mode="bilinear",
-                                           align_corners=False).max(1).indices, label
+            yield index + k, prediction.upsampled(logits[k:k + 1], label.shape[-2:]).max(1).indices, label
 
     for batch in loader:
         image = prediction.resized(batch["image"].to(device))

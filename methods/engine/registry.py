@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from udalab.core import layout
-from udalab.methods.engine.config import HParams, make_hparams
+from udalab.methods.engine.config import RUN_KEYS, HParams, make_hparams
 from udalab.methods.engine.evaluate import Prediction
 from udalab.methods.engine.run import LocalSession, RaySession, Run
 from udalab.methods.engine.uda_data import UDAData, build_uda_data
@@ -43,6 +43,10 @@ class Method:
     datasets: tuple[str, str] = ("gta5", "cityscapes")  # source and target unless the config names others
     check_data: Callable | None = None                # check(hp, config) against the data, before any trial
     trained: Callable[[Any, int, dict], Prediction] | None = None   # (hp, num_classes, state) -> Prediction
+
+    def reads(self, key: str) -> bool:
+        """Whether a run config's `key` means something to this method (a field of its config or a run key)."""
+        return key in RUN_KEYS or key in {f.name for f in dataclasses.fields(self.config)}
 
     def hparams(self, config: dict) -> HParams:
         return make_hparams(self.config, config, self.presets, method=self.name)

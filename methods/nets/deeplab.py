@@ -122,6 +122,8 @@ class DeepLabV2(nn.Module):
         return self.head(f4), (self.aux_head(f3) if self.aux_head is not None else None)
 
 
-def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear upsampling of logits to (H, W), as all these papers do before the loss."""
-    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+def upsample(logits: torch.Tensor, size: tuple[int, int], *, align_corners: bool) -> torch.Tensor:
+    """Bilinear upsampling of logits to (H, W), as all these papers do before the loss. Each caller
+    names its corner convention: True in ADVENT's, IntraDA's and AdaptSegNet's reference code (their
+    nn.Upsample(..., align_corners=True); AdaptSegNet's PyTorch 0.2 default meant the same)."""
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=align_corners)

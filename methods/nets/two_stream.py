@@ -68,10 +68,11 @@ class MMLNet(nn.Module):
         self.E_th = ResNetFeatures(depth, pretrained, 1)   # conv1: the mean RGB filter
         self.D = SharedDecoder(self.E_rgb.channels, decoder_dim, num_classes, attention)
 
+    # corners not aligned in MML's and MS-UDA's networks: no reference code
     def thermal(self, x_rgbt: torch.Tensor) -> torch.Tensor:
         """Inference: the thermal stream only (channel 3 of an R, G, B, T input)."""
-        return upsample(self.D(self.E_th(x_rgbt[:, 3:4])), x_rgbt.shape[-2:])
+        return upsample(self.D(self.E_th(x_rgbt[:, 3:4])), x_rgbt.shape[-2:], align_corners=False)
 
     def rgb(self, x_rgbt: torch.Tensor) -> torch.Tensor:
         """The RGB stream (training, and the per-stream scores of Table 1)."""
-        return upsample(self.D(self.E_rgb(x_rgbt[:, :3])), x_rgbt.shape[-2:])
+        return upsample(self.D(self.E_rgb(x_rgbt[:, :3])), x_rgbt.shape[-2:], align_corners=False)

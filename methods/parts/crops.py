@@ -1,9 +1,9 @@
 """Random crops done on the device, inside the training loop, from a seeded generator.
 
 The loaders return whole (resized) images; the loop crops them. That lets a crop box be
-shared between source and target (HRDA's synchronized-crop ablation), put on a grid
-(HRDA's k = s·o) and re-drawn until no class dominates it (mmseg's RandomCrop with
-cat_max_ratio, used on the source by DAFormer and HRDA).
+shared between source and target (HRDA's synchronized-crop ablation) and re-drawn until no
+class dominates it (mmseg's RandomCrop with cat_max_ratio, used on the source by DAFormer and
+HRDA).
 """
 from __future__ import annotations
 
@@ -21,29 +21,28 @@ class Box(NamedTuple):
     w: int
 
 
-def random_box(height: int, width: int, h: int, w: int, gen: torch.Generator, grid: int = 1) -> Box:
-    """A uniformly random h x w box inside height x width whose corner lies on the grid."""
+def random_box(height: int, width: int, h: int, w: int, gen: torch.Generator) -> Box:
+    """A uniformly random h x w box inside height x width (mmseg's RandomCrop: any pixel offset)."""
     if h > height or w > width:
         raise ValueError(f"crop {w}x{h} does not fit in a {width}x{height} image")
-    ny, nx = (height - h) // grid + 1, (width - w) // grid + 1
-    y = int(torch.randint(ny, (), generator=gen)) * grid
-    x = int(torch.randint(nx, (), generator=gen)) * grid
+    y = int(torch.randint(height - h + 1, (), generator=gen))
+    x = int(torch.randint(width - w + 1, (), generator=gen))
     return Box(y, x, h, w)
 
 
 def balanced_box(label: torch.Tensor, h: int, w: int, gen: torch.Generator, cat_max_ratio: float = 1.0,
-                 tries: int = 10, grid: int = 1, extent: tuple[int, int] | None = None) -> Box:
+                 tries: int = 10, extent: tuple[int, int] | None = None) -> Box:
     """random_box re-drawn (up to `tries` times) while one class covers more than
     cat_max_ratio of the box's labelled pixels (mmseg RandomCrop)."""
     height, width = extent or label.shape[-2:]
-    box = random_box(height, width, h, w, gen, grid)
+    box = random_box(height, width, h, w, gen)
     if cat_max_ratio >= 1.0:
         return box
     for _ in range(tries):
         counts = torch.bincount(crop(label, box).flatten(), minlength=256)[:IGNORE_INDEX]
         if (counts > 0).sum() > 1 and counts.max() < cat_max_ratio * counts.sum():
             break
-        box = random_box(height, width, h, w, gen, grid)
+        box = random_box(height, width, h, w, gen)
     return box
 
 

@@ -4,9 +4,10 @@ UDAS's Domain CutMix.
 ClassMix: for each source image, half of the classes present in its label (rounded up)
 are cut out and pasted onto a target image; the mixed label takes the source label
 there and the target pseudo label elsewhere, the pixel weights 1 there and the pseudo-
-label confidence weight elsewhere. The mixed image then gets DACS's strong augmentation:
-colour jitter (strength 0.2, probability 0.8) and Gaussian blur (probability 0.5, σ in
-[0.15, 1.15], kernel ≈ 10 % of the image side).
+label confidence weight elsewhere. The mixed image then gets DACS's strong augmentation as
+DAFormer's reference applies it (mmseg/models/utils/dacs_transforms.py with kornia 0.5.8): colour
+jitter (strength 0.2) on the whole batch with probability 0.8, then Gaussian blur on the whole batch
+with probability 0.5 (σ ~ U(0.15, 1.15) per image, kernel ≈ 10 % of the image side, odd).
 
 Domain CutMix (UDAS, after CutMix, Yun et al. ICCV 2019): a box B of r_w = W·sqrt(1 - λ) by
 r_h = H·sqrt(1 - λ), λ ~ U(0, 1), cut from a labelled target image into a source image:
@@ -18,6 +19,7 @@ resumed run mixes exactly as an uninterrupted one.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -47,31 +49,94 @@ def mix(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return mask * a + (1 - mask) * b
 
 
+class JitterParams(NamedTuple):
+    """One image's colour jitter, as kornia 0.5.8's ColorJitter draws it."""
+    brightness: float          # added to every channel
+    contrast: float            # multiplies every channel
+    saturation: float          # multiplies HSV saturation
+    hue: float                 # added to HSV hue, in turns
+    order: tuple[int, ...]     # the order of the four: 0 brightness, 1 contrast, 2 saturation, 3 hue
+
+
+def draw_jitter(gen: torch.Generator, strength: float) -> JitterParams:
+    """kornia 0.5.8's ColorJitter(s, s, s, s) parameters: factors U(1 - s, 1 + s) (brightness's within
+    [0, 2], then as the offset factor - 1; contrast's and saturation's >= 0), hue U(-s, s) turns within
+    ±0.5, and a random order of the four."""
+    s = strength
+    brightness = _uniform(gen, max(0.0, 1 - s), min(2.0, 1 + s)) - 1
+    contrast = _uniform(gen, max(0.0, 1 - s), 1 + s)
+    saturation = _uniform(gen, max(0.0, 1 - s), 1 + s)
+    hue = _uniform(gen, -min(s, 0.5), min(s, 0.5))
+    return JitterParams(brightness, contrast, saturation, hue, tuple(torch.randperm(4, generator=gen).tolist()))
+
+
+def colour_jitter(img: torch.Tensor, p: JitterParams) -> torch.Tensor:
+    """An RGB image (3, H, W) in [0, 1] through kornia 0.5.8's four adjustments in p.order: x + b and
+    x · c (each clamped to [0, 1]), HSV saturation · s (clamped to [0, 1]), hue + h (mod 1 turn)."""
+    for op in p.order:
+        if op == 0:
+            img = (img + p.brightness).clamp(0, 1)
+        elif op == 1:
+            img = (img * p.contrast).clamp(0, 1)
+        elif op == 2:
+            h, s, v = rgb_to_hsv(img)
+            img = hsv_to_rgb(h, (s * p.saturation).clamp(0, 1), v)
+        else:
+            h, s, v = rgb_to_hsv(img)
+            img = hsv_to_rgb((h + p.hue) % 1.0, s, v)
+    return img
+
+
+def rgb_to_hsv(img: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(hue in turns [0, 1), saturation (max - min) / (max + eps), value max) of RGB (3, H, W), kornia's
+    conversion: the hue's sector from the first channel holding the maximum, 0 for greys."""
+    r, g, b = img.unbind(-3)
+    v, low = img.amax(-3), img.amin(-3)
+    delta = v - low
+    d = torch.where(delta > 0, delta, torch.ones_like(delta))
+    h = torch.where(r == v, (g - b) / d, torch.where(g == v, 2 + (b - r) / d, 4 + (r - g) / d))
+    return (h / 6) % 1.0, delta / (v + eps), v
+
+
+def hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """RGB (3, H, W) of hue (turns), saturation and value maps (H, W): the six-sector formula."""
+    h6 = h * 6
+    sector = torch.floor(h6)
+    f = h6 - sector
+    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+    rows = ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))
+    table = torch.stack([torch.stack(row) for row in rows])                       # (6, 3, H, W)
+    index = (sector.long() % 6).expand(1, 3, *h.shape)
+    return table.gather(0, index)[0]
+
+
+def blur_kernel_size(side: int) -> int:
+    """DACS's blur kernel along a side: c = ceil(0.1 · side), an even c rounded down to c - 1 (the
+    reference's floor(c - 0.5 + c % 2)): 32 px -> 3, 64 px -> 7, 512 px -> 51."""
+    c = math.ceil(0.1 * side)
+    return c if c % 2 == 1 else c - 1
+
+
 def strong_augment(images: torch.Tensor, gen: torch.Generator, jitter: float = 0.2, jitter_p: float = 0.8,
                    blur: bool = True) -> torch.Tensor:
-    """DACS colour jitter (strength `jitter`, applied with probability `jitter_p`: the reference
-    applies it when U(0,1) > 0.2) + Gaussian blur (probability 0.5) on ImageNet-normalised
-    images (N, 3, H, W)."""
+    """DACS's strong augmentation of ImageNet-normalised images (N, 3, H, W), as DAFormer's
+    strong_transform: one draw per batch decides colour jitter (probability `jitter_p`: the reference
+    applies it when U(0, 1) > 0.2) and one blur (probability 0.5); each image then gets its own jitter
+    parameters (draw_jitter, strength `jitter`) and its own blur σ ~ U(0.15, 1.15)."""
     mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    jittered = jitter > 0 and float(torch.rand((), generator=gen)) < jitter_p
+    blurred = blur and float(torch.rand((), generator=gen)) < 0.5
     out = []
     for img in (images * std + mean).clamp(0, 1):
-        if jitter > 0 and float(torch.rand((), generator=gen)) < jitter_p:
-            img = TF.adjust_brightness(img, _uniform(gen, 1 - jitter, 1 + jitter))
-            img = TF.adjust_contrast(img, _uniform(gen, 1 - jitter, 1 + jitter))
-            img = TF.adjust_saturation(img, _uniform(gen, 1 - jitter, 1 + jitter))
-            img = TF.adjust_hue(img, _uniform(gen, -min(jitter, 0.5), min(jitter, 0.5)))
-        if blur and float(torch.rand((), generator=gen)) < 0.5:
+        if jittered:
+            img = colour_jitter(img, draw_jitter(gen, jitter))
+        if blurred:
             sigma = _uniform(gen, 0.15, 1.15)
-            ky = _odd(math.ceil(0.1 * img.shape[-2]))
-            kx = _odd(math.ceil(0.1 * img.shape[-1]))
-            img = TF.gaussian_blur(img, [kx, ky], [sigma, sigma])
+            img = TF.gaussian_blur(img, [blur_kernel_size(img.shape[-1]), blur_kernel_size(img.shape[-2])],
+                                   [sigma, sigma])
         out.append(img)
     return (torch.stack(out) - mean) / std
-
-
-def _odd(k: int) -> int:
-    return max(3, k if k % 2 == 1 else k + 1)
 
 
 def cutmix_box(height: int, width: int, lam: float, gen: torch.Generator) -> tuple[int, int, int, int]:

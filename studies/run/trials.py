@@ -2,6 +2,7 @@
 anything starts, and the study's results folder (its name, its recorded options, --restart)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -59,9 +60,15 @@ def trial_settings(study: Study, args) -> dict:
 
 def trial_run_config(config: dict, settings: dict) -> dict:
     """The method's config of one trial: study defaults < fixed (--set, budget) < searched values
-    and seed < the grid row. Nothing overwrites what a row or --set declares."""
+    and seed < the grid row. Nothing overwrites what a row or --set declares. A fixed key reaches
+    the rows whose method reads it (`--set d_layers=4` sets ADVENT's discriminator and leaves its
+    source-only baseline, which has none, as it is); `check_trial_configs` refuses one no row reads."""
+    from udalab.methods import get_method
+
+    method = get_method(config.get("row", {}).get("method", settings["method"]))
     method_config = {"method": settings["method"], "source": settings["source"], "target": settings["target"],
-                     "data_root": settings["data_root"], "preset": settings["preset"], **settings["fixed"]}
+                     "data_root": settings["data_root"], "preset": settings["preset"],
+                     **{k: v for k, v in settings["fixed"].items() if method.reads(k)}}
     method_config.update({k: v for k, v in config.items() if k != "row"})
     method_config.update(config.get("row", {}))
     return method_config
@@ -92,7 +99,7 @@ def check_trial_configs(study: Study, args, settings: dict) -> None:
     searched value at both ends of its range, through the method's own hyperparameter checks: a
     bad name or value raises SystemExit naming it. (A --set for one method's rows does not trip
     over another method's rows left out by --rows.)"""
-    from udalab.methods import check_config
+    from udalab.methods import check_config, get_method
     from udalab.methods.engine import ConfigError
 
     if args.optuna and study.search:
@@ -102,6 +109,12 @@ def check_trial_configs(study: Study, args, settings: dict) -> None:
             configs += [{name: v} for v in ends if v is not None]
     else:
         configs = [{"row": row} for row in grid(study, args)[0]]
+    methods = {c.get("row", {}).get("method", study.method) for c in configs or [{}]}
+    unread = sorted(k for k in settings["fixed"] if not any(get_method(m).reads(k) for m in methods))
+    if unread:
+        raise SystemExit(f"{study.name}: no row of this run reads {', '.join(map(repr, unread))} (--set or the "
+                         f"study's fixed settings; rows' methods: {', '.join(sorted(methods))}); "
+                         f"no trial was started")
     for config in configs or [{}]:
         method_config = trial_run_config({**config, "seed": study.seeds[0]}, settings)
         try:
@@ -184,6 +197,8 @@ def write_study_report(study: Study | None, study_dir: str, df, preset: str | No
     from udalab.analysis.report import ReportSpec, write_report
 
     spec = study.report if study is not None and study.report is not None else None
+    if spec is not None and study.paired:
+        spec = dataclasses.replace(spec, pairs=tuple(study.baseline_pairs()))
     return write_report(study_dir, spec or ReportSpec(title=storage.uri_name(study_dir)), df=df, preset=preset,
                         **options)
 
