@@ -10,7 +10,7 @@ the runners, the result store, the report) goes through these names.
         trials.parquet, report.html         the trials table and the report
         runs.jsonl                          the local runner's finished runs (one JSON line each)
         optuna.db                           an Optuna search's storage (local results only)
-        <Tune's experiment files and trial folders>
+        <Tune's experiment files and trial folders>   a trial folder's result.json names its trial_id
         _train/train-<trial_id>[-seed<s>]/  the trial's Train run: its checkpoints
           checkpoint_<n>/ | checkpoint_local/
             state.pt                        {"iteration", "stage", "state", "rng", "train_seconds", "world"}
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 # A run's checkpoint folder.
@@ -51,6 +52,11 @@ LOCAL_CHECKPOINT = "checkpoint_local"  # the local runner's one checkpoint folde
 
 STUDY_SUFFIXES = ("_optuna", "_smoke", "_local")
 
+# A Tune trial folder: <trainable>_<trial_id>_<index>_<params>_<date>, trial_id = <5 hex>_<5 digits>.
+TUNE_RESULT_FILE = "result.json"        # one JSON line per report, each with its "trial_id"
+TUNE_PARAMS_FILE = "params.json"
+_TUNE_TRIAL_ID = re.compile(r"_([0-9a-f]{5}_\d{5})_\d+_")
+
 # The repository's records of measured runs.
 RECORDS_DIR = "records"
 MANIFEST_FILE = "manifest.json"
@@ -59,6 +65,67 @@ MANIFEST_FILE = "manifest.json"
 def train_run_name(trial_id: str, seed: int | None = None) -> str:
     """The Train run's fixed name (a re-run under it resumes): train-<trial_id>[-seed<s>]."""
     return f"train-{trial_id}" + ("" if seed is None else f"-seed{seed}")
+
+
+def train_runs_of_trial(trial_dir: Path) -> list[Path]:
+    """The Train runs of a Tune trial folder: <study>/_train/train-<trial_id> (or one per seed,
+    train-<trial_id>-seed<s>, for a search scored over seeds). The trial id is the one its
+    result.json reports, else the one in its folder name (a trial that has not reported yet)."""
+    trial_id = None
+    results = trial_dir / TUNE_RESULT_FILE
+    for line in (results.read_text().splitlines() if results.is_file() else []):
+        try:
+            trial_id = json.loads(line).get("trial_id")
+        except (ValueError, AttributeError):   # a line Tune is writing now
+            continue
+        if trial_id:
+            break
+    match = _TUNE_TRIAL_ID.search(trial_dir.name)
+    trial_id = trial_id or (match[1] if match else None)
+    if trial_id is None:
+        raise CheckpointError(f"{trial_dir} looks like a Tune trial folder, but neither its {TUNE_RESULT_FILE} nor "
+                              f"its name holds a trial id; pass its Train run folder, "
+                              f"<study>/{TRAIN_DIR}/{train_run_name('<trial_id>')}, instead")
+    train = trial_dir.parent / TRAIN_DIR
+    name = train_run_name(trial_id)
+    return sorted(p for p in (train / name, *train.glob(f"{name}-seed*")) if p.is_dir())
+
+
+def checkpoint_folder(path: Path) -> Path:
+    """The newest checkpoint (a folder with state.pt) of the run `path` names: a checkpoint folder or
+    its state.pt, a Train run folder (its newest checkpoint_* that holds a state.pt), a Tune trial
+    folder of a study's results (its Train run under the study's _train/) or a local runner's run
+    folder. Anything else, or a run without a state.pt, is a CheckpointError that names the fix."""
+    path = Path(path)
+    if path.is_file() and path.name == STATE_FILE:
+        return path.parent
+    if (path / STATE_FILE).is_file():
+        return path
+    if not path.is_dir():
+        raise CheckpointError(f"{path} does not exist; pass a trial's folder in a study's results, its Train run "
+                              f"folder under {TRAIN_DIR}/, or a checkpoint folder")
+    runs = [path]
+    if (path / TUNE_RESULT_FILE).is_file() or (path / TUNE_PARAMS_FILE).is_file():
+        runs = train_runs_of_trial(path)
+        if not runs:
+            raise CheckpointError(f"Tune trial folder {path} has no Train run under {path.parent / TRAIN_DIR}: the "
+                                  f"trial never started training, or its study's {TRAIN_DIR}/ was not copied with it")
+        if len(runs) > 1:
+            raise CheckpointError(f"Tune trial {path} trained one run per seed: {', '.join(p.name for p in runs)}; "
+                                  f"pass one of them ({path.parent / TRAIN_DIR}/<run>)")
+    elif (path / TRAIN_DIR).is_dir():
+        trials = sorted(p.name for p in (path / TRAIN_DIR).iterdir() if p.is_dir())
+        raise CheckpointError(f"{path} is a study's results folder; pass one of its trials' folders or Train runs "
+                              f"({path / TRAIN_DIR}/: {', '.join(trials[:5]) or 'none yet'}"
+                              f"{', ...' if len(trials) > 5 else ''})")
+    names = newest_first([p.name for p in runs[0].iterdir() if p.is_dir()])
+    for name in names:
+        if (runs[0] / name / STATE_FILE).is_file():
+            return runs[0] / name
+    raise CheckpointError(f"{runs[0]} holds no checkpoint ({STATE_FILE}{' in ' + ', '.join(names) if names else ''}):"
+                          f" the run has saved none yet or its weights were removed (train it again); pass a "
+                          f"trial's folder in a study's results, its Train run folder under {TRAIN_DIR}/, or a "
+                          f"checkpoint folder")
 
 
 def study_dir_name(study: str, optuna: bool = False, smoke: bool = False, local: bool = False) -> str:

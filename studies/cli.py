@@ -59,6 +59,22 @@ def build_parser() -> argparse.ArgumentParser:
     p_train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                          help="run config / hyperparameter override (JSON values), repeatable")
     p_train.add_argument("--checkpoint-dir", default=None, help="save checkpoints here and resume from them")
+    p_train.add_argument("--no-progress", action="store_true", help="no progress bar (on stderr) of the iterations")
+
+    p_predict = sub.add_parser("predict", help="write a trained run's predictions of a dataset split as PNGs in the "
+                                               "dataset's own format (score them with udalab eval)")
+    p_predict.add_argument("run", help="a trial's folder in a study's results, its Train run folder under _train/ "
+                                       "(a local study's _train/train-<trial>), or a checkpoint folder / its state.pt")
+    p_predict.add_argument("--dataset", required=True,
+                           help="the dataset to predict: cityscapes, voc, or an MFNet view such as mfnet_rgbt")
+    p_predict.add_argument("--root", default=None,
+                           help="the dataset's folder (default: the run's data_root for it, else the mini twin)")
+    p_predict.add_argument("--split", default="val", help="split to predict (default: val)")
+    p_predict.add_argument("--out", required=True, help="folder for the prediction PNGs (and predictions.json)")
+    p_predict.add_argument("--colour", default=None, metavar="DIR",
+                           help="also write colour pictures in the dataset's palette here (not inside --out)")
+    p_predict.add_argument("--device", default=None, help="torch device (default: cuda if there is one, else cpu)")
+    p_predict.add_argument("--no-progress", action="store_true", help="no progress bar (on stderr) of the images")
 
     p_report = sub.add_parser("report", help="write <results>/<study>/trials.parquet, report.html and "
                                              "<results>/index.html; --open: fetch a study's report to open")
@@ -106,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     commands = {"studies": _studies, "methods": _methods, "train": _train, "report": _report, "data": _data,
-                "eval": _eval, "weights": _weights}
+                "eval": _eval, "weights": _weights, "predict": _predict}
     return commands[args.command](args) or 0
 
 
@@ -143,7 +159,7 @@ def _train(args) -> int:
             raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
         config[key] = _parse_value(value)
     try:
-        reports = run_local(args.method, config, checkpoint_dir=args.checkpoint_dir)
+        reports = run_local(args.method, config, checkpoint_dir=args.checkpoint_dir, progress=not args.no_progress)
     except (ConfigError, DatasetError, NonFiniteLossError, KeyError) as e:
         print(f"udalab train: {e}", file=sys.stderr)
         return 2
@@ -173,6 +189,28 @@ def _eval(args) -> int:
     from udalab.analysis.score_predictions import run_eval
 
     run_eval(args)
+    return 0
+
+
+def _predict(args) -> int:
+    from udalab.core.layout import CheckpointError
+    from udalab.datasets import DatasetError
+    from udalab.methods.engine import ConfigError
+    from udalab.methods.engine.predict import PredictError, predict_run
+
+    if "://" in args.run:
+        raise SystemExit(f"udalab predict: {args.run} is not a local folder; copy the run's folder here first")
+    try:
+        info_path = predict_run(args.run, args.dataset, args.out, root=args.root, split=args.split,
+                                colour_dir=args.colour, device=args.device, progress=not args.no_progress)
+    except (CheckpointError, ConfigError, DatasetError, PredictError) as e:
+        print(f"udalab predict: {e}", file=sys.stderr)
+        return 2
+    info = json.loads(info_path.read_text())
+    print(f"wrote {info['images']} predictions of {info['dataset']} {info['split']} ({info['method']}, iteration "
+          f"{info['iteration']}, {info['run']}) to {args.out}")
+    print(f"score them: udalab eval --dataset {info['dataset']} --root {info['root']} --split {info['split']} "
+          f"--pred-dir {args.out}")
     return 0
 
 

@@ -244,7 +244,8 @@ def test_load_trained_predicts_as_the_run_evaluated(method, tmp_path, monkeypatc
 
 
 def test_load_trained_names_what_it_cannot_read(tmp_path):
+    from udalab.core.layout import CheckpointError
     from udalab.methods import load_trained
 
-    with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
+    with pytest.raises(CheckpointError, match="holds no checkpoint"):
         load_trained(tmp_path)

@@ -2,13 +2,18 @@
 reading them back: Cityscapes scored as cityscapesScripts scores it (its own evaluation, run on the
 same folder), MFNet and VOC written and read back with their loaders' conventions."""
 import argparse
+import json
+import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from udalab.analysis.score_predictions import EvaluationError, add_eval_arguments, evaluate_predictions, run_eval
+from udalab.core import layout
 from udalab.datasets import DatasetError, build_dataset, mini
 from udalab.datasets.base import read_predictions_info, write_predictions_info
 from udalab.datasets.labels import LABELS, PALETTE
@@ -48,15 +53,17 @@ def _ground_truth_with_instances(ds, out):
     return out
 
 
-def _cityscapesscripts(gt_root, pred_dir, split, tmp_path, monkeypatch):
-    """cityscapesScripts' evalPixelLevelSemanticLabeling on gt_root and pred_dir (its result dict)."""
+def _cityscapesscripts(gt_root, pred_dir, split, tmp_path, monkeypatch, instances: bool = True):
+    """cityscapesScripts' evalPixelLevelSemanticLabeling on gt_root and pred_dir (its result dict);
+    instances=False: without its iIoU (which reads *_gtFine_instanceIds.png)."""
     # cityscapesscripts 2.3.0 (the latest release) calls np.in1d, which numpy 2.4 removed
     # (mcordts/cityscapesScripts#196 replaces it with np.isin): give it the old function.
     monkeypatch.setattr(np, "in1d", lambda a, b, invert=False: np.isin(a, b, invert=invert).ravel(), raising=False)
     from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as cs
 
     settings = {"cityscapesPath": str(gt_root), "predictionPath": str(pred_dir), "predictionWalk": None,
-                "exportFile": str(tmp_path / "cityscapesscripts.json"), "quiet": True}
+                "exportFile": str(tmp_path / "cityscapesscripts.json"), "quiet": True,
+                "evalInstLevelScore": instances}
     for name, value in settings.items():  # its settings are one module global: restored after the test
         monkeypatch.setattr(cs.args, name, value)
     gts = sorted(str(p) for p in (gt_root / "gtFine" / split).glob("*/*_gtFine_labelIds.png"))
@@ -212,3 +219,129 @@ def test_bad_predictions_are_refused(tmp_path):
     Image.fromarray(PALETTE[np.zeros(voc.load_label(0).shape, np.int64)]).save(path)
     with pytest.raises(DatasetError, match="single-channel"):
         voc.read_prediction(path)
+
+
+# ---------------------------------------------------------------------------------------
+# `udalab predict`: a trained run's predictions, written by the dataset, scored by `udalab eval`.
+
+
+def test_a_smoke_studys_trial_predicted_scores_as_it_evaluated_and_as_cityscapesscripts_scores_it(
+        tmp_path, mini_data, monkeypatch, capsys):
+    """The HRDA row of a smoke study (sliding-window inference) run by the local runner; `udalab
+    predict` of its trial onto the mini Cityscapes val split; `udalab eval` of the folder gives the
+    trial's own final val mIoU (the prediction path is its evaluation path) and cityscapesScripts'
+    evaluation of the same folder the same mIoU."""
+    pytest.importorskip("cityscapesscripts", reason=NEEDS_CITYSCAPESSCRIPTS)
+    from udalab.methods import load_trained
+    from udalab.studies import cli
+    from udalab.studies.run import local
+
+    results = tmp_path / "results"
+    assert cli.main(["run", "hrda_crop_size", "--smoke", "--local", "--rows", "10", "--results", str(results),
+                     "--no-report"]) == 0
+    study = results / "hrda_crop_size_smoke_local"
+    final = local.read_runs(study)["row10-seed0"]["reports"][-1]
+    run = study / layout.TRAIN_DIR / layout.train_run_name("row10-seed0")
+    assert load_trained(run, device="cpu").prediction.window is not None        # HRDA predicts in windows
+    out, colour = tmp_path / "pred", tmp_path / "colour"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)                                                     # as the runner's run
+    try:
+        assert cli.main(["predict", str(run), "--dataset", "cityscapes", "--out", str(out), "--colour", str(colour),
+                         "--device", "cpu"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    val = build_dataset("cityscapes", None, "val")
+    assert len(list(out.rglob("*.png"))) == len(list(colour.rglob("*.png"))) == len(val)
+    assert f"{len(val)}/{len(val)}" in capsys.readouterr().err                    # the progress bar
+    info = read_predictions_info(out)
+    assert (info["method"], info["iteration"], info["root"]) == ("hrda", final["iteration"], str(val.root))
+
+    assert cli.main(["eval", "--dataset", "cityscapes", "--split", "val", "--pred-dir", str(out),
+                     "--json", str(tmp_path / "eval.json")]) == 0
+    ours = json.loads((tmp_path / "eval.json").read_text())
+    assert ours["miou"] == pytest.approx(final["miou"], abs=1e-6)
+    assert ours["pixel_acc"] == pytest.approx(final["pixel_acc"], abs=1e-6)
+    theirs = _cityscapesscripts(Path(val.root), out, "val", tmp_path, monkeypatch, instances=False)
+    assert ours["miou"] == pytest.approx(100 * theirs["averageScoreClasses"], abs=0.01)
+
+
+def test_a_voc_run_predicted_and_scored_gives_its_val_miou_and_wrong_asks_are_refused(tmp_path, capsys):
+    """A VOC run on a small twin (its config's data_root): predicted from its state.pt onto that
+    root (the default), scored by `udalab eval`: the run's final val mIoU. A dataset of other
+    classes, an unknown name and a folder without a checkpoint are refused with the fix."""
+    from udalab.methods import run_local
+    from udalab.studies import cli
+
+    root = mini.make_mini("voc", tmp_path / "voc", count={"train": 4, "val": 6})
+    config = {"preset": "smoke", "source": "voc", "target": "voc", "data_root": {"voc": str(root)}, "iterations": 1}
+    last = run_local("source_only", config, checkpoint_dir=tmp_path / "run")[-1]
+    out = tmp_path / "pred"
+    assert cli.main(["predict", str(tmp_path / "run" / layout.STATE_FILE), "--dataset", "voc", "--out", str(out),
+                     "--no-progress", "--device", "cpu"]) == 0
+    assert read_predictions_info(out)["root"] == str(root) and "predict voc" not in capsys.readouterr().err
+    scores = evaluate_predictions(root, "val", out, dataset="voc")
+    assert scores["miou"] == pytest.approx(last["miou"], abs=1e-6) and "iiou" in scores
+
+    for argv, message in [(["--dataset", "cityscapes"], "predicts 21 classes.*cityscapes has 19.*--dataset voc"),
+                          (["--dataset", "vocc"], "unknown dataset 'vocc'"),
+                          (["--dataset", "voc", "--split", "nope"], "no split 'nope'")]:
+        assert cli.main(["predict", str(tmp_path / "run"), *argv, "--out", str(tmp_path / "x")]) == 2
+        assert re.search(message, capsys.readouterr().err), message
+    assert cli.main(["predict", str(tmp_path), "--dataset", "voc", "--out", str(tmp_path / "x")]) == 2
+    assert "holds no checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_an_mfnet_view_of_other_channels_than_the_runs_is_refused(tmp_path):
+    from udalab.datasets.mfnet import CLASS_NAMES
+    from udalab.methods.engine.evaluate import Prediction
+    from udalab.methods.engine.predict import PredictError, check_dataset
+    from udalab.methods.engine.registry import Trained
+
+    root = mini.make_mini("mfnet", tmp_path / "mfnet", count={"val": 1})
+    trained = Trained({"method": "mml", "target": "mfnet@3"}, None, Prediction(lambda x: x, len(CLASS_NAMES)), [],
+                      tuple(CLASS_NAMES))
+    check_dataset(trained, build_dataset("mfnet_rgbt", root, "val"), "mfnet_rgbt")
+    with pytest.raises(PredictError, match="the run saw rgbt images.*--dataset mfnet$"):
+        check_dataset(trained, build_dataset("mfnet_thermal", root, "val"), "mfnet_thermal")
+
+
+def _tune_study(tmp_path: Path) -> Path:
+    """A study folder laid out as Ray Tune and Train write it: a trial folder (result.json lines name
+    its trial id), its Train run under _train/ with an older checkpoint and a newer one still being
+    written (no state.pt yet)."""
+    study = tmp_path / "study"
+    trial = study / "trial_1a2b3_00000_0_row=method_hrda,seed=0_2026-01-01_00-00-00"
+    trial.mkdir(parents=True)
+    (trial / layout.TUNE_PARAMS_FILE).write_text('{"row": {"method": "hrda"}, "seed": 0}')
+    (trial / layout.TUNE_RESULT_FILE).write_text('{"iteration": 2, "trial_id": "1a2b3_00000"}\n{"iteration": 4, "tr')
+    run = study / layout.TRAIN_DIR / layout.train_run_name("1a2b3_00000")
+    for name in ("checkpoint_2026-01-01_00-00-10.000001", "checkpoint_2026-01-01_00-00-20.000002"):
+        (run / name).mkdir(parents=True)
+    (run / "checkpoint_2026-01-01_00-00-10.000001" / layout.STATE_FILE).write_bytes(b"")
+    return study
+
+
+def test_a_run_is_found_from_any_of_its_folders(tmp_path):
+    study = _tune_study(tmp_path)
+    trial = next(study.glob("trial_*"))
+    checkpoint = study / "_train" / "train-1a2b3_00000" / "checkpoint_2026-01-01_00-00-10.000001"
+    for path in (trial, checkpoint.parent, checkpoint, checkpoint / layout.STATE_FILE):
+        assert layout.checkpoint_folder(path) == checkpoint, path
+    (trial / layout.TUNE_RESULT_FILE).write_text("")                        # no report yet: the folder's name
+    assert layout.checkpoint_folder(trial) == checkpoint
+    with pytest.raises(layout.CheckpointError, match="study's results folder.*train-1a2b3_00000"):
+        layout.checkpoint_folder(study)
+    with pytest.raises(layout.CheckpointError, match="does not exist"):
+        layout.checkpoint_folder(study / "nope")
+    (checkpoint / layout.STATE_FILE).unlink()
+    with pytest.raises(layout.CheckpointError, match="holds no checkpoint.*checkpoint_2026-01-01_00-00-20"):
+        layout.checkpoint_folder(trial)
+    shutil.rmtree(checkpoint.parent)
+    with pytest.raises(layout.CheckpointError, match="no Train run under"):
+        layout.checkpoint_folder(trial)
+    for seed in (0, 1):       # a search scored over seeds: one Train run per seed
+        (study / "_train" / layout.train_run_name("1a2b3_00000", seed) / "checkpoint_1").mkdir(parents=True)
+    with pytest.raises(layout.CheckpointError, match="per seed: train-1a2b3_00000-seed0, train-1a2b3_00000-seed1"):
+        layout.checkpoint_folder(trial)

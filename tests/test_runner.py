@@ -1,6 +1,7 @@
 """Study runner plumbing without starting Ray: cluster defaults, data roots, trial configs, CLI
 (cluster.yaml itself: tests/test_cluster_yaml.py)."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -77,7 +78,8 @@ def test_bad_set_value_is_a_clear_error():
 
 
 def test_udalab_command_lists_and_trains(tmp_path, mini_data, capsys):
-    """`udalab train` as a user types it (a process of its own); listing and a refused config in this one."""
+    """`udalab train` as a user types it (a process of its own: JSON reports on stdout, a progress bar on
+    stderr); listing and a refused config in this one."""
     from udalab.studies.cli import main as udalab
 
     assert udalab(["studies"]) == 0
@@ -85,12 +87,16 @@ def test_udalab_command_lists_and_trains(tmp_path, mini_data, capsys):
         p.stem for p in (ROOT / "studies").glob("*.py") if p.stem not in ("__init__", "study", "cli"))
     assert udalab(["methods"]) == 0
     assert set(capsys.readouterr().out.split()) >= {"source_only", "advent", "intrada"}
-    out = subprocess.run([sys.executable, "-m", "udalab.studies.cli", "train", "advent", "--set", "preset=smoke",
+    out = subprocess.run([sys.executable, "-m", "udalab.studies.cli", "train", "source_only", "--set", "preset=smoke",
                           "--set", "seed=3", "--checkpoint-dir", str(tmp_path)], capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    last = json.loads(out.stdout.strip().splitlines()[-1])
+    reports = [json.loads(line) for line in out.stdout.strip().splitlines()]   # stdout: the reports alone
+    last = reports[-1]
     assert last["done"] and last["iteration"] == 4 and (tmp_path / "state.pt").exists()
+    # stderr: the progress bar of the iterations (done of total, time taken < time left, rate)
+    bar = re.search(r"train: +100%\|[^|]*\| 4/4 \[\d+:\d\d<\d+:\d\d, +[\d.]+(it/s|s/it)\]", out.stderr)
+    assert bar, out.stderr[-2000:]
     assert udalab(["train", "advent", "--set", "preset=smoke", "--set", "lamda_adv_main=1"]) != 0
     assert "does not read 'lamda_adv_main'" in capsys.readouterr().err
 
@@ -181,7 +187,7 @@ def test_local_study_runs_the_grid_without_ray_and_resumes(tmp_path, mini_data):
     assert df["lr"].isna().tolist() == [True, False] and (df["iterations"] == 2).all()
     assert df["miou"].notna().all() and "test.miou" in df
     assert len(store.load_history(out, "row1-seed0")) == len(runs["row1-seed0"]["reports"])
-    assert not list(out.glob("_train/*/checkpoint_local/state.pt"))          # weights go once a run is done
+    assert len(list(out.glob("_train/*/checkpoint_local/state.pt"))) == 2    # the final models stay (udalab predict)
     lines = (out / layout.RUNS_FILE).read_text().splitlines()
     assert command.run_study(study, args) == 0                                  # resumed: nothing to run
     assert (out / layout.RUNS_FILE).read_text().splitlines() == lines

@@ -10,7 +10,7 @@ benchmark) and accumulates one confusion matrix; the summary is the `miou` / `pi
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -104,14 +104,44 @@ def slide_inference(predict: Predictor, image: torch.Tensor, num_classes: int,
 
 
 @torch.no_grad()
+def predictions(prediction: Prediction, dataset: Dataset, *, device, batch_size: int | None = None,
+                workers: int = 0) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """(index, train-id prediction (1, H, W), label (1, H, W)) of every sample of `dataset` in its
+    order, each prediction at its label's native size: what `evaluate` scores and `udalab predict`
+    writes. batch_size: images predicted together (after resizing, so images of different native
+    sizes batch too; each prediction is then upsampled to its own label): the same predictions as
+    one at a time up to float rounding, fewer and larger calls. None: as many as hold BATCH_PIXELS
+    (one 2048x1024 Cityscapes image at a time, as the references; 32 of the mini 256x128 ones)."""
+    loader = DataLoader(dataset, batch_size=1, num_workers=workers)   # native sizes may differ: one at a time
+    images, labels = [], []
+    index = 0                                 # the next sample to yield (the loader keeps the dataset's order)
+
+    def upsampled():
+        logits = prediction.logits(torch.cat(images))
+        for k, label in enumerate(labels):
+            # max(1).indices: argmax's first-maximum indices, faster along the class dim on CPUs
+            yield index + k, prediction.upsampled(logits[k:k + 1], label.shape[-2:]).max(1).indices, label
+
+    for batch in loader:
+        image = prediction.resized(batch["image"].to(device))
+        if images and image.shape[-2:] != images[0].shape[-2:]:
+            yield from upsampled()            # no input_size and a new image size: a batch of its own
+            index, images, labels = index + len(labels), [], []
+        images.append(image)
+        labels.append(batch["label"].to(device))
+        if len(images) >= (batch_size or max(1, BATCH_PIXELS // (image.shape[-2] * image.shape[-1]))):
+            yield from upsampled()
+            index, images, labels = index + len(labels), [], []
+    if images:
+        yield from upsampled()
+
+
+@torch.no_grad()
 def evaluate(prediction: Prediction, dataset: Dataset, *, class_names, device, batch_size: int | None = None,
              workers: int = 0, eval_classes=None, iiou: bool = False, record: pictures.Recording | None = None) -> dict:
-    """Score `prediction` on every sample of `dataset` (labels at their native size).
+    """Score `prediction` on every sample of `dataset` (labels at their native size; `predictions`
+    makes them, batch_size as there).
 
-    batch_size: images predicted together (after resizing, so images of different native sizes
-    batch too; each prediction is then upsampled to its own label): the same scores as one at a
-    time up to float rounding, fewer and larger calls. None: as many as hold BATCH_PIXELS
-    (one 2048x1024 Cityscapes image at a time, as the references; 32 of the mini 256x128 ones).
     eval_classes: class indices that mIoU averages over (None: the dataset's own
     `eval_classes`, set by build_uda_data, e.g. SYNTHIA->Cityscapes' 16; if that is None too, all).
     iiou: also report instance-level IoU ("iiou", "iiou.<class>"; class 0 = background excluded,
@@ -124,35 +154,12 @@ def evaluate(prediction: Prediction, dataset: Dataset, *, class_names, device, b
         eval_classes = getattr(dataset, "eval_classes", None)
     cm = ConfusionMatrix(num_classes)
     inst = InstanceIoU(num_classes) if iiou else None
-    loader = DataLoader(dataset, batch_size=1, num_workers=workers)   # native sizes may differ: one at a time
-    images, labels = [], []
-    index = 0                                 # the next sample to score (the loader keeps the dataset's order)
-
-    def score() -> None:
-        nonlocal index
-        logits = prediction.logits(torch.cat(images))
-        for k, label in enumerate(labels):
-            # max(1).indices: argmax's first-maximum indices, faster along the class dim on CPUs
-            pred = prediction.upsampled(logits[k:k + 1], label.shape[-2:]).max(1).indices
-            cm.update(pred, label)
-            if record is not None:
-                record.add(dataset, index, pred)
-            if inst is not None:
-                instances = dataset.load_instances(index) if hasattr(dataset, "load_instances") else None
-                inst.update(pred[0].cpu().numpy(), label[0].cpu().numpy(), instances)
-            index += 1
-        images.clear()
-        labels.clear()
-
-    for batch in loader:
-        image = prediction.resized(batch["image"].to(device))
-        if images and image.shape[-2:] != images[0].shape[-2:]:
-            score()                           # no input_size and a new image size: a batch of its own
-        images.append(image)
-        labels.append(batch["label"].to(device))
-        if len(images) >= (batch_size or max(1, BATCH_PIXELS // (image.shape[-2] * image.shape[-1]))):
-            score()
-    if images:
-        score()
+    for index, pred, label in predictions(prediction, dataset, device=device, batch_size=batch_size, workers=workers):
+        cm.update(pred, label)
+        if record is not None:
+            record.add(dataset, index, pred)
+        if inst is not None:
+            instances = dataset.load_instances(index) if hasattr(dataset, "load_instances") else None
+            inst.update(pred[0].cpu().numpy(), label[0].cpu().numpy(), instances)
     out = cm.summary(class_names, eval_classes=eval_classes)
     return {**out, **inst.summary(class_names)} if inst is not None else out

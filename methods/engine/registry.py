@@ -157,18 +157,24 @@ def run_local(method: str, config: dict, checkpoint_dir: str | Path | None = Non
 
 @dataclasses.dataclass
 class Trained:
-    """A trained run's model, predicting the way its method evaluates."""
+    """A trained run's model, predicting the way its method evaluates; `classes`: the class names it
+    was trained on (None for a checkpoint that does not name them), `checkpoint`: the folder read,
+    `device`: where the model is."""
 
     config: dict
     hp: HParams
     prediction: Prediction
     history: list[dict]
+    classes: tuple[str, ...] | None = None
+    checkpoint: Path | None = None
+    device: Any = None
 
 
 def load_trained(path: str | Path, device: str | None = None) -> Trained:
-    """The trained model of a run: `path` is a checkpoint folder (state.pt + config.json), a Train run
-    folder (its newest checkpoint_*), a Tune trial folder or a local runner's run folder."""
-    folder = _checkpoint_folder(Path(path))
+    """The trained model of a run: `path` is a checkpoint folder (state.pt + config.json) or its state.pt,
+    a Train run folder (its newest checkpoint_*), a Tune trial folder (its Train run under the study's
+    _train/) or a local runner's run folder (`layout.checkpoint_folder`)."""
+    folder = layout.checkpoint_folder(Path(path))
     saved = layout.read_checkpoint(folder)
     config = saved["config"]
     if config is None:
@@ -183,19 +189,8 @@ def load_trained(path: str | Path, device: str | None = None) -> Trained:
     session = LocalSession(device=device or config.get("device"))
     prediction = method.trained(hp, num_classes, saved["state"]["state"])
     prediction.to(session.device)
-    return Trained(config, hp, prediction, saved["history"])
-
-
-def _checkpoint_folder(path: Path) -> Path:
-    if (path / layout.STATE_FILE).is_file():
-        return path
-    if path.is_file() and path.name == layout.STATE_FILE:
-        return path.parent
-    candidates = sorted(path.glob(f"**/{layout.STATE_FILE}"), key=lambda p: p.parent.name, reverse=True)
-    if not candidates:
-        raise FileNotFoundError(f"{path} holds no checkpoint ({layout.STATE_FILE}); pass a trial's folder in a study's "
-                                f"results, its Train run folder under {layout.TRAIN_DIR}/, or a checkpoint folder")
-    return candidates[0].parent
+    return Trained(config, hp, prediction, saved["history"], tuple(classes) if classes else None, folder,
+                   session.device)
 
 
 def _num_classes(history: list[dict], config: dict) -> int:

@@ -25,6 +25,12 @@ class UDAData:
     eval_classes: tuple | None = None  # train ids scored (None: all), e.g. SYNTHIA->Cityscapes: 16 of 19
 
 
+def data_root(config: dict, name: str) -> str | None:
+    """The folder config["data_root"] gives dataset `name` (by its name, else its root key); None: the mini twin."""
+    roots = config.get("data_root") or {}
+    return roots.get(name, roots.get(root_key(name)))
+
+
 def build_uda_data(config: dict, source_size, target_size, crop=None, flip: bool = False) -> UDAData:
     """Datasets named by config['source'] / config['target']; config['data_root'] maps a
     dataset's root key (root_key(name): the name, or "mfnet" for every MFNet view) to its
@@ -33,18 +39,15 @@ def build_uda_data(config: dict, source_size, target_size, crop=None, flip: bool
     eval_classes: the target's own subset if its name selects one ("mfnet_thermal@3"), else the
     source's when the source labels fewer classes (SYNTHIA -> Cityscapes: 16), else None (all).
     It is also set on target_val, so that the shared evaluator scores only those classes."""
-    roots = config.get("data_root") or {}
     src_name, tgt_name = config.get("source", "gta5"), config.get("target", "cityscapes")
-
-    def root(name):
-        return roots.get(name, roots.get(root_key(name)))
-
-    source = build_dataset(src_name, root=root(src_name), split="train", size=source_size, crop=crop, flip=flip)
-    target = build_dataset(tgt_name, root=root(tgt_name), split="train", size=target_size, crop=crop, flip=flip)
+    tgt_root = data_root(config, tgt_name)
+    source = build_dataset(src_name, root=data_root(config, src_name), split="train", size=source_size, crop=crop,
+                           flip=flip)
+    target = build_dataset(tgt_name, root=tgt_root, split="train", size=target_size, crop=crop, flip=flip)
     # validation labels at their native resolution; the evaluator resizes the image only
-    target_val = build_dataset(tgt_name, root=root(tgt_name), split="val")
-    test_split = config.get("test_split", "test" if root(tgt_name) is None else None)
-    target_test = build_dataset(tgt_name, root=root(tgt_name), split=test_split) if test_split else None
+    target_val = build_dataset(tgt_name, root=tgt_root, split="val")
+    test_split = config.get("test_split", "test" if tgt_root is None else None)
+    target_test = build_dataset(tgt_name, root=tgt_root, split=test_split) if test_split else None
     if source.num_classes != target.num_classes:
         raise ValueError(f"{src_name} has {source.num_classes} classes but {tgt_name} has {target.num_classes}")
     eval_classes = target_val.eval_classes

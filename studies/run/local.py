@@ -8,8 +8,9 @@ every row x seed of the grid with the config a Tune trial would get (`trials.tri
     <results>/<study>_local/
       udalab_study.json                  the options (a re-run with other options is refused)
       runs.jsonl                         one line per finished run: trial_id, config, every report
-      _train/train-<trial_id>/checkpoint_local/   the run's checkpoint while it runs, then its
-                                         history.json only (store.load_history reads it)
+      _train/train-<trial_id>/checkpoint_local/   the run's checkpoint: its last one stays, as a Ray
+                                         study keeps each run's (`udalab predict` reads the model,
+                                         store.load_history the history)
       trials.parquet, report.html        as a Ray study writes them
 
 Re-running the command resumes: finished runs are read back from runs.jsonl and a run killed
@@ -58,9 +59,6 @@ def run_one(trial_id: str, config: dict, checkpoint: str, threads: int) -> dict:
     from udalab.methods import run_local
 
     reports = run_local(config["method"], config, checkpoint_dir=checkpoint)
-    state = Path(checkpoint) / layout.STATE_FILE
-    if state.exists():        # finished: the history stays for the learning curves, the weights go
-        state.unlink()
     return {"trial_id": trial_id, "config": config, "reports": reports, "started": started,
             "wall_seconds": time.time() - started}
 
