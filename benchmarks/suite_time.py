@@ -23,10 +23,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARY = re.compile(r"=+ (?P<counts>.*?) in (?P<seconds>[\d.]+)s")
 DURATION = re.compile(r"^(?P<seconds>[\d.]+)s (?P<when>call|setup|teardown)\s+(?P<test>\S+)$")
+FAILED = re.compile(r"^(?:FAILED|ERROR) (?P<test>\S+)")
 
 
 def parse_log(text: str) -> dict:
-    """pytest's final line (counts, seconds) and its --durations lines."""
+    """pytest's final line (counts, seconds), its --durations lines and the tests that failed (-rfE)."""
     summary = [m for m in SUMMARY.finditer(text)]
     if not summary:
         raise ValueError("no pytest summary line in the log (the run did not finish)")
@@ -34,7 +35,8 @@ def parse_log(text: str) -> dict:
     counts = {word: int(n) for n, word in re.findall(r"(\d+) (\w+)", last["counts"])}
     slowest = [{"seconds": float(m["seconds"]), "when": m["when"], "test": m["test"]}
                for m in map(DURATION.match, text.splitlines()) if m]
-    return {"pytest_seconds": float(last["seconds"]), "counts": counts, "slowest": slowest}
+    failed = [m["test"] for m in map(FAILED.match, text.splitlines()) if m]
+    return {"pytest_seconds": float(last["seconds"]), "counts": counts, "slowest": slowest, "failed": failed}
 
 
 def run_at(commit: str, venv: str, durations: int) -> dict:
@@ -47,7 +49,7 @@ def run_at(commit: str, venv: str, durations: int) -> dict:
         subprocess.run(["git", "-C", str(clone), "checkout", "-q", sha], check=True)
         home.mkdir()
         env = {**os.environ, "HOME": str(home), "UDALAB_VENV": venv,
-               "PYTEST_ADDOPTS": f"--durations={durations} -p no:cacheprovider"}
+               "PYTEST_ADDOPTS": f"--durations={durations} -rfE -p no:cacheprovider"}
         env.pop("PYTHONPATH", None)
         start = time.perf_counter()
         proc = subprocess.run([str(clone / ".ci" / "run")], cwd=clone, env=env, capture_output=True, text=True)

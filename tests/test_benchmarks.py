@@ -101,11 +101,13 @@ def test_suite_time_reads_pytests_summary_and_durations():
     log = ("...\n============ slowest 2 durations ============\n"
            "161.40s call     tests/test_cluster.py::test_a_lost_worker_node\n"
            "30.58s setup    tests/test_datasets.py::test_mini_twins\n"
+           "FAILED tests/test_x.py::test_y - AssertionError\n"
            "======= 1 failed, 318 passed, 2 skipped in 953.29s (0:15:53) =======\n")
     parsed = bench.parse_log(log)
     assert parsed["pytest_seconds"] == 953.29 and parsed["counts"] == {"failed": 1, "passed": 318, "skipped": 2}
     assert parsed["slowest"] == [
         {"seconds": 161.4, "when": "call", "test": "tests/test_cluster.py::test_a_lost_worker_node"},
         {"seconds": 30.58, "when": "setup", "test": "tests/test_datasets.py::test_mini_twins"}]
+    assert parsed["failed"] == ["tests/test_x.py::test_y"]
     with pytest.raises(ValueError, match="did not finish"):
         bench.parse_log("....F..\n")

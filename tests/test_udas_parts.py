@@ -419,4 +419,4 @@ def test_pseudo_label_benchmark_thresholds_the_labels_self_training_trains_on(tm
     G = build_model(run, hp, data.num_classes)
     G.load_state_dict(shared_uda(config, data)()[0]["G"])
     labels = label_targets(run, hp, G, data.target, split_target(hp, data.target)[1], seed=1)   # round 1, seed 0
-    assert 100 * float((labels != IGNORE_INDEX).float().mean()) == pytest.approx(at_tau["q"], abs=1e-9)
+    assert 100 * float((labels != IGNORE_INDEX).double().mean()) == pytest.approx(at_tau["q"], abs=1e-9)
