@@ -486,23 +486,21 @@ def results_section(d: ReportData) -> Section:
 def _pair_labels(df: pd.DataFrame, spec: ReportSpec) -> pd.DataFrame:
     """The trials of the pairs' rows, each labelled with its row's name and its baseline's: a trial is
     a row's when it has that row's value (or none) of every key any paired row sets."""
-    rows = list({repr(sorted(r.items())): r for pair in spec.pairs for r in pair}.values())
-    keys = sorted({k for r in rows for k in r})
     name = spec.name or (lambda r: ", ".join(f"{k}={T.fmt_value(v)}" for k, v in sorted(r.items())))
+    # (row, its baseline's name): every measured row, then every baseline row not measured itself
+    rows = [(row, name(base)) for row, base in spec.pairs]
+    rows += [(base, None) for _, base in spec.pairs if all(base != r for r, _ in rows)]
+    keys = sorted({k for r, _ in rows for k in r})
 
     def same(a, b) -> bool:
         return (is_missing(a) and is_missing(b)) or (not is_missing(a) and not is_missing(b) and values_equal(a, b))
 
-    def row_of(trial: dict) -> dict | None:
-        return next((r for r in rows if all(same(trial.get(k), r.get(k)) for k in keys)), None)
-
-    base_of = {repr(sorted(r.items())): name(b) for r, b in spec.pairs}
     out = []
     for trial in df.to_dict("records"):
-        row = row_of(trial)
-        if row is not None and not is_missing(trial.get(spec.metric)):
-            out.append({"configuration": name(row), "baseline": base_of.get(repr(sorted(row.items()))),
-                        "seed": trial["seed"], spec.metric: trial[spec.metric]})
+        match = next(((r, base) for r, base in rows if all(same(trial.get(k), r.get(k)) for k in keys)), None)
+        if match is not None and not is_missing(trial.get(spec.metric)):
+            out.append({"configuration": name(match[0]), "baseline": match[1], "seed": trial["seed"],
+                        spec.metric: trial[spec.metric]})
     return pd.DataFrame(out, columns=["configuration", "baseline", "seed", spec.metric])
 
 
