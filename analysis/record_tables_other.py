@@ -226,7 +226,8 @@ def mini_gap_colour(recs: RecordSet) -> str:
 
 
 def _minutes(seconds: float) -> str:
-    return f"{int(seconds // 60)}:{int(round(seconds % 60)):02d}"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}:{rest:02d}"
 
 
 @table("suite_time")
