@@ -48,6 +48,7 @@ OPTUNA_DB = "optuna.db"
 TRAIN_DIR = "_train"
 ARTIFACTS_DIR = "_artifacts"           # the artifact store of every study under a URI results folder
 CHECKPOINT_PREFIX = "checkpoint_"
+TRAIN_SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"   # Ray Train's list of a run's registered checkpoints
 LOCAL_CHECKPOINT = "checkpoint_local"  # the local runner's one checkpoint folder of a run
 
 STUDY_SUFFIXES = ("_optuna", "_smoke", "_local")

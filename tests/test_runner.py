@@ -268,6 +268,37 @@ def test_a_resume_with_another_worker_count_is_refused(tmp_path):
         command.run_study(study, parse([*base, "--local", "--workers", "2"]))
 
 
+def test_a_resumed_train_run_drops_the_checkpoint_folders_its_snapshot_does_not_register(tmp_path):
+    """A kill between a checkpoint's upload and its registration leaves a folder Ray Train's snapshot
+    does not name: the resumed run deletes it (and every folder of a run that has no snapshot yet),
+    keeps the registered ones. The snapshot is written with Ray Train's own schema."""
+    from ray.train.v2._internal.execution.checkpoint.checkpoint_manager import (_CheckpointManagerState,
+                                                                                _TrainingResultState)
+
+    run = tmp_path / "train-a_00001"
+    for name in ("checkpoint_1", "checkpoint_2", "checkpoint_3"):
+        (run / name).mkdir(parents=True)
+        (run / name / layout.STATE_FILE).write_bytes(b"x")
+    kept = _TrainingResultState(checkpoint_dir_name="checkpoint_2", metrics={"miou": 1.0})
+    pending = _TrainingResultState(checkpoint_dir_name="checkpoint_1", metrics={})
+    snapshot = _CheckpointManagerState(checkpoint_results=[kept], checkpoint_report_indices=[3],
+                                       latest_checkpoint_result=kept, pending_training_results=[pending],
+                                       pending_validation_specs=[False], current_report_index=4,
+                                       validated_checkpoint_dir_names=[], timed_out_validation_checkpoint_dir_names=[],
+                                       failed_validation_checkpoint_dir_names=[])
+    (run / layout.TRAIN_SNAPSHOT_FILE).write_text(snapshot.model_dump_json())
+    assert ray_tune.drop_unregistered_checkpoints(str(tmp_path), run.name) == ["checkpoint_3"]
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint_1", "checkpoint_2", layout.TRAIN_SNAPSHOT_FILE]
+    assert layout.checkpoint_folder(run).name == "checkpoint_2"      # what `udalab predict` now takes
+
+    (run / layout.TRAIN_SNAPSHOT_FILE).write_text('{"checkpoint_results": [')     # unreadable: nothing deleted
+    assert ray_tune.drop_unregistered_checkpoints(str(tmp_path), run.name) == []
+    (run / layout.TRAIN_SNAPSHOT_FILE).unlink()                                   # the run starts over
+    assert sorted(ray_tune.drop_unregistered_checkpoints(str(tmp_path), run.name)) == ["checkpoint_1", "checkpoint_2"]
+    assert list(run.iterdir()) == []
+    assert ray_tune.drop_unregistered_checkpoints(str(tmp_path), "train-never-started") == []
+
+
 def test_a_cluster_study_refuses_results_on_this_nodes_disk_before_anything_starts(tmp_path, monkeypatch):
     """With --address a results folder must reach every node: a URI, or a folder on a shared file
     system (/proc/mounts' type); a node-local one is refused at the start, whatever nodes are up."""

@@ -76,6 +76,7 @@ def trainer(method_config: dict, settings: dict, name: str, callbacks: list):
 
     from udalab.methods import train_loop
 
+    drop_unregistered_checkpoints(settings["train_storage"], name)
     workers = settings["workers"]
     per_worker = {"CPU": settings["cpus_per_trial"] / workers}
     if settings["gpus_per_trial"]:
@@ -96,6 +97,41 @@ def trainer(method_config: dict, settings: dict, name: str, callbacks: list):
             checkpoint_config=CheckpointConfig(num_to_keep=1),
         ),
     )
+
+
+def drop_unregistered_checkpoints(train_storage: str, name: str) -> list[str]:
+    """Delete the checkpoint folders of Train run `name` that its snapshot does not register; return
+    their names. A worker uploads a checkpoint before the controller registers it, so a kill -9
+    between the two leaves a folder the resumed run neither restores from nor ever deletes (it is
+    not among num_to_keep's), a paper-size one tens of GB, and `udalab predict` would take it for
+    the newest. Without a snapshot the run starts over: every folder is such a leftover. A snapshot
+    that cannot be read deletes nothing (Ray Train stops on it with its own error)."""
+    import json
+
+    import pyarrow.fs as pafs
+
+    fs, run = storage.fs_path(storage.uri_join(train_storage, name))
+    folders = [i.base_name for i in storage.list_dir(fs, run)
+               if i.type == pafs.FileType.Directory and layout.is_checkpoint_dir(i.base_name)]
+    text = storage.read_text(fs, storage.join_path(run, layout.TRAIN_SNAPSHOT_FILE))
+    try:
+        registered = set() if text is None else _checkpoint_dir_names(json.loads(text))
+    except ValueError:
+        return []
+    leftovers = [f for f in folders if f not in registered]
+    for folder in leftovers:
+        fs.delete_dir(storage.join_path(run, folder))
+    return leftovers
+
+
+def _checkpoint_dir_names(snapshot) -> set[str]:
+    """Every checkpoint_dir_name a Train snapshot holds (its checkpoints, latest and pending ones)."""
+    if isinstance(snapshot, dict):
+        own = {snapshot["checkpoint_dir_name"]} if isinstance(snapshot.get("checkpoint_dir_name"), str) else set()
+        return own.union(*(_checkpoint_dir_names(v) for v in snapshot.values()))
+    if isinstance(snapshot, list):
+        return set().union(*(_checkpoint_dir_names(v) for v in snapshot))
+    return set()
 
 
 def trial_over_seeds(config: dict, settings: dict, trial_id: str) -> None:
