@@ -2,7 +2,8 @@
 
 For each seed, the UDA stage of the udas_ablation study's ST + DA + SSL row (the shared
 artifact every trial of that seed reads; trained here the first time if no trial has yet)
-labels the unlabelled target train images as self-training's round 1 does: K photometric
+labels the unlabelled target train images as self-training's round 1 does (the pool's images that
+have labels: not train_extra's): K photometric
 AutoAugment views (+ an undone flip), the most confident view per pixel, kept where its
 confidence >= τ. Against those images' own labels, which no method reads, it reports per τ:
 
@@ -30,6 +31,7 @@ def measure(seed: int, taus: list[float], views: int | None = None, preset: str 
     """The pseudo labels of `seed`'s UDA stage at each of `taus`; `overrides`: settings of the
     study's row changed (e.g. {"translate": False}), as --set would."""
     import torch
+    from torch.utils.data import Subset
 
     from udalab.datasets.labels import IGNORE_INDEX
     from udalab.methods.advent import build_model
@@ -59,7 +61,8 @@ def measure(seed: int, taus: list[float], views: int | None = None, preset: str 
     n = data.num_classes
     tp, predicted = torch.zeros(len(taus), n), torch.zeros(len(taus), n)
     present = torch.zeros(n)
-    for batch, conf, label in view_confidence(run, hp, G, data.target, unlabelled, labelling_seed(seed, 1)):  # round 1's
+    scored = Subset(data.target, unlabelled)     # the pool's images that have labels to score against
+    for batch, conf, label in view_confidence(run, hp, G, scored, labelling_seed(seed, 1)):  # round 1's
         truth = batch["label"]
         valid = truth != IGNORE_INDEX
         pixels += truth.numel()

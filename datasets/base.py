@@ -84,6 +84,16 @@ def write_png16(path: Path, arr: np.ndarray) -> None:
                            + chunk(b"IDAT", zlib.compress(rows, 6)) + chunk(b"IEND", b""))
 
 
+def header_size(path: Path, what: str) -> tuple[int, int]:
+    """(W, H) of an image file, read from its header."""
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (UnidentifiedImageError, OSError) as e:
+        raise DatasetError(f"cannot read {what} {path} ({e}); the file is corrupt or not an image: re-extract it "
+                           f"from the dataset archive") from e
+
+
 def read_index_png(path: Path) -> np.ndarray:
     """Raw index values of a label PNG (mode L, P or I;16: palette indices, not colours)."""
     try:
@@ -105,6 +115,7 @@ class SegmentationDataset(Dataset):
     image (named by the split file) or label does not raise: the (image, label) pair goes to
     `missing`, and `missing_problem(image, label)` says what is wrong and the fix (used by
     `udalab data check`). `split_file`: the file the split was read from (None: no split file).
+    A split of UNLABELLED_SPLITS pairs each image with None: its label is IGNORE_INDEX everywhere.
     """
 
     ignore_index = IGNORE_INDEX
@@ -114,6 +125,7 @@ class SegmentationDataset(Dataset):
     palette: np.ndarray | None = None          # [num_classes, 3] uint8: the benchmark's colours (labels.colorize)
     EVAL_SUBSETS: dict[str, tuple[int, ...]] = {}
     SPLITS: tuple[str, ...] = ("train", "val")
+    UNLABELLED_SPLITS: tuple[str, ...] = ()   # splits of images without labels (Cityscapes' train_extra)
     PREDICTION_VALUES = "class index"          # how a prediction PNG encodes the classes (Cityscapes: "labelid")
 
     def __init__(self, root, split: str, size=None, crop=None, flip: bool = False, strict: bool = True):
@@ -124,11 +136,19 @@ class SegmentationDataset(Dataset):
         self.files: list[tuple[Path, Path]] = []
         self.missing: list[tuple[Path, Path]] = []
         self.split_file: Path | None = None
+        self.labelled = split not in self.UNLABELLED_SPLITS
 
     @classmethod
     def available_splits(cls, root) -> list[str]:
         """The splits a folder in this layout holds (for `udalab data check/stats`)."""
         return list(cls.SPLITS)
+
+    def with_split(self, split: str) -> "SegmentationDataset":
+        """The same dataset (root, transform, evaluated classes) at another split; a DatasetError
+        naming what is missing when this root does not hold it."""
+        other = type(self)(self.root, split, strict=self.strict)
+        other.transform, other.eval_classes = self.transform, self.eval_classes
+        return other
 
     def _check_root(self, *required: str, hint: str) -> None:
         if not self.root.is_dir():
@@ -174,13 +194,14 @@ class SegmentationDataset(Dataset):
         return f"image {image} has no label: expected {label}. Restore the label file or remove the image"
 
     def _pair(self, images: list[Path], label_of) -> None:
-        """Pair each image with label_of(image); a pair with a missing file raises (strict) or goes to `missing`."""
+        """Pair each image with label_of(image) (an unlabelled split: None); a pair with a missing file
+        raises (strict) or goes to `missing`."""
         if not images:
             raise DatasetError(f"{type(self).__name__}: no images for split '{self.split}' under {self.root}; "
                                f"check the split name and that the folder holds the dataset's own layout")
         for img in images:
-            lbl = label_of(img)
-            if img.is_file() and lbl.is_file():
+            lbl = label_of(img) if self.labelled else None
+            if img.is_file() and (lbl is None or lbl.is_file()):
                 self.files.append((img, lbl))
             else:
                 self.missing.append((img, lbl))
@@ -207,12 +228,20 @@ class SegmentationDataset(Dataset):
     def load_label(self, i: int) -> np.ndarray:
         """Train-id label of sample i at the file's own size (uint8 [H,W]; 255 = ignore)."""
         path = self.files[i][1]
+        if path is None:                              # an unlabelled split
+            return np.full(self.image_size(i)[::-1], IGNORE_INDEX, np.uint8)
         return self.encode(self.read_label(path), path).astype(np.uint8)
+
+    def image_size(self, i: int) -> tuple[int, int]:
+        """(W, H) of sample i's image, from its header."""
+        return header_size(self.files[i][0], "image")
 
     def load(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 image [C,H,W] and int64 train-id label [H,W] at the files' own size."""
         img_path, lbl_path = self.files[i]
         image = self.read_image(img_path)
+        if lbl_path is None:                          # an unlabelled split
+            return image, torch.full(image.shape[-2:], IGNORE_INDEX, dtype=torch.int64)
         label = torch.from_numpy(self.encode(self.read_label(lbl_path), lbl_path).astype(np.int64))
         if tuple(image.shape[-2:]) != tuple(label.shape):
             raise DatasetError(f"size mismatch: image {img_path} is {image.shape[2]}x{image.shape[1]} but label "
@@ -241,8 +270,7 @@ class SegmentationDataset(Dataset):
         inside out_dir: the benchmarks' tools take every PNG there for a prediction."""
         pred = pred.detach().cpu().numpy() if hasattr(pred, "detach") else np.asarray(pred)
         image, label = self.files[i]
-        with Image.open(label) as im:
-            W, H = im.size
+        W, H = self.image_size(i) if label is None else header_size(label, "label")
         if pred.shape != (H, W):
             raise ValueError(f"the prediction for {image} has shape {pred.shape}, its label {label} has shape "
                              f"({H}, {W}); upsample the logits to the label's size before the argmax")

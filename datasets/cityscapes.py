@@ -5,7 +5,9 @@
 
 Label ids 0..33 map to the 19 train ids (cityscapesScripts' table); the rest is 255.
 
-Splits: train (2975), val (500) and test (1525). The public test labels are withheld (the
+Splits: train (2975), val (500) and test (1525); train_extra (19,998 images, leftImg8bit_trainextra.zip)
+holds images without fine labels: an unlabelled split whose labels read as 255 everywhere (its
+coarse labels, gtCoarse/, are not read), the unlabelled pool UDAS self-trains on. The public test labels are withheld (the
 benchmark server scores test predictions): every gtFine test label is void, which maps to
 255 everywhere, so split "test" of the real dataset raises a DatasetError naming the file and
 the fix (hold out part of val: move a few val cities to leftImg8bit/test and gtFine/test).
@@ -37,13 +39,15 @@ class Cityscapes(SegmentationDataset):
     class_names = CLASS_NAMES
     palette = PALETTE
     SPLITS = ("train", "val", "test")
+    UNLABELLED_SPLITS = ("train_extra",)
     PREDICTION_VALUES = "labelid"
 
     def __init__(self, root, split: str = "train", size=None, crop=None, flip: bool = False, strict: bool = True):
         super().__init__(root, split, size, crop, flip, strict)
-        self._check_root(f"leftImg8bit/{split}", f"gtFine/{split}",
+        self._check_root(f"leftImg8bit/{split}", *([f"gtFine/{split}"] if self.labelled else []),
                          hint="Pass the folder that holds leftImg8bit/ and gtFine/ (leftImg8bit_trainvaltest.zip "
-                              "and gtFine_trainvaltest.zip from cityscapes-dataset.com, unpacked).")
+                              "and gtFine_trainvaltest.zip from cityscapes-dataset.com, unpacked"
+                              + ("; leftImg8bit_trainextra.zip for train_extra)." if not self.labelled else ")."))
         images = sorted((self.root / "leftImg8bit" / split).glob(f"*/*{IMAGE_SUFFIX}"))
         self._pair(images, self.label_path)
         if split == "test":

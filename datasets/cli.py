@@ -135,8 +135,8 @@ def check_item(ds, i: int, depth: bool) -> tuple[bool, list[str], tuple | None, 
         problems.append(str(e))
         image_hw = None
     try:
-        label = ds.encode(ds.read_label(lbl_path), lbl_path)
-        ids = np.unique(label).tolist()
+        label = None if lbl_path is None else ds.encode(ds.read_label(lbl_path), lbl_path)   # None: unlabelled split
+        ids = [] if label is None else np.unique(label).tolist()
     except DatasetError as e:
         problems.append(str(e))
         label = None
@@ -240,6 +240,9 @@ def _stats(args) -> int:
             ds = cls(root, split)
         except DatasetError as e:
             print(f"  {split}: {e}")
+            continue
+        if not ds.labelled:
+            print(f"\n  {split}: {len(ds)} images without labels")
             continue
         bar = _progress(args.quiet)
         st = class_stats(ds, progress=lambda items: bar(items, f"stats {split}"))

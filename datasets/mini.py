@@ -14,8 +14,12 @@ Every target twin has a labelled held-out split that nothing is tuned on: Citysc
 `test` (45 images, the distribution of val; real Cityscapes' test labels are withheld),
 MFNet `test.txt`, VOC `ImageSets/Segmentation/test.txt`.
 
-The cache folder of a twin is `$UDALAB_DATA_CACHE/<name>-v<VERSION>`: bump VERSION on any
-change that alters the files, and every cache regenerates on first use.
+The Cityscapes twin also has `train_extra`: images without labels, as real Cityscapes' train_extra
+(the unlabelled pool UDAS self-trains on); 100 images, a third of train (the real one is 6.7x train).
+
+The cache folder of a twin is `$UDALAB_DATA_CACHE/<name>-v<VERSIONS[name]>`: bump it on any change
+that alters the files, and every cache regenerates on first use. RENDERERS[name], the version of the
+scenes' drawing, is part of every image's seed: a twin that gains a split keeps its other images.
 """
 from __future__ import annotations
 
@@ -33,14 +37,16 @@ from udalab.datasets.mini_street import LANE_MARK, render_scene
 
 # 2 = same colours across domains, realism gap, held-out test splits; 3 (street and MFNet twins) = every class
 # drawn large enough to be learnt at the methods' training sizes (mini_street.THICK, mini_mfnet)
-VERSION = 3  # of the street and MFNet twins
-VERSIONS = {"gta5": VERSION, "cityscapes": VERSION, "synthia": VERSION, "mfnet": VERSION, "voc": 2}
+VERSION = 3  # of the street and MFNet twins' drawing
+RENDERERS = {"gta5": VERSION, "cityscapes": VERSION, "synthia": VERSION, "mfnet": VERSION, "voc": 2}
+# the twins' files: 4 (Cityscapes) = drawing 3 + train_extra
+VERSIONS = {**RENDERERS, "cityscapes": 4}
 MINI_DATASETS = ("gta5", "cityscapes", "synthia", "mfnet", "voc")
 SPECS = {
     "gta5": {"size": (256, 144), "splits": {"train": 300}},
-    "cityscapes": {"size": (256, 128), "splits": {"train": 300, "val": 90, "test": 45},
+    "cityscapes": {"size": (256, 128), "splits": {"train": 300, "val": 90, "test": 45, "train_extra": 100},
                    "cities": {"train": ("aachen", "bochum", "bremen"), "val": ("frankfurt", "lindau", "munster"),
-                              "test": ("berlin", "bielefeld", "bonn")}},
+                              "test": ("berlin", "bielefeld", "bonn"), "train_extra": ("augsburg", "bad-honnef")}},
     "synthia": {"size": (256, 152), "splits": {"train": 300}},   # 1280x760 / 5
     "mfnet": {"size": (160, 120), "splits": {"train": 200, "val": 60, "test": 60}},  # 640x480 / 4
     "voc": {"size": None, "splits": {"train": 200, "val": 80, "test": 40}},  # sizes vary per image, as in VOC
@@ -96,15 +102,15 @@ def make_mini(name: str, out_dir, seed: int = 0, count: dict | None = None, size
     if name == "mfnet":
         from udalab.datasets.mini_mfnet import make_mfnet
 
-        make_mfnet(out, spec["size"], counts, seed, VERSIONS[name], hash_name(name))
+        make_mfnet(out, spec["size"], counts, seed, RENDERERS[name], hash_name(name))
         return out
     if name == "voc":
         from udalab.datasets.mini_voc import make_voc
 
-        make_voc(out, counts, seed, VERSIONS[name], hash_name(name), size)
+        make_voc(out, counts, seed, RENDERERS[name], hash_name(name), size)
         return out
     W, H = spec["size"]
-    version = VERSIONS[name]
+    version = RENDERERS[name]
     for split, n in counts.items():
         split_index = list(spec["splits"]).index(split)
         for i in range(n):
@@ -172,9 +178,14 @@ def _write_synthia(out: Path, i: int, image: np.ndarray, label: np.ndarray) -> N
 
 
 def _write_cityscapes(out: Path, split: str, city: str, i: int, image: np.ndarray, label: np.ndarray) -> None:
+    """leftImg8bit and gtFine label ids; an unlabelled split (train_extra) gets its image only."""
+    from udalab.datasets.cityscapes import Cityscapes
+
     stem = f"{city}_{i // 3:06d}_{19 + i:06d}"
-    img_dir, gt_dir = out / "leftImg8bit" / split / city, out / "gtFine" / split / city
+    img_dir = out / "leftImg8bit" / split / city
     img_dir.mkdir(parents=True, exist_ok=True)
-    gt_dir.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image).save(img_dir / f"{stem}_leftImg8bit.png")
-    Image.fromarray(label, mode="L").save(gt_dir / f"{stem}_gtFine_labelIds.png")
+    if split not in Cityscapes.UNLABELLED_SPLITS:
+        gt_dir = out / "gtFine" / split / city
+        gt_dir.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(label, mode="L").save(gt_dir / f"{stem}_gtFine_labelIds.png")

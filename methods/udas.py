@@ -16,7 +16,9 @@ Algorithm (DeepLab-v2 multi-level G, images resized to 640x360):
      artifact, and trials that differ only in step 2's settings read it (methods/engine/__init__.py `adopt`).
   2. Self-training, R rounds (stages "round1" ... "roundR"), when `rounds` > 0:
      a. the teacher (round 1: the UDA model; then the last student) labels every unlabelled
-        target image: K AutoAugment views, each prediction back on the image's grid, the
+        target image (the pool: the train images not labelled, and the target's unlabelled split
+        where its folder holds one, Cityscapes' train_extra: the paper self-trains on "Cityscapes'
+        unlabelled data"): K AutoAugment views, each prediction back on the image's grid, the
         per-pixel most confident view, kept where confidence >= τ (methods/parts/views.py);
      b. the student (initialised from the teacher) trains on the pseudo-labelled images, each
         AutoAugmented (the noisy student), and on the labelled target images with their labels
@@ -26,7 +28,8 @@ Algorithm (DeepLab-v2 multi-level G, images resized to 640x360):
      c. the student becomes the teacher.
 The source is not used in self-training (Sec. 3.5). Which target images are labelled: the
 first `labelled` of one fixed permutation of the target train split (seed 0), the same in
-every trial, a smaller count a subset of a larger one.
+every trial, a smaller count a subset of a larger one. With every train image labelled (2975)
+the pool is train_extra alone; a round with an empty pool is refused before any trial.
 """
 from __future__ import annotations
 
@@ -40,10 +43,10 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from udalab.core import layout
-from udalab.datasets import build_dataset, root_key
+from udalab.datasets import DatasetError, build_dataset, root_key
 from udalab.datasets.labels import IGNORE_INDEX
 from udalab.methods.adaptsegnet import PRESETS as ADAPTSEGNET_PRESETS
 from udalab.methods.adaptsegnet import AdaptSegNetConfig, AdaptSegNetStep
@@ -236,18 +239,52 @@ def shared_uda(config: dict, data: UDAData) -> Callable[[], tuple[dict, list[dic
 # 2. Self-training.
 
 
-class PseudoLabelled(Dataset):
-    """Target images at `indices` with the round's pseudo labels (IGNORE_INDEX where none)."""
+def unlabelled_pool(target, unlabelled: list[int]) -> tuple[Dataset | None, list[str]]:
+    """Step 2a's images: the target train images at `unlabelled` (those no run labels), then the
+    target's unlabelled splits (Cityscapes' train_extra) its root holds. Returns (the pool or None
+    when it holds no image, what is missing: each absent unlabelled split's DatasetError)."""
+    parts, missing = ([Subset(target, unlabelled)] if unlabelled else []), []
+    for split in target.UNLABELLED_SPLITS:
+        try:
+            parts.append(target.with_split(split))
+        except DatasetError as e:
+            missing.append(str(e))
+    return (ConcatDataset(parts) if parts else None), missing
 
-    def __init__(self, target, indices: list[int], labels: torch.Tensor):
-        self.target, self.indices, self.labels = target, indices, labels
+
+def self_training_pool(hp: UDASConfig, target, unlabelled: list[int]) -> Dataset | None:
+    """The pool of unlabelled_pool; with rounds > 0 and no image in it, a ConfigError naming what is missing."""
+    pool, missing = unlabelled_pool(target, unlabelled)
+    if hp.rounds > 0 and pool is None:
+        where = f" ({' '.join(missing)})" if missing else f"; {type(target).__name__} has no unlabelled split"
+        raise ConfigError(f"rounds={hp.rounds} self-trains on unlabelled target images, but labelled={hp.labelled} "
+                          f"labels all {len(target)} images of {type(target).__name__}'s train split under "
+                          f"{target.root} and no other unlabelled image is there{where}. Add the unlabelled images, "
+                          f"label fewer (labelled < {len(target)}) or set rounds=0")
+    return pool
+
+
+class PseudoLabelled(Dataset):
+    """The pool's images with the round's pseudo labels (IGNORE_INDEX where none)."""
+
+    def __init__(self, pool: Dataset, labels: torch.Tensor):
+        self.pool, self.labels = pool, labels
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return len(self.pool)
 
     def __getitem__(self, k: int) -> dict:
-        sample = self.target[self.indices[k]]
-        return {"image": sample["image"], "label": self.labels[k].long()}
+        return {"image": self.pool[k]["image"], "label": self.labels[k].long()}
+
+
+def pseudo_label_stats(labels: torch.Tensor, chunk: int = 256) -> dict[str, int]:
+    """stat.pseudo_images (pool images with a pixel kept at τ), stat.pseudo_pixels (pixels kept) and
+    stat.pool_images of a round's (N, H, W) pseudo labels, counted a chunk of images at a time."""
+    images = pixels = 0
+    for start in range(0, len(labels), chunk):
+        kept = (labels[start:start + chunk] != IGNORE_INDEX).flatten(1).sum(1)
+        images, pixels = images + int((kept > 0).sum()), pixels + int(kept.sum())
+    return {"stat.pseudo_images": images, "stat.pseudo_pixels": pixels, "stat.pool_images": len(labels)}
 
 
 def labelling_seed(seed: int, rnd: int) -> int:
@@ -262,9 +299,9 @@ PREDICT_BATCHES = 8
 
 
 @torch.no_grad()
-def view_confidence(run: Run, hp: UDASConfig, teacher, target, indices: list[int], seed: int):
-    """Per batch of the target images at `indices`: (batch, confidence, label), the per-pixel most
-    confident of K augmented views brought back to the image's grid, before any threshold."""
+def view_confidence(run: Run, hp: UDASConfig, teacher, images: Dataset, seed: int):
+    """Per batch of `images` (the pool): (batch, confidence, label), the per-pixel most confident of
+    K augmented views brought back to the image's grid, before any threshold."""
     gen = torch.Generator().manual_seed(seed)
     pending: list[tuple[dict, torch.Tensor, torch.Tensor]] = []     # (batch, views, flipped)
 
@@ -279,7 +316,7 @@ def view_confidence(run: Run, hp: UDASConfig, teacher, target, indices: list[int
         pending.clear()
 
     with eval_mode(teacher):
-        for batch in DataLoader(Subset(target, indices), batch_size=hp.batch_size):
+        for batch in DataLoader(images, batch_size=hp.batch_size):
             pending.append((batch, *augmented_views(batch["image"].to(run.device), hp.views, gen)))
             if len(pending) == PREDICT_BATCHES:
                 yield from predicted()
@@ -288,12 +325,18 @@ def view_confidence(run: Run, hp: UDASConfig, teacher, target, indices: list[int
 
 
 @torch.no_grad()
-def label_targets(run: Run, hp: UDASConfig, teacher, target, indices: list[int], seed: int) -> torch.Tensor:
-    """Step 2a: (len(indices), H, W) uint8 pseudo labels of the target images, IGNORE_INDEX below τ."""
-    labels = torch.cat([keep_confident(conf, label, hp.tau).to(torch.uint8).cpu()
-                        for _, conf, label in view_confidence(run, hp, teacher, target, indices, seed)])
-    log.info("pseudo labels: %.1f %% of target pixels kept at τ = %s", 100 * float((labels != IGNORE_INDEX).float().mean()),
-             hp.tau)
+def label_targets(run: Run, hp: UDASConfig, teacher, pool: Dataset, seed: int) -> torch.Tensor:
+    """Step 2a: (len(pool), H, W) uint8 pseudo labels of the pool's images, IGNORE_INDEX below τ
+    (filled in place: the paper's pool, 19,998 + unlabelled train images at 640x360, is 5 GB)."""
+    labels, start = None, 0
+    for _, conf, label in view_confidence(run, hp, teacher, pool, seed):
+        if labels is None:
+            labels = torch.empty((len(pool), *label.shape[1:]), dtype=torch.uint8)
+        labels[start:start + len(label)] = keep_confident(conf, label, hp.tau).to(torch.uint8).cpu()
+        start += len(label)
+    stats = pseudo_label_stats(labels)
+    log.info("pseudo labels: %d of %d pool images, %.1f %% of their pixels kept at τ = %s", stats["stat.pseudo_images"],
+             len(labels), 100 * stats["stat.pseudo_pixels"] / labels.numel(), hp.tau)
     return labels
 
 
@@ -304,30 +347,30 @@ ROUNDS_ALIGN_CORNERS = False
 
 
 class SelfTrainStep(Step):
-    def __init__(self, run: Run, hp: UDASConfig, data: UDAData, teacher, unlabelled: list[int], labelled, rnd: int,
+    def __init__(self, run: Run, hp: UDASConfig, data: UDAData, teacher, pool: Dataset | None, labelled, rnd: int,
                  translated=None):
         self.run, self.hp, self.data, self.rnd = run, hp, data, rnd
         self.translated = translated        # step 0's CycleGAN-translated source (pictures only)
         self.teacher = teacher
         self.student = copy.deepcopy(unwrap(teacher)).to(run.device)   # 2b. initialised from the teacher
         self.networks = (self.student,)
-        self.unlabelled, self.labelled = unlabelled, labelled
+        self.pool, self.labelled = pool, labelled
         self.labels = torch.zeros(0, dtype=torch.uint8)
+        self.pool_stats: dict[str, int] | None = None      # counted from the labels once, after a resume too
         self.opt = sgd_head_10x(self.student, hp.lr, hp.momentum, hp.weight_decay)
         self.sched = poly(self.opt, hp.st_iterations, hp.poly_power)
         self.saved = ("teacher", "student", "labels", "opt", "sched")
 
     def begin(self) -> None:
-        # 2a. the teacher labels the unlabelled target images (none when every image is labelled)
-        if self.unlabelled:
-            self.labels = label_targets(self.run, self.hp, self.teacher, self.data.target, self.unlabelled,
+        # 2a. the teacher labels the pool's images
+        if self.pool is not None:
+            self.labels = label_targets(self.run, self.hp, self.teacher, self.pool,
                                         seed=labelling_seed(self.run.seed, self.rnd))
 
     def streams(self) -> dict[str, Stream]:
         streams = {}
-        if self.unlabelled:
-            streams["pseudo"] = Stream(PseudoLabelled(self.data.target, self.unlabelled, self.labels),
-                                       self.hp.batch_size, id=10 + 2 * self.rnd)
+        if self.pool is not None:
+            streams["pseudo"] = Stream(PseudoLabelled(self.pool, self.labels), self.hp.batch_size, id=10 + 2 * self.rnd)
         if self.labelled is not None:
             streams["labelled"] = Stream(self.labelled, self.hp.batch_size, id=11 + 2 * self.rnd)
         return streams
@@ -342,8 +385,7 @@ class SelfTrainStep(Step):
             with autocast(self.run.device, hp.precision):
                 main, aux = (up(p, x_p) for p in self.student(x_p))
                 losses["pseudo"] = multi_level_ce(main, aux, y_p, hp.lambda_seg_aux)[0]
-            losses["stat.q"] = (y_p != IGNORE_INDEX).float().mean()   # the share of pixels kept at τ
-        if "labelled" in batch:
+            losses["stat.q"] = (y_p != IGNORE_INDEX).float().mean()   # the share of pixels kept at τ        if "labelled" in batch:
             x_l, y_l = batch["labelled"]["image"], batch["labelled"]["label"]
             with torch.no_grad(), eval_mode(self.teacher):
                 teacher_p = F.softmax(up(unwrap(self.teacher)(x_l)[0], x_l).float(), 1)
@@ -353,7 +395,13 @@ class SelfTrainStep(Step):
             losses["consistency"] = F.kl_div(F.log_softmax(s_main, 1), teacher_p, reduction="none").sum(1).mean()
         total = losses.get("pseudo", 0) + losses.get("labelled", 0) + hp.lambda_st_kl * losses.get("consistency", 0)
         total.backward()
-        return {name: v.detach() for name, v in losses.items()}
+        return {**{name: v.detach() for name, v in losses.items()}, **self.pool_counts()}
+
+    def pool_counts(self) -> dict[str, int]:
+        """The round's pool as 2a labelled it (pseudo_label_stats), counted once (after a resume too)."""
+        if self.pool is not None and self.pool_stats is None:
+            self.pool_stats = pseudo_label_stats(self.labels)
+        return self.pool_stats or {}
 
     def update(self) -> None:
         self.run.sync_grads(self.student)
@@ -403,13 +451,13 @@ def split_target(hp: UDASConfig, target) -> tuple[list[int], list[int]]:
     return sorted(order[:hp.labelled]), sorted(order[hp.labelled:])
 
 
-def self_training(run: Run, hp: UDASConfig, data: UDAData, G, labelled: list[int], unlabelled: list[int],
+def self_training(run: Run, hp: UDASConfig, data: UDAData, G, labelled: list[int], pool: Dataset | None,
                   translated=None) -> Step | None:
     """Step 2: R rounds; each round's student is the next round's teacher. Returns the last round's step."""
     labelled_set = Subset(data.target, labelled) if labelled else None
     teacher, step = G, None
     for rnd in range(1, hp.rounds + 1):
-        step = SelfTrainStep(run, hp, data, teacher, unlabelled, labelled_set, rnd, translated)
+        step = SelfTrainStep(run, hp, data, teacher, pool, labelled_set, rnd, translated)
         fit(run, step, stage=f"round{rnd}", iterations=hp.st_iterations, eval_every=hp.eval_every,
             last=rnd == hp.rounds)
         teacher = step.student
@@ -421,6 +469,12 @@ def check_labelled_count(hp: UDASConfig, config: dict) -> None:
     split_target(hp, get_method(config["method"]).data(config, hp).target)
 
 
+def check_pool(hp: UDASConfig, config: dict) -> None:
+    """Before any trial: `labelled` against the target train split, and an unlabelled image for the rounds."""
+    target = get_method(config["method"]).data(config, hp).target
+    self_training_pool(hp, target, split_target(hp, target)[1])
+
+
 def trained_udas(hp: UDASConfig, num_classes: int, state: dict) -> Prediction:
     """The last round's student (no round: the UDA stage's G, upsampled as AdaptSegNet's)."""
     if hp.rounds > 0:
@@ -428,14 +482,15 @@ def trained_udas(hp: UDASConfig, num_classes: int, state: dict) -> Prediction:
     return trained_model(hp, num_classes, state, key="G")
 
 
-@register("udas", UDASConfig, PRESETS, check_data=check_labelled_count, trained=trained_udas)
+@register("udas", UDASConfig, PRESETS, check_data=check_pool, trained=trained_udas)
 def udas(run: Run, hp: UDASConfig, data: UDAData) -> Step:
-    source = translated_source(run.config, hp, data, run) if hp.translate else data.source      # 0.
     labelled, unlabelled = split_target(hp, data.target)
+    pool = self_training_pool(hp, data.target, unlabelled)
+    source = translated_source(run.config, hp, data, run) if hp.translate else data.source      # 0.
     G = build_model(run, hp, data.num_classes)
     uda = UDAStep(run, hp, data, G, source, Subset(data.target, labelled) if labelled else None)
     if hp.share_uda and hp.rounds > 0:                                                            # 1.
         adopt(run, uda, stage="uda", iterations=hp.iterations, shared=shared_uda(run.config, data))
     else:
         fit(run, uda, stage="uda", iterations=hp.iterations, eval_every=hp.eval_every, last=hp.rounds == 0)
-    return self_training(run, hp, data, G, labelled, unlabelled, source if hp.translate else None) or uda   # 2.
+    return self_training(run, hp, data, G, labelled, pool, source if hp.translate else None) or uda   # 2.

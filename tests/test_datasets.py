@@ -237,6 +237,34 @@ def test_cityscapes_test_split_needs_labels(tmp_path):
     assert len(Cityscapes(root, "test")) == 3 and Cityscapes(root, "test")[0]["label"].eq(0).all()
 
 
+def test_cityscapes_train_extra_is_an_unlabelled_split(tmp_path, capsys):
+    """leftImg8bit/train_extra without gtFine (as Cityscapes ships it): images whose labels are 255
+    everywhere, checked and counted by `udalab data`; the twin's other splits are the ones it had
+    without train_extra (RENDERERS seeds them), and its train_extra images are none of train's."""
+    from argparse import Namespace
+
+    from udalab.datasets.cli import _stats, check_dataset
+
+    root = make_mini("cityscapes", tmp_path / "cs", count={"train": 3, "train_extra": 4}, size=(64, 32))
+    plain = make_mini("cityscapes", tmp_path / "plain", count={"train": 3}, size=(64, 32))
+    assert _digest(root / "leftImg8bit" / "train") == _digest(plain / "leftImg8bit" / "train")
+    assert not (root / "gtFine" / "train_extra").exists()
+    extra = Cityscapes(root, "train_extra", size=(32, 16))
+    assert len(extra) == 4 and not extra.labelled and all(lbl is None for _, lbl in extra.files)
+    sample = extra[0]
+    assert sample["image"].shape == (3, 16, 32) and sample["label"].shape == (16, 32)
+    assert sample["label"].eq(255).all() and (extra.load_label(1) == 255).all() and extra.load_label(1).shape == (32, 64)
+    digest = lambda ds: {hashlib.sha256(p.read_bytes()).hexdigest() for p, _ in ds.files}  # noqa: E731
+    assert not digest(extra) & digest(Cityscapes(root, "train"))
+    report = check_dataset("cityscapes", root, None)
+    assert report["problems"] == [] and report["splits"]["train_extra"]["ok"] == 4
+    assert _stats(Namespace(dataset="cityscapes", root=str(root), split=["train_extra"], quiet=True)) == 0
+    assert "train_extra: 4 images without labels" in capsys.readouterr().out
+    shutil.rmtree(root / "leftImg8bit" / "train_extra")
+    _raises([root / "leftImg8bit" / "train_extra", "is missing", "leftImg8bit_trainextra.zip"],
+            lambda: Cityscapes(root, "train_extra"))
+
+
 def _pattern_root(tmp_path) -> Path:
     """One 16x8 GTA5 image whose red channel encodes the column; the label ids are column bands."""
     root = tmp_path / "pattern"
@@ -398,7 +426,7 @@ def test_mini_root_unknown_name_and_lost_race(tmp_path, monkeypatch):
 
     def slow_make(name, out_dir, seed=0, count=None):  # another process finishes meanwhile
         real(name, out_dir, count={"train": 2})
-        other = tmp_path / f"{name}-v{mini.VERSION}"
+        other = tmp_path / f"{name}-v{mini.VERSIONS[name]}"
         real(name, other, count={"train": 2})
         (other / ".complete").write_text("other\n")
         (other / "winner").write_text("")
@@ -408,7 +436,7 @@ def test_mini_root_unknown_name_and_lost_race(tmp_path, monkeypatch):
     assert (root / "winner").exists() and not list(tmp_path.glob(".tmp-*"))
     assert mini_root("gta5") == root  # complete: no regeneration
 
-    broken = tmp_path / f"cityscapes-v{mini.VERSION}"
+    broken = tmp_path / f"cityscapes-v{mini.VERSIONS['cityscapes']}"
     (broken / "leftImg8bit").mkdir(parents=True)  # left over, no .complete marker
     monkeypatch.setattr(mini, "make_mini", lambda name, out_dir, **k: real(name, out_dir, count={"train": 1}))
     _raises([broken, "delete it"], lambda: mini_root("cityscapes"))

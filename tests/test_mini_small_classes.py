@@ -21,7 +21,7 @@ def _labels(name: str, images: int, seed: int = 0) -> list[np.ndarray]:
     rows, cols = np.arange(h) * H // h, np.arange(w) * W // w
     out = []
     for i in range(images):
-        rng = np.random.default_rng(np.random.SeedSequence([seed, mini.VERSIONS[name], mini.hash_name(name), 0, i]))
+        rng = np.random.default_rng(np.random.SeedSequence([seed, mini.RENDERERS[name], mini.hash_name(name), 0, i]))
         if name == "mfnet":
             label = render_mfnet(rng, W, H, night=i % 2 == 1)[0]
         else:

@@ -313,7 +313,7 @@ def test_the_advent_family_evaluates_with_aligned_corners_and_udas_rounds_withou
     advent = AdventStep(_run(), hp, data, _FixedG(logits, logits), 1)
     assert advent.evaluate(dataset)["pixel_acc"] == 100.0
     udas_hp = make_hparams(UDASConfig, {"preset": "smoke"}, UDAS_PRESETS)
-    rounds = SelfTrainStep(_run(), udas_hp, data, _FixedG(logits, logits), [], None, 1)
+    rounds = SelfTrainStep(_run(), udas_hp, data, _FixedG(logits, logits), None, None, 1)
     assert rounds.evaluate(dataset)["pixel_acc"] == 87.5
     # load_trained's hooks predict as the runs evaluated: the UDA stage's G aligned, the rounds' student not
     state = DeepLabV2(2, 18, "none", 16).state_dict()

@@ -320,17 +320,45 @@ def test_supervised_trains_on_the_labelled_target_images_only(mini_data, monkeyp
         check_config({**config, "labelled": 0}, data=True)
 
 
-def test_udas_self_trains_when_every_target_image_is_labelled(tmp_path, monkeypatch, mini_data):
-    """2975 of 2975 in the paper (300 of 300 mini): no image is left to pseudo-label; the round
-    trains on the labelled images (CE + consistency) and no pseudo loss is reported."""
+def test_udas_with_every_train_image_labelled_self_trains_on_train_extra(tmp_path, monkeypatch, mini_data):
+    """2975 of 2975 in the paper (300 of 300 mini): the round pseudo-labels Cityscapes' train_extra
+    (the twin's 100 images) and reports how many images and pixels it labelled; with fewer labelled
+    the pool is the train images left plus train_extra."""
     from udalab.methods import run_local
 
     monkeypatch.setenv("UDALAB_ARTIFACTS", str(tmp_path / "artifacts"))
-    reports = run_local("udas", {"method": "udas", "preset": "smoke", "seed": 0, "translate": False,
-                                 "labelled": 300, "st_iterations": 2})
-    last = reports[-1]
+    base = {"method": "udas", "preset": "smoke", "seed": 0, "translate": False, "st_iterations": 2}
+    last = run_local("udas", {**base, "labelled": 300})[-1]
     assert last["stage"] == "round1" and "loss.labelled" in last and "loss.consistency" in last
-    assert "loss.pseudo" not in last
+    assert "loss.pseudo" in last and last["stat.pool_images"] == 100
+    assert 0 < last["stat.pseudo_images"] <= 100 and last["stat.pseudo_pixels"] > 0
+    assert last["stat.pseudo_pixels"] <= 100 * 64 * 36                      # of the pool's pixels at 64x36
+    fewer = run_local("udas", {**base, "labelled": 290})[-1]
+    assert fewer["stat.pool_images"] == 10 + 100
+
+
+def test_udas_rounds_without_an_unlabelled_image_are_refused_before_training(tmp_path, mini_data):
+    """Every train image labelled and no train_extra folder: a config with rounds > 0 is refused by
+    the check the study runner makes before any trial, and by the run before any stage, naming the
+    folder and the fixes; rounds=0 is accepted."""
+    from udalab.datasets.mini import make_mini
+    from udalab.methods import run_local
+    from udalab.methods.engine import ConfigError
+    from udalab.methods.engine.registry import check_config
+
+    root = make_mini("cityscapes", tmp_path / "cityscapes", count={"train": 6, "val": 2}, size=(64, 32))
+    config = {"method": "udas", "preset": "smoke", "seed": 0, "translate": False, "labelled": 6,
+              "data_root": {"cityscapes": str(root)}}
+    for refused in (lambda: check_config(config, data=True),
+                    lambda: run_local("udas", config, checkpoint_dir=tmp_path / "run")):
+        with pytest.raises(ConfigError) as e:
+            refused()
+        for part in ("rounds=1", "labelled=6", "all 6 images", str(root / "leftImg8bit" / "train_extra"),
+                     "leftImg8bit_trainextra.zip", "label fewer", "rounds=0"):
+            assert part in str(e.value), (part, str(e.value))
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+    check_config({**config, "rounds": 0}, data=True)
+    check_config({**config, "labelled": 5}, data=True)
 
 
 def test_udas_data_study_declares_both_curves_at_the_mini_counts():
@@ -398,6 +426,8 @@ def test_pseudo_label_benchmark_thresholds_the_labels_self_training_trains_on(tm
     from udalab.methods.engine import Run
     from udalab.methods import get_method
     from udalab.methods.engine.run import LocalSession
+    from torch.utils.data import Subset
+
     from udalab.methods.udas import label_targets, shared_uda, split_target
 
     monkeypatch.setenv("UDALAB_ARTIFACTS", str(tmp_path / "artifacts"))
@@ -418,5 +448,6 @@ def test_pseudo_label_benchmark_thresholds_the_labels_self_training_trains_on(tm
     data = method.data(config, hp)
     G = build_model(run, hp, data.num_classes)
     G.load_state_dict(shared_uda(config, data)()[0]["G"])
-    labels = label_targets(run, hp, G, data.target, split_target(hp, data.target)[1], seed=1)   # round 1, seed 0
+    scored = Subset(data.target, split_target(hp, data.target)[1])
+    labels = label_targets(run, hp, G, scored, seed=1)   # round 1, seed 0
     assert 100 * float((labels != IGNORE_INDEX).double().mean()) == pytest.approx(at_tau["q"], abs=1e-9)

@@ -54,6 +54,7 @@ REAL_SIZES = {"gta5": (1914, 1052), "cityscapes": (2048, 1024), "synthia": (1280
 CITYSCAPES_TRAIN = 2975
 TRAIN_IMAGES = 4
 VAL_IMAGES = {"mfnet": 2}   # a day and a night image: MML scores each apart; every other dataset: 1
+UNLABELLED_IMAGES = 2        # Cityscapes' train_extra: UDAS's pool when every train image is labelled
 GIB = 2 ** 30
 LR_FACTOR = 1e-6   # the main learning rate of a preflight run, relative to the paper's
 
@@ -181,12 +182,12 @@ def dataset_names(study, settings: dict) -> set[str]:
 
 def generate_data(names, scale: float, folder: Path) -> Path:
     """<folder>/<name>: TRAIN_IMAGES train and one val image (MFNet two; a source-only dataset none) of
-    each dataset, at its real size x `scale`, in its real format (the mini twins' renderers)."""
+    each dataset, UNLABELLED_IMAGES of Cityscapes' train_extra, at its real size x `scale`, in its real format (the mini twins' renderers)."""
     from udalab.datasets.mini import SPECS, make_mini
 
     for name in sorted(names):
         size = tuple(max(16, round(side * scale)) for side in REAL_SIZES[name])
-        count = {"train": TRAIN_IMAGES, "val": VAL_IMAGES.get(name, 1)}
+        count = {"train": TRAIN_IMAGES, "val": VAL_IMAGES.get(name, 1), "train_extra": UNLABELLED_IMAGES}
         make_mini(name, folder / name, count={k: n for k, n in count.items() if k in SPECS[name]["splits"]}, size=size)
     return folder
 
