@@ -6,6 +6,22 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 
+# The suite runs in pytest-xdist workers (pyproject.toml's addopts): each worker's torch, and the
+# processes it starts, use the cores divided among the workers, so that they do not oversubscribe them
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+
+
+def pytest_collection_modifyitems(config, items):
+    """For --dist loadgroup: a module's tests run in one worker (its module fixtures are built once);
+    the modules that read the freshly generated twins (fresh_twins, a minute to make) share one."""
+    twins = {item.module.__name__ for item in items if "fresh_twins" in item.fixturenames}
+    for item in items:
+        name = item.module.__name__
+        item.add_marker(pytest.mark.xdist_group("fresh_twins" if name in twins else name))
+
 
 @pytest.fixture(scope="session")
 def mini_data():
