@@ -385,7 +385,8 @@ class SelfTrainStep(Step):
             with autocast(self.run.device, hp.precision):
                 main, aux = (up(p, x_p) for p in self.student(x_p))
                 losses["pseudo"] = multi_level_ce(main, aux, y_p, hp.lambda_seg_aux)[0]
-            losses["stat.q"] = (y_p != IGNORE_INDEX).float().mean()   # the share of pixels kept at τ        if "labelled" in batch:
+            losses["stat.q"] = (y_p != IGNORE_INDEX).float().mean()   # the share of pixels kept at τ
+        if "labelled" in batch:
             x_l, y_l = batch["labelled"]["image"], batch["labelled"]["label"]
             with torch.no_grad(), eval_mode(self.teacher):
                 teacher_p = F.softmax(up(unwrap(self.teacher)(x_l)[0], x_l).float(), 1)

@@ -322,8 +322,8 @@ def test_supervised_trains_on_the_labelled_target_images_only(mini_data, monkeyp
 
 def test_udas_with_every_train_image_labelled_self_trains_on_train_extra(tmp_path, monkeypatch, mini_data):
     """2975 of 2975 in the paper (300 of 300 mini): the round pseudo-labels Cityscapes' train_extra
-    (the twin's 100 images) and reports how many images and pixels it labelled; with fewer labelled
-    the pool is the train images left plus train_extra."""
+    (the twin's 100 images) and reports how many images and pixels it labelled; with none labelled
+    the pool is every train image plus train_extra, and the round trains on pseudo labels alone."""
     from udalab.methods import run_local
 
     monkeypatch.setenv("UDALAB_ARTIFACTS", str(tmp_path / "artifacts"))
@@ -333,8 +333,8 @@ def test_udas_with_every_train_image_labelled_self_trains_on_train_extra(tmp_pat
     assert "loss.pseudo" in last and last["stat.pool_images"] == 100
     assert 0 < last["stat.pseudo_images"] <= 100 and last["stat.pseudo_pixels"] > 0
     assert last["stat.pseudo_pixels"] <= 100 * 64 * 36                      # of the pool's pixels at 64x36
-    fewer = run_local("udas", {**base, "labelled": 290})[-1]
-    assert fewer["stat.pool_images"] == 10 + 100
+    none = run_local("udas", {**base, "labelled": 0})[-1]            # every train image and train_extra
+    assert none["stat.pool_images"] == 300 + 100 and "loss.pseudo" in none and "loss.labelled" not in none
 
 
 def test_udas_rounds_without_an_unlabelled_image_are_refused_before_training(tmp_path, mini_data):
