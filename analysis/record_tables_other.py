@@ -2,6 +2,8 @@
 overhead (docs/performance.md) and the mini twins' domain gaps (docs/datasets.md)."""
 from __future__ import annotations
 
+import json
+
 import math
 import statistics
 
@@ -230,15 +232,22 @@ def _minutes(seconds: float) -> str:
     return f"{minutes}:{rest:02d}"
 
 
+SUITE_RECORDS = ("suite_time", "suite_time_xdist")   # runs of one machine, in the order they were measured
+
+
 @table("suite_time")
 def suite_time(recs: RecordSet) -> str:
-    rec = recs["suite_time"]
-    machine = rec.manifest["machine"]
+    machines = {json.dumps(recs[name].manifest["machine"], sort_keys=True) for name in SUITE_RECORDS}
+    if len(machines) > 1:
+        raise ValueError(f"the records {', '.join(SUITE_RECORDS)} were measured on different machines: a table pairs "
+                         f"runs of one machine only")
+    machine = recs[SUITE_RECORDS[0]].manifest["machine"]
     rows = []
-    for run in rec.json()["runs"]:
-        counts = ", ".join(f"{n} {k}" for k, n in run["counts"].items())
-        slowest = "; ".join(f"{s['test'].split('::')[-1]} {s['seconds']:.0f} s" for s in run["slowest"][:3])
-        rows.append([f"`{run['commit']}`", counts, _minutes(run["pytest_seconds"]), _minutes(run["wall_seconds"]),
-                     slowest])
-    return md([f"commit ({machine['cpu']}, {machine['isa']}, {machine['cores']} cores)", "tests",
+    for name in SUITE_RECORDS:
+        for run in recs[name].json()["runs"]:
+            counts = ", ".join(f"{n} {k}" for k, n in run["counts"].items())
+            slowest = "; ".join(f"{s['test'].split('::')[-1]} {s['seconds']:.0f} s" for s in run["slowest"][:3])
+            rows.append([f"`{name}`", f"`{run['commit']}`", counts, _minutes(run["pytest_seconds"]),
+                         _minutes(run["wall_seconds"]), slowest])
+    return md(["record", f"commit ({machine['cpu']}, {machine['isa']}, {machine['cores']} cores)", "tests",
                "pytest (min:s)", "`.ci/run` wall (min:s)", "slowest three"], rows)
