@@ -5,6 +5,7 @@ baseline at its study's schedule."""
 from __future__ import annotations
 
 import math
+import re
 from typing import Callable
 
 import pandas as pd
@@ -43,6 +44,13 @@ def _udas_data(rec: Record) -> pd.DataFrame:
     return df.assign(labelled=df["labelled"].map(UDAS_PAPER_COUNTS))
 
 
+def _intrada(rec: Record) -> pd.DataFrame:
+    df = rec.trials().copy()
+    names = {"source_only": "source only", "advent": "ADVENT"}
+    df["configuration"] = df.apply(lambda r: names.get(r["method"]) or f"IntraDA λ {r['lambda_split']:g}", axis=1)
+    return df
+
+
 def _multidecoder(rec: Record) -> pd.DataFrame:
     df = multidecoder_frame(rec.runs())
     columns = df["schedule"].map(lambda s: SCHEDULES[s][1])
@@ -52,8 +60,8 @@ def _multidecoder(rec: Record) -> pd.DataFrame:
 # study: (its newest record on the current data or None, the references it reproduces, its rows)
 STUDIES: dict[str, tuple[str | None, tuple[str, ...], Callable[[Record], pd.DataFrame] | None]] = {
     "hrda_crop_size": ("hrda_crop_size", ("hrda",), _hrda),
-    "daformer_ablation": ("daformer_ablation", ("daformer",), _daformer),
-    "intrada_split": (None, ("intrada",), None),
+    "daformer_ablation": ("daformer_ablation_v3", ("daformer",), _daformer),
+    "intrada_split": ("intrada_split_v3", ("intrada",), _intrada),
     "udas_ablation": ("udas_ablation", ("udas_steps",), _udas),
     "udas_data": ("udas_data", ("udas_data",), _udas_data),
     "mml_ablation": ("mml_ablation", ("mml_ablation", "mml_streams"), mml_trials),
@@ -121,7 +129,15 @@ def direction_table(recs: RecordSet, study: str) -> str:
         verdicts.append(verdict(c.sign, p["delta"], p["bar"]))
         rows.append([c.name, label, _metric_name(c), _paper_cell(c),
                      f"{signed(p['delta'])} ± {num(p['bar'])} ({seeds(p['paired'], sign=True)})", verdicts[-1]])
-    return md(header, rows) + f"\n\nrecords/{name}: {count_line(verdicts)}."
+    return md(header, rows) + f"\n\nrecords/{name} ({mini_data_of(df)}): {count_line(verdicts)}."
+
+
+def mini_data_of(df: pd.DataFrame) -> str:
+    """The mini twins a record's runs read, as their provenance names them ("cityscapes-v4, gta5-v3")."""
+    found = set()
+    for text in df.get("provenance.data", pd.Series(dtype=object)).dropna():
+        found.update(re.findall(r"\b([a-z0-9]+-v\d+):", str(text)))
+    return "mini data " + ", ".join(sorted(found)) if found else "mini data not recorded"
 
 
 def _register(study: str) -> None:

@@ -82,14 +82,22 @@ def _crop_trials(hr_075_offset: float) -> pd.DataFrame:
 def test_a_study_table_counts_the_comparisons_its_record_agrees_with(monkeypatch, offset, agree, against):
     monkeypatch.setitem(rtd.STUDIES, "toy", ("toy_record", ("hrda",), lambda rec: _crop_trials(offset)))
     text = rtd.direction_table({"toy_record": None}, "toy")
-    assert f"records/toy_record: **{agree} / 12 agree** in direction ({agree} of them beyond" in text
+    assert f"records/toy_record (mini data not recorded): **{agree} / 12 agree** in direction ({agree} of them beyond" in text
     assert f"{against} / 12 disagree beyond it" in text
     assert "| lr+hr 1.0 − lr 1.0 | test mIoU | +5.5 | +3.0 ± 0.2 (+3.0, +3.0, +3.0) | **agrees** |" in text
 
 
-def test_a_study_without_a_record_says_so():
-    text = rtd.direction_table({}, "intrada_split")
+def test_a_study_without_a_record_says_so(monkeypatch):
+    monkeypatch.setitem(rtd.STUDIES, "toy", (None, ("intrada",), None))
+    text = rtd.direction_table({}, "toy")
     assert "no record" in text and "0 / 3 compared" in text
+
+
+def test_a_study_table_names_the_mini_data_its_record_ran_on():
+    df = pd.DataFrame({"provenance.data": ["source GTA5 gta5-v3: 300 files, 0d8d; target Cityscapes cityscapes-v4: 300 files",
+                                           "target_val Cityscapes cityscapes-v4: 90 files, 1ac4", None]})
+    assert rtd.mini_data_of(df) == "mini data cityscapes-v4, gta5-v3"
+    assert rtd.mini_data_of(pd.DataFrame({"seed": [0]})) == "mini data not recorded"
 
 
 def test_every_direction_table_is_in_the_docs_and_equals_its_render():
