@@ -5,14 +5,15 @@
 
 Label ids 0..33 map to the 19 train ids (cityscapesScripts' table); the rest is 255.
 
-Splits: train (2975), val (500) and test (1525); train_extra (19,998 images, leftImg8bit_trainextra.zip)
-holds images without fine labels: an unlabelled split whose labels read as 255 everywhere (its
-coarse labels, gtCoarse/, are not read), the unlabelled pool UDAS self-trains on. The public test labels are withheld (the
-benchmark server scores test predictions): every gtFine test label is void, which maps to
-255 everywhere, so split "test" of the real dataset raises a DatasetError naming the file and
-the fix (hold out part of val: move a few val cities to leftImg8bit/test and gtFine/test).
-A "test" folder with real labels, such as the mini twin's held-out split, loads like val.
-The check reads up to three labels of the split (first, middle, last), not all of them.
+Splits: train (2975), val (500) and test (1525); train_extra (19,998 images,
+leftImg8bit_trainextra.zip) holds images without fine labels: an unlabelled split whose labels read
+as 255 everywhere (its coarse labels, gtCoarse/, are not read), the unlabelled pool UDAS self-trains
+on. The public test labels are withheld (the benchmark server scores test predictions): every gtFine
+test label is void, which maps to 255 everywhere, so split "test" of the real dataset raises a
+DatasetError naming the file and the fix (hold out part of val: move a few val cities to
+leftImg8bit/test and gtFine/test). A "test" folder with real labels, such as the mini twin's
+held-out split, loads like val. The check reads up to three labels of the split (first, middle,
+last), not all of them.
 
 Predictions (`write_prediction`) are written as the benchmark and cityscapesScripts'
 evalPixelLevelSemanticLabeling read them: label ids (not train ids), one 8-bit PNG per image,

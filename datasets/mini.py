@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from udalab.datasets.cityscapes import Cityscapes
 from udalab.datasets.errors import DatasetError
 from udalab.datasets.labels import LABELS
 from udalab.datasets.mini_street import LANE_MARK, render_scene
@@ -179,8 +180,6 @@ def _write_synthia(out: Path, i: int, image: np.ndarray, label: np.ndarray) -> N
 
 def _write_cityscapes(out: Path, split: str, city: str, i: int, image: np.ndarray, label: np.ndarray) -> None:
     """leftImg8bit and gtFine label ids; an unlabelled split (train_extra) gets its image only."""
-    from udalab.datasets.cityscapes import Cityscapes
-
     stem = f"{city}_{i // 3:06d}_{19 + i:06d}"
     img_dir = out / "leftImg8bit" / split / city
     img_dir.mkdir(parents=True, exist_ok=True)

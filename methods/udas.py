@@ -334,9 +334,6 @@ def label_targets(run: Run, hp: UDASConfig, teacher, pool: Dataset, seed: int) -
             labels = torch.empty((len(pool), *label.shape[1:]), dtype=torch.uint8)
         labels[start:start + len(label)] = keep_confident(conf, label, hp.tau).to(torch.uint8).cpu()
         start += len(label)
-    stats = pseudo_label_stats(labels)
-    log.info("pseudo labels: %d of %d pool images, %.1f %% of their pixels kept at τ = %s", stats["stat.pseudo_images"],
-             len(labels), 100 * stats["stat.pseudo_pixels"] / labels.numel(), hp.tau)
     return labels
 
 
@@ -356,7 +353,7 @@ class SelfTrainStep(Step):
         self.networks = (self.student,)
         self.pool, self.labelled = pool, labelled
         self.labels = torch.zeros(0, dtype=torch.uint8)
-        self.pool_stats: dict[str, int] | None = None      # counted from the labels once, after a resume too
+        self.pool_stats: dict[str, int] | None = None      # counted from the labels once (begin, or after a resume)
         self.opt = sgd_head_10x(self.student, hp.lr, hp.momentum, hp.weight_decay)
         self.sched = poly(self.opt, hp.st_iterations, hp.poly_power)
         self.saved = ("teacher", "student", "labels", "opt", "sched")
@@ -366,6 +363,10 @@ class SelfTrainStep(Step):
         if self.pool is not None:
             self.labels = label_targets(self.run, self.hp, self.teacher, self.pool,
                                         seed=labelling_seed(self.run.seed, self.rnd))
+            counts = self.pool_counts()
+            log.info("pseudo labels: %d of %d pool images, %.1f %% of their pixels kept at τ = %s",
+                     counts["stat.pseudo_images"], len(self.labels),
+                     100 * counts["stat.pseudo_pixels"] / self.labels.numel(), self.hp.tau)
 
     def streams(self) -> dict[str, Stream]:
         streams = {}

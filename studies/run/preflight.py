@@ -182,7 +182,8 @@ def dataset_names(study, settings: dict) -> set[str]:
 
 def generate_data(names, scale: float, folder: Path) -> Path:
     """<folder>/<name>: TRAIN_IMAGES train and one val image (MFNet two; a source-only dataset none) of
-    each dataset, UNLABELLED_IMAGES of Cityscapes' train_extra, at its real size x `scale`, in its real format (the mini twins' renderers)."""
+    each dataset and UNLABELLED_IMAGES of Cityscapes' train_extra, at its real size x `scale`, in its
+    real format (the mini twins' renderers)."""
     from udalab.datasets.mini import SPECS, make_mini
 
     for name in sorted(names):
