@@ -257,10 +257,17 @@ def multidecoder_single_repeat(recs: RecordSet) -> str:
 MML_ROWS = {(False, False): "neither", (True, False): "L_att", (False, True): "L_KL", (True, True): "L_att + L_KL"}
 
 
+def mml_configuration(r: pd.Series) -> str:
+    """A run's row: MML's by its two losses, MS-UDA's, or the source-only row (MS-UDA's adapt=False)."""
+    if r["method"] == "ms_uda":
+        adapt = r.get("adapt")                            # absent (NaN) in runs before the source-only row
+        return "source only" if pd.notna(adapt) and not adapt else "MS-UDA (Table 1's baseline)"
+    return MML_ROWS[(bool(r["att_loss"]), bool(r["kl_loss"]))]
+
+
 def mml_trials(rec: Record, name: str | None = None) -> pd.DataFrame:
     df = rec.runs(name)
-    df["configuration"] = df.apply(lambda r: "MS-UDA (Table 1's baseline)" if r["method"] == "ms_uda"
-                                   else MML_ROWS[(bool(r["att_loss"]), bool(r["kl_loss"]))], axis=1)
+    df["configuration"] = df.apply(mml_configuration, axis=1)
     return df
 
 

@@ -18,6 +18,11 @@ pseudo label y; encoders E_rgb, E_th, one shared decoder D, a discriminator ψ o
   5. SGD steps for E_rgb, E_th, D (poly); an Adam step for ψ.
 Inference uses the thermal stream only: D(E_th(x_th)); the RGB stream is scored beside it (rgb.*).
 The networks are MML's without its attention blocks (methods/nets/two_stream.py).
+
+`adapt=False` is the source-only row of MS-UDA's and MML's tables: what the expert's labels alone
+teach each stream, with the same networks, data, optimiser and schedule:
+  2'. E_rgb <- CE(P_rgb, y),  E_th <- CE(P_th, y),  D <- α · CE(P_rgb, y) + β · CE(P_th, y)
+      (no RGB -> thermal transfer, no ψ, no fake night).
 """
 from __future__ import annotations
 
@@ -71,6 +76,8 @@ class MSUDAConfig(SGDPoly, CycleGANStage, ExpertStage):
     p_night: float = 0.5
     cyclegan_iterations: int = 200 * 400        # 200 epochs (100 + 100 decaying) of the day images
     eval_every: int = 250
+    # False: the source-only baseline (step 2' above); not a setting of the paper
+    adapt: bool = True
     precision: str = "fp32"
 
     def validate(self) -> None:
@@ -177,10 +184,27 @@ class MSUDAStep(MMLStep):
                 "stat.night": torch.tensor(float(night))}
 
 
+class SourceOnlyStep(MMLStep):
+    """Step 2' (adapt=False): both streams learn the expert's labels; ψ is built but never trained."""
+
+    def train_step(self, batch: dict, it: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        hp, net = self.hp, self.net
+        x, y = batch["pair"]["image"], batch["pair"]["label"]
+        self.opt.zero_grad(set_to_none=True)
+        with autocast(self.run.device, hp.precision):
+            p_rgb, p_th = net.rgb(x).float(), net.thermal(x).float()
+        ce_rgb, ce_th = seg_ce(p_rgb, y), seg_ce(p_th, y)
+        route_gradients(((net.E_rgb, ce_rgb), (net.E_th, ce_th), (net.D, hp.alpha * ce_rgb + hp.beta * ce_th)))
+        return {"ce_rgb": ce_rgb.detach(), "ce_th": ce_th.detach()}
+
+
 @register("ms_uda", MSUDAConfig, PRESETS, datasets=("mfnet_rgbt_day", "mfnet@3"),
           trained=partial(trained_mml, attention=False))
 def ms_uda(run: Run, hp: MSUDAConfig, data: UDAData) -> Step:
     train = day_pairs(run, hp, data)                                                                   # 0.
+    if not hp.adapt:                                                                                   # 2'.
+        return fit(run, SourceOnlyStep(run, hp, data, train), stage="source_only", iterations=hp.iterations,
+                   eval_every=hp.eval_every)
     night = night_generator(hp, Path(data.target.root), run) if hp.p_night > 0 else None               # 0.
     return fit(run, MSUDAStep(run, hp, data, train, night), stage="ms_uda", iterations=hp.iterations,
                eval_every=hp.eval_every)

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from udalab.methods.nets.attention import AttentionBlock, ChannelAttention, KernelAttention
+from udalab.methods.parts.losses import seg_ce
 from udalab.methods.parts.ramps import ramp
 
 
@@ -153,7 +154,8 @@ def test_mml_study_declares_table_3_and_checks_its_search_space():
     published = {(r["att_loss"], r["kl_loss"]) for _, r in reference("mml_ablation").iterrows()}
     table_3 = [r for r in STUDY.rows if r.get("method", "mml") == "mml"]
     assert {(r["att_loss"], r["kl_loss"]) for r in table_3} == published
-    assert [r for r in STUDY.rows if r not in table_3] == [{"method": "ms_uda"}]        # Table 1's baseline
+    assert [r for r in STUDY.rows if r not in table_3] == [{"method": "ms_uda"},       # Table 1's baseline
+                                                            {"method": "ms_uda", "adapt": False}]  # source only
     assert sorted(STUDY.smoke_rows) == list(range(len(STUDY.rows)))                  # --smoke: every row
     args = SimpleNamespace(preset=None, smoke=False, data_root=None, set=[], optuna=True)
     settings = trial_settings(STUDY, args)
@@ -175,12 +177,13 @@ def _msuda_step(night=None, **over):
     from udalab.methods.engine.run import LocalSession
 
     from udalab.methods.engine.config import make_hparams
-    from udalab.methods.ms_uda import PRESETS, MSUDAConfig, MSUDAStep
+    from udalab.methods.ms_uda import PRESETS, MSUDAConfig, MSUDAStep, SourceOnlyStep
 
     torch.manual_seed(0)
     hp = make_hparams(MSUDAConfig, {"preset": "smoke", **over}, PRESETS)
     data = SimpleNamespace(num_classes=9, class_names=tuple("abcdefghi"), eval_classes=(1, 2, 3))
-    return MSUDAStep(Run({"seed": 0}, LocalSession(device="cpu")), hp, data, None, night)
+    run = Run({"seed": 0}, LocalSession(device="cpu"))
+    return MSUDAStep(run, hp, data, None, night) if hp.adapt else SourceOnlyStep(run, hp, data, None)
 
 
 def test_ms_uda_teaches_one_way_rgb_to_thermal():
@@ -197,6 +200,22 @@ def test_ms_uda_teaches_one_way_rgb_to_thermal():
     assert any(g is not None and g.abs().max() > 0 for g in ignored["E_th"])
     step = _msuda_step()
     assert not step.net.D.maps() and not any(isinstance(m, AttentionBlock) for m in step.net.modules())
+
+
+def test_ms_uda_source_only_row_teaches_each_stream_the_expert_labels_alone():
+    """adapt=False: E_th's gradient is CE(P_th, y)'s alone (nothing from the RGB stream: with every
+    label ignored neither encoder learns), γ and the fake night change nothing, ψ gets no gradient."""
+    x = torch.randn(2, 4, 64, 48)
+    y = torch.randint(9, (2, 64, 48))
+    step = _msuda_step(adapt=False)
+    base = _grads(step, x, y)
+    assert all(p.grad is None for p in step.psi.parameters())
+    net = _msuda_step(adapt=False).net
+    seg_ce(net.thermal(x), y).backward()
+    assert _same(base["E_th"], [p.grad for p in net.E_th.parameters()])
+    assert _same(base["E_rgb"], _grads(_msuda_step(adapt=False, gamma=0.5, p_night=1.0), x, y)["E_rgb"])
+    ignored = _grads(_msuda_step(adapt=False), x, torch.full_like(y, 255))
+    assert all(g is None or g.abs().max() == 0 for part in ("E_rgb", "E_th") for g in ignored[part])
 
 
 def test_fake_night_replaces_the_thermal_channel_only():
