@@ -8,7 +8,7 @@ import numpy as np
 
 from udalab.analysis.costs import costs, published_seconds, published_training
 from udalab.analysis.record_tables import md, num, signed
-from udalab.analysis.records import RecordSet, table
+from udalab.analysis.records import RecordSet, machine_label, table
 
 
 def _overrides(row: dict) -> str:
@@ -47,17 +47,25 @@ def extrapolated(scales: list[float], peaks: list[float]) -> float | None:
     return float(constant + slope)
 
 
+# the preflights of one CPU whose peaks the table puts side by side (HRDA at x1 ran later, alone)
+MEMORY_RECORDS = ("preflight_memory_cpu", "preflight_memory_cpu_hrda_1")
+
+
 @table("preflight_memory_cpu")
 def preflight_memory_cpu(recs: RecordSet) -> str:
     """Each row's peaks at the measured scales, at x1 extrapolated and measured, beside its paper's
     GPU memory (the difference: of the measured value where there is one, else the extrapolated)."""
-    rec = recs["preflight_memory_cpu"]
+    machines = {machine_label(recs[name].manifest) for name in MEMORY_RECORDS}
+    if len(machines) > 1:
+        raise ValueError(f"the records {', '.join(MEMORY_RECORDS)} ran on different machines ({sorted(machines)}): "
+                         "one table holds the peaks of one machine")
     runs: dict[tuple, list] = {}
-    for name in rec.manifest["files"]:
-        data = rec.json(name)
-        for r in data["rows"]:
-            key = (data["study"], r["row"], r["method"])
-            runs.setdefault(key, []).append((data["size_scale"], r["peak_memory_gb"]))
+    for rec in (recs[name] for name in MEMORY_RECORDS):
+        for name in rec.manifest["files"]:
+            data = rec.json(name)
+            for r in data["rows"]:
+                key = (data["study"], r["row"], r["method"])
+                runs.setdefault(key, []).append((data["size_scale"], r["peak_memory_gb"]))
     rows = []
     for (study, row, method), points in sorted(runs.items()):
         scales, peaks = zip(*sorted(points))
