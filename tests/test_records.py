@@ -137,3 +137,21 @@ def test_paired_refuses_runs_of_two_machines_and_a_missing_baseline():
         paired(two, "m")
     with pytest.raises(PairingError, match="no trials"):
         paired(_trials([("method", "base", 0, 11.0, "a")]), "m")
+
+
+@pytest.mark.parametrize("table, names", [("preflight_memory_cpu", "MEMORY_RECORDS"), ("suite_time", "SUITE_RECORDS")])
+def test_a_table_of_two_records_refuses_records_of_two_machines(tmp_path, table, names):
+    """Tables that put two records' numbers side by side pair runs of one machine only."""
+    from udalab.analysis import record_tables_other, record_tables_preflight
+
+    module = record_tables_preflight if names == "MEMORY_RECORDS" else record_tables_other
+    pair = getattr(module, names)
+    for name in pair:
+        shutil.copytree(ROOT / "records" / name, tmp_path / name)
+    assert "|" in records.tables()[table](records.RecordSet(tmp_path))
+    manifest = tmp_path / pair[-1] / "manifest.json"
+    data = json.loads(manifest.read_text(encoding="utf-8"))
+    data["machine"]["cpu"] = "another CPU"
+    manifest.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ValueError, match="machines"):
+        records.tables()[table](records.RecordSet(tmp_path))
