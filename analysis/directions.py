@@ -19,11 +19,17 @@ import pandas as pd
 
 from udalab.analysis.reference import config_matches, is_missing
 
-__all__ = ["Comparison", "DirectionError", "published_comparisons", "match", "verdict", "count_line"]
+__all__ = ["Comparison", "DirectionError", "NotInRecord", "NOT_RUN", "published_comparisons", "match", "verdict",
+           "count_line"]
+NOT_RUN = "not run in the record"   # the verdict of a comparison whose rows the record lacks
 
 
 class DirectionError(ValueError):
     """A comparison that cannot be derived or mapped; the message names it and the fix."""
+
+
+class NotInRecord(DirectionError):
+    """No configuration of the record is the published one: the record ran a subset of the study's rows."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +109,8 @@ def published_comparisons(info: Mapping, rows: pd.DataFrame) -> list[Comparison]
 def match(config: Mapping, configurations: Mapping[str, Mapping]) -> str:
     """The one configuration (label -> its config values) whose values equal every value of `config`."""
     found = [label for label, values in configurations.items() if config_matches(config, values, list(config))]
+    if not found:
+        raise NotInRecord(f"no configuration of the record matches the published configuration {dict(config)}")
     if len(found) != 1:
         raise DirectionError(f"{len(found)} configurations of the record ({', '.join(found) or 'none'}) match the "
                              f"published configuration {dict(config)}: the study's columns must single one out")
@@ -122,10 +130,14 @@ def verdict(sign: int, delta: float, bar: float) -> str:
 
 
 def count_line(verdicts: list[str]) -> str:
-    """"k / n agree in direction (j of them beyond 2 × the larger seed std); m / n disagree beyond it"."""
+    """"k / n agree in direction (j of them beyond 2 × the larger seed std); m / n disagree beyond it",
+    n counting the comparisons the record ran (and naming those it did not)."""
+    skipped = sum(v == NOT_RUN for v in verdicts)
+    verdicts = [v for v in verdicts if v != NOT_RUN]
     n = len(verdicts)
     agree = [v for v in verdicts if v.startswith(("**agrees", "agrees"))]
     clear = sum(v == "**agrees**" for v in agree)
     against = sum(v == "**disagrees**" for v in verdicts)
     return (f"**{len(agree)} / {n} agree** in direction ({clear} of them beyond 2 × the larger seed std); "
-            f"{against} / {n} disagree beyond it")
+            f"{against} / {n} disagree beyond it" + (f"; {skipped} not compared (their rows are not in the record)"
+                                                     if skipped else ""))

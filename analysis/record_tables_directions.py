@@ -10,7 +10,8 @@ from typing import Callable
 
 import pandas as pd
 
-from udalab.analysis.directions import Comparison, count_line, match, published_comparisons, verdict
+from udalab.analysis.directions import (NOT_RUN, Comparison, NotInRecord, count_line, match, published_comparisons,
+                                       verdict)
 from udalab.analysis.paired import paired
 from udalab.analysis.record_tables import MINUS, bench, md, num, seeds, signed
 from udalab.analysis.record_tables_studies import (DAFORMER_STEPS, SCHEDULES, UDAS_PAPER_COUNTS, UDAS_STEPS,
@@ -125,7 +126,12 @@ def direction_table(recs: RecordSet, study: str) -> str:
     confs = configurations(df, {k for ref in refs for k in reference_info(ref)["config"]})
     rows, verdicts = [], []
     for c in comps:
-        label, p = _measured(df, confs, c)
+        try:
+            label, p = _measured(df, confs, c)
+        except NotInRecord:
+            verdicts.append(NOT_RUN)
+            rows.append([c.name, "–", _metric_name(c), _paper_cell(c), "–", NOT_RUN])
+            continue
         verdicts.append(verdict(c.sign, p["delta"], p["bar"]))
         rows.append([c.name, label, _metric_name(c), _paper_cell(c),
                      f"{signed(p['delta'])} ± {num(p['bar'])} ({seeds(p['paired'], sign=True)})", verdicts[-1]])

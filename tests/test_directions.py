@@ -8,7 +8,7 @@ import pytest
 
 from udalab.analysis import record_tables_directions as rtd
 from udalab.analysis import records
-from udalab.analysis.directions import DirectionError, count_line, match, published_comparisons, verdict
+from udalab.analysis.directions import DirectionError, NotInRecord, count_line, match, published_comparisons, verdict
 
 PUBLISHED = pd.DataFrame([{"label": "A", "method": "m", "x": 1.0, "miou": 40.0, "iou.road": 90.0, "iou.sky": 70.0,
                            "source": "toy paper, Table 1"},
@@ -50,7 +50,7 @@ def test_a_published_configuration_maps_to_exactly_one_record_configuration():
     assert match({"mode": "hr", "crop_ratio": 0.5}, confs) == "HR 0.5"
     with pytest.raises(DirectionError, match="2 configurations"):
         match({"mode": "lr"}, confs)
-    with pytest.raises(DirectionError, match="0 configurations"):
+    with pytest.raises(NotInRecord, match="no configuration of the record"):
         match({"mode": "lr+hr"}, confs)
 
 
@@ -85,6 +85,18 @@ def test_a_study_table_counts_the_comparisons_its_record_agrees_with(monkeypatch
     assert f"records/toy_record (mini data not recorded): **{agree} / 12 agree** in direction ({agree} of them beyond" in text
     assert f"{against} / 12 disagree beyond it" in text
     assert "| lr+hr 1.0 − lr 1.0 | test mIoU | +5.5 | +3.0 ± 0.2 (+3.0, +3.0, +3.0) | **agrees** |" in text
+
+
+def test_a_record_of_some_rows_compares_what_it_ran_and_names_the_rest(monkeypatch):
+    """A record without HR 0.75: its three comparisons are "not run", the count is over the other 9."""
+    partial = _crop_trials(1.0).query("configuration != 'hr 0.75'")
+    monkeypatch.setitem(rtd.STUDIES, "toy", ("toy_record", ("hrda",), lambda rec: partial))
+    text = rtd.direction_table({"toy_record": None}, "toy")
+    assert text.count("| not run in the record |") == 3
+    assert "**9 / 9 agree** in direction" in text and "; 3 not compared (their rows are not in the record)" in text
+    monkeypatch.setitem(rtd.STUDIES, "toy", ("toy_record", ("hrda",), lambda rec: partial.assign(mode="lr")))
+    with pytest.raises(DirectionError, match="configurations of the record"):        # two rows match: still an error
+        rtd.direction_table({"toy_record": None}, "toy")
 
 
 def test_a_study_without_a_record_says_so(monkeypatch):
