@@ -14,7 +14,7 @@ from udalab.analysis.directions import (NOT_RUN, Comparison, NotInRecord, count_
                                        verdict)
 from udalab.analysis.paired import paired
 from udalab.analysis.record_tables import MINUS, bench, md, num, seeds, signed
-from udalab.analysis.record_tables_studies import (DAFORMER_STEPS, SCHEDULES, UDAS_PAPER_COUNTS, UDAS_STEPS,
+from udalab.analysis.record_tables_studies import (DAFORMER_STEPS, MSUDA, SCHEDULES, UDAS_PAPER_COUNTS, UDAS_STEPS,
                                                    crop_trials, daformer_trials, mml_trials, multidecoder_frame,
                                                    udas_data_trials, udas_trials)
 from udalab.analysis.records import Record, RecordSet, table
@@ -65,7 +65,7 @@ STUDIES: dict[str, tuple[str | None, tuple[str, ...], Callable[[Record], pd.Data
     "intrada_split": ("intrada_split_v3", ("intrada",), _intrada),
     "udas_ablation": ("udas_ablation", ("udas_steps",), _udas),
     "udas_data": ("udas_data", ("udas_data",), _udas_data),
-    "mml_ablation": ("mml_ablation", ("mml_ablation", "mml_streams"), mml_trials),
+    "mml_ablation": ("mml_ablation_v3", ("mml_ablation", "mml_streams"), mml_trials),
     "multidecoder_schedule": ("multidecoder_schedule", ("multidecoder_schedule",), _multidecoder),
 }
 
@@ -162,14 +162,14 @@ METHODS = [("ADVENT", "mini_adaptation", "ADVENT", "source only"),
            ("AdaptSegNet (UDAS study)", "udas_ablation", "AdaptSegNet", "no adaptation"),
            ("ADVENT, four-layer D (UDAS study)", "udas_ablation", "ADVENT (four-layer D)", "no adaptation"),
            ("UDAS: ST + DA + SSL", "udas_ablation", "ST + DA + SSL", "no adaptation"),
-           ("MS-UDA", "mml_ablation", "MS-UDA (Table 1's baseline)", None),
-           ("MML (L_att + L_KL)", "mml_ablation", "L_att + L_KL", None)]
+           ("MS-UDA", "mml_ablation_v3", MSUDA, "source only"),
+           ("MML (L_att + L_KL)", "mml_ablation_v3", "L_att + L_KL", "source only")]
 
 
 def _method_rows(recs: RecordSet, name: str) -> pd.DataFrame:
     if name == "udas_ablation":
         return udas_trials(recs[name])
-    if name == "mml_ablation":
+    if name.startswith("mml_ablation"):
         return mml_trials(recs[name])
     df = bench(recs[name])
     return df.assign(configuration=df["row"])

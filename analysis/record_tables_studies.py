@@ -269,6 +269,7 @@ def mml_configuration(r: pd.Series) -> str:
 def mml_trials(rec: Record, name: str | None = None) -> pd.DataFrame:
     df = rec.runs(name)
     df["configuration"] = df.apply(mml_configuration, axis=1)
+    df["adapt"] = df["configuration"] != "source only"        # every row but source only adapts (the default)
     return df
 
 
@@ -318,6 +319,18 @@ def _register_mml(name: str) -> None:
 
 for _name in ("mml_ablation", "mml_ablation_v3"):
     _register_mml(_name)
+
+
+@table("mml_expert_v3")
+def mml_expert_v3(recs: RecordSet) -> str:
+    """What every row of the record learns from: the expert's score on mini Cityscapes val and its
+    pseudo labels of MFNet's day training images scored against MFNet's own labels (the artifact's meta)."""
+    meta = recs["mml_ablation_v3"].json("expert.json")
+    q = meta["pseudo_labels_vs_labels"]
+    return md(["expert val mIoU (mini Cityscapes, 19 classes)", "day training images labelled",
+               "pseudo labels vs MFNet's labels: mIoU (car, person, bicycle)", "car IoU", "person IoU", "bicycle IoU"],
+              [[num(meta["expert_miou_on_cityscapes_val"]), meta["images"], num(q["miou"]), num(q["iou.car"]),
+                num(q["iou.person"]), num(q["iou.bicycle"])]])
 
 
 @table("mml_delta_constant")
