@@ -60,7 +60,7 @@ def _multidecoder(rec: Record) -> pd.DataFrame:
 
 # study: (its newest record on the current data or None, the references it reproduces, its rows)
 STUDIES: dict[str, tuple[str | None, tuple[str, ...], Callable[[Record], pd.DataFrame] | None]] = {
-    "hrda_crop_size": ("hrda_crop_size", ("hrda",), _hrda),
+    "hrda_crop_size": ("hrda_crop_size_v3", ("hrda",), _hrda),
     "daformer_ablation": ("daformer_ablation_v3", ("daformer",), _daformer),
     "intrada_split": ("intrada_split_v3", ("intrada",), _intrada),
     "udas_ablation": ("udas_ablation", ("udas_steps",), _udas),
