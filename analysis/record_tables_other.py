@@ -2,8 +2,6 @@
 overhead (docs/performance.md) and the mini twins' domain gaps (docs/datasets.md)."""
 from __future__ import annotations
 
-import json
-
 import math
 import statistics
 
@@ -237,11 +235,7 @@ SUITE_RECORDS = ("suite_time", "suite_time_xdist")   # runs of one machine, in t
 
 @table("suite_time")
 def suite_time(recs: RecordSet) -> str:
-    machines = {json.dumps(recs[name].manifest["machine"], sort_keys=True) for name in SUITE_RECORDS}
-    if len(machines) > 1:
-        raise ValueError(f"the records {', '.join(SUITE_RECORDS)} were measured on different machines: a table pairs "
-                         f"runs of one machine only")
-    machine = recs[SUITE_RECORDS[0]].manifest["machine"]
+    machine = recs.one_machine(SUITE_RECORDS)
     rows = []
     for name in SUITE_RECORDS:
         for run in recs[name].json()["runs"]:

@@ -8,7 +8,7 @@ import numpy as np
 
 from udalab.analysis.costs import costs, published_seconds, published_training
 from udalab.analysis.record_tables import md, num, signed
-from udalab.analysis.records import RecordSet, machine_label, table
+from udalab.analysis.records import RecordSet, table
 
 
 def _overrides(row: dict) -> str:
@@ -55,10 +55,7 @@ MEMORY_RECORDS = ("preflight_memory_cpu", "preflight_memory_cpu_hrda_1")
 def preflight_memory_cpu(recs: RecordSet) -> str:
     """Each row's peaks at the measured scales, at x1 extrapolated and measured, beside its paper's
     GPU memory (the difference: of the measured value where there is one, else the extrapolated)."""
-    machines = {machine_label(recs[name].manifest) for name in MEMORY_RECORDS}
-    if len(machines) > 1:
-        raise ValueError(f"the records {', '.join(MEMORY_RECORDS)} ran on different machines ({sorted(machines)}): "
-                         "one table holds the peaks of one machine")
+    recs.one_machine(MEMORY_RECORDS)
     runs: dict[tuple, list] = {}
     for rec in (recs[name] for name in MEMORY_RECORDS):
         for name in rec.manifest["files"]:

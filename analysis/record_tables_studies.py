@@ -123,16 +123,6 @@ def _crop_grid(rec: Record) -> str:
     return md(["crop ratio", *MODES.values()], rows)
 
 
-@table("hrda_crop_size")
-def hrda_crop_size(recs: RecordSet) -> str:
-    return _crop_grid(recs["hrda_crop_size"])
-
-
-@table("hrda_crop_size_v3")
-def hrda_crop_size_v3(recs: RecordSet) -> str:
-    return _crop_grid(recs["hrda_crop_size_v3"])
-
-
 @table("hrda_crop_size_lr6e-4")
 def hrda_crop_size_lr6e4(recs: RecordSet) -> str:
     return _crop_grid(recs["hrda_crop_size_lr6e-4_alpha0.999"])
@@ -169,8 +159,14 @@ def crop_classes(rec: Record) -> str:
     return md(["configuration", "road test IoU", "car test IoU", "largest test IoU of the seven small classes"], rows)
 
 
-for _name, _record in (("hrda_crop_size_classes", "hrda_crop_size"), ("hrda_crop_size_classes_v3", "hrda_crop_size_v3")):
-    table(_name)(lambda recs, record=_record: crop_classes(recs[record]))
+def _register_crop(name: str) -> None:
+    """The study's grid and its class table for record `name` (hrda_crop_size[_v3])."""
+    table(name)(lambda recs: _crop_grid(recs[name]))
+    table(name.replace("hrda_crop_size", "hrda_crop_size_classes"))(lambda recs: crop_classes(recs[name]))
+
+
+for _name in ("hrda_crop_size", "hrda_crop_size_v3"):
+    _register_crop(_name)
 
 
 @table("readme_run_cost")

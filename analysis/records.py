@@ -231,6 +231,15 @@ class RecordSet:
             self._records[name] = read_record(name, self.root)
         return self._records[name]
 
+    def one_machine(self, names: tuple[str, ...]) -> dict:
+        """The machine (manifest) the named records share; ValueError when they ran on two, since a
+        table that sets their numbers side by side pairs runs of one machine only."""
+        machines = {json.dumps(self[n].manifest["machine"], sort_keys=True) for n in names}
+        if len(machines) > 1:
+            raise ValueError(f"the records {', '.join(names)} ran on different machines ({', '.join(sorted(machines))}): "
+                             f"a table pairs runs of one machine only")
+        return self[names[0]].manifest["machine"]
+
 
 # ---------------------------------------------------------------------------------------
 # Writing.
