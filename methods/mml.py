@@ -6,7 +6,8 @@ pseudo label y; encoders E_rgb, E_th, one shared decoder D with attention blocks
 a discriminator ψ on predictions):
   0. (once, an artifact every trial reads) the expert, an RGB model trained on Cityscapes, labels
      MFNet's day RGB training images; its classes mapped to MFNet's (car; person and rider ->
-     person; bicycle and motorcycle -> bicycle; every other class -> unlabeled).
+     person; bicycle and motorcycle -> bicycle; every other class -> unlabeled). With
+     day_labels="mfnet", MFNet's own labels of those images in the same label space instead.
   1. P_rgb = D(E_rgb(x_rgb)), P_th = D(E_th(x_th)).
   2. L_MML(P_s, P_t) = L_KL(P_s, P_t) + δ · L_KT(P_s, y), with L_KL(P_s, P_t) = Σ p_t log(p_t / p_s)
      (P_t detached: the other stream is the teacher) and L_KT the pixel CE with y; δ ramps from
@@ -33,16 +34,17 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import Subset
 
 from udalab.datasets.labels import IGNORE_INDEX
-from udalab.datasets.mfnet import CITYSCAPES_TO_MFNET, VIEWS, time_of, write_pseudo_labels
+from udalab.datasets.mfnet import CITYSCAPES_TO_MFNET, EVAL_3, VIEWS, time_of, write_pseudo_labels
 from udalab.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
 from udalab.methods.advent import main_prediction
 from udalab.methods.engine import (ConfigError, HParams, Prediction, Run, Step, Stream, UDAData, autocast, evaluate, fit,
                                    register, scale_size)
 from udalab.methods.engine import pictures
-from udalab.methods.engine.artifacts import get_or_build_trained, link_tree
+from udalab.methods.engine.artifacts import get_or_build, get_or_build_trained, link_tree
 from udalab.methods.engine.registry import train_loop
 from udalab.methods.engine.run import LocalSession
 from udalab.methods.nets.discriminator import FCDiscriminator, bce_to, smallest_input
@@ -52,6 +54,7 @@ from udalab.methods.parts.optim import SGDPoly, adam_discriminator, poly
 from udalab.methods.parts.ramps import SHAPES, ramp
 
 log = logging.getLogger("udalab")
+DAY_LABELS = ("expert", "mfnet")
 RGB, THERMAL = 0.0, 1.0  # discriminator labels (z = 0 RGB, z = 1 thermal)
 
 
@@ -63,8 +66,19 @@ class ExpertStage(HParams):
 
     expert_preset: str = "paper"
     expert_overrides: dict = field(default_factory=dict)
+    # "expert": the expert's pseudo labels (the papers). "mfnet": MFNet's own labels of the same day
+    # images in the expert's label space (classes other than car, person, bicycle -> unlabeled): a
+    # control that asks what the losses do once the labels are right; not a setting of the papers.
+    day_labels: str = "expert"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.day_labels not in DAY_LABELS:
+            raise ConfigError(f"day_labels must be one of {DAY_LABELS}, got {self.day_labels!r}")
 
     def nested_runs(self) -> dict[str, dict]:
+        if self.day_labels != "expert":
+            return super().nested_runs()
         return {**super().nested_runs(), "expert_overrides": {"method": "source_only", "preset": self.expert_preset}}
 
 
@@ -201,6 +215,26 @@ def expert_pseudo_labels(config: dict, hp: MMLConfig, mfnet_root: Path, run: Run
     return root / "data", f"pseudo/{name}"
 
 
+def mfnet_day_labels(mfnet_root: Path) -> tuple[Path, str]:
+    """(root, label_dir) of MFNet's day training images with their own labels in the expert's label
+    space: car, person and bicycle kept, every other class unlabeled (day_labels="mfnet")."""
+    name = "mfnet_car_person_bicycle"
+
+    def build(tmp: Path) -> None:
+        link_tree(mfnet_root, tmp / "data")
+        day = VIEWS["mfnet_rgb_day"](tmp / "data", split="train")
+        out = tmp / "data" / "pseudo" / name
+        out.mkdir(parents=True)
+        for i in range(len(day)):
+            y = day.load_label(i)
+            Image.fromarray(np.where(np.isin(y, EVAL_3), y, 0).astype(np.uint8), mode="L").save(
+                out / day.prediction_name(i))
+
+    root = get_or_build("day_labels", {"mfnet_root": str(mfnet_root), "split": "train", "time": "day",
+                                       "kept": list(EVAL_3)}, build)
+    return root / "data", f"pseudo/{name}"
+
+
 def pseudo_label_quality(dataset, label_dir: str) -> dict:
     """mIoU and IoU of car / person / bicycle of the pseudo labels under `label_dir` against the
     dataset's own labels (MFNet's train labels exist; the methods never read them)."""
@@ -321,8 +355,12 @@ def trained_mml(hp: MMLConfig, num_classes: int, state: dict, attention: bool = 
 
 
 def day_pairs(run: Run, hp, data: UDAData):
-    """Step 0: MFNet's day RGB-T training pairs with the expert's pseudo labels (the artifact)."""
-    root, label_dir = expert_pseudo_labels(run.config, hp, Path(data.target.root), run)
+    """Step 0: MFNet's day RGB-T training pairs with the expert's pseudo labels (the artifact), or
+    with MFNet's own labels (day_labels="mfnet")."""
+    if hp.day_labels == "mfnet":
+        root, label_dir = mfnet_day_labels(Path(data.target.root))
+    else:
+        root, label_dir = expert_pseudo_labels(run.config, hp, Path(data.target.root), run)
     return VIEWS["mfnet_rgbt_day"](root, split="train", size=hp.size, flip=True, label_dir=label_dir)
 
 

@@ -264,3 +264,37 @@ def test_ms_uda_resumes_mid_training_and_reuses_its_night_generator(tmp_path, mo
     resumed = run_local("ms_uda", config, checkpoint_dir=tmp_path / "ckpt")
     from udalab.methods.engine.run import without_timings as strip
     assert len(resumed) == 1 and strip(resumed[0]) == pytest.approx(strip(full[-1]), nan_ok=True)
+
+
+def test_day_labels_mfnet_trains_on_mfnets_own_labels_in_the_experts_label_space(tmp_path, monkeypatch):
+    """The control row: MFNet's day labels with every class but car, person and bicycle unlabeled,
+    built once as an artifact, and no expert trained; the validation names a bad value."""
+    import numpy as np
+
+    from udalab.datasets import mini_root
+    from udalab.datasets.mfnet import VIEWS
+    from udalab.methods import check_config, mml, run_local
+    from udalab.methods.engine import ConfigError
+
+    monkeypatch.setenv("UDALAB_ARTIFACTS", str(tmp_path / "artifacts"))
+    root, label_dir = mml.mfnet_day_labels(mini_root("mfnet"))
+    truth = VIEWS["mfnet_rgb_day"](mini_root("mfnet"), split="train")
+    ours = VIEWS["mfnet_rgb_day"](root, split="train", label_dir=label_dir)
+    assert len(ours) == len(truth) > 0
+    seen = set()
+    for i in range(len(truth)):
+        y, got = truth.load_label(i), ours.load_label(i)
+        kept = np.isin(y, (1, 2, 3))
+        assert np.array_equal(got[kept], y[kept]) and (got[~kept] == 0).all()
+        seen |= set(np.unique(got).tolist())
+    assert {1, 2, 3} <= seen                       # car, person and bicycle are all in the labels
+
+    def no_expert(*a, **k):
+        raise AssertionError("the expert was built for day_labels='mfnet'")
+
+    monkeypatch.setattr(mml, "expert_pseudo_labels", no_expert)
+    reports = run_local("mml", {"method": "mml", "preset": "smoke", "seed": 0, "day_labels": "mfnet"})
+    assert "miou" in reports[-1]
+    assert len(list((tmp_path / "artifacts").glob("day_labels-*"))) == 1
+    with pytest.raises(ConfigError, match="day_labels"):
+        check_config({"method": "mml", "preset": "smoke", "day_labels": "cityscapes"})
