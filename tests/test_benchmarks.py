@@ -111,3 +111,29 @@ def test_suite_time_reads_pytests_summary_and_durations():
     assert parsed["failed"] == ["tests/test_x.py::test_y"]
     with pytest.raises(ValueError, match="did not finish"):
         bench.parse_log("....F..\n")
+
+
+def test_intrada_ranking_measures_a_trained_run_against_its_own_ranking(tmp_path, mini_data):
+    """benchmarks/intrada_ranking.py on a smoke IntraDA run: it ranks the target again exactly as the
+    run did, scores both splits of both models against the labels, and refuses a run without stage 3."""
+    import pytest
+
+    from udalab.methods import run_local
+
+    bench = _load("intrada_ranking")
+    config = {"method": "intrada", "preset": "smoke", "seed": 0, "lambda_split": 0.5}
+    run_local("intrada", config, checkpoint_dir=tmp_path / "run")
+    out = tmp_path / "ranking.json"
+    assert bench.main([str(tmp_path / "run"), "--json", str(out)]) == 0
+    [m] = json.loads(out.read_text())
+    assert m["same_easy_split"] is True and m["entropy_max_abs_diff"] == 0.0
+    assert m["images"]["easy"] == m["images"]["hard"] > 0                # λ 0.5 of an even target
+    assert m["entropy"]["easy"] <= m["entropy"]["hard"]
+    for model in ("inter", "intra"):
+        for split in ("easy", "hard"):
+            assert 0 <= m[model][split]["miou"] <= 100 and 0 < m[model][split]["pixel_acc"] <= 100
+    assert -1 <= m["spearman"] <= 1
+
+    run_local("intrada", {**config, "lambda_split": 0.0}, checkpoint_dir=tmp_path / "inter_only")
+    with pytest.raises(SystemExit, match="no finished IntraDA run with a stage 3"):
+        bench.measure(tmp_path / "inter_only")
