@@ -8,7 +8,7 @@ import math
 import pandas as pd
 
 from udalab.analysis.paired import paired
-from udalab.analysis.record_tables import SMALL, delta_table, md, ms, num, ordered, paired_cell, seeds, signed, span
+from udalab.analysis.record_tables import SMALL, bar_cell, delta_table, md, ms, num, ordered, paired_cell, seeds, signed, span
 from udalab.analysis.records import Record, RecordSet, table
 from udalab.analysis.reference import reference
 
@@ -222,14 +222,18 @@ def multidecoder_frame(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-@table("multidecoder_schedule")
-def multidecoder_schedule(recs: RecordSet) -> str:
-    df = multidecoder_frame(recs["multidecoder_schedule"].runs())
+def multidecoder_schedule_table(rec: Record) -> str:
+    """The study's rows, paired with the single decoder; semantic-decoder steps and the published mIoU beside."""
+    df = multidecoder_frame(rec.runs())
     df = ordered(df, [v[0] for v in SCHEDULES.values()])
     steps = {SCHEDULES[s][0]: semantic_steps(s, int(it)) for s, it in zip(df["schedule"], df["iteration"])}
     pub = {v[0]: _published(v[1]) for v in SCHEDULES.values()}
     return delta_table(df, first="schedule (600 steps)", extra=[("semantic-decoder steps", lambda c: steps[c]),
                                                                 ("published mIoU", lambda c: pub[c])])
+
+
+for _name in ("multidecoder_schedule", "multidecoder_schedule_voc_v2"):
+    table(_name)(lambda recs, name=_name: multidecoder_schedule_table(recs[name]))
 
 
 @table("multidecoder_equal_steps")
@@ -326,6 +330,49 @@ for _name in ("mml_ablation", "mml_ablation_v3"):
     _register_mml(_name)
 
 
+# ---------------------------------------------------------------------------------------
+# IntraDA's premise, measured on trained runs (benchmarks/intrada_ranking.py).
+
+
+@table("intrada_ranking_v3")
+def intrada_ranking_v3(recs: RecordSet) -> str:
+    """Per trained IntraDA run: G_inter on the easy and the hard split of its entropy ranking (the
+    intra-domain gap), the entropy-accuracy rank correlation, and what stage 3 (G_intra) changed on
+    each split; a mean row per λ."""
+    runs = sorted(recs["intrada_ranking_v3"].json("ranking.json"), key=lambda m: (m["lambda_split"], m["seed"]))
+
+    def pair(m, model, key):
+        e, h = m[model]["easy"][key], m[model]["hard"][key]
+        return e, h, e - h
+
+    def row(label, ms_):
+        n = len(ms_)
+        mean = {k: sum(v) / n for k, v in {
+            "e_miou": [pair(m, "inter", "miou")[0] for m in ms_], "h_miou": [pair(m, "inter", "miou")[1] for m in ms_],
+            "e_acc": [pair(m, "inter", "pixel_acc")[0] for m in ms_], "h_acc": [pair(m, "inter", "pixel_acc")[1] for m in ms_],
+            "rho": [m["spearman"] for m in ms_],
+            "dh_miou": [m["intra"]["hard"]["miou"] - m["inter"]["hard"]["miou"] for m in ms_],
+            "dh_acc": [m["intra"]["hard"]["pixel_acc"] - m["inter"]["hard"]["pixel_acc"] for m in ms_],
+            "de_miou": [m["intra"]["easy"]["miou"] - m["inter"]["easy"]["miou"] for m in ms_],
+            "de_acc": [m["intra"]["easy"]["pixel_acc"] - m["inter"]["easy"]["pixel_acc"] for m in ms_]}.items()}
+        images = ms_[0]["images"]
+        return [label, f"{images['easy']} / {images['hard']}",
+                f"{num(mean['e_miou'])} / {num(mean['h_miou'])} ({signed(mean['e_miou'] - mean['h_miou'])})",
+                f"{num(mean['e_acc'])} / {num(mean['h_acc'])} ({signed(mean['e_acc'] - mean['h_acc'])})",
+                signed(mean["rho"], 2),
+                f"{signed(mean['de_miou'])} / {signed(mean['de_acc'])}",
+                f"{signed(mean['dh_miou'])} / {signed(mean['dh_acc'])}"]
+
+    rows = []
+    for lam in sorted({m["lambda_split"] for m in runs}):
+        of = [m for m in runs if m["lambda_split"] == lam]
+        rows += [row(f"λ {lam:g}, seed {m['seed']}", [m]) for m in of]
+        rows.append(row(f"**λ {lam:g}, mean of {len(of)}**", of))
+    return md(["run", "images easy / hard", "G_inter mIoU easy / hard (gap)", "G_inter pixel acc. easy / hard (gap)",
+               "Spearman (entropy, pixel acc.)", "G_intra − G_inter, easy: mIoU / pixel acc.",
+               "G_intra − G_inter, hard: mIoU / pixel acc."], rows)
+
+
 @table("mml_expert_v3")
 def mml_expert_v3(recs: RecordSet) -> str:
     """What every row of the record learns from: the expert's score on mini Cityscapes val and its
@@ -336,6 +383,28 @@ def mml_expert_v3(recs: RecordSet) -> str:
                "pseudo labels vs MFNet's labels: mIoU (car, person, bicycle)", "car IoU", "person IoU", "bicycle IoU"],
               [[num(meta["expert_miou_on_cityscapes_val"]), meta["images"], num(q["miou"]), num(q["iou.car"]),
                 num(q["iou.person"]), num(q["iou.bicycle"])]])
+
+
+@table("mml_own_labels_v3")
+def mml_own_labels_v3(recs: RecordSet) -> str:
+    """The rows the control ran, each on the expert's pseudo labels (mml_ablation_v3) and on MFNet's own
+    day labels (mml_own_labels_v3): thermal test mIoU and car / person / bicycle IoU, each adapting row
+    paired with the source-only row trained on the same labels."""
+    own = mml_trials(recs["mml_own_labels_v3"])
+    order = [c for c in ["source only", *MML_ROWS.values(), MSUDA] if c in set(own["configuration"])]
+    rows = []
+    for labels, name in (("the expert's pseudo labels", "mml_ablation_v3"), ("MFNet's own labels", "mml_own_labels_v3")):
+        df = mml_trials(recs[name])
+        df = ordered(df[df["configuration"].isin(order)].copy(), order)
+        df["baseline"] = df["configuration"].map(lambda c: None if c == "source only" else "source only")
+        to_src = paired(df, "test.miou").set_index("configuration")
+        for c in order:
+            g = df[df["configuration"] == c].sort_values("seed")
+            rows.append([labels, c, ms(g["test.miou"]), seeds(g["test.miou"]),
+                         *(ms(g[f"test.iou.{k}"]) for k in ("car", "person", "bicycle")),
+                         paired_cell(to_src.loc[c]), bar_cell(to_src.loc[c])])
+    return md(["trained on", "row", "test mIoU (thermal)", "per seed", "car IoU", "person IoU", "bicycle IoU",
+               "paired Δ to source only", "Δ > 2 × larger std?"], rows)
 
 
 @table("mml_delta_constant")
