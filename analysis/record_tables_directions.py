@@ -66,7 +66,7 @@ STUDIES: dict[str, tuple[str | None, tuple[str, ...], Callable[[Record], pd.Data
     "udas_ablation": ("udas_ablation", ("udas_steps",), _udas),
     "udas_data": ("udas_data", ("udas_data",), _udas_data),
     "mml_ablation": ("mml_ablation_v3", ("mml_ablation", "mml_streams"), mml_trials),
-    "multidecoder_schedule": ("multidecoder_schedule", ("multidecoder_schedule",), _multidecoder),
+    "multidecoder_schedule": ("multidecoder_schedule_voc_v2", ("multidecoder_schedule",), _multidecoder),
 }
 
 
