@@ -113,11 +113,9 @@ def _measured(df: pd.DataFrame, confs: dict, c: Comparison) -> tuple[str, pd.Ser
     return f"{a} − {b}", pair_rows(df, a, b, column)
 
 
-def direction_table(recs: RecordSet, study: str, record: str | None = None) -> str:
-    """comparison | record rows | metric | paper Δ | mini Δ paired | agree?, and the count line; of the
-    study's newest record, or of `record` (another run of the same study, e.g. a control)."""
+def direction_table(recs: RecordSet, study: str) -> str:
+    """comparison | record rows | metric | paper Δ | mini Δ paired | agree?, and the count line."""
     name, refs, rows_of = STUDIES[study]
-    name = record or name
     comps = study_comparisons(study)
     header = ["published comparison (a − b)", "record rows (a − b)", "metric", "paper Δ",
               "mini Δ, paired (± 2 × larger seed std; per seed)", "agree?"]
@@ -154,8 +152,6 @@ def _register(study: str) -> None:
 
 for _study in STUDIES:
     _register(_study)
-# MML's study trained on MFNet's own day labels instead of the expert's (methods/mml.py, day_labels)
-table("directions_mml_own_labels_v3")(lambda recs: direction_table(recs, "mml_ablation", "mml_own_labels_v3"))
 
 
 # method, record, its configuration there, its source-only configuration there (None: the record has none)

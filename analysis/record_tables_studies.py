@@ -387,24 +387,29 @@ def mml_expert_v3(recs: RecordSet) -> str:
 
 @table("mml_own_labels_v3")
 def mml_own_labels_v3(recs: RecordSet) -> str:
-    """The rows the control ran, each on the expert's pseudo labels (mml_ablation_v3) and on MFNet's own
-    day labels (mml_own_labels_v3): thermal test mIoU and car / person / bicycle IoU, each adapting row
-    paired with the source-only row trained on the same labels."""
-    own = mml_trials(recs["mml_own_labels_v3"])
+    """MML's rows trained on the expert's pseudo labels (mml_ablation_v3) and on MFNet's own day labels
+    (mml_own_labels_v3), at the mini preset's learning rate and at ten times it: thermal test mIoU and
+    car / person / bicycle IoU, each adapting row paired with the source-only row of the same labels
+    and learning rate."""
+    groups = [("the expert's pseudo labels", "0.002 (the preset)", "mml_ablation_v3", None),
+              ("MFNet's own labels", "0.002 (the preset)", "mml_own_labels_v3", "runs_lr0.002.jsonl"),
+              ("MFNet's own labels", "0.02", "mml_own_labels_v3", "runs_lr0.02.jsonl")]
+    own = pd.concat([mml_trials(recs["mml_own_labels_v3"], f) for _, _, _, f in groups[1:]])
     order = [c for c in ["source only", *MML_ROWS.values(), MSUDA] if c in set(own["configuration"])]
     rows = []
-    for labels, name in (("the expert's pseudo labels", "mml_ablation_v3"), ("MFNet's own labels", "mml_own_labels_v3")):
-        df = mml_trials(recs[name])
+    for labels, lr, name, file in groups:
+        df = mml_trials(recs[name], file)
         df = ordered(df[df["configuration"].isin(order)].copy(), order)
-        df["baseline"] = df["configuration"].map(lambda c: None if c == "source only" else "source only")
+        base = "source only" if "source only" in set(df["configuration"]) else None     # not run in every group
+        df["baseline"] = df["configuration"].map(lambda c: None if c == base else base)
         to_src = paired(df, "test.miou").set_index("configuration")
-        for c in order:
+        for c in dict.fromkeys(df["configuration"]):
             g = df[df["configuration"] == c].sort_values("seed")
-            rows.append([labels, c, ms(g["test.miou"]), seeds(g["test.miou"]),
+            rows.append([labels, lr, c, ", ".join(str(int(x)) for x in g["seed"]), ms(g["test.miou"]),
                          *(ms(g[f"test.iou.{k}"]) for k in ("car", "person", "bicycle")),
                          paired_cell(to_src.loc[c]), bar_cell(to_src.loc[c])])
-    return md(["trained on", "row", "test mIoU (thermal)", "per seed", "car IoU", "person IoU", "bicycle IoU",
-               "paired Δ to source only", "Δ > 2 × larger std?"], rows)
+    return md(["trained on", "learning rate", "row", "seeds", "test mIoU (thermal)", "car IoU", "person IoU",
+               "bicycle IoU", "paired Δ to source only", "Δ > 2 × larger std?"], rows)
 
 
 @table("mml_delta_constant")
