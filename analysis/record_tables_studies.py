@@ -385,16 +385,17 @@ def mml_expert_v3(recs: RecordSet) -> str:
                 num(q["iou.person"]), num(q["iou.bicycle"])]])
 
 
-@table("mml_own_labels_v3")
-def mml_own_labels_v3(recs: RecordSet) -> str:
-    """MML's rows trained on the expert's pseudo labels (mml_ablation_v3) and on MFNet's own day labels
-    (mml_own_labels_v3), at the mini preset's learning rate and at ten times it: thermal test mIoU and
-    car / person / bicycle IoU, each adapting row paired with the source-only row of the same labels
-    and learning rate."""
+@table("mml_labels_and_rate_v3")
+def mml_labels_and_rate_v3(recs: RecordSet) -> str:
+    """MML's rows trained on the expert's pseudo labels (mml_ablation_v3, mml_ablation_lr0.02_v3) and on
+    MFNet's own day labels (mml_own_labels_v3), at the mini preset's learning rate and at ten times it:
+    thermal test mIoU and car / person / bicycle IoU, each adapting row paired with the source-only row
+    of the same labels and learning rate."""
     groups = [("the expert's pseudo labels", "0.002 (the preset)", "mml_ablation_v3", None),
+              ("the expert's pseudo labels", "0.02", "mml_ablation_lr0.02_v3", None),
               ("MFNet's own labels", "0.002 (the preset)", "mml_own_labels_v3", "runs_lr0.002.jsonl"),
               ("MFNet's own labels", "0.02", "mml_own_labels_v3", "runs_lr0.02.jsonl")]
-    own = pd.concat([mml_trials(recs["mml_own_labels_v3"], f) for _, _, _, f in groups[1:]])
+    own = pd.concat([mml_trials(recs["mml_own_labels_v3"], f) for _, _, _, f in groups[2:]])
     order = [c for c in ["source only", *MML_ROWS.values(), MSUDA] if c in set(own["configuration"])]
     rows = []
     for labels, lr, name, file in groups:
