@@ -341,27 +341,19 @@ def intrada_ranking_v3(recs: RecordSet) -> str:
     each split; a mean row per λ."""
     runs = sorted(recs["intrada_ranking_v3"].json("ranking.json"), key=lambda m: (m["lambda_split"], m["seed"]))
 
-    def pair(m, model, key):
-        e, h = m[model]["easy"][key], m[model]["hard"][key]
-        return e, h, e - h
+    def row(label, of):
+        def mean(get):
+            return sum(get(m) for m in of) / len(of)
 
-    def row(label, ms_):
-        n = len(ms_)
-        mean = {k: sum(v) / n for k, v in {
-            "e_miou": [pair(m, "inter", "miou")[0] for m in ms_], "h_miou": [pair(m, "inter", "miou")[1] for m in ms_],
-            "e_acc": [pair(m, "inter", "pixel_acc")[0] for m in ms_], "h_acc": [pair(m, "inter", "pixel_acc")[1] for m in ms_],
-            "rho": [m["spearman"] for m in ms_],
-            "dh_miou": [m["intra"]["hard"]["miou"] - m["inter"]["hard"]["miou"] for m in ms_],
-            "dh_acc": [m["intra"]["hard"]["pixel_acc"] - m["inter"]["hard"]["pixel_acc"] for m in ms_],
-            "de_miou": [m["intra"]["easy"]["miou"] - m["inter"]["easy"]["miou"] for m in ms_],
-            "de_acc": [m["intra"]["easy"]["pixel_acc"] - m["inter"]["easy"]["pixel_acc"] for m in ms_]}.items()}
-        images = ms_[0]["images"]
+        inter, intra = ({k: {s: mean(lambda m, k=k, s=s, model=model: m[model][s][k]) for s in ("easy", "hard")}
+                         for k in ("miou", "pixel_acc")} for model in ("inter", "intra"))
+        images = of[0]["images"]
         return [label, f"{images['easy']} / {images['hard']}",
-                f"{num(mean['e_miou'])} / {num(mean['h_miou'])} ({signed(mean['e_miou'] - mean['h_miou'])})",
-                f"{num(mean['e_acc'])} / {num(mean['h_acc'])} ({signed(mean['e_acc'] - mean['h_acc'])})",
-                signed(mean["rho"], 2),
-                f"{signed(mean['de_miou'])} / {signed(mean['de_acc'])}",
-                f"{signed(mean['dh_miou'])} / {signed(mean['dh_acc'])}"]
+                *(f"{num(inter[k]['easy'])} / {num(inter[k]['hard'])} ({signed(inter[k]['easy'] - inter[k]['hard'])})"
+                  for k in ("miou", "pixel_acc")),
+                signed(mean(lambda m: m["spearman"]), 2),
+                *(f"{signed(intra['miou'][s] - inter['miou'][s])} / {signed(intra['pixel_acc'][s] - inter['pixel_acc'][s])}"
+                  for s in ("easy", "hard"))]
 
     rows = []
     for lam in sorted({m["lambda_split"] for m in runs}):
