@@ -137,3 +137,26 @@ def test_intrada_ranking_measures_a_trained_run_against_its_own_ranking(tmp_path
     run_local("intrada", {**config, "lambda_split": 0.0}, checkpoint_dir=tmp_path / "inter_only")
     with pytest.raises(SystemExit, match="no finished IntraDA run with a stage 3"):
         bench.measure(tmp_path / "inter_only")
+
+
+def test_multidecoder_copy_trains_as_the_study_schedules_and_measures_the_semantic_decoder(tmp_path, mini_data):
+    """benchmarks/multidecoder_copy.py on the smoke preset: its "none" and "copy" starts train exactly
+    as run_local's d>s>b and d+copy>s>b do (every stage's val and test mIoU); copy_deep's blocks before
+    the last start as the paper's copy's do and its last block does not."""
+    from udalab.methods import run_local
+
+    bench = _load("multidecoder_copy")
+    out = tmp_path / "copy.json"
+    assert bench.main(["--seeds", "0", "--preset", "smoke", "--images", "3", "--json", str(out)]) == 0
+    [m] = json.loads(out.read_text())
+    for variant, schedule in (("none", "d>s>b"), ("copy", "d+copy>s>b")):
+        reports = run_local("multidecoder", {"preset": "smoke", "seed": 0, "schedule": schedule, "device": "cpu"})
+        ends = {r["stage"]: r for r in reports if "test.miou" in r}
+        for stage in ("2-s", "3-b"):
+            for k in ("miou", "test.miou"):
+                assert m["variants"][variant][f"{stage}.{k}"] == ends[stage][k], (variant, stage, k)
+    start = {v: m["variants"][v]["semantic_start"] for v in bench.VARIANTS}
+    assert start["copy_deep"][:-1] == start["copy"][:-1]
+    assert start["copy_deep"][-1] != start["copy"][-1] and start["none"][0] != start["copy"][0]
+    for block in start["copy"]:
+        assert 0 <= block["dead"] <= 1 and 1 <= block["effective_rank"] <= block["channels"]
