@@ -19,6 +19,7 @@ and test mIoU after each stage. Batches and random draws are seeded by (seed, st
 so "none" and "copy" train exactly as the study's runs of those schedules do.
 
     python benchmarks/multidecoder_copy.py --seeds 0 1 2 --json copy.json
+    python benchmarks/multidecoder_copy.py --iterations 2400 --json copy_2400.json   # stages four times longer
 """
 from __future__ import annotations
 
@@ -63,7 +64,8 @@ def copy_blocks(src, dst, blocks) -> None:
     dst.load_state_dict(state, strict=False)
 
 
-def measure(seed: int, variants=VARIANTS, images: int = 50, preset: str = "mini") -> dict:
+def measure(seed: int, variants=VARIANTS, images: int = 50, preset: str = "mini", iterations: int | None = None
+            ) -> dict:
     import copy
 
     from udalab.methods import get_method
@@ -73,7 +75,7 @@ def measure(seed: int, variants=VARIANTS, images: int = 50, preset: str = "mini"
     from udalab.methods.nets.unet import MultiDecoderUNet
 
     config = {"method": "multidecoder", "source": "voc_depth", "target": "voc", "preset": preset, "seed": seed,
-              "schedule": "d+copy>s>b", "device": "cpu"}
+              "schedule": "d+copy>s>b", "device": "cpu", **({"iterations": iterations} if iterations else {})}
     method = get_method("multidecoder")
     hp = method.hparams(config)
     first, second, third = hp.stage_iterations()
@@ -81,7 +83,7 @@ def measure(seed: int, variants=VARIANTS, images: int = 50, preset: str = "mini"
     data = method.data(config, hp)
     model = MultiDecoderUNet(hp.backbone_depth, hp.pretrained, hp.decoder_channels, data.num_classes)
     fit(run, DecoderStageStep(run, hp, data, model, "d", None, first), stage="1-d", iterations=first,
-        eval_every=hp.eval_every, last=False)
+        eval_every=first, last=False)
     after_depth = copy.deepcopy(model.state_dict())
     n_blocks = len(model.semantic.blocks)
 
@@ -115,11 +117,13 @@ def main(argv=None) -> int:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--images", type=int, default=50, help="val images the block statistics read")
     p.add_argument("--preset", default="mini")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="the whole schedule's iterations, three equal stages (default: the preset's)")
     p.add_argument("--json", default=None, help="write the measurements here")
     args = p.parse_args(argv)
     out = []
     for seed in args.seeds:
-        m = measure(seed, args.variants, args.images, args.preset)
+        m = measure(seed, args.variants, args.images, args.preset, args.iterations)
         out.append(m)
         for v, r in m["variants"].items():
             dead = " ".join(f"{b['dead']:.2f}" for b in r["semantic_start"])
