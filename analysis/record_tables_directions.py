@@ -61,7 +61,7 @@ def _multidecoder(rec: Record) -> pd.DataFrame:
 # study: (its newest record on the current data or None, the references it reproduces, its rows)
 STUDIES: dict[str, tuple[str | None, tuple[str, ...], Callable[[Record], pd.DataFrame] | None]] = {
     "hrda_crop_size": ("hrda_crop_size_v3", ("hrda",), _hrda),
-    "daformer_ablation": ("daformer_ablation_v3", ("daformer",), _daformer),
+    "daformer_ablation": ("daformer_ablation_2400_v3", ("daformer",), _daformer),
     "intrada_split": ("intrada_split_v3", ("intrada",), _intrada),
     "udas_ablation": ("udas_ablation", ("udas_steps",), _udas),
     "udas_data": ("udas_data", ("udas_data",), _udas_data),
@@ -154,10 +154,14 @@ for _study in STUDIES:
     _register(_study)
 
 
-# method, record, its configuration there, its source-only configuration there (None: the record has none)
-METHODS = [("ADVENT", "mini_adaptation", "ADVENT", "source only"),
-           ("IntraDA (λ 0.67)", "mini_adaptation", "IntraDA", "source only"),
-           ("DAFormer", "daformer_2400_steps", "DAFormer", "DAFormer source only"),
+# method, record, its configuration there, its source-only configuration there: each adaptation
+# method in its study's record on the current data at the study's schedule, and where a longer
+# schedule was measured, that record beside it
+METHODS = [("ADVENT (IntraDA study)", "intrada_split_v3", "ADVENT", "source only"),
+           ("IntraDA (λ 0.67)", "intrada_split_v3", "IntraDA λ 0.67", "source only"),
+           ("DAFormer (DACS + warm-up + RCS + FD)", "daformer_ablation_v3", "+ FD", "source only"),
+           ("DAFormer (DACS + warm-up + RCS + FD)", "daformer_ablation_2400_v3", "+ FD", "source only"),
+           ("HRDA (LR + HR 1)", "hrda_crop_size_v3", "LR + HR 1", "source only"),
            ("HRDA", "hrda_2400_steps", "HRDA", "HRDA source only"),
            ("AdaptSegNet (UDAS study)", "udas_ablation", "AdaptSegNet", "no adaptation"),
            ("ADVENT, four-layer D (UDAS study)", "udas_ablation", "ADVENT (four-layer D)", "no adaptation"),
@@ -165,12 +169,15 @@ METHODS = [("ADVENT", "mini_adaptation", "ADVENT", "source only"),
            ("MS-UDA", "mml_ablation_v3", MSUDA, "source only"),
            ("MML (L_att + L_KL)", "mml_ablation_v3", "L_att + L_KL", "source only")]
 
+# how to read each study record's rows (the benchmark records: their `row`)
+READERS: dict[str, Callable[[Record], pd.DataFrame]] = {
+    "intrada_split_v3": _intrada, "daformer_ablation_v3": _daformer, "daformer_ablation_2400_v3": _daformer,
+    "hrda_crop_size_v3": _hrda, "udas_ablation": udas_trials, "mml_ablation_v3": mml_trials}
+
 
 def _method_rows(recs: RecordSet, name: str) -> pd.DataFrame:
-    if name == "udas_ablation":
-        return udas_trials(recs[name])
-    if name.startswith("mml_ablation"):
-        return mml_trials(recs[name])
+    if name in READERS:
+        return READERS[name](recs[name])
     df = bench(recs[name])
     return df.assign(configuration=df["row"])
 
@@ -180,13 +187,11 @@ def method_vs_source_only(recs: RecordSet) -> str:
     rows = []
     for method, name, conf, base in METHODS:
         df = _method_rows(recs, name)
-        steps = int(df[df["configuration"] == conf]["iteration"].max())
-        if base is None:
-            rows.append([method, f"`{name}`", steps, "no baseline in the record", "", "", "", ""])
-            continue
+        steps = int(df[df["configuration"] == conf]["iteration" if "iteration" in df else "iterations"].max())
         p = pair_rows(df, conf, base, "test.miou")
         beats = "**beats**" if p["clears"] and p["delta"] > 0 else ("**below**" if p["clears"] else "within 2 × std")
-        rows.append([method, f"`{name}`", steps, f"{num(p['base_mean'])} ({base})", num(p["mean"]),
+        rows.append([method, f"`{name}`", mini_data_of(df).removeprefix("mini data "), steps,
+                     f"{num(p['base_mean'])} ({base})", num(p["mean"]),
                      f"{signed(p['delta'])} ({seeds(p['paired'], sign=True)})", num(p["bar"]), beats])
-    return md(["method", "record", "steps", "source-only test mIoU", "method test mIoU", "paired Δ (per seed)",
-               "2 × larger seed std", "beats source only?"], rows)
+    return md(["method", "record", "mini data", "steps", "source-only test mIoU", "method test mIoU",
+               "paired Δ (per seed)", "2 × larger seed std", "beats source only?"], rows)

@@ -45,20 +45,24 @@ def daformer_trials(rec: Record) -> pd.DataFrame:
     return ordered(df, DAFORMER_STEPS)
 
 
-@table("daformer_ablation")
-def daformer_ablation(recs: RecordSet) -> str:
-    df = daformer_trials(recs["daformer_ablation"])
+def daformer_ablation_table(rec: Record) -> str:
+    """The study's rows paired with the row above and with source only; small classes, fence and wall."""
+    df = daformer_trials(rec)
     to_src = paired(df.assign(baseline=df["configuration"].map(lambda c: None if c == DAFORMER_STEPS[0]
                                                                else DAFORMER_STEPS[0])), "test.miou")
     to_src = to_src.set_index("configuration")
     mean = df.groupby("configuration")[["small", "test.iou.fence", "test.iou.wall"]].mean()
-    return delta_table(df, first="row (300 steps)", extra=[
+    return delta_table(df, first=f"row ({int(df['iterations'].max())} steps)", extra=[
         ("paired Δ test to source only", lambda c: paired_cell(to_src.loc[c])),
         ("Δ to source only > 2 × larger std?", lambda c: "" if c == DAFORMER_STEPS[0] else
          f"{'**yes**' if to_src.loc[c, 'clears'] else 'no'} ({signed(to_src.loc[c, 'delta'])} against 2 × "
          f"{num(to_src.loc[c, 'bar'] / 2)})"),
         ("small classes' test IoU", lambda c: num(mean.loc[c, "small"])),
         ("fence / wall test IoU", lambda c: f"{num(mean.loc[c, 'test.iou.fence'])} / {num(mean.loc[c, 'test.iou.wall'])}")])
+
+
+for _name in ("daformer_ablation", "daformer_ablation_2400_v3"):
+    table(_name)(lambda recs, name=_name: daformer_ablation_table(recs[name]))
 
 
 @table("daformer_ablation_presets")
