@@ -253,6 +253,46 @@ def multidecoder_equal_steps(recs: RecordSet) -> str:
     return delta_table(df, first="schedule", extra=[("semantic-decoder steps", lambda c: steps[c])])
 
 
+COPY_STARTS = {"none": "its own initialisation (d>s>b)", "copy": "the paper's copy, every block (d+copy>s>b)",
+               "copy_deep": "the copy of every block but the last"}
+
+
+@table("multidecoder_copy_voc_v2")
+def multidecoder_copy(recs: RecordSet) -> str:
+    """benchmarks/multidecoder_copy.py: per start of the semantic decoder and schedule length, the
+    effective rank of each decoder block's output at the semantic stage's start and end (seed means),
+    the largest dead-channel share, and val / test mIoU paired per seed with its own initialisation."""
+    rec = recs["multidecoder_copy_voc_v2"]
+    rows = []
+    for name in sorted((f for f in rec.manifest["files"] if f.startswith("copy")), key=len):
+        runs = sorted(rec.json(name), key=lambda m: m["seed"])
+        steps = runs[0]["iterations"][1]
+
+        def ranks(variant, when):
+            per_block = zip(*([b["effective_rank"] for b in m["variants"][variant][when]] for m in runs))
+            return " / ".join(f"{sum(v) / len(v):.0f}" for v in per_block)
+
+        for variant, label in COPY_STARTS.items():
+            if variant not in runs[0]["variants"]:
+                continue
+            got = {k: [m["variants"][variant][k] for m in runs] for k in ("2-s.miou", "3-b.test.miou")}
+            own = {k: [m["variants"]["none"][k] for m in runs] for k in got}
+            dead = max(b["dead"] for m in runs for when in ("semantic_start", "semantic_end")
+                       for b in m["variants"][variant][when])
+            delta = {k: [a - b for a, b in zip(got[k], own[k])] for k in got}
+            rows.append([steps, label, ", ".join(str(m["seed"]) for m in runs), ranks(variant, "semantic_start"),
+                         ranks(variant, "semantic_end"), num(100 * dead, 0) + " %",
+                         ms(got["2-s.miou"]), "" if variant == "none" else f"{seeds(delta['2-s.miou'], sign=True)} "
+                         f"({ms(delta['2-s.miou'], sign=True)})",
+                         ms(got["3-b.test.miou"]), "" if variant == "none" else f"{seeds(delta['3-b.test.miou'], sign=True)} "
+                         f"({ms(delta['3-b.test.miou'], sign=True)})"])
+    channels = " / ".join(str(b["channels"]) for b in runs[0]["variants"]["none"]["semantic_start"])
+    return md(["steps per stage", "semantic decoder starts from", "seeds",
+               f"effective rank per block, semantic stage's start (of {channels} channels)",
+               "… at its end", "dead channels (largest share)", "val mIoU after the semantic stage",
+               "paired Δ to own init", "test mIoU after both", "paired Δ to own init"], rows)
+
+
 @table("multidecoder_single_repeat")
 def multidecoder_single_repeat(recs: RecordSet) -> str:
     early = recs["multidecoder_schedule"].runs()
