@@ -169,10 +169,10 @@ METHODS = [("ADVENT (IntraDA study)", "intrada_split_v3", "ADVENT", "source only
            ("MS-UDA", "mml_ablation_v3", MSUDA, "source only"),
            ("MML (L_att + L_KL)", "mml_ablation_v3", "L_att + L_KL", "source only")]
 
-# how to read each study record's rows (the benchmark records: their `row`)
+# how to read each study record's rows: the studies' newest records as STUDIES reads them, and an
+# earlier record of a study (the benchmark records: their `row`)
 READERS: dict[str, Callable[[Record], pd.DataFrame]] = {
-    "intrada_split_v3": _intrada, "daformer_ablation_v3": _daformer, "daformer_ablation_2400_v3": _daformer,
-    "hrda_crop_size_v3": _hrda, "udas_ablation": udas_trials, "mml_ablation_v3": mml_trials}
+    **{name: rows for name, _, rows in STUDIES.values() if name is not None}, "daformer_ablation_v3": _daformer}
 
 
 def _method_rows(recs: RecordSet, name: str) -> pd.DataFrame:

@@ -71,9 +71,12 @@ def measure(seed: int, variants=VARIANTS, images: int = 50, preset: str = "mini"
     from udalab.methods import get_method
     from udalab.methods.engine import fit
     from udalab.methods.engine.run import LocalSession, Run
-    from udalab.methods.multidecoder import DecoderStageStep
+    from udalab.methods.multidecoder import DecoderStageStep, copy_decoder
     from udalab.methods.nets.unet import MultiDecoderUNet
 
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variant {unknown[0]!r}; one of {', '.join(VARIANTS)}")
     config = {"method": "multidecoder", "source": "voc_depth", "target": "voc", "preset": preset, "seed": seed,
               "schedule": "d+copy>s>b", "device": "cpu", **({"iterations": iterations} if iterations else {})}
     method = get_method("multidecoder")
@@ -90,17 +93,14 @@ def measure(seed: int, variants=VARIANTS, images: int = 50, preset: str = "mini"
     result = {"seed": seed, "iterations": [first, second, third], "variants": {}}
     for variant in variants:
         model.load_state_dict(after_depth)
-        if variant == "copy_deep":
+        if variant == "copy":
+            copy_decoder(model.depth, model.semantic)           # the method's own step 2
+        elif variant == "copy_deep":
             copy_blocks(model.depth, model.semantic, range(n_blocks - 1))
-        elif variant not in ("none", "copy"):
-            raise SystemExit(f"unknown variant {variant!r}; one of {', '.join(VARIANTS)}")
-        run = Run(config, LocalSession(device="cpu"))
-        run.iteration = first                       # reports count on from stage 1, as in the study
-        step = DecoderStageStep(run, hp, data, model, "s", "d" if variant == "copy" else None, second)
-        step.begin()                                # the paper's copy (copy_decoder), where the variant has it
         start = block_stats(model, data.target_val, images)
-        step.copy_from = None                       # done: fit calls begin() again
-        fit(run, step, stage="2-s", iterations=second, eval_every=second, last=False)
+        run = Run(config, LocalSession(device="cpu"))
+        fit(run, DecoderStageStep(run, hp, data, model, "s", None, second), stage="2-s", iterations=second,
+            eval_every=second, last=False)
         end = block_stats(model, data.target_val, images)
         fit(run, DecoderStageStep(run, hp, data, model, "b", None, third), stage="3-b", iterations=third,
             eval_every=third, last=True)
