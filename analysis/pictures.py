@@ -51,7 +51,11 @@ def picture_grids(columns: list[tuple[str, str]], pictures: Mapping[str, dict], 
     """(HTML tables, bytes embedded, notes): the prediction grid and one grid per method picture."""
     first = pictures[columns[0][1]]
     images = first["index"].get("images", [])
-    captions = {k: v for k, v in first["index"].get("pictures", {}).items() if k != "pred"}
+    captions: dict[str, str] = {}       # every column's pictures: the baseline may lack one (no depth decoder)
+    for _, tid in columns:
+        for k, v in pictures[tid]["index"].get("pictures", {}).items():
+            captions.setdefault(k, v)
+    captions.pop("pred", None)
     used, notes, out = 0, [], []
 
     def pic(tid: str, name: str, k: int) -> bytes | None:

@@ -171,13 +171,16 @@ class DecoderStageStep(Step):
                         class_names=self.data.class_names, device=self.run.device, iiou=True, record=record)
 
     def pictures(self, dataset, indices):
-        """The depth decoder's prediction (its own range, far light), and the pseudo depth where the
-        dataset has it (voc_depth)."""
+        """The depth decoder's prediction (its own range, far light) where the schedule trains it (the
+        single decoder's never learns: its output would be the initialisation's), and the pseudo depth
+        where the dataset has it (voc_depth)."""
         model = self.model
-        depth = pictures.outputs(lambda x: model.depth(model.encoder(x)), dataset, indices, self.run.device,
-                                 self.hp.eval_size)
-        out = {"depth": {i: pictures.grey(v) for i, v in depth.items()}}
-        caps = {"depth": "the depth decoder's prediction (stretched to its range; dropped at deployment)"}
+        out, caps = {}, {}
+        if any(name in ("d", "b") for name, _ in self.hp.stages()):
+            depth = pictures.outputs(lambda x: model.depth(model.encoder(x)), dataset, indices, self.run.device,
+                                     self.hp.eval_size)
+            out["depth"] = {i: pictures.grey(v) for i, v in depth.items()}
+            caps["depth"] = "the depth decoder's prediction (stretched to its range; dropped at deployment)"
         if indices and "depth" in dataset[indices[0]]:
             out["pseudo_depth"] = {i: pictures.grey(dataset[i]["depth"]) for i in indices}
             caps["pseudo_depth"] = "the pseudo depth it learns from"

@@ -122,3 +122,23 @@ def test_the_study_declares_table_3_with_the_papers_columns():
     for optuna in (False, True):
         args = SimpleNamespace(preset=None, smoke=False, data_root=None, set=[], optuna=optuna)
         check_trial_configs(STUDY, args, trial_settings(STUDY, args))
+
+
+def test_pictures_show_the_depth_decoder_only_where_the_schedule_trains_it(tmp_path):
+    """The single decoder ("s") never trains its depth decoder: the report shows no depth prediction
+    for it (it would be the initialisation's), but does for a schedule that trains depth."""
+    import json
+
+    from udalab.datasets import mini_root
+
+    mini_root("voc")
+    shown = {}
+    for schedule in ("s", "d>s"):
+        folder = tmp_path / schedule.replace(">", "_")
+        run_local("multidecoder", {"preset": "smoke", "seed": 0, "schedule": schedule, "iterations": 4},
+                  checkpoint_dir=folder)
+        index = json.loads((folder / "pictures" / "index.json").read_text())
+        files = {p.name for p in (folder / "pictures").iterdir()}
+        shown[schedule] = {name for name in index["pictures"] if f"0_{name}.png" in files}
+    assert "depth" in shown["d>s"] and "depth" not in shown["s"]
+    assert shown["s"] >= {"pred"} and shown["d>s"] - shown["s"] == {"depth"}

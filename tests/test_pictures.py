@@ -148,6 +148,19 @@ def test_the_report_grid_has_a_row_per_image_and_a_column_per_configuration():
     assert "What the models see" not in build_report(df, spec, preset="mini", study_name="s").html
 
 
+def test_a_method_picture_missing_from_the_baseline_still_gets_its_grid():
+    """The first column (the baseline) lacks the extra picture (the single decoder has no trained depth
+    decoder): the grid still shows it for the columns that have it, with their captions."""
+    from udalab.analysis.pictures import picture_grids
+
+    names = ["a.png", "b.png"]
+    pics = {"base": _pictures(names), "other": _pictures(names, extra=("depth",))}
+    tables, used, notes = picture_grids([("single", "base"), ("two decoders", "other")], pics, "single")
+    assert len(tables) == 2 and "<caption>depth</caption>" in tables[1]
+    assert re.findall(r"<th>(.*?)</th>", tables[1]) == ["image", "two decoders"] and tables[1].count("<img") == 2
+    assert used > 0 and notes == []
+
+
 def test_each_report_records_what_the_result_depends_on(tmp_path, mini_data):
     """Versions, commit, device and the datasets' fingerprints travel with every report into the
     trials table (as text, not as a configuration) and the report lists them."""
