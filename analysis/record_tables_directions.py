@@ -14,7 +14,7 @@ from udalab.analysis.directions import (NOT_RUN, Comparison, NotInRecord, count_
                                        verdict)
 from udalab.analysis.paired import paired
 from udalab.analysis.record_tables import MINUS, bench, md, num, seeds, signed
-from udalab.analysis.record_tables_studies import (DAFORMER_STEPS, MSUDA, SCHEDULES, UDAS_PAPER_COUNTS, UDAS_STEPS,
+from udalab.analysis.record_tables_studies import (DAFORMER_STEPS, MSUDA, SCHEDULES, UDAS_PAPER_COUNTS,
                                                    crop_trials, daformer_trials, mml_trials, multidecoder_frame,
                                                    udas_data_trials, udas_trials)
 from udalab.analysis.records import Record, RecordSet, table
@@ -33,11 +33,6 @@ def _daformer(rec: Record) -> pd.DataFrame:
     df = daformer_trials(rec)
     step = df["configuration"].map(DAFORMER_STEPS.index)
     return df.assign(**{name: step >= i for i, name in enumerate(["self-training", "warm-up", "RCS", "FD"], 1)})
-
-
-def _udas(rec: Record) -> pd.DataFrame:
-    df = udas_trials(rec)
-    return df.assign(step=df["configuration"].map({name: step for name, step in UDAS_STEPS.values()}))
 
 
 def _udas_data(rec: Record) -> pd.DataFrame:
@@ -63,7 +58,7 @@ STUDIES: dict[str, tuple[str | None, tuple[str, ...], Callable[[Record], pd.Data
     "hrda_crop_size": ("hrda_crop_size_v3", ("hrda",), _hrda),
     "daformer_ablation": ("daformer_ablation_2400_v3", ("daformer",), _daformer),
     "intrada_split": ("intrada_split_v3", ("intrada",), _intrada),
-    "udas_ablation": ("udas_ablation", ("udas_steps",), _udas),
+    "udas_ablation": ("udas_ablation", ("udas_steps",), udas_trials),
     "udas_data": ("udas_data", ("udas_data",), _udas_data),
     "mml_ablation": ("mml_ablation_v3", ("mml_ablation", "mml_streams"), mml_trials),
     "multidecoder_schedule": ("multidecoder_schedule_voc_v2", ("multidecoder_schedule",), _multidecoder),
