@@ -451,3 +451,55 @@ def test_pseudo_label_benchmark_thresholds_the_labels_self_training_trains_on(tm
     scored = Subset(data.target, split_target(hp, data.target)[1])
     labels = label_targets(run, hp, G, scored, seed=1)   # round 1, seed 0
     assert 100 * float((labels != IGNORE_INDEX).double().mean()) == pytest.approx(at_tau["q"], abs=1e-9)
+
+
+def _benchmark(name):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_class_colours_are_each_labels_mean_rgb():
+    """Two hand-made images: class 0 red on the left, class 2 blue and grey on the right, an ignored
+    pixel: each class's mean colour in 0-255 and its pixel count; a class absent gets None."""
+    def image(rgb):                          # (H, W, 3) 0-255 -> normalised (3, H, W)
+        x = torch.tensor(rgb, dtype=torch.float32).permute(2, 0, 1) / 255
+        return (x - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+    red, blue, grey = [255, 0, 0], [0, 0, 255], [100, 100, 100]
+    samples = [{"image": image([[red, blue], [red, grey]]), "label": torch.tensor([[0, 2], [0, 2]])},
+               {"image": image([[red, grey]]), "label": torch.tensor([[0, IGNORE_INDEX]])}]
+    colours, counts = _benchmark("udas_translation").class_colours(samples, 3)
+    assert counts == [3, 0, 2] and colours[1] is None
+    assert colours[0] == pytest.approx(red, abs=1e-3) and colours[2] == pytest.approx([50, 50, 177.5], abs=1e-3)
+
+
+def test_udas_translation_scores_a_source_model_on_the_translated_source(tmp_path, monkeypatch, mini_data):
+    """benchmarks/udas_translation.py on a smoke no-adaptation run: it builds the run's translation
+    (the study's artifact), and scores the model on the source and on its translation against the
+    same labels. With the translation replaced by the source itself both scores and colours agree; the
+    real translation changes the colours."""
+    from udalab.methods import run_local, udas
+
+    monkeypatch.setenv("UDALAB_ARTIFACTS", str(tmp_path / "artifacts"))
+    bench = _benchmark("udas_translation")
+    config = {"method": "udas", "preset": "smoke", "seed": 0, "translate": False, "uda": False, "cutmix": False,
+              "rounds": 0}
+    run_local("udas", config, checkpoint_dir=tmp_path / "run")
+    real = bench.measure(tmp_path / "run", images=12)
+    assert len(list((tmp_path / "artifacts").glob("cyclegan-*/data/images/*.png"))) == 300
+    assert real["seed"] == 0 and real["images"] == 12 and set(real["classes"]) >= {"road", "building", "sky"}
+    assert any(c["colour_translated"] != pytest.approx(c["colour_source"], abs=1) for c in real["classes"].values())
+    assert sum(c["pixels"] for c in real["classes"].values()) == pytest.approx(1)
+
+    source = udas.build_dataset
+    monkeypatch.setattr(udas, "translated_source", lambda config, hp, data, run: source(
+        config.get("source", "gta5"), root=data.source.root, split="train", size=hp.source_size))
+    same = bench.measure(tmp_path / "run", images=12)
+    assert same["miou_translated"] == same["miou_source"] == real["miou_source"]
+    for c in same["classes"].values():
+        assert c["iou_translated"] == c["iou_source"] and c["colour_translated"] == c["colour_source"]
