@@ -58,7 +58,7 @@ STUDIES: dict[str, tuple[str | None, tuple[str, ...], Callable[[Record], pd.Data
     "hrda_crop_size": ("hrda_crop_size_v3", ("hrda",), _hrda),
     "daformer_ablation": ("daformer_ablation_2400_v3", ("daformer",), _daformer),
     "intrada_split": ("intrada_split_v3", ("intrada",), _intrada),
-    "udas_ablation": ("udas_ablation", ("udas_steps",), udas_trials),
+    "udas_ablation": ("udas_ablation_v3", ("udas_steps",), udas_trials),
     "udas_data": ("udas_data", ("udas_data",), _udas_data),
     "mml_ablation": ("mml_ablation_v3", ("mml_ablation", "mml_streams"), mml_trials),
     "multidecoder_schedule": ("multidecoder_schedule_voc_v2", ("multidecoder_schedule",), _multidecoder),
@@ -158,9 +158,9 @@ METHODS = [("ADVENT (IntraDA study)", "intrada_split_v3", "ADVENT", "source only
            ("DAFormer (DACS + warm-up + RCS + FD)", "daformer_ablation_2400_v3", "+ FD", "source only"),
            ("HRDA (LR + HR 1)", "hrda_crop_size_v3", "LR + HR 1", "source only"),
            ("HRDA", "hrda_2400_steps", "HRDA", "HRDA source only"),
-           ("AdaptSegNet (UDAS study)", "udas_ablation", "AdaptSegNet", "no adaptation"),
-           ("ADVENT, four-layer D (UDAS study)", "udas_ablation", "ADVENT (four-layer D)", "no adaptation"),
-           ("UDAS: ST + DA + SSL", "udas_ablation", "ST + DA + SSL", "no adaptation"),
+           ("AdaptSegNet (UDAS study)", "udas_ablation_v3", "AdaptSegNet", "no adaptation"),
+           ("ADVENT (UDAS study)", "udas_ablation_v3", "ADVENT", "no adaptation"),
+           ("UDAS: ST + DA + SSL", "udas_ablation_v3", "ST + DA + SSL", "no adaptation"),
            ("MS-UDA", "mml_ablation_v3", MSUDA, "source only"),
            ("MML (L_att + L_KL)", "mml_ablation_v3", "L_att + L_KL", "source only")]
 

@@ -561,7 +561,7 @@ UDAS_STEPS = {"row0": ("no adaptation", "no_adaptation"), "row1": ("UDA", "uda")
               "row5": ("AdaptSegNet", "adaptsegnet"), "row6": ("ADVENT", "advent")}
 # the study's records: {record: its ADVENT row's name}. Runs record no resolved hyperparameters, and
 # ADVENT's mini preset had the reference's four-layer discriminator when the first one ran (one layer now).
-UDAS_RECORDS = {"udas_ablation": "ADVENT (four-layer D)"}
+UDAS_RECORDS = {"udas_ablation": "ADVENT (four-layer D)", "udas_ablation_v3": "ADVENT"}
 
 
 def udas_trials(rec: Record) -> pd.DataFrame:
@@ -630,6 +630,35 @@ def _register_udas(name: str) -> None:
 
 for _name in UDAS_RECORDS:
     _register_udas(_name)
+
+
+def _rgb(c) -> str:
+    return "–" if c is None else "(" + ", ".join(f"{v:.0f}" for v in c) + ")"
+
+
+def udas_translation(rec: Record) -> str:
+    """Per class (1 % of the source's pixels or more): its shares, a source-trained model's IoU on the
+    source and on the translation (mean ± std over the models' seeds), and its mean colours."""
+    data = rec.json()
+    rows = []
+    for name, first in data[0]["classes"].items():
+        if first["pixels"] < 0.01:
+            continue
+        src, tr = ([d["classes"][name][k] for d in data] for k in ("iou_source", "iou_translated"))
+        rows.append([name, num(100 * first["pixels"]), num(100 * first["pixels_target"]), ms(src), ms(tr),
+                     ms([b - a for a, b in zip(src, tr)], sign=True), _rgb(first["colour_source"]),
+                     _rgb(first["colour_translated"]), _rgb(first["colour_target"]),
+                     f"{num(math.dist(first['colour_source'], first['colour_target']), 0)} → "
+                     f"{num(math.dist(first['colour_translated'], first['colour_target']), 0)}"])
+    rows.append(["mIoU (every class)", "", "", ms([d["miou_source"] for d in data]),
+                 ms([d["miou_translated"] for d in data]),
+                 ms([d["miou_translated"] - d["miou_source"] for d in data], sign=True), "", "", "", ""])
+    return md(["class", "% of source pixels", "% of target pixels", "IoU on the source", "IoU on its translation",
+               "Δ", "mean RGB: source", "translation", "target", "RGB distance to the target's: source → translation"],
+              rows)
+
+
+table("udas_translation_v3")(lambda recs: udas_translation(recs["udas_translation_v3"]))
 
 
 @table("udas_kl")
