@@ -238,7 +238,7 @@ def tune_study(tmp_path_factory):
     study_dir = storage / "study"
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
     try:
         tuner = tune.Tuner(
             tune.with_parameters(_trainable, study_dir=str(study_dir)),

@@ -253,8 +253,10 @@ def init_ray(args) -> None:
     cpus = os.cpu_count() or 2
     # Each trial's driver holds one TRAIN_DRIVER; as many as trials can run at once.
     # The dashboard must run: Ray Train's placement-group cleaner asks its State API, and
-    # without it finished trials' worker resources are never freed.
-    ray.init(num_cpus=cpus, resources={DRIVER_RESOURCE: cpus}, include_dashboard=True,
+    # without it finished trials' worker resources are never freed. address="local": a Ray of
+    # its own even where another runs on this machine (ray.init() alone would join that one
+    # through /tmp/ray/ray_current_cluster and refuse num_cpus); --address auto joins it.
+    ray.init(address="local", num_cpus=cpus, resources={DRIVER_RESOURCE: cpus}, include_dashboard=True,
              dashboard_host="127.0.0.1", log_to_driver=True, configure_logging=False)
 
 
