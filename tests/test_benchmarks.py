@@ -160,3 +160,53 @@ def test_multidecoder_copy_trains_as_the_study_schedules_and_measures_the_semant
     assert start["copy_deep"][-1] != start["copy"][-1] and start["none"][0] != start["copy"][0]
     for block in start["copy"]:
         assert 0 <= block["dead"] <= 1 and 1 <= block["effective_rank"] <= block["channels"]
+
+
+def test_class_colours_are_each_labels_mean_rgb():
+    """Two hand-made images: class 0 red on the left, class 2 blue and grey on the right, an ignored
+    pixel: each class's mean colour in 0-255 and its pixel count; a class absent gets None."""
+    import pytest
+    import torch
+
+    from udalab.datasets.labels import IGNORE_INDEX
+    from udalab.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    def image(rgb):                          # (H, W, 3) 0-255 -> normalised (3, H, W)
+        x = torch.tensor(rgb, dtype=torch.float32).permute(2, 0, 1) / 255
+        return (x - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+    red, blue, grey = [255, 0, 0], [0, 0, 255], [100, 100, 100]
+    samples = [{"image": image([[red, blue], [red, grey]]), "label": torch.tensor([[0, 2], [0, 2]])},
+               {"image": image([[red, grey]]), "label": torch.tensor([[0, IGNORE_INDEX]])}]
+    colours, counts = _load("udas_translation").class_colours(samples, 3)
+    assert counts == [3, 0, 2] and colours[1] is None
+    assert colours[0] == pytest.approx(red, abs=1e-3) and colours[2] == pytest.approx([50, 50, 177.5], abs=1e-3)
+
+
+def test_udas_translation_scores_a_source_model_on_the_translated_source(tmp_path, monkeypatch, mini_data):
+    """benchmarks/udas_translation.py on a smoke no-adaptation run: it builds the run's translation
+    (the study's artifact), and scores the model on the source and on its translation against the
+    same labels. With the translation replaced by the source itself both scores and colours agree; the
+    real translation changes the colours."""
+    import pytest
+
+    from udalab.methods import run_local, udas
+
+    monkeypatch.setenv("UDALAB_ARTIFACTS", str(tmp_path / "artifacts"))
+    bench = _load("udas_translation")
+    config = {"method": "udas", "preset": "smoke", "seed": 0, "translate": False, "uda": False, "cutmix": False,
+              "rounds": 0}
+    run_local("udas", config, checkpoint_dir=tmp_path / "run")
+    real = bench.measure(tmp_path / "run", images=12)
+    assert len(list((tmp_path / "artifacts").glob("cyclegan-*/data/images/*.png"))) == 300
+    assert real["seed"] == 0 and real["images"] == 12 and set(real["classes"]) >= {"road", "building", "sky"}
+    assert any(c["colour_translated"] != pytest.approx(c["colour_source"], abs=1) for c in real["classes"].values())
+    assert sum(c["pixels"] for c in real["classes"].values()) == pytest.approx(1)
+
+    source = udas.build_dataset
+    monkeypatch.setattr(udas, "translated_source", lambda config, hp, data, run: source(
+        config.get("source", "gta5"), root=data.source.root, split="train", size=hp.source_size))
+    same = bench.measure(tmp_path / "run", images=12)
+    assert same["miou_translated"] == same["miou_source"] == real["miou_source"]
+    for c in same["classes"].values():
+        assert c["iou_translated"] == c["iou_source"] and c["colour_translated"] == c["colour_source"]
