@@ -5,7 +5,8 @@ the target's style and keeps the source labels. A translation that turns one cla
 another class looks like in the target teaches the segmenter wrong labels. For a model trained on
 the untranslated source (the study's no-adaptation row: any run folder `udalab predict` reads), and
 the translation its config gives with `translate` on (the study's shared artifact, built here if no
-trial has built it yet), it reports per class:
+trial has built it yet; `--cyclegan-semantic W`: the CycleGAN trained with CyCADA's semantic
+consistency at weight W instead), it reports per class:
 
     iou_source        the model's test IoU on the source train images, against their labels
     iou_translated    its IoU on the same images translated, against the same labels: a class whose
@@ -43,9 +44,11 @@ def class_colours(dataset, num_classes: int) -> tuple[list[list[float] | None], 
     return ([(s / c).tolist() if c else None for s, c in zip(sums, counts.tolist())], counts.tolist())
 
 
-def measure(model: str | Path, device: str = "cpu", images: int | None = None) -> dict:
+def measure(model: str | Path, device: str = "cpu", images: int | None = None,
+            cyclegan_semantic: float | None = None) -> dict:
     """The translation's per-class semantic consistency and colours, for the trained run `model`, on
-    the first `images` of each set (None: all)."""
+    the first `images` of each set (None: all); the translation's CyCADA weight `cyclegan_semantic`
+    (None: the run's own)."""
     import torch
     from torch.utils.data import Subset
 
@@ -60,6 +63,8 @@ def measure(model: str | Path, device: str = "cpu", images: int | None = None) -
     if trained.config.get("method") != "udas":
         raise SystemExit(f"{model}: a {trained.config.get('method')} run; this measures a UDAS run's translation")
     config = {**trained.config, "translate": True}
+    if cyclegan_semantic is not None:
+        config["cyclegan_semantic"] = cyclegan_semantic
     method = get_method("udas")
     hp = method.hparams(config)
     data = method.data(config, hp)
@@ -88,6 +93,7 @@ def measure(model: str | Path, device: str = "cpu", images: int | None = None) -
                          "iou_translated": scores["translated"][f"iou.{name}"],
                          **{f"colour_{k}": colours[k][0][c] for k in colours}}
     return {"model": str(trained.checkpoint), "seed": config.get("seed"), "images": len(source),
+            "cyclegan_semantic": hp.cyclegan_semantic,
             "iteration": trained.history[-1].get("iteration"),
             "miou_source": scores["source"]["miou"], "miou_translated": scores["translated"]["miou"],
             "classes": classes}
@@ -98,9 +104,11 @@ def main(argv=None) -> int:
     p.add_argument("models", nargs="+", help="trained UDAS runs without translation (the study's no-adaptation row)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--images", type=int, default=None, help="the first N images of each set (default: all)")
+    p.add_argument("--cyclegan-semantic", type=float, default=None, metavar="W",
+                   help="measure the CycleGAN trained with CyCADA's semantic consistency at weight W")
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)
-    out = [measure(m, args.device, args.images) for m in args.models]
+    out = [measure(m, args.device, args.images, args.cyclegan_semantic) for m in args.models]
     for r in out:
         print(f"seed {r['seed']}: mIoU on the source {r['miou_source']:.1f}, on its translation {r['miou_translated']:.1f}")
         for name, c in r["classes"].items():

@@ -53,6 +53,13 @@ def apply(transform: v2.Compose, image: torch.Tensor, label: torch.Tensor, depth
     return img.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor).long(), dep.as_subclass(torch.Tensor)
 
 
+def normalize(image: torch.Tensor) -> torch.Tensor:
+    """[0, 1] image -> normalised (the inverse of `denormalize` on [0, 1]; differentiable)."""
+    mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(-1, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=image.device).view(-1, 1, 1)
+    return (image - mean) / std
+
+
 def denormalize(image: torch.Tensor) -> torch.Tensor:
     """Normalised float image -> [0, 1] (for figures and mixing in pixel space)."""
     mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(-1, 1, 1)

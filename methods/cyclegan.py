@@ -11,6 +11,13 @@ generators, D_A / D_B 70x70 PatchGAN discriminators, L_gan least squares):
   3. Adam (2e-4, betas 0.5 / 0.999) for both; the learning rate constant for the first half of
      the iterations, then decaying linearly to 0 (the reference: 100 + 100 epochs).
 
+With a `semantic_model` f_S (a trained segmentation run, fixed), step 1 adds CyCADA's semantic
+consistency (Hoffman et al., ICML 2018, Eq. 4): a translation must segment under f_S as the image
+it came from does,
+       L_sem = CE(f_S(G_AB(a)), argmax f_S(a)) + CE(f_S(G_BA(b)), argmax f_S(b)),
+weighted by λ_sem; it keeps a class a class where matching the target's image statistics alone
+would repaint it (a label flip).
+
 Used as a stage of other methods (`CycleGANStage` is its part of their configs): the stage trains
 as a run of its own (`train_stage`), inside the artifact's build that every trial asking for the
 same translation shares (methods/engine/artifacts.py). UDAS translates every source image once
@@ -29,10 +36,11 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.io import write_png
 
-from udalab.datasets.transforms import denormalize
+from udalab.datasets.transforms import denormalize, normalize
 from udalab.methods.engine import ConfigError, HParams, Run, Step, Stream, UDAData, fit, register, scale_size
 from udalab.methods.engine.artifacts import link_tree
-from udalab.methods.engine.registry import train_loop
+from udalab.methods.engine.evaluate import Prediction
+from udalab.methods.engine.registry import load_trained, train_loop
 from udalab.methods.engine.run import LocalSession
 from udalab.methods.nets.cyclegan import PatchDiscriminator, ResnetGenerator
 from udalab.methods.parts.losses import lsgan
@@ -61,6 +69,10 @@ class CycleGANConfig(HParams):
     # --load_size 286 / --crop_size 256; CyCADA: width 1024, 400-px crops)
     load_size: tuple | None = None
     crop_size: tuple = (256, 256)
+    # CyCADA's semantic consistency: f_S a trained run's checkpoint folder (registry.load_trained), applied
+    # to the crops as they are; None: plain CycleGAN. λ_sem 1: CyCADA's release adds the term unweighted
+    semantic_model: str | None = None
+    lambda_sem: float = 1.0
 
     def validate(self) -> None:
         super().validate()
@@ -68,8 +80,17 @@ class CycleGANConfig(HParams):
             raise ConfigError("ngf, ndf, n_blocks, batch_size and iterations must be >= 1")
         if not 0.0 <= self.decay_from <= 1.0:
             raise ConfigError(f"decay_from must be in [0, 1], got {self.decay_from}")
-        if self.lambda_cyc < 0 or self.lambda_identity < 0 or self.pool_size < 0:
-            raise ConfigError("lambda_cyc, lambda_identity and pool_size must be >= 0")
+        if self.lambda_cyc < 0 or self.lambda_identity < 0 or self.pool_size < 0 or self.lambda_sem < 0:
+            raise ConfigError("lambda_cyc, lambda_identity, lambda_sem and pool_size must be >= 0")
+
+    def key(self) -> dict:
+        """The settings that make a translation, for an artifact's key: without f_S's path (where it
+        is stored; the caller keys f_S itself) and, with no f_S, without λ_sem (plain CycleGAN's
+        key as it was before the term existed)."""
+        key = {k: v for k, v in dataclasses.asdict(self).items() if k != "semantic_model"}
+        if self.semantic_model is None:
+            del key["lambda_sem"]
+        return key
 
     def images(self) -> dict:
         """Both domains at load_size (or as stored), random crops (the reference's --preprocess resize_and_crop)."""
@@ -147,6 +168,27 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
     return denormalize(x) * 2 - 1
 
 
+def from_unit(y: torch.Tensor) -> torch.Tensor:
+    """The generators' [-1, 1] -> ImageNet-normalised (what a segmentation model reads); differentiable."""
+    return normalize((y + 1) / 2)
+
+
+def frozen_model(path: str, device) -> Prediction:
+    """CyCADA's f_S: the trained run at `path`, in eval mode, its weights fixed."""
+    prediction = load_trained(path, device=str(device)).prediction
+    for module in prediction.modules:
+        module.requires_grad_(False)
+    return prediction
+
+
+def semantic_consistency(f_S: Prediction, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """One direction of L_sem: CE(f_S(fake), argmax f_S(real)), on f_S's output grid; `real` and `fake`
+    in the generators' [-1, 1]. The gradient reaches the generator through `fake` only."""
+    with torch.no_grad():
+        labels = f_S.fn(from_unit(real)).argmax(1)
+    return F.cross_entropy(f_S.fn(from_unit(fake)), labels)
+
+
 # ---------------------------------------------------------------------------------------
 # The training step.
 
@@ -166,6 +208,7 @@ class CycleGANStep(Step):
         self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, rate)
         self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, rate)
         self.pool_A, self.pool_B = ImagePool(hp.pool_size), ImagePool(hp.pool_size)
+        self.f_S = frozen_model(hp.semantic_model, run.device) if hp.semantic_model else None
         self.saved = ("G_AB", "G_BA", "D_A", "D_B", "opt_G", "opt_D", "sched_G", "sched_D", "pool_A", "pool_B")
 
     def streams(self) -> dict[str, Stream]:
@@ -184,15 +227,18 @@ class CycleGANStep(Step):
         gan = lsgan(self.D_B(fake_b), REAL) + lsgan(self.D_A(fake_a), REAL)
         cyc = F.l1_loss(self.G_BA(fake_b), a) + F.l1_loss(self.G_AB(fake_a), b)
         idt = F.l1_loss(self.G_AB(b), b) + F.l1_loss(self.G_BA(a), a) if hp.lambda_identity > 0 else gan.new_zeros(())
-        (gan + hp.lambda_cyc * cyc + hp.lambda_identity * hp.lambda_cyc * idt).backward()
+        sem = (semantic_consistency(self.f_S, a, fake_b) + semantic_consistency(self.f_S, b, fake_a)
+               if self.f_S is not None else gan.new_zeros(()))
+        (gan + hp.lambda_cyc * cyc + hp.lambda_identity * hp.lambda_cyc * idt + hp.lambda_sem * sem).backward()
         for D in (self.D_A, self.D_B):
             D.requires_grad_(True)
         # 2. discriminators on real images and pooled fakes
         d_b = (lsgan(self.D_B(b), REAL) + lsgan(self.D_B(self.pool_B.query(fake_b, gen)), FAKE)) / 2
         d_a = (lsgan(self.D_A(a), REAL) + lsgan(self.D_A(self.pool_A.query(fake_a, gen)), FAKE)) / 2
         (d_a + d_b).backward()
-        return {"gan": gan.detach(), "cycle": cyc.detach(), "identity": idt.detach(), "d_a": d_a.detach(),
-                "d_b": d_b.detach()}
+        losses = {"gan": gan.detach(), "cycle": cyc.detach(), "identity": idt.detach(), "d_a": d_a.detach(),
+                  "d_b": d_b.detach()}
+        return {**losses, "semantic": sem.detach()} if self.f_S is not None else losses
 
     def update(self) -> None:
         # 3. Adam steps, then the schedule

@@ -26,7 +26,6 @@ teach each stream, with the same networks, data, optimiser and schedule:
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from functools import partial
@@ -118,7 +117,7 @@ def night_generator(hp: MSUDAConfig, mfnet_root: Path, run: Run) -> ResnetGenera
     """The day -> night thermal generator, trained the first time any trial asks for this CycleGAN
     config on this MFNet folder (thermal views: the channel replicated to 3, as CycleGAN's input)."""
     cg = hp.cyclegan()
-    key = {"cyclegan": dataclasses.asdict(cg), "seed": hp.cyclegan_seed, "source": "mfnet_thermal_day",
+    key = {"cyclegan": cg.key(), "seed": hp.cyclegan_seed, "source": "mfnet_thermal_day",
            "target": "mfnet_thermal_night", "root": str(mfnet_root)}
 
     def build(tmp: Path, partial: Path) -> None:

@@ -77,6 +77,8 @@ class UDASConfig(AdaptSegNetConfig, CycleGANStage):
     eval_size: tuple = (640, 360)
     # 0. style transfer (its CycleGAN: CycleGANStage's fields, the reference's 100 + 100 epochs)
     translate: bool = True
+    cyclegan_semantic: float = 0.0       # λ_sem of CyCADA's semantic consistency in the CycleGAN, f_S the
+    #                                      no-adaptation model (`source_model`); 0: the paper's plain CycleGAN
     # 1. UDA
     uda: bool = True                     # False: the segmentation loss only (the "no adaptation" / "ST" rows)
     lambda_kl: float = 1.0               # L_total = L_seg + L_adv + L_kl (Sec. 3.3: unweighted)
@@ -103,6 +105,8 @@ class UDASConfig(AdaptSegNetConfig, CycleGANStage):
             raise ConfigError(f"kl must be one of {sorted(KL_TERMS)}, got {self.kl!r}")
         if self.views < 1:
             raise ConfigError(f"views (K) must be >= 1, got {self.views}")
+        if self.cyclegan_semantic < 0:
+            raise ConfigError(f"cyclegan_semantic (CyCADA's λ_sem) must be >= 0, got {self.cyclegan_semantic}")
         if self.labelled < 0 or self.rounds < 0 or self.st_iterations < 1:
             raise ConfigError("labelled and rounds must be >= 0, st_iterations >= 1")
         if tuple(self.source_size) != tuple(self.target_size) and self.labelled > 0 and self.cutmix:
@@ -141,12 +145,17 @@ def translated_source(config: dict, hp: UDASConfig, data: UDAData, run: Run):
     """The source set translated to the target's style (step 0), at hp.source_size; built (CycleGAN
     trained, every source image translated) the first time any trial asks for this CycleGAN
     config, source and target. The build checkpoints into its partial folder, so a build killed
-    half-way resumes there; the run's RNG is left as it was."""
+    half-way resumes there; the run's RNG is left as it was. With `cyclegan_semantic` > 0 the
+    CycleGAN adds CyCADA's semantic consistency under the no-adaptation model (`source_model`)."""
     cg = hp.cyclegan()
     source, target = config.get("source", "gta5"), config.get("target", "cityscapes")
     roots = {root_key(source): str(data.source.root), root_key(target): str(data.target.root)}
-    key = {"cyclegan": dataclasses.asdict(cg), "seed": hp.cyclegan_seed, "source": source, "target": target,
+    key = {"cyclegan": cg.key(), "seed": hp.cyclegan_seed, "source": source, "target": target,
            "source_root": str(data.source.root), "target_root": str(data.target.root)}
+    if hp.cyclegan_semantic > 0:
+        f_S = source_model(config, hp, data)
+        cg = dataclasses.replace(cg, semantic_model=str(f_S), lambda_sem=hp.cyclegan_semantic)
+        key = {**key, "cyclegan": cg.key(), "semantic_model": f_S.name}
 
     def build(tmp: Path, partial: Path) -> None:
         step, reports = train_stage(cg, source=source, target=target, data_root=roots, seed=hp.cyclegan_seed,
@@ -159,6 +168,24 @@ def translated_source(config: dict, hp: UDASConfig, data: UDAData, run: Run):
 
     root = get_or_build_trained("cyclegan", key, build)
     return build_dataset(source, root=root / "data", split="train", size=hp.source_size)
+
+
+def source_model(config: dict, hp: UDASConfig, data: UDAData) -> Path:
+    """CyCADA's f_S for the semantic consistency: the "no adaptation" row's model (step 1 with neither
+    UDA, translation nor Domain CutMix) at the CycleGAN's seed, trained once per these settings as
+    an artifact; returns its checkpoint folder (state, history and config: `load_trained` reads it)."""
+    fs_config = {**{k: v for k, v in config.items() if k not in SELF_TRAINING_KEYS}, "method": "udas",
+                 "translate": False, "uda": False, "cutmix": False, "rounds": 0, "share_uda": False,
+                 "cyclegan_semantic": 0.0, "seed": hp.cyclegan_seed}
+    key = {"udas_source_model": fs_config, "source_root": str(data.source.root),
+           "target_root": str(data.target.root)}
+
+    def build(tmp: Path, partial: Path) -> None:
+        train_loop(fs_config, LocalSession(partial, device=config.get("device")))
+        for name in (layout.STATE_FILE, layout.HISTORY_FILE, layout.CONFIG_FILE):
+            (partial / name).replace(tmp / name)
+
+    return get_or_build_trained("udas_source_model", key, build)
 
 
 # ---------------------------------------------------------------------------------------

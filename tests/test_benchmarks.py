@@ -202,6 +202,12 @@ def test_udas_translation_scores_a_source_model_on_the_translated_source(tmp_pat
     assert real["seed"] == 0 and real["images"] == 12 and set(real["classes"]) >= {"road", "building", "sky"}
     assert any(c["colour_translated"] != pytest.approx(c["colour_source"], abs=1) for c in real["classes"].values())
     assert sum(c["pixels"] for c in real["classes"].values()) == pytest.approx(1)
+    # --cyclegan-semantic: the CycleGAN trained with CyCADA's term, a translation of its own
+    semantic = bench.measure(tmp_path / "run", images=12, cyclegan_semantic=1.0)
+    assert (real["cyclegan_semantic"], semantic["cyclegan_semantic"]) == (0.0, 1.0)
+    assert len(list((tmp_path / "artifacts").glob("cyclegan-*/meta.json"))) == 2
+    assert semantic["miou_source"] == real["miou_source"]
+    assert semantic["classes"]["road"]["colour_translated"] != real["classes"]["road"]["colour_translated"]
 
     source = udas.build_dataset
     monkeypatch.setattr(udas, "translated_source", lambda config, hp, data, run: source(

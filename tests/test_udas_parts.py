@@ -161,6 +161,74 @@ def test_cyclegan_resumes_inside_its_stage_bit_for_bit(tmp_path, killed_after, m
     assert strip(resumed[-1]) == pytest.approx(strip(full[-1]), nan_ok=True)
 
 
+def test_semantic_consistency_trains_a_label_flipping_generator_to_keep_what_f_S_sees():
+    """CyCADA's L_sem under a fixed f_S that reads classes off colour: a generator that starts by
+    inverting colours (every pixel's f_S class flipped) learns, from L_sem alone, to keep f_S's
+    class on almost every pixel; f_S itself gets no gradient."""
+    from udalab.methods.cyclegan import semantic_consistency
+    from udalab.methods.engine import Prediction
+
+    torch.manual_seed(0)
+    f = torch.nn.Conv2d(3, 2, 1)
+    with torch.no_grad():
+        f.weight.copy_(torch.tensor([[1.0, 0, 0], [-1.0, 0, 0]]).view(2, 3, 1, 1))    # class 0 where red is high
+        f.bias.zero_()
+    f.requires_grad_(False)
+    f_S = Prediction(f, 2, modules=(f,))
+    G = torch.nn.Conv2d(3, 3, 1)
+    with torch.no_grad():
+        G.weight.copy_(-torch.eye(3).view(3, 3, 1, 1))                                  # x -> -x: a label flip
+        G.bias.zero_()
+    real = torch.rand(4, 3, 16, 16) * 2 - 1
+
+    def kept() -> float:
+        with torch.no_grad():
+            return (f(G(real)).argmax(1) == f(real).argmax(1)).float().mean().item()
+
+    assert kept() < 0.05
+    opt = torch.optim.Adam(G.parameters(), 0.05)
+    for _ in range(60):
+        opt.zero_grad()
+        semantic_consistency(f_S, real, G(real)).backward()
+        opt.step()
+    assert kept() > 0.95 and f.weight.grad is None
+
+
+def test_plain_cyclegans_artifact_key_is_unchanged_by_the_semantic_term():
+    """Without f_S the translation's key holds exactly CycleGAN's own settings (stored translations
+    stay valid); with one, λ_sem is in it and f_S's storage path is not."""
+    from udalab.methods.cyclegan import CycleGANConfig
+
+    plain = CycleGANConfig().key()
+    assert "lambda_sem" not in plain and "semantic_model" not in plain and {"ngf", "lambda_cyc", "crop_size"} <= set(plain)
+    semantic = CycleGANConfig(semantic_model="/somewhere/f_S", lambda_sem=2.0).key()
+    assert semantic == {**plain, "lambda_sem": 2.0}
+
+
+def test_udas_with_cyclegan_semantic_translates_under_the_no_adaptation_model(tmp_path, monkeypatch, mini_data):
+    """cyclegan_semantic > 0: f_S is the no-adaptation row's model at the CycleGAN's seed (an artifact
+    that `load_trained` reads, its metrics those of that row's run), the CycleGAN reports L_sem, and
+    its translation is stored apart from the plain CycleGAN's."""
+    from udalab.methods import run_local
+    from udalab.methods.engine.registry import load_trained
+    from udalab.methods.engine.run import without_timings as strip
+
+    monkeypatch.setenv("UDALAB_ARTIFACTS", str(tmp_path / "artifacts"))
+    st = {"method": "udas", "preset": "smoke", "seed": 1, "uda": False, "cutmix": False, "rounds": 0}
+    run_local("udas", {**st, "cyclegan_semantic": 1.0})
+    (f_S,) = (tmp_path / "artifacts").glob("udas_source_model-*/")
+    trained = load_trained(f_S)
+    assert (trained.config["translate"], trained.config["uda"], trained.config["seed"]) == (False, False, 0)
+    no_adaptation = run_local("udas", {**st, "seed": 0, "translate": False})
+    assert strip(trained.history[-1]) == pytest.approx(strip(no_adaptation[-1]), nan_ok=True)
+    (semantic,) = (tmp_path / "artifacts").glob("cyclegan-*/meta.json")
+    assert json.loads(semantic.read_text())["last_report"]["loss.semantic"] > 0
+
+    run_local("udas", st)                                 # plain CycleGAN: a second translation
+    assert len(list((tmp_path / "artifacts").glob("cyclegan-*/meta.json"))) == 2
+    assert len(list((tmp_path / "artifacts").glob("udas_source_model-*/"))) == 1
+
+
 # ---------------------------------------------------------------------------------------
 # The UDAS method and its study
 
