@@ -660,6 +660,75 @@ def udas_translation(rec: Record) -> str:
 
 table("udas_translation_v3")(lambda recs: udas_translation(recs["udas_translation_v3"]))
 
+# CyCADA's semantic consistency in UDAS's CycleGAN: the study's no-adaptation and ST rows with the plain
+# translation, and the ST row again with L_sem (one machine, one stand-in).
+SEMANTIC_FILES = {"plain.jsonl": {"row0": "no adaptation", "row2": "ST (CycleGAN)"},
+                  "semantic.jsonl": {"row2": "ST (CycleGAN + L_sem)"}}
+
+
+def udas_semantic_trials(rec: Record) -> pd.DataFrame:
+    parts = []
+    for file, names in SEMANTIC_FILES.items():
+        df = rec.runs(file)
+        df["configuration"] = df["trial_id"].map(lambda t: names[t.split("-")[0]])
+        parts.append(df)
+    df = pd.concat(parts, ignore_index=True)
+    df["baseline"] = df["configuration"].map(lambda c: None if c == "no adaptation" else "no adaptation")
+    return ordered(df, [name for names in SEMANTIC_FILES.values() for name in names.values()])
+
+
+@table("udas_semantic_consistency")
+def udas_semantic_consistency(recs: RecordSet) -> str:
+    df = udas_semantic_trials(recs["udas_semantic_consistency"])
+    minutes = df.groupby("configuration")["train_seconds"].mean() / 60
+    return delta_table(df, first="row", bar=True, extra=[("training minutes per run", lambda c: num(minutes[c], 0))])
+
+
+@table("udas_semantic_gain")
+def udas_semantic_gain(recs: RecordSet) -> str:
+    """ST with L_sem paired against ST with the plain CycleGAN, seed by seed."""
+    df = udas_semantic_trials(recs["udas_semantic_consistency"])
+    df = df[df["configuration"] != "no adaptation"].copy()
+    df["baseline"] = df["configuration"].map(lambda c: None if c == "ST (CycleGAN)" else "ST (CycleGAN)")
+    return delta_table(df, first="row", bar=True)
+
+
+@table("udas_semantic_classes")
+def udas_semantic_classes(recs: RecordSet) -> str:
+    """The ST rows' paired Δ test IoU per class to no adaptation (mean of seeds), every class a row learns."""
+    df = udas_semantic_trials(recs["udas_semantic_consistency"])
+    means = df.groupby("configuration")[[c for c in df if c.startswith("test.iou.")]].mean()
+    learned = [c.removeprefix("test.iou.") for c in means if (means[c] > 1).any()]
+    base = df[df["configuration"] == "no adaptation"].set_index("seed").sort_index()
+    rows = []
+    for c in [name for name in df["configuration"].unique() if name != "no adaptation"]:
+        sel = df[df["configuration"] == c].set_index("seed").sort_index()
+        rows.append([c] + [signed((sel[f"test.iou.{k}"] - base[f"test.iou.{k}"]).mean()) for k in learned])
+    return md(["paired Δ test IoU to no adaptation (mean of seeds)", *learned], rows)
+
+
+@table("udas_translation_semantic")
+def udas_translation_semantic(recs: RecordSet) -> str:
+    """Per class (1 % of the source's pixels or more): the no-adaptation models' IoU on the source, on
+    the plain CycleGAN's translation and on the translation trained with L_sem; the mean colours."""
+    rec = recs["udas_semantic_consistency"]
+    plain, semantic = rec.json("translation_plain.json"), rec.json("translation_semantic.json")
+    rows = []
+    for name, first in plain[0]["classes"].items():
+        if first["pixels"] < 0.01:
+            continue
+        src, tp, ts = ([d["classes"][name][k] for d in data] for data, k in
+                       ((plain, "iou_source"), (plain, "iou_translated"), (semantic, "iou_translated")))
+        rows.append([name, num(100 * first["pixels"]), ms(src), ms(tp), ms(ts), _rgb(first["colour_source"]),
+                     _rgb(first["colour_translated"]), _rgb(semantic[0]["classes"][name]["colour_translated"]),
+                     _rgb(first["colour_target"])])
+    rows.append(["mIoU (every class)", "", ms([d["miou_source"] for d in plain]),
+                 ms([d["miou_translated"] for d in plain]), ms([d["miou_translated"] for d in semantic]),
+                 "", "", "", ""])
+    return md(["class", "% of source pixels", "IoU on the source", "on the CycleGAN translation",
+               "on the CycleGAN + L_sem translation", "mean RGB: source", "CycleGAN", "CycleGAN + L_sem", "target"],
+              rows)
+
 
 @table("udas_kl")
 def udas_kl(recs: RecordSet) -> str:
@@ -689,9 +758,8 @@ def udas_data_trials(rec: Record) -> pd.DataFrame:
     return df
 
 
-@table("udas_data")
-def udas_data(recs: RecordSet) -> str:
-    df = udas_data_trials(recs["udas_data"])
+def udas_data(rec: Record) -> str:
+    df = udas_data_trials(rec)
     ref = reference("udas_data")
     paper = UDAS_PAPER_COUNTS
     pub = {f"{m}, {n}": num(float(ref[(ref["method"] == m.lower()) & (ref["labelled"] == paper[n])]["miou"].iloc[0]))
@@ -703,20 +771,23 @@ def udas_data(recs: RecordSet) -> str:
                               ("published", lambda c: pub[c])])
 
 
-@table("udas_data_stages")
-def udas_data_stages(recs: RecordSet) -> str:
-    rec = recs["udas_data"]
-    df = rec.runs()
+def udas_data_stages(rec: Record) -> str:
+    df = udas_data_trials(rec)
     df = df[df["method"] == "udas"].copy()
     df["uda"] = stage_ends(rec, df)
     rows = []
     for n in (300, 100, 50, 10, 0):
-        sel = df[df["labeled"] == n].sort_values("seed")
+        sel = df[df["labelled"] == n].sort_values("seed")
         gain = sel["test.miou"] - sel["uda"]
         rows.append([n, ms(sel["uda"]), f"{seeds(gain, sign=True)} ({signed(gain.mean())} ± {num(gain.std())})",
                      ms(sel["test.miou"])])
     return md(["labelled images", "UDAS: test mIoU at the end of the UDA stage", "the self-training round's gain per seed",
                "after the round"], rows)
+
+
+for _name in ("udas_data",):
+    table(_name)(lambda recs, name=_name: udas_data(recs[name]))
+    table(_name.replace("udas_data", "udas_data_stages"))(lambda recs, name=_name: udas_data_stages(recs[name]))
 
 
 SELF_TRAINING = [("τ = 0.3", {"tau": 0.3}), ("τ = 0.6 (paper)", {"tau": 0.6}), ("τ = 0.8", {"tau": 0.8}),
