@@ -778,6 +778,8 @@ def udas_data_stages(rec: Record) -> str:
     rows = []
     for n in (300, 100, 50, 10, 0):
         sel = df[df["labelled"] == n].sort_values("seed")
+        if sel.empty:
+            continue
         gain = sel["test.miou"] - sel["uda"]
         rows.append([n, ms(sel["uda"]), f"{seeds(gain, sign=True)} ({signed(gain.mean())} ± {num(gain.std())})",
                      ms(sel["test.miou"])])
@@ -785,7 +787,7 @@ def udas_data_stages(rec: Record) -> str:
                "after the round"], rows)
 
 
-for _name in ("udas_data",):
+for _name in ("udas_data", "udas_data_v3"):
     table(_name)(lambda recs, name=_name: udas_data(recs[name]))
     table(_name.replace("udas_data", "udas_data_stages"))(lambda recs, name=_name: udas_data_stages(recs[name]))
 
