@@ -170,6 +170,14 @@ def translated_source(config: dict, hp: UDASConfig, data: UDAData, run: Run):
     return build_dataset(source, root=root / "data", split="train", size=hp.source_size)
 
 
+def run_into_artifact(config: dict, device, partial: Path, tmp: Path, files: tuple[str, ...]) -> None:
+    """An artifact's build that is a UDAS run of its own: trained in `partial` (a killed build resumes
+    there), then its checkpoint's `files` (every report, those before a resume too) moved into `tmp`."""
+    train_loop(config, LocalSession(partial, device=device))
+    for name in files:
+        (partial / name).replace(tmp / name)
+
+
 def source_model(config: dict, hp: UDASConfig, data: UDAData) -> Path:
     """CyCADA's f_S for the semantic consistency: the "no adaptation" row's model (step 1 with neither
     UDA, translation nor Domain CutMix) at the CycleGAN's seed, trained once per these settings as
@@ -181,9 +189,8 @@ def source_model(config: dict, hp: UDASConfig, data: UDAData) -> Path:
            "target_root": str(data.target.root)}
 
     def build(tmp: Path, partial: Path) -> None:
-        train_loop(fs_config, LocalSession(partial, device=config.get("device")))
-        for name in (layout.STATE_FILE, layout.HISTORY_FILE, layout.CONFIG_FILE):
-            (partial / name).replace(tmp / name)
+        run_into_artifact(fs_config, config.get("device"), partial, tmp,
+                          (layout.STATE_FILE, layout.HISTORY_FILE, layout.CONFIG_FILE))
 
     return get_or_build_trained("udas_source_model", key, build)
 
@@ -249,9 +256,8 @@ def shared_uda(config: dict, data: UDAData) -> Callable[[], tuple[dict, list[dic
            "target_root": str(data.target.root)}
 
     def build(tmp: Path, partial: Path) -> None:
-        train_loop({**uda_config, "method": "udas"}, LocalSession(partial, device=config.get("device")))
-        for name in (layout.STATE_FILE, layout.HISTORY_FILE):   # every report, those before a resume too
-            (partial / name).replace(tmp / name)
+        run_into_artifact({**uda_config, "method": "udas"}, config.get("device"), partial, tmp,
+                          (layout.STATE_FILE, layout.HISTORY_FILE))
 
     def read() -> tuple[dict, list[dict], str]:
         root = get_or_build_trained("udas_uda", key, build)
