@@ -164,7 +164,7 @@ def test_progress_line_counts_trials_and_estimates_the_time_left():
     assert progress.progress_line("s", 4, 4, 0, 0, [60.0] * 4, 2) == "s: 4/4 trials finished, 0 running"
 
 
-def test_local_study_runs_the_grid_without_ray_and_resumes(tmp_path, mini_data):
+def test_local_study_runs_the_grid_without_ray_and_resumes(tmp_path, mini_data, monkeypatch):
     """--local: every row x seed with the config a Tune trial gets, one runs.jsonl line each, the
     trials table and report as a Ray study writes them; a re-run finishes nothing twice."""
     from udalab.analysis import store
@@ -176,7 +176,19 @@ def test_local_study_runs_the_grid_without_ray_and_resumes(tmp_path, mini_data):
     assert command.run_study(study, command.build_parser(study).parse_args([*argv, "--rows", "1"])) == 0
     out = tmp_path / "tiny_smoke_local"
     assert list(local.read_runs(out)) == ["row1-seed0"]            # --rows: a part of the grid, named as in it
-    assert command.run_study(study, args) == 0                      # the rest of the grid joins it
+    # the rest of the grid joins it; trials.parquet is rewritten as each run finishes (a study
+    # stopped half-way keeps the table of what finished), before the invocation's end
+    real_pool, tables = local.run_pool, []
+
+    def spy_pool(*a, after_each, **k):
+        def after():
+            after_each()
+            tables.append(store.read_trials(out)["trial_id"].tolist())
+        return real_pool(*a, after_each=after, **k)
+
+    monkeypatch.setattr(local, "run_pool", spy_pool)
+    assert command.run_study(study, args) == 0
+    assert tables == [["row0-seed0", "row1-seed0"]]
     runs = local.read_runs(out)
     settings = trials.trial_settings(study, args)
     # --smoke keeps the first seed only, whatever --seeds says; each run's config is the Tune trial's

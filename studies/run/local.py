@@ -11,7 +11,9 @@ every row x seed of the grid with the config a Tune trial would get (`trials.tri
       _train/train-<trial_id>/checkpoint_local/   the run's checkpoint: its last one stays, as a Ray
                                          study keeps each run's (`udalab predict` reads the model,
                                          store.load_history the history)
-      trials.parquet, report.html        as a Ray study writes them
+      trials.parquet                     the finished runs' table, rewritten as each run finishes
+                                         (so `udalab report` reads a study stopped half-way)
+      report.html                        as a Ray study writes it, at the end of the invocation
 
 Re-running the command resumes: finished runs are read back from runs.jsonl and a run killed
 half-way continues from its checkpoint. A run that fails is not written to runs.jsonl (a re-run
@@ -28,6 +30,7 @@ import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
+from typing import Callable
 
 from udalab.core import layout
 from udalab.studies.run import progress
@@ -112,10 +115,19 @@ def running_progress(futures: dict[Future, str], study_dir: Path, jobs: int) -> 
     return out
 
 
+def write_table(study_dir: Path, done: dict[str, dict], settings: dict, rows: list[dict]):
+    """trials.parquet of every run finished in this folder (earlier --rows / --seeds too), in grid order."""
+    from udalab.analysis import store
+
+    df = runs_frame(sorted(done.values(), key=lambda run: grid_order(run["trial_id"])), settings, rows)
+    store.write_trials(str(study_dir), df)
+    return df
+
+
 def run_pool(name: str, study_dir: Path, trials: list[tuple[str, dict]], done: dict[str, dict], jobs: int,
-             threads: int, every_s: float = 10.0) -> list[str]:
+             threads: int, every_s: float = 10.0, after_each: Callable[[], object] = lambda: None) -> list[str]:
     """Run every trial not in `done`, `jobs` at a time; each finished one is appended to runs.jsonl
-    at once (and to `done`). Returns the errors, one line each."""
+    at once (and to `done`), then `after_each` is called. Returns the errors, one line each."""
     durations, errors = [], []
     with ProcessPoolExecutor(jobs) as pool:
         futures = {pool.submit(run_one, tid, cfg, str(checkpoint_dir(study_dir, tid)), threads): tid
@@ -135,6 +147,7 @@ def run_pool(name: str, study_dir: Path, trials: list[tuple[str, dict]], done: d
                     f.write(json.dumps(run, default=str) + "\n")
                 done[run["trial_id"]] = run
                 durations.append(run["wall_seconds"])
+                after_each()
             running = running_progress(futures, study_dir, jobs)
             finished = sum(t in done for t, _ in trials)
             progress.show(progress.progress_line(name, len(trials), finished, len(errors), len(running), durations,
@@ -162,14 +175,11 @@ def run(study: Study, args) -> int:
     jobs, threads = max(1, args.jobs), max(1, int(args.cpus_per_trial))
     print(f"{name}: {len(trials)} runs, {sum(t in done for t, _ in trials)} already finished in "
           f"{study_dir / layout.RUNS_FILE}; {jobs} at a time, {threads} thread(s) each")
-    errors = run_pool(name, study_dir, trials, done, jobs, threads)
-
-    from udalab.analysis import store
-
-    # the table holds every run finished in this folder (earlier --rows / --seeds too), in grid order
-    df = runs_frame(sorted(done.values(), key=lambda run: grid_order(run["trial_id"])), settings, study.grid_rows())
+    errors = run_pool(name, study_dir, trials, done, jobs, threads,
+                      after_each=lambda: write_table(study_dir, done, settings, study.grid_rows()))
+    df = write_table(study_dir, done, settings, study.grid_rows())
     print(f"{name}: {sum(t in done for t, _ in trials)} of this grid's {len(trials)} runs finished, {len(df)} in all "
-          f"-> {store.write_trials(str(study_dir), df)}")
+          f"-> {study_dir / layout.TRIALS_FILE}")
     if study.report is not None and not args.no_report and len(df):
         print(f"report: {write_study_report(study, str(study_dir), df, settings['preset'])}")
     if errors:
