@@ -195,7 +195,8 @@ def _evaluate_cityscapes(root, split, pred_dir, pred_format="auto") -> tuple[dic
             cm.update(pred, gt)
             inst.update(pred, gt, instances)
     summary = {**cm.summary(CLASS_NAMES), **inst.summary(CLASS_NAMES), **cm.category_summary(CATEGORIES)}
-    info = {"pred_format": chosen, "note": f"{note}; {instance_note}", "images": len(pairs), "pixels": cm.total}
+    info = {"pred_format": chosen, "note": f"{note}; {instance_note}", "images": len(pairs), "pixels": cm.total,
+            "confusion": confusion(cm, CLASS_NAMES)}
     return summary, info
 
 
@@ -230,8 +231,15 @@ def _evaluate_dataset(name: str, root, split: str, pred_dir) -> tuple[dict, dict
     if inst is not None:
         summary.update(inst.summary(ds.class_names))
     info = {"pred_format": ds.PREDICTION_VALUES, "note": f"{name} {split}: {ds.PREDICTION_VALUES} PNGs named as "
-            f"{ds.prediction_name(0)}", "images": len(ds), "pixels": cm.total}
+            f"{ds.prediction_name(0)}", "images": len(ds), "pixels": cm.total,
+            "confusion": confusion(cm, ds.class_names)}
     return summary, info
+
+
+def confusion(cm: ConfusionMatrix, class_names) -> dict:
+    """The pixel counts behind the IoUs, for the JSON: `pixels[i][j]` ground truth `classes[i]`
+    predicted as `classes[j]`, the last column predictions outside the classes (counted wrong)."""
+    return {"classes": list(class_names), "pixels": np.asarray(cm.matrix.cpu()).tolist()}
 
 
 def _evaluate(root, split, pred_dir, pred_format="auto", dataset="cityscapes") -> tuple[dict, dict]:
@@ -306,7 +314,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--pred-format", default="auto", choices=list(PRED_FORMATS),
                         help="Cityscapes prediction values: label ids, train ids (0..18), or auto (as the folder's "
                              "predictions.json says, else decided from the values)")
-    parser.add_argument("--json", default=None, metavar="OUT", help="also write the summary dict to this JSON file")
+    parser.add_argument("--json", default=None, metavar="OUT",
+                        help="also write the summary dict to this JSON file, with the confusion matrix's pixel counts "
+                             "(confusion: classes, pixels[ground truth][prediction])")
     return parser
 
 
@@ -326,6 +336,6 @@ def run_eval(args: argparse.Namespace) -> dict:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
         clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
-        out.write_text(json.dumps(clean, indent=2) + "\n")
+        out.write_text(json.dumps({**clean, "confusion": info["confusion"]}, indent=2) + "\n")
         print(f"\nwrote {out}")
     return summary

@@ -177,6 +177,12 @@ def test_run_eval_prints_table_and_writes_json(tmp_path, capsys):
     assert "iIoU" in text and "vehicle" in text and "connected components" in text
     saved = json.loads(out.read_text())
     assert saved["miou"] == pytest.approx(s["miou"]) and saved["iou.bicycle"] is None
+    # the pixel counts behind the IoUs: ground truth rows, predictions columns (+ one for "other")
+    names, pixels = saved["confusion"]["classes"], saved["confusion"]["pixels"]
+    assert names == list(CLASS_NAMES) and len(pixels) == 19 and {len(r) for r in pixels} == {20}
+    road, sidewalk, sky, car = (names.index(c) for c in ("road", "sidewalk", "sky", "car"))
+    assert (pixels[road][road], pixels[road][sidewalk], pixels[car][car], pixels[car][road]) == (6, 1, 2, 1)
+    assert (pixels[sidewalk][sidewalk], pixels[sky][sky]) == (1, 2) and sum(map(sum, pixels)) == 13
 
 
 def test_evaluate_missing_duplicate_and_size_errors(tmp_path):
