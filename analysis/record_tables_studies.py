@@ -707,6 +707,31 @@ def udas_semantic_classes(recs: RecordSet) -> str:
     return md(["paired Δ test IoU to no adaptation (mean of seeds)", *learned], rows)
 
 
+CONFUSION_ROWS = {"no_adaptation": "no adaptation", "st": "ST (CycleGAN)", "st_semantic": "ST (CycleGAN + L_sem)"}
+
+
+@table("udas_semantic_confusion")
+def udas_semantic_confusion(recs: RecordSet) -> str:
+    """Where each class's target test pixels go (`udalab eval --json`'s confusion counts, % of the
+    class's pixels, mean ± std of the seeds): the class itself and the two classes that take most of
+    it in any row, for every class of which some row gets more than 10 % right."""
+    rec = recs["udas_semantic_confusion"]
+    rates = {}
+    for key in CONFUSION_ROWS:
+        runs = [rec.json(f"{key}-seed{s}.json")["confusion"] for s in (0, 1, 2)]
+        pixels = [pd.DataFrame(c["pixels"], index=c["classes"], columns=[*c["classes"], "other"]) for c in runs]
+        rates[key] = [100 * p.div(p.sum(axis=1), axis=0) for p in pixels]
+    rows = []
+    for gt in rates["no_adaptation"][0].index:
+        means = pd.DataFrame({key: sum(run.loc[gt] for run in runs) / len(runs) for key, runs in rates.items()})
+        if not means.loc[gt].max() > 10:          # none right, or no pixels of it (NaN)
+            continue
+        others = means.drop(index=gt).max(axis=1).nlargest(2).index
+        for dest in [gt, *others]:
+            rows.append([gt if dest == gt else "", dest] + [ms([run.loc[gt, dest] for run in runs]) for runs in rates.values()])
+    return md(["target class", "predicted as (% of its pixels)", *CONFUSION_ROWS.values()], rows)
+
+
 @table("udas_translation_semantic")
 def udas_translation_semantic(recs: RecordSet) -> str:
     """Per class (1 % of the source's pixels or more): the no-adaptation models' IoU on the source, on
