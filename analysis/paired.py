@@ -97,8 +97,8 @@ def _against(groups: dict, label: str, base: str, values: dict, stats: tuple, me
     bm, bs = mean_std(base_values.values())
     diffs = tuple(values[s] - base_values[s] for s in values if s in base_values)
     pm, ps = mean_std(diffs)
-    bar = 2 * max(v for v in (stats[1], bs) if not math.isnan(v)) if not (math.isnan(stats[1]) and math.isnan(bs)) \
-        else math.nan
+    # a side of one seed has no std: the larger of the two is unknown, so there is no bar
+    bar = math.nan if math.isnan(stats[1]) or math.isnan(bs) else 2 * max(stats[1], bs)
     delta = stats[0] - bm
     return {"baseline": base, "base_mean": bm, "base_std": bs, "delta": delta, "paired": diffs, "paired_mean": pm,
             "paired_std": ps, "bar": bar, "clears": None if math.isnan(bar) else bool(abs(delta) > bar)}

@@ -2,6 +2,7 @@
 table in docs/*.md is what its records give, every manifest is complete, docs/ holds no data, a
 record written by write_record reads back, and paired differences pair what they should."""
 import json
+import math
 import re
 import shutil
 from pathlib import Path
@@ -129,6 +130,12 @@ def test_paired_differences_are_per_seed_and_set_against_twice_the_larger_std():
     assert out.loc["method", "delta"] == pytest.approx(43 / 3 - 11)
     assert out.loc["method", "bar"] == pytest.approx(2 * pd.Series([13.0, 14.0, 16.0]).std())
     assert bool(out.loc["method", "clears"]) is True and out.loc["base", "clears"] is None
+    # one seed of the method so far: its std is unknown, so there is no bar to clear (however far
+    # its one value lies from the baseline's mean)
+    one = paired(df[(df["configuration"] == "base") | (df["seed"] == 0)].assign(m=lambda d: d["m"] + 10 * d["baseline"].notna()),
+                 "m").set_index("configuration")
+    assert one.loc["method", "paired"] == (13.0,) and math.isnan(one.loc["method", "bar"])
+    assert one.loc["method", "clears"] is None
 
 
 def test_paired_refuses_runs_of_two_machines_and_a_missing_baseline():
