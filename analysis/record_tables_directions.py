@@ -59,7 +59,7 @@ STUDIES: dict[str, tuple[str | None, tuple[str, ...], Callable[[Record], pd.Data
     "daformer_ablation": ("daformer_ablation_2400_v3", ("daformer",), _daformer),
     "intrada_split": ("intrada_split_v3", ("intrada",), _intrada),
     "udas_ablation": ("udas_ablation_v3", ("udas_steps",), udas_trials),
-    "udas_data": ("udas_data", ("udas_data",), _udas_data),
+    "udas_data": ("udas_data_v3", ("udas_data",), _udas_data),
     "mml_ablation": ("mml_ablation_v3", ("mml_ablation", "mml_streams"), mml_trials),
     "multidecoder_schedule": ("multidecoder_schedule_voc_v2", ("multidecoder_schedule",), _multidecoder),
 }

@@ -812,9 +812,27 @@ def udas_data_stages(rec: Record) -> str:
                "after the round"], rows)
 
 
+def udas_data_classes(rec: Record) -> str:
+    """Per labelled count: UDAS's paired Δ test IoU to Supervised on the same labels, per class that
+    some row learns (mean of the seeds both rows have); the seeds in the second column."""
+    df = udas_data_trials(rec)
+    means = df.groupby("configuration")[[c for c in df if c.startswith("test.iou.")]].mean()
+    learned = [c.removeprefix("test.iou.") for c in means if (means[c] > 1).any()]
+    rows = []
+    for n in (300, 100, 50, 10):
+        udas, sup = (df[(df["method"] == m) & (df["labelled"] == n)].set_index("seed") for m in ("udas", "supervised"))
+        both = sorted(set(udas.index) & set(sup.index))
+        if not both:
+            continue
+        rows.append([n, ", ".join(map(str, both))] +
+                    [signed((udas.loc[both, f"test.iou.{k}"] - sup.loc[both, f"test.iou.{k}"]).mean()) for k in learned])
+    return md(["labelled images: UDAS − Supervised, paired Δ test IoU", "seeds", *learned], rows)
+
+
 for _name in ("udas_data", "udas_data_v3"):
     table(_name)(lambda recs, name=_name: udas_data(recs[name]))
     table(_name.replace("udas_data", "udas_data_stages"))(lambda recs, name=_name: udas_data_stages(recs[name]))
+table("udas_data_classes_v3")(lambda recs: udas_data_classes(recs["udas_data_v3"]))
 
 
 SELF_TRAINING = [("τ = 0.3", {"tau": 0.3}), ("τ = 0.6 (paper)", {"tau": 0.6}), ("τ = 0.8", {"tau": 0.8}),
