@@ -585,18 +585,25 @@ def _udas_table(df: pd.DataFrame, steps: list[str]) -> str:
 UDAS_CLASSES = ["road", "sidewalk", "building", "vegetation", "sky", "car"]
 
 
+def learned_classes(df: pd.DataFrame) -> list[str]:
+    """The classes some configuration learns: test IoU above 1 in its mean over the seeds."""
+    means = df.groupby("configuration")[[c for c in df if c.startswith("test.iou.")]].mean()
+    return [c.removeprefix("test.iou.") for c in means if (means[c] > 1).any()]
+
+
+def class_deltas(runs: pd.DataFrame, base: pd.DataFrame, classes: list[str]) -> list[str]:
+    """Per class, the paired Δ test IoU of `runs` to `base` (both indexed by seed), mean of the seeds both have."""
+    return [signed((runs[f"test.iou.{k}"] - base[f"test.iou.{k}"]).mean()) for k in classes]
+
+
 def udas_ablation_classes(rec: Record) -> str:
     """Each step row's paired Δ per class to no adaptation: the classes the first record learned, and on
     later mini data every class some row learns (test IoU above 1 in a row's mean)."""
     df = udas_trials(rec)
-    means = df.groupby("configuration")[[c for c in df if c.startswith("test.iou.")]].mean()
-    learned = [c.removeprefix("test.iou.") for c in means if (means[c] > 1).any()]
-    classes = UDAS_CLASSES if rec.name == "udas_ablation" else learned
-    base = df[df["configuration"] == "no adaptation"].set_index("seed").sort_index()
-    rows = []
-    for c in ["UDA", "ST", "ST + UDA", "ST + DA + SSL"]:
-        sel = df[df["configuration"] == c].set_index("seed").sort_index()
-        rows.append([c] + [signed((sel[f"test.iou.{k}"] - base[f"test.iou.{k}"]).mean()) for k in classes])
+    classes = UDAS_CLASSES if rec.name == "udas_ablation" else learned_classes(df)
+    base = df[df["configuration"] == "no adaptation"].set_index("seed")
+    rows = [[c, *class_deltas(df[df["configuration"] == c].set_index("seed"), base, classes)]
+            for c in ["UDA", "ST", "ST + UDA", "ST + DA + SSL"]]
     return md(["paired Δ test IoU to no adaptation (mean of seeds)", *classes], rows)
 
 
@@ -697,13 +704,10 @@ def udas_semantic_gain(recs: RecordSet) -> str:
 def udas_semantic_classes(recs: RecordSet) -> str:
     """The ST rows' paired Δ test IoU per class to no adaptation (mean of seeds), every class a row learns."""
     df = udas_semantic_trials(recs["udas_semantic_consistency"])
-    means = df.groupby("configuration")[[c for c in df if c.startswith("test.iou.")]].mean()
-    learned = [c.removeprefix("test.iou.") for c in means if (means[c] > 1).any()]
-    base = df[df["configuration"] == "no adaptation"].set_index("seed").sort_index()
-    rows = []
-    for c in [name for name in df["configuration"].unique() if name != "no adaptation"]:
-        sel = df[df["configuration"] == c].set_index("seed").sort_index()
-        rows.append([c] + [signed((sel[f"test.iou.{k}"] - base[f"test.iou.{k}"]).mean()) for k in learned])
+    learned = learned_classes(df)
+    base = df[df["configuration"] == "no adaptation"].set_index("seed")
+    rows = [[c, *class_deltas(df[df["configuration"] == c].set_index("seed"), base, learned)]
+            for c in df["configuration"].unique() if c != "no adaptation"]
     return md(["paired Δ test IoU to no adaptation (mean of seeds)", *learned], rows)
 
 
@@ -716,10 +720,10 @@ def udas_semantic_confusion(recs: RecordSet) -> str:
     class's pixels, mean ± std of the seeds): the class itself and the two classes that take most of
     it in any row, for every class of which some row gets more than 10 % right."""
     rec = recs["udas_semantic_confusion"]
-    rates = {}
+    rates = {}      # row -> one frame per seed: % of each ground-truth class (rows) predicted as each column
     for key in CONFUSION_ROWS:
-        runs = [rec.json(f"{key}-seed{s}.json")["confusion"] for s in (0, 1, 2)]
-        pixels = [pd.DataFrame(c["pixels"], index=c["classes"], columns=[*c["classes"], "other"]) for c in runs]
+        matrices = [rec.json(f"{key}-seed{s}.json")["confusion"] for s in (0, 1, 2)]
+        pixels = [pd.DataFrame(c["pixels"], index=c["classes"], columns=[*c["classes"], "other"]) for c in matrices]
         rates[key] = [100 * p.div(p.sum(axis=1), axis=0) for p in pixels]
     rows = []
     for gt in rates["no_adaptation"][0].index:
@@ -816,16 +820,13 @@ def udas_data_classes(rec: Record) -> str:
     """Per labelled count: UDAS's paired Δ test IoU to Supervised on the same labels, per class that
     some row learns (mean of the seeds both rows have); the seeds in the second column."""
     df = udas_data_trials(rec)
-    means = df.groupby("configuration")[[c for c in df if c.startswith("test.iou.")]].mean()
-    learned = [c.removeprefix("test.iou.") for c in means if (means[c] > 1).any()]
+    learned = learned_classes(df)
     rows = []
     for n in (300, 100, 50, 10):
         udas, sup = (df[(df["method"] == m) & (df["labelled"] == n)].set_index("seed") for m in ("udas", "supervised"))
         both = sorted(set(udas.index) & set(sup.index))
-        if not both:
-            continue
-        rows.append([n, ", ".join(map(str, both))] +
-                    [signed((udas.loc[both, f"test.iou.{k}"] - sup.loc[both, f"test.iou.{k}"]).mean()) for k in learned])
+        if both:
+            rows.append([n, ", ".join(map(str, both)), *class_deltas(udas, sup, learned)])
     return md(["labelled images: UDAS − Supervised, paired Δ test IoU", "seeds", *learned], rows)
 
 
