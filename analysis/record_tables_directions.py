@@ -15,8 +15,8 @@ from udalab.analysis.directions import (NOT_RUN, Comparison, NotInRecord, count_
 from udalab.analysis.paired import paired
 from udalab.analysis.record_tables import MINUS, bench, md, num, seeds, signed
 from udalab.analysis.record_tables_studies import (DAFORMER_STEPS, MSUDA, SCHEDULES, UDAS_PAPER_COUNTS,
-                                                   crop_trials, daformer_trials, mml_trials, multidecoder_frame,
-                                                   udas_data_trials, udas_trials)
+                                                   crop_configuration, crop_trials, daformer_trials, mml_trials,
+                                                   multidecoder_frame, udas_data_trials, udas_trials)
 from udalab.analysis.records import Record, RecordSet, table
 from udalab.analysis.reference import reference, reference_info
 
@@ -157,7 +157,7 @@ METHODS = [("ADVENT (IntraDA study)", "intrada_split_v3", "ADVENT", "source only
            ("DAFormer (DACS + warm-up + RCS + FD)", "daformer_ablation_v3", "+ FD", "source only"),
            ("DAFormer (DACS + warm-up + RCS + FD)", "daformer_ablation_2400_v3", "+ FD", "source only"),
            ("HRDA (LR + HR 1)", "hrda_crop_size_v3", "LR + HR 1", "source only"),
-           ("HRDA", "hrda_2400_steps", "HRDA", "HRDA source only"),
+           ("HRDA (LR + HR 1)", "hrda_crop_size_2400_v3", "LR + HR 1", "source only"),
            ("AdaptSegNet (UDAS study)", "udas_ablation_v3", "AdaptSegNet", "no adaptation"),
            ("ADVENT (UDAS study)", "udas_ablation_v3", "ADVENT", "no adaptation"),
            ("UDAS: ST + DA + SSL", "udas_ablation_v3", "ST + DA + SSL", "no adaptation"),
@@ -167,7 +167,8 @@ METHODS = [("ADVENT (IntraDA study)", "intrada_split_v3", "ADVENT", "source only
 # how to read each study record's rows: the studies' newest records as STUDIES reads them, and an
 # earlier record of a study (the benchmark records: their `row`)
 READERS: dict[str, Callable[[Record], pd.DataFrame]] = {
-    **{name: rows for name, _, rows in STUDIES.values() if name is not None}, "daformer_ablation_v3": _daformer}
+    **{name: rows for name, _, rows in STUDIES.values() if name is not None}, "daformer_ablation_v3": _daformer,
+    "hrda_crop_size_2400_v3": _hrda}
 
 
 def _method_rows(recs: RecordSet, name: str) -> pd.DataFrame:
@@ -190,3 +191,33 @@ def method_vs_source_only(recs: RecordSet) -> str:
                      f"{signed(p['delta'])} ({seeds(p['paired'], sign=True)})", num(p["bar"]), beats])
     return md(["method", "record", "mini data", "steps", "source-only test mIoU", "method test mIoU",
                "paired Δ (per seed)", "2 × larger seed std", "beats source only?"], rows)
+
+
+def by_step(runs: pd.DataFrame, reports: pd.DataFrame, a: str, b: str) -> str:
+    """Configuration a against b at each evaluation of their runs, val mIoU, and on the held-out test
+    split at the end (`runs`: one row per run with `run`, `configuration` and `machine`; `reports`:
+    Record.reports()): where along the schedule a method passes its source-only model."""
+    reps = reports.drop(columns=["configuration", "machine"], errors="ignore").merge(
+        runs[["run", "configuration", "machine"]], on="run")
+    reps = reps[reps["configuration"].isin([a, b])]
+    rows = []
+    for step in sorted(reps["iteration"].unique()):
+        at = reps[reps["iteration"] == step]
+        for metric, split in (("miou", "val"), ("test.miou", "test")):
+            if metric not in at or at[metric].isna().any():
+                continue
+            p = pair_rows(at, a, b, metric)
+            above = "**above**" if p["clears"] and p["delta"] > 0 else ("**below**" if p["clears"] else "within 2 × std")
+            rows.append([int(step), split, num(p["base_mean"]), num(p["mean"]),
+                         f"{signed(p['delta'])} ({seeds(p['paired'], sign=True)})", num(p["bar"]), above])
+    return md(["step", "split", f"{b} mIoU", f"{a} mIoU", "paired Δ (per seed)", "2 × larger seed std",
+               f"against {b}"], rows)
+
+
+@table("hrda_crop_size_2400_v3")
+def hrda_crop_size_2400_v3(recs: RecordSet) -> str:
+    """HRDA against the crop-size study's source-only row, both at 2400 steps, along the schedule."""
+    rec = recs["hrda_crop_size_2400_v3"]
+    runs = rec.runs()
+    runs["configuration"] = runs.apply(crop_configuration, axis=1)
+    return by_step(runs, rec.reports(), "LR + HR 1", "source only")

@@ -106,10 +106,14 @@ def daformer_ablation_rcs(recs: RecordSet) -> str:
 MODES = {"lr": "LR only", "hr": "HR only", "lr+hr": "LR + HR"}
 
 
+def crop_configuration(r: pd.Series) -> str:
+    """A crop-size trial's row: "source only" or its crop kind and ratio ("LR + HR 1")."""
+    return "source only" if not _is(r["self_training"], True) else f"{MODES[r['mode']]} {r['crop_ratio']:g}"
+
+
 def crop_trials(rec: Record) -> pd.DataFrame:
     df = rec.trials().copy()
-    df["configuration"] = df.apply(lambda r: "source only" if not _is(r["self_training"], True)
-                                   else f"{MODES[r['mode']]} {r['crop_ratio']:g}", axis=1)
+    df["configuration"] = df.apply(crop_configuration, axis=1)
     return df
 
 
@@ -184,6 +188,24 @@ def readme_run_cost(recs: RecordSet) -> str:
         rows.append([label, len(df), num(wall, 2), num(train, 2), f"{100 * train / wall:.0f} %"])
     return md(["hrda_crop_size, 300 steps a trial", "trials", "Σ trial wall time (h)", "Σ training time (h)",
                "training's share"], rows)
+
+
+@table("hrda_crop_size_2400_cost")
+def hrda_crop_size_2400_cost(recs: RecordSet) -> str:
+    """The two rows run at 2400 steps (a row's fastest trial: part of that run shared the 2 cores with
+    two more processes, its manifest says which), and the whole grid at 2400 steps estimated from
+    them: each row of the 300-step grid (hrda_crop_size_v3) costs its share of that grid's LR + HR 1
+    row, and LR + HR 1 costs what it took at 2400. Only shares of one record's times are carried over,
+    never times of two machines."""
+    long, short = crop_trials(recs["hrda_crop_size_2400_v3"]), crop_trials(recs["hrda_crop_size_v3"])
+    fastest = {c: long[long["configuration"] == c]["wall_seconds"].min() for c in ("source only", "LR + HR 1")}
+    unit = short[short["configuration"] == "LR + HR 1"]["wall_seconds"].mean()
+    shares = short.groupby("configuration")["wall_seconds"].mean() / unit
+    rows = [[c, num(t / 60), f"{shares[c]:.2f}", f"{t / fastest['LR + HR 1']:.2f}"] for c, t in fastest.items()]
+    grid = (short["configuration"].map(shares).sum() * fastest["LR + HR 1"]) / 3600
+    rows.append([f"the grid, {len(short)} trials (estimated CPU-hours)", f"about {num(grid, 1)} h", "", ""])
+    return md(["row", "fastest trial at 2400 steps (min)", "share of LR + HR 1's time at 300 steps",
+               "share at 2400 steps"], rows)
 
 
 # ---------------------------------------------------------------------------------------

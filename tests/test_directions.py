@@ -118,3 +118,23 @@ def test_every_direction_table_is_in_the_docs_and_equals_its_render():
     assert all(n in used for n in names), [n for n in names if n not in used]
     differences = [d for d in records.render(check=True) if d.split("table ")[1].split("\n")[0] in names]
     assert not differences, "\n\n".join(differences)
+
+
+def test_by_step_pairs_a_method_with_its_source_only_model_at_every_evaluation():
+    """Where along a schedule a method passes its source-only model: val at each evaluation, test at
+    the end, each paired per seed against twice the larger seed std."""
+    runs = pd.DataFrame([{"run": i, "configuration": c, "seed": s, "machine": "m"}
+                         for i, (c, s) in enumerate([(c, s) for c in ("source only", "method") for s in (0, 1, 2)])])
+    reports = []
+    for run in runs.itertuples():
+        gain = 0.0 if run.configuration == "source only" else 1.0
+        for step, val in ((100, 10.0), (200, 20.0)):
+            reports.append({"run": run.run, "seed": run.seed, "iteration": step,
+                            "miou": val + gain * (step / 100 - 1) * 3 + 0.1 * run.seed,
+                            **({"test.miou": val + 2 * gain + 0.2 * run.seed} if step == 200 else {})})
+    text = rtd.by_step(runs, pd.DataFrame(reports), "method", "source only")
+    lines = text.splitlines()[2:]
+    assert lines[0] == "| 100 | val | 10.1 | 10.1 | +0.0 (+0.0, +0.0, +0.0) | 0.2 | within 2 × std |"
+    assert lines[1] == "| 200 | val | 20.1 | 23.1 | +3.0 (+3.0, +3.0, +3.0) | 0.2 | **above** |"
+    assert lines[2] == "| 200 | test | 20.2 | 22.2 | +2.0 (+2.0, +2.0, +2.0) | 0.4 | **above** |"
+    assert len(lines) == 3
