@@ -235,9 +235,19 @@ SUITE_RECORDS = ("suite_time", "suite_time_xdist")   # runs of one machine, in t
 
 @table("suite_time")
 def suite_time(recs: RecordSet) -> str:
-    machine = recs.one_machine(SUITE_RECORDS)
+    return suite_table(recs, SUITE_RECORDS)
+
+
+@table("suite_time_xeon")
+def suite_time_xeon(recs: RecordSet) -> str:
+    return suite_table(recs, ("suite_time_xeon",))
+
+
+def suite_table(recs: RecordSet, names: tuple[str, ...]) -> str:
+    """Each suite run of records `names` (one machine's) with its counts, times and slowest three tests."""
+    machine = recs.one_machine(names)
     rows = []
-    for name in SUITE_RECORDS:
+    for name in names:
         for run in recs[name].json()["runs"]:
             counts = ", ".join(f"{n} {k}" for k, n in run["counts"].items())
             slowest = "; ".join(f"{s['test'].split('::')[-1]} {s['seconds']:.0f} s" for s in run["slowest"][:3])
