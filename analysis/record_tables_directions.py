@@ -178,6 +178,14 @@ def _method_rows(recs: RecordSet, name: str) -> pd.DataFrame:
     return df.assign(configuration=df["row"])
 
 
+def against_bar(p: pd.Series, above: str) -> str:
+    """A method's paired row against its source-only model: `above` or "**below**" where the difference
+    clears 2 × the larger seed std, else "within 2 × std"."""
+    if not p["clears"]:
+        return "within 2 × std"
+    return above if p["delta"] > 0 else "**below**"
+
+
 @table("method_vs_source_only")
 def method_vs_source_only(recs: RecordSet) -> str:
     rows = []
@@ -185,7 +193,7 @@ def method_vs_source_only(recs: RecordSet) -> str:
         df = _method_rows(recs, name)
         steps = int(df[df["configuration"] == conf]["iteration" if "iteration" in df else "iterations"].max())
         p = pair_rows(df, conf, base, "test.miou")
-        beats = "**beats**" if p["clears"] and p["delta"] > 0 else ("**below**" if p["clears"] else "within 2 × std")
+        beats = against_bar(p, "**beats**")
         rows.append([method, f"`{name}`", mini_data_of(df).removeprefix("mini data "), steps,
                      f"{num(p['base_mean'])} ({base})", num(p["mean"]),
                      f"{signed(p['delta'])} ({seeds(p['paired'], sign=True)})", num(p["bar"]), beats])
@@ -197,8 +205,7 @@ def by_step(runs: pd.DataFrame, reports: pd.DataFrame, a: str, b: str) -> str:
     """Configuration a against b at each evaluation of their runs, val mIoU, and on the held-out test
     split at the end (`runs`: one row per run with `run`, `configuration` and `machine`; `reports`:
     Record.reports()): where along the schedule a method passes its source-only model."""
-    reps = reports.drop(columns=["configuration", "machine"], errors="ignore").merge(
-        runs[["run", "configuration", "machine"]], on="run")
+    reps = reports.merge(runs[["run", "configuration", "machine"]], on="run")
     reps = reps[reps["configuration"].isin([a, b])]
     rows = []
     for step in sorted(reps["iteration"].unique()):
@@ -207,9 +214,9 @@ def by_step(runs: pd.DataFrame, reports: pd.DataFrame, a: str, b: str) -> str:
             if metric not in at or at[metric].isna().any():
                 continue
             p = pair_rows(at, a, b, metric)
-            above = "**above**" if p["clears"] and p["delta"] > 0 else ("**below**" if p["clears"] else "within 2 × std")
             rows.append([int(step), split, num(p["base_mean"]), num(p["mean"]),
-                         f"{signed(p['delta'])} ({seeds(p['paired'], sign=True)})", num(p["bar"]), above])
+                         f"{signed(p['delta'])} ({seeds(p['paired'], sign=True)})", num(p["bar"]),
+                         against_bar(p, "**above**")])
     return md(["step", "split", f"{b} mIoU", f"{a} mIoU", "paired Δ (per seed)", "2 × larger seed std",
                f"against {b}"], rows)
 
