@@ -162,13 +162,14 @@ METHODS = [("ADVENT (IntraDA study)", "intrada_split_v3", "ADVENT", "source only
            ("ADVENT (UDAS study)", "udas_ablation_v3", "ADVENT", "no adaptation"),
            ("UDAS: ST + DA + SSL", "udas_ablation_v3", "ST + DA + SSL", "no adaptation"),
            ("MS-UDA", "mml_ablation_v3", MSUDA, "source only"),
+           ("MS-UDA", "ms_uda_1200_v3", MSUDA, "source only"),
            ("MML (L_att + L_KL)", "mml_ablation_v3", "L_att + L_KL", "source only")]
 
 # how to read each study record's rows: the studies' newest records as STUDIES reads them, and an
 # earlier record of a study (the benchmark records: their `row`)
 READERS: dict[str, Callable[[Record], pd.DataFrame]] = {
     **{name: rows for name, _, rows in STUDIES.values() if name is not None}, "daformer_ablation_v3": _daformer,
-    "hrda_crop_size_2400_v3": _hrda}
+    "hrda_crop_size_2400_v3": _hrda, "ms_uda_1200_v3": mml_trials}
 
 
 def _method_rows(recs: RecordSet, name: str) -> pd.DataFrame:
@@ -228,3 +229,10 @@ def hrda_crop_size_2400_v3(recs: RecordSet) -> str:
     runs = rec.runs()
     runs["configuration"] = runs.apply(crop_configuration, axis=1)
     return by_step(runs, rec.reports(), "LR + HR 1", "source only")
+
+
+@table("ms_uda_1200_v3")
+def ms_uda_1200_v3(recs: RecordSet) -> str:
+    """MS-UDA against the MML study's source-only row, both at 1200 steps, along the schedule."""
+    rec = recs["ms_uda_1200_v3"]
+    return by_step(mml_trials(rec), rec.reports(), MSUDA, "source only")

@@ -358,16 +358,19 @@ def mml_ablation_table(rec: Record) -> str:
     pub = {v: num(ref[f"L_att {TICK[k[0]]}, L_KL {TICK[k[1]]}"]) for k, v in MML_ROWS.items()}
     streams = reference("mml_streams").set_index("label")["miou"]
     pub[MSUDA], pub["source only"] = num(streams["MS-UDA, thermal stream"]), "–"
-    mean = df.groupby("configuration")
+    return delta_table(df, first="row", extra=[*mml_columns(df), ("published (thermal)", lambda c: pub[c])])
+
+
+def mml_columns(df: pd.DataFrame) -> list[tuple[str, object]]:
+    """The MML tables' per-class, day / night and RGB-stream cells of a row (mean ± std over its seeds)."""
+    by = df.groupby("configuration")
 
     def cell(c, *keys):
-        return " / ".join(ms(mean.get_group(c).sort_values("seed")[k]) for k in keys)
-    return delta_table(df, first="row", extra=[
-        ("test car IoU", lambda c: cell(c, "test.iou.car")),
-        ("test person / bicycle IoU", lambda c: cell(c, "test.iou.person", "test.iou.bicycle")),
-        ("test day / night mIoU", lambda c: cell(c, "test.day.miou", "test.night.miou")),
-        ("RGB stream test mIoU", lambda c: cell(c, "test.rgb.miou")),
-        ("published (thermal)", lambda c: pub[c])])
+        return " / ".join(ms(by.get_group(c).sort_values("seed")[k]) for k in keys)
+    return [("test car IoU", lambda c: cell(c, "test.iou.car")),
+            ("test person / bicycle IoU", lambda c: cell(c, "test.iou.person", "test.iou.bicycle")),
+            ("test day / night mIoU", lambda c: cell(c, "test.day.miou", "test.night.miou")),
+            ("RGB stream test mIoU", lambda c: cell(c, "test.rgb.miou"))]
 
 
 def mml_factorial_table(rec: Record) -> str:
@@ -431,16 +434,37 @@ def intrada_ranking_v3(recs: RecordSet) -> str:
                "G_intra − G_inter, hard: mIoU / pixel acc."], rows)
 
 
-@table("mml_expert_v3")
-def mml_expert_v3(recs: RecordSet) -> str:
-    """What every row of the record learns from: the expert's score on mini Cityscapes val and its
-    pseudo labels of MFNet's day training images scored against MFNet's own labels (the artifact's meta)."""
-    meta = recs["mml_ablation_v3"].json("expert.json")
+def expert_table(rec: Record) -> str:
+    """What every row of an MML-study record learns from: the expert's score on mini Cityscapes val and
+    its pseudo labels of MFNet's day training images scored against MFNet's own labels (the artifact's
+    meta, in the record as expert.json)."""
+    meta = rec.json("expert.json")
     q = meta["pseudo_labels_vs_labels"]
     return md(["expert val mIoU (mini Cityscapes, 19 classes)", "day training images labelled",
                "pseudo labels vs MFNet's labels: mIoU (car, person, bicycle)", "car IoU", "person IoU", "bicycle IoU"],
               [[num(meta["expert_miou_on_cityscapes_val"]), meta["images"], num(q["miou"]), num(q["iou.car"]),
                 num(q["iou.person"]), num(q["iou.bicycle"])]])
+
+
+@table("mml_expert_v3")
+def mml_expert_v3(recs: RecordSet) -> str:
+    return expert_table(recs["mml_ablation_v3"])
+
+
+@table("ms_uda_1200_v3_expert")
+def ms_uda_1200_v3_expert(recs: RecordSet) -> str:
+    return expert_table(recs["ms_uda_1200_v3"])
+
+
+@table("ms_uda_1200_v3_classes")
+def ms_uda_1200_v3_classes(recs: RecordSet) -> str:
+    """MS-UDA and the source-only row at 1200 steps: test car, person and bicycle IoU, day / night and
+    the RGB stream, each row's seeds (its paired mIoU against source only: the table ms_uda_1200_v3)."""
+    df = ordered(mml_trials(recs["ms_uda_1200_v3"]), ["source only", MSUDA])
+    cols = mml_columns(df)
+    return md(["row", "seeds", *(h for h, _ in cols)],
+              [[c, ", ".join(map(str, g["seed"])), *(fn(c) for _, fn in cols)]
+               for c, g in df.groupby("configuration", sort=False)])
 
 
 @table("mml_labels_and_rate_v3")
