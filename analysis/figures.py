@@ -97,7 +97,8 @@ def metric_curve(agg: pd.DataFrame, x: str, metric: str = "miou", group: str | N
     fig = _make(published_axis if ref is not None else None)
     has_x = agg[x].map(lambda v: not is_missing(v)) if x in agg else pd.Series(False, index=agg.index)
     curves, flat = agg[has_x], agg[~has_x]
-    x_span = _x_span(curves, ref, x)
+    zero_at = _log_zero(curves, ref, x) if x_log else None
+    x_span = _x_span(curves, ref, x, zero_at)
     use_group = bool(group) and group in agg.columns and group != x
     curve_keys = [group] if use_group else [c for c in cfg_cols if c != x]
     groups: dict[tuple, list] = {}
@@ -110,7 +111,7 @@ def metric_curve(agg: pd.DataFrame, x: str, metric: str = "miou", group: str | N
         cfg, color = dict(zip(curve_keys, key)), next(colors)
         name = str(key[0]) if use_group else config_label(cfg, curve_keys, varying, group, labels)
         curve_colors.append((cfg, color, curves.loc[idx].to_dict("records")))
-        _draw_curve(fig, _curve_points(curves.loc[idx], x, pool=use_group), name, color, x, metric, labels)
+        _draw_curve(fig, _curve_points(curves.loc[idx], x, pool=use_group), name, color, x, metric, labels, zero_at)
     for _, row in flat.iterrows():
         if not is_missing(row["mean"]):
             _draw_level(fig, row, config_label(row, cfg_cols, varying, group, labels), next(colors), x_span, x, labels)
@@ -121,22 +122,50 @@ def metric_curve(agg: pd.DataFrame, x: str, metric: str = "miou", group: str | N
         if x in pts.columns:
             with_x = pts[pts[x].map(lambda v: not is_missing(v))]
             have_published = _draw_published_points(fig, with_x, x, metric, curve_colors, use_group, ref_config,
-                                                    secondary)
+                                                    secondary, zero_at)
             pts = pts[pts[x].map(is_missing)]
         levels = _draw_published_levels(fig, pts, agg, metric, ref_config, x_span, secondary)
         have_published = have_published or levels
     fig.update_xaxes(title_text=labels.get(x, x), type="log" if x_log else None)
+    if zero_at is not None:
+        fig.update_xaxes(**_zero_ticks(zero_at, x_span[1]))
     _finish_axes(fig, metric, published_axis, have_published, labels=labels)
     fig.update_layout(title=title or f"{_mlabel(metric, labels)} vs {labels.get(x, x)}: mean over seeds, band ±1 std",
                       height=480, **_LAYOUT)
     return fig
 
 
-def _x_span(curves: pd.DataFrame, ref: pd.DataFrame | None, x: str) -> tuple[float, float]:
-    """The x range the horizontal lines span: that of the measured and published x values."""
+def _x_values(curves: pd.DataFrame, ref: pd.DataFrame | None, x: str) -> pd.Series:
+    """The measured and published x values."""
     xs = pd.to_numeric(curves[x], errors="coerce").dropna() if len(curves) else pd.Series(dtype=float)
     if ref is not None and x in ref.columns:
         xs = pd.concat([xs, pd.to_numeric(ref[x], errors="coerce").dropna()])
+    return xs
+
+
+def _log_zero(curves: pd.DataFrame, ref: pd.DataFrame | None, x: str) -> float | None:
+    """Where a log x axis shows x = 0, which it has no place for (log 0 = −∞): half a decade left of the
+    smallest positive x, under a tick of its own labelled "0", its points not joined to the others.
+    None when no measured or published x is 0 (or below)."""
+    xs = _x_values(curves, ref, x)
+    if not (xs <= 0).any():
+        return None
+    positive = xs[xs > 0]
+    return (float(positive.min()) if len(positive) else 1.0) / math.sqrt(10)
+
+
+def _zero_ticks(zero_at: float, x_max: float) -> dict:
+    """A log axis's ticks: "0" at zero_at, then each power of ten up to x_max."""
+    decades = [10.0 ** k for k in range(math.ceil(math.log10(zero_at)), math.floor(math.log10(max(x_max, zero_at))) + 1)]
+    return dict(tickmode="array", tickvals=[zero_at, *decades], ticktext=["0", *(f"{d:g}" for d in decades)])
+
+
+def _x_span(curves: pd.DataFrame, ref: pd.DataFrame | None, x: str, zero_at: float | None = None) -> tuple[float, float]:
+    """The x range the horizontal lines span: that of the measured and published x values (x = 0 at
+    zero_at on a log axis)."""
+    xs = _x_values(curves, ref, x)
+    if zero_at is not None:
+        xs = xs.where(xs > 0, zero_at)
     x0, x1 = (float(xs.min()), float(xs.max())) if len(xs) else (0.0, 1.0)
     if x0 == x1:
         x0, x1 = x0 - 0.5, x1 + 0.5
@@ -153,16 +182,29 @@ def _curve_points(rows: pd.DataFrame, x: str, pool: bool) -> pd.DataFrame:
     return sub.sort_values("_x")
 
 
-def _draw_curve(fig, sub: pd.DataFrame, name: str, color: str, x: str, metric: str, labels: Mapping[str, str]):
-    """One curve: its ±1 std band, then the mean over seeds (std and n in the hover)."""
+def _draw_curve(fig, sub: pd.DataFrame, name: str, color: str, x: str, metric: str, labels: Mapping[str, str],
+                zero_at: float | None = None):
+    """One curve: its ±1 std band, then the mean over seeds (std and n in the hover). With zero_at (a log
+    axis), a point at x = 0 stands apart at zero_at, its std as an error bar."""
     import plotly.graph_objects as go
 
+    if zero_at is not None:
+        for _, z in sub[sub["_x"] <= 0].iterrows():
+            std = 0.0 if is_missing(z["std"]) else float(z["std"])
+            _add(fig, go.Scatter(x=[zero_at], y=[z["mean"]], mode="markers", marker=dict(size=9, color=color),
+                                 error_y=dict(type="data", array=[std], color=color), legendgroup=name,
+                                 showlegend=False, name=f"{name} at 0",
+                                 hovertemplate=f"{labels.get(x, x)}=0<br>{_mlabel(metric, labels)}=%{{y:.2f}} ± "
+                                               f"{std:.2f}<br>n={int(z['n'])}<extra>{name}</extra>"))
+        sub = sub[sub["_x"] > 0]
+        if not len(sub):
+            return
     std = sub["std"].fillna(0.0)
     upper, lower = sub["mean"] + std, sub["mean"] - std
     _add(fig, go.Scatter(x=list(sub["_x"]) + list(sub["_x"])[::-1], y=list(upper) + list(lower)[::-1],
                          fill="toself", fillcolor=_band(color), mode="lines", line=dict(width=0), hoverinfo="skip",
                          showlegend=False, name=f"{name} ±std"))
-    _add(fig, go.Scatter(x=list(sub["_x"]), y=list(sub["mean"]), mode="lines+markers",
+    _add(fig, go.Scatter(x=list(sub["_x"]), y=list(sub["mean"]), mode="lines+markers", legendgroup=name,
                          name=f"{name} (mean over seeds)", line=dict(color=color), marker=dict(size=9),
                          customdata=np.stack([sub["std"].to_numpy(dtype=float), sub["n"].to_numpy(dtype=float)],
                                              axis=1),
@@ -187,9 +229,9 @@ def _draw_level(fig, row: Mapping, name: str, color: str, x_span: tuple[float, f
 
 
 def _draw_published_points(fig, with_x: pd.DataFrame, x: str, metric: str, curve_colors: list, use_group: bool,
-                           ref_config: Sequence[str], secondary: bool) -> bool:
+                           ref_config: Sequence[str], secondary: bool, zero_at: float | None = None) -> bool:
     """Published points with an x value, as stars in the colour of the curve they belong to (_belongs);
-    whether any was drawn."""
+    whether any was drawn. With zero_at (a log axis), a point at x = 0 stands apart there, not joined."""
     import plotly.graph_objects as go
 
     drawn = False
@@ -199,12 +241,20 @@ def _draw_published_points(fig, with_x: pd.DataFrame, x: str, metric: str, curve
         if not len(hit):
             continue
         drawn = True
-        name = "published" + (f" {next(iter(cfg.values()))}" if use_group and cfg else "")
-        _add(fig, go.Scatter(x=list(pd.to_numeric(hit[x])), y=list(hit[metric]), mode="markers+lines",
-                             line=dict(color=color, dash="dot", width=1),
-                             marker=dict(symbol="star", size=13, color=color, line=dict(color="black", width=1)),
+        name = "published" + (f" {next(iter(cfg.values()))}" if use_group and cfg else "") + \
+            (" (right axis)" if secondary else "")
+        star = dict(symbol="star", size=13, color=color, line=dict(color="black", width=1))
+        xs = pd.to_numeric(hit[x])
+        if zero_at is not None and (xs <= 0).any():
+            at0 = hit[xs <= 0]
+            _add(fig, go.Scatter(x=[zero_at] * len(at0), y=list(at0[metric]), mode="markers", marker=star,
+                                 text=list(at0["label"]), hovertemplate="%{text}: %{y}<extra>published</extra>",
+                                 legendgroup=name, showlegend=False, name=f"{name} at 0"), secondary)
+            hit, xs = hit[xs > 0], xs[xs > 0]
+        _add(fig, go.Scatter(x=list(xs), y=list(hit[metric]), mode="markers+lines", legendgroup=name,
+                             line=dict(color=color, dash="dot", width=1), marker=star,
                              text=list(hit["label"]), hovertemplate="%{text}: %{y}<extra>published</extra>",
-                             name=name + (" (right axis)" if secondary else "")), secondary)
+                             name=name), secondary)
     return drawn
 
 

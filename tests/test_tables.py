@@ -312,9 +312,11 @@ def test_report_without_static_export_says_so(tmp_path, monkeypatch):
 
 def test_data_dependency_curve_published_per_group_and_log_axis():
     """UDAS data dependency: x = labelled images (log axis), one curve per method, each method's
-    published points in its own curve's colour."""
+    published points in its own curve's colour; UDAS with no labelled image (measured and published)
+    stands apart under a tick "0", half a decade left of the smallest count, not joined to its curve."""
     rows = [{"method": m, "labelled": n, "seed": s, "miou": base + 5 * math.log10(n) + s}
             for m, base in (("supervised", 20.0), ("udas", 35.0)) for n in (100, 500, 1000, 2975) for s in (0, 1)]
+    rows += [{"method": "udas", "labelled": 0, "seed": s, "miou": 30.0 + 2 * s} for s in (0, 1)]
     df = _frame(rows)
     rep = build_report(df, ReportSpec(title="UDAS data", x="labelled", x_log=True, reference="udas_data"),
                        preset="paper", study_name="udas_data")
@@ -323,12 +325,19 @@ def test_data_dependency_curve_published_per_group_and_log_axis():
     curves = {t.name: t for t in fig.data if t.name.endswith("(mean over seeds)")}
     pub = {t.name: t for t in fig.data if t.name.startswith("published")}
     assert set(curves) == {"supervised (mean over seeds)", "udas (mean over seeds)"}
-    assert set(pub) == {"published supervised", "published udas"}
-    assert sorted(pub["published udas"].y) == [43.9, 55.6, 60.6, 61.3, 63.5]
+    assert set(pub) == {"published supervised", "published udas", "published udas at 0"}
+    assert sorted(pub["published udas"].y) == [55.6, 60.6, 61.3, 63.5] and min(pub["published udas"].x) == 100
+    zero = 100 / math.sqrt(10)
+    assert list(pub["published udas at 0"].x) == [pytest.approx(zero)] and list(pub["published udas at 0"].y) == [43.9]
+    assert list(curves["udas (mean over seeds)"].x) == [100, 500, 1000, 2975]
+    at0 = next(t for t in fig.data if t.name == "udas at 0")
+    assert list(at0.x) == [pytest.approx(zero)] and list(at0.y) == [31.0] and at0.error_y.array[0] == pytest.approx(math.sqrt(2))
+    assert fig.layout.xaxis.ticktext[0] == "0" and fig.layout.xaxis.tickvals[0] == pytest.approx(zero)
+    assert list(fig.layout.xaxis.ticktext[1:]) == ["100", "1000"]
     assert pub["published supervised"].marker.color == curves["supervised (mean over seeds)"].line.color
     assert all(getattr(t, "yaxis", None) in (None, "y") for t in fig.data)   # paper scale: one axis
     # paper scale: reproduced within max(1, 2 std)? the verdict counts the pairs
-    assert "of 8 published configurations reproduced" in rep.html
+    assert "of 9 published configurations reproduced" in rep.html
 
 
 def test_published_row_matching_several_configurations_is_not_paired():
