@@ -156,12 +156,28 @@ def test_a_study_trains_on_the_data_it_declares(mini_data):
 
 
 def test_progress_line_counts_trials_and_estimates_the_time_left():
-    line = progress.progress_line("hrda_crop_size", 33, 10, 1, 2, [120.0, 180.0], 2)
+    line = progress.progress_line("hrda_crop_size", 33, 10, 1, 2, {"a1": 120.0, "a2": 180.0}, 2)
     # 22 left at 2.5 min each, 2 at once: 11 waves -> 27.5 min
     assert line.startswith("hrda_crop_size: 10/33 trials finished, 1 errored, 2 running; ~28 min left")
     assert "2.5 min a trial, 2 at once" in line
-    assert "after the first trial" in progress.progress_line("s", 4, 0, 0, 2, [], 2)
-    assert progress.progress_line("s", 4, 4, 0, 0, [60.0] * 4, 2) == "s: 4/4 trials finished, 0 running"
+    assert "after the first trial" in progress.progress_line("s", 4, 0, 0, 2, {}, 2)
+    done = {f"row{r}-seed{s}": 60.0 for r in range(2) for s in range(2)}
+    assert progress.progress_line("s", 4, 4, 0, 0, done, 2) == "s: 4/4 trials finished, 0 running"
+
+
+def test_the_time_left_counts_each_row_at_its_own_cost():
+    """A grid's rows differ in cost (an LR + HR row against an LR-only one): a trial not started is
+    estimated by its row's finished trials, a row with none by the mean of all finished."""
+    done = {"row0-seed0": 60.0, "row0-seed1": 60.0, "row1-seed0": 600.0}
+    assert progress.row_of("row10-seed2") == "row10" and progress.row_of("a1b2c3") is None
+    # row0-seed2 60 s + row1-seed1/2 600 s each + row2-seed0 at the mean of all (240 s), 1 at once: 1500 s
+    line = progress.progress_line("s", 7, 3, 0, 0, done, 1, (), ["row0-seed2", "row1-seed1", "row1-seed2", "row2-seed0"])
+    assert line.endswith("; ~25 min left (4.0 min a trial, 1 at once)")
+    # the same trials without their names (a Tune search): each at the mean, 4 x 240 s
+    assert progress.progress_line("s", 7, 3, 0, 0, done, 1).endswith("; ~16 min left (4.0 min a trial, 1 at once)")
+    # a running trial before its first report counts at its row's cost too
+    line = progress.progress_line("s", 4, 3, 0, 1, done, 1, [progress.TrialProgress("row1-seed1")])
+    assert line.endswith("; ~10 min left (4.0 min a trial, 1 at once)")
 
 
 def test_local_study_runs_the_grid_without_ray_and_resumes(tmp_path, mini_data, monkeypatch):
@@ -186,10 +202,20 @@ def test_local_study_runs_the_grid_without_ray_and_resumes(tmp_path, mini_data, 
             tables.append(store.read_trials(out)["trial_id"].tolist())
         return real_pool(*a, after_each=after, **k)
 
+    real_line, lines_of = progress.progress_line, []
+
+    def spy_line(*a, **k):
+        lines_of.append(dict(a[5]))                 # the finished runs' durations it estimates from
+        return real_line(*a, **k)
+
     monkeypatch.setattr(local, "run_pool", spy_pool)
+    monkeypatch.setattr(progress, "progress_line", spy_line)
     assert command.run_study(study, args) == 0
     assert tables == [["row0-seed0", "row1-seed0"]]
     runs = local.read_runs(out)
+    # the resumed study's time left counts the run finished before it, from the start
+    assert lines_of[0]["row1-seed0"] == runs["row1-seed0"]["wall_seconds"]
+    assert lines_of[-1] == {t: runs[t]["wall_seconds"] for t in ("row0-seed0", "row1-seed0")}
     settings = trials.trial_settings(study, args)
     # --smoke keeps the first seed only, whatever --seeds says; each run's config is the Tune trial's
     assert list(runs) == ["row1-seed0", "row0-seed0"]
@@ -251,16 +277,16 @@ def test_the_progress_line_shows_each_running_trials_iteration_and_time_left():
     running = progress.TrialProgress.of_report("row4-seed0", {"iteration": 100, "iterations_total": 300,
                                                               "train_seconds": 60.0})
     assert running.seconds_left() == 120.0                                        # 200 left at 0.6 s each
-    line = progress.progress_line("s", 5, 0, 0, 2, [], 2, [running, progress.TrialProgress("row5-seed0")])
+    line = progress.progress_line("s", 5, 0, 0, 2, {}, 2, [running, progress.TrialProgress("row5-seed0")])
     assert "2 running (row4-seed0 100/300 ~2 min, row5-seed0 starting)" in line
     # 120 s of row4 + 4 more trials of its estimated 180 s, 2 at once: 420 s
     assert line.endswith("; ~7 min left (3.0 min a trial, 2 at once)")
     # a report without iterations_total (a result from before it, or a search's mean over seeds)
     bare = progress.TrialProgress.of_report("a1b2", {"iteration": 50, "train_seconds": 10.0})
     assert bare.text() == "a1b2 iteration 50" and bare.seconds_left() is None
-    assert progress.progress_line("s", 3, 0, 0, 1, [], 1, [bare]).endswith("time left: after the first trial reports")
+    assert progress.progress_line("s", 3, 0, 0, 1, {}, 1, [bare]).endswith("time left: after the first trial reports")
     # finished trials' durations count for the trials not yet started
-    line = progress.progress_line("s", 4, 1, 0, 1, [300.0], 1, [running])
+    line = progress.progress_line("s", 4, 1, 0, 1, {"row5-seed0": 300.0}, 1, [running])
     assert line.endswith("; ~12 min left (5.0 min a trial, 1 at once)")          # 120 + 2 x 300 s
 
 

@@ -127,8 +127,10 @@ def write_table(study_dir: Path, done: dict[str, dict], settings: dict, rows: li
 def run_pool(name: str, study_dir: Path, trials: list[tuple[str, dict]], done: dict[str, dict], jobs: int,
              threads: int, every_s: float = 10.0, after_each: Callable[[], object] = lambda: None) -> list[str]:
     """Run every trial not in `done`, `jobs` at a time; each finished one is appended to runs.jsonl
-    at once (and to `done`), then `after_each` is called. Returns the errors, one line each."""
-    durations, errors = [], []
+    at once (and to `done`), then `after_each` is called. Returns the errors, one line each. The
+    progress line's time left counts the runs this folder finished before (a resumed study's)."""
+    durations = {tid: done[tid]["wall_seconds"] for tid, _ in trials if "wall_seconds" in done.get(tid, {})}
+    errors = []
     with ProcessPoolExecutor(jobs) as pool:
         futures = {pool.submit(run_one, tid, cfg, str(checkpoint_dir(study_dir, tid)), threads): tid
                    for tid, cfg in trials if tid not in done}
@@ -146,12 +148,14 @@ def run_pool(name: str, study_dir: Path, trials: list[tuple[str, dict]], done: d
                 with (study_dir / layout.RUNS_FILE).open("a") as f:
                     f.write(json.dumps(run, default=str) + "\n")
                 done[run["trial_id"]] = run
-                durations.append(run["wall_seconds"])
+                durations[tid] = run["wall_seconds"]
                 after_each()
             running = running_progress(futures, study_dir, jobs)
             finished = sum(t in done for t, _ in trials)
+            shown = {t.name for t in running}
+            waiting = [t for t in futures.values() if t not in shown]
             progress.show(progress.progress_line(name, len(trials), finished, len(errors), len(running), durations,
-                                                 jobs, running))
+                                                 jobs, running, waiting))
     return errors
 
 

@@ -1,5 +1,7 @@
 """A study's progress in one line, for both runners: trials finished of the total, each running
 trial's iteration of its total and the time it has left at its own pace, and the study's time left.
+A grid's rows can differ several times in cost (HRDA's LR + HR rows against LR only), so a trial
+not finished yet is estimated by the finished trials of its row where there are some.
 
     hrda_crop_size: 10/33 trials finished, 2 running (row4-seed0 120/300 ~4 min, row5-seed0 60/300 ~7 min);
     ~41 min left (2.6 min a trial, 2 at once)
@@ -7,6 +9,7 @@ trial's iteration of its total and the time it has left at its own pace, and the
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 import statistics
 import sys
@@ -43,12 +46,24 @@ class TrialProgress:
         return f"{self.name} {done}" + ("" if left is None else f" {minutes(left)}")
 
 
+_ROW = re.compile(r"(row\d+)-seed\d+")
+
+
+def row_of(trial: str) -> str | None:
+    """The grid row of a trial named row<i>-seed<s> (both runners' names of a grid trial), else None."""
+    match = _ROW.fullmatch(trial)
+    return match[1] if match else None
+
+
 def progress_line(name: str, total: int, finished: int, errored: int, running: int,
-                  durations: list[float], concurrent: int, trials: Sequence[TrialProgress] = ()) -> str:
-    """One line of a sweep's progress. `durations`: wall seconds of the trials finished so far;
-    `trials`: the running ones' progress. The time left is the work left over the trials that run
-    at once: each running trial's own estimate, and for every other trial left the mean duration
-    of the finished ones (before the first has finished: the running ones' estimated durations)."""
+                  durations: Mapping[str, float], concurrent: int, trials: Sequence[TrialProgress] = (),
+                  waiting: Sequence[str] = ()) -> str:
+    """One line of a sweep's progress. `durations`: wall seconds of each trial finished so far, by
+    its name; `trials`: the running ones' progress; `waiting`: the names of trials not started yet,
+    where the runner knows them. The time left is the work left over the trials that run at once:
+    each running trial's own estimate, and every other trial left at the mean duration of the
+    finished trials of its row (row<i>-seed<s>), or where its row has none, of all finished ones
+    (before the first has finished: the running ones' estimated durations)."""
     line = f"{name}: {finished}/{total} trials finished"
     if errored:
         line += f", {errored} errored"
@@ -60,11 +75,22 @@ def progress_line(name: str, total: int, finished: int, errored: int, running: i
         return line
     known = [s for s in (t.seconds_left() for t in trials) if s is not None]
     estimated = [t.seconds + t.seconds_left() for t in trials if t.seconds_left() is not None]
-    mean = statistics.mean(durations or estimated) if durations or estimated else None
-    if mean is None:
+    everything = list(durations.values()) or estimated
+    if not everything:
         return line + "; time left: after the first trial reports"
+    mean = statistics.mean(everything)
+    by_row: dict[str | None, list[float]] = {}
+    for trial, seconds in durations.items():
+        by_row.setdefault(row_of(trial), []).append(seconds)
+
+    def duration(trial: str) -> float:
+        row = row_of(trial)
+        return statistics.mean(by_row[row]) if row is not None and row in by_row else mean
+
+    unestimated = [t.name for t in trials if t.seconds_left() is None]
+    named = [*unestimated, *waiting][:max(0, left - len(known))]
     at_once = max(1, concurrent)
-    work = sum(known) + (left - len(known)) * mean
+    work = sum(known) + sum(duration(t) for t in named) + max(0, left - len(known) - len(named)) * mean
     seconds = max([work / at_once, *known])
     return line + f"; {minutes(seconds)} left ({mean / 60:.1f} min a trial, {at_once} at once)"
 

@@ -26,7 +26,7 @@ class ProgressLine(Callback):
         self.name, self.total, self.concurrent, self.rows, self.every_s = name, total, concurrent, rows, every_s
         self.started: dict[str, float] = {}
         self.running: dict[str, progress.TrialProgress] = {}
-        self.durations: list[float] = []
+        self.durations: dict[str, float] = {}
         self.ended = self.failed = 0
         self._last = 0.0
 
@@ -63,7 +63,7 @@ class ProgressLine(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         started = self._ended(trial)
         if started is not None:
-            self.durations.append(time.time() - started)
+            self.durations[self.trial_name(trial)] = time.time() - started
         self.ended += 1
         self._show(trials, force=True)
 
