@@ -1,6 +1,7 @@
 """Study runner plumbing without starting Ray: cluster defaults, data roots, trial configs, CLI
 (cluster.yaml itself: tests/test_cluster_yaml.py)."""
 import json
+import os
 import re
 import subprocess
 import sys
@@ -238,6 +239,33 @@ def test_local_study_runs_the_grid_without_ray_and_resumes(tmp_path, mini_data, 
     assert cli.main(["report", "--results", str(tmp_path), "--no-figures"]) == 0
     assert "<b>2 trials:</b> 2 finished" in (out / "report.html").read_text()
     assert layout.study_of_dir("daformer_ablation_optuna_smoke_local") == "daformer_ablation"
+
+
+def test_a_resumed_local_run_records_the_evaluations_from_before_its_resume(tmp_path, mini_data, killed_after,
+                                                                          monkeypatch):
+    """runs.jsonl holds a run's every evaluation: a run killed after its first evaluation and resumed
+    lists both, with the uninterrupted run's metrics; one resumed from its last checkpoint lists each once."""
+    import torch
+
+    from udalab.methods.engine.run import without_timings
+
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))   # run_one sets it
+    threads = torch.get_num_threads()
+    config = {"method": "source_only", "preset": "smoke", "seed": 0, "iterations": 4, "eval_every": 2}
+    try:
+        full = local.run_one("row0-seed0", config, str(tmp_path / "full"), threads)["reports"]
+        with killed_after(2):
+            local.run_one("row0-seed0", config, str(tmp_path / "cut"), threads)
+        resumed = local.run_one("row0-seed0", config, str(tmp_path / "cut"), threads)["reports"]
+        again = local.run_one("row0-seed0", config, str(tmp_path / "full"), threads)["reports"]
+    finally:
+        torch.set_num_threads(threads)
+    evaluations = lambda reports: [without_timings(r) for r in reports if "miou" in r]   # noqa: E731
+    assert [r["iteration"] for r in evaluations(full)] == [2, 4]
+    assert len(evaluations(resumed)) == 2
+    for r, f in zip(evaluations(resumed), evaluations(full)):
+        assert r == pytest.approx(f, nan_ok=True), r["iteration"]
+    assert [r["iteration"] for r in evaluations(again)] == [2, 4]
 
 
 def test_on_a_cluster_trials_ask_for_the_studys_gpus_and_retry_lost_nodes():

@@ -53,7 +53,10 @@ def checkpoint_dir(study_dir: Path, trial_id: str) -> Path:
 
 
 def run_one(trial_id: str, config: dict, checkpoint: str, threads: int) -> dict:
-    """One run in a pool process: the method's loop through engine.run_local, resumable from `checkpoint`."""
+    """One run in a pool process: the method's loop through engine.run_local, resumable from `checkpoint`.
+    Its `reports` are the whole run's: a resumed run's evaluations of the processes before this one
+    (its checkpoint's history) and then this process's reports (a run resumed from its last checkpoint
+    reports its final metrics again; they are kept once)."""
     started = time.time()
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch
@@ -61,9 +64,21 @@ def run_one(trial_id: str, config: dict, checkpoint: str, threads: int) -> dict:
     torch.set_num_threads(threads)
     from udalab.methods import run_local
 
+    earlier = read_history(Path(checkpoint))
     reports = run_local(config["method"], config, checkpoint_dir=checkpoint)
-    return {"trial_id": trial_id, "config": config, "reports": reports, "started": started,
+    first = reports[0].get("iteration") if reports else None
+    earlier = [r for r in earlier if first is None or r.get("iteration", first) < first]
+    return {"trial_id": trial_id, "config": config, "reports": earlier + reports, "started": started,
             "wall_seconds": time.time() - started}
+
+
+def read_history(checkpoint: Path) -> list[dict]:
+    """The reports a run's checkpoint folder holds (none before its first checkpoint, or while one is
+    being written)."""
+    try:
+        return json.loads((checkpoint / layout.HISTORY_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
 
 
 def read_runs(study_dir: Path) -> dict[str, dict]:
@@ -107,10 +122,7 @@ def running_progress(futures: dict[Future, str], study_dir: Path, jobs: int) -> 
     """The progress of the runs the pool runs now, from the last report in each one's checkpoint."""
     out = []
     for tid in [tid for fut, tid in futures.items() if fut.running()][:jobs]:
-        try:
-            history = json.loads((checkpoint_dir(study_dir, tid) / layout.HISTORY_FILE).read_text())
-        except (OSError, json.JSONDecodeError):      # none yet, or being written
-            history = []
+        history = read_history(checkpoint_dir(study_dir, tid))
         out.append(progress.TrialProgress.of_report(tid, history[-1] if history else None))
     return out
 
