@@ -55,7 +55,7 @@ def _multidecoder(rec: Record) -> pd.DataFrame:
 
 # study: (its newest record on the current data or None, the references it reproduces, its rows)
 STUDIES: dict[str, tuple[str | None, tuple[str, ...], Callable[[Record], pd.DataFrame] | None]] = {
-    "hrda_crop_size": ("hrda_crop_size_v3", ("hrda",), _hrda),
+    "hrda_crop_size": ("hrda_crop_size_2400_v3", ("hrda",), _hrda),
     "daformer_ablation": ("daformer_ablation_2400_v3", ("daformer",), _daformer),
     "intrada_split": ("intrada_split_v3", ("intrada",), _intrada),
     "udas_ablation": ("udas_ablation_v3", ("udas_steps",), udas_trials),
@@ -169,7 +169,7 @@ METHODS = [("ADVENT (IntraDA study)", "intrada_split_v3", "ADVENT", "source only
 # earlier record of a study (the benchmark records: their `row`)
 READERS: dict[str, Callable[[Record], pd.DataFrame]] = {
     **{name: rows for name, _, rows in STUDIES.values() if name is not None}, "daformer_ablation_v3": _daformer,
-    "hrda_crop_size_2400_v3": _hrda, "ms_uda_1200_v3": mml_trials}
+    "hrda_crop_size_v3": _hrda, "ms_uda_1200_v3": mml_trials}
 
 
 def _method_rows(recs: RecordSet, name: str) -> pd.DataFrame:

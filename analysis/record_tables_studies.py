@@ -167,14 +167,39 @@ def crop_classes(rec: Record) -> str:
     return md(["configuration", "road test IoU", "car test IoU", "largest test IoU of the seven small classes"], rows)
 
 
-def _register_crop(name: str) -> None:
-    """The study's grid and its class table for record `name` (hrda_crop_size[_v3])."""
-    table(name)(lambda recs: _crop_grid(recs[name]))
-    table(name.replace("hrda_crop_size", "hrda_crop_size_classes"))(lambda recs: crop_classes(recs[name]))
+def _register_crop(name: str, grid: str, classes: str) -> None:
+    """Record `name`'s grid as table `grid` and its class table as `classes`."""
+    table(grid)(lambda recs: _crop_grid(recs[name]))
+    table(classes)(lambda recs: crop_classes(recs[name]))
 
 
-for _name in ("hrda_crop_size", "hrda_crop_size_v3"):
-    _register_crop(_name)
+for _name, _grid, _classes in (("hrda_crop_size", "hrda_crop_size", "hrda_crop_size_classes"),
+                               ("hrda_crop_size_v3", "hrda_crop_size_v3", "hrda_crop_size_classes_v3"),
+                               ("hrda_crop_size_2400_v3", "hrda_crop_size_2400_v3_grid",
+                                "hrda_crop_size_classes_2400_v3")):
+    _register_crop(_name, _grid, _classes)
+
+
+@table("hrda_crop_size_2400_v3_curve")
+def hrda_crop_size_2400_curve(recs: RecordSet) -> str:
+    """Each row of the 2400-step grid along its schedule: val mIoU at every evaluation (mean of the
+    seeds), the seeds whose last val is below their first, and test road IoU per seed: the crops
+    under which self-training loses what it had learnt, and the class it loses."""
+    rec = recs["hrda_crop_size_2400_v3"]
+    runs = rec.runs()
+    runs["configuration"] = runs.apply(crop_configuration, axis=1)
+    runs["order"] = runs["trial_id"].str.extract(r"row(\d+)", expand=False).astype(int)
+    reps = rec.reports().merge(runs[["run", "configuration"]], on="run").dropna(subset=["miou"])
+    steps = sorted(reps["iteration"].unique())
+    val = reps.pivot_table(index=["configuration", "run"], columns="iteration", values="miou")
+    rows = []
+    for conf in runs.sort_values("order")["configuration"].unique():
+        curves = val.loc[conf]
+        fell = int((curves[steps[-1]] < curves[steps[0]]).sum())
+        road = runs[runs["configuration"] == conf].sort_values("seed")["test.iou.road"]
+        rows.append([conf, *(num(curves[s].mean()) for s in steps), f"{fell} of {len(curves)}", seeds(road)])
+    return md(["row", *(f"val mIoU at {int(s)}" for s in steps), "seeds ending below their first val",
+               "test road IoU per seed"], rows)
 
 
 @table("readme_run_cost")
@@ -192,19 +217,32 @@ def readme_run_cost(recs: RecordSet) -> str:
 
 @table("hrda_crop_size_2400_cost")
 def hrda_crop_size_2400_cost(recs: RecordSet) -> str:
-    """The two rows run at 2400 steps (a row's fastest trial: part of that run shared the 2 cores with
-    two more processes, its manifest says which), and the whole grid at 2400 steps estimated from
-    them: each row of the 300-step grid (hrda_crop_size_v3) costs its share of that grid's LR + HR 1
-    row, and LR + HR 1 costs what it took at 2400. Only shares of one record's times are carried over,
-    never times of two machines."""
+    """Each row of the grid at 2400 steps: its median trial's minutes (2 trials at once on 2 cores;
+    a resumed trial's train_seconds, its time over all its processes, where its wall time is its last
+    process's alone), and its share of LR + HR 1's time there beside its share in the 300-step grid (hrda_crop_size_v3);
+    then the grid's CPU-hours, measured, plus, for trials not run yet, each missing row's 300-step share
+    of the measured LR + HR 1 time. Only shares of one record's times are carried over, never times of
+    two machines."""
     long, short = crop_trials(recs["hrda_crop_size_2400_v3"]), crop_trials(recs["hrda_crop_size_v3"])
-    fastest = {c: long[long["configuration"] == c]["wall_seconds"].min() for c in ("source only", "LR + HR 1")}
-    unit = short[short["configuration"] == "LR + HR 1"]["wall_seconds"].mean()
-    shares = short.groupby("configuration")["wall_seconds"].mean() / unit
-    rows = [[c, num(t / 60), f"{shares[c]:.2f}", f"{t / fastest['LR + HR 1']:.2f}"] for c, t in fastest.items()]
-    grid = (short["configuration"].map(shares).sum() * fastest["LR + HR 1"]) / 3600
-    rows.append([f"the grid, {len(short)} trials (estimated CPU-hours)", f"about {num(grid, 1)} h", "", ""])
-    return md(["row", "fastest trial at 2400 steps (min)", "share of LR + HR 1's time at 300 steps",
+    long["wall_seconds"] = long[["wall_seconds", "train_seconds"]].max(axis=1)
+    unit_long = long[long["configuration"] == "LR + HR 1"]["wall_seconds"].median()
+    shares = short.groupby("configuration")["wall_seconds"].mean() / short[short["configuration"] == "LR + HR 1"][
+        "wall_seconds"].mean()
+    rows = []
+    row = short["trial_id"].str.extract(r"row(\d+)", expand=False).astype(int)
+    for conf in dict.fromkeys(short.assign(row=row).sort_values("row")["configuration"]):   # the study's order
+        times = long[long["configuration"] == conf]["wall_seconds"]
+        rows.append([conf, len(times), num(times.median() / 60) if len(times) else "not run",
+                     f"{shares[conf]:.2f}", f"{times.median() / unit_long:.2f}" if len(times) else ""])
+    measured = long["wall_seconds"].sum() / 3600
+    ran = long.groupby("configuration").size()
+    missing = {c: len(short[short["configuration"] == c]) - ran.get(c, 0) for c in shares.index}
+    estimate = sum(n * shares[c] * unit_long for c, n in missing.items()) / 3600
+    total = f"{num(measured, 1)} h measured"
+    if estimate:
+        total += f" + about {num(estimate, 1)} h for the {sum(missing.values())} not run (estimated)"
+    rows.append([f"the grid, {len(short)} trials (CPU-hours)", len(long), total, "", ""])
+    return md(["row", "trials at 2400 steps", "median trial (min)", "share of LR + HR 1's time at 300 steps",
                "share at 2400 steps"], rows)
 
 
