@@ -202,6 +202,49 @@ def hrda_crop_size_2400_curve(recs: RecordSet) -> str:
                "test road IoU per seed"], rows)
 
 
+def _crop_runs(rec: Record) -> pd.DataFrame:
+    """A crop record's runs with their crop ("LR only 0.25"), and val mIoU at their first and last
+    evaluation."""
+    runs = rec.runs()
+    runs["crop"] = runs.apply(lambda r: f"{MODES[r['mode']]} {r['crop_ratio']:g}", axis=1)
+    reps = rec.reports().dropna(subset=["miou"]).sort_values(["run", "iteration"])
+    by_run = reps.groupby("run")["miou"]
+    return runs.assign(val_first=runs["run"].map(by_run.first()), val_last=runs["run"].map(by_run.last()))
+
+
+def _fall(df: pd.DataFrame) -> str:
+    """Val mIoU from the first evaluation to the last (means of the seeds), and how many seeds end below."""
+    fell = int((df["val_last"] < df["val_first"]).sum())
+    return f"{num(df['val_first'].mean())} → {num(df['val_last'].mean())} ({fell} of {len(df)} below)"
+
+
+@table("hrda_small_crops_source_only_v3")
+def hrda_small_crops_source_only(recs: RecordSet) -> str:
+    """The crops whose self-training falls along the 2400-step schedule, trained on the source alone
+    with the same crops (record hrda_small_crops_source_only_v3, mini_hrda's HRDA source-only row) beside
+    the grid's self-training rows (hrda_crop_size_2400_v3), paired per seed; the grid's LR 1 and
+    source-only rows below them."""
+    names = ("hrda_crop_size_2400_v3", "hrda_small_crops_source_only_v3")
+    recs.one_machine(names)
+    grid, alone = (_crop_runs(recs[n]) for n in names)
+    grid_st = grid[grid["self_training"].map(lambda v: _is(v, True))]
+    pairs = [(crop, alone[alone["crop"] == crop], grid_st[grid_st["crop"] == crop]) for crop in alone["crop"].unique()]
+    pairs.append(("LR only 1", grid[~grid["self_training"].map(lambda v: _is(v, True))], grid_st[grid_st["crop"] == "LR only 1"]))
+    rows = []
+    for crop, source, st in pairs:
+        sel = pd.concat([source.assign(configuration="source only", baseline=None),
+                         st.assign(configuration="self-training", baseline="source only")])
+        p = paired(sel, "test.miou").set_index("configuration").loc["self-training"]
+        road = [seeds(x.sort_values("seed")["test.iou.road"]) for x in (source, st)]
+        rows.append([crop, f"{ms(source['test.miou'])} ({seeds(source.sort_values('seed')['test.miou'])})",
+                     f"{ms(st['test.miou'])} ({seeds(st.sort_values('seed')['test.miou'])})", paired_cell(p),
+                     bar_cell(p), _fall(source), _fall(st), f"{road[0]} / {road[1]}"])
+    return md(["crop", "source only: test mIoU", "self-training: test mIoU", "paired Δ (self-training − source only)",
+               "Δ > 2 × larger std?", "source only: val, first → last evaluation",
+               "self-training: val, first → last evaluation", "test road IoU per seed: source only / self-training"],
+              rows)
+
+
 @table("readme_run_cost")
 def readme_run_cost(recs: RecordSet) -> str:
     rows = []
