@@ -11,6 +11,7 @@ from udalab.analysis.paired import paired
 from udalab.analysis.record_tables import SMALL, bar_cell, delta_table, md, ms, num, ordered, paired_cell, seeds, signed, span
 from udalab.analysis.records import Record, RecordSet, table
 from udalab.analysis.reference import reference
+from udalab.core import layout
 
 TICK = {True: "✓", False: "✗"}
 
@@ -106,9 +107,20 @@ def daformer_ablation_rcs(recs: RecordSet) -> str:
 MODES = {"lr": "LR only", "hr": "HR only", "lr+hr": "LR + HR"}
 
 
+def crop_name(r: pd.Series) -> str:
+    """A crop-size trial's crop kind and ratio ("LR + HR 1")."""
+    return f"{MODES[r['mode']]} {r['crop_ratio']:g}"
+
+
 def crop_configuration(r: pd.Series) -> str:
-    """A crop-size trial's row: "source only" or its crop kind and ratio ("LR + HR 1")."""
-    return "source only" if not _is(r["self_training"], True) else f"{MODES[r['mode']]} {r['crop_ratio']:g}"
+    """A crop-size trial's row: "source only" or its crop (crop_name)."""
+    return "source only" if not _is(r["self_training"], True) else crop_name(r)
+
+
+def in_grid_order(df: pd.DataFrame, column: str = "configuration") -> list[str]:
+    """The distinct values of `column` in the study's row order (the grid trials' names)."""
+    row = df["trial_id"].map(lambda t: layout.grid_position(t)[0])
+    return list(dict.fromkeys(df.assign(_row=row).sort_values("_row", kind="stable")[column]))
 
 
 def crop_trials(rec: Record) -> pd.DataFrame:
@@ -186,18 +198,16 @@ def hrda_crop_size_2400_curve(recs: RecordSet) -> str:
     seeds), the seeds whose last val is below their first, and test road IoU per seed: the crops
     under which self-training loses what it had learnt, and the class it loses."""
     rec = recs["hrda_crop_size_2400_v3"]
-    runs = rec.runs()
+    runs = _crop_runs(rec)
     runs["configuration"] = runs.apply(crop_configuration, axis=1)
-    runs["order"] = runs["trial_id"].str.extract(r"row(\d+)", expand=False).astype(int)
     reps = rec.reports().merge(runs[["run", "configuration"]], on="run").dropna(subset=["miou"])
     steps = sorted(reps["iteration"].unique())
-    val = reps.pivot_table(index=["configuration", "run"], columns="iteration", values="miou")
+    val = reps.pivot_table(index="configuration", columns="iteration", values="miou")      # mean of the seeds
     rows = []
-    for conf in runs.sort_values("order")["configuration"].unique():
-        curves = val.loc[conf]
-        fell = int((curves[steps[-1]] < curves[steps[0]]).sum())
-        road = runs[runs["configuration"] == conf].sort_values("seed")["test.iou.road"]
-        rows.append([conf, *(num(curves[s].mean()) for s in steps), f"{fell} of {len(curves)}", seeds(road)])
+    for conf in in_grid_order(runs):
+        sel = runs[runs["configuration"] == conf].sort_values("seed")
+        fell = int((sel["val_last"] < sel["val_first"]).sum())
+        rows.append([conf, *(num(val.loc[conf, s]) for s in steps), f"{fell} of {len(sel)}", seeds(sel["test.iou.road"])])
     return md(["row", *(f"val mIoU at {int(s)}" for s in steps), "seeds ending below their first val",
                "test road IoU per seed"], rows)
 
@@ -206,7 +216,7 @@ def _crop_runs(rec: Record) -> pd.DataFrame:
     """A crop record's runs with their crop ("LR only 0.25"), and val mIoU at their first and last
     evaluation."""
     runs = rec.runs()
-    runs["crop"] = runs.apply(lambda r: f"{MODES[r['mode']]} {r['crop_ratio']:g}", axis=1)
+    runs["crop"] = runs.apply(crop_name, axis=1)
     reps = rec.reports().dropna(subset=["miou"]).sort_values(["run", "iteration"])
     by_run = reps.groupby("run")["miou"]
     return runs.assign(val_first=runs["run"].map(by_run.first()), val_last=runs["run"].map(by_run.last()))
@@ -267,17 +277,16 @@ def hrda_crop_size_2400_cost(recs: RecordSet) -> str:
     of the measured LR + HR 1 time. Only shares of one record's times are carried over, never times of
     two machines."""
     long, short = crop_trials(recs["hrda_crop_size_2400_v3"]), crop_trials(recs["hrda_crop_size_v3"])
-    long["wall_seconds"] = long[["wall_seconds", "train_seconds"]].max(axis=1)
-    unit_long = long[long["configuration"] == "LR + HR 1"]["wall_seconds"].median()
+    long["seconds"] = long[["wall_seconds", "train_seconds"]].max(axis=1)
+    unit_long = long[long["configuration"] == "LR + HR 1"]["seconds"].median()
     shares = short.groupby("configuration")["wall_seconds"].mean() / short[short["configuration"] == "LR + HR 1"][
         "wall_seconds"].mean()
     rows = []
-    row = short["trial_id"].str.extract(r"row(\d+)", expand=False).astype(int)
-    for conf in dict.fromkeys(short.assign(row=row).sort_values("row")["configuration"]):   # the study's order
-        times = long[long["configuration"] == conf]["wall_seconds"]
+    for conf in in_grid_order(short):
+        times = long[long["configuration"] == conf]["seconds"]
         rows.append([conf, len(times), num(times.median() / 60) if len(times) else "not run",
                      f"{shares[conf]:.2f}", f"{times.median() / unit_long:.2f}" if len(times) else ""])
-    measured = long["wall_seconds"].sum() / 3600
+    measured = long["seconds"].sum() / 3600
     ran = long.groupby("configuration").size()
     missing = {c: len(short[short["configuration"] == c]) - ran.get(c, 0) for c in shares.index}
     estimate = sum(n * shares[c] * unit_long for c, n in missing.items()) / 3600

@@ -63,6 +63,20 @@ RECORDS_DIR = "records"
 MANIFEST_FILE = "manifest.json"
 
 
+_GRID_TRIAL = re.compile(r"row(\d+)-seed(-?\d+)")
+
+
+def grid_trial_id(row: int, seed: int) -> str:
+    """A grid trial's name in both runners, row<i>-seed<s> (i: its index in the study's grid rows)."""
+    return f"row{row}-seed{seed}"
+
+
+def grid_position(trial_id: str) -> tuple[int, int] | None:
+    """(row, seed) of a grid trial's name; None for another name (a searched trial's Tune id)."""
+    match = _GRID_TRIAL.fullmatch(trial_id)
+    return (int(match[1]), int(match[2])) if match else None
+
+
 def train_run_name(trial_id: str, seed: int | None = None) -> str:
     """The Train run's fixed name (a re-run under it resumes): train-<trial_id>[-seed<s>]."""
     return f"train-{trial_id}" + ("" if seed is None else f"-seed{seed}")

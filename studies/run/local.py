@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -37,14 +36,11 @@ from udalab.studies.run import progress
 from udalab.studies.run.trials import grid, open_study_dir, trial_run_config, trial_settings, write_study_report
 from udalab.studies.study import Study
 
-_TRIAL_ID = re.compile(r"row(\d+)-seed(-?\d+)")
-
-
 def local_trials(study: Study, args, settings: dict) -> list[tuple[str, dict]]:
     """(trial_id, the method's config) of every grid row x seed, in the grid's order."""
     rows, seeds = grid(study, args)
     index = study.grid_rows()
-    return [(f"row{index.index(row)}-seed{seed}", trial_run_config({"row": row, "seed": seed}, settings))
+    return [(layout.grid_trial_id(index.index(row), seed), trial_run_config({"row": row, "seed": seed}, settings))
             for row in rows for seed in seeds]
 
 
@@ -114,8 +110,7 @@ def runs_frame(runs: list[dict], settings: dict, rows: list[dict]):
 
 def grid_order(trial_id: str) -> tuple[int, int]:
     """(row, seed) of a run's id, row<i>-seed<s>: the grid's order."""
-    match = _TRIAL_ID.fullmatch(trial_id)
-    return (int(match[1]), int(match[2])) if match else (sys.maxsize, 0)
+    return layout.grid_position(trial_id) or (sys.maxsize, 0)
 
 
 def running_progress(futures: dict[Future, str], study_dir: Path, jobs: int) -> list[progress.TrialProgress]:

@@ -9,11 +9,12 @@ not finished yet is estimated by the finished trials of its row where there are 
 from __future__ import annotations
 
 import dataclasses
-import re
 import shutil
 import statistics
 import sys
 from typing import Mapping, Sequence
+
+from udalab.core import layout
 
 
 @dataclasses.dataclass
@@ -46,13 +47,10 @@ class TrialProgress:
         return f"{self.name} {done}" + ("" if left is None else f" {minutes(left)}")
 
 
-_ROW = re.compile(r"(row\d+)-seed\d+")
-
-
 def row_of(trial: str) -> str | None:
-    """The grid row of a trial named row<i>-seed<s> (both runners' names of a grid trial), else None."""
-    match = _ROW.fullmatch(trial)
-    return match[1] if match else None
+    """The grid row ("row<i>") of a grid trial's name (layout.grid_trial_id), else None."""
+    position = layout.grid_position(trial)
+    return None if position is None else f"row{position[0]}"
 
 
 def progress_line(name: str, total: int, finished: int, errored: int, running: int,

@@ -11,6 +11,7 @@ import time
 from ray.tune import Callback
 
 from udalab.analysis import store
+from udalab.core import layout
 from udalab.studies.run import progress
 
 log = logging.getLogger("udalab")
@@ -32,7 +33,7 @@ class ProgressLine(Callback):
 
     def trial_name(self, trial) -> str:
         row = trial.config.get("row")
-        return f"row{self.rows.index(row)}-seed{trial.config.get('seed')}" if row in self.rows else trial.trial_id
+        return layout.grid_trial_id(self.rows.index(row), trial.config.get("seed")) if row in self.rows else trial.trial_id
 
     def _show(self, trials, force: bool = False) -> None:
         if not force and time.time() - self._last < self.every_s:
