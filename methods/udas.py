@@ -181,10 +181,12 @@ def run_into_artifact(config: dict, device, partial: Path, tmp: Path, files: tup
 def source_model(config: dict, hp: UDASConfig, data: UDAData) -> Path:
     """CyCADA's f_S for the semantic consistency: the "no adaptation" row's model (step 1 with neither
     UDA, translation nor Domain CutMix) at the CycleGAN's seed, trained once per these settings as
-    an artifact; returns its checkpoint folder (state, history and config: `load_trained` reads it)."""
+    an artifact; returns its checkpoint folder (state, history and config: `load_trained` reads it).
+    Labelled target images reach step 1 only through Domain CutMix, so f_S is trained with none: one
+    f_S (and one CycleGAN) serves every labelled count."""
     fs_config = {**{k: v for k, v in config.items() if k not in SELF_TRAINING_KEYS}, "method": "udas",
                  "translate": False, "uda": False, "cutmix": False, "rounds": 0, "share_uda": False,
-                 "cyclegan_semantic": 0.0, "seed": hp.cyclegan_seed}
+                 "labelled": 0, "cyclegan_semantic": 0.0, "seed": hp.cyclegan_seed}
     key = {"udas_source_model": fs_config, "source_root": str(data.source.root),
            "target_root": str(data.target.root)}
 

@@ -208,7 +208,8 @@ def test_plain_cyclegans_artifact_key_is_unchanged_by_the_semantic_term():
 def test_udas_with_cyclegan_semantic_translates_under_the_no_adaptation_model(tmp_path, monkeypatch, mini_data):
     """cyclegan_semantic > 0: f_S is the no-adaptation row's model at the CycleGAN's seed (an artifact
     that `load_trained` reads, its metrics those of that row's run), the CycleGAN reports L_sem, and
-    its translation is stored apart from the plain CycleGAN's."""
+    its translation is stored apart from the plain CycleGAN's. f_S sees no labelled target image (they
+    reach step 1 only through Domain CutMix), so a trial at another labelled count reuses both."""
     from udalab.methods import run_local
     from udalab.methods.engine.registry import load_trained
     from udalab.methods.engine.run import without_timings as strip
@@ -219,10 +220,15 @@ def test_udas_with_cyclegan_semantic_translates_under_the_no_adaptation_model(tm
     (f_S,) = (tmp_path / "artifacts").glob("udas_source_model-*/")
     trained = load_trained(f_S)
     assert (trained.config["translate"], trained.config["uda"], trained.config["seed"]) == (False, False, 0)
-    no_adaptation = run_local("udas", {**st, "seed": 0, "translate": False})
+    assert trained.config["labelled"] == 0
+    no_adaptation = run_local("udas", {**st, "seed": 0, "translate": False})       # the preset's 4 labelled
     assert strip(trained.history[-1]) == pytest.approx(strip(no_adaptation[-1]), nan_ok=True)
     (semantic,) = (tmp_path / "artifacts").glob("cyclegan-*/meta.json")
     assert json.loads(semantic.read_text())["last_report"]["loss.semantic"] > 0
+
+    run_local("udas", {**st, "labelled": 2, "cyclegan_semantic": 1.0})
+    assert [p.name for p in (tmp_path / "artifacts").glob("udas_source_model-*/")] == [f_S.name]
+    assert [p.parent for p in (tmp_path / "artifacts").glob("cyclegan-*/meta.json")] == [semantic.parent]
 
     run_local("udas", st)                                 # plain CycleGAN: a second translation
     assert len(list((tmp_path / "artifacts").glob("cyclegan-*/meta.json"))) == 2
