@@ -972,6 +972,67 @@ for _name in ("udas_data", "udas_data_v3"):
 table("udas_data_classes_v3")(lambda recs: udas_data_classes(recs["udas_data_v3"]))
 
 
+UDAS_DATA_SEMANTIC = ("udas_data_v3", "udas_data_semantic_v3")   # the study's rows, the L_sem rows beside them
+
+
+@table("udas_data_semantic_v3")
+def udas_data_semantic(recs: RecordSet) -> str:
+    """UDAS with CyCADA's L_sem in its CycleGAN (record udas_data_semantic_v3) beside the data study's
+    Supervised and plain UDAS rows at the same labelled counts (record udas_data_v3, the same machine):
+    each UDAS row paired with Supervised on its labels, its UDA stage's end, and the L_sem row paired
+    with plain UDAS on the same seeds."""
+    df, order = _udas_data_semantic_trials(recs)
+    by = {c: sel.set_index("seed") for c, sel in df.groupby("configuration")}
+
+    def against_plain(c: str) -> str:
+        if not c.startswith("UDAS + L_sem"):
+            return ""
+        mine, plain = by[c], by[c.replace(" + L_sem", "")]
+        both = sorted(set(mine.index) & set(plain.index))
+        delta = [mine.loc[s, "test.miou"] - plain.loc[s, "test.miou"] for s in both]
+        return f"{seeds(delta, sign=True)} ({ms(delta, sign=True)})"
+
+    return delta_table(ordered(df, order), first="labelled target images (method)", bar=True,
+                       extra=[("test mIoU at the UDA stage's end", lambda c: "" if c.startswith("Supervised")
+                               else ms(by[c]["uda"])),
+                              ("paired Δ test to plain UDAS", against_plain)])
+
+
+@table("udas_data_semantic_classes_v3")
+def udas_data_semantic_classes(recs: RecordSet) -> str:
+    """Per labelled count, UDAS with L_sem against plain UDAS and against Supervised on the same
+    labels: paired Δ test IoU per class that some row learns (mean of the seeds both rows have)."""
+    df, order = _udas_data_semantic_trials(recs)
+    learned = learned_classes(df)
+    by = {c: sel.set_index("seed") for c, sel in df.groupby("configuration")}
+    rows = []
+    for c in order:
+        if c.startswith("UDAS + L_sem"):
+            for base in (c.replace(" + L_sem", ""), c.replace("UDAS + L_sem", "Supervised")):
+                both = sorted(set(by[c].index) & set(by[base].index))
+                rows.append([f"{c} − {base}", ", ".join(map(str, both)),
+                             *class_deltas(by[c].loc[both], by[base].loc[both], learned)])
+    return md(["paired Δ test IoU (mean of seeds)", "seeds", *learned], rows)
+
+
+def _udas_data_semantic_trials(recs: RecordSet) -> tuple[pd.DataFrame, list[str]]:
+    """The L_sem record's runs ("UDAS + L_sem, 50") with the data study's Supervised and UDAS runs at
+    the same counts, each with its UDA stage's end (`uda`); and their order, by count."""
+    recs.one_machine(UDAS_DATA_SEMANTIC)
+    parts = []
+    for name in UDAS_DATA_SEMANTIC:
+        df = udas_data_trials(recs[name])
+        df["uda"] = stage_ends(recs[name], df)
+        if name == UDAS_DATA_SEMANTIC[1]:
+            df["configuration"] = df["configuration"].str.replace("UDAS, ", "UDAS + L_sem, ")
+        parts.append(df)
+    counts = sorted(set(parts[1]["labelled"]), reverse=True)
+    df = pd.concat(parts, ignore_index=True)
+    df = df[df["labelled"].isin(counts)]
+    order = [f"{m}, {n}" for n in counts for m in ("Supervised", "UDAS", "UDAS + L_sem")]
+    return df, order
+
+
 SELF_TRAINING = [("τ = 0.3", {"tau": 0.3}), ("τ = 0.6 (paper)", {"tau": 0.6}), ("τ = 0.8", {"tau": 0.8}),
                  ("τ = 0.9", {"tau": 0.9}), ("τ = 0.95", {"tau": 0.95}), ("K = 1 (τ 0.6)", {"views": 1}),
                  ("K = 5 (τ 0.6)", {"views": 5}), ("rounds = 2 (τ 0.6, K 3)", {"rounds": 2})]

@@ -146,13 +146,14 @@ def test_paired_refuses_runs_of_two_machines_and_a_missing_baseline():
         paired(_trials([("method", "base", 0, 11.0, "a")]), "m")
 
 
-@pytest.mark.parametrize("table, names", [("preflight_memory_cpu", "MEMORY_RECORDS"), ("suite_time", "SUITE_RECORDS")])
-def test_a_table_of_two_records_refuses_records_of_two_machines(tmp_path, table, names):
+@pytest.mark.parametrize("table, module, names", [("preflight_memory_cpu", "record_tables_preflight", "MEMORY_RECORDS"),
+                                                   ("suite_time", "record_tables_other", "SUITE_RECORDS"),
+                                                   ("udas_data_semantic_v3", "record_tables_studies", "UDAS_DATA_SEMANTIC")])
+def test_a_table_of_two_records_refuses_records_of_two_machines(tmp_path, table, module, names):
     """Tables that put two records' numbers side by side pair runs of one machine only."""
-    from udalab.analysis import record_tables_other, record_tables_preflight
+    import importlib
 
-    module = record_tables_preflight if names == "MEMORY_RECORDS" else record_tables_other
-    pair = getattr(module, names)
+    pair = getattr(importlib.import_module(f"udalab.analysis.{module}"), names)
     for name in pair:
         shutil.copytree(ROOT / "records" / name, tmp_path / name)
     assert "|" in records.tables()[table](records.RecordSet(tmp_path))
