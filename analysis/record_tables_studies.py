@@ -972,64 +972,68 @@ for _name in ("udas_data", "udas_data_v3"):
 table("udas_data_classes_v3")(lambda recs: udas_data_classes(recs["udas_data_v3"]))
 
 
-UDAS_DATA_SEMANTIC = ("udas_data_v3", "udas_data_semantic_v3")   # the study's rows, the L_sem rows beside them
+# the study's rows; its UDAS rows with L_sem in the CycleGAN; those again without the UDA step: {record: row name}
+UDAS_DATA_SEMANTIC = {"udas_data_v3": "UDAS", "udas_data_semantic_v3": "UDAS + L_sem",
+                      "udas_data_semantic_nouda_v3": "UDAS + L_sem − UDA"}
 
 
 @table("udas_data_semantic_v3")
 def udas_data_semantic(recs: RecordSet) -> str:
-    """UDAS with CyCADA's L_sem in its CycleGAN (record udas_data_semantic_v3) beside the data study's
-    Supervised and plain UDAS rows at the same labelled counts (record udas_data_v3, the same machine):
-    each UDAS row paired with Supervised on its labels, its UDA stage's end, and the L_sem row paired
-    with plain UDAS on the same seeds."""
+    """UDAS with CyCADA's L_sem in its CycleGAN, with and without its UDA step, beside the data study's
+    Supervised and plain UDAS rows at the same labelled counts (one machine): each UDAS row paired with
+    Supervised on its labels, its first stage's end, and paired with the UDAS row above it."""
     df, order = _udas_data_semantic_trials(recs)
     by = {c: sel.set_index("seed") for c, sel in df.groupby("configuration")}
 
-    def against_plain(c: str) -> str:
-        if not c.startswith("UDAS + L_sem"):
+    def against_above(c: str) -> str:
+        above = order[order.index(c) - 1]
+        if c.startswith("Supervised") or above.startswith("Supervised"):
             return ""
-        mine, plain = by[c], by[c.replace(" + L_sem", "")]
-        both = sorted(set(mine.index) & set(plain.index))
-        delta = [mine.loc[s, "test.miou"] - plain.loc[s, "test.miou"] for s in both]
+        both = sorted(set(by[c].index) & set(by[above].index))
+        delta = [by[c].loc[s, "test.miou"] - by[above].loc[s, "test.miou"] for s in both]
         return f"{seeds(delta, sign=True)} ({ms(delta, sign=True)})"
 
     return delta_table(ordered(df, order), first="labelled target images (method)", bar=True,
-                       extra=[("test mIoU at the UDA stage's end", lambda c: "" if c.startswith("Supervised")
+                       extra=[("test mIoU at the first stage's end", lambda c: "" if c.startswith("Supervised")
                                else ms(by[c]["uda"])),
-                              ("paired Δ test to plain UDAS", against_plain)])
+                              ("paired Δ test to the row above", against_above)])
 
 
 @table("udas_data_semantic_classes_v3")
 def udas_data_semantic_classes(recs: RecordSet) -> str:
-    """Per labelled count, UDAS with L_sem against plain UDAS and against Supervised on the same
-    labels: paired Δ test IoU per class that some row learns (mean of the seeds both rows have)."""
+    """Per labelled count, each UDAS variant against the UDAS row above it and against Supervised on
+    the same labels: paired Δ test IoU per class that some row learns (mean of the seeds both have)."""
     df, order = _udas_data_semantic_trials(recs)
     learned = learned_classes(df)
     by = {c: sel.set_index("seed") for c, sel in df.groupby("configuration")}
     rows = []
-    for c in order:
-        if c.startswith("UDAS + L_sem"):
-            for base in (c.replace(" + L_sem", ""), c.replace("UDAS + L_sem", "Supervised")):
-                both = sorted(set(by[c].index) & set(by[base].index))
-                rows.append([f"{c} − {base}", ", ".join(map(str, both)),
-                             *class_deltas(by[c].loc[both], by[base].loc[both], learned)])
+    for i, c in enumerate(order):
+        if c.startswith("Supervised") or order[i - 1].startswith("Supervised"):
+            continue
+        n = c.rsplit(", ", 1)[1]
+        for base in (order[i - 1], f"Supervised, {n}"):
+            both = sorted(set(by[c].index) & set(by[base].index))
+            rows.append([f"{c} − ({base})", ", ".join(map(str, both)),
+                         *class_deltas(by[c].loc[both], by[base].loc[both], learned)])
     return md(["paired Δ test IoU (mean of seeds)", "seeds", *learned], rows)
 
 
 def _udas_data_semantic_trials(recs: RecordSet) -> tuple[pd.DataFrame, list[str]]:
-    """The L_sem record's runs ("UDAS + L_sem, 50") with the data study's Supervised and UDAS runs at
-    the same counts, each with its UDA stage's end (`uda`); and their order, by count."""
-    recs.one_machine(UDAS_DATA_SEMANTIC)
+    """The runs of UDAS_DATA_SEMANTIC's records ("UDAS + L_sem, 50"), the study's Supervised rows and
+    its UDAS rows at the counts the others ran, each with its first stage's end (`uda`); and their
+    order, by count."""
+    recs.one_machine(tuple(UDAS_DATA_SEMANTIC))
     parts = []
-    for name in UDAS_DATA_SEMANTIC:
+    for name, label in UDAS_DATA_SEMANTIC.items():
         df = udas_data_trials(recs[name])
         df["uda"] = stage_ends(recs[name], df)
-        if name == UDAS_DATA_SEMANTIC[1]:
-            df["configuration"] = df["configuration"].str.replace("UDAS, ", "UDAS + L_sem, ")
+        df["configuration"] = df["configuration"].str.replace("UDAS, ", f"{label}, ")
         parts.append(df)
     counts = sorted(set(parts[1]["labelled"]), reverse=True)
     df = pd.concat(parts, ignore_index=True)
     df = df[df["labelled"].isin(counts)]
-    order = [f"{m}, {n}" for n in counts for m in ("Supervised", "UDAS", "UDAS + L_sem")]
+    present = set(df["configuration"])
+    order = [f"{m}, {n}" for n in counts for m in ("Supervised", *UDAS_DATA_SEMANTIC.values()) if f"{m}, {n}" in present]
     return df, order
 
 

@@ -153,7 +153,7 @@ def test_a_table_of_two_records_refuses_records_of_two_machines(tmp_path, table,
     """Tables that put two records' numbers side by side pair runs of one machine only."""
     import importlib
 
-    pair = getattr(importlib.import_module(f"udalab.analysis.{module}"), names)
+    pair = list(getattr(importlib.import_module(f"udalab.analysis.{module}"), names))
     for name in pair:
         shutil.copytree(ROOT / "records" / name, tmp_path / name)
     assert "|" in records.tables()[table](records.RecordSet(tmp_path))
