@@ -989,9 +989,9 @@ def udas_data_semantic(recs: RecordSet) -> str:
         above = order[order.index(c) - 1]
         if c.startswith("Supervised") or above.startswith("Supervised"):
             return ""
-        both = sorted(set(by[c].index) & set(by[above].index))
-        delta = [by[c].loc[s, "test.miou"] - by[above].loc[s, "test.miou"] for s in both]
-        return f"{seeds(delta, sign=True)} ({ms(delta, sign=True)})"
+        pair = df[df["configuration"].isin([c, above])]
+        pair = pair.assign(baseline=pair["configuration"].map({c: above, above: None}))
+        return paired_cell(paired(pair, "test.miou").set_index("configuration").loc[c])
 
     return delta_table(ordered(df, order), first="labelled target images (method)", bar=True,
                        extra=[("test mIoU at the first stage's end", lambda c: "" if c.startswith("Supervised")
