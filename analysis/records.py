@@ -98,7 +98,10 @@ def _run_config(run: dict) -> dict:
 
 
 def _run_reports(run: dict) -> list[dict]:
-    return list(run.get("reports") or run.get("train_history") or [])
+    """A run's evaluations. A wall-time checkpoint between two evaluations is reported too
+    (`between_evaluations`, methods/engine/loop.py) with the last evaluation's metrics repeated; it is
+    no evaluation, and left out."""
+    return [r for r in run.get("reports") or run.get("train_history") or [] if not r.get("between_evaluations")]
 
 
 @dataclass

@@ -110,6 +110,22 @@ def test_write_record_round_trips_and_fills_commit_machine_date(tmp_path):
     assert records.read_record("smoke_runs", root=tmp_path / "records").manifest["files"] == ["out.jsonl"]
 
 
+def test_a_wall_time_checkpoint_between_evaluations_is_no_evaluation_of_the_record(tmp_path):
+    """The engine reports a checkpoint between two evaluations with the last evaluation's metrics
+    repeated (`between_evaluations`); a record's readers leave it out: a table's evaluation steps are
+    the run's evaluations."""
+    src = _runs_file(tmp_path / "out.jsonl")
+    runs = [json.loads(line) for line in src.read_text().splitlines()]
+    first = runs[0]["reports"][0]
+    runs[0]["reports"].insert(1, {"iteration": 1, "miou": first["miou"], "done": False, "between_evaluations": True})
+    src.write_text("".join(json.dumps(r) + "\n" for r in runs))
+    records.write_record("smoke_runs", [src], "c", "d", root=tmp_path / "records")
+    rec = records.read_record("smoke_runs", root=tmp_path / "records")
+    reports = rec.reports()
+    assert len(reports) == 4 and list(reports[reports["run"] == 0]["iteration"]) == [first["iteration"], 2]
+    assert "between_evaluations" not in reports and list(rec.runs()["reports"]) == [2, 2]
+
+
 def test_write_record_refuses_bad_names_and_missing_files_before_writing(tmp_path):
     with pytest.raises(records.RecordError, match="lower-case"):
         records.write_record("Run 2026-12-01", [], "c", "d", root=tmp_path)
