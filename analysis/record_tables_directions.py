@@ -15,8 +15,8 @@ from udalab.analysis.directions import (NOT_RUN, Comparison, NotInRecord, count_
 from udalab.analysis.paired import paired
 from udalab.analysis.record_tables import MINUS, bench, md, num, seeds, signed
 from udalab.analysis.record_tables_studies import (DAFORMER_STEPS, MSUDA, SCHEDULES, UDAS_PAPER_COUNTS,
-                                                   crop_configuration, crop_trials, daformer_trials, mml_trials,
-                                                   multidecoder_frame, udas_data_trials, udas_trials)
+                                                   crop_configuration, crop_trials, daformer_trials, learned_classes,
+                                                   mml_trials, multidecoder_frame, udas_data_trials, udas_trials)
 from udalab.analysis.records import Record, RecordSet, table
 from udalab.analysis.reference import reference, reference_info
 
@@ -40,11 +40,19 @@ def _udas_data(rec: Record) -> pd.DataFrame:
     return df.assign(labelled=df["labelled"].map(UDAS_PAPER_COUNTS))
 
 
+def _intrada_configuration(row: pd.Series) -> str:
+    return {"source_only": "source only", "advent": "ADVENT"}.get(row["method"]) or f"IntraDA λ {row['lambda_split']:g}"
+
+
 def _intrada(rec: Record) -> pd.DataFrame:
     df = rec.trials().copy()
-    names = {"source_only": "source only", "advent": "ADVENT"}
-    df["configuration"] = df.apply(lambda r: names.get(r["method"]) or f"IntraDA λ {r['lambda_split']:g}", axis=1)
-    return df
+    return df.assign(configuration=df.apply(_intrada_configuration, axis=1))
+
+
+def _intrada_runs(rec: Record) -> pd.DataFrame:
+    """The IntraDA study's rows from a record's runs.jsonl (a longer schedule's record: runs with reports)."""
+    df = rec.runs()
+    return df.assign(configuration=df.apply(_intrada_configuration, axis=1))
 
 
 def _multidecoder(rec: Record) -> pd.DataFrame:
@@ -153,6 +161,7 @@ for _study in STUDIES:
 # method in its study's record on the current data at the study's schedule, and where a longer
 # schedule was measured, that record beside it
 METHODS = [("ADVENT (IntraDA study)", "intrada_split_v3", "ADVENT", "source only"),
+           ("ADVENT (IntraDA study)", "advent_2400_v3", "ADVENT", "source only"),
            ("IntraDA (λ 0.67)", "intrada_split_v3", "IntraDA λ 0.67", "source only"),
            ("DAFormer (DACS + warm-up + RCS + FD)", "daformer_ablation_v3", "+ FD", "source only"),
            ("DAFormer (DACS + warm-up + RCS + FD)", "daformer_ablation_2400_v3", "+ FD", "source only"),
@@ -169,7 +178,7 @@ METHODS = [("ADVENT (IntraDA study)", "intrada_split_v3", "ADVENT", "source only
 # earlier record of a study (the benchmark records: their `row`)
 READERS: dict[str, Callable[[Record], pd.DataFrame]] = {
     **{name: rows for name, _, rows in STUDIES.values() if name is not None}, "daformer_ablation_v3": _daformer,
-    "hrda_crop_size_v3": _hrda, "ms_uda_1200_v3": mml_trials}
+    "hrda_crop_size_v3": _hrda, "ms_uda_1200_v3": mml_trials, "advent_2400_v3": _intrada_runs}
 
 
 def _method_rows(recs: RecordSet, name: str) -> pd.DataFrame:
@@ -229,6 +238,24 @@ def hrda_crop_size_2400_v3(recs: RecordSet) -> str:
     runs = rec.runs()
     runs["configuration"] = runs.apply(crop_configuration, axis=1)
     return by_step(runs, rec.reports(), "LR + HR 1", "source only")
+
+
+@table("advent_2400_v3")
+def advent_2400_v3(recs: RecordSet) -> str:
+    """ADVENT against the IntraDA study's source-only row, both at 2400 steps, along the schedule."""
+    rec = recs["advent_2400_v3"]
+    return by_step(_intrada_runs(rec), rec.reports(), "ADVENT", "source only")
+
+
+@table("advent_2400_v3_classes")
+def advent_2400_v3_classes(recs: RecordSet) -> str:
+    """Per class some row learns, test IoU source only → ADVENT at 2400 steps (mean of the seeds) and
+    the paired difference per seed."""
+    df = _intrada_runs(recs["advent_2400_v3"])
+    src, ada = (df[df["configuration"] == c].set_index("seed").sort_index() for c in ("source only", "ADVENT"))
+    rows = [[k, f"{num(src[f'test.iou.{k}'].mean())} → {num(ada[f'test.iou.{k}'].mean())}",
+             seeds(ada[f"test.iou.{k}"] - src[f"test.iou.{k}"], sign=True)] for k in learned_classes(df)]
+    return md(["class", "test IoU, source only → ADVENT (mean of seeds)", "paired Δ per seed"], rows)
 
 
 @table("ms_uda_1200_v3")
