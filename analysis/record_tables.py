@@ -104,6 +104,12 @@ def delta_table(trials: pd.DataFrame, *, first: str = "row", labels: dict | None
 # ---------------------------------------------------------------------------------------
 # The benchmark's runs.
 
+def shift_cells(base: pd.DataFrame, method: pd.DataFrame, column: str) -> list[str]:
+    """A metric from base to method (means of the seeds) and their paired difference per seed (both
+    frames indexed by seed)."""
+    return [f"{num(base[column].mean())} → {num(method[column].mean())}", seeds(method[column] - base[column], sign=True)]
+
+
 def bench(rec: Record, name: str | None = None) -> pd.DataFrame:
     """One row per benchmark row and seed of a mini_adaptation runs file: the run's config and
     last report; an IntraDA run also gives the ADVENT row (its stage 1, the same computation)."""
@@ -473,7 +479,6 @@ def hrda_2400_classes(recs: RecordSet) -> str:
     for c in classes:
         row = [c]
         for src, ada in cols:
-            k = f"test.iou.{c}"
-            row += [f"{num(src[k].mean())} → {num(ada[k].mean())}", seeds(ada[k] - src[k], sign=True)]
+            row += shift_cells(src, ada, f"test.iou.{c}")
         rows.append(row)
     return md(header, rows)

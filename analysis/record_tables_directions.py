@@ -13,7 +13,7 @@ import pandas as pd
 from udalab.analysis.directions import (NOT_RUN, Comparison, NotInRecord, count_line, match, published_comparisons,
                                        verdict)
 from udalab.analysis.paired import paired
-from udalab.analysis.record_tables import MINUS, bench, md, num, seeds, signed
+from udalab.analysis.record_tables import MINUS, bench, md, num, seeds, shift_cells, signed
 from udalab.analysis.record_tables_studies import (DAFORMER_STEPS, MSUDA, SCHEDULES, UDAS_PAPER_COUNTS,
                                                    crop_configuration, crop_trials, daformer_trials, learned_classes,
                                                    mml_trials, multidecoder_frame, udas_data_trials, udas_trials)
@@ -253,8 +253,7 @@ def advent_2400_v3_classes(recs: RecordSet) -> str:
     the paired difference per seed."""
     df = _intrada_runs(recs["advent_2400_v3"])
     src, ada = (df[df["configuration"] == c].set_index("seed").sort_index() for c in ("source only", "ADVENT"))
-    rows = [[k, f"{num(src[f'test.iou.{k}'].mean())} → {num(ada[f'test.iou.{k}'].mean())}",
-             seeds(ada[f"test.iou.{k}"] - src[f"test.iou.{k}"], sign=True)] for k in learned_classes(df)]
+    rows = [[k, *shift_cells(src, ada, f"test.iou.{k}")] for k in learned_classes(df)]
     return md(["class", "test IoU, source only → ADVENT (mean of seeds)", "paired Δ per seed"], rows)
 
 

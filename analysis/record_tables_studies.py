@@ -986,8 +986,8 @@ def udas_data_semantic(recs: RecordSet) -> str:
     by = {c: sel.set_index("seed") for c, sel in df.groupby("configuration")}
 
     def against_above(c: str) -> str:
-        above = order[order.index(c) - 1]
-        if c.startswith("Supervised") or above.startswith("Supervised"):
+        above = _udas_above(order, c)
+        if above is None:
             return ""
         pair = df[df["configuration"].isin([c, above])]
         pair = pair.assign(baseline=pair["configuration"].map({c: above, above: None}))
@@ -1007,15 +1007,22 @@ def udas_data_semantic_classes(recs: RecordSet) -> str:
     learned = learned_classes(df)
     by = {c: sel.set_index("seed") for c, sel in df.groupby("configuration")}
     rows = []
-    for i, c in enumerate(order):
-        if c.startswith("Supervised") or order[i - 1].startswith("Supervised"):
+    for c in order:
+        above = _udas_above(order, c)
+        if above is None:
             continue
         n = c.rsplit(", ", 1)[1]
-        for base in (order[i - 1], f"Supervised, {n}"):
+        for base in (above, f"Supervised, {n}"):
             both = sorted(set(by[c].index) & set(by[base].index))
             rows.append([f"{c} − ({base})", ", ".join(map(str, both)),
                          *class_deltas(by[c].loc[both], by[base].loc[both], learned)])
     return md(["paired Δ test IoU (mean of seeds)", "seeds", *learned], rows)
+
+
+def _udas_above(order: list[str], c: str) -> str | None:
+    """The UDAS variant a UDAS variant is paired with: the row above it, unless either is Supervised."""
+    above = order[order.index(c) - 1]
+    return None if c.startswith("Supervised") or above.startswith("Supervised") else above
 
 
 def _udas_data_semantic_trials(recs: RecordSet) -> tuple[pd.DataFrame, list[str]]:
