@@ -11,7 +11,10 @@ Algorithm, one trial running all stages:
       λ = 0: no easy split, stages 2-3 are skipped and G_inter is the result)
 
 Each stage is one `fit` (methods/engine/__init__.py): a run resumed in stage 3 skips stage 1, whose
-G_inter and ranking are part of stage 3's checkpoint.
+G_inter and ranking are part of stage 3's checkpoint. Stage 1 is the study's ADVENT row at the
+trial's seed: with `share_inter` (the default) it is trained once per its settings and seed, as an
+artifact, and every trial that differs only in λ or stage 3's settings reads it (`adopt`), as the
+reference's stage 3 starts from a trained ADVENT model.
 """
 from __future__ import annotations
 
@@ -24,7 +27,9 @@ from torch.utils.data import DataLoader, Subset
 
 from udalab.methods.advent import PRESETS as ADVENT_PRESETS
 from udalab.methods.advent import ALIGN_CORNERS, AdventConfig, AdventStep, build_model, trained_model
-from udalab.methods.engine import ConfigError, Run, Step, Stream, UDAData, derive_seed, eval_mode, fit, register, unwrap
+from udalab.methods.engine import (ConfigError, Run, Step, Stream, UDAData, adopt, derive_seed, eval_mode, fit, register,
+                                   unwrap)
+from udalab.methods.engine.registry import shared_stage
 from udalab.methods.nets.deeplab import upsample
 from udalab.methods.parts.losses import entropy_map, multi_level_ce
 
@@ -37,6 +42,9 @@ class IntraDAConfig(AdventConfig):
     # stage 1 (inter) runs ADVENT's `iterations`; stage 2 (intra) runs these, same optimiser and losses
     intra_iterations: int = 120_000   # IntraDA reference config (early stop as ADVENT)
     intra_init: str = "imagenet"      # G_intra starts from "imagenet" (the backbone init, as the reference) or "inter"
+    share_inter: bool = True          # stage 1 trained once per its settings and seed, an artifact read by every
+    #                                   trial that differs only in INTRA_KEYS: a λ search pays for stage 1 once
+    #                                   per seed; the same metrics as training it in the trial (tests/test_methods.py)
 
     def validate(self) -> None:
         super().validate()
@@ -55,6 +63,8 @@ class IntraDAConfig(AdventConfig):
     def shortened(self, iterations: int, eval_every: int) -> dict:
         return {**super().shortened(iterations, eval_every), "intra_iterations": iterations}
 
+
+INTRA_KEYS = ("lambda_split", "intra_iterations", "intra_init", "share_inter")   # what stage 1 never reads
 
 # Mini data: the ADVENT mini preset for each stage; G_intra starts from G_inter because a
 # from-scratch backbone (no ImageNet weights offline) would throw away all it learned.
@@ -131,13 +141,24 @@ class IntraStep(AdventStep):
         return {"seg_main": seg_main.detach(), "seg_aux": seg_aux.detach()}
 
 
+def shared_inter(config: dict, data: UDAData):
+    """Stage 1 as an artifact (for `adopt`): the trial's config less INTRA_KEYS as an ADVENT run (the
+    study's ADVENT row at this seed), trained the first time any trial asks for it."""
+    advent_config = {**{k: v for k, v in config.items() if k not in INTRA_KEYS}, "method": "advent"}
+    key = {"advent_run": advent_config, "source_root": str(data.source.root), "target_root": str(data.target.root)}
+    return shared_stage("intrada_inter", key, advent_config)
+
+
 @register("intrada", IntraDAConfig, PRESETS, trained=trained_model)
 def intrada(run: Run, hp: IntraDAConfig, data: UDAData) -> Step:
     intra = int(len(data.target) * hp.lambda_split) > 0 and hp.intra_iterations > 0  # λ = 0: G_inter is the result
     # 1. inter-domain adaptation (ADVENT, source -> target)
     inter = AdventStep(run, hp, data, build_model(run, hp, data.num_classes), hp.iterations,
                        minent=hp.variant == "minent")
-    step = fit(run, inter, stage="inter", iterations=hp.iterations, eval_every=hp.eval_every, last=not intra)
+    if hp.share_inter and intra:
+        step = adopt(run, inter, stage="inter", iterations=hp.iterations, shared=shared_inter(run.config, data))
+    else:
+        step = fit(run, inter, stage="inter", iterations=hp.iterations, eval_every=hp.eval_every, last=not intra)
     if intra:  # 2-3. entropy ranking, intra-domain adaptation (easy + pseudo labels -> hard)
         torch.manual_seed(derive_seed(run.seed, 3))  # stage 3's networks start the same, resumed or not
         step = fit(run, IntraStep(run, hp, data, inter.G), stage="intra", iterations=hp.intra_iterations,

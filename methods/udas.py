@@ -56,8 +56,7 @@ from udalab.methods.engine import (ConfigError, Prediction, Run, Step, Stream, U
                                    evaluate, fit, register, rng_preserved, unwrap)
 from udalab.methods.engine import pictures
 from udalab.methods.engine.artifacts import get_or_build_trained
-from udalab.methods.engine.registry import get_method, train_loop
-from udalab.methods.engine.run import LocalSession
+from udalab.methods.engine.registry import get_method, shared_stage, trained_once
 from udalab.methods.nets.deeplab import upsample
 from udalab.methods.parts.losses import multi_level_ce, seg_ce
 from udalab.methods.parts.mixing import domain_cutmix
@@ -170,14 +169,6 @@ def translated_source(config: dict, hp: UDASConfig, data: UDAData, run: Run):
     return build_dataset(source, root=root / "data", split="train", size=hp.source_size)
 
 
-def run_into_artifact(config: dict, device, partial: Path, tmp: Path, files: tuple[str, ...]) -> None:
-    """An artifact's build that is a UDAS run of its own: trained in `partial` (a killed build resumes
-    there), then its checkpoint's `files` (every report, those before a resume too) moved into `tmp`."""
-    train_loop(config, LocalSession(partial, device=device))
-    for name in files:
-        (partial / name).replace(tmp / name)
-
-
 def source_model(config: dict, hp: UDASConfig, data: UDAData) -> Path:
     """CyCADA's f_S for the semantic consistency: the "no adaptation" row's model (step 1 with neither
     UDA, translation nor Domain CutMix) at the CycleGAN's seed, trained once per these settings as
@@ -189,12 +180,8 @@ def source_model(config: dict, hp: UDASConfig, data: UDAData) -> Path:
                  "labelled": 0, "cyclegan_semantic": 0.0, "seed": hp.cyclegan_seed}
     key = {"udas_source_model": fs_config, "source_root": str(data.source.root),
            "target_root": str(data.target.root)}
-
-    def build(tmp: Path, partial: Path) -> None:
-        run_into_artifact(fs_config, config.get("device"), partial, tmp,
-                          (layout.STATE_FILE, layout.HISTORY_FILE, layout.CONFIG_FILE))
-
-    return get_or_build_trained("udas_source_model", key, build)
+    return trained_once("udas_source_model", key, fs_config,
+                        (layout.STATE_FILE, layout.HISTORY_FILE, layout.CONFIG_FILE))
 
 
 # ---------------------------------------------------------------------------------------
@@ -256,18 +243,7 @@ def shared_uda(config: dict, data: UDAData) -> Callable[[], tuple[dict, list[dic
     # version 2: the artifact is a checkpoint folder (core/layout.py), its reports in history.json
     key = {"udas_uda_stage": uda_config, "version": 2, "source_root": str(data.source.root),
            "target_root": str(data.target.root)}
-
-    def build(tmp: Path, partial: Path) -> None:
-        run_into_artifact({**uda_config, "method": "udas"}, config.get("device"), partial, tmp,
-                          (layout.STATE_FILE, layout.HISTORY_FILE))
-
-    def read() -> tuple[dict, list[dict], str]:
-        root = get_or_build_trained("udas_uda", key, build)
-        log.info("UDA stage read from %s (trained once for every trial with these step-1 settings)", root)
-        saved = layout.read_checkpoint(root)
-        return saved["state"]["state"], saved["history"], root.name
-
-    return read
+    return shared_stage("udas_uda", key, {**uda_config, "method": "udas"})
 
 
 # ---------------------------------------------------------------------------------------

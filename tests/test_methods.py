@@ -138,7 +138,7 @@ LAST_STAGE = {"source_only": "source", "advent": "inter", "adaptsegnet": "adapt"
 
 @pytest.mark.parametrize("method, stop_after, extra", [
     ("source_only", 2, {}), ("advent", 2, {}), ("adaptsegnet", 2, {}), ("daformer", 2, {}), ("hrda", 2, {}),
-    ("intrada", 4, {}),                          # at the end of stage 1: stage 2 starts fresh
+    ("intrada", 4, {"share_inter": False}),      # at the end of stage 1 (trained in the run): stage 2 starts fresh
     ("intrada", 6, {"intra_iterations": 4}),     # inside stage 2: stage 1 is skipped, its G_inter restored
 ])
 def test_resume_continues_bit_for_bit(method, stop_after, extra, tmp_path, killed_after, mini_data):
@@ -201,6 +201,49 @@ def test_intrada_lambda_zero_ends_with_the_inter_model(mini_data):
     reports = run_local("intrada", {"method": "intrada", **SMOKE, "lambda_split": 0.0})
     assert {r["stage"] for r in reports} == {"inter"}
     assert reports[-1]["done"] is True and reports[-1]["iteration"] == 4
+
+
+def test_trials_that_differ_only_in_lambda_share_one_inter_stage(tmp_path, monkeypatch, killed_after, mini_data):
+    """A λ search pays for stage 1 (ADVENT) once per seed: the first trial trains it as an artifact, the
+    study's ADVENT row at that seed (killed inside it, it resumes there); reading it ends with the metrics
+    of training the stage inside the trial; a trial with another λ reads it without one ADVENT step, and
+    one with another ADVENT setting trains its own."""
+    from udalab.methods import advent
+    from udalab.methods.engine.run import without_timings as strip
+
+    monkeypatch.setenv("UDALAB_ARTIFACTS", str(tmp_path / "artifacts"))
+    config = {"method": "intrada", **SMOKE, "lambda_split": 0.67}
+    own = run_local("intrada", {**config, "share_inter": False})
+    advent_row = run_local("advent", {"method": "advent", **SMOKE})
+    with killed_after(2):                                # inside the shared stage's build
+        run_local("intrada", config)
+    assert list((tmp_path / "artifacts").glob(".partial-intrada_inter-*/state.pt"))
+    assert not list((tmp_path / "artifacts").glob("intrada_inter-*/"))
+    shared = run_local("intrada", config)
+    built = list((tmp_path / "artifacts").glob("intrada_inter-*/history.json"))
+    assert len(built) == 1
+    history = json.loads(built[0].read_text())
+    assert len(history) == len(advent_row)
+    for theirs, row in zip(history, advent_row):
+        assert strip(theirs) == pytest.approx(strip(row), nan_ok=True)
+    assert [r["stage"] for r in shared] == ["inter", "inter", "intra"]
+    assert all(r["shared_from"].startswith("intrada_inter-") for r in shared[:2]) and "shared_from" not in shared[-1]
+    unmarked = [{k: v for k, v in strip(r).items() if k != "shared_from"} for r in shared]
+    assert len(unmarked) == len(own)
+    for mine, theirs in zip(unmarked, own):
+        assert mine == pytest.approx(strip(theirs), nan_ok=True)
+
+    def no_advent_step(*args):
+        raise AssertionError("an ADVENT step ran")
+
+    monkeypatch.setattr(advent.AdventStep, "train_step", no_advent_step)   # IntraStep has its own
+    other = run_local("intrada", {**config, "lambda_split": 1.0, "intra_iterations": 4})
+    same_stage = lambda r: {k: v for k, v in strip(r).items() if k != "iterations_total"}  # noqa: E731
+    for mine, theirs in zip(other[:2], shared[:2]):
+        assert same_stage(mine) == pytest.approx(same_stage(theirs), nan_ok=True)
+    assert other[-1]["done"] and other[-1]["iteration"] == 8
+    with pytest.raises(AssertionError, match="an ADVENT step ran"):
+        run_local("intrada", {**config, "lambda_ent_main": 0.01})
 
 
 def test_a_methods_algorithm_is_a_few_lines_and_opens_no_run():

@@ -240,8 +240,11 @@ def test_a_trial_that_the_scheduler_stops_ends_its_train_run_and_the_sweep_goes_
     its function thread was still inside TorchTrainer.fit(), the reuse failed after the thread timeout,
     the next trial errored, and an Optuna search hung (docs/architecture.md, "Ray")."""
     env = {**ENV, "TUNE_FUNCTION_THREAD_TIMEOUT_S": "3"}
+    # IntraDA trains its stage 1 in the trial (share_inter off): a shared one is a run of its own that
+    # reports to no scheduler, and the 3000 iterations here are what the stop must cut short
     out = subprocess.run([sys.executable, "-c", _STOP_AT_FIRST_RESULT, "--smoke", "--asha", "--max-concurrent", "1",
-                          "--results", str(tmp_path), "--no-report", "--set", "iterations=3000", "--set", "eval_every=4"],
+                          "--results", str(tmp_path), "--no-report", "--set", "iterations=3000", "--set", "eval_every=4",
+                          "--set", "share_inter=false"],
                          env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     study = tmp_path / "intrada_split_smoke"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,6 +28,8 @@ from udalab.methods.engine.config import RUN_KEYS, HParams, make_hparams, preset
 from udalab.methods.engine.evaluate import Prediction
 from udalab.methods.engine.run import LocalSession, RaySession, Run
 from udalab.methods.engine.uda_data import UDAData, build_uda_data
+
+log = logging.getLogger("udalab")
 
 # Method modules, imported on first use so that `import udalab.methods` stays cheap.
 MODULES = ("source_only", "advent", "adaptsegnet", "intrada", "daformer", "hrda", "cyclegan", "udas", "supervised",
@@ -149,6 +152,36 @@ def run_local(method: str, config: dict, checkpoint_dir: str | Path | None = Non
     session = LocalSession(checkpoint_dir, device=config.get("device"), progress=progress)
     train_loop({**config, "method": method}, session)
     return session.reports
+
+
+def trained_once(kind: str, key: dict, config: dict,
+                 files: tuple[str, ...] = (layout.STATE_FILE, layout.HISTORY_FILE)) -> Path:
+    """The run `config`, trained once as the trained artifact `kind` keyed by `key`
+    (artifacts.get_or_build_trained): a run of its own in the build's checkpoint folder (a killed build
+    resumes there), whose final checkpoint's `files` (the state, every report) are the artifact's.
+    With layout.CONFIG_FILE among them, the run's config replaces the artifact's copy of its key
+    (the manifest keeps the key), and `load_trained` reads the folder."""
+    from udalab.methods.engine.artifacts import get_or_build_trained
+
+    def build(tmp: Path, partial: Path) -> None:
+        run_local(config["method"], config, checkpoint_dir=partial)
+        for name in files:
+            (partial / name).replace(tmp / name)
+
+    return get_or_build_trained(kind, key, build)
+
+
+def shared_stage(kind: str, key: dict, config: dict) -> Callable[[], tuple[dict, list[dict], str]]:
+    """What `adopt` reads: the run `config`, trained once (`trained_once`), as (its final state, its
+    reports, the artifact's name). Called only when the trial needs the stage (`adopt` skips it on a
+    resume past it)."""
+    def read() -> tuple[dict, list[dict], str]:
+        root = trained_once(kind, key, config)
+        log.info("stage read from %s (trained once for every trial with these settings)", root)
+        saved = layout.read_checkpoint(root)
+        return saved["state"]["state"], saved["history"], root.name
+
+    return read
 
 
 # ---------------------------------------------------------------------------------------
