@@ -61,8 +61,10 @@ def _multidecoder(rec: Record) -> pd.DataFrame:
     return df.assign(**{k: columns.map(lambda c, i=i: c[i]) for i, k in enumerate(["priority", "weight_copy", "order"])})
 
 
-# study: (its newest record on the current data or None, the references it reproduces, its rows)
-STUDIES: dict[str, tuple[str | None, tuple[str, ...], Callable[[Record], pd.DataFrame] | None]] = {
+Records = str | tuple[str, ...]   # one record, or several of one machine whose rows join (study_rows)
+
+# study: (its newest record(s) on the current data or None, the references it reproduces, its rows)
+STUDIES: dict[str, tuple[Records | None, tuple[str, ...], Callable[[Record], pd.DataFrame] | None]] = {
     "hrda_crop_size": ("hrda_crop_size_2400_v3", ("hrda",), _hrda),
     "daformer_ablation": ("daformer_ablation_2400_v3", ("daformer",), _daformer),
     "intrada_split": ("intrada_split_v3", ("intrada",), _intrada),
@@ -71,6 +73,19 @@ STUDIES: dict[str, tuple[str | None, tuple[str, ...], Callable[[Record], pd.Data
     "mml_ablation": ("mml_ablation_v3", ("mml_ablation", "mml_streams"), mml_trials),
     "multidecoder_schedule": ("multidecoder_schedule_voc_v2", ("multidecoder_schedule",), _multidecoder),
 }
+
+
+def study_rows(recs: RecordSet, names: Records, rows_of: Callable[[Record], pd.DataFrame]) -> pd.DataFrame:
+    """A study's rows from its record, or from several records of one machine joined (rows of one
+    schedule measured by separate runs: IntraDA's stage 1 is the ADVENT row's runs)."""
+    if isinstance(names, str):
+        return rows_of(recs[names])
+    recs.one_machine(names)
+    return pd.concat([rows_of(recs[n]) for n in names], ignore_index=True)
+
+
+def records_label(names: Records) -> str:
+    return " + ".join(f"records/{n}" for n in ((names,) if isinstance(names, str) else names))
 
 
 def study_comparisons(study: str) -> list[Comparison]:
@@ -125,7 +140,7 @@ def direction_table(recs: RecordSet, study: str) -> str:
     if name is None:
         rows = [[c.name, "no record", _metric_name(c), _paper_cell(c), "no record", "–"] for c in comps]
         return md(header, rows) + f"\n\nNo record of this study on the current data: 0 / {len(comps)} compared."
-    df = rows_of(recs[name])
+    df = study_rows(recs, name, rows_of)
     confs = configurations(df, {k for ref in refs for k in reference_info(ref)["config"]})
     rows, verdicts = [], []
     for c in comps:
@@ -138,7 +153,7 @@ def direction_table(recs: RecordSet, study: str) -> str:
         verdicts.append(verdict(c.sign, p["delta"], p["bar"]))
         rows.append([c.name, label, _metric_name(c), _paper_cell(c),
                      f"{signed(p['delta'])} ± {num(p['bar'])} ({seeds(p['paired'], sign=True)})", verdicts[-1]])
-    return md(header, rows) + f"\n\nrecords/{name} ({mini_data_of(df)}): {count_line(verdicts)}."
+    return md(header, rows) + f"\n\n{records_label(name)} ({mini_data_of(df)}): {count_line(verdicts)}."
 
 
 def mini_data_of(df: pd.DataFrame) -> str:
@@ -181,7 +196,10 @@ READERS: dict[str, Callable[[Record], pd.DataFrame]] = {
     "hrda_crop_size_v3": _hrda, "ms_uda_1200_v3": mml_trials, "advent_2400_v3": _intrada_runs}
 
 
-def _method_rows(recs: RecordSet, name: str) -> pd.DataFrame:
+def _method_rows(recs: RecordSet, name: Records) -> pd.DataFrame:
+    if not isinstance(name, str):
+        recs.one_machine(name)
+        return pd.concat([_method_rows(recs, n) for n in name], ignore_index=True)
     if name in READERS:
         return READERS[name](recs[name])
     df = bench(recs[name])
@@ -204,7 +222,7 @@ def method_vs_source_only(recs: RecordSet) -> str:
         steps = int(df[df["configuration"] == conf]["iteration" if "iteration" in df else "iterations"].max())
         p = pair_rows(df, conf, base, "test.miou")
         beats = against_bar(p, "**beats**")
-        rows.append([method, f"`{name}`", mini_data_of(df).removeprefix("mini data "), steps,
+        rows.append([method, " + ".join(f"`{n}`" for n in ((name,) if isinstance(name, str) else name)), mini_data_of(df).removeprefix("mini data "), steps,
                      f"{num(p['base_mean'])} ({base})", num(p["mean"]),
                      f"{signed(p['delta'])} ({seeds(p['paired'], sign=True)})", num(p["bar"]), beats])
     return md(["method", "record", "mini data", "steps", "source-only test mIoU", "method test mIoU",
