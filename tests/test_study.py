@@ -104,7 +104,9 @@ def test_a_study_killed_midway_resumes_reports_and_a_rerun_runs_nothing(tmp_path
     study has its table, report and tables, is a plain Tune experiment, and a third run resumes
     without running anything (with other options it refuses)."""
     ITERS = 16   # per stage: the kill lands at the 2nd trial's first registered checkpoint, well before its end
-    args = ("--smoke", "--max-concurrent", "1", "--set", f"iterations={ITERS}", "--set", "eval_every=2")
+    # (IntraDA's first is in stage 3: stage 1 is read from the shared artifact, which has its checkpoints)
+    args = ("--smoke", "--max-concurrent", "1", "--set", f"iterations={ITERS}", "--set", f"intra_iterations={ITERS}",
+            "--set", "eval_every=2")
     proc = subprocess.Popen([sys.executable, str(SCRIPT), "--results", str(tmp_path), *args], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     study = tmp_path / "intrada_split_smoke"
@@ -138,17 +140,24 @@ def test_a_study_killed_midway_resumes_reports_and_a_rerun_runs_nothing(tmp_path
     assert lines_after["source_only"] == lines_before["source_only"]
     finished_run = f"train-{lines_before['source_only'][-1]['trial_id']}"
     assert _checkpoints(study)[finished_run] == killed_at[finished_run]
-    # the unfinished one continued from its checkpoint, not from iteration 0
+    # the unfinished one continued from its checkpoint, not from iteration 0: the resumed run (its own
+    # time.started) reports no iteration again (Tune may keep the lines before the kill: stage 1's,
+    # read from the shared artifact without a checkpoint, come before the first checkpoint)
     after = lines_after["intrada"]
-    total = make_hparams(IntraDAConfig, {"preset": "smoke", "iterations": ITERS}, PRESETS).total_iterations
-    assert after[0]["iteration"] > 2, [r["iteration"] for r in after]
+    total = make_hparams(IntraDAConfig, {"preset": "smoke", "iterations": ITERS, "intra_iterations": ITERS},
+                         PRESETS).total_iterations
+    iterations = [r["iteration"] for r in after]
+    assert iterations == sorted(set(iterations)), iterations
+    resumed_lines = [r["iteration"] for r in after if r["time.started"] == after[-1]["time.started"]]
+    assert resumed_lines[0] > ITERS + 2 and len(resumed_lines) < (total - ITERS) // 2, iterations
     assert after[-1]["done"] is True and after[-1]["iteration"] == total
 
     # ... and reached the same final metric as an uninterrupted run with the same seed
     row = df[df["method"] == "intrada"].iloc[0]
     torch.set_num_threads(1)  # as in the Ray worker (1 CPU)
     uninterrupted = run_local("intrada", {"method": "intrada", "lambda_split": 0.67, "seed": int(row["seed"]),
-                                          "preset": "smoke", "iterations": ITERS, "eval_every": 2})
+                                          "preset": "smoke", "iterations": ITERS, "intra_iterations": ITERS,
+                                          "eval_every": 2})
     assert row["miou"] == pytest.approx(uninterrupted[-1]["miou"], abs=1e-6)
 
     # the finished study: its table, report, tables and index
