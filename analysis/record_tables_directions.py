@@ -131,9 +131,19 @@ def _measured(df: pd.DataFrame, confs: dict, c: Comparison) -> tuple[str, pd.Ser
     return f"{a} − {b}", pair_rows(df, a, b, column)
 
 
-def direction_table(recs: RecordSet, study: str) -> str:
-    """comparison | record rows | metric | paper Δ | mini Δ paired | agree?, and the count line."""
+# a study's rows at a longer schedule than its own, where one was measured on one machine:
+# table name: (study, records, their rows)
+LONGER: dict[str, tuple[str, Records, Callable[[Record], pd.DataFrame]]] = {
+    "intrada_split_2400": ("intrada_split", ("advent_2400_v3", "intrada_2400_v3"), _intrada_runs),
+}
+
+
+def direction_table(recs: RecordSet, study: str, records: tuple[Records, Callable] | None = None) -> str:
+    """comparison | record rows | metric | paper Δ | mini Δ paired | agree?, and the count line;
+    `records`: (records, their rows) other than the study's own (a longer schedule's)."""
     name, refs, rows_of = STUDIES[study]
+    if records is not None:
+        name, rows_of = records
     comps = study_comparisons(study)
     header = ["published comparison (a − b)", "record rows (a − b)", "metric", "paper Δ",
               "mini Δ, paired (± 2 × larger seed std; per seed)", "agree?"]
@@ -168,8 +178,15 @@ def _register(study: str) -> None:
     table(f"directions_{study}")(lambda recs: direction_table(recs, study))
 
 
+def _register_longer(name: str) -> None:
+    study, records, rows_of = LONGER[name]
+    table(f"directions_{name}")(lambda recs: direction_table(recs, study, (records, rows_of)))
+
+
 for _study in STUDIES:
     _register(_study)
+for _name in LONGER:
+    _register_longer(_name)
 
 
 # method, record, its configuration there, its source-only configuration there: each adaptation
@@ -178,6 +195,7 @@ for _study in STUDIES:
 METHODS = [("ADVENT (IntraDA study)", "intrada_split_v3", "ADVENT", "source only"),
            ("ADVENT (IntraDA study)", "advent_2400_v3", "ADVENT", "source only"),
            ("IntraDA (λ 0.67)", "intrada_split_v3", "IntraDA λ 0.67", "source only"),
+           ("IntraDA (λ 0.67)", ("advent_2400_v3", "intrada_2400_v3"), "IntraDA λ 0.67", "source only"),
            ("DAFormer (DACS + warm-up + RCS + FD)", "daformer_ablation_v3", "+ FD", "source only"),
            ("DAFormer (DACS + warm-up + RCS + FD)", "daformer_ablation_2400_v3", "+ FD", "source only"),
            ("HRDA (LR + HR 1)", "hrda_crop_size_v3", "LR + HR 1", "source only"),
@@ -193,7 +211,8 @@ METHODS = [("ADVENT (IntraDA study)", "intrada_split_v3", "ADVENT", "source only
 # earlier record of a study (the benchmark records: their `row`)
 READERS: dict[str, Callable[[Record], pd.DataFrame]] = {
     **{name: rows for name, _, rows in STUDIES.values() if name is not None}, "daformer_ablation_v3": _daformer,
-    "hrda_crop_size_v3": _hrda, "ms_uda_1200_v3": mml_trials, "advent_2400_v3": _intrada_runs}
+    "hrda_crop_size_v3": _hrda, "ms_uda_1200_v3": mml_trials, "advent_2400_v3": _intrada_runs,
+    "intrada_2400_v3": _intrada_runs}
 
 
 def _method_rows(recs: RecordSet, name: Records) -> pd.DataFrame:
@@ -273,6 +292,37 @@ def advent_2400_v3_classes(recs: RecordSet) -> str:
     src, ada = (df[df["configuration"] == c].set_index("seed").sort_index() for c in ("source only", "ADVENT"))
     rows = [[k, *shift_cells(src, ada, f"test.iou.{k}")] for k in learned_classes(df)]
     return md(["class", "test IoU, source only → ADVENT (mean of seeds)", "paired Δ per seed"], rows)
+
+
+def after_stage(runs: pd.DataFrame, reports: pd.DataFrame, configuration: str, base_step: int) -> list[list]:
+    """Each evaluation of a configuration's runs after `base_step` (val; test at the end) against the
+    same run at `base_step`, paired per seed: what a later stage adds to the model it starts from."""
+    reps = reports.merge(runs[["run", "configuration", "machine"]], on="run")
+    reps = reps[reps["configuration"] == configuration]
+    base, rows = reps[reps["iteration"] == base_step], []
+    for step in sorted(s for s in reps["iteration"].unique() if s > base_step):
+        at = reps[reps["iteration"] == step]
+        for metric, split in (("miou", "val"), ("test.miou", "test")):
+            if metric not in at or at[metric].isna().any():
+                continue
+            df = pd.concat([base.assign(configuration="before"), at.assign(configuration="after")])
+            p = pair_rows(df, "after", "before", metric)
+            rows.append([configuration, int(step), split, num(p["base_mean"]), num(p["mean"]),
+                         f"{signed(p['delta'])} ({seeds(p['paired'], sign=True)})", num(p["bar"]),
+                         against_bar(p, "**above**")])
+    return rows
+
+
+@table("intrada_2400_v3")
+def intrada_2400_v3(recs: RecordSet) -> str:
+    """IntraDA's stage 3 at the longer schedule against the G_inter it starts from (the run's own
+    stage-1 result, the ADVENT row's run), along stage 3."""
+    rec = recs["intrada_2400_v3"]
+    runs, reports = _intrada_runs(rec), rec.reports()
+    inter = int(runs["iterations"].max()) if "iterations" in runs else 2400
+    rows = [r for conf in ("IntraDA λ 0.67", "IntraDA λ 1") for r in after_stage(runs, reports, conf, inter)]
+    return md(["row", "step", "split", f"G_inter (step {inter}) mIoU", "G_intra mIoU", "paired Δ (per seed)",
+               "2 × larger seed std", "against G_inter"], rows)
 
 
 @table("ms_uda_1200_v3")

@@ -114,7 +114,7 @@ def test_a_study_table_names_the_mini_data_its_record_ran_on():
 
 def test_every_direction_table_is_in_the_docs_and_equals_its_render():
     used = records.uses()
-    names = [f"directions_{s}" for s in rtd.STUDIES] + ["method_vs_source_only"]
+    names = [f"directions_{s}" for s in [*rtd.STUDIES, *rtd.LONGER]] + ["method_vs_source_only"]
     assert all(n in used for n in names), [n for n in names if n not in used]
     differences = [d for d in records.render(check=True) if d.split("table ")[1].split("\n")[0] in names]
     assert not differences, "\n\n".join(differences)
@@ -138,3 +138,19 @@ def test_by_step_pairs_a_method_with_its_source_only_model_at_every_evaluation()
     assert lines[1] == "| 200 | val | 20.1 | 23.1 | +3.0 (+3.0, +3.0, +3.0) | 0.2 | **above** |"
     assert lines[2] == "| 200 | test | 20.2 | 22.2 | +2.0 (+2.0, +2.0, +2.0) | 0.4 | **above** |"
     assert len(lines) == 3
+
+
+def test_after_stage_pairs_each_later_evaluation_with_the_same_run_where_the_stage_began():
+    """What a later stage adds (IntraDA's stage 3 to its G_inter): each evaluation after the base step
+    against the same run's evaluation at it, paired per seed; other configurations stay out."""
+    runs = pd.DataFrame([{"run": i, "configuration": c, "seed": s, "machine": "m"}
+                         for i, (c, s) in enumerate([(c, s) for c in ("other", "stage") for s in (0, 1, 2)])])
+    reports = []
+    for run in runs.itertuples():
+        for step, val in ((100, 10.0), (200, 12.0), (300, 11.0)):
+            gain = 5.0 if run.configuration == "other" else 0.0
+            reports.append({"run": run.run, "seed": run.seed, "iteration": step, "miou": val + gain + 0.1 * run.seed,
+                            **({"test.miou": val + 0.6 * run.seed} if step in (200, 300) else {})})
+    rows = rtd.after_stage(runs, pd.DataFrame(reports), "stage", 200)
+    assert rows == [["stage", 300, "val", "12.1", "11.1", "−1.0 (−1.0, −1.0, −1.0)", "0.2", "**below**"],
+                    ["stage", 300, "test", "12.6", "11.6", "−1.0 (−1.0, −1.0, −1.0)", "1.2", "within 2 × std"]]
