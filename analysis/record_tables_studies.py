@@ -495,10 +495,19 @@ for _name in ("mml_ablation", "mml_ablation_v3"):
 
 @table("intrada_ranking_v3")
 def intrada_ranking_v3(recs: RecordSet) -> str:
+    return intrada_ranking(recs, "intrada_ranking_v3")
+
+
+@table("intrada_ranking_2400_v3")
+def intrada_ranking_2400_v3(recs: RecordSet) -> str:
+    return intrada_ranking(recs, "intrada_ranking_2400_v3")
+
+
+def intrada_ranking(recs: RecordSet, name: str) -> str:
     """Per trained IntraDA run: G_inter on the easy and the hard split of its entropy ranking (the
     intra-domain gap), the entropy-accuracy rank correlation, and what stage 3 (G_intra) changed on
     each split; a mean row per λ."""
-    runs = sorted(recs["intrada_ranking_v3"].json("ranking.json"), key=lambda m: (m["lambda_split"], m["seed"]))
+    runs = sorted(recs[name].json("ranking.json"), key=lambda m: (m["lambda_split"], m["seed"]))
 
     def row(label, of):
         def mean(get):
