@@ -75,17 +75,26 @@ STUDIES: dict[str, tuple[Records | None, tuple[str, ...], Callable[[Record], pd.
 }
 
 
-def study_rows(recs: RecordSet, names: Records, rows_of: Callable[[Record], pd.DataFrame]) -> pd.DataFrame:
-    """A study's rows from its record, or from several records of one machine joined (rows of one
+def record_names(names: Records) -> tuple[str, ...]:
+    return (names,) if isinstance(names, str) else tuple(names)
+
+
+def joined(recs: RecordSet, names: Records, frame_of: Callable[[str], pd.DataFrame]) -> pd.DataFrame:
+    """`frame_of` each named record, one frame: one record, or several of one machine (rows of one
     schedule measured by separate runs: IntraDA's stage 1 is the ADVENT row's runs)."""
-    if isinstance(names, str):
-        return rows_of(recs[names])
-    recs.one_machine(names)
-    return pd.concat([rows_of(recs[n]) for n in names], ignore_index=True)
+    names = record_names(names)
+    if len(names) > 1:
+        recs.one_machine(names)
+    return pd.concat([frame_of(n) for n in names], ignore_index=True)
+
+
+def study_rows(recs: RecordSet, names: Records, rows_of: Callable[[Record], pd.DataFrame]) -> pd.DataFrame:
+    """A study's rows from its record(s)."""
+    return joined(recs, names, lambda n: rows_of(recs[n]))
 
 
 def records_label(names: Records) -> str:
-    return " + ".join(f"records/{n}" for n in ((names,) if isinstance(names, str) else names))
+    return " + ".join(f"records/{n}" for n in record_names(names))
 
 
 def study_comparisons(study: str) -> list[Comparison]:
@@ -217,8 +226,7 @@ READERS: dict[str, Callable[[Record], pd.DataFrame]] = {
 
 def _method_rows(recs: RecordSet, name: Records) -> pd.DataFrame:
     if not isinstance(name, str):
-        recs.one_machine(name)
-        return pd.concat([_method_rows(recs, n) for n in name], ignore_index=True)
+        return joined(recs, name, lambda n: _method_rows(recs, n))
     if name in READERS:
         return READERS[name](recs[name])
     df = bench(recs[name])
@@ -241,9 +249,9 @@ def method_vs_source_only(recs: RecordSet) -> str:
         steps = int(df[df["configuration"] == conf]["iteration" if "iteration" in df else "iterations"].max())
         p = pair_rows(df, conf, base, "test.miou")
         beats = against_bar(p, "**beats**")
-        rows.append([method, " + ".join(f"`{n}`" for n in ((name,) if isinstance(name, str) else name)), mini_data_of(df).removeprefix("mini data "), steps,
-                     f"{num(p['base_mean'])} ({base})", num(p["mean"]),
-                     f"{signed(p['delta'])} ({seeds(p['paired'], sign=True)})", num(p["bar"]), beats])
+        rows.append([method, " + ".join(f"`{n}`" for n in record_names(name)),
+                     mini_data_of(df).removeprefix("mini data "), steps, f"{num(p['base_mean'])} ({base})",
+                     num(p["mean"]), f"{signed(p['delta'])} ({seeds(p['paired'], sign=True)})", num(p["bar"]), beats])
     return md(["method", "record", "mini data", "steps", "source-only test mIoU", "method test mIoU",
                "paired Δ (per seed)", "2 × larger seed std", "beats source only?"], rows)
 
@@ -254,16 +262,8 @@ def by_step(runs: pd.DataFrame, reports: pd.DataFrame, a: str, b: str) -> str:
     Record.reports()): where along the schedule a method passes its source-only model."""
     reps = reports.merge(runs[["run", "configuration", "machine"]], on="run")
     reps = reps[reps["configuration"].isin([a, b])]
-    rows = []
-    for step in sorted(reps["iteration"].unique()):
-        at = reps[reps["iteration"] == step]
-        for metric, split in (("miou", "val"), ("test.miou", "test")):
-            if metric not in at or at[metric].isna().any():
-                continue
-            p = pair_rows(at, a, b, metric)
-            rows.append([int(step), split, num(p["base_mean"]), num(p["mean"]),
-                         f"{signed(p['delta'])} ({seeds(p['paired'], sign=True)})", num(p["bar"]),
-                         against_bar(p, "**above**")])
+    rows = [[step, split, *_step_cells(pair_rows(at, a, b, metric))]
+            for step, split, metric, at in _evaluations(reps, reps["iteration"].unique())]
     return md(["step", "split", f"{b} mIoU", f"{a} mIoU", "paired Δ (per seed)", "2 × larger seed std",
                f"against {b}"], rows)
 
@@ -299,18 +299,26 @@ def after_stage(runs: pd.DataFrame, reports: pd.DataFrame, configuration: str, b
     same run at `base_step`, paired per seed: what a later stage adds to the model it starts from."""
     reps = reports.merge(runs[["run", "configuration", "machine"]], on="run")
     reps = reps[reps["configuration"] == configuration]
-    base, rows = reps[reps["iteration"] == base_step], []
-    for step in sorted(s for s in reps["iteration"].unique() if s > base_step):
+    base = reps[reps["iteration"] == base_step].assign(configuration="before")
+    return [[configuration, step, split,
+             *_step_cells(pair_rows(pd.concat([base, at.assign(configuration="after")]), "after", "before", metric))]
+            for step, split, metric, at in _evaluations(reps, [s for s in reps["iteration"].unique() if s > base_step])]
+
+
+def _evaluations(reps: pd.DataFrame, steps):
+    """(step, split, metric, the reports at step) for each of `steps` in order and each split every run
+    scored there: val at every evaluation, test at a stage's end."""
+    for step in sorted(steps):
         at = reps[reps["iteration"] == step]
         for metric, split in (("miou", "val"), ("test.miou", "test")):
-            if metric not in at or at[metric].isna().any():
-                continue
-            df = pd.concat([base.assign(configuration="before"), at.assign(configuration="after")])
-            p = pair_rows(df, "after", "before", metric)
-            rows.append([configuration, int(step), split, num(p["base_mean"]), num(p["mean"]),
-                         f"{signed(p['delta'])} ({seeds(p['paired'], sign=True)})", num(p["bar"]),
-                         against_bar(p, "**above**")])
-    return rows
+            if metric in at and not at[metric].isna().any():
+                yield int(step), split, metric, at
+
+
+def _step_cells(p: pd.Series) -> list[str]:
+    """A paired row's cells: baseline mean, mean, paired Δ (per seed), the bar, above / below / within."""
+    return [num(p["base_mean"]), num(p["mean"]), f"{signed(p['delta'])} ({seeds(p['paired'], sign=True)})",
+            num(p["bar"]), against_bar(p, "**above**")]
 
 
 @table("intrada_2400_v3")
@@ -319,7 +327,7 @@ def intrada_2400_v3(recs: RecordSet) -> str:
     stage-1 result, the ADVENT row's run), along stage 3."""
     rec = recs["intrada_2400_v3"]
     runs, reports = _intrada_runs(rec), rec.reports()
-    inter = int(runs["iterations"].max()) if "iterations" in runs else 2400
+    inter = int(runs["iterations"].max())          # stage 1's length: stage 3 starts from its result
     rows = [r for conf in ("IntraDA λ 0.67", "IntraDA λ 1") for r in after_stage(runs, reports, conf, inter)]
     return md(["row", "step", "split", f"G_inter (step {inter}) mIoU", "G_intra mIoU", "paired Δ (per seed)",
                "2 × larger seed std", "against G_inter"], rows)

@@ -493,16 +493,6 @@ for _name in ("mml_ablation", "mml_ablation_v3"):
 # IntraDA's premise, measured on trained runs (benchmarks/intrada_ranking.py).
 
 
-@table("intrada_ranking_v3")
-def intrada_ranking_v3(recs: RecordSet) -> str:
-    return intrada_ranking(recs, "intrada_ranking_v3")
-
-
-@table("intrada_ranking_2400_v3")
-def intrada_ranking_2400_v3(recs: RecordSet) -> str:
-    return intrada_ranking(recs, "intrada_ranking_2400_v3")
-
-
 def intrada_ranking(recs: RecordSet, name: str) -> str:
     """Per trained IntraDA run: G_inter on the easy and the hard split of its entropy ranking (the
     intra-domain gap), the entropy-accuracy rank correlation, and what stage 3 (G_intra) changed on
@@ -531,6 +521,14 @@ def intrada_ranking(recs: RecordSet, name: str) -> str:
     return md(["run", "images easy / hard", "G_inter mIoU easy / hard (gap)", "G_inter pixel acc. easy / hard (gap)",
                "Spearman (entropy, pixel acc.)", "G_intra − G_inter, easy: mIoU / pixel acc.",
                "G_intra − G_inter, hard: mIoU / pixel acc."], rows)
+
+
+def _register_ranking(name: str) -> None:
+    table(name)(lambda recs: intrada_ranking(recs, name))
+
+
+for _name in ("intrada_ranking_v3", "intrada_ranking_2400_v3"):
+    _register_ranking(_name)
 
 
 def expert_table(rec: Record) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -141,7 +142,7 @@ class IntraStep(AdventStep):
         return {"seg_main": seg_main.detach(), "seg_aux": seg_aux.detach()}
 
 
-def shared_inter(config: dict, data: UDAData):
+def shared_inter(config: dict, data: UDAData) -> Callable[[], tuple[dict, list[dict], str]]:
     """Stage 1 as an artifact (for `adopt`): the trial's config less INTRA_KEYS as an ADVENT run (the
     study's ADVENT row at this seed), trained the first time any trial asks for it."""
     advent_config = {**{k: v for k, v in config.items() if k not in INTRA_KEYS}, "method": "advent"}
