@@ -28,15 +28,27 @@ def git_commit(path: str | os.PathLike = CHECKOUT) -> str:
         return f"unknown: git could not be run ({e})"
 
 
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo), else what the platform module says."""
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU's model name with its family, model and stepping (/proc/cpuinfo, or the `cpuinfo` text
+    in its format), else what the platform module says. A virtual machine's name can be a generic
+    one ("Intel(R) Xeon(R) Processor") that two CPU generations share, which do not repeat each
+    other's runs: the numbers tell them apart."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        text = Path("/proc/cpuinfo").read_text() if cpuinfo is None else cpuinfo
     except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown: no CPU model name available"
+        text = ""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            break                                   # the first processor's block only
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name")
+    if not name:
+        return platform.processor() or platform.machine() or "unknown: no CPU model name available"
+    numbers = [f"{label} {fields[key]}" for label, key in (("family", "cpu family"), ("model", "model"),
+                                                           ("stepping", "stepping")) if fields.get(key)]
+    return f"{name} ({', '.join(numbers)})" if numbers else name
 
 
 def machine() -> dict:

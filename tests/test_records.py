@@ -126,6 +126,18 @@ def test_a_wall_time_checkpoint_between_evaluations_is_no_evaluation_of_the_reco
     assert "between_evaluations" not in reports and list(rec.runs()["reports"]) == [2, 2]
 
 
+def test_two_cpus_of_one_generic_name_are_two_machines():
+    """A virtual machine's CPU name can be generic: the family, model and stepping go with it into the
+    manifest's `cpu` (and a run's provenance.device), so that records of two such CPUs never pair."""
+    from udalab.core.machine import cpu_model
+
+    info = ("processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 167\n"
+            "model name\t: Intel(R) Xeon(R) Processor\nstepping\t: 1\n\nprocessor\t: 1\nmodel name\t: other\n")
+    assert cpu_model(info) == "Intel(R) Xeon(R) Processor (family 6, model 167, stepping 1)"
+    assert cpu_model(info.replace("167", "143")) != cpu_model(info)
+    assert cpu_model("model name\t: Some CPU\n") == "Some CPU"
+
+
 def test_write_record_refuses_bad_names_and_missing_files_before_writing(tmp_path):
     with pytest.raises(records.RecordError, match="lower-case"):
         records.write_record("Run 2026-12-01", [], "c", "d", root=tmp_path)
@@ -179,3 +191,27 @@ def test_a_table_of_two_records_refuses_records_of_two_machines(tmp_path, table,
     manifest.write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(ValueError, match="machines"):
         records.tables()[table](records.RecordSet(tmp_path))
+
+
+def test_the_udas_variant_table_pairs_each_row_with_supervised_on_its_own_labels(tmp_path):
+    """udas_data_notranslate_v3: UDAS − ST and Supervised at half its steps each paired with Supervised
+    on the same labels and seeds, UDAS − ST also with the short Supervised; UDAS − ST's first stage's
+    end beside; the per-class table pairs UDAS − ST with the full Supervised alone."""
+    def run(method, seed, test, **config):
+        stages = [("uda", 600, test - 1), ("round1", 900, test)] if method == "udas" else [(None, 600, test)]
+        return {"config": {"method": method, "labelled": 50, "seed": seed, **config},
+                "reports": [{"iteration": it, "stage": stage, "miou": m, "test.miou": m, "test.iou.road": m,
+                             "train_seconds": 1.0} for stage, it, m in stages]}
+    runs = ([run("supervised", s, v) for s, v in zip((0, 1, 2), (20.0, 22.0, 24.0))]
+            + [run("supervised", s, v, iterations=300) for s, v in zip((0, 1, 2), (19.0, 21.0, 22.0))]
+            + [run("udas", s, v, translate=False) for s, v in zip((0, 1, 2), (15.0, 18.0, 19.0))])
+    src = tmp_path / "runs.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in runs))
+    records.write_record("udas_data_notranslate_v3", [src], "c", "d", root=tmp_path / "records")
+    recs = records.RecordSet(tmp_path / "records")
+    rows = {line.split(" | ")[0].strip("| "): line for line in records.tables()["udas_data_notranslate_v3"](recs).splitlines()}
+    assert "−1.0, −1.0, −2.0" in rows["Supervised at 300 steps, 50"]          # against Supervised, 50
+    udas = rows["UDAS − ST, 50"]
+    assert "−5.0, −4.0, −5.0" in udas and "−4.0, −3.0, −3.0" in udas and "16.3 ± 2.1" in udas   # stage end: 14, 17, 18
+    classes = records.tables()["udas_data_notranslate_classes_v3"](recs).splitlines()
+    assert classes[0].startswith("| labelled images: (UDAS − ST) − Supervised") and classes[2:] == ["| 50 | 0, 1, 2 | −4.7 |"]
