@@ -921,10 +921,11 @@ def udas_kl(recs: RecordSet) -> str:
 UDAS_PAPER_COUNTS = {300: 2975, 100: 1000, 50: 500, 10: 100, 0: 0}    # mini count -> the paper's (x 2975 / 300)
 
 
-def udas_data_trials(rec: Record) -> pd.DataFrame:
-    """The data study's runs with `configuration` ("UDAS, 50") and `baseline` (Supervised on as many labels)."""
+def udas_data_trials(rec: Record, udas: str = "UDAS") -> pd.DataFrame:
+    """The data study's runs with `configuration` ("UDAS, 50"; `udas` names a variant's UDAS rows) and
+    `baseline` (Supervised on as many labels)."""
     df = rec.runs().rename(columns={"labeled": "labelled"})   # the record's runs used the old name
-    df["configuration"] = df["method"].map({"supervised": "Supervised", "udas": "UDAS"}) + ", " + df["labelled"].astype(str)
+    df["configuration"] = df["method"].map({"supervised": "Supervised", "udas": udas}) + ", " + df["labelled"].astype(str)
     df["baseline"] = df.apply(lambda r: f"Supervised, {r['labelled']}" if r["method"] == "udas" and r["labelled"] else None,
                               axis=1)
     return df
@@ -959,24 +960,25 @@ def udas_data_stages(rec: Record) -> str:
                "after the round"], rows)
 
 
-def udas_data_classes(rec: Record) -> str:
-    """Per labelled count: UDAS's paired Δ test IoU to Supervised on the same labels, per class that
-    some row learns (mean of the seeds both rows have); the seeds in the second column."""
-    df = udas_data_trials(rec)
+def udas_data_classes(df: pd.DataFrame, udas: str = "UDAS") -> str:
+    """Per labelled count: UDAS's (or the variant `udas`'s) paired Δ test IoU to Supervised on the same
+    labels, per class that some row learns (mean of the seeds both rows have); the seeds in the second
+    column. `df`: udas_data_trials' frame, one Supervised and one UDAS row per count and seed."""
     learned = learned_classes(df)
     rows = []
     for n in (300, 100, 50, 10):
-        udas, sup = (df[(df["method"] == m) & (df["labelled"] == n)].set_index("seed") for m in ("udas", "supervised"))
-        both = sorted(set(udas.index) & set(sup.index))
+        runs, sup = (df[(df["method"] == m) & (df["labelled"] == n)].set_index("seed") for m in ("udas", "supervised"))
+        both = sorted(set(runs.index) & set(sup.index))
         if both:
-            rows.append([n, ", ".join(map(str, both)), *class_deltas(udas, sup, learned)])
-    return md(["labelled images: UDAS − Supervised, paired Δ test IoU", "seeds", *learned], rows)
+            rows.append([n, ", ".join(map(str, both)), *class_deltas(runs, sup, learned)])
+    name = f"({udas})" if " " in udas else udas     # a variant's name may hold a minus of its own
+    return md([f"labelled images: {name} − Supervised, paired Δ test IoU", "seeds", *learned], rows)
 
 
 for _name in ("udas_data", "udas_data_v3"):
     table(_name)(lambda recs, name=_name: udas_data(recs[name]))
     table(_name.replace("udas_data", "udas_data_stages"))(lambda recs, name=_name: udas_data_stages(recs[name]))
-table("udas_data_classes_v3")(lambda recs: udas_data_classes(recs["udas_data_v3"]))
+table("udas_data_classes_v3")(lambda recs: udas_data_classes(udas_data_trials(recs["udas_data_v3"])))
 
 
 # the study's rows; its UDAS rows with L_sem in the CycleGAN; those again without the UDA step: {record: row name}
@@ -1049,6 +1051,54 @@ def _udas_data_semantic_trials(recs: RecordSet) -> tuple[pd.DataFrame, list[str]
     present = set(df["configuration"])
     order = [f"{m}, {n}" for n in counts for m in ("Supervised", *UDAS_DATA_SEMANTIC.values()) if f"{m}, {n}" in present]
     return df, order
+
+
+# UDAS without its style transfer (translate=false: the source images as they are, Domain CutMix's
+# boxes of the labelled target images pasted in) beside Supervised on the same labels, and Supervised
+# at half its steps (SUPERVISED_SHORT): about the labelled pixels UDAS's first stage sees in its boxes
+# (each box a share 1 − λ of the image, λ ~ U(0, 1): half on average); all run on one machine into one record
+UDAS_DATA_NOTRANSLATE = ("udas_data_notranslate_v3", "UDAS − ST")
+SUPERVISED_SHORT = 300
+
+
+def _udas_data_notranslate_trials(recs: RecordSet) -> pd.DataFrame:
+    name, label = UDAS_DATA_NOTRANSLATE
+    df = udas_data_trials(recs[name], label)
+    df["uda"] = stage_ends(recs[name], df)
+    short = (df["method"] == "supervised") & (df.get("iterations", pd.Series(index=df.index, dtype=float)) == SUPERVISED_SHORT)
+    df.loc[short, "baseline"] = df.loc[short, "configuration"]
+    df.loc[short, "configuration"] = df.loc[short, "configuration"].str.replace(
+        "Supervised, ", f"Supervised at {SUPERVISED_SHORT} steps, ")
+    return df
+
+
+@table("udas_data_notranslate_v3")
+def udas_data_notranslate(recs: RecordSet) -> str:
+    """UDAS − ST and Supervised at half its steps, each paired with Supervised on the same labels; UDAS −
+    ST's first stage's end and its paired Δ to the short Supervised."""
+    df = _udas_data_notranslate_trials(recs)
+    by = {c: sel for c, sel in df.groupby("configuration")}
+    label = UDAS_DATA_NOTRANSLATE[1]
+    order = [f"{m}, {n}" for n in sorted(set(df["labelled"]), reverse=True)
+             for m in ("Supervised", f"Supervised at {SUPERVISED_SHORT} steps", label) if f"{m}, {n}" in by]
+
+    def against_short(c: str) -> str:
+        short = c.replace(f"{label}, ", f"Supervised at {SUPERVISED_SHORT} steps, ")
+        if not c.startswith(label) or short not in by:
+            return ""
+        pair = df[df["configuration"].isin([c, short])]
+        pair = pair.assign(baseline=pair["configuration"].map({c: short, short: None}))
+        return paired_cell(paired(pair, "test.miou").set_index("configuration").loc[c])
+
+    return delta_table(ordered(df, order), first="labelled target images (method)", bar=True,
+                       extra=[("test mIoU at the first stage's end", lambda c: ms(by[c]["uda"]) if c.startswith(label) else ""),
+                              (f"paired Δ test to Supervised at {SUPERVISED_SHORT} steps", against_short)])
+
+
+@table("udas_data_notranslate_classes_v3")
+def udas_data_notranslate_classes(recs: RecordSet) -> str:
+    df = _udas_data_notranslate_trials(recs)
+    return udas_data_classes(df[df["baseline"].isna() | (df["method"] == "udas")], UDAS_DATA_NOTRANSLATE[1])
 
 
 SELF_TRAINING = [("τ = 0.3", {"tau": 0.3}), ("τ = 0.6 (paper)", {"tau": 0.6}), ("τ = 0.8", {"tau": 0.8}),
