@@ -222,6 +222,31 @@ def machine_move_amd(recs: RecordSet) -> str:
               rows)
 
 
+@table("machine_move_xeon")
+def machine_move_xeon(recs: RecordSet) -> str:
+    """Supervised (the data study's rows) on two Xeons of one instruction set: the same data bytes and
+    torch, and the first Xeon's code run again on the second (record supervised_at_commit_b5cbd2a), so
+    that what moves is the machine."""
+    first, second, old = (recs[n] for n in ("udas_data_v3", "udas_data_notranslate_v3", "supervised_at_commit_b5cbd2a"))
+    sup = {name: r.runs()[lambda d: (d["method"] == "supervised") & d.get("iterations", pd.Series(index=d.index)).isna()]
+           for name, r in (("first", first), ("second", second), ("old", old))}
+    rows = []
+    for n in sorted(set(sup["second"]["labelled"]), reverse=True):
+        a, b = (sup[k][sup[k]["labelled"] == n].set_index("seed")["test.miou"].sort_index() for k in ("first", "second"))
+        common = sorted(set(a.index) & set(b.index))
+        rows.append([f"Supervised, {n} labelled, test mIoU (seeds {', '.join(map(str, common))})",
+                     seeds(a[common], 2), seeds(b[common], 2), seeds(b[common] - a[common], 2, sign=True)])
+    o = sup["old"].set_index("seed")["test.miou"]
+    a = sup["first"][sup["first"]["labelled"] == 50].set_index("seed")["test.miou"]
+    rows.append([f"the same, 50 labelled, code of commit {old.manifest['commit'][:7]} (seed {', '.join(map(str, o.index))})",
+                 seeds(a[o.index], 2), seeds(o, 2), seeds(o - a[o.index], 2, sign=True)])
+    for label, r in (("torch", "provenance.torch"), ("data checksums (provenance.data)", "provenance.data")):
+        rows.append([label, sup["first"][r].iloc[0], sup["second"][r].iloc[0], ""])
+    return md(["configuration", f"{first.manifest['machine']['cpu']}, {first.manifest['machine']['isa']} (records/udas_data_v3)",
+               f"{second.manifest['machine']['cpu']}, {second.manifest['machine']['isa']} (records/udas_data_notranslate_v3 and "
+               f"supervised_at_commit_b5cbd2a)", "per seed: second − first"], rows)
+
+
 @table("source_only_code_repeat")
 def source_only_code_repeat(recs: RecordSet) -> str:
     old = bench(recs["source_only_at_commit_8940107"]).iloc[-1]
