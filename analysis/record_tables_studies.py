@@ -996,11 +996,7 @@ def udas_data_semantic(recs: RecordSet) -> str:
 
     def against_above(c: str) -> str:
         above = _udas_above(order, c)
-        if above is None:
-            return ""
-        pair = df[df["configuration"].isin([c, above])]
-        pair = pair.assign(baseline=pair["configuration"].map({c: above, above: None}))
-        return paired_cell(paired(pair, "test.miou").set_index("configuration").loc[c])
+        return "" if above is None else _paired_to(df, c, above)
 
     return delta_table(ordered(df, order), first="labelled target images (method)", bar=True,
                        extra=[("test mIoU at the first stage's end", lambda c: "" if c.startswith("Supervised")
@@ -1026,6 +1022,13 @@ def udas_data_semantic_classes(recs: RecordSet) -> str:
             rows.append([f"{c} − ({base})", ", ".join(map(str, both)),
                          *class_deltas(by[c].loc[both], by[base].loc[both], learned)])
     return md(["paired Δ test IoU (mean of seeds)", "seeds", *learned], rows)
+
+
+def _paired_to(df: pd.DataFrame, c: str, base: str) -> str:
+    """The cell of configuration c's paired Δ test mIoU to configuration `base` (on the seeds both have)."""
+    pair = df[df["configuration"].isin([c, base])]
+    pair = pair.assign(baseline=pair["configuration"].map({c: base, base: None}))
+    return paired_cell(paired(pair, "test.miou").set_index("configuration").loc[c])
 
 
 def _udas_above(order: list[str], c: str) -> str | None:
@@ -1059,6 +1062,7 @@ def _udas_data_semantic_trials(recs: RecordSet) -> tuple[pd.DataFrame, list[str]
 # (each box a share 1 − λ of the image, λ ~ U(0, 1): half on average); all run on one machine into one record
 UDAS_DATA_NOTRANSLATE = ("udas_data_notranslate_v3", "UDAS − ST")
 SUPERVISED_SHORT = 300
+SHORT_NAME = f"Supervised at {SUPERVISED_SHORT} steps"
 
 
 def _udas_data_notranslate_trials(recs: RecordSet) -> pd.DataFrame:
@@ -1067,8 +1071,7 @@ def _udas_data_notranslate_trials(recs: RecordSet) -> pd.DataFrame:
     df["uda"] = stage_ends(recs[name], df)
     short = (df["method"] == "supervised") & (df.get("iterations", pd.Series(index=df.index, dtype=float)) == SUPERVISED_SHORT)
     df.loc[short, "baseline"] = df.loc[short, "configuration"]
-    df.loc[short, "configuration"] = df.loc[short, "configuration"].str.replace(
-        "Supervised, ", f"Supervised at {SUPERVISED_SHORT} steps, ")
+    df.loc[short, "configuration"] = df.loc[short, "configuration"].str.replace("Supervised, ", f"{SHORT_NAME}, ")
     return df
 
 
@@ -1080,25 +1083,21 @@ def udas_data_notranslate(recs: RecordSet) -> str:
     by = {c: sel for c, sel in df.groupby("configuration")}
     label = UDAS_DATA_NOTRANSLATE[1]
     order = [f"{m}, {n}" for n in sorted(set(df["labelled"]), reverse=True)
-             for m in ("Supervised", f"Supervised at {SUPERVISED_SHORT} steps", label) if f"{m}, {n}" in by]
+             for m in ("Supervised", SHORT_NAME, label) if f"{m}, {n}" in by]
 
     def against_short(c: str) -> str:
-        short = c.replace(f"{label}, ", f"Supervised at {SUPERVISED_SHORT} steps, ")
-        if not c.startswith(label) or short not in by:
-            return ""
-        pair = df[df["configuration"].isin([c, short])]
-        pair = pair.assign(baseline=pair["configuration"].map({c: short, short: None}))
-        return paired_cell(paired(pair, "test.miou").set_index("configuration").loc[c])
+        short = c.replace(f"{label}, ", f"{SHORT_NAME}, ")
+        return _paired_to(df, c, short) if c.startswith(label) and short in by else ""
 
     return delta_table(ordered(df, order), first="labelled target images (method)", bar=True,
                        extra=[("test mIoU at the first stage's end", lambda c: ms(by[c]["uda"]) if c.startswith(label) else ""),
-                              (f"paired Δ test to Supervised at {SUPERVISED_SHORT} steps", against_short)])
+                              (f"paired Δ test to {SHORT_NAME}", against_short)])
 
 
 @table("udas_data_notranslate_classes_v3")
 def udas_data_notranslate_classes(recs: RecordSet) -> str:
     df = _udas_data_notranslate_trials(recs)
-    return udas_data_classes(df[df["baseline"].isna() | (df["method"] == "udas")], UDAS_DATA_NOTRANSLATE[1])
+    return udas_data_classes(df[~df["configuration"].str.startswith(SHORT_NAME)], UDAS_DATA_NOTRANSLATE[1])
 
 
 SELF_TRAINING = [("τ = 0.3", {"tau": 0.3}), ("τ = 0.6 (paper)", {"tau": 0.6}), ("τ = 0.8", {"tau": 0.8}),
