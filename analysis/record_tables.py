@@ -62,6 +62,12 @@ def md(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def pair_rows(df: pd.DataFrame, a: str, b: str, column: str) -> pd.Series:
+    """paired()'s row of configuration a against b on one metric column."""
+    sel = pd.concat([df[df["configuration"] == b].assign(baseline=None), df[df["configuration"] == a].assign(baseline=b)])
+    return paired(sel, column).set_index("configuration").loc[a]
+
+
 def paired_cell(row, digits: int = 1) -> str:
     """"+a, +b, +c (+m ± s)" of a paired() row; empty without a baseline."""
     if not row["paired"]:
@@ -236,9 +242,10 @@ def machine_move_xeon(recs: RecordSet) -> str:
         common = sorted(set(a.index) & set(b.index))
         rows.append([f"Supervised, {n} labelled, test mIoU (seeds {', '.join(map(str, common))})",
                      seeds(a[common], 2), seeds(b[common], 2), seeds(b[common] - a[common], 2, sign=True)])
+    n = int(sup["old"]["labelled"].iloc[0])
     o = sup["old"].set_index("seed")["test.miou"]
-    a = sup["first"][sup["first"]["labelled"] == 50].set_index("seed")["test.miou"]
-    rows.append([f"the same, 50 labelled, code of commit {old.manifest['commit'][:7]} (seed {', '.join(map(str, o.index))})",
+    a = sup["first"][sup["first"]["labelled"] == n].set_index("seed")["test.miou"]
+    rows.append([f"the same, {n} labelled, code of commit {old.manifest['commit'][:7]} (seed {', '.join(map(str, o.index))})",
                  seeds(a[o.index], 2), seeds(o, 2), seeds(o - a[o.index], 2, sign=True)])
     for label, r in (("torch", "provenance.torch"), ("data checksums (provenance.data)", "provenance.data")):
         rows.append([label, sup["first"][r].iloc[0], sup["second"][r].iloc[0], ""])

@@ -12,8 +12,7 @@ import pandas as pd
 
 from udalab.analysis.directions import (NOT_RUN, Comparison, NotInRecord, count_line, match, published_comparisons,
                                        verdict)
-from udalab.analysis.paired import paired
-from udalab.analysis.record_tables import MINUS, bench, md, num, seeds, shift_cells, signed
+from udalab.analysis.record_tables import MINUS, bench, md, num, pair_rows, seeds, shift_cells, signed
 from udalab.analysis.record_tables_studies import (DAFORMER_STEPS, MSUDA, SCHEDULES, UDAS_PAPER_COUNTS,
                                                    crop_configuration, crop_trials, daformer_trials, learned_classes,
                                                    mml_trials, multidecoder_frame, udas_data_trials, udas_trials)
@@ -117,12 +116,6 @@ def _metric_name(c: Comparison) -> str:
 
 def _paper_cell(c: Comparison) -> str:
     return signed(c.paper_delta) if not math.isnan(c.paper_delta) else f"{'+' if c.sign > 0 else MINUS} (direction only)"
-
-
-def pair_rows(df: pd.DataFrame, a: str, b: str, column: str) -> pd.Series:
-    """paired()'s row of configuration a against b on one metric column."""
-    sel = pd.concat([df[df["configuration"] == b].assign(baseline=None), df[df["configuration"] == a].assign(baseline=b)])
-    return paired(sel, column).set_index("configuration").loc[a]
 
 
 # published config columns that are no configuration of a record: the stream MML's Table 1 reads

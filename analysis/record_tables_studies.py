@@ -8,7 +8,8 @@ import math
 import pandas as pd
 
 from udalab.analysis.paired import paired
-from udalab.analysis.record_tables import SMALL, bar_cell, delta_table, md, ms, num, ordered, paired_cell, seeds, signed, span
+from udalab.analysis.record_tables import (SMALL, bar_cell, delta_table, md, ms, num, ordered, pair_rows, paired_cell,
+                                           seeds, signed, span)
 from udalab.analysis.records import Record, RecordSet, table
 from udalab.analysis.reference import reference
 from udalab.core import layout
@@ -996,7 +997,7 @@ def udas_data_semantic(recs: RecordSet) -> str:
 
     def against_above(c: str) -> str:
         above = _udas_above(order, c)
-        return "" if above is None else _paired_to(df, c, above)
+        return "" if above is None else paired_cell(pair_rows(df, c, above, "test.miou"))
 
     return delta_table(ordered(df, order), first="labelled target images (method)", bar=True,
                        extra=[("test mIoU at the first stage's end", lambda c: "" if c.startswith("Supervised")
@@ -1022,13 +1023,6 @@ def udas_data_semantic_classes(recs: RecordSet) -> str:
             rows.append([f"{c} − ({base})", ", ".join(map(str, both)),
                          *class_deltas(by[c].loc[both], by[base].loc[both], learned)])
     return md(["paired Δ test IoU (mean of seeds)", "seeds", *learned], rows)
-
-
-def _paired_to(df: pd.DataFrame, c: str, base: str) -> str:
-    """The cell of configuration c's paired Δ test mIoU to configuration `base` (on the seeds both have)."""
-    pair = df[df["configuration"].isin([c, base])]
-    pair = pair.assign(baseline=pair["configuration"].map({c: base, base: None}))
-    return paired_cell(paired(pair, "test.miou").set_index("configuration").loc[c])
 
 
 def _udas_above(order: list[str], c: str) -> str | None:
@@ -1087,7 +1081,7 @@ def udas_data_notranslate(recs: RecordSet) -> str:
 
     def against_short(c: str) -> str:
         short = c.replace(f"{label}, ", f"{SHORT_NAME}, ")
-        return _paired_to(df, c, short) if c.startswith(label) and short in by else ""
+        return paired_cell(pair_rows(df, c, short, "test.miou")) if c.startswith(label) and short in by else ""
 
     return delta_table(ordered(df, order), first="labelled target images (method)", bar=True,
                        extra=[("test mIoU at the first stage's end", lambda c: ms(by[c]["uda"]) if c.startswith(label) else ""),
