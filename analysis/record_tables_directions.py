@@ -137,6 +137,7 @@ def _measured(df: pd.DataFrame, confs: dict, c: Comparison) -> tuple[str, pd.Ser
 # table name: (study, records, their rows)
 LONGER: dict[str, tuple[str, Records, Callable[[Record], pd.DataFrame]]] = {
     "intrada_split_2400": ("intrada_split", ("advent_2400_v3", "intrada_2400_v3"), _intrada_runs),
+    "multidecoder_schedule_2400": ("multidecoder_schedule", "multidecoder_schedule_2400_voc_v2", _multidecoder),
 }
 
 

@@ -345,12 +345,30 @@ def multidecoder_schedule_table(rec: Record) -> str:
     df = ordered(df, [v[0] for v in SCHEDULES.values()])
     steps = {SCHEDULES[s][0]: semantic_steps(s, int(it)) for s, it in zip(df["schedule"], df["iteration"])}
     pub = {v[0]: _published(v[1]) for v in SCHEDULES.values()}
-    return delta_table(df, first="schedule (600 steps)", extra=[("semantic-decoder steps", lambda c: steps[c]),
-                                                                ("published mIoU", lambda c: pub[c])])
+    return delta_table(df, first=f"schedule ({int(df['iteration'].max())} steps)",
+                       extra=[("semantic-decoder steps", lambda c: steps[c]), ("published mIoU", lambda c: pub[c])])
 
 
-for _name in ("multidecoder_schedule", "multidecoder_schedule_voc_v2"):
+for _name in ("multidecoder_schedule", "multidecoder_schedule_voc_v2", "multidecoder_schedule_2400_voc_v2"):
     table(_name)(lambda recs, name=_name: multidecoder_schedule_table(recs[name]))
+
+
+@table("multidecoder_curve_2400_voc_v2")
+def multidecoder_curve(recs: RecordSet) -> str:
+    """Val mIoU of each schedule at each of its evaluations (mean of the seeds), with the stage it falls
+    in (d: the depth decoder trains, s: the semantic decoder, b: both): whether a row still rises at the
+    schedule's end."""
+    rec = recs["multidecoder_schedule_2400_voc_v2"]
+    reps = rec.reports().merge(multidecoder_frame(rec.runs())[["run", "configuration"]], on="run")
+    steps = sorted(reps["iteration"].unique())
+    rows = []
+    for label in [v[0] for v in SCHEDULES.values()]:
+        at = reps[reps["configuration"] == label]
+        if len(at):
+            cells = {step: f"{num(e['miou'].mean())} ({e['stage'].iloc[0].split('-')[1]})"
+                     for step, e in at.groupby("iteration")}
+            rows.append([label, *(cells.get(step, "") for step in steps)])
+    return md(["schedule", *(f"step {s}" for s in steps)], rows)
 
 
 @table("multidecoder_equal_steps")

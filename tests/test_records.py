@@ -215,3 +215,27 @@ def test_the_udas_variant_table_pairs_each_row_with_supervised_on_its_own_labels
     assert "−5.0, −4.0, −5.0" in udas and "−4.0, −3.0, −3.0" in udas and "16.3 ± 2.1" in udas   # stage end: 14, 17, 18
     classes = records.tables()["udas_data_notranslate_classes_v3"](recs).splitlines()
     assert classes[0].startswith("| labelled images: (UDAS − ST) − Supervised") and classes[2:] == ["| 50 | 0, 1, 2 | −4.7 |"]
+
+
+def test_the_multidecoder_tables_read_the_schedule_length_and_each_rows_evaluations(tmp_path):
+    """multidecoder_schedule_2400_voc_v2: the table's header names the record's schedule, not the
+    study's 600 steps; the curve puts each row's seed-mean val mIoU under the steps it was evaluated
+    at, with the stage that trained then, and leaves the other steps empty."""
+    def run(schedule, seed, evaluations):
+        return {"config": {"method": "multidecoder", "schedule": schedule, "seed": seed},
+                "reports": [{"iteration": it, "stage": stage, "miou": m + seed, "test.miou": m + seed,
+                             "train_seconds": 1.0} for it, stage, m in evaluations]}
+    single = [(1200, "1-s", 30.0), (2400, "1-s", 40.0)]
+    staged = [(800, "1-d", 0.0), (1600, "2-s", 20.0), (2400, "3-b", 38.0)]
+    runs = [run("s", s, single) for s in (0, 1, 2)] + [run("d>s>b", s, staged) for s in (0, 1, 2)]
+    src = tmp_path / "runs.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in runs))
+    records.write_record("multidecoder_schedule_2400_voc_v2", [src], "c", "d", root=tmp_path / "records")
+    recs = records.RecordSet(tmp_path / "records")
+    schedule = records.tables()["multidecoder_schedule_2400_voc_v2"](recs).splitlines()
+    assert schedule[0].startswith("| schedule (2400 steps) |")
+    assert "−2.0, −2.0, −2.0" in next(line for line in schedule if line.startswith("| depth first, s→b"))
+    curve = records.tables()["multidecoder_curve_2400_voc_v2"](recs).splitlines()
+    assert curve[0] == "| schedule | step 800 | step 1200 | step 1600 | step 2400 |"
+    assert curve[2:] == ["| depth first, s→b | 1.0 (d) |  | 21.0 (s) | 39.0 (b) |",
+                         "| single decoder |  | 31.0 (s) |  | 41.0 (s) |"]
