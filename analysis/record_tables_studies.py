@@ -312,6 +312,7 @@ SCHEDULES = {"s+copy>d>b": ("semantic first + copy, d→b", ("semantic", True, "
              "d>b": ("depth first, b", ("depth", False, "b")),
              "s": ("single decoder", (None, None, "single decoder")),
              "b": ("joint (0.85 L_seg + 0.15 L_depth)", (None, None, "joint"))}
+SCHEDULE_NAMES = [name for name, _ in SCHEDULES.values()]          # the tables' row order
 
 
 def semantic_steps(schedule: str, iterations: int, first_share=None) -> int:
@@ -342,7 +343,7 @@ def multidecoder_frame(df: pd.DataFrame) -> pd.DataFrame:
 def multidecoder_schedule_table(rec: Record) -> str:
     """The study's rows, paired with the single decoder; semantic-decoder steps and the published mIoU beside."""
     df = multidecoder_frame(rec.runs())
-    df = ordered(df, [v[0] for v in SCHEDULES.values()])
+    df = ordered(df, SCHEDULE_NAMES)
     steps = {SCHEDULES[s][0]: semantic_steps(s, int(it)) for s, it in zip(df["schedule"], df["iteration"])}
     pub = {v[0]: _published(v[1]) for v in SCHEDULES.values()}
     return delta_table(df, first=f"schedule ({int(df['iteration'].max())} steps)",
@@ -362,7 +363,7 @@ def multidecoder_curve(recs: RecordSet) -> str:
     reps = rec.reports().merge(multidecoder_frame(rec.runs())[["run", "configuration"]], on="run")
     steps = sorted(reps["iteration"].unique())
     rows = []
-    for label in [v[0] for v in SCHEDULES.values()]:
+    for label in SCHEDULE_NAMES:
         at = reps[reps["configuration"] == label]
         if len(at):
             cells = {step: f"{num(e['miou'].mean())} ({e['stage'].iloc[0].split('-')[1]})"
