@@ -13,9 +13,10 @@ import pandas as pd
 from udalab.analysis.directions import (NOT_RUN, Comparison, NotInRecord, count_line, match, published_comparisons,
                                        verdict)
 from udalab.analysis.record_tables import MINUS, bench, md, num, pair_rows, seeds, shift_cells, signed
-from udalab.analysis.record_tables_studies import (DAFORMER_STEPS, MSUDA, SCHEDULES, UDAS_PAPER_COUNTS,
-                                                   crop_configuration, crop_trials, daformer_trials, learned_classes,
-                                                   mml_trials, multidecoder_frame, udas_data_trials, udas_trials)
+from udalab.analysis.record_tables_studies import (DAFORMER_STEPS, MSUDA, NO_CONSISTENCY, SCHEDULES,
+                                                   UDAS_DATA_CONSISTENCY, UDAS_PAPER_COUNTS, crop_configuration,
+                                                   crop_trials, daformer_trials, learned_classes, mml_trials,
+                                                   multidecoder_frame, udas_data_trials, udas_trials, udas_variant)
 from udalab.analysis.records import Record, RecordSet, table
 from udalab.analysis.reference import reference, reference_info
 
@@ -133,17 +134,32 @@ def _measured(df: pd.DataFrame, confs: dict, c: Comparison) -> tuple[str, pd.Ser
     return f"{a} − {b}", pair_rows(df, a, b, column)
 
 
-# a study's rows at a longer schedule than its own, where one was measured on one machine:
-# table name: (study, records, their rows)
-LONGER: dict[str, tuple[str, Records, Callable[[Record], pd.DataFrame]]] = {
+def _udas_data_rows(variant: str) -> Callable[[Record], pd.DataFrame]:
+    """The data study's Supervised rows and its UDAS rows of one variant (udas_variant, which names
+    the row) from a record of several variants, with the study's (method, labelled)."""
+    def rows(rec: Record) -> pd.DataFrame:
+        df = udas_data_trials(rec)
+        names = df.apply(udas_variant, axis=1)
+        df = df.assign(configuration=names + ", " + df["labelled"].astype(str))[names.isin(("Supervised", variant))]
+        return df.assign(labelled=df["labelled"].map(UDAS_PAPER_COUNTS))
+    return rows
+
+
+# a study's rows under another schedule or setting than its own, where one was measured on one
+# machine: table name: (study, records, their rows)
+VARIANTS: dict[str, tuple[str, Records, Callable[[Record], pd.DataFrame]]] = {
     "intrada_split_2400": ("intrada_split", ("advent_2400_v3", "intrada_2400_v3"), _intrada_runs),
     "multidecoder_schedule_2400": ("multidecoder_schedule", "multidecoder_schedule_2400_voc_v2", _multidecoder),
+    "udas_data_notranslate": ("udas_data", "udas_data_notranslate_v3", _udas_data_rows("UDAS − ST")),
+    "udas_data_notranslate_consistency": ("udas_data", UDAS_DATA_CONSISTENCY,
+                                          _udas_data_rows(f"UDAS − ST{NO_CONSISTENCY}")),
+    "udas_data_consistency": ("udas_data", UDAS_DATA_CONSISTENCY, _udas_data_rows(f"UDAS{NO_CONSISTENCY}")),
 }
 
 
 def direction_table(recs: RecordSet, study: str, records: tuple[Records, Callable] | None = None) -> str:
     """comparison | record rows | metric | paper Δ | mini Δ paired | agree?, and the count line;
-    `records`: (records, their rows) other than the study's own (a longer schedule's)."""
+    `records`: (records, their rows) other than the study's own (a VARIANTS entry)."""
     name, refs, rows_of = STUDIES[study]
     if records is not None:
         name, rows_of = records
@@ -181,15 +197,15 @@ def _register(study: str) -> None:
     table(f"directions_{study}")(lambda recs: direction_table(recs, study))
 
 
-def _register_longer(name: str) -> None:
-    study, records, rows_of = LONGER[name]
+def _register_variant(name: str) -> None:
+    study, records, rows_of = VARIANTS[name]
     table(f"directions_{name}")(lambda recs: direction_table(recs, study, (records, rows_of)))
 
 
 for _study in STUDIES:
     _register(_study)
-for _name in LONGER:
-    _register_longer(_name)
+for _name in VARIANTS:
+    _register_variant(_name)
 
 
 # method, record, its configuration there, its source-only configuration there: each adaptation

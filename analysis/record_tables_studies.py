@@ -1113,6 +1113,85 @@ def udas_data_notranslate_classes(recs: RecordSet) -> str:
     return udas_data_classes(df[~df["configuration"].str.startswith(SHORT_NAME)], UDAS_DATA_NOTRANSLATE[1])
 
 
+# The self-training round without its consistency term on the labelled images (lambda_st_kl=0: no
+# λ_st_kl · KL(teacher ‖ student), methods/udas.py 2b; the paper states neither the term's form nor its
+# weight): UDAS without its translation at every labelled count, and with it at 50 and 10, beside
+# udas_data_notranslate_v3's Supervised and UDAS − ST rows (λ_st_kl 1, the preset), one machine
+UDAS_DATA_CONSISTENCY = ("udas_data_notranslate_v3", "udas_data_consistency_v3")
+NO_CONSISTENCY = ", λ_st_kl 0"
+UDAS_VARIANTS = ("Supervised", "UDAS − ST", f"UDAS − ST{NO_CONSISTENCY}", "UDAS", f"UDAS{NO_CONSISTENCY}")
+
+
+def udas_variant(row: pd.Series) -> str:
+    """A data-study run's variant: Supervised (SHORT_NAME at SUPERVISED_SHORT steps), or UDAS, " − ST"
+    without its translation, NO_CONSISTENCY without the round's consistency term."""
+    if row["method"] == "supervised":
+        return SHORT_NAME if row.get("iterations") == SUPERVISED_SHORT else "Supervised"
+    translate, weight = row.get("translate"), row.get("lambda_st_kl")
+    untranslated = translate is not None and not pd.isna(translate) and not translate
+    return f"UDAS{' − ST' if untranslated else ''}{NO_CONSISTENCY if weight == 0 else ''}"
+
+
+def udas_data_variant_trials(recs: RecordSet, names: tuple[str, ...]) -> pd.DataFrame:
+    """The data study's runs of one machine's records, `configuration` "<udas_variant>, <count>", each
+    UDAS run's first stage's end (`uda`); baseline: Supervised on the same labels. Without the short
+    Supervised rows."""
+    recs.one_machine(names)
+    parts = []
+    for name in names:
+        df = udas_data_trials(recs[name])
+        df["uda"] = stage_ends(recs[name], df)
+        parts.append(df)
+    df = pd.concat(parts, ignore_index=True)
+    df["variant"] = df.apply(udas_variant, axis=1)
+    df = df[df["variant"] != SHORT_NAME].copy()
+    df["configuration"] = df["variant"] + ", " + df["labelled"].astype(str)
+    return df
+
+
+@table("udas_data_consistency_v3")
+def udas_data_consistency(recs: RecordSet) -> str:
+    """Each UDAS variant paired with Supervised on its labels; its first stage's end, the round's gain
+    on each seed, and a variant without the consistency term paired with the same variant with it."""
+    df = udas_data_variant_trials(recs, UDAS_DATA_CONSISTENCY)
+    present = set(df["configuration"])
+    order = [f"{v}, {n}" for n in sorted(set(df["labelled"]), reverse=True) for v in UDAS_VARIANTS if f"{v}, {n}" in present]
+
+    def gain(c: str) -> str:
+        if c.startswith("Supervised"):
+            return ""
+        sel = df[df["configuration"] == c].sort_values("seed")
+        g = sel["test.miou"] - sel["uda"]
+        return f"{seeds(g, sign=True)} ({signed(g.mean())} ± {num(g.std())})"
+
+    def against_preset(c: str) -> str:
+        return paired_cell(pair_rows(df, c, c.replace(NO_CONSISTENCY, ""), "test.miou")) if NO_CONSISTENCY in c else ""
+
+    by = {c: sel for c, sel in df.groupby("configuration")}
+    return delta_table(ordered(df, order), first="labelled target images (method)", bar=True,
+                       extra=[("test mIoU at the first stage's end", lambda c: "" if c.startswith("Supervised") else ms(by[c]["uda"])),
+                              ("the round's gain per seed", gain),
+                              ("paired Δ test to λ_st_kl 1", against_preset)])
+
+
+@table("udas_data_consistency_classes_v3")
+def udas_data_consistency_classes(recs: RecordSet) -> str:
+    """Per labelled count, each variant without the consistency term against the same variant with it
+    and against Supervised: paired Δ test IoU per class that some row learns (mean of the seeds)."""
+    df = udas_data_variant_trials(recs, UDAS_DATA_CONSISTENCY)
+    learned = learned_classes(df)
+    by = {c: sel.set_index("seed") for c, sel in df.groupby("configuration")}
+    rows = []
+    for n in sorted(set(df["labelled"]), reverse=True):
+        for c in (f"{v}, {n}" for v in UDAS_VARIANTS if NO_CONSISTENCY in v):
+            for base in (c.replace(NO_CONSISTENCY, ""), f"Supervised, {n}"):
+                if c in by and base in by:
+                    both = sorted(set(by[c].index) & set(by[base].index))
+                    rows.append([f"{c} − ({base})", ", ".join(map(str, both)),
+                                 *class_deltas(by[c].loc[both], by[base].loc[both], learned)])
+    return md(["paired Δ test IoU (mean of seeds)", "seeds", *learned], rows)
+
+
 SELF_TRAINING = [("τ = 0.3", {"tau": 0.3}), ("τ = 0.6 (paper)", {"tau": 0.6}), ("τ = 0.8", {"tau": 0.8}),
                  ("τ = 0.9", {"tau": 0.9}), ("τ = 0.95", {"tau": 0.95}), ("K = 1 (τ 0.6)", {"views": 1}),
                  ("K = 5 (τ 0.6)", {"views": 5}), ("rounds = 2 (τ 0.6, K 3)", {"rounds": 2})]

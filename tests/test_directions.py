@@ -114,7 +114,7 @@ def test_a_study_table_names_the_mini_data_its_record_ran_on():
 
 def test_every_direction_table_is_in_the_docs_and_equals_its_render():
     used = records.uses()
-    names = [f"directions_{s}" for s in [*rtd.STUDIES, *rtd.LONGER]] + ["method_vs_source_only"]
+    names = [f"directions_{s}" for s in [*rtd.STUDIES, *rtd.VARIANTS]] + ["method_vs_source_only"]
     assert all(n in used for n in names), [n for n in names if n not in used]
     differences = [d for d in records.render(check=True) if d.split("table ")[1].split("\n")[0] in names]
     assert not differences, "\n\n".join(differences)

@@ -176,7 +176,9 @@ def test_paired_refuses_runs_of_two_machines_and_a_missing_baseline():
 
 @pytest.mark.parametrize("table, module, names", [("preflight_memory_cpu", "record_tables_preflight", "MEMORY_RECORDS"),
                                                    ("suite_time", "record_tables_other", "SUITE_RECORDS"),
-                                                   ("udas_data_semantic_v3", "record_tables_studies", "UDAS_DATA_SEMANTIC")])
+                                                   ("udas_data_semantic_v3", "record_tables_studies", "UDAS_DATA_SEMANTIC"),
+                                                   ("udas_data_consistency_v3", "record_tables_studies",
+                                                    "UDAS_DATA_CONSISTENCY")])
 def test_a_table_of_two_records_refuses_records_of_two_machines(tmp_path, table, module, names):
     """Tables that put two records' numbers side by side pair runs of one machine only."""
     import importlib
@@ -215,6 +217,41 @@ def test_the_udas_variant_table_pairs_each_row_with_supervised_on_its_own_labels
     assert "−5.0, −4.0, −5.0" in udas and "−4.0, −3.0, −3.0" in udas and "16.3 ± 2.1" in udas   # stage end: 14, 17, 18
     classes = records.tables()["udas_data_notranslate_classes_v3"](recs).splitlines()
     assert classes[0].startswith("| labelled images: (UDAS − ST) − Supervised") and classes[2:] == ["| 50 | 0, 1, 2 | −4.7 |"]
+
+
+def test_the_consistency_table_names_each_udas_variant_and_pairs_it_with_supervised_and_its_lambda_1_row(tmp_path):
+    """udas_data_consistency_v3: a run's variant is read from its config (translate, lambda_st_kl); each
+    UDAS variant is paired with Supervised on its labels (Supervised at half its steps left out), its
+    round's gain is its final test mIoU minus its first stage's end, and a variant without the
+    consistency term is paired with the same variant with it; the variant direction tables compare
+    Supervised with that variant's rows alone."""
+    def run(method, seed, test, **config):
+        stages = [("uda", 600, test - 1 - seed), ("round1", 900, test)] if method == "udas" else [(None, 600, test)]
+        return {"config": {"method": method, "labelled": 50, "seed": seed, **config},
+                "reports": [{"iteration": it, "stage": stage, "miou": m, "test.miou": m, "train_seconds": 1.0}
+                            for stage, it, m in stages]}
+    seeds_ = (0, 1, 2)
+    older = ([run("supervised", s, 20.0 + s) for s in seeds_] + [run("supervised", s, 5.0, iterations=300) for s in seeds_]
+             + [run("udas", s, 15.0 + s, translate=False) for s in seeds_])
+    newer = ([run("udas", s, 18.0 + 2 * s, translate=False, lambda_st_kl=0) for s in seeds_]
+             + [run("udas", s, 14.0, lambda_st_kl=0) for s in seeds_] + [run("udas", s, 30.0) for s in seeds_])
+    for name, runs in (("udas_data_notranslate_v3", older), ("udas_data_consistency_v3", newer)):
+        src = tmp_path / f"{name}.jsonl"
+        src.write_text("".join(json.dumps(r) + "\n" for r in runs))
+        records.write_record(name, {"runs.jsonl": src}, "c", "d", root=tmp_path / "records")
+    recs = records.RecordSet(tmp_path / "records")
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")
+            for line in records.tables()["udas_data_consistency_v3"](recs).splitlines()[2:]}
+    assert list(rows) == ["Supervised, 50", "UDAS − ST, 50", "UDAS − ST, λ_st_kl 0, 50", "UDAS, 50", "UDAS, λ_st_kl 0, 50"]
+    kl0 = rows["UDAS − ST, λ_st_kl 0, 50"]
+    assert kl0[5] == "−2.0, −1.0, +0.0 (−1.0 ± 1.0)"                 # against Supervised: 20, 21, 22
+    assert kl0[9] == "+1.0, +2.0, +3.0 (+2.0 ± 1.0)"                 # final minus the first stage's end
+    assert kl0[10].strip(" |") == "+3.0, +4.0, +5.0 (+4.0 ± 1.0)"    # against UDAS − ST (λ_st_kl 1)
+    assert rows["UDAS, λ_st_kl 0, 50"][10].strip(" |") == "−16.0, −16.0, −16.0 (−16.0 ± 0.0)"
+    directions = records.tables()["directions_udas_data_notranslate_consistency"](recs)
+    assert "| UDAS − ST, λ_st_kl 0, 50 − Supervised, 50 |" in directions and "(−2.0, −1.0, +0.0)" in directions
+    plain = records.tables()["directions_udas_data_notranslate"](recs)
+    assert "| UDAS − ST, 50 − Supervised, 50 |" in plain and "(−5.0, −5.0, −5.0)" in plain
 
 
 def test_the_multidecoder_tables_read_the_schedule_length_and_each_rows_evaluations(tmp_path):
