@@ -4,6 +4,7 @@ UDAS), and the README run's cost in docs/performance.md."""
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 
@@ -1119,17 +1120,20 @@ def udas_data_notranslate_classes(recs: RecordSet) -> str:
 # udas_data_notranslate_v3's Supervised and UDAS − ST rows (λ_st_kl 1, the preset), one machine
 UDAS_DATA_CONSISTENCY = ("udas_data_notranslate_v3", "udas_data_consistency_v3")
 NO_CONSISTENCY = ", λ_st_kl 0"
+ROUND_OF = ", round of "
 UDAS_VARIANTS = ("Supervised", "UDAS − ST", f"UDAS − ST{NO_CONSISTENCY}", "UDAS", f"UDAS{NO_CONSISTENCY}")
 
 
 def udas_variant(row: pd.Series) -> str:
     """A data-study run's variant: Supervised (SHORT_NAME at SUPERVISED_SHORT steps), or UDAS, " − ST"
-    without its translation, NO_CONSISTENCY without the round's consistency term."""
+    without its translation, NO_CONSISTENCY without the round's consistency term, and the round's
+    length where the run set one (", round of 600 steps")."""
     if row["method"] == "supervised":
         return SHORT_NAME if row.get("iterations") == SUPERVISED_SHORT else "Supervised"
-    translate, weight = row.get("translate"), row.get("lambda_st_kl")
+    translate, weight, rounds = row.get("translate"), row.get("lambda_st_kl"), row.get("st_iterations")
     untranslated = translate is not None and not pd.isna(translate) and not translate
-    return f"UDAS{' − ST' if untranslated else ''}{NO_CONSISTENCY if weight == 0 else ''}"
+    length = f"{ROUND_OF}{int(rounds)} steps" if rounds is not None and not pd.isna(rounds) else ""
+    return f"UDAS{' − ST' if untranslated else ''}{NO_CONSISTENCY if weight == 0 else ''}{length}"
 
 
 def udas_data_variant_trials(recs: RecordSet, names: tuple[str, ...]) -> pd.DataFrame:
@@ -1149,20 +1153,23 @@ def udas_data_variant_trials(recs: RecordSet, names: tuple[str, ...]) -> pd.Data
     return df
 
 
+def round_gain(df: pd.DataFrame, c: str) -> str:
+    """A UDAS configuration's final test mIoU minus its first stage's end (`uda`), per seed and mean ± std."""
+    if c.startswith("Supervised"):
+        return ""
+    sel = df[df["configuration"] == c].sort_values("seed")
+    g = sel["test.miou"] - sel["uda"]
+    return f"{seeds(g, sign=True)} ({signed(g.mean())} ± {num(g.std())})"
+
+
 @table("udas_data_consistency_v3")
 def udas_data_consistency(recs: RecordSet) -> str:
     """Each UDAS variant paired with Supervised on its labels; its first stage's end, the round's gain
     on each seed, and a variant without the consistency term paired with the same variant with it."""
     df = udas_data_variant_trials(recs, UDAS_DATA_CONSISTENCY)
+    df = df[df["variant"].isin(UDAS_VARIANTS)]
     present = set(df["configuration"])
     order = [f"{v}, {n}" for n in sorted(set(df["labelled"]), reverse=True) for v in UDAS_VARIANTS if f"{v}, {n}" in present]
-
-    def gain(c: str) -> str:
-        if c.startswith("Supervised"):
-            return ""
-        sel = df[df["configuration"] == c].sort_values("seed")
-        g = sel["test.miou"] - sel["uda"]
-        return f"{seeds(g, sign=True)} ({signed(g.mean())} ± {num(g.std())})"
 
     def against_preset(c: str) -> str:
         return paired_cell(pair_rows(df, c, c.replace(NO_CONSISTENCY, ""), "test.miou")) if NO_CONSISTENCY in c else ""
@@ -1170,8 +1177,31 @@ def udas_data_consistency(recs: RecordSet) -> str:
     by = {c: sel for c, sel in df.groupby("configuration")}
     return delta_table(ordered(df, order), first="labelled target images (method)", bar=True,
                        extra=[("test mIoU at the first stage's end", lambda c: "" if c.startswith("Supervised") else ms(by[c]["uda"])),
-                              ("the round's gain per seed", gain),
+                              ("the round's gain per seed", lambda c: round_gain(df, c)),
                               ("paired Δ test to λ_st_kl 1", against_preset)])
+
+
+@table("udas_data_long_round_v3")
+def udas_data_long_round(recs: RecordSet) -> str:
+    """A row whose self-training round ran longer than the preset's beside the same row at the preset's
+    length and Supervised on its labels: each paired with Supervised, the round's gain on each seed, and
+    the longer round paired with the preset's."""
+    df = udas_data_variant_trials(recs, UDAS_DATA_CONSISTENCY)
+    longer = df[df["variant"].str.contains(ROUND_OF)]
+    shorter = set(longer["configuration"].str.replace(rf"{ROUND_OF}\d+ steps", "", regex=True))
+    counts = set(longer["labelled"])
+    order = [c for n in sorted(counts, reverse=True)
+             for c in (f"Supervised, {n}", *sorted(c for c in shorter if c.endswith(f", {n}")),
+                       *sorted(set(longer[longer["labelled"] == n]["configuration"])))]
+    df = df[df["configuration"].isin(order)]
+
+    def against_preset(c: str) -> str:
+        base = re.sub(rf"{ROUND_OF}\d+ steps", "", c)
+        return paired_cell(pair_rows(df, c, base, "test.miou")) if base != c else ""
+
+    return delta_table(ordered(df, order), first="labelled target images (method)", bar=True,
+                       extra=[("the round's gain per seed", lambda c: round_gain(df, c)),
+                              ("paired Δ test to the preset's round", against_preset)])
 
 
 @table("udas_data_consistency_classes_v3")

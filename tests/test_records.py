@@ -224,7 +224,7 @@ def test_the_consistency_table_names_each_udas_variant_and_pairs_it_with_supervi
     UDAS variant is paired with Supervised on its labels (Supervised at half its steps left out), its
     round's gain is its final test mIoU minus its first stage's end, and a variant without the
     consistency term is paired with the same variant with it; the variant direction tables compare
-    Supervised with that variant's rows alone."""
+    Supervised with that variant's rows alone; a longer round is left to a table of its own."""
     def run(method, seed, test, **config):
         stages = [("uda", 600, test - 1 - seed), ("round1", 900, test)] if method == "udas" else [(None, 600, test)]
         return {"config": {"method": method, "labelled": 50, "seed": seed, **config},
@@ -234,7 +234,8 @@ def test_the_consistency_table_names_each_udas_variant_and_pairs_it_with_supervi
     older = ([run("supervised", s, 20.0 + s) for s in seeds_] + [run("supervised", s, 5.0, iterations=300) for s in seeds_]
              + [run("udas", s, 15.0 + s, translate=False) for s in seeds_])
     newer = ([run("udas", s, 18.0 + 2 * s, translate=False, lambda_st_kl=0) for s in seeds_]
-             + [run("udas", s, 14.0, lambda_st_kl=0) for s in seeds_] + [run("udas", s, 30.0) for s in seeds_])
+             + [run("udas", s, 14.0, lambda_st_kl=0) for s in seeds_] + [run("udas", s, 30.0) for s in seeds_]
+             + [run("udas", s, 25.0, translate=False, lambda_st_kl=0, st_iterations=600) for s in seeds_])
     for name, runs in (("udas_data_notranslate_v3", older), ("udas_data_consistency_v3", newer)):
         src = tmp_path / f"{name}.jsonl"
         src.write_text("".join(json.dumps(r) + "\n" for r in runs))
@@ -252,6 +253,11 @@ def test_the_consistency_table_names_each_udas_variant_and_pairs_it_with_supervi
     assert "| UDAS − ST, λ_st_kl 0, 50 − Supervised, 50 |" in directions and "(−2.0, −1.0, +0.0)" in directions
     plain = records.tables()["directions_udas_data_notranslate"](recs)
     assert "| UDAS − ST, 50 − Supervised, 50 |" in plain and "(−5.0, −5.0, −5.0)" in plain
+    # a longer round is a table of its own: beside the same row at the preset's round and Supervised
+    longer = [line.split(" | ") for line in records.tables()["udas_data_long_round_v3"](recs).splitlines()[2:]]
+    assert [r[0].strip("| ") for r in longer] == ["Supervised, 50", "UDAS − ST, λ_st_kl 0, 50",
+                                                  "UDAS − ST, λ_st_kl 0, round of 600 steps, 50"]
+    assert longer[2][-1].strip(" |") == "+7.0, +5.0, +3.0 (+5.0 ± 2.0)"
 
 
 def test_the_multidecoder_tables_read_the_schedule_length_and_each_rows_evaluations(tmp_path):
