@@ -138,10 +138,10 @@ def _udas_data_rows(variant: str) -> Callable[[Record], pd.DataFrame]:
     """The data study's Supervised rows and its UDAS rows of one variant (udas_variant, which names
     the row) from a record of several variants, with the study's (method, labelled)."""
     def rows(rec: Record) -> pd.DataFrame:
-        df = udas_data_trials(rec)
+        df = _udas_data(rec)
         names = df.apply(udas_variant, axis=1)
-        df = df.assign(configuration=names + ", " + df["labelled"].astype(str))[names.isin(("Supervised", variant))]
-        return df.assign(labelled=df["labelled"].map(UDAS_PAPER_COUNTS))
+        count = df["configuration"].str.rsplit(", ", n=1).str[1]        # the mini count, as udas_data_trials names it
+        return df.assign(configuration=names + ", " + count)[names.isin(("Supervised", variant))]
     return rows
 
 

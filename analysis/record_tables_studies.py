@@ -1079,14 +1079,49 @@ SUPERVISED_SHORT = 300
 SHORT_NAME = f"Supervised at {SUPERVISED_SHORT} steps"
 
 
-def _udas_data_notranslate_trials(recs: RecordSet) -> pd.DataFrame:
-    name, label = UDAS_DATA_NOTRANSLATE
-    df = udas_data_trials(recs[name], label)
-    df["uda"] = stage_ends(recs[name], df)
-    short = (df["method"] == "supervised") & (df.get("iterations", pd.Series(index=df.index, dtype=float)) == SUPERVISED_SHORT)
-    df.loc[short, "baseline"] = df.loc[short, "configuration"]
-    df.loc[short, "configuration"] = df.loc[short, "configuration"].str.replace("Supervised, ", f"{SHORT_NAME}, ")
+# The self-training round without its consistency term on the labelled images (lambda_st_kl=0: no
+# λ_st_kl · KL(teacher ‖ student), methods/udas.py 2b; the paper states neither the term's form nor its
+# weight): UDAS without its translation at every labelled count, and with it at 50 and 10, beside
+# udas_data_notranslate_v3's Supervised and UDAS − ST rows (λ_st_kl 1, the preset), one machine
+UDAS_DATA_CONSISTENCY = ("udas_data_notranslate_v3", "udas_data_consistency_v3")
+NO_CONSISTENCY = ", λ_st_kl 0"
+ROUND_OF = ", round of "
+UDAS_VARIANTS = ("Supervised", "UDAS − ST", f"UDAS − ST{NO_CONSISTENCY}", "UDAS", f"UDAS{NO_CONSISTENCY}")
+
+
+def udas_variant(row: pd.Series) -> str:
+    """A data-study run's variant: Supervised (SHORT_NAME at SUPERVISED_SHORT steps), or UDAS, " − ST"
+    without its translation, NO_CONSISTENCY without the round's consistency term, and the round's
+    length where the run set one (", round of 600 steps")."""
+    if row["method"] == "supervised":
+        return SHORT_NAME if row.get("iterations") == SUPERVISED_SHORT else "Supervised"
+    translate, weight, rounds = row.get("translate"), row.get("lambda_st_kl"), row.get("st_iterations")
+    untranslated = translate is not None and not pd.isna(translate) and not translate
+    length = f"{ROUND_OF}{int(rounds)} steps" if rounds is not None and not pd.isna(rounds) else ""
+    return f"UDAS{' − ST' if untranslated else ''}{NO_CONSISTENCY if weight == 0 else ''}{length}"
+
+
+def udas_data_variant_trials(recs: RecordSet, names: tuple[str, ...], keep_short: bool = False) -> pd.DataFrame:
+    """The data study's runs of one machine's records, `configuration` "<udas_variant>, <count>", each
+    UDAS run's first stage's end (`uda`); baseline: Supervised on the same labels (for the short
+    Supervised rows too, which only keep_short keeps)."""
+    recs.one_machine(names)
+    parts = []
+    for name in names:
+        df = udas_data_trials(recs[name])
+        df["uda"] = stage_ends(recs[name], df)
+        parts.append(df)
+    df = pd.concat(parts, ignore_index=True)
+    df["variant"] = df.apply(udas_variant, axis=1)
+    short = df["variant"] == SHORT_NAME
+    df.loc[short, "baseline"] = "Supervised, " + df.loc[short, "labelled"].astype(str)
+    df = df[keep_short | ~short].copy()
+    df["configuration"] = df["variant"] + ", " + df["labelled"].astype(str)
     return df
+
+
+def _udas_data_notranslate_trials(recs: RecordSet) -> pd.DataFrame:
+    return udas_data_variant_trials(recs, (UDAS_DATA_NOTRANSLATE[0],), keep_short=True)
 
 
 @table("udas_data_notranslate_v3")
@@ -1112,45 +1147,6 @@ def udas_data_notranslate(recs: RecordSet) -> str:
 def udas_data_notranslate_classes(recs: RecordSet) -> str:
     df = _udas_data_notranslate_trials(recs)
     return udas_data_classes(df[~df["configuration"].str.startswith(SHORT_NAME)], UDAS_DATA_NOTRANSLATE[1])
-
-
-# The self-training round without its consistency term on the labelled images (lambda_st_kl=0: no
-# λ_st_kl · KL(teacher ‖ student), methods/udas.py 2b; the paper states neither the term's form nor its
-# weight): UDAS without its translation at every labelled count, and with it at 50 and 10, beside
-# udas_data_notranslate_v3's Supervised and UDAS − ST rows (λ_st_kl 1, the preset), one machine
-UDAS_DATA_CONSISTENCY = ("udas_data_notranslate_v3", "udas_data_consistency_v3")
-NO_CONSISTENCY = ", λ_st_kl 0"
-ROUND_OF = ", round of "
-UDAS_VARIANTS = ("Supervised", "UDAS − ST", f"UDAS − ST{NO_CONSISTENCY}", "UDAS", f"UDAS{NO_CONSISTENCY}")
-
-
-def udas_variant(row: pd.Series) -> str:
-    """A data-study run's variant: Supervised (SHORT_NAME at SUPERVISED_SHORT steps), or UDAS, " − ST"
-    without its translation, NO_CONSISTENCY without the round's consistency term, and the round's
-    length where the run set one (", round of 600 steps")."""
-    if row["method"] == "supervised":
-        return SHORT_NAME if row.get("iterations") == SUPERVISED_SHORT else "Supervised"
-    translate, weight, rounds = row.get("translate"), row.get("lambda_st_kl"), row.get("st_iterations")
-    untranslated = translate is not None and not pd.isna(translate) and not translate
-    length = f"{ROUND_OF}{int(rounds)} steps" if rounds is not None and not pd.isna(rounds) else ""
-    return f"UDAS{' − ST' if untranslated else ''}{NO_CONSISTENCY if weight == 0 else ''}{length}"
-
-
-def udas_data_variant_trials(recs: RecordSet, names: tuple[str, ...]) -> pd.DataFrame:
-    """The data study's runs of one machine's records, `configuration` "<udas_variant>, <count>", each
-    UDAS run's first stage's end (`uda`); baseline: Supervised on the same labels. Without the short
-    Supervised rows."""
-    recs.one_machine(names)
-    parts = []
-    for name in names:
-        df = udas_data_trials(recs[name])
-        df["uda"] = stage_ends(recs[name], df)
-        parts.append(df)
-    df = pd.concat(parts, ignore_index=True)
-    df["variant"] = df.apply(udas_variant, axis=1)
-    df = df[df["variant"] != SHORT_NAME].copy()
-    df["configuration"] = df["variant"] + ", " + df["labelled"].astype(str)
-    return df
 
 
 def round_gain(df: pd.DataFrame, c: str) -> str:
@@ -1188,7 +1184,12 @@ def udas_data_long_round(recs: RecordSet) -> str:
     the longer round paired with the preset's."""
     df = udas_data_variant_trials(recs, UDAS_DATA_CONSISTENCY)
     longer = df[df["variant"].str.contains(ROUND_OF)]
-    shorter = set(longer["configuration"].str.replace(rf"{ROUND_OF}\d+ steps", "", regex=True))
+
+    def preset(c: str) -> str:
+        """The same row at the preset's round."""
+        return re.sub(rf"{ROUND_OF}\d+ steps", "", c)
+
+    shorter = set(longer["configuration"].map(preset))
     counts = set(longer["labelled"])
     order = [c for n in sorted(counts, reverse=True)
              for c in (f"Supervised, {n}", *sorted(c for c in shorter if c.endswith(f", {n}")),
@@ -1196,8 +1197,7 @@ def udas_data_long_round(recs: RecordSet) -> str:
     df = df[df["configuration"].isin(order)]
 
     def against_preset(c: str) -> str:
-        base = re.sub(rf"{ROUND_OF}\d+ steps", "", c)
-        return paired_cell(pair_rows(df, c, base, "test.miou")) if base != c else ""
+        return paired_cell(pair_rows(df, c, preset(c), "test.miou")) if preset(c) != c else ""
 
     return delta_table(ordered(df, order), first="labelled target images (method)", bar=True,
                        extra=[("the round's gain per seed", lambda c: round_gain(df, c)),
