@@ -14,7 +14,7 @@ from udalab.analysis.directions import (NOT_RUN, Comparison, NotInRecord, count_
                                        verdict)
 from udalab.analysis.record_tables import MINUS, bench, md, num, pair_rows, seeds, shift_cells, signed
 from udalab.analysis.record_tables_studies import (DAFORMER_STEPS, MSUDA, NO_CONSISTENCY, SCHEDULES,
-                                                   UDAS_DATA_CONSISTENCY, UDAS_PAPER_COUNTS, crop_configuration,
+                                                   UDAS_DATA_ONE_MACHINE, UDAS_PAPER_COUNTS, crop_configuration,
                                                    crop_trials, daformer_trials, learned_classes, mml_trials,
                                                    multidecoder_frame, udas_data_trials, udas_trials, udas_variant)
 from udalab.analysis.records import Record, RecordSet, table
@@ -151,9 +151,11 @@ VARIANTS: dict[str, tuple[str, Records, Callable[[Record], pd.DataFrame]]] = {
     "intrada_split_2400": ("intrada_split", ("advent_2400_v3", "intrada_2400_v3"), _intrada_runs),
     "multidecoder_schedule_2400": ("multidecoder_schedule", "multidecoder_schedule_2400_voc_v2", _multidecoder),
     "udas_data_notranslate": ("udas_data", "udas_data_notranslate_v3", _udas_data_rows("UDAS − ST")),
-    "udas_data_notranslate_consistency": ("udas_data", UDAS_DATA_CONSISTENCY,
+    "udas_data_notranslate_consistency": ("udas_data", UDAS_DATA_ONE_MACHINE,
                                           _udas_data_rows(f"UDAS − ST{NO_CONSISTENCY}")),
-    "udas_data_consistency": ("udas_data", UDAS_DATA_CONSISTENCY, _udas_data_rows(f"UDAS{NO_CONSISTENCY}")),
+    "udas_data_consistency": ("udas_data", UDAS_DATA_ONE_MACHINE, _udas_data_rows(f"UDAS{NO_CONSISTENCY}")),
+    # the study's own UDAS rows (the preset) measured again beside the variants above
+    "udas_data_preset_rerun": ("udas_data", UDAS_DATA_ONE_MACHINE, _udas_data_rows("UDAS")),
 }
 
 

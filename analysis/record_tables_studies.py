@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Callable
 
 import pandas as pd
 
@@ -968,14 +969,14 @@ def udas_data(rec: Record) -> str:
 def udas_data_stages(rec: Record) -> str:
     df = udas_data_trials(rec)
     df = df[df["method"] == "udas"].copy()
-    df["uda"] = stage_ends(rec, df)
+    df["first_stage_end"] = stage_ends(rec, df)
     rows = []
     for n in (300, 100, 50, 10, 0):
         sel = df[df["labelled"] == n].sort_values("seed")
         if sel.empty:
             continue
-        gain = sel["test.miou"] - sel["uda"]
-        rows.append([n, ms(sel["uda"]), f"{seeds(gain, sign=True)} ({signed(gain.mean())} ± {num(gain.std())})",
+        gain = sel["test.miou"] - sel["first_stage_end"]
+        rows.append([n, ms(sel["first_stage_end"]), f"{seeds(gain, sign=True)} ({signed(gain.mean())} ± {num(gain.std())})",
                      ms(sel["test.miou"])])
     return md(["labelled images", "UDAS: test mIoU at the end of the UDA stage", "the self-training round's gain per seed",
                "after the round"], rows)
@@ -1021,7 +1022,7 @@ def udas_data_semantic(recs: RecordSet) -> str:
 
     return delta_table(ordered(df, order), first="labelled target images (method)", bar=True,
                        extra=[("test mIoU at the first stage's end", lambda c: "" if c.startswith("Supervised")
-                               else ms(by[c]["uda"])),
+                               else ms(by[c]["first_stage_end"])),
                               ("paired Δ test to the row above", against_above)])
 
 
@@ -1053,13 +1054,13 @@ def _udas_above(order: list[str], c: str) -> str | None:
 
 def _udas_data_semantic_trials(recs: RecordSet) -> tuple[pd.DataFrame, list[str]]:
     """The runs of UDAS_DATA_SEMANTIC's records ("UDAS + L_sem, 50"), the study's Supervised rows and
-    its UDAS rows at the counts the others ran, each with its first stage's end (`uda`); and their
+    its UDAS rows at the counts the others ran, each with its first stage's end (`first_stage_end`); and their
     order, by count."""
     recs.one_machine(tuple(UDAS_DATA_SEMANTIC))
     parts = []
     for name, label in UDAS_DATA_SEMANTIC.items():
         df = udas_data_trials(recs[name])
-        df["uda"] = stage_ends(recs[name], df)
+        df["first_stage_end"] = stage_ends(recs[name], df)
         df["configuration"] = df["configuration"].str.replace("UDAS, ", f"{label}, ")
         parts.append(df)
     counts = sorted(set(parts[1]["labelled"]), reverse=True)
@@ -1081,35 +1082,41 @@ SHORT_NAME = f"Supervised at {SUPERVISED_SHORT} steps"
 
 # The self-training round without its consistency term on the labelled images (lambda_st_kl=0: no
 # λ_st_kl · KL(teacher ‖ student), methods/udas.py 2b; the paper states neither the term's form nor its
-# weight): UDAS without its translation at every labelled count, and with it at 50 and 10, beside
-# udas_data_notranslate_v3's Supervised and UDAS − ST rows (λ_st_kl 1, the preset), one machine
-UDAS_DATA_CONSISTENCY = ("udas_data_notranslate_v3", "udas_data_consistency_v3")
+# weight): UDAS without its translation at every labelled count, and with it at 50 and 10, then with it
+# at 300 and 100 (each beside the preset's UDAS row, λ_st_kl 1), beside udas_data_notranslate_v3's
+# Supervised and UDAS − ST rows: the data study's records of one machine
+UDAS_DATA_ONE_MACHINE = ("udas_data_notranslate_v3", "udas_data_consistency_v3", "udas_data_consistency_translated_v3")
 NO_CONSISTENCY = ", λ_st_kl 0"
+NO_UDA = " − UDA"
 ROUND_OF = ", round of "
 UDAS_VARIANTS = ("Supervised", "UDAS − ST", f"UDAS − ST{NO_CONSISTENCY}", "UDAS", f"UDAS{NO_CONSISTENCY}")
 
 
 def udas_variant(row: pd.Series) -> str:
     """A data-study run's variant: Supervised (SHORT_NAME at SUPERVISED_SHORT steps), or UDAS, " − ST"
-    without its translation, NO_CONSISTENCY without the round's consistency term, and the round's
-    length where the run set one (", round of 600 steps")."""
+    without its translation, NO_UDA without the first stage's UDA step, NO_CONSISTENCY without the
+    round's consistency term, and the round's length where the run set one (", round of 600 steps")."""
     if row["method"] == "supervised":
         return SHORT_NAME if row.get("iterations") == SUPERVISED_SHORT else "Supervised"
-    translate, weight, rounds = row.get("translate"), row.get("lambda_st_kl"), row.get("st_iterations")
-    untranslated = translate is not None and not pd.isna(translate) and not translate
+
+    def off(key: str) -> bool:                      # set to False by the run (a missing key: the preset's True)
+        value = row.get(key)
+        return value is not None and not pd.isna(value) and not value
+
+    weight, rounds = row.get("lambda_st_kl"), row.get("st_iterations")
     length = f"{ROUND_OF}{int(rounds)} steps" if rounds is not None and not pd.isna(rounds) else ""
-    return f"UDAS{' − ST' if untranslated else ''}{NO_CONSISTENCY if weight == 0 else ''}{length}"
+    return f"UDAS{' − ST' if off('translate') else ''}{NO_UDA if off('uda') else ''}{NO_CONSISTENCY if weight == 0 else ''}{length}"
 
 
 def udas_data_variant_trials(recs: RecordSet, names: tuple[str, ...], keep_short: bool = False) -> pd.DataFrame:
     """The data study's runs of one machine's records, `configuration` "<udas_variant>, <count>", each
-    UDAS run's first stage's end (`uda`); baseline: Supervised on the same labels (for the short
+    UDAS run's first stage's end (`first_stage_end`); baseline: Supervised on the same labels (for the short
     Supervised rows too, which only keep_short keeps)."""
     recs.one_machine(names)
     parts = []
     for name in names:
         df = udas_data_trials(recs[name])
-        df["uda"] = stage_ends(recs[name], df)
+        df["first_stage_end"] = stage_ends(recs[name], df)
         parts.append(df)
     df = pd.concat(parts, ignore_index=True)
     df["variant"] = df.apply(udas_variant, axis=1)
@@ -1139,7 +1146,7 @@ def udas_data_notranslate(recs: RecordSet) -> str:
         return paired_cell(pair_rows(df, c, short, "test.miou")) if c.startswith(label) and short in by else ""
 
     return delta_table(ordered(df, order), first="labelled target images (method)", bar=True,
-                       extra=[("test mIoU at the first stage's end", lambda c: ms(by[c]["uda"]) if c.startswith(label) else ""),
+                       extra=[("test mIoU at the first stage's end", lambda c: ms(by[c]["first_stage_end"]) if c.startswith(label) else ""),
                               (f"paired Δ test to {SHORT_NAME}", against_short)])
 
 
@@ -1150,11 +1157,11 @@ def udas_data_notranslate_classes(recs: RecordSet) -> str:
 
 
 def round_gain(df: pd.DataFrame, c: str) -> str:
-    """A UDAS configuration's final test mIoU minus its first stage's end (`uda`), per seed and mean ± std."""
+    """A UDAS configuration's final test mIoU minus its first stage's end (`first_stage_end`), per seed and mean ± std."""
     if c.startswith("Supervised"):
         return ""
     sel = df[df["configuration"] == c].sort_values("seed")
-    g = sel["test.miou"] - sel["uda"]
+    g = sel["test.miou"] - sel["first_stage_end"]
     return f"{seeds(g, sign=True)} ({signed(g.mean())} ± {num(g.std())})"
 
 
@@ -1162,7 +1169,7 @@ def round_gain(df: pd.DataFrame, c: str) -> str:
 def udas_data_consistency(recs: RecordSet) -> str:
     """Each UDAS variant paired with Supervised on its labels; its first stage's end, the round's gain
     on each seed, and a variant without the consistency term paired with the same variant with it."""
-    df = udas_data_variant_trials(recs, UDAS_DATA_CONSISTENCY)
+    df = udas_data_variant_trials(recs, UDAS_DATA_ONE_MACHINE)
     df = df[df["variant"].isin(UDAS_VARIANTS)]
     present = set(df["configuration"])
     order = [f"{v}, {n}" for n in sorted(set(df["labelled"]), reverse=True) for v in UDAS_VARIANTS if f"{v}, {n}" in present]
@@ -1172,43 +1179,46 @@ def udas_data_consistency(recs: RecordSet) -> str:
 
     by = {c: sel for c, sel in df.groupby("configuration")}
     return delta_table(ordered(df, order), first="labelled target images (method)", bar=True,
-                       extra=[("test mIoU at the first stage's end", lambda c: "" if c.startswith("Supervised") else ms(by[c]["uda"])),
+                       extra=[("test mIoU at the first stage's end", lambda c: "" if c.startswith("Supervised") else ms(by[c]["first_stage_end"])),
                               ("the round's gain per seed", lambda c: round_gain(df, c)),
                               ("paired Δ test to λ_st_kl 1", against_preset)])
+
+
+def beside_its_row(df: pd.DataFrame, without: Callable[[str], str], name: str, stage_end: bool = False) -> str:
+    """Each configuration that `without` maps to another (the same row without one change) beside
+    that row and Supervised on its labels: each paired with Supervised, (stage_end: each UDAS row's
+    first stage's end,) the round's gain on each seed, and the changed row paired with its row
+    (`name`: that row's column)."""
+    changed = df[df["configuration"].map(without) != df["configuration"]]
+    rows = set(changed["configuration"].map(without))
+    order = [c for n in sorted(set(changed["labelled"]), reverse=True)
+             for c in (f"Supervised, {n}", *sorted(c for c in rows if c.endswith(f", {n}")),
+                       *sorted(set(changed[changed["labelled"] == n]["configuration"])))]
+    df = df[df["configuration"].isin(order)]
+    by = {c: sel for c, sel in df.groupby("configuration")}
+
+    def against_row(c: str) -> str:
+        return paired_cell(pair_rows(df, c, without(c), "test.miou")) if without(c) != c else ""
+
+    ends = [("test mIoU at the first stage's end", lambda c: "" if c.startswith("Supervised") else ms(by[c]["first_stage_end"]))]
+    return delta_table(ordered(df, order), first="labelled target images (method)", bar=True,
+                       extra=[*(ends if stage_end else []), ("the round's gain per seed", lambda c: round_gain(df, c)),
+                              (f"paired Δ test to {name}", against_row)])
 
 
 @table("udas_data_long_round_v3")
 def udas_data_long_round(recs: RecordSet) -> str:
     """A row whose self-training round ran longer than the preset's beside the same row at the preset's
-    length and Supervised on its labels: each paired with Supervised, the round's gain on each seed, and
-    the longer round paired with the preset's."""
-    df = udas_data_variant_trials(recs, UDAS_DATA_CONSISTENCY)
-    longer = df[df["variant"].str.contains(ROUND_OF)]
-
-    def preset(c: str) -> str:
-        """The same row at the preset's round."""
-        return re.sub(rf"{ROUND_OF}\d+ steps", "", c)
-
-    shorter = set(longer["configuration"].map(preset))
-    counts = set(longer["labelled"])
-    order = [c for n in sorted(counts, reverse=True)
-             for c in (f"Supervised, {n}", *sorted(c for c in shorter if c.endswith(f", {n}")),
-                       *sorted(set(longer[longer["labelled"] == n]["configuration"])))]
-    df = df[df["configuration"].isin(order)]
-
-    def against_preset(c: str) -> str:
-        return paired_cell(pair_rows(df, c, preset(c), "test.miou")) if preset(c) != c else ""
-
-    return delta_table(ordered(df, order), first="labelled target images (method)", bar=True,
-                       extra=[("the round's gain per seed", lambda c: round_gain(df, c)),
-                              ("paired Δ test to the preset's round", against_preset)])
+    length and Supervised on its labels."""
+    return beside_its_row(udas_data_variant_trials(recs, UDAS_DATA_ONE_MACHINE),
+                          lambda c: re.sub(rf"{ROUND_OF}\d+ steps", "", c), "the preset's round")
 
 
 @table("udas_data_consistency_classes_v3")
 def udas_data_consistency_classes(recs: RecordSet) -> str:
     """Per labelled count, each variant without the consistency term against the same variant with it
     and against Supervised: paired Δ test IoU per class that some row learns (mean of the seeds)."""
-    df = udas_data_variant_trials(recs, UDAS_DATA_CONSISTENCY)
+    df = udas_data_variant_trials(recs, UDAS_DATA_ONE_MACHINE)
     learned = learned_classes(df)
     by = {c: sel.set_index("seed") for c, sel in df.groupby("configuration")}
     rows = []

@@ -178,7 +178,7 @@ def test_paired_refuses_runs_of_two_machines_and_a_missing_baseline():
                                                    ("suite_time", "record_tables_other", "SUITE_RECORDS"),
                                                    ("udas_data_semantic_v3", "record_tables_studies", "UDAS_DATA_SEMANTIC"),
                                                    ("udas_data_consistency_v3", "record_tables_studies",
-                                                    "UDAS_DATA_CONSISTENCY")])
+                                                    "UDAS_DATA_ONE_MACHINE")])
 def test_a_table_of_two_records_refuses_records_of_two_machines(tmp_path, table, module, names):
     """Tables that put two records' numbers side by side pair runs of one machine only."""
     import importlib
@@ -224,26 +224,33 @@ def test_the_consistency_table_names_each_udas_variant_and_pairs_it_with_supervi
     UDAS variant is paired with Supervised on its labels (Supervised at half its steps left out), its
     round's gain is its final test mIoU minus its first stage's end, and a variant without the
     consistency term is paired with the same variant with it; the variant direction tables compare
-    Supervised with that variant's rows alone; a longer round is left to a table of its own."""
-    def run(method, seed, test, **config):
+    Supervised with that variant's rows alone, over the three records; a longer round is left to a
+    table of its own."""
+    def run(method, seed, test, labelled=50, **config):
         stages = [("uda", 600, test - 1 - seed), ("round1", 900, test)] if method == "udas" else [(None, 600, test)]
-        return {"config": {"method": method, "labelled": 50, "seed": seed, **config},
+        return {"config": {"method": method, "labelled": labelled, "seed": seed, **config},
                 "reports": [{"iteration": it, "stage": stage, "miou": m, "test.miou": m, "train_seconds": 1.0}
                             for stage, it, m in stages]}
     seeds_ = (0, 1, 2)
     older = ([run("supervised", s, 20.0 + s) for s in seeds_] + [run("supervised", s, 5.0, iterations=300) for s in seeds_]
-             + [run("udas", s, 15.0 + s, translate=False) for s in seeds_])
+             + [run("udas", s, 15.0 + s, translate=False) for s in seeds_]
+             + [run("supervised", s, 26.0 - s, labelled=100) for s in seeds_])
     newer = ([run("udas", s, 18.0 + 2 * s, translate=False, lambda_st_kl=0) for s in seeds_]
              + [run("udas", s, 14.0, lambda_st_kl=0) for s in seeds_] + [run("udas", s, 30.0) for s in seeds_]
              + [run("udas", s, 25.0, translate=False, lambda_st_kl=0, st_iterations=600) for s in seeds_])
-    for name, runs in (("udas_data_notranslate_v3", older), ("udas_data_consistency_v3", newer)):
+    translated = ([run("udas", s, 27.0, labelled=100) for s in seeds_]
+                  + [run("udas", s, 28.0 + s, labelled=100, lambda_st_kl=0) for s in seeds_])
+    for name, runs in (("udas_data_notranslate_v3", older), ("udas_data_consistency_v3", newer),
+                       ("udas_data_consistency_translated_v3", translated)):
         src = tmp_path / f"{name}.jsonl"
         src.write_text("".join(json.dumps(r) + "\n" for r in runs))
         records.write_record(name, {"runs.jsonl": src}, "c", "d", root=tmp_path / "records")
     recs = records.RecordSet(tmp_path / "records")
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ")
             for line in records.tables()["udas_data_consistency_v3"](recs).splitlines()[2:]}
-    assert list(rows) == ["Supervised, 50", "UDAS − ST, 50", "UDAS − ST, λ_st_kl 0, 50", "UDAS, 50", "UDAS, λ_st_kl 0, 50"]
+    assert list(rows) == ["Supervised, 100", "UDAS, 100", "UDAS, λ_st_kl 0, 100",
+                          "Supervised, 50", "UDAS − ST, 50", "UDAS − ST, λ_st_kl 0, 50", "UDAS, 50", "UDAS, λ_st_kl 0, 50"]
+    assert rows["UDAS, λ_st_kl 0, 100"][10].strip(" |") == "+1.0, +2.0, +3.0 (+2.0 ± 1.0)"
     kl0 = rows["UDAS − ST, λ_st_kl 0, 50"]
     assert kl0[5] == "−2.0, −1.0, +0.0 (−1.0 ± 1.0)"                 # against Supervised: 20, 21, 22
     assert kl0[9] == "+1.0, +2.0, +3.0 (+2.0 ± 1.0)"                 # final minus the first stage's end
@@ -251,6 +258,11 @@ def test_the_consistency_table_names_each_udas_variant_and_pairs_it_with_supervi
     assert rows["UDAS, λ_st_kl 0, 50"][10].strip(" |") == "−16.0, −16.0, −16.0 (−16.0 ± 0.0)"
     directions = records.tables()["directions_udas_data_notranslate_consistency"](recs)
     assert "| UDAS − ST, λ_st_kl 0, 50 − Supervised, 50 |" in directions and "(−2.0, −1.0, +0.0)" in directions
+    # the preset's UDAS rows of the variants' records against Supervised, at each count they ran
+    preset = records.tables()["directions_udas_data_preset_rerun"](recs)
+    assert "| UDAS, 100 − Supervised, 100 | test mIoU | −0.6 | +2.0 ± 2.0 (+1.0, +2.0, +3.0) | disagrees" in preset
+    assert "| UDAS, 50 − Supervised, 50 | test mIoU | +5.9 | +9.0 ± 2.0 (+10.0, +9.0, +8.0) | **agrees** |" in preset
+    assert "1 / 2 agree" in preset and "λ_st_kl" not in preset
     plain = records.tables()["directions_udas_data_notranslate"](recs)
     assert "| UDAS − ST, 50 − Supervised, 50 |" in plain and "(−5.0, −5.0, −5.0)" in plain
     # a longer round is a table of its own: beside the same row at the preset's round and Supervised
