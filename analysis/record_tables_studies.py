@@ -1084,8 +1084,10 @@ SHORT_NAME = f"Supervised at {SUPERVISED_SHORT} steps"
 # λ_st_kl · KL(teacher ‖ student), methods/udas.py 2b; the paper states neither the term's form nor its
 # weight): UDAS without its translation at every labelled count, and with it at 50 and 10, then with it
 # at 300 and 100 (each beside the preset's UDAS row, λ_st_kl 1), beside udas_data_notranslate_v3's
-# Supervised and UDAS − ST rows: the data study's records of one machine
-UDAS_DATA_ONE_MACHINE = ("udas_data_notranslate_v3", "udas_data_consistency_v3", "udas_data_consistency_translated_v3")
+# Supervised and UDAS − ST rows; and a first stage without its UDA step (udas_data_no_uda_v3): the data
+# study's records of one machine
+UDAS_DATA_ONE_MACHINE = ("udas_data_notranslate_v3", "udas_data_consistency_v3", "udas_data_consistency_translated_v3",
+                         "udas_data_no_uda_v3")
 NO_CONSISTENCY = ", λ_st_kl 0"
 NO_UDA = " − UDA"
 ROUND_OF = ", round of "
@@ -1212,6 +1214,14 @@ def udas_data_long_round(recs: RecordSet) -> str:
     length and Supervised on its labels."""
     return beside_its_row(udas_data_variant_trials(recs, UDAS_DATA_ONE_MACHINE),
                           lambda c: re.sub(rf"{ROUND_OF}\d+ steps", "", c), "the preset's round")
+
+
+@table("udas_data_no_uda_v3")
+def udas_data_no_uda(recs: RecordSet) -> str:
+    """A row whose first stage trained without its UDA step (uda=False: the segmentation loss on the
+    Domain CutMix batch alone) beside the same row with it and Supervised on its labels."""
+    return beside_its_row(udas_data_variant_trials(recs, UDAS_DATA_ONE_MACHINE),
+                          lambda c: c.replace(NO_UDA, ""), "the row with its UDA step", stage_end=True)
 
 
 @table("udas_data_consistency_classes_v3")

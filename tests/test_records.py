@@ -240,8 +240,9 @@ def test_the_consistency_table_names_each_udas_variant_and_pairs_it_with_supervi
              + [run("udas", s, 25.0, translate=False, lambda_st_kl=0, st_iterations=600) for s in seeds_])
     translated = ([run("udas", s, 27.0, labelled=100) for s in seeds_]
                   + [run("udas", s, 28.0 + s, labelled=100, lambda_st_kl=0) for s in seeds_])
+    no_uda = [run("udas", s, 16.0, translate=False, uda=False, lambda_st_kl=0) for s in seeds_]
     for name, runs in (("udas_data_notranslate_v3", older), ("udas_data_consistency_v3", newer),
-                       ("udas_data_consistency_translated_v3", translated)):
+                       ("udas_data_consistency_translated_v3", translated), ("udas_data_no_uda_v3", no_uda)):
         src = tmp_path / f"{name}.jsonl"
         src.write_text("".join(json.dumps(r) + "\n" for r in runs))
         records.write_record(name, {"runs.jsonl": src}, "c", "d", root=tmp_path / "records")
@@ -270,6 +271,12 @@ def test_the_consistency_table_names_each_udas_variant_and_pairs_it_with_supervi
     assert [r[0].strip("| ") for r in longer] == ["Supervised, 50", "UDAS − ST, λ_st_kl 0, 50",
                                                   "UDAS − ST, λ_st_kl 0, round of 600 steps, 50"]
     assert longer[2][-1].strip(" |") == "+7.0, +5.0, +3.0 (+5.0 ± 2.0)"
+    # so is a first stage without its UDA step: beside the same row with it, its first stage's end
+    nouda = [line.split(" | ") for line in records.tables()["udas_data_no_uda_v3"](recs).splitlines()[2:]]
+    assert [r[0].strip("| ") for r in nouda] == ["Supervised, 50", "UDAS − ST, λ_st_kl 0, 50",
+                                                 "UDAS − ST − UDA, λ_st_kl 0, 50"]
+    assert nouda[2][-3] == "14.0 ± 1.0"                                  # its first stage's end: 16 − 1 − seed
+    assert nouda[2][-1].strip(" |") == "−2.0, −4.0, −6.0 (−4.0 ± 2.0)"  # 16 against 18, 20, 22
 
 
 def test_the_multidecoder_tables_read_the_schedule_length_and_each_rows_evaluations(tmp_path):
