@@ -1008,6 +1008,13 @@ UDAS_DATA_SEMANTIC = {"udas_data_v3": "UDAS", "udas_data_semantic_v3": "UDAS + L
                       "udas_data_semantic_nouda_v3": "UDAS + L_sem − UDA"}
 
 
+def first_stage_column(by: dict[str, pd.DataFrame]) -> tuple[str, Callable[[str], str]]:
+    """A UDAS data table's column "test mIoU at the first stage's end": each UDAS configuration's
+    mean ± std over its runs (`by`: configuration -> its runs), blank for Supervised."""
+    return ("test mIoU at the first stage's end",
+            lambda c: "" if c.startswith("Supervised") else ms(by[c]["first_stage_end"]))
+
+
 @table("udas_data_semantic_v3")
 def udas_data_semantic(recs: RecordSet) -> str:
     """UDAS with CyCADA's L_sem in its CycleGAN, with and without its UDA step, beside the data study's
@@ -1021,9 +1028,7 @@ def udas_data_semantic(recs: RecordSet) -> str:
         return "" if above is None else paired_cell(pair_rows(df, c, above, "test.miou"))
 
     return delta_table(ordered(df, order), first="labelled target images (method)", bar=True,
-                       extra=[("test mIoU at the first stage's end", lambda c: "" if c.startswith("Supervised")
-                               else ms(by[c]["first_stage_end"])),
-                              ("paired Δ test to the row above", against_above)])
+                       extra=[first_stage_column(by), ("paired Δ test to the row above", against_above)])
 
 
 @table("udas_data_semantic_classes_v3")
@@ -1080,12 +1085,13 @@ SUPERVISED_SHORT = 300
 SHORT_NAME = f"Supervised at {SUPERVISED_SHORT} steps"
 
 
-# The self-training round without its consistency term on the labelled images (lambda_st_kl=0: no
+# The data study's records of one machine: udas_data_notranslate_v3's Supervised and UDAS − ST rows;
+# the self-training round without its consistency term on the labelled images (lambda_st_kl=0: no
 # λ_st_kl · KL(teacher ‖ student), methods/udas.py 2b; the paper states neither the term's form nor its
-# weight): UDAS without its translation at every labelled count, and with it at 50 and 10, then with it
-# at 300 and 100 (each beside the preset's UDAS row, λ_st_kl 1), beside udas_data_notranslate_v3's
-# Supervised and UDAS − ST rows; and a first stage without its UDA step (udas_data_no_uda_v3): the data
-# study's records of one machine
+# weight) without the translation at every labelled count (udas_data_consistency_v3) and with it at
+# every count beside the preset's UDAS rows (udas_data_consistency_v3 at 50 and 10,
+# udas_data_consistency_translated_v3 at 300 and 100); and a first stage without its UDA step
+# (udas_data_no_uda_v3)
 UDAS_DATA_ONE_MACHINE = ("udas_data_notranslate_v3", "udas_data_consistency_v3", "udas_data_consistency_translated_v3",
                          "udas_data_no_uda_v3")
 NO_CONSISTENCY = ", λ_st_kl 0"
@@ -1181,8 +1187,7 @@ def udas_data_consistency(recs: RecordSet) -> str:
 
     by = {c: sel for c, sel in df.groupby("configuration")}
     return delta_table(ordered(df, order), first="labelled target images (method)", bar=True,
-                       extra=[("test mIoU at the first stage's end", lambda c: "" if c.startswith("Supervised") else ms(by[c]["first_stage_end"])),
-                              ("the round's gain per seed", lambda c: round_gain(df, c)),
+                       extra=[first_stage_column(by), ("the round's gain per seed", lambda c: round_gain(df, c)),
                               ("paired Δ test to λ_st_kl 1", against_preset)])
 
 
@@ -1202,9 +1207,9 @@ def beside_its_row(df: pd.DataFrame, without: Callable[[str], str], name: str, s
     def against_row(c: str) -> str:
         return paired_cell(pair_rows(df, c, without(c), "test.miou")) if without(c) != c else ""
 
-    ends = [("test mIoU at the first stage's end", lambda c: "" if c.startswith("Supervised") else ms(by[c]["first_stage_end"]))]
     return delta_table(ordered(df, order), first="labelled target images (method)", bar=True,
-                       extra=[*(ends if stage_end else []), ("the round's gain per seed", lambda c: round_gain(df, c)),
+                       extra=[*([first_stage_column(by)] if stage_end else []),
+                              ("the round's gain per seed", lambda c: round_gain(df, c)),
                               (f"paired Δ test to {name}", against_row)])
 
 

@@ -224,8 +224,8 @@ def test_the_consistency_table_names_each_udas_variant_and_pairs_it_with_supervi
     UDAS variant is paired with Supervised on its labels (Supervised at half its steps left out), its
     round's gain is its final test mIoU minus its first stage's end, and a variant without the
     consistency term is paired with the same variant with it; the variant direction tables compare
-    Supervised with that variant's rows alone, over the three records; a longer round is left to a
-    table of its own."""
+    Supervised with that variant's rows alone, over the records of one machine; a longer round and a
+    first stage without its UDA step are left to tables of their own."""
     def run(method, seed, test, labelled=50, **config):
         stages = [("uda", 600, test - 1 - seed), ("round1", 900, test)] if method == "udas" else [(None, 600, test)]
         return {"config": {"method": method, "labelled": labelled, "seed": seed, **config},
