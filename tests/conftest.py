@@ -14,13 +14,26 @@ if _WORKERS > 1:
         os.environ.setdefault(_var, str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
 
+@pytest.hookimpl(tryfirst=True)   # before xdist's own hook, which writes the groups into the test ids
 def pytest_collection_modifyitems(config, items):
-    """For --dist loadgroup: a module's tests run in one worker (its module fixtures are built once);
-    the modules that read the freshly generated twins (fresh_twins, a minute to make) share one."""
+    """For --dist loadgroup (pyproject.toml's addopts, with --no-loadscope-reorder): the tests of a
+    module that defines a module- or session-scoped fixture run in one worker, so the fixture is built
+    once; the modules that read the freshly generated twins (fresh_twins, a minute to make) share one.
+    Every other test is a unit of its own. The Ray tests (marked ray, minutes each) are handed out
+    first, so that the suite does not end with one of them running alone."""
     twins = {item.module.__name__ for item in items if "fresh_twins" in item.fixturenames}
+    shared = {item.module.__name__ for item in items if _uses_a_fixture_of_its_module(item)}
     for item in items:
         name = item.module.__name__
-        item.add_marker(pytest.mark.xdist_group("fresh_twins" if name in twins else name))
+        if name in twins or name in shared:
+            item.add_marker(pytest.mark.xdist_group("fresh_twins" if name in twins else name))
+    items.sort(key=lambda item: item.get_closest_marker("ray") is None)       # stable: ray first
+
+
+def _uses_a_fixture_of_its_module(item) -> bool:
+    module = item.nodeid.split("::")[0]
+    return any(d.scope in ("module", "session") and d.baseid == module
+               for defs in item._fixtureinfo.name2fixturedefs.values() for d in defs)
 
 
 @pytest.fixture(scope="session")
