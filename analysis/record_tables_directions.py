@@ -12,7 +12,8 @@ import pandas as pd
 
 from udalab.analysis.directions import (NOT_RUN, Comparison, NotInRecord, count_line, match, published_comparisons,
                                        verdict)
-from udalab.analysis.record_tables import MINUS, bench, md, num, pair_rows, seeds, shift_cells, signed
+from udalab.analysis.record_tables import (MINUS, bench, delta_table, md, num, ordered, pair_rows, seeds, shift_cells,
+                                           signed)
 from udalab.analysis.record_tables_studies import (DAFORMER_STEPS, MSUDA, NO_CONSISTENCY, SCHEDULES,
                                                    UDAS_DATA_ONE_MACHINE, UDAS_PAPER_COUNTS, crop_configuration,
                                                    crop_trials, daformer_trials, learned_classes, mml_trials,
@@ -331,6 +332,26 @@ def _step_cells(p: pd.Series) -> list[str]:
     """A paired row's cells: baseline mean, mean, paired Δ (per seed), the bar, above / below / within."""
     return [num(p["base_mean"]), num(p["mean"]), f"{signed(p['delta'])} ({seeds(p['paired'], sign=True)})",
             num(p["bar"]), against_bar(p, "**above**")]
+
+
+INTRADA_GRID = "intrada_split_grid_v3"
+
+
+def _lambda_grid(df: pd.DataFrame) -> pd.DataFrame:
+    """The IntraDA study's rows in its order (source only, ADVENT, λ ascending), each λ row paired with
+    ADVENT (its stage 1) and ADVENT with source only."""
+    lams = sorted(df["lambda_split"].dropna().unique())
+    df = ordered(df, ["source only", "ADVENT", *(f"IntraDA λ {lam:g}" for lam in lams)])
+    return df.assign(baseline=df["method"].map({"source_only": None, "advent": "source only", "intrada": "ADVENT"}))
+
+
+@table(INTRADA_GRID)
+def intrada_split_grid(recs: RecordSet) -> str:
+    """Every row of the IntraDA study at its schedule, λ from 0.2 to 1: test mIoU, and each λ against
+    the ADVENT model its stage 3 starts from (ADVENT against source only)."""
+    df = _lambda_grid(_intrada_runs(recs[INTRADA_GRID]))
+    base = df.drop_duplicates("configuration").set_index("configuration")["baseline"].fillna("")
+    return delta_table(df, first="row", bar=True, extra=[("paired with", base.get)])
 
 
 @table("intrada_2400_v3")

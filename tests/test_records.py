@@ -301,3 +301,27 @@ def test_the_multidecoder_tables_read_the_schedule_length_and_each_rows_evaluati
     assert curve[0] == "| schedule | step 800 | step 1200 | step 1600 | step 2400 |"
     assert curve[2:] == ["| depth first, s→b | 1.0 (d) |  | 21.0 (s) | 39.0 (b) |",
                          "| single decoder |  | 31.0 (s) |  | 41.0 (s) |"]
+
+
+def test_the_intrada_grid_table_pairs_each_lambda_with_advent_and_advent_with_source_only(tmp_path):
+    """intrada_split_grid_v3: the rows in the study's order (source only, ADVENT, λ ascending), each λ
+    paired per seed with the ADVENT model its stage 3 starts from, ADVENT with source only."""
+    from udalab.analysis.record_tables_directions import INTRADA_GRID
+
+    def run(method, seed, test, **config):
+        return {"config": {"method": method, "seed": seed, **config},
+                "reports": [{"iteration": 600, "stage": "inter", "miou": test, "test.miou": test, "train_seconds": 1.0}]}
+    runs = ([run("intrada", s, v, lambda_split=1.0) for s, v in zip((0, 1, 2), (16.0, 15.0, 17.0))]
+            + [run("source_only", s, v) for s, v in zip((0, 1, 2), (14.0, 14.0, 15.0))]
+            + [run("intrada", s, v, lambda_split=0.6) for s, v in zip((0, 1, 2), (15.5, 14.0, 16.0))]
+            + [run("advent", s, v) for s, v in zip((0, 1, 2), (15.0, 14.5, 16.0))])
+    src = tmp_path / "runs.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in runs))
+    records.write_record(INTRADA_GRID, [src], "c", "d", root=tmp_path / "records")
+    lines = records.tables()[INTRADA_GRID](records.RecordSet(tmp_path / "records")).splitlines()[2:]
+    rows = {line.split(" | ")[0].strip("| "): line for line in lines}
+    assert list(rows) == ["source only", "ADVENT", "IntraDA λ 0.6", "IntraDA λ 1"]
+    assert rows["source only"].endswith("|  |")
+    assert "+1.0, +0.5, +1.0" in rows["ADVENT"] and rows["ADVENT"].endswith("| source only |")
+    assert "+0.5, −0.5, +0.0" in rows["IntraDA λ 0.6"] and rows["IntraDA λ 0.6"].endswith("| ADVENT |")
+    assert "+1.0, +0.5, +1.0" in rows["IntraDA λ 1"]
