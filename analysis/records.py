@@ -255,20 +255,26 @@ def _threads(device) -> int:
 def cpu_hours_of(files: Iterable[Path]) -> float | None:
     """Σ over the runs of the files of train_seconds × the CPU threads provenance.device names (1
     where it names none), in hours; None when no file records train_seconds. A run's last report
-    holds its whole training time (summed across resumes)."""
-    seconds, found = 0.0, False
+    holds its whole training time (summed across resumes). A run that two files hold (a study's
+    runs.jsonl and its trials.parquet: the same `trial_id`) counts once."""
+    seconds, found, seen = 0.0, False, set()
     for path in map(Path, files):
         if path.suffix == ".jsonl":
-            finals = [(_run_reports(r) or [{}])[-1] for r in _lines(path)]
-            pairs = [(f.get("train_seconds"), f.get("provenance.device")) for f in finals]
+            runs = _lines(path)
+            finals = [(_run_reports(r) or [{}])[-1] for r in runs]
+            rows = [(r.get("trial_id"), f.get("train_seconds"), f.get("provenance.device")) for r, f in zip(runs, finals)]
         elif path.suffix == ".parquet":
             df = pd.read_parquet(path)
             if "train_seconds" not in df:
                 continue
-            pairs = list(zip(df["train_seconds"], df.get("provenance.device", pd.Series([None] * len(df)))))
+            none = pd.Series([None] * len(df))
+            rows = list(zip(df.get("trial_id", none), df["train_seconds"], df.get("provenance.device", none)))
         else:
             continue
-        for sec, device in pairs:
+        for trial, sec, device in rows:
+            if trial is not None and trial in seen:
+                continue
+            seen.add(trial)
             if sec is not None and not (isinstance(sec, float) and math.isnan(sec)):
                 seconds, found = seconds + float(sec) * _threads(device), True
     return round(seconds / 3600, 3) if found else None

@@ -100,6 +100,13 @@ def test_write_record_round_trips_and_fills_commit_machine_date(tmp_path):
     assert set(m["machine"]) == {"cpu", "isa", "cores", "gpu"} and m["machine"]["cores"] >= 1
     assert m["date"].endswith("Z")
     assert m["cpu_hours"] == pytest.approx(2 * 1800 * 2 / 3600)        # last reports, 2 threads each
+    ids = [dict(json.loads(line), trial_id=f"row0-seed{i}") for i, line in enumerate(src.read_text().splitlines())]
+    src.write_text("".join(json.dumps(r) + "\n" for r in ids))
+    pd.DataFrame({"trial_id": ["row0-seed0", "row0-seed1", "row1-seed0"], "train_seconds": [1800.0, 1800.0, 900.0],
+                  "provenance.device": ["Some CPU (AVX2), 2 CPU threads"] * 3}).to_parquet(tmp_path / "trials.parquet")
+    both = records.write_record("both_files", [src, tmp_path / "trials.parquet"], "c", "d", root=tmp_path / "records")
+    # the two runs both files hold count once, the parquet's third run too
+    assert json.loads((both / "manifest.json").read_text())["cpu_hours"] == pytest.approx((2 * 1800 + 900) * 2 / 3600)
     runs = rec.runs()
     assert list(runs["seed"]) == [0, 1] and list(runs["test.miou"]) == [12.0, 13.0]
     assert list(runs["lr"]) == ["[1, 2]"] * 2 and set(runs["machine"]) == {records.machine_label(m)}
