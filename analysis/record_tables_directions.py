@@ -41,13 +41,11 @@ def _udas_data(rec: Record) -> pd.DataFrame:
     return df.assign(labelled=df["labelled"].map(UDAS_PAPER_COUNTS))
 
 
+INTRADA_GRID = "intrada_split_grid_v3"     # the IntraDA study's rows at its schedule, all on one machine
+
+
 def _intrada_configuration(row: pd.Series) -> str:
     return {"source_only": "source only", "advent": "ADVENT"}.get(row["method"]) or f"IntraDA λ {row['lambda_split']:g}"
-
-
-def _intrada(rec: Record) -> pd.DataFrame:
-    df = rec.trials().copy()
-    return df.assign(configuration=df.apply(_intrada_configuration, axis=1))
 
 
 def _intrada_runs(rec: Record) -> pd.DataFrame:
@@ -68,7 +66,7 @@ Records = str | tuple[str, ...]   # one record, or several of one machine whose 
 STUDIES: dict[str, tuple[Records | None, tuple[str, ...], Callable[[Record], pd.DataFrame] | None]] = {
     "hrda_crop_size": ("hrda_crop_size_2400_v3", ("hrda",), _hrda),
     "daformer_ablation": ("daformer_ablation_2400_v3", ("daformer",), _daformer),
-    "intrada_split": ("intrada_split_v3", ("intrada",), _intrada),
+    "intrada_split": (INTRADA_GRID, ("intrada",), _intrada_runs),
     "udas_ablation": ("udas_ablation_v3", ("udas_steps",), udas_trials),
     "udas_data": ("udas_data_v3", ("udas_data",), _udas_data),
     "mml_ablation": ("mml_ablation_v3", ("mml_ablation", "mml_streams"), mml_trials),
@@ -214,9 +212,9 @@ for _name in VARIANTS:
 # method, record, its configuration there, its source-only configuration there: each adaptation
 # method in its study's record on the current data at the study's schedule, and where a longer
 # schedule was measured, that record beside it
-METHODS = [("ADVENT (IntraDA study)", "intrada_split_v3", "ADVENT", "source only"),
+METHODS = [("ADVENT (IntraDA study)", INTRADA_GRID, "ADVENT", "source only"),
            ("ADVENT (IntraDA study)", "advent_2400_v3", "ADVENT", "source only"),
-           ("IntraDA (λ 0.67)", "intrada_split_v3", "IntraDA λ 0.67", "source only"),
+           ("IntraDA (λ 0.67)", INTRADA_GRID, "IntraDA λ 0.67", "source only"),
            ("IntraDA (λ 0.67)", ("advent_2400_v3", "intrada_2400_v3"), "IntraDA λ 0.67", "source only"),
            ("DAFormer (DACS + warm-up + RCS + FD)", "daformer_ablation_v3", "+ FD", "source only"),
            ("DAFormer (DACS + warm-up + RCS + FD)", "daformer_ablation_2400_v3", "+ FD", "source only"),
@@ -334,9 +332,6 @@ def _step_cells(p: pd.Series) -> list[str]:
             num(p["bar"]), against_bar(p, "**above**")]
 
 
-INTRADA_GRID = "intrada_split_grid_v3"
-
-
 def _lambda_grid(df: pd.DataFrame) -> pd.DataFrame:
     """The IntraDA study's rows in its order (source only, ADVENT, λ ascending), each λ row paired with
     ADVENT (its stage 1) and ADVENT with source only."""
@@ -345,13 +340,25 @@ def _lambda_grid(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(baseline=df["method"].map({"source_only": None, "advent": "source only", "intrada": "ADVENT"}))
 
 
-@table(INTRADA_GRID)
-def intrada_split_grid(recs: RecordSet) -> str:
-    """Every row of the IntraDA study at its schedule, λ from 0.2 to 1: test mIoU, and each λ against
-    the ADVENT model its stage 3 starts from (ADVENT against source only)."""
-    df = _lambda_grid(_intrada_runs(recs[INTRADA_GRID]))
+def _lambda_table(df: pd.DataFrame) -> str:
+    """The IntraDA study's rows: test mIoU, and each λ against the ADVENT model its stage 3 starts from
+    (ADVENT against source only)."""
+    df = _lambda_grid(df)
     base = df.drop_duplicates("configuration").set_index("configuration")["baseline"].fillna("")
     return delta_table(df, first="row", bar=True, extra=[("paired with", base.get)])
+
+
+@table(INTRADA_GRID)
+def intrada_split_grid(recs: RecordSet) -> str:
+    """Every row of the IntraDA study at its schedule that the record ran, all on one machine."""
+    return _lambda_table(_intrada_runs(recs[INTRADA_GRID]))
+
+
+@table("intrada_split_v3")
+def intrada_split_v3(recs: RecordSet) -> str:
+    """The study's first run on the v3 twins (the rows the paper's Table 1 names), another machine."""
+    df = recs["intrada_split_v3"].trials()
+    return _lambda_table(df.assign(configuration=df.apply(_intrada_configuration, axis=1)))
 
 
 @table("intrada_2400_v3")
