@@ -332,18 +332,12 @@ def _step_cells(p: pd.Series) -> list[str]:
             num(p["bar"]), against_bar(p, "**above**")]
 
 
-def _lambda_grid(df: pd.DataFrame) -> pd.DataFrame:
-    """The IntraDA study's rows in its order (source only, ADVENT, λ ascending), each λ row paired with
-    ADVENT (its stage 1) and ADVENT with source only."""
+def _lambda_table(df: pd.DataFrame) -> str:
+    """The IntraDA study's rows in its order (source only, ADVENT, λ ascending): test mIoU, and each λ
+    against the ADVENT model its stage 3 starts from (ADVENT against source only)."""
     lams = sorted(df["lambda_split"].dropna().unique())
     df = ordered(df, ["source only", "ADVENT", *(f"IntraDA λ {lam:g}" for lam in lams)])
-    return df.assign(baseline=df["method"].map({"source_only": None, "advent": "source only", "intrada": "ADVENT"}))
-
-
-def _lambda_table(df: pd.DataFrame) -> str:
-    """The IntraDA study's rows: test mIoU, and each λ against the ADVENT model its stage 3 starts from
-    (ADVENT against source only)."""
-    df = _lambda_grid(df)
+    df = df.assign(baseline=df["method"].map({"source_only": None, "advent": "source only", "intrada": "ADVENT"}))
     base = df.drop_duplicates("configuration").set_index("configuration")["baseline"].fillna("")
     return delta_table(df, first="row", bar=True, extra=[("paired with", base.get)])
 
