@@ -80,5 +80,6 @@ def export_note(figures: Mapping[str, Any], study_dir: str | os.PathLike, path: 
                     "BROWSER_PATH). The interactive figures above are unaffected.")
     if not (static_figures and figures):
         return ""
-    out_dir = os.path.join(path, "figures") if storage.is_local(study_dir) else storage.join_path(path, "figures")
+    # a remote study's figures go to its URI: its path alone (bucket/...) would name a local folder
+    out_dir = os.path.join(path, "figures") if storage.is_local(study_dir) else storage.uri_join(study_dir, "figures")
     return export_figures(figures, out_dir)[1]
