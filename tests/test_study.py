@@ -72,8 +72,8 @@ def test_results_on_an_s3_compatible_server_resume_and_report(s3_results, mini_d
     from udalab.studies.cli import main as udalab
 
     env = {**ENV, **{k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}}
-    run = lambda: subprocess.run([sys.executable, str(SCRIPT), "--results", s3_results, "--smoke", "--rows", "0"],  # noqa: E731
-                                 env=env, capture_output=True, text=True, timeout=900)
+    run = lambda *more: subprocess.run([sys.executable, str(SCRIPT), "--results", s3_results, "--smoke", "--rows", "0",  # noqa: E731
+                                        *more], env=env, capture_output=True, text=True, timeout=900)
     first = run()
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     study = storage.uri_join(s3_results, "intrada_split_smoke")
@@ -85,8 +85,11 @@ def test_results_on_an_s3_compatible_server_resume_and_report(s3_results, mini_d
                          if i.type == pafs.FileType.File and i.base_name == "state.pt")
     assert len(checkpoints) == 1                                # the trial's latest checkpoint, on the server
     assert store.read_trials(study)["trial_id"].tolist() == df["trial_id"].tolist()
+    if find_browser():  # kaleido's static export, copied to the server beside the report
+        figures = fs.get_file_info(pafs.FileSelector(storage.join_path(path, "figures")))
+        assert {"metric.png", "metric.svg"} <= {i.base_name for i in figures}
 
-    again = run()
+    again = run("--no-figures")
     assert again.returncode == 0 and "Resuming" in again.stdout, again.stdout[-3000:] + again.stderr[-3000:]
     assert sorted(i.path for i in fs.get_file_info(pafs.FileSelector(storage.join_path(path, "_train"), recursive=True))
                   if i.base_name == "state.pt") == checkpoints    # nothing ran again
@@ -184,7 +187,7 @@ def test_a_study_killed_midway_resumes_reports_and_a_rerun_runs_nothing(tmp_path
     assert all(len(kept) == 1 for kept in before.values()), before   # only the latest checkpoint is kept
 
     # a third run finds everything finished: it resumes, runs nothing; other options are refused
-    again = _run(tmp_path, *args)
+    again = _run(tmp_path, *args, "--no-figures")      # not an option the results are tied to
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Resuming" in again.stdout
     assert _checkpoints(study) == before
@@ -194,7 +197,8 @@ def test_a_study_killed_midway_resumes_reports_and_a_rerun_runs_nothing(tmp_path
 
 def test_optuna_variant_searches_lambda(tmp_path, mini_data):
     """Each suggested λ is scored on two seeds (a Train run each); Optuna sees their mean."""
-    out = _run(tmp_path, "--smoke", "--optuna", "--num-samples", "2", "--seeds", "0", "1")
+    args = ("--smoke", "--optuna", "--num-samples", "2", "--seeds", "0", "1", "--no-figures")
+    out = _run(tmp_path, *args)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     df = pd.read_parquet(tmp_path / "intrada_split_optuna_smoke" / "trials.parquet")
     assert len(df) == 2 and set(df["status"]) == {"TERMINATED"} and set(df["method"]) == {"intrada"}
@@ -207,18 +211,19 @@ def test_optuna_variant_searches_lambda(tmp_path, mini_data):
     assert [t.state for t in ot.trials] == [optuna.trial.TrialState.COMPLETE] * 2
     assert sorted(t.params["lambda_split"] for t in ot.trials) == pytest.approx(sorted(df["lambda_split"]))
     assert sorted(t.value for t in ot.trials) == pytest.approx(sorted(df["miou"]))
-    # every configuration ran both seeds; its miou is their mean, their std beside it
-    for tid, miou in zip(df["trial_id"], df["miou"]):
+    # every configuration ran both seeds; its miou is their mean, their sample std beside it
+    for tid, miou, std in zip(df["trial_id"], df["miou"], df["std.miou"]):
         runs = sorted(p.name for p in (study / "_train").glob(f"train-{tid}-seed*"))
         assert runs == [f"train-{tid}-seed0", f"train-{tid}-seed1"]
         seeds = [json.loads((study / "_train" / r / "checkpoint_manager_snapshot.json").read_text())
                  ["checkpoint_results"][-1]["metrics"]["miou"] for r in runs]
-        assert miou == pytest.approx(sum(seeds) / 2)
-    assert "std.miou" in df and df["std.miou"].notna().all() and df["seed"].isna().all()
+        assert miou == pytest.approx(sum(seeds) / 2) and std == pytest.approx(abs(seeds[0] - seeds[1]) / 2 ** 0.5)
+    assert df["seed"].isna().all()
     text = (study / "report.html").read_text(encoding="utf-8")
     assert 'id="fig-history"' in text and 'id="fig-parallel"' in text and "optuna.db" in text
+    assert not (study / "figures").exists()          # --no-figures: the report's interactive figures only
     # a re-run resumes (the searcher reconnects to the same database) and adds no trial
-    again = _run(tmp_path, "--smoke", "--optuna", "--num-samples", "2", "--seeds", "0", "1")
+    again = _run(tmp_path, *args)
     assert again.returncode == 0 and "Resuming" in again.stdout, again.stdout[-3000:] + again.stderr[-3000:]
     assert len(optuna.load_study(study_name="intrada_split_optuna_smoke", storage=storage).trials) == 2
 

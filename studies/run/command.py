@@ -56,6 +56,9 @@ def build_parser(study: Study | None = None) -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="with --local: runs at once (each --cpus-per-trial threads)")
     p.add_argument("--restart", action="store_true", help="move the old results aside and start over")
     p.add_argument("--no-report", action="store_true", help="skip writing report.html at the end")
+    p.add_argument("--no-figures", action="store_true",
+                   help="write report.html without the PNG/SVG copies of its figures (figures/, kaleido); "
+                        "its interactive figures stay")
     p.add_argument("--ray-status", action="store_true",
                    help="print Ray Tune's full status table instead of the one-line progress")
     return p

@@ -192,7 +192,9 @@ def run(study: Study, args) -> int:
     print(f"{name}: {sum(t in done for t, _ in trials)} of this grid's {len(trials)} runs finished, {len(df)} in all "
           f"-> {study_dir / layout.TRIALS_FILE}")
     if study.report is not None and not args.no_report and len(df):
-        print(f"report: {write_study_report(study, str(study_dir), df, settings['preset'])}")
+        report = write_study_report(study, str(study_dir), df, settings["preset"],
+                                    static_figures=False if args.no_figures else None)
+        print(f"report: {report}")
     if errors:
         print(f"{len(errors)} run(s) failed; run the same command again to retry them.", file=sys.stderr)
         return 1

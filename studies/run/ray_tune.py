@@ -399,7 +399,8 @@ def finish(study: Study, args, study_dir: str, name: str, preset: str, seconds: 
     counts = df["status"].value_counts().to_dict() if len(df) else {}
     print(f"\n{name}: {len(df)} trials {counts} in {seconds:.0f} s -> {store_path}")
     if study.report is not None and not args.no_report:
-        print(f"report: {write_study_report(study, study_dir, df, preset)}")
+        report = write_study_report(study, study_dir, df, preset, static_figures=False if args.no_figures else None)
+        print(f"report: {report}")
     for error in errors:
         print(f"ERROR in trial: {error}", file=sys.stderr)
     unfinished = int((df["status"] != "TERMINATED").sum()) if len(df) else 0
