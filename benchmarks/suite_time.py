@@ -5,9 +5,9 @@ artifacts, no stand-in from an earlier run: what a new CI machine has), the virt
     python benchmarks/suite_time.py --commits f995772 HEAD --venv ~/.cache/udalab/venv-X --json suite.json
 
 Per commit: the command's wall seconds (pip's re-pointing of the editable install included), pytest's
-own seconds, the outcome counts and the slowest tests (`--durations`). Run it on an otherwise idle
-machine: the figure is the machine's, and torch's threads slow down many fold when other processes
-share the cores.
+own seconds, the outcome counts and the slowest tests (`--durations`); with `--log-dir`, its whole
+output (a failing test's traceback). Run it on an otherwise idle machine: the figure is the
+machine's, and torch's threads slow down many fold when other processes share the cores.
 """
 from __future__ import annotations
 
@@ -39,8 +39,9 @@ def parse_log(text: str) -> dict:
     return {"pytest_seconds": float(last["seconds"]), "counts": counts, "slowest": slowest, "failed": failed}
 
 
-def run_at(commit: str, venv: str, durations: int) -> dict:
-    """Clone this checkout at `commit` into a temporary folder and time `.ci/run` there."""
+def run_at(commit: str, venv: str, durations: int, log_dir: Path | None = None) -> dict:
+    """Clone this checkout at `commit` into a temporary folder and time `.ci/run` there; with
+    `log_dir`, its whole output goes to <log_dir>/<commit>.log (a failure's traceback)."""
     sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", commit], capture_output=True, text=True,
                          check=True).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="udalab-suite-") as tmp:
@@ -54,6 +55,9 @@ def run_at(commit: str, venv: str, durations: int) -> dict:
         start = time.perf_counter()
         proc = subprocess.run([str(clone / ".ci" / "run")], cwd=clone, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - start
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        (log_dir / f"{sha[:12]}.log").write_text(proc.stdout + proc.stderr)
     return {"commit": sha[:12], "returncode": proc.returncode, "wall_seconds": round(wall, 1),
             **parse_log(proc.stdout + proc.stderr)}
 
@@ -64,10 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--venv", required=True, help="the virtualenv .ci/run uses (UDALAB_VENV), dependencies installed")
     p.add_argument("--durations", type=int, default=30, help="how many of the slowest tests to keep")
     p.add_argument("--json", required=True)
+    p.add_argument("--log-dir", type=Path, default=None, help="keep each run's output here as <commit>.log")
     args = p.parse_args(argv)
     runs = []
     for commit in args.commits:
-        runs.append(run_at(commit, args.venv, args.durations))
+        runs.append(run_at(commit, args.venv, args.durations, args.log_dir))
         r = runs[-1]
         print(f"{r['commit']}: rc {r['returncode']}, pytest {r['pytest_seconds']:.0f} s, wall {r['wall_seconds']:.0f} s, "
               f"{r['counts']}", flush=True)
