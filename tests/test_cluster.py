@@ -90,6 +90,10 @@ def test_a_lost_worker_node_restarts_the_trial_from_its_checkpoint(tmp_path, min
     c.remove_node(lost, allow_graceful=False)       # a spot reclaim: raylet and its workers gone at once
     c.add_node(num_cpus=1)                          # ... and the autoscaler's replacement
     assert proc.wait(timeout=900) == 0, log.read_text()[-4000:]
+    # Ray Train decided on one failure, the lost node's: a run that ends hands its controller nothing
+    # to unpickle (a DDP-wrapped model it could not read was a failure, and a restart, per run)
+    decisions = [line for line in log.read_text().splitlines() if "[FailurePolicy]" in line]
+    assert len(decisions) == 1 and "RETRY" in decisions[0], decisions
 
     df = pd.read_parquet(study / "trials.parquet")
     assert len(df) == 2 and set(df["status"]) == {"TERMINATED"}, df[["trial_id", "status"]]

@@ -69,12 +69,21 @@ def trial(config: dict, settings: dict) -> None:
     trainer(trial_run_config(config, settings), settings, layout.train_run_name(trial_id), [TuneReportCallback()]).fit()
 
 
+def train_worker(config: dict) -> None:
+    """What each Ray Train worker of a trial runs: the method's run (methods.train_loop), returning
+    nothing. Ray Train sends a train function's return value to its controller, and train_loop's is
+    the method's last Step: its models, wrapped in DistributedDataParallel on several workers, which
+    the controller cannot unpickle (it took that for a worker failure and restarted the run after
+    its last report, as many times as max_failures allowed)."""
+    from udalab.methods import train_loop
+
+    train_loop(config)
+
+
 def trainer(method_config: dict, settings: dict, name: str, callbacks: list):
     """The Ray Train run of one method config, named `name` (a re-run under it resumes)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
-
-    from udalab.methods import train_loop
 
     drop_unregistered_checkpoints(settings["train_storage"], name)
     workers = settings["workers"]
@@ -82,7 +91,7 @@ def trainer(method_config: dict, settings: dict, name: str, callbacks: list):
     if settings["gpus_per_trial"]:
         per_worker["GPU"] = settings["gpus_per_trial"] / workers
     return TorchTrainer(
-        train_loop,                                      # opens the run config["method"] names
+        train_worker,                                    # opens the run config["method"] names
         train_loop_config=method_config,
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(settings["gpus_per_trial"]),
                                      resources_per_worker=per_worker),
