@@ -238,7 +238,8 @@ def suite_time(recs: RecordSet) -> str:
     return suite_table(recs, SUITE_RECORDS)
 
 
-for _name in ("suite_time_xeon", "suite_time_second_xeon", "suite_time_xdist_groups"):   # one machine each
+for _name in ("suite_time_xeon", "suite_time_second_xeon", "suite_time_xdist_groups",
+              "suite_time_ray_tests"):   # one machine each
     table(_name)(lambda recs, name=_name: suite_table(recs, (name,)))
 
 
