@@ -49,11 +49,20 @@ def export_figures(figs: Mapping[str, Any], out_dir: str | os.PathLike, formats:
         for fmt in formats:
             items.append(fig)
             paths.append(os.path.join(target, f"{name}.{fmt}"))
+    scale = 1 if len(items) > 4 else 2
     try:
-        pio.write_images(items, paths, width=1100, height=None, scale=1 if len(items) > 4 else 2)
+        pio.write_images(items, paths, width=1100, height=None, scale=scale)
+        # kaleido returns a render's error (a timeout on a loaded machine) instead of raising it, and
+        # plotly drops it: the file is simply not there. Those figures get one more try, alone.
+        for i in [i for i, p in enumerate(paths) if not os.path.isfile(p)]:
+            pio.write_images([items[i]], [paths[i]], width=1100, height=None, scale=scale)
     except Exception as e:  # a browser that does not start, a kaleido/plotly mismatch: the report still goes out
         log.warning("static figure export failed: %s", e)
         return [], f"Static PNG/SVG figures skipped: kaleido failed ({type(e).__name__}: {str(e)[:200]})."
+    lost = [os.path.basename(p) for p in paths if not os.path.isfile(p)]
+    if lost:
+        log.warning("kaleido wrote no %s (twice)", ", ".join(lost))
+    paths = [p for p in paths if os.path.isfile(p)]
     written = []
     if local:
         written = [str(p) for p in paths]
@@ -65,8 +74,11 @@ def export_figures(figs: Mapping[str, Any], out_dir: str | os.PathLike, formats:
                 o.write(f.read())
             written.append(dst)
         shutil.rmtree(tmp, ignore_errors=True)
-    return written, (f"Static figures: {len(written)} files in figures/ ("
-                     + ", ".join(sorted({os.path.basename(w) for w in written})) + ").")
+    note = (f"Static figures: {len(written)} files in figures/ ("
+            + ", ".join(sorted({os.path.basename(w) for w in written})) + ").")
+    if lost:
+        note += f" Not written (kaleido gave no file, twice): {', '.join(lost)}; `udalab report` tries again."
+    return written, note
 
 
 def export_note(figures: Mapping[str, Any], study_dir: str | os.PathLike, path: str,

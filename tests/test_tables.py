@@ -1,5 +1,6 @@
 """Tables, figures and report assembly on hand-made trials frames (fast: no Ray)."""
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -414,3 +415,38 @@ def test_search_figures_mark_the_papers_values_and_draw_the_best_schedules():
     best, paper = fig.data[0], fig.data[-1]
     assert best.y[0] == pytest.approx(0.5) and best.y[-1] == pytest.approx(0.8)          # the best: linear 0.5 -> 0.8
     assert paper.y[0] == pytest.approx(0.2) and paper.y[25] == pytest.approx(0.6) and paper.y[-1] == pytest.approx(1.0)
+
+
+def test_a_figure_kaleido_drops_is_tried_again_and_the_note_names_what_is_missing(tmp_path, monkeypatch):
+    """plotly's write_images returns without the file of a figure kaleido failed to render (kaleido
+    hands back the error instead of raising it): the export tries those once more, alone, and the
+    note lists only files that exist, naming any still missing."""
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    from udalab.analysis import export
+
+    pytest.importorskip("kaleido")
+    monkeypatch.setattr(export, "find_browser", lambda: "/usr/bin/chromium")
+    calls = []
+
+    def write_images(figs, paths, **kwargs):      # kaleido on a loaded machine: a render that times out
+        calls.append([Path(p).name for p in paths])
+        for p in paths:
+            if Path(p).name != "b.png" or (len(calls) > 1 and not stubborn):
+                Path(p).write_bytes(b"image")
+
+    monkeypatch.setattr(pio, "write_images", write_images)
+    figs = {"fig-a": go.Figure(), "fig-b": go.Figure()}
+    stubborn = False
+    files, note = export.export_figures(figs, tmp_path / "once")
+    assert calls == [["a.png", "a.svg", "b.png", "b.svg"], ["b.png"]]
+    assert sorted(Path(f).name for f in files) == ["a.png", "a.svg", "b.png", "b.svg"] and "Not written" not in note
+
+    calls.clear()
+    stubborn = True
+    files, note = export.export_figures(figs, tmp_path / "never")
+    assert calls == [["a.png", "a.svg", "b.png", "b.svg"], ["b.png"]]
+    assert sorted(p.name for p in (tmp_path / "never").iterdir()) == ["a.png", "a.svg", "b.svg"]
+    assert sorted(Path(f).name for f in files) == ["a.png", "a.svg", "b.svg"]
+    assert note.startswith("Static figures: 3 files") and "Not written (kaleido gave no file, twice): b.png" in note
