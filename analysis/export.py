@@ -81,8 +81,7 @@ def export_figures(figs: Mapping[str, Any], out_dir: str | os.PathLike, formats:
     return written, note
 
 
-def export_note(figures: Mapping[str, Any], study_dir: str | os.PathLike, path: str,
-                static_figures: bool | None) -> str:
+def export_note(figures: Mapping[str, Any], study_dir: str | os.PathLike, static_figures: bool | None) -> str:
     """Export the figures to <study>/figures (static_figures None: when a Chromium / Chrome is found);
     the note saying what was written or why not ("" when nothing was asked)."""
     if static_figures is None:
@@ -92,6 +91,5 @@ def export_note(figures: Mapping[str, Any], study_dir: str | os.PathLike, path: 
                     "BROWSER_PATH). The interactive figures above are unaffected.")
     if not (static_figures and figures):
         return ""
-    # a remote study's figures go to its URI: its path alone (bucket/...) would name a local folder
-    out_dir = os.path.join(path, "figures") if storage.is_local(study_dir) else storage.uri_join(study_dir, "figures")
-    return export_figures(figures, out_dir)[1]
+    # the study's URI, local or not: a remote study's path alone (bucket/...) would name a local folder
+    return export_figures(figures, storage.uri_join(study_dir, "figures"))[1]

@@ -186,7 +186,7 @@ def write_report(study_dir: str | os.PathLike, spec: ReportSpec | None, df: pd.D
 
     sections = report_sections(report_data(df, spec, preset, name, search, _histories(study_dir, df),
                                            _pictures(study_dir, df)))
-    note = export_note({k: v for s in sections for k, v in s.figures.items()}, study_dir, path, static_figures)
+    note = export_note({k: v for s in sections for k, v in s.figures.items()}, study_dir, static_figures)
     sections.append(files_section(_file_notes(fs, path) + ([note] if note else [])))
     report = assemble_report(sections, spec.title, name)
 
